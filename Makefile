@@ -1,0 +1,37 @@
+# labkit: two commands on a fresh machine, as root.
+#   make lab    set up what is missing, then JupyterLab on notebooks/
+#   make test   set up what is missing, then the whole test suite (notebooks included)
+#   make tour   set up, then run every notebook headless into build/tour/*.html
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup lab test test-fast tour lint clean
+
+setup:
+	@scripts/setup.sh
+
+lab: setup
+	cd notebooks && $(VENV)/bin/jupyter lab --allow-root --no-browser --ip=127.0.0.1 \
+	  --ServerApp.root_dir=$(CURDIR)/notebooks
+
+test: setup
+	$(PY) -m pytest --privileged tests $(PYTEST_ARGS)
+	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
+	  --sanitize-with notebooks/sanitize.cfg notebooks/
+
+test-fast: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+tour: setup
+	mkdir -p build/tour
+	$(VENV)/bin/jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=600 \
+	  --output-dir build/tour notebooks/*.ipynb
+
+lint: setup
+	$(VENV)/bin/ruff check labkit tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,1 @@
+"""The container engine: images, runtime, shim, supervisor, daemon, client."""

@@ -1,0 +1,1 @@
+"""OCI images: content-addressed blobs, layers (tar <-> overlay), the overlay snapshotter."""
