@@ -142,3 +142,27 @@ def capget(pid: int = 0) -> tuple[int, int, int]:
     _call(lambda: lib.syscall(nr, hbuf, dbuf), "capget", str(pid))
     e0, p0, i0, e1, p1, i1 = struct.unpack("=6I", dbuf.raw)
     return (e1 << 32 | e0, p1 << 32 | p0, i1 << 32 | i0)
+
+
+def _os_call(fn: Callable[[], None], name: str, target: str | None) -> None:
+    # The stdlib already wraps these (os.setresuid, ...); we only give the OSError our typed
+    # shape (syscall name, target, hint).  CPython retries EINTR itself (PEP 475).
+    try:
+        fn()
+    except OSError as err:
+        raise errors.from_errno(err.errno or errno.EIO, name, target) from None
+
+
+def setresuid(ruid: int, euid: int, suid: int) -> None:
+    """setresuid(2): set the real, effective and saved user ids of the caller."""
+    _os_call(lambda: os.setresuid(ruid, euid, suid), "setresuid", str(euid))
+
+
+def setresgid(rgid: int, egid: int, sgid: int) -> None:
+    """setresgid(2): set the real, effective and saved group ids of the caller."""
+    _os_call(lambda: os.setresgid(rgid, egid, sgid), "setresgid", str(egid))
+
+
+def setgroups(groups: list[int]) -> None:
+    """setgroups(2): set the caller's supplementary groups (EPERM after setgroups 'deny')."""
+    _os_call(lambda: os.setgroups(groups), "setgroups", ",".join(map(str, groups)))
