@@ -1,0 +1,14 @@
+"""eBPF probes built with bcc, tracepoint-first (STYLE C14).
+
+Each module is one tool in the shape of a bcc tool: ``render(opts)`` gives the BPF C text,
+``attach(opts)`` loads it and returns a Probe with ``.read()`` and ``.close()``.
+
+* ``execsnoop``: every exec (sched:sched_process_exec)
+* ``oomkill``: every OOM kill (oom:mark_victim)
+* ``kcount``: calls of a kernel function (kprobe), or of a syscall tracepoint instead
+* ``selftest``: one tiny tracepoint program, used by ``labkit doctor``
+
+Submodules are imported on demand: ``from labkit.probes import execsnoop``.
+"""
+
+__all__ = ["base", "execsnoop", "kcount", "oomkill", "selftest"]
