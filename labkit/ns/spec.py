@@ -7,12 +7,16 @@ labkit-runtime (an OCI container), so the order and the uid-map handshake live i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from labkit import errors
 from labkit._sys.consts import NS_FLAGS
 
 # namespaces(7): the eight kinds, in the order a runtime creates or joins them.
 KINDS: tuple[str, ...] = tuple(NS_FLAGS)
+
+# mount(2) propagation types child_enter can apply to "/" (recursively) in a new mount ns.
+PROPAGATION: tuple[str, ...] = ("private", "slave", "shared", "unchanged")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,10 @@ class NamespaceSpec:
     gid_map: tuple[IdMap, ...] = ()
     setgroups_deny: bool = False
     time_offsets: dict[str, int] = field(default_factory=dict)
+    # mount_namespaces(7): what child_enter makes of "/" in a new mount namespace.  "private"
+    # (recursive, the default of unshare(1)) keeps mounts made inside from reaching the host;
+    # "unchanged" leaves it to the caller (an OCI runtime applies rootfsPropagation itself).
+    propagation: str = "private"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -73,10 +81,60 @@ class NamespaceSpec:
                 raise errors.InvalidArgumentError(
                     "time_offsets", f"unknown clock {clock!r}",
                     hint="time_namespaces(7) offsets only monotonic and boottime")
+        if self.propagation not in PROPAGATION:
+            raise errors.InvalidArgumentError(
+                "propagation", f"unknown propagation {self.propagation!r}",
+                hint=f"one of: {', '.join(PROPAGATION)}")
+        for kind, path in self.join.items():
+            if not isinstance(path, str) or not path:
+                raise errors.InvalidArgumentError("join", f"{kind}: path must be a non-empty str")
         for name, maps in (("uid_map", self.uid_map), ("gid_map", self.gid_map)):
             for m in maps:
                 if m.count <= 0 or m.inside < 0 or m.outside < 0:
                     raise errors.InvalidArgumentError(name, f"bad range {m.line().strip()!r}")
+
+    @property
+    def wants_maps(self) -> bool:
+        """True when the parent must write setgroups/gid_map/uid_map (the b"M" handshake)."""
+        return "user" in self.new and bool(self.uid_map or self.gid_map or self.setgroups_deny)
+
+    @property
+    def needs_fork(self) -> bool:
+        """True when argv must run in a child of the process that applied the spec.
+
+        pid_namespaces(7): unshare(CLONE_NEWPID) and setns() into a pid namespace move only
+        the caller's future children; time_namespaces(7): likewise for a new time namespace.
+        """
+        return "pid" in self.new or "pid" in self.join or "time" in self.new
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-able form (labkit.ns.child receives the spec this way)."""
+        return {
+            "new": sorted(self.new),
+            "join": dict(self.join),
+            "hostname": self.hostname,
+            "domainname": self.domainname,
+            "uid_map": [[m.inside, m.outside, m.count] for m in self.uid_map],
+            "gid_map": [[m.inside, m.outside, m.count] for m in self.gid_map],
+            "setgroups_deny": self.setgroups_deny,
+            "time_offsets": dict(self.time_offsets),
+            "propagation": self.propagation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NamespaceSpec:
+        """Inverse of to_dict(); validates like the constructor."""
+        return cls(
+            new=frozenset(d.get("new", ())),
+            join=dict(d.get("join", {})),
+            hostname=d.get("hostname"),
+            domainname=d.get("domainname"),
+            uid_map=tuple(IdMap(*m) for m in d.get("uid_map", ())),
+            gid_map=tuple(IdMap(*m) for m in d.get("gid_map", ())),
+            setgroups_deny=bool(d.get("setgroups_deny", False)),
+            time_offsets=dict(d.get("time_offsets", {})),
+            propagation=d.get("propagation", "private"),
+        )
 
     @property
     def flags(self) -> int:

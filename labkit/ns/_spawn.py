@@ -1,0 +1,289 @@
+"""spawn / run / enter: start a command in new or joined namespaces, from a fresh helper.
+
+STYLE C9: namespaces are never entered in the caller (a Jupyter kernel is multi-threaded:
+unshare(CLONE_NEWUSER) and setns(2) into user/mnt namespaces fail with EINVAL there).  A
+``python -m labkit.ns.child`` helper, started with subprocess, receives the spec as JSON on
+an inherited socket, applies it (labkit.ns.apply.child_enter) while this process writes the
+id maps (parent_serve), then execs argv, forking once more when pid/time are new.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import labkit
+from labkit import errors
+from labkit.ns import apply, inspect
+from labkit.ns.spec import KINDS, NamespaceSpec
+
+__all__ = ["Child", "enter", "run", "spawn"]
+
+_File = int | IO[Any] | None
+
+# Where the labkit package lives, so the helper imports this very copy of it even when the
+# caller's sys.path came from a notebook's cwd rather than an installed distribution.
+_ROOT = str(Path(labkit.__file__).resolve().parent.parent)
+
+
+class Child:
+    """A command running in its namespaces (subprocess.Popen's shape, for argv's process).
+
+    ``pid`` is argv's pid as this process sees it, so /proc/<pid>/ns/* can be inspected.
+    When the spec needed one more fork, the helper (``helper_pid``) is argv's parent and
+    exits with argv's status; wait()/returncode report that status (-N for signal N).
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], pid: int, argv: list[str]) -> None:
+        self._proc = proc
+        self.pid = pid
+        self.helper_pid = proc.pid
+        self.args = argv
+        self.stdin = proc.stdin
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    @property
+    def returncode(self) -> int | None:
+        """argv's exit status once reaped (poll()), else None."""
+        return self._proc.poll()
+
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for argv to exit; returns its status (-N if killed by signal N).
+
+        Raises subprocess.TimeoutExpired after ``timeout`` seconds.
+        """
+        return self._proc.wait(timeout)
+
+    def communicate(
+        self, input: bytes | None = None, timeout: float | None = None
+    ) -> tuple[bytes | None, bytes | None]:
+        """Popen.communicate: feed stdin, read stdout/stderr to EOF, wait."""
+        out, err = self._proc.communicate(input, timeout)
+        return out, err
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """kill(2) argv's process.  No-op once it has been reaped.
+
+        pid_namespaces(7): as pid 1 of a new pid namespace, argv ignores signals it has no
+        handler for, except SIGKILL and SIGSTOP sent from an ancestor namespace.
+        """
+        if self._proc.poll() is not None:
+            return
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill(signal.SIGKILL)
+        self._proc.wait()
+        for f in (self.stdin, self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+
+    def __repr__(self) -> str:
+        return f"<Child pid={self.pid} argv={self.args!r} returncode={self.returncode}>"
+
+
+def _helper_env() -> dict[str, str]:
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _ROOT if not path else f"{_ROOT}{os.pathsep}{path}"
+    return env
+
+
+class _Frames:
+    """Reads consecutive frames from a SOCK_STREAM socket, keeping what was read ahead."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buf = fd, b""
+
+    def next(self) -> tuple[bytes, bytes] | None:
+        """The next (tag, payload), or None at EOF."""
+        while True:
+            if len(self.buf) >= 5:
+                n = int.from_bytes(self.buf[1:5], "big")
+                if len(self.buf) >= 5 + n:
+                    tag, payload = self.buf[:1], self.buf[5:5 + n]
+                    self.buf = self.buf[5 + n:]
+                    return tag, payload
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                if self.buf:
+                    raise errors.from_errno(32, "recv", "spawn: truncated frame from the helper")
+                return None
+            self.buf += chunk
+
+
+def _await_exec(fd: int) -> int:
+    """Read P+pid, then EOF (exec happened) or E (setup or execve failed: raise it)."""
+    frames = _Frames(fd)
+    pid: int | None = None
+    while (frame := frames.next()) is not None:
+        tag, payload = frame
+        if tag == b"E":
+            apply._raise_pickled(payload)
+        elif tag == b"P":
+            pid = int(payload)
+    if pid is None:
+        raise errors.from_errno(
+            32, "recv", "spawn: the helper exited before starting the command",
+            hint="see the helper's stderr (python -m labkit.ns.child)")
+    return pid
+
+
+def spawn(
+    spec: NamespaceSpec,
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stdin: _File = None,
+    stdout: _File = None,
+    stderr: _File = None,
+    pass_fds: Iterable[int] = (),
+) -> Child:
+    """clone(2)-like: start ``argv`` in ``spec``'s namespaces, from a fresh helper process.
+
+    Returns once argv has been exec'd.  ``cwd`` is entered after the namespaces (inside a
+    joined mount namespace); ``env`` defaults to os.environ; stdio arguments as for
+    subprocess.Popen (PIPE works).
+
+    Raises InvalidArgumentError for an empty argv; the child's SyscallError (errno, syscall,
+    hint; e.g. setns EINVAL, execve ENOENT) or the parent's ``write uid_map`` error if the
+    kernel refused a map.  On error, nothing is left running.
+
+    Example::
+
+        with spawn(NamespaceSpec(new={"uts"}, hostname="lk-demo"), ["sleep", "60"]) as c:
+            print(inspect.namespaces(c.pid)["uts"])
+    """
+    if not argv:
+        raise errors.InvalidArgumentError("argv", "empty command")
+    args = [os.fspath(a) for a in argv]
+    req = {
+        "spec": spec.to_dict(),
+        "argv": args,
+        "env": dict(env if env is not None else os.environ),
+        "cwd": os.fspath(cwd) if cwd is not None else None,
+    }
+    ours, theirs = socket.socketpair()
+    try:
+        cmd = [sys.executable, "-P", "-m", "labkit.ns.child", str(theirs.fileno())]
+        proc = subprocess.Popen(
+            cmd, stdin=stdin, stdout=stdout, stderr=stderr,
+            pass_fds=(theirs.fileno(), *pass_fds), env=_helper_env())
+    finally:
+        theirs.close()  # else our copy hides the helper's EOF
+    with ours:
+        fd = ours.fileno()
+        try:
+            apply.send_frame(fd, b"S", json.dumps(req).encode())
+            apply.parent_serve(proc.pid, spec, fd)
+            pid = _await_exec(fd)
+        except BaseException:
+            # The helper holds no one else's resources: SIGKILL is safe; a forked argv
+            # follows it through PR_SET_PDEATHSIG.
+            proc.kill()
+            proc.wait()
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                if f is not None:
+                    f.close()
+            raise
+    return Child(proc, pid, args)
+
+
+def run(
+    spec: NamespaceSpec,
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    input: str | bytes | None = None,
+    capture_output: bool = True,
+    text: bool = True,
+    check: bool = False,
+    timeout: float | None = None,
+    **kw: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """subprocess.run for spawn(): run argv in ``spec``'s namespaces and wait for it.
+
+    stdout/stderr are captured (as text) unless ``capture_output=False``.  ``kw`` goes to
+    spawn() (env, cwd, stdin, stdout, stderr, pass_fds).
+
+    Example: ``run(NamespaceSpec(new={"uts"}, hostname="lk-demo"), ["hostname"]).stdout``
+    is ``"lk-demo\\n"``.
+
+    Raises what spawn() raises; subprocess.TimeoutExpired (argv is killed first);
+    subprocess.CalledProcessError when ``check`` and the status is not 0.
+    """
+    if capture_output:
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+    data = input.encode() if isinstance(input, str) else input
+    if data is not None:
+        kw["stdin"] = subprocess.PIPE
+    with spawn(spec, argv, **kw) as child:
+        try:
+            out, err = child.communicate(data, timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise
+        code = child.wait()
+    res_out: str | bytes | None = out
+    res_err: str | bytes | None = err
+    if text:
+        res_out = out.decode(errors="replace") if out is not None else None
+        res_err = err.decode(errors="replace") if err is not None else None
+    result = subprocess.CompletedProcess([os.fspath(a) for a in argv], code, res_out, res_err)
+    if check:
+        result.check_returncode()
+    return result
+
+
+def enter(
+    pid: int,
+    kinds: Iterable[str] | None = None,
+    argv: Sequence[str | os.PathLike[str]] = ("sh",),
+    **kw: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """nsenter(1) -t PID: run argv in the namespaces of process ``pid`` and wait for it.
+
+    ``kinds`` defaults to every kind whose namespace differs from ours.  Joining ``mnt``
+    puts argv at the root of that mount namespace (setns(2)); joining ``user`` keeps our
+    uid, which shows as 65534 there unless it is mapped.  ``kw`` goes to run().
+
+    Raises NotFoundError if ``pid`` does not exist, InvalidArgumentError for an unknown
+    kind, and what run() raises.
+    """
+    theirs = inspect.namespaces(pid)
+    ours = inspect.namespaces("self")
+    if kinds is None:
+        chosen = [k for k in KINDS if k in theirs and k in ours and theirs[k] != ours[k]]
+    else:
+        chosen = list(kinds)
+        for k in chosen:
+            if k not in KINDS:
+                raise errors.InvalidArgumentError(
+                    "kinds", f"unknown namespace kind {k!r}", hint=f"one of: {', '.join(KINDS)}")
+    join = {k: f"/proc/{pid}/ns/{k}" for k in chosen}
+    return run(NamespaceSpec(join=join), argv, **kw)

@@ -1,0 +1,116 @@
+"""``python -m labkit.ns.child FD``: the small single-threaded helper behind labkit.ns.spawn.
+
+STYLE C9: a notebook kernel is multi-threaded, so namespaces are entered here, in a fresh
+interpreter, never in the caller (runc nsenter plus its init pipe; youki's closed Message
+set).  Frames on FD (see labkit.ns.apply for the framing):
+
+    caller -> helper  S + JSON {"spec", "argv", "env", "cwd"}
+    helper <-> caller M / K / E        the id-map handshake (apply.child_enter/parent_serve)
+    helper -> caller  E + pickle       setup failed (a SyscallError with errno and hint)
+    helper -> caller  P + pid          argv's process, as the caller's pid namespace sees it
+    argv   -> caller  E + pickle       execve failed; EOF instead means exec succeeded (FD is
+                                       close-on-exec, the helper closed its copy)
+
+When the spec needs one more fork (new pid/time namespace, joined pid namespace) the helper
+stays as argv's parent, reaps it and exits with the same status (re-raising a fatal signal on
+itself), so the caller's Popen.wait() reports argv's status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any, NoReturn
+
+from labkit import errors
+from labkit._sys import consts, syscalls
+from labkit.ns import apply
+from labkit.ns.spec import NamespaceSpec
+
+
+def _exec(req: dict[str, Any], sock: int) -> NoReturn:
+    argv: list[str] = req["argv"]
+    try:
+        if req.get("cwd") is not None:
+            try:
+                os.chdir(req["cwd"])
+            except OSError as err:
+                raise errors.from_errno(err.errno or 5, "chdir", req["cwd"]) from None
+        # SIGPIPE and friends back to default: Python set SIGPIPE to ignored, and an ignored
+        # signal stays ignored across execve(2).
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            os.execvpe(argv[0], argv, req["env"])
+        except OSError as err:
+            raise errors.from_errno(err.errno or 5, "execve", argv[0]) from None
+    except BaseException as exc:  # noqa: BLE001 -- any failure must reach the caller
+        try:
+            apply.send_frame(sock, b"E", apply.error_payload(exc))
+        finally:
+            os._exit(127)
+
+
+def _exit_like(status: int) -> NoReturn:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        # Re-raise the signal so our parent sees -sig.  No core file from the helper itself.
+        try:
+            import resource
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        except (ImportError, ValueError, OSError):
+            pass
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)  # a signal that does not kill (should not happen)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def main(args: list[str]) -> NoReturn:
+    sock = int(args[0])
+    # Close-on-exec: argv must not inherit the handshake socket (its EOF is the exec signal).
+    os.set_inheritable(sock, False)
+    try:
+        tag, payload = apply.recv_frame(sock, timeout=None)
+        if tag != b"S":
+            os._exit(2)
+        req = json.loads(payload)
+        spec = NamespaceSpec.from_dict(req["spec"])
+        apply.child_enter(spec, sock)
+    except BaseException as exc:  # noqa: BLE001 -- any failure must reach the caller
+        try:
+            apply.send_frame(sock, b"E", apply.error_payload(exc))
+        except errors.SyscallError:
+            pass  # the caller is gone, or it raised this error itself (a refused id map)
+        os._exit(1)
+
+    if not spec.needs_fork:
+        apply.send_frame(sock, b"P", str(os.getpid()).encode())
+        _exec(req, sock)
+
+    pid = os.fork()
+    if pid == 0:
+        # prctl(2) PR_SET_PDEATHSIG: argv dies if the helper is killed, so nothing outlives it.
+        syscalls.prctl(consts.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _exec(req, sock)
+    # Signals meant for a foreground job (Ctrl-C) reach argv; the helper just waits for it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        apply.send_frame(sock, b"P", str(pid).encode())
+    except errors.SyscallError:
+        pass  # caller gone: PDEATHSIG will not fire (we live), so wait for argv as usual
+    os.close(sock)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            os._exit(1)
+    _exit_like(status)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
