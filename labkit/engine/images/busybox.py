@@ -10,9 +10,12 @@ import os
 import shutil
 import struct
 import subprocess
+import tempfile
 from pathlib import Path
 
 from labkit import errors
+from labkit.engine.images.diff import write_layer
+from labkit.engine.images.layers import LayerDigests
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -76,3 +79,15 @@ def build_rootfs(dest: Path, busybox: Path = BUSYBOX) -> Path:
     (dest / "etc/hosts").write_text("127.0.0.1\tlocalhost\n")
     (dest / "etc/resolv.conf").write_text("")
     return dest
+
+
+def pack_rootfs_layer(out: Path, busybox: Path = BUSYBOX, *, compression: str = "gzip",
+                      mtime: int | None = 0) -> LayerDigests:
+    """Build the busybox rootfs in a temporary directory and pack it as an OCI layer blob.
+
+    ``mtime=0`` (the default) makes the blob reproducible: the same busybox always gives the
+    same diffID.  Returns the layer's digests (labkit.engine.images.diff.write_layer).
+    """
+    with tempfile.TemporaryDirectory(prefix="lk-busybox-") as tmp:
+        root = build_rootfs(Path(tmp) / "rootfs", busybox)
+        return write_layer(root, Path(out), compression=compression, mtime=mtime)
