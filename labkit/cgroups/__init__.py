@@ -1,0 +1,65 @@
+"""Control groups: one Cgroup interface, v1 and v2 backends chosen once by detection.
+
+    from labkit.cgroups import open_cgroup, Resources
+    cg = open_cgroup("lk-demo/ctr1")          # V2Cgroup on a unified host, else V1Cgroup
+    cg.create(); cg.add(pid)
+    cg.set(Resources(memory_max=64 << 20, pids_max=50))
+    cg.stats().oom_kills; cg.freeze(True); cg.freeze(False); cg.kill(); cg.remove()
+
+Nothing outside this package asks for the cgroup version (STYLE C6): the choice is made
+here, from detect.detect_mode() (statfs magic, cgroups(7)), the way runc's manager/new.go
+picks fs2 or fs.  Import cost is kept to the stdlib and labkit.errors: labkit-runtime
+imports this on its start path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labkit.cgroups.base import (
+    Cgroup,
+    IoLimit,
+    Pressure,
+    PressureLine,
+    Resources,
+    Stats,
+    check_name,
+)
+from labkit.cgroups.detect import DEFAULT_ROOT, Mode, controllers, detect_mode
+from labkit.cgroups.v1 import V1Cgroup
+from labkit.cgroups.v2 import V2Cgroup
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "Cgroup",
+    "IoLimit",
+    "Mode",
+    "Pressure",
+    "PressureLine",
+    "Resources",
+    "Stats",
+    "V1Cgroup",
+    "V2Cgroup",
+    "check_name",
+    "controllers",
+    "detect_mode",
+    "open_cgroup",
+]
+
+
+def open_cgroup(name: str, *, root: Path = DEFAULT_ROOT, mode: Mode | None = None) -> Cgroup:
+    """A handle on cgroup ``name`` (relative, e.g. "lk-abc/ctr1"); nothing is created yet.
+
+    UNIFIED -> V2Cgroup; HYBRID and LEGACY -> V1Cgroup (in hybrid mode the controllers live
+    on the v1 hierarchies; the v2 mount there has none).  ``mode`` skips detection (fake
+    trees in tests).
+
+    Raises:
+        InvalidArgumentError: the name is absolute, empty or contains "..".
+        UnsupportedError: no cgroup filesystem under ``root``.
+    """
+    check_name(name)
+    root = Path(root)
+    if (mode or detect_mode(root)) is Mode.UNIFIED:
+        return V2Cgroup(root, name)
+    return V1Cgroup(root, name)

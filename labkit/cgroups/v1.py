@@ -1,0 +1,331 @@
+"""cgroup v1 backend: one directory per controller hierarchy (cgroup-v1/cgroups.rst).
+
+The shape of runc's cgroups/fs and youki's libcgroups v1: the same name is created under
+each mounted hierarchy (cpu, cpuacct, cpuset, memory, pids, freezer, blkio, devices and the
+named name=systemd one), and each Resources field goes to its controller's files.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from labkit import errors
+from labkit.cgroups import _io, _ops
+from labkit.cgroups.base import Pressure, Resources, Stats, check_name
+from labkit.cgroups.detect import DEFAULT_ROOT, Mode, controllers
+
+__all__ = ["V1_CONTROLLERS", "V1Cgroup"]
+
+# The hierarchies a container joins, in the order runc's fs manager lists its subsystems.
+V1_CONTROLLERS = ("cpuset", "cpu", "cpuacct", "memory", "pids", "freezer", "blkio", "devices",
+                  "name=systemd")
+
+# v1 prints "no limit" as PAGE_COUNTER_MAX * PAGE_SIZE (9223372036854771712 on 4K pages).
+_UNLIMITED = 1 << 62
+_THROTTLE_FILES = {"rbps": "blkio.throttle.read_bps_device",
+                   "wbps": "blkio.throttle.write_bps_device",
+                   "riops": "blkio.throttle.read_iops_device",
+                   "wiops": "blkio.throttle.write_iops_device"}
+_HINT_VM = "use the VM with the controller enabled: labkit vm"
+
+
+class V1Cgroup:
+    """A cgroup named ``name`` in every v1 hierarchy under ``root``.
+
+    Example:
+        cg = V1Cgroup(Path("/sys/fs/cgroup"), "lk-demo/ctr1")
+        cg.create(); cg.add(pid); cg.set(Resources(memory_max=64 << 20))
+    """
+
+    def __init__(self, root: Path = DEFAULT_ROOT, name: str = "", *,
+                 hierarchies: dict[str, Path] | None = None,
+                 mountinfo: Path = Path("/proc/self/mountinfo")) -> None:
+        self.name = check_name(name)
+        self.root = Path(root)
+        mounts = hierarchies if hierarchies is not None else controllers(
+            self.root, mode=Mode.LEGACY, mountinfo=mountinfo)
+        self.dirs: dict[str, Path] = {c: mounts[c] / name for c in V1_CONTROLLERS if c in mounts}
+        if not self.dirs:
+            raise errors.UnsupportedError(
+                "cgroup v1", f"no controller hierarchies mounted under {self.root}", hint=_HINT_VM)
+        # One path to show and to hand to tools; memory is where OOM happens.
+        self.path: Path = self.dirs.get("memory", next(iter(self.dirs.values())))
+
+    def __repr__(self) -> str:
+        return f"V1Cgroup({str(self.root)!r}, {self.name!r})"
+
+    # --- the directories -------------------------------------------------------------------
+    def _unique_dirs(self) -> list[Path]:
+        return list(dict.fromkeys(self.dirs.values()))  # co-mounted cpu,cpuacct share one
+
+    def _dir(self, ctrl: str, why: str) -> Path:
+        d = self.dirs.get(ctrl)
+        if d is None:
+            raise errors.UnsupportedError(
+                f"cgroup controller {ctrl}", f"not mounted under {self.root} (needed for {why})",
+                hint=_HINT_VM)
+        return d
+
+    def _file(self, ctrl: str, fname: str, why: str) -> Path:
+        d = self._dir(ctrl, why)
+        f = d / fname
+        if not f.exists():
+            if not d.is_dir():
+                raise errors.NotFoundError("cgroup", f"{self.name} ({d})", hint="call create() first")
+            raise errors.UnsupportedError(
+                f"cgroup file {fname}", f"not present in {d} (needed for {why})", hint=_HINT_VM)
+        return f
+
+    def exists(self) -> bool:
+        """Whether the cgroup directory exists in any hierarchy."""
+        return any(d.is_dir() for d in self._unique_dirs())
+
+    def create(self, *, exist_ok: bool = True) -> None:
+        """mkdir(2) the cgroup in every hierarchy; undone if any mkdir fails.
+
+        Raises:
+            AlreadyExistsError: it exists and ``exist_ok`` is False.
+            SyscallError: mkdir(2) failed (names the directory).
+        """
+        if not exist_ok and self.exists():
+            raise errors.AlreadyExistsError("cgroup", self.name)
+        made: list[Path] = []
+        try:
+            for ctrl, d in self.dirs.items():
+                mount = d
+                for _ in self.name.split("/"):
+                    mount = mount.parent
+                level = mount
+                for part in self.name.split("/"):
+                    level = level / part
+                    try:
+                        os.mkdir(level, 0o755)
+                        made.append(level)
+                    except FileExistsError:
+                        pass
+                    except OSError as err:
+                        raise errors.from_errno(err.errno or errno.EIO, "mkdir", str(level)) from None
+                    if ctrl == "cpuset":
+                        self._cpuset_inherit(level)
+        except BaseException:
+            for d in reversed(made):
+                try:
+                    _ops.remove_tree(d, self.name, list, 0.5)
+                except errors.LabkitError:
+                    pass
+            raise
+
+    @staticmethod
+    def _cpuset_inherit(level: Path) -> None:
+        # cpusets.rst: a new cpuset starts with empty cpus/mems and refuses tasks (ENOSPC)
+        # until they are set; copy the parent's, as runc's cpusetEnsureParent does.
+        for fname in ("cpuset.cpus", "cpuset.mems"):
+            mine = _io.read(level / fname)
+            if mine is not None and not mine.strip():
+                parent = _io.read(level.parent / fname)
+                if parent and parent.strip():
+                    _io.write(level / fname, parent.strip())
+
+    # --- processes ---------------------------------------------------------------------------
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` into the cgroup by writing cgroup.procs in each hierarchy."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise errors.InvalidArgumentError("pid", f"{pid!r} is not a process id")
+        for d in self._unique_dirs():
+            if not d.is_dir():
+                raise errors.NotFoundError("cgroup", f"{self.name} ({d})", hint="call create() first")
+            _io.write(d / "cgroup.procs", str(pid))
+
+    def procs(self) -> list[int]:
+        """The pids in this cgroup (not its children), from cgroup.procs of every hierarchy."""
+        found: set[int] = set()
+        for d in self._unique_dirs():
+            found.update(_io.read_pids(d / "cgroup.procs"))
+        return sorted(found)
+
+    def _all_pids(self) -> list[int]:
+        found: set[int] = set()
+        for d in self._unique_dirs():
+            for sub, _, _ in os.walk(d):
+                found.update(_io.read_pids(Path(sub) / "cgroup.procs"))
+        return sorted(found)
+
+    # --- limits ------------------------------------------------------------------------------
+    def set(self, r: Resources) -> None:
+        """Apply ``r``: every file is checked first, then written; a refused write is undone.
+
+        Raises:
+            UnsupportedError: a needed controller or file is absent (only for fields set).
+            SyscallError: the kernel refused a value; names the file and the value.
+        """
+        plan: list[_ops.Write] = []
+
+        def w(ctrl: str, fname: str, data: str, why: str) -> None:
+            f = self._file(ctrl, fname, why)
+            plan.append(_ops.Write(f, data, _ops.old_value(f)))
+
+        self._plan_memory(r, plan, w)
+        if r.cpu_period_us is not None:  # period before quota, as runc's fs/cpu.go
+            w("cpu", "cpu.cfs_period_us", str(r.cpu_period_us), "cpu_period_us")
+        if r.cpu_quota_us is not None:
+            w("cpu", "cpu.cfs_quota_us", str(r.cpu_quota_us), "cpu_quota_us")
+        shares = r.effective_cpu_shares
+        if shares is not None:
+            w("cpu", "cpu.shares", str(shares), "cpu_weight/cpu_shares")
+        if r.cpuset_cpus is not None:
+            w("cpuset", "cpuset.cpus", r.cpuset_cpus, "cpuset_cpus")
+        if r.cpuset_mems is not None:
+            w("cpuset", "cpuset.mems", r.cpuset_mems, "cpuset_mems")
+        if r.pids_max is not None:
+            w("pids", "pids.max", "max" if r.pids_max == -1 else str(r.pids_max), "pids_max")
+        if r.io_weight is not None:
+            # blkio.weight belonged to CFQ (gone in 5.0); BFQ offers blkio.bfq.weight.
+            d = self._dir("blkio", "io_weight")
+            fname = "blkio.weight" if (d / "blkio.weight").exists() else "blkio.bfq.weight"
+            w("blkio", fname, str(r.io_weight), "io_weight (needs the BFQ I/O scheduler)")
+        for lim in r.io_limits:
+            for attr, fname in _THROTTLE_FILES.items():
+                val = getattr(lim, attr)
+                if val is None:
+                    continue
+                f = self._file("blkio", fname, "io_limits")
+                plan.append(_ops.Write(f, f"{lim.device} {val}", _old_rule(f, lim.device)))
+        _ops.apply(plan)
+
+    def _plan_memory(self, r: Resources, plan: list[_ops.Write], w: _ops.WriteFn) -> None:
+        mem, swap = r.memory_max, r.memory_swap_max
+        if mem is None and swap is None and r.memory_reservation is None:
+            return
+        d = self._dir("memory", "memory limits")
+        has_memsw = (d / "memory.memsw.limit_in_bytes").exists()
+        if swap is not None and swap != -1 and not has_memsw:
+            raise errors.UnsupportedError(
+                "cgroup v1 swap accounting", f"memory.memsw.limit_in_bytes missing in {d}",
+                hint="boot with swapaccount=1, or leave memory_swap_max unset")
+        if mem == -1 and swap is None and has_memsw:
+            swap = -1  # runc: unlimited memory with unset swap means both unlimited
+        if not has_memsw:
+            swap = None
+        if mem is not None and swap is not None:
+            # memory-v1: limit_in_bytes <= memsw.limit_in_bytes must hold after every write.
+            # Writing memsw first is safe when the new total is >= the current memory limit.
+            cur = _io.read_int(d / "memory.limit_in_bytes", unlimited=_UNLIMITED)
+            swap_first = swap == -1 or (cur is not None and cur != -1 and swap >= cur)
+            order = [("memory.memsw.limit_in_bytes", swap), ("memory.limit_in_bytes", mem)]
+            for fname, val in (order if swap_first else order[::-1]):
+                w("memory", fname, str(val), "memory_max/memory_swap_max")
+        elif mem is not None:
+            w("memory", "memory.limit_in_bytes", str(mem), "memory_max")
+        elif swap is not None:
+            w("memory", "memory.memsw.limit_in_bytes", str(swap), "memory_swap_max")
+        if r.memory_reservation is not None:
+            w("memory", "memory.soft_limit_in_bytes", str(r.memory_reservation),
+              "memory_reservation")
+
+    # --- readings ----------------------------------------------------------------------------
+    def stats(self) -> Stats:
+        """Read the counters (memory-v1.rst, cpuacct.rst, sched-bwc.rst, pids.rst)."""
+        mem = self.dirs.get("memory")
+        cur = peak = limit = swap = hits = kills = None
+        if mem is not None:
+            cur = _io.read_int(mem / "memory.usage_in_bytes")
+            peak = _io.read_int(mem / "memory.max_usage_in_bytes")
+            limit = _io.read_int(mem / "memory.limit_in_bytes", unlimited=_UNLIMITED)
+            memsw = _io.read_int(mem / "memory.memsw.usage_in_bytes")
+            swap = None if memsw is None or cur is None else max(0, memsw - cur)
+            hits = _io.read_int(mem / "memory.failcnt")
+            kills = (_io.read_keyed(mem / "memory.oom_control") or {}).get("oom_kill")
+        usage = user = system = None
+        acct = self.dirs.get("cpuacct")
+        if acct is not None:
+            ns = _io.read_int(acct / "cpuacct.usage")
+            usage = None if ns is None else ns // 1000
+            ticks = _io.read_keyed(acct / "cpuacct.stat") or {}
+            hz = os.sysconf("SC_CLK_TCK")  # cpuacct.stat counts USER_HZ ticks
+            user = ticks["user"] * 1_000_000 // hz if "user" in ticks else None
+            system = ticks["system"] * 1_000_000 // hz if "system" in ticks else None
+        cpu: dict[str, int] = {}
+        if "cpu" in self.dirs:
+            cpu = _io.read_keyed(self.dirs["cpu"] / "cpu.stat") or {}
+        pids = self.dirs.get("pids")
+        return Stats(
+            memory_current=cur, memory_peak=peak, memory_max=limit, memory_swap_current=swap,
+            memory_limit_hits=hits, oom_kills=kills, oom_events=None,
+            cpu_usage_usec=usage, cpu_user_usec=user, cpu_system_usec=system,
+            nr_periods=cpu.get("nr_periods"), nr_throttled=cpu.get("nr_throttled"),
+            throttled_usec=cpu["throttled_time"] // 1000 if "throttled_time" in cpu else None,
+            pids_current=None if pids is None else _io.read_int(pids / "pids.current"),
+            pids_max=None if pids is None else _io.read_int(pids / "pids.max"),
+        )
+
+    def pressure(self, resource: str) -> Pressure:
+        """PSI exists per cgroup only in v2 (psi.rst)."""
+        raise errors.UnsupportedError(
+            f"{resource} pressure (PSI) per cgroup", "cgroup v1 has no pressure files",
+            hint="use cgroup v2: the VM (labkit vm)")
+
+    # --- freezer and kill --------------------------------------------------------------------
+    def is_frozen(self) -> bool:
+        """freezer.state reads FROZEN (self or an ancestor frozen)."""
+        d = self.dirs.get("freezer")
+        text = None if d is None else _io.read(d / "freezer.state")
+        return text is not None and text.strip() == "FROZEN"
+
+    def freeze(self, frozen: bool, *, timeout: float = 5.0) -> None:
+        """Freeze or thaw via freezer.state and wait until the kernel reports it done.
+
+        cgroup-v1/freezer-subsystem.rst: writing FROZEN moves the state to FREEZING, then
+        FROZEN once every task has stopped; a task in the middle of something can delay
+        that, so the write is repeated now and then (runc's fs/freezer.go does the same).
+
+        Raises:
+            UnsupportedError: no freezer hierarchy.
+            ConflictError: the state was not reached within ``timeout`` (then it thaws).
+        """
+        f = self._file("freezer", "freezer.state", "freeze")
+        target = "FROZEN" if frozen else "THAWED"
+        _io.write(f, target)
+        polls = 0
+
+        def reached() -> bool:
+            nonlocal polls
+            polls += 1
+            if polls % 25 == 0:
+                _io.write(f, target)
+            return (_io.read(f) or "").strip() == target
+
+        if not _ops.wait_for(reached, timeout):
+            if frozen:
+                _io.write(f, "THAWED")
+            raise errors.ConflictError(f"cgroup {self.name}: freezer did not reach {target} "
+                                       f"within {timeout}s", hint="a task may be stuck in D state")
+
+    def kill(self, *, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the cgroup and its children; wait until none is left."""
+        frz = self.dirs.get("freezer")
+        can_freeze = frz is not None and (frz / "freezer.state").exists()
+        _ops.kill_all(self.name, self._all_pids,
+                      (lambda on: self.freeze(on)) if can_freeze else None, timeout)
+
+    def remove(self, *, timeout: float = 2.0) -> None:
+        """rmdir(2) the cgroup (children first) in every hierarchy; absent is fine.
+
+        Raises:
+            ConflictError: processes remain (nothing is removed then); call kill() first.
+        """
+        left = self._all_pids()
+        if left:
+            raise errors.ConflictError(
+                f"cgroup {self.name} still has processes {left}", hint="call kill() first")
+        for d in self._unique_dirs():
+            _ops.remove_tree(d, self.name, self._all_pids, timeout)
+
+
+def _old_rule(f: Path, device: str) -> str:
+    # blkio throttle files list "MAJ:MIN VALUE" rules; writing VALUE 0 deletes a rule.
+    for line in (_io.read(f) or "").splitlines():
+        if line.split()[:1] == [device]:
+            return line.strip()
+    return f"{device} 0"

@@ -1,0 +1,298 @@
+"""cgroup v2 backend: one directory on the unified hierarchy (Documentation/admin-guide/cgroup-v2.rst).
+
+The shape of runc's cgroups/fs2 and youki's libcgroups v2.  Controllers must be enabled
+top-down: a controller is usable in a cgroup only if its parent lists it in
+cgroup.subtree_control ("Enabling and Disabling"), and a non-root cgroup that enables
+controllers for its children may hold no processes itself ("No Internal Process Constraint").
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from labkit import errors
+from labkit.cgroups import _io, _ops, convert
+from labkit.cgroups.base import Pressure, PressureLine, Resources, Stats, check_name
+from labkit.cgroups.detect import DEFAULT_ROOT
+
+__all__ = ["V2_CONTROLLERS", "V2Cgroup"]
+
+V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")
+_HINT_VM = ("the controller must be in cgroup.controllers of every ancestor; "
+            "on a hybrid host use the v1 backend, or the VM: labkit vm")
+_IO_MAX_KEYS = ("rbps", "wbps", "riops", "wiops")
+
+
+class V2Cgroup:
+    """A cgroup ``root/name`` on a cgroup2 mount.
+
+    Example (this hybrid host's controller-less v2 mount):
+        cg = V2Cgroup(Path("/sys/fs/cgroup/unified"), "lk-demo/ctr1")
+        cg.create(); cg.add(pid); cg.freeze(True); cg.kill(); cg.remove()
+    """
+
+    def __init__(self, root: Path = DEFAULT_ROOT, name: str = "") -> None:
+        self.name = check_name(name)
+        self.root = Path(root)
+        self.path: Path = self.root / name
+        # controller -> why enabling it failed (shown when set() needs it)
+        self._not_enabled: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"V2Cgroup({str(self.root)!r}, {self.name!r})"
+
+    def exists(self) -> bool:
+        """Whether the cgroup directory exists."""
+        return self.path.is_dir()
+
+    def create(self, *, exist_ok: bool = True) -> None:
+        """mkdir(2) each level, enabling the available controllers on every ancestor first.
+
+        Raises:
+            AlreadyExistsError: it exists and ``exist_ok`` is False.
+            SyscallError: mkdir(2) failed (names the directory).
+        """
+        if not exist_ok and self.exists():
+            raise errors.AlreadyExistsError("cgroup", self.name)
+        made: list[Path] = []
+        level = self.root
+        try:
+            for part in self.name.split("/"):
+                self._enable_subtree(level)
+                level = level / part
+                try:
+                    os.mkdir(level, 0o755)
+                    made.append(level)
+                except FileExistsError:
+                    pass
+                except OSError as err:
+                    raise errors.from_errno(err.errno or errno.EIO, "mkdir", str(level)) from None
+        except BaseException:
+            for d in reversed(made):
+                try:
+                    _ops.remove_tree(d, self.name, list, 0.5)
+                except errors.LabkitError:
+                    pass
+            raise
+
+    def _enable_subtree(self, level: Path) -> None:
+        # Write "+memory +cpu ..." for what the level offers and has not enabled yet.  If the
+        # batch is refused (EBUSY: processes in an intermediate cgroup; EINVAL/ENOENT: an
+        # unavailable one), try one by one and remember why, for set()'s error message.
+        avail = (_io.read(level / "cgroup.controllers") or "").split()
+        have = (_io.read(level / "cgroup.subtree_control") or "").split()
+        want = [c for c in V2_CONTROLLERS if c in avail and c not in have]
+        if not want:
+            return
+        f = level / "cgroup.subtree_control"
+        try:
+            _io.write(f, " ".join(f"+{c}" for c in want))
+            return
+        except errors.SyscallError:
+            pass
+        for c in want:
+            try:
+                _io.write(f, f"+{c}")
+            except errors.SyscallError as err:
+                self._not_enabled[c] = str(err)
+
+    # --- processes ---------------------------------------------------------------------------
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` into the cgroup (write cgroup.procs)."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise errors.InvalidArgumentError("pid", f"{pid!r} is not a process id")
+        if not self.path.is_dir():
+            raise errors.NotFoundError("cgroup", str(self.path), hint="call create() first")
+        _io.write(self.path / "cgroup.procs", str(pid))
+
+    def procs(self) -> list[int]:
+        """The pids in this cgroup (not its children)."""
+        return sorted(_io.read_pids(self.path / "cgroup.procs"))
+
+    def _all_pids(self) -> list[int]:
+        found: set[int] = set()
+        for sub, _, _ in os.walk(self.path):
+            found.update(_io.read_pids(Path(sub) / "cgroup.procs"))
+        return sorted(found)
+
+    # --- limits ------------------------------------------------------------------------------
+    def _file(self, ctrl: str, fname: str, why: str) -> Path:
+        f = self.path / fname
+        if f.exists():
+            return f
+        if not self.path.is_dir():
+            raise errors.NotFoundError("cgroup", str(self.path), hint="call create() first")
+        parent = self.path.parent
+        reason = self._not_enabled.get(ctrl) or (
+            f"not enabled in {parent / 'cgroup.subtree_control'} (available there: "
+            f"{(_io.read(parent / 'cgroup.controllers') or '').strip() or 'none'})")
+        raise errors.UnsupportedError(f"cgroup controller {ctrl}", f"{reason}; needed for {why}",
+                                      hint=_HINT_VM)
+
+    def set(self, r: Resources) -> None:
+        """Apply ``r``: every file is checked first, then written; a refused write is undone.
+
+        Raises:
+            UnsupportedError: a needed controller is not enabled (only for fields set).
+            InvalidArgumentError: memory_swap_max below memory_max.
+            SyscallError: the kernel refused a value; names the file and the value.
+        """
+        plan: list[_ops.Write] = []
+
+        def w(ctrl: str, fname: str, data: str, why: str) -> None:
+            f = self._file(ctrl, fname, why)
+            plan.append(_ops.Write(f, data, _ops.old_value(f)))
+
+        def num(v: int) -> str:
+            return "max" if v == -1 else str(v)
+
+        if r.memory_max is not None:
+            w("memory", "memory.max", num(r.memory_max), "memory_max")
+        swap = None
+        if r.memory_swap_max is not None:
+            swap = convert.swap_v2(r.memory_swap_max, r.memory_max)
+        elif r.memory_max == -1:
+            swap = -1  # runc: unlimited memory with unset swap means both unlimited
+        if swap is not None and (swap != -1 or (self.path / "memory.swap.max").exists()):
+            w("memory", "memory.swap.max", num(swap), "memory_swap_max")
+        if r.memory_reservation is not None:
+            w("memory", "memory.low", num(r.memory_reservation), "memory_reservation")
+        if r.cpu_quota_us is not None or r.cpu_period_us is not None:
+            # cpu.max holds both; keep the half that was not given.
+            f = self._file("cpu", "cpu.max", "cpu_quota_us/cpu_period_us")
+            old = (_io.read(f) or "max 100000").split()
+            quota = r.cpu_quota_us if r.cpu_quota_us is not None else (
+                -1 if old[0] == "max" else int(old[0]))
+            period = r.cpu_period_us if r.cpu_period_us is not None else int(old[1])
+            plan.append(_ops.Write(f, convert.cpu_max(quota, period), " ".join(old)))
+        weight = r.effective_cpu_weight
+        if weight is not None:
+            w("cpu", "cpu.weight", str(weight), "cpu_weight/cpu_shares")
+        if r.cpuset_cpus is not None:
+            w("cpuset", "cpuset.cpus", r.cpuset_cpus, "cpuset_cpus")
+        if r.cpuset_mems is not None:
+            w("cpuset", "cpuset.mems", r.cpuset_mems, "cpuset_mems")
+        if r.pids_max is not None:
+            w("pids", "pids.max", num(r.pids_max), "pids_max")
+        if r.io_weight is not None:
+            if (self.path / "io.weight").exists() or not (self.path / "io.bfq.weight").exists():
+                w("io", "io.weight", f"default {convert.blkio_weight_to_io_weight(r.io_weight)}",
+                  "io_weight")
+            else:  # BFQ's own knob keeps the blkio scale (block/bfq-iosched.rst)
+                w("io", "io.bfq.weight", f"default {r.io_weight}", "io_weight")
+        for lim in r.io_limits:
+            f = self._file("io", "io.max", "io_limits")
+            keys = " ".join(f"{k}={getattr(lim, k)}" for k in _IO_MAX_KEYS
+                            if getattr(lim, k) is not None)
+            if keys:
+                plan.append(_ops.Write(f, f"{lim.device} {keys}", _old_io_max(f, lim.device)))
+        _ops.apply(plan)
+
+    # --- readings ----------------------------------------------------------------------------
+    def stats(self) -> Stats:
+        """Read the counters (cgroup-v2.rst "Memory", "CPU", "PID"); absent files give None."""
+        p = self.path
+        events = _io.read_keyed(p / "memory.events") or {}
+        cpu = _io.read_keyed(p / "cpu.stat") or {}
+        return Stats(
+            memory_current=_io.read_int(p / "memory.current"),
+            memory_peak=_io.read_int(p / "memory.peak"),  # 5.19+
+            memory_max=_io.read_int(p / "memory.max"),
+            memory_swap_current=_io.read_int(p / "memory.swap.current"),
+            memory_limit_hits=events.get("max"),
+            oom_events=events.get("oom"),
+            oom_kills=events.get("oom_kill"),
+            cpu_usage_usec=cpu.get("usage_usec"),
+            cpu_user_usec=cpu.get("user_usec"),
+            cpu_system_usec=cpu.get("system_usec"),
+            nr_periods=cpu.get("nr_periods"),
+            nr_throttled=cpu.get("nr_throttled"),
+            throttled_usec=cpu.get("throttled_usec"),
+            pids_current=_io.read_int(p / "pids.current"),
+            pids_max=_io.read_int(p / "pids.max"),
+        )
+
+    def pressure(self, resource: str) -> Pressure:
+        """PSI of ``resource`` ("cpu", "memory", "io") for this cgroup (accounting/psi.rst).
+
+        Raises:
+            InvalidArgumentError: unknown resource.
+            UnsupportedError: no <resource>.pressure file (kernel without CONFIG_PSI or psi=0).
+        """
+        if resource not in ("cpu", "memory", "io"):
+            raise errors.InvalidArgumentError("resource", f"{resource!r} is not cpu, memory or io")
+        text = _io.read(self.path / f"{resource}.pressure")
+        if text is None:
+            raise errors.UnsupportedError(f"{resource} pressure (PSI)", f"no {resource}.pressure "
+                                          f"in {self.path}", hint="boot with psi=1 (CONFIG_PSI)")
+        lines: dict[str, PressureLine] = {}
+        for line in text.splitlines():
+            kind, *pairs = line.split()
+            kv = dict(pair.split("=", 1) for pair in pairs)
+            lines[kind] = PressureLine(float(kv["avg10"]), float(kv["avg60"]),
+                                       float(kv["avg300"]), int(kv["total"]))
+        return Pressure(some=lines["some"], full=lines.get("full"))
+
+    # --- freezer and kill --------------------------------------------------------------------
+    def _events(self) -> dict[str, int]:
+        return _io.read_keyed(self.path / "cgroup.events") or {}
+
+    def is_frozen(self) -> bool:
+        """cgroup.events says "frozen 1"."""
+        return self._events().get("frozen") == 1
+
+    def freeze(self, frozen: bool, *, timeout: float = 5.0) -> None:
+        """Write cgroup.freeze, then wait for "frozen 1"/"frozen 0" in cgroup.events.
+
+        cgroup-v2.rst "Core Interface Files": freezing is asynchronous; cgroup.events
+        reports when every task in the subtree has stopped.
+
+        Raises:
+            UnsupportedError: no cgroup.freeze (kernel < 5.2).
+            ConflictError: the state was not reached within ``timeout`` (then it thaws).
+        """
+        f = self.path / "cgroup.freeze"
+        if not f.exists():
+            if not self.path.is_dir():
+                raise errors.NotFoundError("cgroup", str(self.path), hint="call create() first")
+            raise errors.UnsupportedError("cgroup v2 freezer", "no cgroup.freeze (kernel < 5.2)",
+                                          hint="use the VM: labkit vm")
+        want = 1 if frozen else 0
+        _io.write(f, str(want))
+        if not _ops.wait_for(lambda: self._events().get("frozen") == want, timeout):
+            if frozen:
+                _io.write(f, "0")
+            raise errors.ConflictError(
+                f"cgroup {self.name}: not {'frozen' if frozen else 'thawed'} within {timeout}s")
+
+    def kill(self, *, timeout: float = 5.0) -> None:
+        """SIGKILL the whole subtree: cgroup.kill (5.14+) or the freeze/kill/thaw loop."""
+        k = self.path / "cgroup.kill"
+        if k.exists():
+            # cgroup-v2.rst: cgroup.kill kills the subtree and is safe against forks.
+            _io.write(k, "1")
+            if not _ops.wait_for(lambda: not self._all_pids(), timeout):
+                raise errors.ConflictError(
+                    f"cgroup {self.name}: processes {self._all_pids()} still there "
+                    f"{timeout}s after cgroup.kill")
+            return
+        can_freeze = (self.path / "cgroup.freeze").exists()
+        _ops.kill_all(self.name, self._all_pids,
+                      (lambda on: self.freeze(on)) if can_freeze else None, timeout)
+
+    def remove(self, *, timeout: float = 2.0) -> None:
+        """rmdir(2) the cgroup and its children (deepest first); absent is fine.
+
+        Raises:
+            ConflictError: processes remain (nothing is removed then); call kill() first.
+        """
+        _ops.remove_tree(self.path, self.name, self._all_pids, timeout)
+
+
+def _old_io_max(f: Path, device: str) -> str:
+    for line in (_io.read(f) or "").splitlines():
+        if line.split()[:1] == [device]:
+            return line.strip()
+    return f"{device} " + " ".join(f"{k}=max" for k in _IO_MAX_KEYS)
