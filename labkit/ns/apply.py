@@ -31,7 +31,6 @@ import os
 import pickle
 import select
 import struct
-from typing import Protocol
 
 from labkit import errors
 from labkit._sys import consts, syscalls
@@ -62,23 +61,48 @@ _PROPAGATION = {
 _CLOCK_IDS = {"monotonic": 1, "boottime": 7}
 
 
-class Syscalls(Protocol):
-    """The seam child_enter/parent_serve call through (STYLE C8, youki ``trait Syscall``)."""
+class Syscalls:
+    """The seam child_enter/parent_serve call through (STYLE C8, youki ``trait Syscall``).
 
-    def open(self, path: str) -> int: ...
-    def close(self, fd: int) -> None: ...
-    def setns(self, fd: int, nstype: int, target: str) -> None: ...
-    def unshare(self, flags: int, target: str) -> None: ...
-    def mount(self, source: str | None, target: str, fstype: str | None, flags: int) -> None: ...
-    def sethostname(self, name: str) -> None: ...
-    def setdomainname(self, name: str) -> None: ...
-    def setresgid(self, gid: int) -> None: ...
-    def setgroups(self, groups: list[int]) -> None: ...
-    def setresuid(self, uid: int) -> None: ...
-    def write_file(self, path: str, data: str, syscall: str, target: str) -> None: ...
+    A plain base class rather than typing.Protocol: typing costs ~8 ms to import on the
+    helper's start path.  LinuxSyscalls is the kernel; tests subclass it to record calls.
+    """
+
+    def open(self, path: str) -> int:
+        raise NotImplementedError
+
+    def close(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def setns(self, fd: int, nstype: int, target: str) -> None:
+        raise NotImplementedError
+
+    def unshare(self, flags: int, target: str) -> None:
+        raise NotImplementedError
+
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int) -> None:
+        raise NotImplementedError
+
+    def sethostname(self, name: str) -> None:
+        raise NotImplementedError
+
+    def setdomainname(self, name: str) -> None:
+        raise NotImplementedError
+
+    def setresgid(self, gid: int) -> None:
+        raise NotImplementedError
+
+    def setgroups(self, groups: list[int]) -> None:
+        raise NotImplementedError
+
+    def setresuid(self, uid: int) -> None:
+        raise NotImplementedError
+
+    def write_file(self, path: str, data: str, syscall: str, target: str) -> None:
+        raise NotImplementedError
 
 
-class LinuxSyscalls:
+class LinuxSyscalls(Syscalls):
     """The real kernel, through labkit._sys.syscalls."""
 
     def open(self, path: str) -> int:
@@ -192,6 +216,24 @@ def _maps_zero(maps: tuple[IdMap, ...]) -> bool:
     return any(m.inside <= 0 < m.inside + m.count for m in maps)
 
 
+def _become_root_joined(sc: Syscalls) -> None:
+    # After setns(2) into a user namespace our ids are unchanged host ids, usually unmapped
+    # there (shown as 65534).  Like nsenter(1) --user and runc's nsexec, switch to uid/gid
+    # 0 of that namespace when it maps them; EINVAL means 0 is not mapped: keep our ids.
+    try:
+        sc.setresgid(0)
+    except errors.SyscallInvalidError:
+        return
+    try:
+        sc.setgroups([])
+    except errors.SyscallPermissionError:
+        pass  # /proc/PID/setgroups is "deny" in that namespace
+    try:
+        sc.setresuid(0)
+    except errors.SyscallInvalidError:
+        pass
+
+
 def child_enter(spec: NamespaceSpec, sock: int, *, sys: Syscalls | None = None) -> None:
     """setns(2) + unshare(2): put the calling process into ``spec``'s namespaces.
 
@@ -199,7 +241,8 @@ def child_enter(spec: NamespaceSpec, sock: int, *, sys: Syscalls | None = None) 
     parent must run parent_serve(pid, spec, other_end) at the same time.  After the maps
     are written and uid/gid 0 are mapped, the child becomes root inside the user namespace
     (setresgid/setgroups/setresuid 0, as unshare(1) --map-root-user leaves it); otherwise
-    its ids stay unmapped (shown as the overflow id 65534).
+    its ids stay unmapped (shown as the overflow id 65534).  After joining a user namespace
+    the child likewise becomes its uid/gid 0 when those are mapped (nsenter(1) --user).
 
     New ``pid`` and ``time`` namespaces (and a joined ``pid``) apply only to the caller's
     next child (spec.needs_fork): fork once more and exec there.
@@ -220,6 +263,8 @@ def child_enter(spec: NamespaceSpec, sock: int, *, sys: Syscalls | None = None) 
     finally:
         for _, fd, _ in opened:
             sc.close(fd)
+    if "user" in spec.join:
+        _become_root_joined(sc)
 
     # 2. The user namespace alone, first: it owns the namespaces unshared after it.
     if "user" in spec.new:

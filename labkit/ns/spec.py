@@ -7,7 +7,10 @@ labkit-runtime (an OCI container), so the order and the uid-map handshake live i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: keep typing off labkit.ns.child's start path
+if TYPE_CHECKING:
+    from typing import Any
 
 from labkit import errors
 from labkit._sys.consts import NS_FLAGS
