@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
-from labkit.doctor import Check, to_json_rows
+from labkit.doctor import Check
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["print_json", "print_table"]
+__all__ = ["print_table"]
 
 _STYLE = {True: ("ok", "green"), False: ("missing", "red"), None: ("partial", "yellow")}
 
@@ -31,7 +30,3 @@ def print_table(rows: list[Check], console: Console | None = None) -> None:
         table.add_row(r.name, f"[{colour}]{word}[/{colour}]", r.detail, r.hint or "")
     console.print(table)
 
-
-def print_json(rows: list[Check]) -> str:
-    """The rows as a JSON array (returned, and printed by the CLI)."""
-    return json.dumps(to_json_rows(rows), indent=2)

@@ -1,0 +1,1 @@
+"""The ``labkit`` command: a small dispatcher (main.py) and one module per command group."""

@@ -1,0 +1,84 @@
+"""labkit: the command line (entry point ``labkit = labkit.cli.main:main``).
+
+A small dispatcher.  The table COMMANDS names each command, the module that implements it
+and a one-line help; only the chosen module is imported, so ``labkit --help`` and short
+commands start fast.  A command module provides::
+
+    def run(argv: list[str], prog: str) -> int
+
+parsing its own arguments (``prog`` is e.g. "labkit doctor").  Typed labkit errors become one
+line, ``labkit: error: <message>`` and a hint line, with exit status 1 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+import labkit
+from labkit import errors
+
+__all__ = ["COMMANDS", "main"]
+
+# name -> (module, help).  Docker-style verbs will join here as more modules.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("labkit.cli.doctor", "check what this host's kernel offers labkit"),
+    "bench": ("labkit.cli.bench", "benchmarks (runtime: container start-to-exit latency)"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="labkit",
+        description="Rebuild a container platform from Linux kernel primitives, and measure it.",
+        epilog="Run 'labkit COMMAND --help' for a command's options.")
+    p.add_argument("--version", action="version", version=f"labkit {labkit.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return p
+
+
+def split(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Find the command word: (command, its arguments); (None, argv) when there is none."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            return arg, list(argv[i + 1:])
+    return None, list(argv)
+
+
+def report(err: errors.LabkitError) -> None:
+    """Print a typed error as one line plus a hint line, as the CLI contract says."""
+    print(f"labkit: error: {err}", file=sys.stderr)
+    if err.hint:
+        print(f"hint: {err.hint}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the labkit command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, rest = split(argv)
+    top = _top_parser()
+    if command is None:
+        top.parse_args(argv)  # handles --help / --version, or errors on unknown options
+        top.print_help()
+        return 2
+    if (idx := argv.index(command)) > 0:
+        top.parse_args(argv[:idx])  # options before the command: --help, --version
+    if command not in COMMANDS:
+        top.error(f"unknown command {command!r} (choose from {', '.join(COMMANDS)})")
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        return int(module.run(rest, prog=f"labkit {command}"))
+    except errors.LabkitError as err:
+        report(err)
+        return 1
+    except KeyboardInterrupt:
+        print("labkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
