@@ -2,11 +2,16 @@
 
 A small dispatcher.  The table COMMANDS names each command, the module that implements it
 and a one-line help; only the chosen module is imported, so ``labkit --help`` and short
-commands start fast.  A command module provides::
+commands start fast.  A command module provides either::
 
-    def run(argv: list[str], prog: str) -> int
+    def run(argv: list[str], prog: str) -> int          # parses its own arguments
 
-parsing its own arguments (``prog`` is e.g. "labkit doctor").  Typed labkit errors become one
+or the pair::
+
+    def add_arguments(p: argparse.ArgumentParser) -> None
+    def run_command(args: argparse.Namespace) -> int
+
+(``prog`` is e.g. "labkit doctor").  Typed labkit errors become one
 line, ``labkit: error: <message>`` and a hint line, with exit status 1 (no traceback).
 """
 
@@ -26,6 +31,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("labkit.cli.doctor", "check what this host's kernel offers labkit"),
     "bench": ("labkit.cli.bench", "benchmarks (runtime: container start-to-exit latency)"),
+    "vm": ("labkit.cli.vm", "build, boot and use the disposable test VM"),
 }
 
 
@@ -69,9 +75,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.parse_args(argv[:idx])  # options before the command: --help, --version
     if command not in COMMANDS:
         top.error(f"unknown command {command!r} (choose from {', '.join(COMMANDS)})")
-    module = importlib.import_module(COMMANDS[command][0])
+    prog = f"labkit {command}"
     try:
-        return int(module.run(rest, prog=f"labkit {command}"))
+        module = importlib.import_module(COMMANDS[command][0])
+    except ModuleNotFoundError as err:
+        if err.name != COMMANDS[command][0]:
+            raise
+        report(errors.UnsupportedError(f"labkit {command}", "not in this build yet",
+                                       hint=f"{err.name} is missing"))
+        return 1
+    try:
+        if hasattr(module, "run"):
+            return int(module.run(rest, prog=prog))
+        parser = argparse.ArgumentParser(prog=prog, description=COMMANDS[command][1])
+        module.add_arguments(parser)
+        return int(module.run_command(parser.parse_args(rest)))
     except errors.LabkitError as err:
         report(err)
         return 1
