@@ -214,10 +214,12 @@ class _Writer:
         self.dirs: list[tuple[str, LayerEntry]] = []
         self.opaque: list[str] = []
 
-    def place(self, e: LayerEntry) -> str:
+    def place(self, e: LayerEntry, *, create: bool = True) -> str:
         """The host path for ``e.path``: its parent resolved inside root, created if missing."""
         parent_rel, base = os.path.split(e.path)
         parent = scoped_path(self.root, parent_rel)
+        if not create:
+            return os.path.join(parent, base)
         try:
             os.makedirs(parent, mode=0o755, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as err:
@@ -243,7 +245,8 @@ class _Writer:
         if e.kind == P.OPAQUE:
             self._opaque(e)
             return
-        path = self.place(e)
+        # A flattened whiteout only deletes: it must not create the directories above it.
+        path = self.place(e, create=not (e.kind == P.WHITEOUT and self.flatten))
         if e.kind == P.WHITEOUT:
             self._whiteout(e, path)
             return

@@ -58,7 +58,7 @@ def _checked_dir(path: str | Path, role: str) -> str:
         if ch in p:
             raise errors.InvalidArgumentError(
                 f"overlay {role}", f"{p!r} contains {ch!r}, which overlay mount options "
-                "use as a separator", hint="choose a directory name without ':', ',' or '\\'")
+                "treat specially (a separator or an escape)", hint="choose a directory name without ':', ',' or '\\'")
     if not os.path.isdir(p):
         raise errors.NotFoundError(f"overlay {role} directory", p)
     return p

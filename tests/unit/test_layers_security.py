@@ -1,0 +1,202 @@
+"""Hostile layer tars are refused by name, and nothing outside (or inside) the destination changes.
+
+Every attack targets a sentinel file in the test's own tmp_path, never a real /etc file, so
+a regression cannot damage the machine running the tests.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from labkit import errors
+from labkit.engine.images import layers
+
+SENTINEL = b"untouched\n"
+Member = tuple[tarfile.TarInfo, bytes | None]
+
+
+def reg(name: str, data: bytes = b"pwned\n") -> Member:
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    return ti, data
+
+
+def typed(name: str, kind: bytes, link: str = "", major: int = 0, minor: int = 0) -> Member:
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname, ti.devmajor, ti.devminor = kind, link, major, minor
+    return ti, None
+
+
+def make_tar(path: Path, members: list[Member], mode: str = "w") -> Path:
+    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+        for ti, data in members:
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes | str]]:
+    out: dict[str, tuple[int, bytes | str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            content: bytes | str = b""
+            if os.path.islink(p):
+                content = os.readlink(p)
+            elif os.path.isfile(p):
+                content = Path(p).read_bytes()
+            out[os.path.relpath(p, root)] = (st.st_mode, content)
+    return out
+
+
+@pytest.fixture()
+def world(tmp_path: Path) -> Path:
+    """tmp_path/outside/sentinel (the target) and tmp_path/etc/passwd (for ../ attacks)."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside/sentinel").write_bytes(SENTINEL)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_bytes(SENTINEL)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root/keep").write_bytes(b"lower layer\n")
+    return tmp_path
+
+
+def attacks(world: Path) -> dict[str, tuple[list[Member], str]]:
+    outside = str(world / "outside")
+    return {
+        "dotdot": ([reg("ok"), reg("../etc/passwd")], "../etc/passwd"),
+        "dotdot-deep": ([reg("a/../../etc/passwd")], "a/../../etc/passwd"),
+        "absolute": ([reg(outside + "/sentinel")], outside + "/sentinel"),
+        "symlink-then-through": (
+            [typed("evil", tarfile.SYMTYPE, outside), reg("evil/sentinel")], "evil/sentinel"),
+        "symlink-dir-then-through": (
+            [typed("a/evil", tarfile.SYMTYPE, "/"), reg("a/evil/etc/x")], "a/evil/etc/x"),
+        "hardlink-absolute": ([typed("h", tarfile.LNKTYPE, outside + "/sentinel")], "h"),
+        "hardlink-dotdot": ([typed("h", tarfile.LNKTYPE, "../outside/sentinel")], "h"),
+        "hardlink-through-symlink": (
+            [typed("evil", tarfile.SYMTYPE, outside), typed("h", tarfile.LNKTYPE, "evil/sentinel")],
+            "h"),
+        "hardlink-to-nothing": ([typed("h", tarfile.LNKTYPE, "nope")], "h"),
+        "symlink-relative-escape": ([typed("a/up", tarfile.SYMTYPE, "../../outside")], "a/up"),
+        "char-device": ([typed("dev/mem", tarfile.CHRTYPE, major=1, minor=1)], "dev/mem"),
+        "block-device": ([typed("dev/sda", tarfile.BLKTYPE, major=8, minor=0)], "dev/sda"),
+        "fifo": ([reg("fine"), typed("tmp/fifo", tarfile.FIFOTYPE)], "tmp/fifo"),
+        "whiteout-of-dotdot": ([reg("a/.wh..")], "a/.wh.."),
+        "whiteout-of-self": ([reg("a/.wh.")], "a/.wh."),
+        "whiteout-not-a-file": ([typed(".wh.x", tarfile.DIRTYPE)], ".wh.x"),
+        "file-as-root": ([reg("./")], "./"),
+    }
+
+
+CASES = sorted(attacks(Path("/x")))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("whiteouts", [layers.OVERLAY, layers.FLATTEN])
+def test_hostile_tar_is_refused_by_member_and_changes_nothing(
+    world: Path, case: str, whiteouts: str
+) -> None:
+    members, bad = attacks(world)[case]
+    blob = make_tar(world / "layer.tar", members)
+    dest = world / ("root" if whiteouts == layers.FLATTEN else "new-layer")
+    before = snapshot(world)
+    with pytest.raises(errors.InvalidArgumentError) as ei:
+        layers.apply_layer(blob, dest, whiteouts=whiteouts)
+    assert repr(bad) in str(ei.value)  # the error names the member as written in the tar
+    assert snapshot(world) == before  # nothing outside, nor inside dest, changed
+    assert (world / "outside/sentinel").read_bytes() == SENTINEL
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_inspect_refuses_the_same_without_a_destination(world: Path, case: str) -> None:
+    members, bad = attacks(world)[case]
+    blob = make_tar(world / "layer.tar.gz", members, "w:gz")
+    with pytest.raises(errors.InvalidArgumentError, match="layer member"):
+        layers.inspect_layer(blob)
+
+
+def test_refusal_halfway_leaves_no_partial_layer(world: Path) -> None:
+    good = [reg(f"ok/{i}") for i in range(20)]
+    blob = make_tar(world / "l.tar", [*good, reg("../etc/passwd")])
+    with pytest.raises(errors.InvalidArgumentError):
+        layers.apply_layer(blob, world / "L")
+    assert sorted(os.listdir(world)) == ["etc", "l.tar", "outside", "root"]
+
+
+def test_absolute_symlinks_are_fine_and_stay_inside_when_flattened(world: Path) -> None:
+    """Layer 1 leaves evil -> <outside>; layer 2 writes evil/sentinel: it lands in the root."""
+    outside = str(world / "outside")
+    rootfs = world / "root"
+    l1 = make_tar(world / "l1.tar", [typed("evil", tarfile.SYMTYPE, outside)])
+    l2 = make_tar(world / "l2.tar", [reg("evil/sentinel")])
+    layers.apply_layer(l1, rootfs, whiteouts=layers.FLATTEN)
+    layers.apply_layer(l2, rootfs, whiteouts=layers.FLATTEN)
+    assert (world / "outside/sentinel").read_bytes() == SENTINEL
+    inside = rootfs / outside.lstrip("/") / "sentinel"
+    assert inside.read_bytes() == b"pwned\n"
+    assert os.readlink(rootfs / "evil") == outside
+
+
+def test_relative_symlink_loop_in_rootfs_is_clamped_at_the_root(world: Path) -> None:
+    rootfs = world / "root"
+    os.symlink("../../../../..", rootfs / "up")  # planted by someone else, not by a layer
+    layers.apply_layer(make_tar(world / "l.tar", [reg("up/etc/passwd")]), rootfs,
+                       whiteouts=layers.FLATTEN)
+    assert (world / "etc/passwd").read_bytes() == SENTINEL
+    assert (rootfs / "etc/passwd").read_bytes() == b"pwned\n"
+
+
+def test_whiteout_in_flatten_does_not_follow_a_symlinked_parent(world: Path) -> None:
+    rootfs = world / "root"
+    os.symlink(str(world / "outside"), rootfs / "evil")
+    layers.apply_layer(make_tar(world / "l.tar", [reg("evil/.wh.sentinel", b"")]), rootfs,
+                       whiteouts=layers.FLATTEN)
+    assert (world / "outside/sentinel").read_bytes() == SENTINEL
+
+
+def test_existing_symlink_as_final_component_is_replaced_not_written_through(world: Path) -> None:
+    rootfs = world / "root"
+    os.symlink(str(world / "outside/sentinel"), rootfs / "f")
+    layers.apply_layer(make_tar(world / "l.tar", [reg("f")]), rootfs, whiteouts=layers.FLATTEN)
+    assert (world / "outside/sentinel").read_bytes() == SENTINEL
+    assert not (rootfs / "f").is_symlink() and (rootfs / "f").read_bytes() == b"pwned\n"
+
+
+@pytest.mark.parametrize(
+    ("rel", "expect"),
+    [("a/b", "a/b"), ("abs/x", "target/x"), ("rel/x", "target/x"), ("dotdot/x", "x"),
+     ("../../x", "x"), ("loopy/../y", "y")],
+)
+def test_scoped_path_never_leaves_the_root(tmp_path: Path, rel: str, expect: str) -> None:
+    (tmp_path / "target").mkdir()
+    os.symlink("/target", tmp_path / "abs")
+    os.symlink("target", tmp_path / "rel")
+    os.symlink("../../..", tmp_path / "dotdot")
+    os.symlink("/loopy", tmp_path / "loopy")
+    if rel.startswith("loopy/"):
+        with pytest.raises(errors.InvalidArgumentError, match="too many levels"):
+            layers.scoped_path(tmp_path, rel)
+        return
+    assert layers.scoped_path(tmp_path, rel) == str(tmp_path / expect)
+
+
+def test_reader_rejects_garbage(tmp_path: Path) -> None:
+    (tmp_path / "junk").write_bytes(b"this is not a tar" * 100)
+    with pytest.raises(errors.InvalidArgumentError):
+        layers.inspect_layer(tmp_path / "junk")
+
+
+def test_truncated_gzip_is_refused(tmp_path: Path) -> None:
+    blob = make_tar(tmp_path / "l.tgz", [reg("a", b"x" * 100000)], "w:gz")
+    data = blob.read_bytes()
+    blob.write_bytes(data[: len(data) // 2])
+    with pytest.raises(errors.InvalidArgumentError):
+        layers.apply_layer(blob, tmp_path / "L")
+    assert not (tmp_path / "L").exists()
+
+
