@@ -51,8 +51,9 @@ def shares_to_weight(shares: int) -> int:
 def weight_to_shares(weight: int) -> int:
     """v2 cpu.weight [1..10000] -> v1 cpu.shares: the inverse of shares_to_weight.
 
-    Solves lg^2 + 125*lg = 612*(log10(weight) + 7/34) for lg = log2(shares); rounding down
-    keeps shares_to_weight(weight_to_shares(w)) == w for the values the curve can hit.
+    Solves lg^2 + 125*lg = 612*(log10(weight) + 7/34) for lg = log2(shares), rounds down,
+    then steps up to the smallest shares that maps back to ``weight`` (the forward map rounds
+    up), so shares_to_weight(weight_to_shares(w)) == w.
     """
     if weight == 0:
         return 0
@@ -62,7 +63,10 @@ def weight_to_shares(weight: int) -> int:
         return SHARES_MAX
     c = 612.0 * (math.log10(weight) + 7.0 / 34.0)
     lg = (-125.0 + math.sqrt(125.0 * 125.0 + 4.0 * c)) / 2.0
-    return max(SHARES_MIN, min(SHARES_MAX, round(math.pow(2.0, lg))))
+    shares = max(SHARES_MIN, min(SHARES_MAX, math.floor(math.pow(2.0, lg))))
+    while shares < SHARES_MAX and shares_to_weight(shares) < weight:
+        shares += 1
+    return shares
 
 
 def cpu_max(quota_us: int | None, period_us: int | None) -> str:
