@@ -166,3 +166,18 @@ def setresgid(rgid: int, egid: int, sgid: int) -> None:
 def setgroups(groups: list[int]) -> None:
     """setgroups(2): set the caller's supplementary groups (EPERM after setgroups 'deny')."""
     _os_call(lambda: os.setgroups(groups), "setgroups", ",".join(map(str, groups)))
+
+
+# socket(2) constants (bits/socket.h); the socket module is not imported on the runtime's
+# start path (it pulls in enum and selectors, several milliseconds).
+AF_UNIX = 1
+SOCK_STREAM = 1
+SOCK_CLOEXEC = 0o2000000
+
+
+def socketpair() -> tuple[int, int]:
+    """socketpair(2): a connected AF_UNIX SOCK_STREAM pair of fds, both close-on-exec."""
+    lib = libc()
+    fds = (ctypes.c_int * 2)()
+    _call(lambda: lib.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), "socketpair", None)
+    return fds[0], fds[1]
