@@ -5,3 +5,13 @@ subpackages are imported by name: ``labkit.ns``, ``labkit.cgroups``, ``labkit.en
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # PEP 562: ``labkit.require(...)`` for notebooks (STYLE C13) without importing the
+    # notebook helpers (pandas, matplotlib) when the runtime imports labkit.
+    if name == "require":
+        from labkit.lab import require
+
+        return require
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")

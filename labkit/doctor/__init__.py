@@ -28,7 +28,7 @@ from labkit.doctor._check import Check
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
-__all__ = ["Check", "check", "doctor_table", "to_json_rows"]
+__all__ = ["Check", "cgroup_mode", "check", "doctor_table", "to_json_rows"]
 
 
 def _not_tried() -> list[Check]:
@@ -70,6 +70,11 @@ def check(root: Path = Path("/"), *, live: bool | None = None) -> list[Check]:
         rows += [bcc_row, bpf_row, *_static.link_kinds_static(root), nft_row]
     rows += _static.tools(root)
     return rows
+
+
+def cgroup_mode(root: Path = Path("/")) -> str | None:
+    """The cgroup layout: "unified", "hybrid", "legacy", or None when none is mounted."""
+    return _cgroups.cgroup_mode(root)
 
 
 def to_json_rows(rows: list[Check]) -> list[dict[str, object]]:

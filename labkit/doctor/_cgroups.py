@@ -12,7 +12,7 @@ from pathlib import Path
 from labkit import errors
 from labkit.doctor._check import VM, Check
 
-__all__ = ["cgroup_checks", "mount_table"]
+__all__ = ["cgroup_checks", "cgroup_mode", "mount_table"]
 
 # include/uapi/linux/magic.h
 _MAGIC = {"cgroup2": 0x63677270, "cgroup": 0x0027E0EB, "tmpfs": 0x01021994}
@@ -61,6 +61,11 @@ def _mode(root: Path, mounts: dict[str, tuple[str, str]]) -> str | None:
     except FileNotFoundError:
         unified = 0
     return "hybrid" if unified == _MAGIC["cgroup2"] else "legacy"
+
+
+def cgroup_mode(root: Path) -> str | None:
+    """"unified", "hybrid", "legacy", or None (see _mode)."""
+    return _mode(root, mount_table(root))
 
 
 def _v1_controllers(root: Path, mounts: dict[str, tuple[str, str]]) -> list[str]:
