@@ -18,6 +18,7 @@ lab: setup
 
 test: setup
 	$(PY) -m pytest --privileged tests $(PYTEST_ARGS)
+	@if command -v qemu-system-x86_64 >/dev/null; then $(MAKE) --no-print-directory test-vm; else echo "make test: no qemu-system-x86_64, skipping the VM tests (tests/vm)"; fi
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
 	  --sanitize-with notebooks/sanitize.cfg notebooks/
 
@@ -35,3 +36,17 @@ lint: setup
 
 clean:
 	rm -rf build .pytest_cache
+
+# A disposable kernel (labkit/vm): tests/vm run INSIDE a qemu VM whose kernel has what this
+# host may lack (cgroup v2 controllers, kprobes, ipvlan).  The image is cached outside the
+# repo ($LABKIT_VM_CACHE, default /var/cache/labkit/vm); vm-clean removes it.
+VM_TESTS ?= tests/vm
+.PHONY: vm-image test-vm vm-clean
+vm-image: setup
+	$(PY) -m labkit.vm build
+
+test-vm: setup
+	$(PY) -m labkit.vm run -- python -m pytest --privileged -p no:cacheprovider -q $(VM_TESTS)
+
+vm-clean:
+	$(PY) -m labkit.vm clean || rm -rf "$${LABKIT_VM_CACHE:-/var/cache/labkit/vm}"
