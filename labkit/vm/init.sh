@@ -1,0 +1,43 @@
+#!/bin/sh
+# PID 1 of labkit's test VM (kernel cmdline init=/usr/local/sbin/labkit-init).  No systemd:
+# it would cost seconds of boot under TCG, and the tests want the kernel, not the distro.
+# tini reaps orphans (a shell script as PID 1 would leave zombies); we re-exec under it.
+if [ "$$" = 1 ]; then exec /usr/bin/tini -s -g -- "$0" "$@"; fi
+export PATH=/opt/labkit/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mnt() { mountpoint -q "$3" || mount -t "$1" "$2" "$3" ${4:+-o "$4"}; }
+mnt proc proc /proc
+mnt sysfs sys /sys
+mnt devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm /run /tmp /sys/fs/cgroup /mnt/labkit
+mnt devpts devpts /dev/pts
+mnt tmpfs shm /dev/shm
+mnt tmpfs run /run
+mnt tmpfs tmp /tmp
+# cgroup v2 only (the unified hierarchy), every controller delegated from the root:
+# Documentation/admin-guide/cgroup-v2.rst, "Enabling and Disabling".
+mnt cgroup2 cgroup2 /sys/fs/cgroup nsdelegate
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+  echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+done
+mnt tracefs tracefs /sys/kernel/tracing
+mnt debugfs debugfs /sys/kernel/debug
+mnt bpf bpf /sys/fs/bpf
+mnt configfs configfs /sys/kernel/config
+hostname labkit-vm
+ip link set lo up
+modprobe -q virtio_console || true
+modprobe -q 9pnet_virtio || true
+modprobe -q 9p || true
+# The repo (mount tag "labkit"), shared read-write from the host over virtio-9p.
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,cache=mmap labkit /mnt/labkit \
+  || echo "labkit-init: no repo share" > /dev/console
+echo "labkit-init: ready $(uname -r)" > /dev/console
+case " $(cat /proc/cmdline) " in
+  *" labkit.shell=1 "*)
+    /opt/labkit/venv/bin/python3 /usr/local/lib/labkit/agent.py &
+    cd /mnt/labkit 2>/dev/null || cd /
+    setsid -c /bin/bash -l </dev/ttyS0 >/dev/ttyS0 2>&1 ;;
+  *) /opt/labkit/venv/bin/python3 /usr/local/lib/labkit/agent.py ;;
+esac
+sync
+echo o > /proc/sysrq-trigger
