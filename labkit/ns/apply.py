@@ -98,6 +98,9 @@ class Syscalls:
     def setresuid(self, uid: int) -> None:
         raise NotImplementedError
 
+    def prctl(self, option: int, arg: int) -> None:
+        raise NotImplementedError
+
     def write_file(self, path: str, data: str, syscall: str, target: str) -> None:
         raise NotImplementedError
 
@@ -137,6 +140,9 @@ class LinuxSyscalls(Syscalls):
 
     def setresuid(self, uid: int) -> None:
         syscalls.setresuid(uid, uid, uid)
+
+    def prctl(self, option: int, arg: int) -> None:
+        syscalls.prctl(option, arg)
 
     def write_file(self, path: str, data: str, syscall: str, target: str) -> None:
         # /proc map files must be written in ONE write(2) (user_namespaces(7)): no buffering.
@@ -232,6 +238,7 @@ def _become_root_joined(sc: Syscalls) -> None:
         sc.setresuid(0)
     except errors.SyscallInvalidError:
         pass
+    sc.prctl(consts.PR_SET_DUMPABLE, 1)  # see child_enter: keep /proc/self/* ours
 
 
 def child_enter(spec: NamespaceSpec, sock: int, *, sys: Syscalls | None = None) -> None:
@@ -284,6 +291,10 @@ def child_enter(spec: NamespaceSpec, sock: int, *, sys: Syscalls | None = None) 
                     sc.setgroups([])
             if _maps_zero(spec.uid_map):
                 sc.setresuid(0)
+            if _maps_zero(spec.uid_map) or _maps_zero(spec.gid_map):
+                # prctl(2): changing ids clears "dumpable", which makes /proc/self/* owned
+                # by host root, so /proc/self/timens_offsets could not be written (EACCES).
+                sc.prctl(consts.PR_SET_DUMPABLE, 1)
 
     # 3. Everything else at once.
     rest = [k for k in KINDS if k in spec.new and k != "user"]

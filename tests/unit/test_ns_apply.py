@@ -62,6 +62,9 @@ class RecordingSyscalls(apply.Syscalls):
     def setresuid(self, uid: int) -> None:
         self._rec("setresuid", uid)
 
+    def prctl(self, option: int, arg: int) -> None:
+        self._rec("prctl", option, arg)
+
     def write_file(self, path: str, data: str, syscall: str, target: str) -> None:
         self._rec(syscall, path, data, target=target)
 
@@ -98,7 +101,8 @@ def test_joins_open_everything_first_then_setns_user_first_mnt_last() -> None:
 def test_joined_user_ns_becomes_root_when_mapped() -> None:
     rec = RecordingSyscalls()
     apply.child_enter(NamespaceSpec(join={"user": "/proc/42/ns/user"}), -1, sys=rec)
-    assert rec.names()[-3:] == ["setresgid", "setgroups", "setresuid"]
+    assert rec.calls[-4:] == [("setresgid", 0), ("setgroups", ()), ("setresuid", 0),
+                              ("prctl", consts.PR_SET_DUMPABLE, 1)]
 
 
 def test_failed_setns_closes_all_fds_and_raises_typed() -> None:
@@ -167,7 +171,8 @@ def test_handshake_parent_writes_setgroups_gid_then_uid_before_child_goes_on(
         ("write uid_map", "/fakeproc/4242/uid_map", "0 100000 65536\n"),
     ]
     # root of the new ns (no setgroups: denied), then the remaining namespaces
-    assert child_rec.names() == ["unshare", "setresgid", "setresuid", "unshare", "sethostname"]
+    assert child_rec.names() == ["unshare", "setresgid", "setresuid", "prctl", "unshare",
+                                 "sethostname"]
 
 
 def test_refused_map_raises_on_both_sides_naming_the_map(pair: tuple[int, int]) -> None:
