@@ -19,9 +19,11 @@ Member = tuple[tarfile.TarInfo, bytes | None]
 MTIME = 1_600_000_000
 
 
-def ti(name: str, kind: bytes = tarfile.REGTYPE, *, data: bytes | None = None, mode: int = 0o644,
+def ti(name: str, kind: bytes = tarfile.REGTYPE, *, data: bytes | None = None, mode: int = -1,
        link: str = "", xattrs: dict[str, str] | None = None) -> Member:
     t = tarfile.TarInfo(name)
+    if mode < 0:
+        mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
     t.type, t.mode, t.linkname, t.mtime = kind, mode, link, MTIME
     t.uid = t.gid = os.geteuid()
     if xattrs:

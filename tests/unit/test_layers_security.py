@@ -116,8 +116,9 @@ def test_hostile_tar_is_refused_by_member_and_changes_nothing(
 def test_inspect_refuses_the_same_without_a_destination(world: Path, case: str) -> None:
     members, bad = attacks(world)[case]
     blob = make_tar(world / "layer.tar.gz", members, "w:gz")
-    with pytest.raises(errors.InvalidArgumentError, match="layer member"):
+    with pytest.raises(errors.InvalidArgumentError, match="layer member") as ei:
         layers.inspect_layer(blob)
+    assert repr(bad) in str(ei.value)
 
 
 def test_refusal_halfway_leaves_no_partial_layer(world: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from labkit import errors
 from labkit.engine.images import overlay
+from labkit.engine.images.mounts import Mount
 
 
 def dirs(root: Path, *names: str) -> list[Path]:
@@ -19,7 +20,7 @@ def dirs(root: Path, *names: str) -> list[Path]:
     return out
 
 
-def data(m: overlay.Mount) -> str:
+def data(m: Mount) -> str:
     return m.flags_and_data()[1]
 
 
@@ -118,7 +119,7 @@ def test_workdir_on_another_filesystem_is_refused(
             return os.stat_result(fields)
         return st
 
-    monkeypatch.setattr(overlay.os, "stat", fake_stat)
+    monkeypatch.setattr(os, "stat", fake_stat)
     with pytest.raises(errors.InvalidArgumentError, match="same filesystem"):
         overlay.prepare([a], up, wk)
 

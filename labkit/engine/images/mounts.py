@@ -12,6 +12,7 @@ string.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -113,7 +114,7 @@ class Mount:
         flags, prop, data = _parse(self.options)
         return flags | prop, data
 
-    def calls(self, target: str | None = None) -> list[MountCall]:
+    def calls(self, target: str | os.PathLike[str] | None = None) -> list[MountCall]:
         """The mount(2) calls that perform this mount at ``target`` (default: self.target).
 
         The kernel needs more than one call in two cases (mount(2)):
@@ -123,7 +124,7 @@ class Mount:
           flags, so it is changed by a call of its own, with only MS_REC beside it.
         A mount whose only options are propagation words (type "none") is just that call.
         """
-        dest = target if target is not None else self.target
+        dest = os.fspath(target) if target is not None else self.target
         if not dest:
             raise errors.InvalidArgumentError(
                 "mount target", f"no target for {self.type} mount of {self.source!r}")
@@ -168,7 +169,7 @@ def _parse(options: Sequence[str]) -> tuple[int, int, str]:
     return flags, prop, ",".join(data)
 
 
-def mount(m: Mount, target: str | None = None) -> None:
+def mount(m: Mount, target: str | os.PathLike[str] | None = None) -> None:
     """mount(2): perform ``m`` at ``target`` (default ``m.target``), call by call.
 
     Raises SyscallError (with a hint from labkit.errors.HINTS) when the kernel refuses.
@@ -177,9 +178,9 @@ def mount(m: Mount, target: str | None = None) -> None:
         syscalls.mount(c.source, c.target, c.fstype, c.flags, c.data)
 
 
-def unmount(target: str, *, detach: bool = False) -> None:
+def unmount(target: str | os.PathLike[str], *, detach: bool = False) -> None:
     """umount2(2): unmount ``target``; ``detach`` uses MNT_DETACH (lazy unmount)."""
-    syscalls.umount2(str(target), consts.MNT_DETACH if detach else 0)
+    syscalls.umount2(os.fspath(target), consts.MNT_DETACH if detach else 0)
 
 
 def mount_all(mounts: Sequence[Mount]) -> None:
