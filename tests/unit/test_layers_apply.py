@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from labkit import errors
+from labkit._sys import syscalls
 from labkit.engine.images import layers
 
 Member = tuple[tarfile.TarInfo, bytes | None]
@@ -240,3 +241,30 @@ def test_same_owner_applies_ids(tmp_path: Path) -> None:
     st = os.stat(tmp_path / "L/f")
     assert (st.st_uid, st.st_gid) == (4242, 4343)
     assert stat.S_IMODE(st.st_mode) == 0o2755  # chmod after chown keeps setgid
+
+
+def test_corrupt_gzip_body_is_refused(tmp_path: Path) -> None:
+    raw = tar_bytes([ti("a", data=os.urandom(50000))])
+    blob = bytearray(gzip.compress(raw, mtime=0))
+    for i in range(200, 400):
+        blob[i] ^= 0xFF
+    (tmp_path / "l.tgz").write_bytes(bytes(blob))
+    with pytest.raises(errors.InvalidArgumentError):
+        layers.apply_layer(tmp_path / "l.tgz", tmp_path / "L")
+    assert not (tmp_path / "L").exists()
+
+
+def test_overlay_whiteout_without_privilege_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: str, mode: int, dev: int) -> None:
+        raise errors.from_errno(1, "mknod", path)
+
+    monkeypatch.setattr(syscalls, "mknod", refuse)
+    blob = write(tmp_path / "w.tar", [ti("a", data=b"x"), ti(".wh.gone")])
+    with pytest.raises(errors.UnsupportedError) as ei:
+        layers.apply_layer(blob, tmp_path / "L")
+    assert ei.value.hint and "flatten" in ei.value.hint
+    assert not (tmp_path / "L").exists()  # the half-made layer was discarded
+    layers.apply_layer(blob, tmp_path / "R", whiteouts=layers.FLATTEN)
+    assert (tmp_path / "R/a").exists()

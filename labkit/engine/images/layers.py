@@ -30,6 +30,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,8 +146,8 @@ def inspect_layer(blob: str | Path, onto: str | Path | None = None) -> LayerPlan
             if isinstance(err, errors.LabkitError):
                 raise
             raise errors.InvalidArgumentError(str(blob), f"unreadable layer: {err}") from err
-        except tarfile.TarError as err:
-            raise errors.InvalidArgumentError(str(blob), f"corrupt tar: {err}") from err
+        except (tarfile.TarError, zlib.error) as err:
+            raise errors.InvalidArgumentError(str(blob), f"corrupt layer: {err}") from err
     digests = LayerDigests(tar_hash.digest, blob_hash.digest, blob_hash.size,
                            _tario.MEDIA_TYPES[kind])
     return LayerPlan(tuple(entries), digests)
@@ -203,6 +204,12 @@ def _remove(path: str) -> None:
         shutil.rmtree(path)
     else:
         os.unlink(path)
+
+
+def _needs_root(what: str) -> errors.UnsupportedError:
+    return errors.UnsupportedError(
+        "overlay whiteouts", f"writing them needs {what}",
+        hint="run as root, or apply_layer(..., whiteouts='flatten') onto a plain rootfs")
 
 
 class _Writer:
@@ -284,7 +291,10 @@ class _Writer:
             return
         _remove(path)
         # overlayfs.rst: a whiteout is a character device with 0/0 device number.
-        syscalls.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+        try:
+            syscalls.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+        except errors.SyscallPermissionError as err:
+            raise _needs_root("mknod (CAP_MKNOD)") from err
 
     def _opaque(self, e: LayerEntry) -> None:
         path = scoped_path(self.root, e.path)
@@ -301,7 +311,10 @@ class _Writer:
     def finish(self) -> None:
         for path in self.opaque:
             os.makedirs(path, mode=0o755, exist_ok=True)
-            os.setxattr(path, OPAQUE_XATTR, b"y", follow_symlinks=False)
+            try:
+                os.setxattr(path, OPAQUE_XATTR, b"y", follow_symlinks=False)
+            except PermissionError as err:
+                raise _needs_root("trusted.* xattrs (CAP_SYS_ADMIN)") from err
         for path, e in reversed(self.dirs):
             os.chmod(path, e.mode)
             os.utime(path, (e.mtime, e.mtime), follow_symlinks=False)
