@@ -127,3 +127,12 @@ def test_mount_is_frozen_and_hashable() -> None:
     with pytest.raises(AttributeError):
         m.type = "sysfs"  # type: ignore[misc]
     assert {m: 1}[Mount("proc", "proc", "/proc", ("nosuid",))] == 1
+
+
+def test_type_bind_implies_ms_bind() -> None:
+    m = Mount("bind", "/src", "/dst", ("ro",))
+    assert m.flags_and_data() == (C.MS_BIND | C.MS_RDONLY, "")
+    assert m.calls() == [
+        MountCall("/src", "/dst", None, C.MS_BIND, None),
+        MountCall(None, "/dst", None, C.MS_REMOUNT | C.MS_BIND | C.MS_RDONLY, None),
+    ]

@@ -111,8 +111,16 @@ class Mount:
         >>> Mount("tmpfs", "tmpfs", options=("nosuid", "size=64m", "ro")).flags_and_data()
         (3, 'size=64m')
         """
-        flags, prop, data = _parse(self.options)
+        flags, prop, data = self._parse()
         return flags | prop, data
+
+    def _parse(self) -> tuple[int, int, str]:
+        flags, prop, data = _parse(self.options)
+        if self.type == "bind":
+            # runtime-spec config.md allows type "bind" with options like ["ro"]; the
+            # type alone means a bind mount (runc treats it the same way).
+            flags |= C.MS_BIND
+        return flags, prop, data
 
     def calls(self, target: str | os.PathLike[str] | None = None) -> list[MountCall]:
         """The mount(2) calls that perform this mount at ``target`` (default: self.target).
@@ -128,7 +136,7 @@ class Mount:
         if not dest:
             raise errors.InvalidArgumentError(
                 "mount target", f"no target for {self.type} mount of {self.source!r}")
-        flags, prop, data = _parse(self.options)
+        flags, prop, data = self._parse()
         fstype = self.type if self.type not in ("", "none", "bind") else None
         out: list[MountCall] = []
         if flags & C.MS_REMOUNT:
