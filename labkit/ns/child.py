@@ -53,7 +53,8 @@ def _exec(req: dict[str, Any], sock: int) -> NoReturn:
             os._exit(127)
 
 
-def _exit_like(status: int) -> NoReturn:
+def exit_like(status: int) -> NoReturn:
+    """Exit with the wait status of our child: the same code, or killed by the same signal."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         # Re-raise the signal so our parent sees -sig.  No core file from the helper itself.
@@ -110,7 +111,7 @@ def main(args: list[str]) -> NoReturn:
             break
         except ChildProcessError:
             os._exit(1)
-    _exit_like(status)
+    exit_like(status)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,19 @@ from pathlib import Path
 import psutil
 import pytest
 
+import labkit.ns._spawn as _spawn_mod
 from labkit._sys import consts, syscalls
 from labkit.ns import IdMap, NamespaceSpec, enter, run, spawn
 
 pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture(autouse=True, params=["direct", "helper"])
+def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test down both paths: fork from this (single-threaded) process, and the
+    ``python -m labkit.ns.child`` helper that multi-threaded callers get."""
+    monkeypatch.setattr(_spawn_mod, "DIRECT_FORK", request.param == "direct")
+    return str(request.param)
 
 BB = "/bin/busybox"
 if not os.path.exists(BB):

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import labkit.ns._spawn as _spawn_mod
 from labkit import errors
 from labkit.ns import (
     IdMap,
@@ -26,6 +27,14 @@ from labkit.ns import (
 )
 
 pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture(autouse=True, params=["direct", "helper"])
+def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test down both paths: fork from this (single-threaded) process, and the
+    ``python -m labkit.ns.child`` helper that multi-threaded callers get."""
+    monkeypatch.setattr(_spawn_mod, "DIRECT_FORK", request.param == "direct")
+    return str(request.param)
 
 BB = "/bin/busybox"
 if not os.path.exists(BB):
@@ -77,11 +86,17 @@ def test_join_missing_path_is_open_enoent() -> None:
     assert info.value.syscall == "open"
 
 
-def test_child_pid_is_the_command_and_status_comes_back() -> None:
+def test_child_pid_is_the_command_and_status_comes_back(spawn_path: str) -> None:
     for spec in (NamespaceSpec(new=frozenset({"uts"})),
                  NamespaceSpec(new=frozenset({"pid", "uts"}))):
         with spawn(spec, [BB, "sleep", "60"]) as child:
             assert Path(f"/proc/{child.pid}/cmdline").read_bytes().split(b"\0")[1] == b"sleep"
+            if spec.needs_fork:  # the helper (or the forked middle) is argv's parent
+                assert psutil.Process(child.pid).ppid() == child.helper_pid
+                helper_cmd = psutil.Process(child.helper_pid).cmdline()
+                assert ("labkit.ns.child" in helper_cmd) == (spawn_path == "helper")
+            else:
+                assert child.pid == child.helper_pid
             assert child.returncode is None
             child.kill(signal.SIGKILL)
             assert child.wait(timeout=30) == -signal.SIGKILL
