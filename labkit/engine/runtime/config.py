@@ -1,0 +1,247 @@
+"""Load and strictly validate a bundle's config.json before anything is touched.
+
+Every check names the field the way the spec spells it ("linux.namespaces[2].type") so a
+user can find it in their file.  Validation only reads: when it fails, nothing outside the
+bundle has changed.  Unknown mount *types* are not an error (the kernel decides), unknown
+namespace types, signals, rlimits and capabilities are.  See config.md, config-linux.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from labkit import errors
+from labkit._sys.consts import OCI_NS_NAMES
+from labkit.ns.spec import IdMap, NamespaceSpec
+
+_RLIMITS = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE",
+            "RLIMIT_RSS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS",
+            "RLIMIT_LOCKS", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",
+            "RLIMIT_RTPRIO", "RLIMIT_RTTIME")
+_PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared",
+                 "unbindable", "runbindable")
+_TYPES = {dict: "an object", list: "an array", str: "a string", int: "an integer",
+          bool: "a boolean"}
+
+
+def _bad(what: str, problem: str, hint: str | None = None) -> errors.InvalidArgumentError:
+    return errors.InvalidArgumentError(what, problem, hint)
+
+
+def want(obj: dict[str, Any], key: str, typ: type, what: str, required: bool = False) -> Any:
+    """obj[key] checked against ``typ`` (bool is not an int); None when absent and optional."""
+    val = obj.get(key)
+    if val is None:
+        if required:
+            raise _bad(f"{what}.{key}".lstrip("."), "is required")
+        return None
+    ok = isinstance(val, typ) and not (typ is int and isinstance(val, bool))
+    if not ok:
+        raise _bad(f"{what}.{key}".lstrip("."),
+                   f"must be {_TYPES.get(typ, typ.__name__)}, not {type(val).__name__}")
+    return val
+
+
+def _strs(obj: dict[str, Any], key: str, what: str) -> list[str]:
+    val = want(obj, key, list, what) or []
+    for i, s in enumerate(val):
+        if not isinstance(s, str):
+            raise _bad(f"{what}.{key}[{i}]", f"must be a string, not {type(s).__name__}")
+    return val
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated config.json plus what the runtime derives from it."""
+
+    raw: dict[str, Any]
+    bundle: str
+    rootfs: str
+    namespaces: NamespaceSpec
+    cgroup_name: str
+    terminal: bool
+
+    @property
+    def process(self) -> dict[str, Any]:
+        p: dict[str, Any] = self.raw["process"]
+        return p
+
+    @property
+    def linux(self) -> dict[str, Any]:
+        return self.raw.get("linux") or {}
+
+
+def load(bundle: str, container_id: str) -> Config:
+    """Read and validate ``bundle``/config.json.
+
+    Raises NotFoundError (no config.json), InvalidArgumentError naming the bad field.
+    """
+    bundle = os.path.abspath(bundle)
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = json.loads(f.read())
+    except FileNotFoundError:
+        raise errors.NotFoundError("config.json", path, hint="run `labkit-runtime spec` in the bundle") from None
+    except ValueError as err:
+        raise _bad(path, f"not valid JSON: {err}") from None
+    return validate(raw, bundle, container_id)
+
+
+def validate(raw: Any, bundle: str, container_id: str) -> Config:
+    """Check ``raw`` (parsed config.json) field by field; see load()."""
+    if not isinstance(raw, dict):
+        raise _bad("config.json", "must be a JSON object")
+    want(raw, "ociVersion", str, "", required=True)
+    root = want(raw, "root", dict, "", required=True)
+    rpath = want(root, "path", str, "root", required=True)
+    want(root, "readonly", bool, "root")
+    rootfs = os.path.normpath(os.path.join(bundle, rpath))
+    if not os.path.isdir(rootfs):
+        raise _bad("root.path", f"rootfs {rootfs} does not exist or is not a directory",
+                   hint="put the root filesystem there (labkit.engine.images.busybox.build_rootfs)")
+    process = want(raw, "process", dict, "", required=True)
+    _process(process)
+    want(raw, "hostname", str, "")
+    want(raw, "domainname", str, "")
+    mounts = want(raw, "mounts", list, "") or []
+    for i, m in enumerate(mounts):
+        w = f"mounts[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(w, "must be an object")
+        dest = want(m, "destination", str, w, required=True)
+        if not dest.startswith("/"):
+            raise _bad(f"{w}.destination", f"{dest!r} must be an absolute path")
+        want(m, "type", str, w)
+        want(m, "source", str, w)
+        _strs(m, "options", w)
+    linux = want(raw, "linux", dict, "") or {}
+    ns = _namespaces(raw, linux)
+    cgpath = want(linux, "cgroupsPath", str, "linux") or f"lk/{container_id}"
+    for key in ("maskedPaths", "readonlyPaths"):
+        _strs(linux, key, "linux")
+    prop = want(linux, "rootfsPropagation", str, "linux")
+    if prop and prop not in _PROPAGATIONS:
+        raise _bad("linux.rootfsPropagation", f"unknown propagation {prop!r}",
+                   hint=f"one of {', '.join(_PROPAGATIONS)}")
+    sysctl = want(linux, "sysctl", dict, "linux") or {}
+    for k, v in sysctl.items():
+        if not isinstance(v, str):
+            raise _bad(f"linux.sysctl.{k}", "must be a string")
+    want(linux, "resources", dict, "linux")
+    for i, dev in enumerate(want(linux, "devices", list, "linux") or []):
+        w = f"linux.devices[{i}]"
+        if not isinstance(dev, dict):
+            raise _bad(w, "must be an object")
+        want(dev, "path", str, w, required=True)
+        if want(dev, "type", str, w, required=True) not in ("c", "b", "u", "p"):
+            raise _bad(f"{w}.type", f"unknown device type {dev['type']!r}")
+        for key in ("major", "minor", "fileMode", "uid", "gid"):
+            want(dev, key, int, w)
+    seccomp = want(linux, "seccomp", dict, "linux")
+    if seccomp is not None:
+        want(seccomp, "defaultAction", str, "linux.seccomp", required=True)
+    return Config(raw, bundle, rootfs, ns, cgpath.lstrip("/"),
+                  bool(process.get("terminal", False)))
+
+
+def _process(p: dict[str, Any]) -> None:
+    w = "process"
+    args = _strs(p, "args", w)
+    if not args:
+        raise _bad("process.args", "must name a program to run (a non-empty array)")
+    _strs(p, "env", w)
+    cwd = want(p, "cwd", str, w, required=True)
+    if not cwd.startswith("/"):
+        raise _bad("process.cwd", f"{cwd!r} must be an absolute path")
+    want(p, "terminal", bool, w)
+    want(p, "noNewPrivileges", bool, w)
+    want(p, "oomScoreAdj", int, w)
+    user = want(p, "user", dict, w) or {}
+    for key in ("uid", "gid", "umask"):
+        v = want(user, key, int, "process.user")
+        if v is not None and v < 0:
+            raise _bad(f"process.user.{key}", "must not be negative")
+    for i, g in enumerate(want(user, "additionalGids", list, "process.user") or []):
+        if not isinstance(g, int) or isinstance(g, bool) or g < 0:
+            raise _bad(f"process.user.additionalGids[{i}]", "must be a non-negative integer")
+    caps = want(p, "capabilities", dict, w) or {}
+    from labkit._sys.caps import mask
+    for key in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        mask(_strs(caps, key, "process.capabilities"), f"process.capabilities.{key}")
+    for i, rl in enumerate(want(p, "rlimits", list, w) or []):
+        rw = f"process.rlimits[{i}]"
+        if not isinstance(rl, dict):
+            raise _bad(rw, "must be an object")
+        typ = want(rl, "type", str, rw, required=True)
+        if typ not in _RLIMITS:
+            raise _bad(f"{rw}.type", f"unknown rlimit {typ!r}", hint="see getrlimit(2)")
+        soft = want(rl, "soft", int, rw, required=True)
+        hard = want(rl, "hard", int, rw, required=True)
+        if soft > hard:
+            raise _bad(rw, f"soft limit {soft} is above hard limit {hard}")
+
+
+def _namespaces(raw: dict[str, Any], linux: dict[str, Any]) -> NamespaceSpec:
+    new: set[str] = set()
+    join: dict[str, str] = {}
+    for i, ent in enumerate(want(linux, "namespaces", list, "linux") or []):
+        w = f"linux.namespaces[{i}]"
+        if not isinstance(ent, dict):
+            raise _bad(w, "must be an object")
+        typ = want(ent, "type", str, w, required=True)
+        kind = OCI_NS_NAMES.get(typ)
+        if kind is None:
+            raise _bad(f"{w}.type", f"unknown namespace type {typ!r}",
+                       hint=f"one of {', '.join(OCI_NS_NAMES)}")
+        if kind in new or kind in join:
+            raise _bad(f"{w}.type", f"namespace type {typ!r} listed twice")
+        path = want(ent, "path", str, w)
+        if path:
+            if not os.path.exists(path):
+                raise _bad(f"{w}.path", f"{path} does not exist")
+            join[kind] = path
+        else:
+            new.add(kind)
+    if "mnt" not in new:
+        # pivot_root and every mount below happen in the container's own mount namespace;
+        # without one they would land on the host (runc refuses this too).
+        raise _bad("linux.namespaces", "a new mount namespace is required",
+                   hint='add {"type": "mount"} to linux.namespaces')
+    maps: dict[str, tuple[IdMap, ...]] = {}
+    for key in ("uidMappings", "gidMappings"):
+        out = []
+        for i, m in enumerate(want(linux, key, list, "linux") or []):
+            w = f"linux.{key}[{i}]"
+            if not isinstance(m, dict):
+                raise _bad(w, "must be an object")
+            out.append(IdMap(want(m, "containerID", int, w, required=True),
+                             want(m, "hostID", int, w, required=True),
+                             want(m, "size", int, w, required=True)))
+        maps[key] = tuple(out)
+    if (maps["uidMappings"] or maps["gidMappings"]) and "user" not in new:
+        raise _bad("linux.uidMappings", "id mappings need a new user namespace",
+                   hint='add {"type": "user"} to linux.namespaces')
+    hostname = raw.get("hostname")
+    if hostname and "uts" not in new:
+        # crun: "hostname requires the UTS namespace"; changing the host's name is a bug.
+        raise _bad("hostname", "setting the hostname requires a new UTS namespace",
+                   hint='add {"type": "uts"} to linux.namespaces')
+    offsets: dict[str, int] = {}
+    for clock, val in (want(linux, "timeOffsets", dict, "linux") or {}).items():
+        if not isinstance(val, dict):
+            raise _bad(f"linux.timeOffsets.{clock}", "must be an object")
+        offsets[clock] = want(val, "secs", int, f"linux.timeOffsets.{clock}") or 0
+    return NamespaceSpec(
+        new=frozenset(new), join=join,
+        hostname=hostname or None if "uts" in new else None,
+        domainname=raw.get("domainname") or None if "uts" in new else None,
+        uid_map=maps["uidMappings"], gid_map=maps["gidMappings"],
+        # With mappings but no CAP_SETGID over the parent ns, gid_map needs setgroups=deny;
+        # as root we keep setgroups usable (additionalGids need it).
+        setgroups_deny=False, time_offsets=offsets,
+        # The runtime's init applies linux.rootfsPropagation itself (runc: rslave by default).
+        propagation="unchanged")

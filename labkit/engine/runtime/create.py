@@ -1,0 +1,263 @@
+"""`labkit-runtime create`: bundle -> a container whose init waits on its exec fifo.
+
+Order (runtime.md "Lifecycle" steps 1-4, runc's create):
+1. validate config.json and compile the seccomp profile: nothing exists yet, so a refusal
+   leaves nothing behind;
+2. make the state dir and exec.fifo, the cgroup with its limits;
+3. fork the intermediate (labkit.engine.runtime.init), serve its id maps, read the sync
+   pipe to EOF: init's pid and "ready", or the first error;
+4. record state "created" atomically; write --pid-file.
+Any failure in 2-4 undoes what was done, in reverse: kill and reap the processes, remove
+the cgroup and the state dir.  Mounts need no undo: they live in the container's mount
+namespace, which vanishes with its last process.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import select
+from typing import Any
+
+from labkit import errors
+from labkit._sys import consts, syscalls
+from labkit.engine.runtime import config as configmod
+from labkit.engine.runtime import state as statemod
+
+# How long the runtime waits for init to report (a live init answers in milliseconds; this
+# only bounds one stuck in a mount or a fuse filesystem).
+SYNC_TIMEOUT = 60.0
+
+
+def _read_frames(fd: int, timeout: float) -> list[tuple[bytes, bytes]]:
+    """Read ``fd`` until EOF (every writer exited or closed it) and split it into frames."""
+    buf = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            raise errors.from_errno(errno.ETIMEDOUT, "read", "container init sync pipe",
+                                    hint=f"init did not report within {timeout:.0f}s")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+    frames = []
+    while len(buf) >= 5:
+        n = int.from_bytes(buf[1:5], "big")
+        frames.append((buf[:1], buf[5:5 + n]))
+        buf = buf[5 + n:]
+    return frames
+
+
+def _unpickle(payload: bytes) -> BaseException:
+    try:
+        exc = pickle.loads(payload)
+    except Exception as err:  # a broken frame must still become a typed error
+        return errors.from_errno(errno.EPROTO, "read", f"container init error frame: {err}")
+    if isinstance(exc, BaseException):
+        return exc
+    return errors.from_errno(errno.EPROTO, "read", "container init error frame")
+
+
+def _kill_reap(pid: int) -> None:
+    # The runtime is a child subreaper, so an orphaned init is *our* child: killing it
+    # before reaping can never hit a recycled pid.
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+class _Undo:
+    """Cleanup actions run in reverse on failure (the "nothing left behind" guarantee)."""
+
+    def __init__(self) -> None:
+        self.steps: list[Any] = []
+
+    def push(self, fn: Any, *args: Any) -> None:
+        self.steps.append((fn, args))
+
+    def run(self) -> None:
+        for fn, args in reversed(self.steps):
+            try:
+                fn(*args)
+            except Exception:  # noqa: S110 - best effort; the original error is reported
+                pass
+        self.steps.clear()
+
+
+def _rm_state_dir(d: str) -> None:
+    for name in os.listdir(d):
+        os.unlink(os.path.join(d, name))
+    os.rmdir(d)
+
+
+def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = None,
+           console_socket: str | None = None) -> statemod.State:
+    """Create container ``container_id`` from ``bundle``; returns its State ("created").
+
+    process.terminal needs ``console_socket``, a unix socket that receives the pty master
+    (runc's --console-socket protocol: one SCM_RIGHTS message).
+
+    Raises InvalidArgumentError (bad config), AlreadyExistsError (id taken), SyscallError
+    from any setup step (with the failing call and target), ExecutableNotFoundError.
+    """
+    return create_with_tty(root, container_id, bundle, pid_file=pid_file,
+                           console_socket=console_socket)[0]
+
+
+def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str | None = None,
+                    console_socket: str | None = None,
+                    foreground: bool = False) -> tuple[statemod.State, int | None]:
+    """create(); with ``foreground`` (`run` without --detach) and process.terminal but no
+    console socket, allocate a pty here, make its slave init's controlling terminal and
+    return the master for the caller to pump (else None)."""
+    statemod.check_id(container_id)
+    cfg = configmod.load(bundle, container_id)
+    if cfg.terminal and console_socket is None and not foreground:
+        raise errors.InvalidArgumentError(
+            "process.terminal", "a terminal needs --console-socket when the runtime detaches",
+            hint="pass --console-socket, set process.terminal false, or use `run` in the foreground")
+    if console_socket is not None and not os.path.exists(console_socket):
+        raise errors.NotFoundError("console socket", console_socket)
+    from labkit.cgroups import Resources, open_cgroup
+
+    resources = Resources.from_oci(cfg.linux.get("resources"))
+    filt = None
+    if cfg.linux.get("seccomp"):
+        from labkit.engine.runtime.seccomp import compile_profile
+
+        filt = compile_profile(cfg.linux["seccomp"],
+                               no_new_privs=bool(cfg.process.get("noNewPrivileges")))
+    cg = open_cgroup(cfg.cgroup_name)
+
+    undo = _Undo()
+    master = slave = None
+    try:
+        if cfg.terminal and console_socket is None:
+            master, slave = os.openpty()
+            undo.push(os.close, master)
+        st = _create(root, container_id, cfg, cg, resources, filt, undo, pid_file,
+                     console_socket, slave)
+        return st, master
+    except BaseException:
+        undo.run()
+        raise
+    finally:
+        if filt is not None:
+            filt.release()
+        if slave is not None:
+            os.close(slave)
+
+
+def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any, filt: Any,
+            undo: _Undo, pid_file: str | None, console_socket: str | None,
+            tty_slave: int | None) -> statemod.State:
+    from labkit.engine.runtime.init import InitArgs, intermediate
+    from labkit.ns.apply import parent_serve
+
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    sdir = statemod.container_dir(root, cid)
+    try:
+        os.mkdir(sdir, 0o711)
+    except FileExistsError:
+        raise errors.AlreadyExistsError("container", cid,
+                                        hint=f"`labkit-runtime delete {cid}` first") from None
+    undo.push(_rm_state_dir, sdir)
+    fifo = os.path.join(sdir, statemod.EXEC_FIFO)
+    os.mkfifo(fifo, 0o622)
+    os.chmod(fifo, 0o622)  # mkfifo's mode went through our umask
+    fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+    undo.push(os.close, fifo_fd)
+
+    if cg.exists():
+        raise errors.ConflictError(f"cgroup {cfg.cgroup_name} already exists",
+                                   hint="a container of that name was not deleted: delete --force")
+    cg.create()
+    undo.push(cg.remove)
+    undo.push(cg.kill)
+    cg.set(resources)
+
+    console_fd = None
+    if console_socket is not None:
+        import socket
+
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(console_socket)
+        except OSError as err:
+            s.close()
+            raise errors.from_errno(err.errno or errno.EIO, "connect", console_socket) from None
+        console_fd = s.detach()
+        undo.push(os.close, console_fd)
+
+    # Orphaned init processes re-parent to us, not to the host's pid 1 (prctl(2)).
+    syscalls.prctl(consts.PR_SET_CHILD_SUBREAPER, 1)
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    ns_parent, ns_child = syscalls.socketpair()
+    uses_cgroupfs = any(m.get("type") == "cgroup" for m in cfg.raw.get("mounts") or [])
+    args = InitArgs(cfg, sync_w, fifo_fd, tty_slave, console_fd, filt, uses_cgroupfs)
+    pid = os.fork()
+    if pid == 0:
+        os.close(sync_r)
+        os.close(ns_parent)
+        intermediate(args, cg, ns_child)
+    os.close(sync_w)
+    os.close(ns_child)
+    map_error: BaseException | None = None
+    try:
+        parent_serve(pid, cfg.namespaces, ns_parent)
+    except errors.LabkitError as exc:
+        map_error = exc
+    finally:
+        os.close(ns_parent)
+    try:
+        frames = _read_frames(sync_r, SYNC_TIMEOUT)
+    finally:
+        os.close(sync_r)
+        os.waitpid(pid, 0)
+    init_pid = 0
+    failure: BaseException | None = None
+    ready = False
+    for tag, payload in frames:
+        if tag == b"P":
+            init_pid = int(payload)
+            undo.push(_kill_reap, init_pid)
+        elif tag == b"R":
+            ready = True
+        elif tag == b"E" and failure is None:
+            failure = _unpickle(payload)
+    # A refused id map is the root cause; the child's EPIPE/handshake error follows from it.
+    if map_error is not None:
+        raise map_error
+    if failure is not None:
+        raise failure
+    if not ready or not init_pid:
+        raise errors.from_errno(errno.EPIPE, "read", "container init sync pipe",
+                                hint="init exited without reporting (see stderr)")
+    start = statemod.proc_start_time(init_pid)
+    st = statemod.State(
+        id=cid, bundle=cfg.bundle, pid=init_pid, rootfs=cfg.rootfs, cgroup=cfg.cgroup_name,
+        annotations=dict(cfg.raw.get("annotations") or {}), created=statemod.now_rfc3339(),
+        init_start=start[0] if start else 0, owner="root" if os.geteuid() == 0 else str(os.geteuid()),
+        dir=sdir)
+    st.transition(statemod.CREATED)
+    st.save()
+    if pid_file:
+        _write_pid_file(pid_file, init_pid)
+    undo.steps.clear()
+    return st
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    # runc writes the pid file atomically too: temp in the same directory, then rename.
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)

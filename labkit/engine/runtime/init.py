@@ -1,0 +1,169 @@
+"""The two processes `create` forks: the intermediate and the container init.
+
+runc's model (libcontainer/nsenter, standard_init_linux.go), without a fresh interpreter:
+
+    labkit-runtime ──fork──> intermediate: join the cgroup, then the namespaces
+                                 (labkit.ns.apply.child_enter; the runtime writes the
+                                 id maps), then fork ──> init (pid 1 of the new pid ns)
+                             reports init's pid and exits
+    init: rootfs (mounts, pivot_root), process attributes, seccomp, "ready";
+          then blocks opening exec.fifo until `start` opens the other end; then execve.
+
+The cgroup is joined *before* unsharing the cgroup namespace so that the container's cgroup
+is the root of its cgroup namespace (cgroup_namespaces(7)).
+
+Both report to the runtime through one pipe with frames (tag, length, payload):
+``P`` init's pid (from the intermediate), ``R`` ready (from init), ``E`` a pickled
+labkit.errors exception (from either).  The runtime reads until EOF, so a process that dies
+without a word is noticed, never waited for.  Between fork and execve only system calls and
+already-imported code run (STYLE C9): after pivot_root, our own files and the stdlib are
+out of reach, so every module init needs is imported at the top of this file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+import termios
+from typing import Any, NoReturn
+
+from labkit.engine.runtime import process, rootfs
+from labkit.ns.apply import child_enter, error_payload, send_frame
+
+
+class InitArgs:
+    """Everything the two children need, prepared by `create` before fork."""
+
+    __slots__ = ("cfg", "sync_w", "fifo_fd", "tty_slave", "console_sock", "seccomp",
+                 "host_cgroups")
+
+    def __init__(self, cfg: Any, sync_w: int, fifo_fd: int, tty_slave: int | None,
+                 console_sock: int | None, seccomp: Any, host_cgroups: bool) -> None:
+        self.cfg = cfg
+        self.sync_w = sync_w
+        self.fifo_fd = fifo_fd
+        self.tty_slave = tty_slave
+        self.console_sock = console_sock
+        self.seccomp = seccomp
+        self.host_cgroups = host_cgroups
+
+
+def _report(fd: int, exc: BaseException) -> None:
+    try:
+        send_frame(fd, b"E", error_payload(exc))
+    except BaseException:  # the runtime is gone: stderr is all that is left
+        print(f"labkit-runtime init: {exc}", file=sys.stderr)
+
+
+def intermediate(a: InitArgs, cgroup: Any, ns_sock: int) -> NoReturn:
+    """The intermediate child: cgroup, namespaces, fork init, report its pid, exit."""
+    code = 1
+    try:
+        if cgroup is not None:
+            cgroup.add(os.getpid())
+        child_enter(a.cfg.namespaces, ns_sock)
+        os.close(ns_sock)
+        pid = os.fork()
+        if pid == 0:
+            container_init(a)
+        send_frame(a.sync_w, b"P", str(pid).encode())
+        code = 0
+    except BaseException as exc:
+        _report(a.sync_w, exc)
+    finally:
+        os._exit(code)
+
+
+def _cloexec_all(keep: int = 2) -> None:
+    # runc closes (marks CLOEXEC) every fd it did not mean to pass: whatever the caller
+    # leaked must not reach the container.
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > keep:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listdir fd itself, already closed
+
+
+def _terminal_from_console_socket(sock: int) -> str:
+    """Open a pty in the container's devpts, send the master over ``sock``, become its tty."""
+    import socket
+
+    master, slave = os.openpty()
+    s = socket.socket(fileno=sock)
+    try:
+        socket.send_fds(s, [b"/dev/ptmx"], [master])
+    finally:
+        s.detach()
+        os.close(sock)
+        os.close(master)
+    _controlling_tty(slave)
+    return os.ttyname(0)
+
+
+def _controlling_tty(slave: int) -> None:
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def container_init(a: InitArgs) -> NoReturn:
+    """pid 1 of the container: set everything up, say ready, wait for start, execve."""
+    try:
+        cfg = a.cfg
+        p = cfg.process
+        # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve (signal(7)).
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()
+        _cloexec_all()
+        cgroup_dirs = rootfs.host_cgroup_dirs() if a.host_cgroups else {}
+        console = os.ttyname(a.tty_slave) if a.tty_slave is not None else None
+        rootfs.prepare(cfg, cgroup_dirs, console)
+        # The host's /proc, kept open across pivot_root, to reopen exec.fifo by its fd
+        # without depending on the container mounting a /proc of its own.
+        hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        rootfs.pivot(cfg.rootfs)
+        rootfs.finalize(cfg)
+        if a.tty_slave is not None:
+            _controlling_tty(a.tty_slave)
+        elif a.console_sock is not None:
+            _terminal_from_console_socket(a.console_sock)
+        if p.get("rlimits"):
+            process.set_rlimits(p["rlimits"])
+        if p.get("oomScoreAdj") is not None:
+            process.set_oom_score_adj(p["oomScoreAdj"])
+        nnp = bool(p.get("noNewPrivileges"))
+        if a.seccomp is not None and not nnp:
+            a.seccomp.load()  # needs CAP_SYS_ADMIN without no_new_privs: before caps drop
+        in_userns = "user" in cfg.namespaces.new or "user" in cfg.namespaces.join
+        process.switch_user(p, in_userns)
+        cwd = p.get("cwd", "/")
+        os.chdir(cwd)
+        env = list(p.get("env") or [])
+        path = process.lookup(p["args"][0], env, cwd)
+        if nnp:
+            process.no_new_privs()
+        if a.seccomp is not None and nnp:
+            a.seccomp.load()  # last: the filter must allow only what execve needs from here
+        send_frame(a.sync_w, b"R")
+        os.close(a.sync_w)
+    except BaseException as exc:
+        _report(a.sync_w, exc)
+        os._exit(1)
+    try:
+        # Blocks until `start` opens the fifo for reading (fifo(7)), then tells it we go.
+        fd = os.open(f"self/fd/{a.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=hostproc)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(hostproc)
+        envd = dict(kv.split("=", 1) for kv in env if "=" in kv)
+        os.execve(path, p["args"], envd)
+    except BaseException as exc:
+        print(f"labkit-runtime init: exec {p['args'][0]!r} failed: {exc}", file=sys.stderr)
+    os._exit(127)

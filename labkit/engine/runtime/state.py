@@ -1,0 +1,166 @@
+"""`labkit-runtime state`: the container state machine and its on-disk record.
+
+One directory per container under the state root (default /run/labkit/runtime, like runc's
+/run/runc): ``state.json`` plus, between create and start, ``exec.fifo``.  state.json is
+rewritten atomically (temp file, fsync, rename) after every transition, so a crash leaves
+either the old or the new state, never half of one (youki ``set_status(..).save()``).
+
+The status a reader sees is recomputed from the kernel (runtime.md "State"): a recorded
+"created"/"running" container whose init is gone is "stopped"; it is "created" while the
+exec fifo still exists (init blocks on it) and "running" once start has consumed it.  A
+pid is trusted only if its start time (field 22 of /proc/PID/stat) matches the recorded
+one, so a recycled pid is never mistaken for our init (runc does the same).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from labkit import errors
+
+OCI_VERSION = "1.0.2"
+CREATING, CREATED, RUNNING, PAUSED, STOPPED, DELETED = (
+    "creating", "created", "running", "paused", "stopped", "deleted")
+
+# STYLE C11 (runc stateTransitionError, containerd init_state.go).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    CREATING: frozenset({CREATED, STOPPED, DELETED}),
+    CREATED: frozenset({RUNNING, STOPPED, DELETED}),
+    RUNNING: frozenset({PAUSED, STOPPED}),
+    PAUSED: frozenset({RUNNING, STOPPED}),
+    STOPPED: frozenset({DELETED}),
+    DELETED: frozenset(),
+}
+
+EXEC_FIFO = "exec.fifo"
+STATE_FILE = "state.json"
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def default_root() -> str:
+    """The state root: $LABKIT_RUN/runtime, else /run/labkit/runtime (DESIGN "Where state lives")."""
+    return os.path.join(os.environ.get("LABKIT_RUN", "/run/labkit"), "runtime")
+
+
+def check_id(container_id: str) -> str:
+    """A container id is a file name: letters, digits and ``_+-.``, as runc allows."""
+    if not container_id or container_id in (".", "..") or not set(container_id) <= _ID_CHARS:
+        raise errors.InvalidArgumentError(
+            "container id", f"{container_id!r} is not valid",
+            hint="use letters, digits and _+-. only (e.g. lk-web-1)")
+    return container_id
+
+
+def proc_start_time(pid: int, procfs: str = "/proc") -> tuple[int, str] | None:
+    """(start time in clock ticks, state letter) of ``pid`` from /proc/PID/stat, or None."""
+    try:
+        with open(f"{procfs}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # proc(5): field 2 (comm) may contain spaces and parens; split after the last ')'.
+    rest = data[data.rfind(b")") + 2:].split()
+    return int(rest[19]), rest[0].decode()
+
+
+@dataclass(slots=True)
+class State:
+    """What state.json holds: the OCI state (runtime.md) plus what labkit needs to find again."""
+
+    id: str
+    bundle: str
+    status: str = CREATING
+    pid: int = 0
+    annotations: dict[str, str] = field(default_factory=dict)
+    rootfs: str = ""
+    cgroup: str = ""
+    created: str = ""
+    init_start: int = 0
+    owner: str = ""
+    dir: str = ""
+
+    # -- the state machine ---------------------------------------------------------------
+    def transition(self, to: str) -> None:
+        """Move to ``to`` or raise InvalidStateError(frm, to)."""
+        if to != self.status and to not in TRANSITIONS[self.status]:
+            raise errors.InvalidStateError(self.status, to)
+        self.status = to
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self) -> None:
+        """Write state.json atomically: temp file, fsync, rename (rename(2) is atomic)."""
+        data = json.dumps({k: v for k, v in asdict(self).items() if k != "dir"}).encode()
+        path = os.path.join(self.dir, STATE_FILE)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+
+    def refresh(self, procfs: str = "/proc") -> str:
+        """Recompute ``status`` from the kernel (see the module docstring) and return it."""
+        if self.status in (CREATED, RUNNING, PAUSED):
+            seen = proc_start_time(self.pid, procfs) if self.pid else None
+            if seen is None or seen[0] != self.init_start or seen[1] in ("Z", "X"):
+                self.status = STOPPED
+            elif self.status != PAUSED:
+                fifo = os.path.exists(os.path.join(self.dir, EXEC_FIFO))
+                self.status = CREATED if fifo else RUNNING
+        return self.status
+
+    def alive(self) -> bool:
+        """True while the recorded init process still runs (not a zombie, same start time)."""
+        return self.refresh() in (CREATED, RUNNING, PAUSED)
+
+    def oci(self) -> dict[str, Any]:
+        """The OCI state object (runtime.md "State"), plus runc's rootfs/created/owner."""
+        return {
+            "ociVersion": OCI_VERSION,
+            "id": self.id,
+            "status": self.status,
+            "pid": self.pid if self.status in (CREATED, RUNNING, PAUSED) else 0,
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "owner": self.owner,
+            "annotations": dict(self.annotations),
+        }
+
+
+def container_dir(root: str, container_id: str) -> str:
+    return os.path.join(root, check_id(container_id))
+
+
+def load(root: str, container_id: str) -> State:
+    """Read state.json of ``container_id``; NotFoundError if there is none."""
+    d = container_dir(root, container_id)
+    try:
+        with open(os.path.join(d, STATE_FILE), "rb") as f:
+            raw = json.loads(f.read())
+    except FileNotFoundError:
+        raise errors.NotFoundError("container", container_id) from None
+    st = State(**raw)
+    st.dir = d
+    return st
+
+
+def list_ids(root: str) -> list[str]:
+    """Ids of every container with a state.json under ``root``, sorted."""
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if os.path.exists(os.path.join(root, n, STATE_FILE)))
+
+
+def now_rfc3339() -> str:
+    """UTC time like runc's "created" field (RFC 3339 with nanoseconds)."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
