@@ -101,7 +101,7 @@ def load_bpf(text: str, tool: str) -> Any:
     import bcc  # type: ignore[import-untyped]  # slow; deliberately late
 
     try:
-        return bcc.BPF(text=text)
+        return bcc.BPF(text=text.encode())
     except Exception as err:  # bcc raises bare Exception on compile/load failures
         hint = "check the kernel headers with: labkit doctor"
         if (near := features.nearest_headers()) is not None:
@@ -113,7 +113,7 @@ def load_bpf(text: str, tool: str) -> Any:
 def attach_tracepoint(bpf: Any, tp: str, fn_name: str, tool: str) -> None:
     """bcc attach_tracepoint with a typed error naming the tracepoint."""
     try:
-        bpf.attach_tracepoint(tp=tp, fn_name=fn_name)
+        bpf.attach_tracepoint(tp=tp.encode(), fn_name=fn_name.encode())
     except Exception as err:
         raise errors.UnsupportedError(tool, f"attaching to tracepoint {tp} failed: {err}",
                                       hint=VM_HINT) from err
@@ -146,7 +146,7 @@ class BccProbe(Generic[R]):
         def lost(n: int) -> None:
             self.lost += n
 
-        self.bpf[table].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=lost)
+        self.bpf[table.encode()].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=lost)
 
     def _on_event(self, cpu: int, data: Any, size: int) -> None:
         raise NotImplementedError

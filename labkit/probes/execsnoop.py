@@ -117,7 +117,7 @@ class ExecProbe(base.BccProbe[Exec]):
     """An attached execsnoop; ``read()`` returns the execs seen since the last read."""
 
     def _on_event(self, cpu: int, data: Any, size: int) -> None:
-        ev = self.bpf["events"].event(data)
+        ev = self.bpf[b"events"].event(data)
         self._pending.append(Exec(
             ts_ns=int(ev.ts_ns), pid=int(ev.pid), ppid=int(ev.ppid) or None, uid=int(ev.uid),
             comm=base.c_string(bytes(ev.comm)), filename=base.c_string(bytes(ev.filename))))

@@ -139,7 +139,7 @@ class CountProbe(base.BccProbe[CallCount]):
         label = ",".join(self.hooks)
         rows = [CallCount(hook=label, pid=int(k.pid), comm=base.c_string(bytes(k.comm)),
                           count=int(v.value))
-                for k, v in self.bpf["counts"].items()]
+                for k, v in self.bpf[b"counts"].items()]
         return sorted(rows, key=lambda r: (-r.count, r.pid))
 
     def total(self) -> int:
@@ -148,7 +148,7 @@ class CountProbe(base.BccProbe[CallCount]):
 
     def clear(self) -> None:
         """Start counting again from zero."""
-        self.bpf["counts"].clear()
+        self.bpf[b"counts"].clear()
 
 
 def attach(opts: Options) -> CountProbe:
@@ -173,7 +173,7 @@ def attach(opts: Options) -> CountProbe:
         for h in hook_list:
             if kprobe:
                 try:
-                    probe.bpf.attach_kprobe(event=opts.function, fn_name="count_call")
+                    probe.bpf.attach_kprobe(event=opts.function.encode(), fn_name=b"count_call")
                 except Exception as err:  # bcc raises bare Exception
                     raise errors.UnsupportedError(
                         TOOL, f"attaching a kprobe to {opts.function} failed: {err}",

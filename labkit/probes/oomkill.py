@@ -115,7 +115,7 @@ class OomProbe(base.BccProbe[OomKill]):
     """An attached oomkill; ``read()`` returns the kills seen since the last read."""
 
     def _on_event(self, cpu: int, data: Any, size: int) -> None:
-        ev = self.bpf["events"].event(data)
+        ev = self.bpf[b"events"].event(data)
         has = int(ev.has)
 
         def num(name: str) -> int | None:

@@ -62,7 +62,7 @@ def run(n: int = 23) -> SelfTest:
     try:
         for _ in range(n):
             os.getpid()
-        counted = sum(int(v.value) for v in bpf["hits"].values())
+        counted = sum(int(v.value) for v in bpf[b"hits"].values())
     finally:
         bpf.cleanup()
     return SelfTest(calls=n, counted=counted)
