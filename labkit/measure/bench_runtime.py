@@ -209,9 +209,10 @@ def run(runs: int = 30, warmup: int = 3, peers: list[str] | None = None, *,
     samples: dict[str, list[float]] = {r.name: [] for r in active}
     failed: dict[str, str] = {}
     leftovers: list[tuple[Runner, str]] = []
+    current: tuple[Runner, str] | None = None  # the run in flight, if we are interrupted
     tmp = Path(tempfile.mkdtemp(prefix="lk-bench-"))
     try:
-        bundle = make_bundle(tmp / "bundle")
+        bundle = make_bundle(tmp / "bundle") if active else tmp
         rounds = warmup + runs
         bar = _progress(progress, console, rounds * len(active))
         for i in range(rounds):
@@ -222,7 +223,9 @@ def run(runs: int = 30, warmup: int = 3, peers: list[str] | None = None, *,
                     bar.advance()
                     continue
                 cid = f"lk-bench-{os.getpid()}-{r.name.replace(' ', '_')}-{i}"
+                current = (r, cid)
                 ms, err = _time_one(r, bundle, cid)
+                current = None
                 if err is not None:
                     failed[r.name] = err
                     leftovers.append((r, cid))
@@ -231,6 +234,8 @@ def run(runs: int = 30, warmup: int = 3, peers: list[str] | None = None, *,
                 bar.advance(r.name)
         bar.close()
     finally:
+        if current is not None:
+            leftovers.append(current)
         for r, cid in leftovers:
             if (argv := r.delete_argv(cid)) is not None:
                 subprocess.run(argv, capture_output=True, check=False)

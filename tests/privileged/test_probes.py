@@ -68,8 +68,8 @@ def test_oomkill_sees_the_victim_of_a_16m_cgroup() -> None:
         with oomkill.attach() as probe:
             # The shell joins the cgroup, then execs a python that touches 64 MiB.
             hog = subprocess.Popen(
-                ["sh", "-c", f"echo $$ > {cg}/cgroup.procs && exec {sys.executable} -c "
-                             "\"a = b'x' * (64 << 20)\""])
+                ["sh", "-c", (f"echo $$ > {cg}/cgroup.procs && exec {sys.executable} -c "
+                             "\"a = b'x' * (64 << 20)\"")])
             rc = hog.wait(timeout=60)
             deadline = time.monotonic() + 5
             kills = probe.read()
