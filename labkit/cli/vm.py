@@ -74,7 +74,7 @@ def _table(t: session.Timings) -> None:
     tab.add_row("image", f"{t.image_seconds:.1f}",
                 "cached" if t.image_cached else f"cold build ({t.image_build_seconds:.0f} s)")
     if t.boot_seconds:
-        tab.add_row("boot-to-command", f"{t.boot_seconds:.1f}", f"{t.accel}: {t.accel_why}")
+        tab.add_row("boot-to-command", f"{t.boot_seconds:.1f}", f"{t.accel}: {t.accel_why.split(':')[0]}")
     for cmd, code, secs in t.commands:
         tab.add_row("command", f"{secs:.1f}", f"exit {code}: {cmd[:50]}")
     err.print(tab)

@@ -20,8 +20,22 @@ from labkit.vm.recipe import Recipe, cache_dir
 from labkit.vm.session import VM, RunResult, Timings, attach, destroy, status, up
 
 __all__ = [
-    "VM", "RunResult", "Timings", "Image", "Recipe", "VMError", "BootTimeoutError",
-    "NoSpaceError", "build", "clean", "cache_dir", "attach", "destroy", "status", "up", "run",
+    "VM",
+    "BootTimeoutError",
+    "Image",
+    "NoSpaceError",
+    "Recipe",
+    "RunResult",
+    "Timings",
+    "VMError",
+    "attach",
+    "build",
+    "cache_dir",
+    "clean",
+    "destroy",
+    "run",
+    "status",
+    "up",
 ]
 
 

@@ -76,7 +76,9 @@ def run(port: Port, mid: object, msg: dict[str, object]) -> None:
         port.send({"id": mid, "error": "exec needs a non-empty argv", "exit": 2})
         return
     env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in dict(msg.get("env") or {}).items()})
+    extra = msg.get("env")
+    if isinstance(extra, dict):
+        env.update({str(k): str(v) for k, v in extra.items()})
     try:
         proc = subprocess.Popen(
             [str(a) for a in argv], cwd=str(msg.get("cwd") or "/"), env=env,

@@ -101,4 +101,4 @@ class Channel:
                 stream = 2 if msg.get("stream") == 2 else 1
                 on_output(stream, base64.b64decode(str(msg["data"])))
             if "exit" in msg:
-                return int(msg["exit"])  # type: ignore[call-overload]
+                return int(str(msg["exit"]))

@@ -200,6 +200,17 @@ def _sweep(root: Path) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _prune(lay: Layout) -> None:
+    """Drop stages of older recipes (a changed pyproject.toml or provision.sh): they would
+    only fill the disk.  A VM still running from one keeps its open files (unlink(2))."""
+    for d in lay.root.glob("base-*"):
+        if d != lay.base:
+            shutil.rmtree(d, ignore_errors=True)
+    for d in (lay.root / "images").iterdir():
+        if d != lay.image:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def build(root: Path | None = None, *, progress: Progress | None = None,
           rebuild: bool = False) -> Image:
     """Build the VM image for the current recipe, or return the cached one.
@@ -234,6 +245,7 @@ def build(root: Path | None = None, *, progress: Progress | None = None,
         else:
             check_space(lay.root, NEED_BYTES // 2)
         _build_image(lay, report, base_seconds, time.monotonic())
+        _prune(lay)
     img = load(lay, cached=False, seconds=time.monotonic() - t0)
     assert img is not None
     return img

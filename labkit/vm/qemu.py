@@ -89,8 +89,8 @@ def command(spec: BootSpec, qemu: str = QEMU) -> list[str]:
     else:
         argv += ["-serial", f"file:{spec.console_log}", "-monitor", "none"]
     if spec.share is not None:
-        argv += ["-virtfs", f"local,path={spec.share},mount_tag={SHARE_TAG},"
-                            "security_model=passthrough,id=labkit"]
+        argv += ["-virtfs", (f"local,path={spec.share},mount_tag={SHARE_TAG},"
+                            "security_model=passthrough,id=labkit")]
     return argv
 
 
@@ -107,7 +107,7 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
 
 
 def _qemu_version(qemu: str) -> str:
-    out = subprocess.run([qemu, "--version"], capture_output=True, text=True)
+    out = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False)
     return out.stdout.splitlines()[0] if out.stdout else "?"
 
 
@@ -131,8 +131,9 @@ def probe_kvm(kernel: Path, qemu: str, timeout: float = PROBE_TIMEOUT) -> tuple[
         banner = log.exists() and "Linux version" in log.read_text(errors="replace")
         if proc.returncode == 0 and banner:
             return True, "kvm probe boot reached the kernel"
+        # qemu's own complaint goes to the log of the probe (accel.json), not the table.
         why = err.decode(errors="replace").strip().splitlines()
-        return False, f"kvm probe failed (exit {proc.returncode}): {why[-1] if why else ''}"
+        return False, f"kvm probe boot failed (exit {proc.returncode}): {why[-1] if why else '-'}"
 
 
 def choose_accel(kernel: Path, cache: Path, qemu: str) -> tuple[str, str]:
@@ -146,15 +147,16 @@ def choose_accel(kernel: Path, cache: Path, qemu: str) -> tuple[str, str]:
     try:
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
-            return str(saved["accel"]), f"cached probe: {saved['why']}"
+            return str(saved["accel"]), f"probed earlier: {saved['short']}"
     except (OSError, ValueError, KeyError):
         pass
     t0 = time.monotonic()
     ok, why = probe_kvm(kernel, qemu)
     accel = "kvm" if ok else "tcg"
-    why = f"{why} ({time.monotonic() - t0:.1f} s)"
+    short = "KVM works" if ok else "KVM probe failed, using TCG"
     try:
-        path.write_text(json.dumps({"key": key, "accel": accel, "why": why}))
+        path.write_text(json.dumps({"key": key, "accel": accel, "short": short, "why": why,
+                                    "probe_seconds": round(time.monotonic() - t0, 1)}))
     except OSError:
         pass
-    return accel, why
+    return accel, f"{short}: {why}"

@@ -55,7 +55,7 @@ def host_mirror(sources: Path = Path("/etc/apt")) -> str:
             continue
     for text in texts:
         # deb822 "URIs: http://.../debian" or one-line "deb http://.../debian bookworm main"
-        for m in re.finditer(r"(?:URIs:\s*|^deb\s+(?:\[[^]]*\]\s+)?)(\S+/debian)/?\s", text, re.M):
+        for m in re.finditer(r"(?:URIs:\s*|^deb\s+(?:\[[^]]*\]\s+)?)(\S+/debian)/?\s", text, re.MULTILINE):
             return m.group(1)
     return DEFAULT_MIRROR
 

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from labkit import errors
 from labkit.vm import image as _image
@@ -108,11 +109,10 @@ class VM:
                              console_log=rundir / "console.log", name=f"labkit-vm-{name}",
                              accel=timings.accel, share=share, memory_mb=memory_mb, cpus=cpus)
         t0 = time.monotonic()
-        errlog = open(rundir / "qemu.stderr", "wb")
-        # A session of its own: a Ctrl-C in the caller's terminal is handled by us, not qemu.
-        proc = subprocess.Popen(qemu.command(spec, binary), stdin=subprocess.DEVNULL,
-                                stdout=errlog, stderr=errlog, start_new_session=True)
-        errlog.close()
+        with open(rundir / "qemu.stderr", "wb") as errlog:
+            # A session of its own: a Ctrl-C in the caller's terminal is handled by us.
+            proc = subprocess.Popen(qemu.command(spec, binary), stdin=subprocess.DEVNULL,
+                                    stdout=errlog, stderr=errlog, start_new_session=True)
         limit = timeout or BOOT_TIMEOUT.get(timings.accel, 300.0)
         try:
             chan = Channel.connect(spec.agent_socket, t0 + limit)
@@ -167,7 +167,7 @@ class VM:
             _kill_recorded(self.pid, f"labkit-vm-{self.rundir.name}")
         shutil.rmtree(self.rundir, ignore_errors=True)
 
-    def __enter__(self) -> VM:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,8 +30,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 from labkit import errors
 
 __all__ = [
-    "IPVLAN_MODES", "MACVLAN_MODES", "Link", "add_ipvlan", "add_macvlan", "delete_link",
-    "get_link", "VM_HINT",
+    "IPVLAN_MODES",
+    "MACVLAN_MODES",
+    "VM_HINT",
+    "Link",
+    "add_ipvlan",
+    "add_macvlan",
+    "delete_link",
+    "get_link",
 ]
 
 # include/uapi/linux/if_link.h: enum ipvlan_mode, enum macvlan_mode
