@@ -16,143 +16,18 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, NoReturn, Self
+from typing import IO, Any, NoReturn
 
-import labkit
 from labkit import errors
 from labkit._sys import consts, syscalls
 from labkit.ns import apply, inspect
+from labkit.ns._proc import Child, await_exec, helper_env
 from labkit.ns.child import exit_like
 from labkit.ns.spec import KINDS, NamespaceSpec
 
 __all__ = ["Child", "enter", "run", "spawn"]
 
 _File = int | IO[Any] | None
-
-# Where the labkit package lives, so the helper imports this very copy of it even when the
-# caller's sys.path came from a notebook's cwd rather than an installed distribution.
-_ROOT = str(Path(labkit.__file__).resolve().parent.parent)
-
-
-class Child:
-    """A command running in its namespaces (subprocess.Popen's shape, for argv's process).
-
-    ``pid`` is argv's pid as this process sees it, so /proc/<pid>/ns/* can be inspected.
-    When the spec needed one more fork, the helper (``helper_pid``) is argv's parent and
-    exits with argv's status; wait()/returncode report that status (-N for signal N).
-    """
-
-    def __init__(self, proc: subprocess.Popen[bytes], pid: int, argv: list[str]) -> None:
-        self._proc = proc
-        self.pid = pid
-        self.helper_pid = proc.pid
-        self.args = argv
-        self.stdin = proc.stdin
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr
-
-    @property
-    def returncode(self) -> int | None:
-        """argv's exit status once reaped (poll()), else None."""
-        return self._proc.poll()
-
-    def poll(self) -> int | None:
-        return self._proc.poll()
-
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for argv to exit; returns its status (-N if killed by signal N).
-
-        Raises subprocess.TimeoutExpired after ``timeout`` seconds.
-        """
-        return self._proc.wait(timeout)
-
-    def communicate(
-        self, input: bytes | None = None, timeout: float | None = None
-    ) -> tuple[bytes | None, bytes | None]:
-        """Popen.communicate: feed stdin, read stdout/stderr to EOF, wait."""
-        out, err = self._proc.communicate(input, timeout)
-        return out, err
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """kill(2) argv's process.  No-op once it has been reaped.
-
-        pid_namespaces(7): as pid 1 of a new pid namespace, argv ignores signals it has no
-        handler for, except SIGKILL and SIGSTOP sent from an ancestor namespace.
-        """
-        if self._proc.poll() is not None:
-            return
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.kill(signal.SIGKILL)
-        self._proc.wait()
-        for f in (self.stdin, self.stdout, self.stderr):
-            if f is not None:
-                f.close()
-
-    def __repr__(self) -> str:
-        return f"<Child pid={self.pid} argv={self.args!r} returncode={self.returncode}>"
-
-
-def _helper_env() -> dict[str, str]:
-    env = dict(os.environ)
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = _ROOT if not path else f"{_ROOT}{os.pathsep}{path}"
-    return env
-
-
-class _Frames:
-    """Reads consecutive frames from a SOCK_STREAM socket, keeping what was read ahead."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd, self.buf = fd, b""
-
-    def next(self) -> tuple[bytes, bytes] | None:
-        """The next (tag, payload), or None at EOF."""
-        while True:
-            if len(self.buf) >= 5:
-                n = int.from_bytes(self.buf[1:5], "big")
-                if len(self.buf) >= 5 + n:
-                    tag, payload = self.buf[:1], self.buf[5:5 + n]
-                    self.buf = self.buf[5 + n:]
-                    return tag, payload
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                if self.buf:
-                    raise errors.from_errno(32, "recv", "spawn: truncated frame from the helper")
-                return None
-            self.buf += chunk
-
-
-def _await_exec(fd: int) -> int:
-    """Read P+pid, then EOF (exec happened) or E (setup or execve failed: raise it)."""
-    frames = _Frames(fd)
-    pid: int | None = None
-    while (frame := frames.next()) is not None:
-        tag, payload = frame
-        if tag == b"E":
-            apply._raise_pickled(payload)
-        elif tag == b"P":
-            pid = int(payload)
-    if pid is None:
-        raise errors.from_errno(
-            32, "recv", "spawn: the helper exited before starting the command",
-            hint="see the helper's stderr (python -m labkit.ns.child)")
-    return pid
-
 
 def spawn(
     spec: NamespaceSpec,
@@ -188,6 +63,10 @@ def spawn(
     stdio = (stdin, stdout, stderr)
     if DIRECT_FORK and not spec.wants_maps and _single_threaded():
         return _spawn_direct(spec, args, env_d, cwd_s, stdio, tuple(pass_fds))
+    if FORK_SERVER:
+        from labkit.ns._forkserver import spawn_served
+
+        return spawn_served(spec, args, env_d, cwd_s, stdio, tuple(pass_fds))
     return _spawn_helper(spec, args, env_d, cwd_s, stdio, tuple(pass_fds))
 
 
@@ -196,6 +75,9 @@ def spawn(
 # off to exercise the helper path.  Specs with id maps always use the helper: the map
 # handshake would need a second thread in the caller while Popen blocks.
 DIRECT_FORK = True
+# Multi-threaded callers (a notebook kernel, the daemon) hand the fork to a warm server
+# (labkit.ns._forkserver, ~5 ms) instead of starting a helper interpreter per spawn (~30 ms).
+FORK_SERVER = True
 
 
 def _single_threaded() -> bool:
@@ -228,7 +110,7 @@ def _spawn_helper(
         cmd = [sys.executable, "-S", "-P", "-m", "labkit.ns.child", str(theirs.fileno())]
         proc = subprocess.Popen(
             cmd, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
-            pass_fds=(theirs.fileno(), *pass_fds), env=_helper_env())
+            pass_fds=(theirs.fileno(), *pass_fds), env=helper_env())
     finally:
         theirs.close()  # else our copy hides the helper's EOF
     with ours:
@@ -236,7 +118,7 @@ def _spawn_helper(
         try:
             apply.send_frame(fd, b"S", json.dumps(req).encode())
             apply.parent_serve(proc.pid, spec, fd)
-            pid = _await_exec(fd)
+            pid = await_exec(fd)
         except BaseException:
             # The helper holds no one else's resources: SIGKILL is safe; a forked argv
             # follows it through PR_SET_PDEATHSIG.
@@ -284,7 +166,7 @@ def _spawn_direct(
             theirs.close()
     except subprocess.SubprocessError:
         with ours:
-            pid = _await_exec(ours.fileno())  # raises the child's error
+            pid = await_exec(ours.fileno())  # raises the child's error
         raise  # not reached: the child always sends E before failing
     except OSError as err:
         ours.close()
@@ -296,7 +178,7 @@ def _spawn_direct(
         raise errors.from_errno(err.errno or 5, call, args[0]) from None
     with ours:
         try:
-            pid = _await_exec(ours.fileno())
+            pid = await_exec(ours.fileno())
         except BaseException:
             _cleanup(proc)
             raise

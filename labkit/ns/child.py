@@ -74,15 +74,13 @@ def exit_like(status: int) -> NoReturn:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
-def main(args: list[str]) -> NoReturn:
-    sock = int(args[0])
-    # Close-on-exec: argv must not inherit the handshake socket (its EOF is the exec signal).
-    os.set_inheritable(sock, False)
+def _apply_and_exec(req: dict[str, Any], sock: int, status: int | None) -> NoReturn:
+    """child_enter, then exec argv here or in one more child that we wait for.
+
+    With ``status`` (fork-server mode) we always fork, wait, and report argv's exit code on
+    it as an ``X`` frame, because our own exit status goes to the server, not the caller.
+    """
     try:
-        tag, payload = apply.recv_frame(sock, timeout=None)
-        if tag != b"S":
-            os._exit(2)
-        req = json.loads(payload)
         spec = NamespaceSpec.from_dict(req["spec"])
         apply.child_enter(spec, sock)
     except BaseException as exc:  # noqa: BLE001 -- any failure must reach the caller
@@ -92,7 +90,7 @@ def main(args: list[str]) -> NoReturn:
             pass  # the caller is gone, or it raised this error itself (a refused id map)
         os._exit(1)
 
-    if not spec.needs_fork:
+    if not spec.needs_fork and status is None:
         apply.send_frame(sock, b"P", str(os.getpid()).encode())
         _exec(req, sock)
 
@@ -110,11 +108,93 @@ def main(args: list[str]) -> NoReturn:
     os.close(sock)
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            _, wstatus = os.waitpid(pid, 0)
             break
         except ChildProcessError:
             os._exit(1)
-    exit_like(status)
+    if status is None:
+        exit_like(wstatus)
+    try:
+        apply.send_frame(status, b"X", str(os.waitstatus_to_exitcode(wstatus)).encode())
+    finally:
+        os._exit(0)
+
+
+def main(args: list[str]) -> NoReturn:
+    if args and args[0] == "--server":
+        serve(int(args[1]))
+    sock = int(args[0])
+    # Close-on-exec: argv must not inherit the handshake socket (its EOF is the exec signal).
+    os.set_inheritable(sock, False)
+    try:
+        tag, payload = apply.recv_frame(sock, timeout=None)
+        if tag != b"S":
+            os._exit(2)
+        req = json.loads(payload)
+    except BaseException:  # noqa: BLE001 -- the caller is gone or broken: nothing to run
+        os._exit(2)
+    _apply_and_exec(req, sock, None)
+
+
+# -- fork server (STYLE C9 speed note) ----------------------------------------------------
+
+def serve(ctl_fd: int) -> NoReturn:
+    """Fork one helper per request from this warm, single-threaded process.
+
+    A request on the SOCK_SEQPACKET ``ctl_fd`` is JSON (as for the helper, plus "targets")
+    with SCM_RIGHTS fds: [handshake sock, status sock, fd for target 0, 1, 2, ...].  EOF on
+    ``ctl_fd`` (the caller exited) ends the server.
+    """
+    import socket
+
+    ctl = socket.socket(fileno=ctl_fd)
+    # Helpers are reaped by the kernel (SIGCHLD ignored); each helper restores SIG_DFL.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, 1 << 21, 256)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(1)
+        if not msg:
+            os._exit(0)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                req = json.loads(msg)
+                sock, status = _place_fds(fds, req["targets"])
+                apply.send_frame(status, b"H", str(os.getpid()).encode())
+                _apply_and_exec(req, sock, status)
+            finally:
+                os._exit(1)
+        for fd in fds:
+            os.close(fd)
+
+
+def _place_fds(fds: list[int], targets: list[int]) -> tuple[int, int]:
+    """Put fds[2:] at ``targets`` (Popen's stdio and pass_fds), close every other fd."""
+    import fcntl
+
+    # Above every target first, so no dup2 below overwrites a fd still to be moved.
+    base = max([*targets, *fds, 2]) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
+    for fd in fds:
+        os.close(fd)
+    for src, dst in zip(high[2:], targets, strict=True):
+        os.dup2(src, dst, inheritable=True)
+    keep = {high[0], high[1], *targets}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listdir fd itself
+    return high[0], high[1]
 
 
 if __name__ == "__main__":

@@ -14,16 +14,18 @@ import pytest
 
 import labkit.ns._spawn as _spawn_mod
 from labkit._sys import consts, syscalls
-from labkit.ns import IdMap, NamespaceSpec, enter, run, spawn
+from labkit.ns import IdMap, NamespaceSpec, _forkserver, enter, run, spawn
 
 pytestmark = pytest.mark.privileged
 
 
-@pytest.fixture(autouse=True, params=["direct", "helper"])
+@pytest.fixture(autouse=True, params=["direct", "server", "helper"])
 def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run every test down both paths: fork from this (single-threaded) process, and the
-    ``python -m labkit.ns.child`` helper that multi-threaded callers get."""
+    """Run every test down the three paths: fork from this (single-threaded) process, the
+    warm fork server multi-threaded callers get, and one ``python -m labkit.ns.child``
+    helper per spawn (the fallback)."""
     monkeypatch.setattr(_spawn_mod, "DIRECT_FORK", request.param == "direct")
+    monkeypatch.setattr(_spawn_mod, "FORK_SERVER", request.param == "server")
     return str(request.param)
 
 BB = "/bin/busybox"
@@ -37,6 +39,7 @@ ROOT_MAP = (IdMap(0, 100000, 65536),)
 def reaps_everything() -> Iterator[None]:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
+    _forkserver.shutdown()  # the warm server is meant to outlive spawns, not the test
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert left == [], f"left running: {left}"
 

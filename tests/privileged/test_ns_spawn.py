@@ -18,6 +18,7 @@ from labkit import errors
 from labkit.ns import (
     IdMap,
     NamespaceSpec,
+    _forkserver,
     compare,
     enter,
     list_namespaces,
@@ -29,11 +30,13 @@ from labkit.ns import (
 pytestmark = pytest.mark.privileged
 
 
-@pytest.fixture(autouse=True, params=["direct", "helper"])
+@pytest.fixture(autouse=True, params=["direct", "server", "helper"])
 def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run every test down both paths: fork from this (single-threaded) process, and the
-    ``python -m labkit.ns.child`` helper that multi-threaded callers get."""
+    """Run every test down the three paths: fork from this (single-threaded) process, the
+    warm fork server multi-threaded callers get, and one ``python -m labkit.ns.child``
+    helper per spawn (the fallback)."""
     monkeypatch.setattr(_spawn_mod, "DIRECT_FORK", request.param == "direct")
+    monkeypatch.setattr(_spawn_mod, "FORK_SERVER", request.param == "server")
     return str(request.param)
 
 BB = "/bin/busybox"
@@ -42,13 +45,16 @@ if not os.path.exists(BB):
 
 
 def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    """Our descendants, without the warm fork server (it outlives spawns by design)."""
+    server = _forkserver.server_pid()
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.pid != server}
 
 
 @pytest.fixture(autouse=True)
 def reaps_everything() -> Iterator[None]:
     before = _children()
     yield
+    _forkserver.shutdown()  # the warm server is meant to outlive spawns, not the test
     left = _children() - before
     assert not left, f"left running: {left}"
 
@@ -91,10 +97,10 @@ def test_child_pid_is_the_command_and_status_comes_back(spawn_path: str) -> None
                  NamespaceSpec(new=frozenset({"pid", "uts"}))):
         with spawn(spec, [BB, "sleep", "60"]) as child:
             assert Path(f"/proc/{child.pid}/cmdline").read_bytes().split(b"\0")[1] == b"sleep"
-            if spec.needs_fork:  # the helper (or the forked middle) is argv's parent
+            if spec.needs_fork or spawn_path == "server":  # the helper is argv's parent
                 assert psutil.Process(child.pid).ppid() == child.helper_pid
                 helper_cmd = psutil.Process(child.helper_pid).cmdline()
-                assert ("labkit.ns.child" in helper_cmd) == (spawn_path == "helper")
+                assert ("labkit.ns.child" in helper_cmd) == (spawn_path != "direct")
             else:
                 assert child.pid == child.helper_pid
             assert child.returncode is None
@@ -103,11 +109,18 @@ def test_child_pid_is_the_command_and_status_comes_back(spawn_path: str) -> None
         assert run(spec, [BB, "sh", "-c", "exit 7"]).returncode == 7
 
 
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_context_manager_kills_and_reaps() -> None:
     with spawn(NamespaceSpec(new=frozenset({"pid"})), [BB, "sleep", "60"]) as child:
         pid, helper = child.pid, child.helper_pid
     assert child.returncode == -signal.SIGKILL
-    assert not psutil.pid_exists(helper)
+    assert _gone(helper)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != "sleeping"
 
 
@@ -157,8 +170,12 @@ def test_inspect_and_compare_live_processes() -> None:
         assert ours["mnt"] == theirs["mnt"]
         rows = {(r.kind, r.inode): r for r in list_namespaces()}
         row = rows[("uts", theirs["uts"].inode)]
-        assert (row.nprocs, row.pid) == (1, child.pid)
-        assert "sleep" in row.command
+        # argv, plus the helper when it forked argv (fork-server mode always does)
+        members = {child.pid} if child.helper_pid == child.pid else {child.pid, child.helper_pid}
+        if namespaces(child.helper_pid)["uts"] != theirs["uts"]:
+            members = {child.pid}
+        assert (row.nprocs, row.pid) == (len(members), min(members))
+        assert "sleep" in row.command if row.pid == child.pid else "labkit.ns.child" in row.command
 
 
 def test_spawn_from_a_multithreaded_caller() -> None:
