@@ -241,13 +241,17 @@ def spawn_served(
         fd0, f0 = _stdio(stdio[0], 0, opened, keep, "wb")
         fd1, f1 = _stdio(stdio[1], 1, opened, keep, "rb")
         fd2, f2 = _stdio(stdio[2], 2, opened, keep, "rb", stdout_fd=fd1)
-        if cwd is None and "mnt" not in spec.join:
-            # Popen's child inherits our cwd; the server's is the one it started in.  (A
-            # joined mount namespace resets cwd to its root anyway, setns(2).)
-            cwd = os.getcwd()
+        extra: list[int] = []
+        if cwd is None:
+            # Popen's child inherits our cwd, the server's is the one it started in: send
+            # ours as an O_PATH fd; the helper fchdir(2)s to it before entering namespaces
+            # (a path might not resolve, or be searchable, inside them).
+            cwd_fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            opened.append(cwd_fd)
+            extra.append(cwd_fd)
         req = {"spec": spec.to_dict(), "argv": args, "env": env, "cwd": cwd,
-               "targets": [0, 1, 2, *pass_fds]}
-        request(req, [theirs.fileno(), st_theirs.fileno(), fd0, fd1, fd2, *pass_fds])
+               "cwd_fd": bool(extra), "targets": [0, 1, 2, *pass_fds]}
+        request(req, [theirs.fileno(), st_theirs.fileno(), *extra, fd0, fd1, fd2, *pass_fds])
     except BaseException:
         for f in keep:
             f.close()

@@ -141,8 +141,9 @@ def main(args: list[str]) -> NoReturn:
 def serve(ctl_fd: int) -> NoReturn:
     """Fork one helper per request from this warm, single-threaded process.
 
-    A request on the SOCK_SEQPACKET ``ctl_fd`` is JSON (as for the helper, plus "targets")
-    with SCM_RIGHTS fds: [handshake sock, status sock, fd for target 0, 1, 2, ...].  EOF on
+    A request on the SOCK_SEQPACKET ``ctl_fd`` is JSON (as for the helper, plus "targets"
+    and "cwd_fd") with SCM_RIGHTS fds: [handshake sock, status sock, the caller's cwd if
+    "cwd_fd", then one fd for each target: 0, 1, 2, pass_fds...].  EOF on
     ``ctl_fd`` (the caller exited) ends the server.
     """
     import socket
@@ -166,6 +167,10 @@ def serve(ctl_fd: int) -> NoReturn:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 req = json.loads(msg)
+                if req.get("cwd_fd"):
+                    cwd_fd = fds.pop(2)
+                    os.fchdir(cwd_fd)
+                    os.close(cwd_fd)
                 sock, status = _place_fds(fds, req["targets"])
                 apply.send_frame(status, b"H", str(os.getpid()).encode())
                 _apply_and_exec(req, sock, status)

@@ -200,3 +200,11 @@ def test_all_eight_at_once() -> None:
     with spawn(spec, [BB, "sleep", "60"]) as child:
         assert not any(compare(child.pid).values())
         assert enter(child.pid, argv=[BB, "sh", "-c", "hostname; id -u"]).stdout == "lk-all\n0\n"
+
+
+def test_cwd_is_inherited_like_popen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sub = tmp_path / "lk-cwd"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    res = run(NamespaceSpec(new=frozenset({"uts"})), [BB, "pwd"])
+    assert res.stdout == f"{sub}\n"
