@@ -208,3 +208,12 @@ def test_cwd_is_inherited_like_popen(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(sub)
     res = run(NamespaceSpec(new=frozenset({"uts"})), [BB, "pwd"])
     assert res.stdout == f"{sub}\n"
+
+
+def test_stderr_to_stdout_and_devnull() -> None:
+    script = [BB, "sh", "-c", "echo out; echo err >&2"]
+    spec = NamespaceSpec(new=frozenset({"uts"}))
+    res = run(spec, script, stderr=subprocess.STDOUT)
+    assert sorted(res.stdout.split()) == ["err", "out"] and res.stderr is None
+    res = run(spec, script, stdout=subprocess.DEVNULL)
+    assert res.stdout is None and res.stderr == "err\n"
