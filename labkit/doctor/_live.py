@@ -23,7 +23,7 @@ __all__ = ["LIVE_CHECKS"]
 def bcc_import() -> list[Check]:
     t0 = time.monotonic()
     try:
-        import bcc  # type: ignore[import-untyped]
+        import bcc  # type: ignore[import-untyped,unused-ignore]
     except (ImportError, OSError) as err:  # a broken libbcc raises OSError from ctypes
         return [Check("bcc import", False, f"{type(err).__name__}: {err}",
                       "apt-get install python3-bpfcc, then make setup")]
@@ -48,7 +48,7 @@ def bpf_tracepoint() -> list[Check]:
 
 
 def _try_links(ns: Any) -> list[Check]:
-    from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
+    from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped,unused-ignore]
 
     rows = []
     # macvlan and ipvlan need a parent link; veth is built in wherever netns are.
@@ -74,7 +74,7 @@ def _try_links(ns: Any) -> list[Check]:
 
 
 def link_kinds() -> list[Check]:
-    from pyroute2 import NetNS, netns  # type: ignore[import-untyped]
+    from pyroute2 import NetNS, netns  # type: ignore[import-untyped,unused-ignore]
 
     name = f"lk-doctor-{os.getpid()}"
     try:

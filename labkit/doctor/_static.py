@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from labkit._sys import features
@@ -118,7 +119,9 @@ def link_kinds_static(root: Path) -> list[Check]:
 
 
 def tools(root: Path) -> list[Check]:
-    found = [n for n in ("labkit-runtime", "runc", "crun") if shutil.which(n)]
+    # labkit-runtime is installed beside this interpreter (the venv), maybe not on PATH.
+    venv = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = [n for n in ("labkit-runtime", "runc", "crun") if shutil.which(n, path=venv)]
     missing = [n for n in ("runc", "crun") if n not in found]
     return [Check("OCI runtimes", bool(found), " ".join(found) or "none found",
                   f"peers for labkit bench: apt-get install {' '.join(missing)}"

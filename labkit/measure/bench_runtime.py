@@ -297,7 +297,8 @@ def print_table(rows: list[BenchRow], console: Console | None = None) -> None:
     n = max((r.runs for r in rows), default=0)
     table = Table(title=f"runtime start-to-exit, /bin/true in busybox (n={n})")
     for col in ("runtime", "status", "median ms", "p10 ms", "p90 ms", "x runc", "note"):
-        table.add_column(col, justify="right" if "ms" in col or col == "x runc" else "left")
+        table.add_column(col, justify="right" if "ms" in col or col == "x runc" else "left",
+                         no_wrap=col == "runtime")
     for r in rows:
         colour = "green" if r.status == "ok" else ("yellow" if r.status == "not installed"
                                                    else "red")

@@ -98,7 +98,7 @@ def load_bpf(text: str, tool: str) -> Any:
         raise errors.UnsupportedError(
             "bcc", "the bcc Python module is not importable",
             hint="apt-get install python3-bpfcc, then make setup (links it into .venv)")
-    import bcc  # type: ignore[import-untyped]  # slow; deliberately late
+    import bcc  # type: ignore[import-untyped,unused-ignore]  # slow; deliberately late
 
     try:
         return bcc.BPF(text=text.encode())
