@@ -1,10 +1,17 @@
-"""spawn / run / enter: start a command in new or joined namespaces, from a fresh helper.
+"""spawn / run / enter: start a command in new or joined namespaces, from a fresh child.
 
 STYLE C9: namespaces are never entered in the caller (a Jupyter kernel is multi-threaded:
-unshare(CLONE_NEWUSER) and setns(2) into user/mnt namespaces fail with EINVAL there).  A
-``python -m labkit.ns.child`` helper, started with subprocess, receives the spec as JSON on
-an inherited socket, applies it (labkit.ns.apply.child_enter) while this process writes the
-id maps (parent_serve), then execs argv, forking once more when pid/time are new.
+unshare(CLONE_NEWUSER) and setns(2) into user/mnt namespaces fail with EINVAL there).  The
+child that does it comes from one of three places, same contract for all:
+
+* direct: a single-threaded caller forks itself (Popen + preexec_fn), ~5 ms;
+* fork server: a multi-threaded caller asks a warm ``python -m labkit.ns.child --server``
+  (labkit.ns._forkserver), ~5 ms;
+* helper: a ``python -m labkit.ns.child`` per spawn, the spec as JSON on an inherited
+  socket, ~30 ms (the fallback when FORK_SERVER is off).
+
+In each, the child applies the spec (labkit.ns.apply.child_enter) while this process writes
+the id maps (parent_serve), then execs argv, forking once more when pid/time are new.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ __all__ = ["Child", "enter", "run", "spawn"]
 
 _File = int | IO[Any] | None
 
+
 def spawn(
     spec: NamespaceSpec,
     argv: Sequence[str | os.PathLike[str]],
@@ -40,7 +48,7 @@ def spawn(
     stderr: _File = None,
     pass_fds: Iterable[int] = (),
 ) -> Child:
-    """clone(2)-like: start ``argv`` in ``spec``'s namespaces, from a fresh helper process.
+    """clone(2)-like: start ``argv`` in ``spec``'s namespaces, from a fresh child process.
 
     Returns once argv has been exec'd.  ``cwd`` is entered after the namespaces (inside a
     joined mount namespace); ``env`` defaults to os.environ; stdio arguments as for
@@ -71,8 +79,8 @@ def spawn(
 
 
 # STYLE C9 speed note: a single-threaded caller (a script, the test suite, a CLI) may fork
-# directly, skipping the helper's interpreter start (~40 ms -> a few ms).  Tests turn this
-# off to exercise the helper path.  Specs with id maps always use the helper: the map
+# directly, skipping the helper's interpreter start (~30 ms -> ~5 ms).  Tests turn this
+# off to exercise the other paths.  Specs with id maps never fork directly: the map
 # handshake would need a second thread in the caller while Popen blocks.
 DIRECT_FORK = True
 # Multi-threaded callers (a notebook kernel, the daemon) hand the fork to a warm server
