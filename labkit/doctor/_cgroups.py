@@ -1,7 +1,7 @@
 """Doctor rows about cgroups: layout (cgroups(7) "v1 and v2"), v1 and v2 controllers.
 
 The layout comes from labkit.cgroups.detect_mode (statfs magics) on the real host.  For a
-fake root, the filesystem types are looked up in the fake proc/self/mountinfo, and handed
+fake root, the filesystem types are looked up in the fake proc/self/mountinfo and handed
 to detect_mode as its ``fstype`` seam, so both paths share one decision.
 """
 
@@ -43,24 +43,13 @@ def _mode(root: Path, mounts: dict[str, tuple[str, str]]) -> str | None:
             raise FileNotFoundError(path)
         return _MAGIC.get(mounts[rel][0], 0)
 
+    from labkit.cgroups import detect_mode
+
     cg = root / "sys/fs/cgroup"
     try:
-        from labkit.cgroups.detect import detect_mode
-    except ImportError:  # the cgroups package is optional for the doctor
-        detect_mode = None  # type: ignore[assignment]
-    try:
-        if detect_mode is not None:
-            return detect_mode(cg, fstype=None if root == Path("/") else fstype).value
-        magic = fstype(str(cg))
+        return detect_mode(cg, fstype=None if root == Path("/") else fstype).value
     except (errors.LabkitError, OSError):  # nothing usable mounted there
         return None
-    if magic == _MAGIC["cgroup2"]:
-        return "unified"
-    try:
-        unified = fstype(str(cg / "unified"))
-    except FileNotFoundError:
-        unified = 0
-    return "hybrid" if unified == _MAGIC["cgroup2"] else "legacy"
 
 
 def cgroup_mode(root: Path) -> str | None:

@@ -89,17 +89,9 @@ class BenchRow:
 
 
 def _is_hybrid() -> bool:
-    # The cgroup layout question belongs to labkit.cgroups; use it when it is importable.
-    try:
-        from labkit.cgroups.detect import Mode, detect_mode
-    except ImportError:
-        from labkit._sys.fs import CGROUP2_SUPER_MAGIC, statfs_type
+    # The cgroup layout question belongs to labkit.cgroups (STYLE C6).
+    from labkit.cgroups import Mode, detect_mode
 
-        try:
-            return (statfs_type("/sys/fs/cgroup") != CGROUP2_SUPER_MAGIC
-                    and statfs_type(UNIFIED) == CGROUP2_SUPER_MAGIC)
-        except OSError:
-            return False
     try:
         return detect_mode() is Mode.HYBRID
     except errors.LabkitError:
