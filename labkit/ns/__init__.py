@@ -14,27 +14,27 @@ from __future__ import annotations
 
 import importlib
 
+from labkit.ns.netns import create_netns, list_netns, netns, netns_path, remove_netns
+from labkit.ns.spec import KINDS, IdMap, NamespaceSpec
+
 # Not typing.TYPE_CHECKING: importing typing costs ~8 ms on the helper's start path; mypy
 # treats any name TYPE_CHECKING as always true.
 TYPE_CHECKING = False
-
-from labkit.ns.spec import KINDS, IdMap, NamespaceSpec
 
 if TYPE_CHECKING:
     from typing import Any
 
     from labkit.ns._spawn import Child, enter, run, spawn
     from labkit.ns.inspect import NsId, NsRow, compare, list_namespaces, namespaces
-    from labkit.ns.netns import create_netns, list_netns, netns, netns_path, remove_netns
 
 # Lazy re-exports (PEP 562): labkit.ns.apply and the labkit.ns.child helper import this
 # package on their start path, and must not pay for subprocess/socket/pathlib (~30 ms).
+# netns is imported eagerly (it is light) so that ``labkit.ns.netns`` is always the
+# function: a lazy import would leave the submodule in its place.
 _LAZY = {
     **dict.fromkeys(("Child", "enter", "run", "spawn"), "labkit.ns._spawn"),
     **dict.fromkeys(("NsId", "NsRow", "compare", "list_namespaces", "namespaces"),
                     "labkit.ns.inspect"),
-    **dict.fromkeys(("create_netns", "list_netns", "netns", "netns_path", "remove_netns"),
-                    "labkit.ns.netns"),
 }
 
 

@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from labkit import errors
 from labkit._sys import consts, syscalls
-from labkit.ns._spawn import spawn
 from labkit.ns.spec import NamespaceSpec
+
+# Imported eagerly by labkit.ns (so that labkit.ns.netns is the function, not this module),
+# hence light: pathlib, shutil and spawn are imported where they are used.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["NETNS_RUN_DIR", "create_netns", "list_netns", "netns", "netns_path", "remove_netns"]
 
-NETNS_RUN_DIR = Path("/run/netns")
+NETNS_RUN_DIR = "/run/netns"
+_Dir = str | os.PathLike[str]
 
 
 @contextmanager
@@ -72,25 +76,27 @@ def _check_name(name: str) -> None:
             hint="labkit names start with 'lk' and contain no '/' (e.g. lk-test-1)")
 
 
-def netns_path(name: str, run_dir: Path = NETNS_RUN_DIR) -> Path:
+def netns_path(name: str, run_dir: _Dir = NETNS_RUN_DIR) -> Path:
     """The bind-mount file of named netns ``name`` (it may not exist)."""
+    from pathlib import Path
+
     _check_name(name)
-    return run_dir / name
+    return Path(run_dir) / name
 
 
-def list_netns(run_dir: Path = NETNS_RUN_DIR) -> list[str]:
+def list_netns(run_dir: _Dir = NETNS_RUN_DIR) -> list[str]:
     """ip netns list: the names under ``run_dir``, sorted."""
     try:
-        return sorted(p.name for p in run_dir.iterdir())
+        return sorted(os.listdir(run_dir))
     except FileNotFoundError:
         return []
 
 
-def _make_shared(run_dir: Path) -> None:
+def _make_shared(run_dir: _Dir) -> None:
     # ip-netns(8) does this so mounts under /run/netns reach other mount namespaces: if
     # run_dir is not a mount point yet (EINVAL), bind it onto itself first.
-    run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    d = str(run_dir)
+    d = os.fspath(run_dir)
+    os.makedirs(d, mode=0o755, exist_ok=True)
     try:
         syscalls.mount("", d, "none", consts.MS_SHARED | consts.MS_REC)
     except errors.SyscallInvalidError:
@@ -98,12 +104,16 @@ def _make_shared(run_dir: Path) -> None:
         syscalls.mount("", d, "none", consts.MS_SHARED | consts.MS_REC)
 
 
-def create_netns(name: str, run_dir: Path = NETNS_RUN_DIR) -> Path:
+def create_netns(name: str, run_dir: _Dir = NETNS_RUN_DIR) -> Path:
     """ip netns add NAME: a new, persistent network namespace at run_dir/NAME.
 
     Raises InvalidArgumentError for a name not starting with "lk", AlreadyExistsError if
     the name is taken, SyscallError if a mount fails (nothing is left behind then).
     """
+    import shutil
+
+    from labkit.ns._spawn import spawn
+
     path = netns_path(name, run_dir)
     _make_shared(run_dir)
     try:
@@ -121,7 +131,7 @@ def create_netns(name: str, run_dir: Path = NETNS_RUN_DIR) -> Path:
     return path
 
 
-def remove_netns(name: str, run_dir: Path = NETNS_RUN_DIR) -> None:
+def remove_netns(name: str, run_dir: _Dir = NETNS_RUN_DIR) -> None:
     """ip netns delete NAME: detach the bind mount and remove the file.
 
     The namespace itself lives on while a process is still in it (network_namespaces(7)).
