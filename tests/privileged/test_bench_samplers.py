@@ -24,9 +24,9 @@ def test_cgroup_sampler_sees_memory_reach_the_limit() -> None:
         cg.set(Resources(memory_max=LIMIT, memory_swap_max=LIMIT))
         # Grows by 1 MiB steps to 96 MiB, so the OOM killer ends it at the limit.
         hog = subprocess.Popen([sys.executable, "-c",
-                                "import time\nx = []\nfor _ in range(96):\n"
+                                ("import time\nx = []\nfor _ in range(96):\n"
                                 "    x.append(b'x' * (1 << 20)); time.sleep(0.005)\n"
-                                "time.sleep(0.2)"],
+                                "time.sleep(0.2)")],
                                preexec_fn=lambda: cg.add(os.getpid()))  # noqa: PLW1509
         with sampler.CgroupSampler(cg, interval=0.02) as s:
             rc = hog.wait(timeout=60)
@@ -47,8 +47,8 @@ def test_cgroup_sampler_sees_memory_reach_the_limit() -> None:
 
 def test_process_sampler_cpu_percent_of_a_busy_child() -> None:
     busy = subprocess.Popen([sys.executable, "-c",
-                             "import time\nt = time.process_time()\n"
-                             "while time.process_time() - t < 0.5: pass"])
+                             ("import time\nt = time.process_time()\n"
+                             "while time.process_time() - t < 0.5: pass")])
     with sampler.ProcessSampler(busy.pid, interval=0.05) as s:
         busy.wait()
     cpu = [r.cpu_percent for r in s.rows]
