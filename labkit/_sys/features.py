@@ -171,7 +171,9 @@ def tracefs(root: Path = ROOT) -> Path | None:
     """
     for rel in ("sys/kernel/tracing", "sys/kernel/debug/tracing"):
         d = root / rel
-        if (d / "events").is_dir():
+        # os.path never raises: tracefs is 0700, so a non-root caller cannot look inside,
+        # but can still see that it is a mount point.
+        if os.path.isdir(d / "events") or os.path.ismount(d):
             return d
     return None
 
@@ -186,7 +188,7 @@ def has_tracepoints(root: Path = ROOT) -> bool:
 def tracepoint_exists(category: str, event: str, root: Path = ROOT) -> bool:
     """True when tracefs has events/<category>/<event> (e.g. "oom", "mark_victim")."""
     t = tracefs(root)
-    return t is not None and (t / "events" / category / event / "format").is_file()
+    return t is not None and os.path.isfile(t / "events" / category / event / "format")
 
 
 @functools.cache
@@ -221,12 +223,12 @@ def has_kprobes(root: Path = ROOT) -> bool:
     if conf is not None:
         return conf
     t = tracefs(root)
-    return t is not None and (t / "kprobe_events").exists()
+    return t is not None and os.path.exists(t / "kprobe_events")
 
 
 def has_btf(root: Path = ROOT) -> bool:
     """The kernel describes its own types (CONFIG_DEBUG_INFO_BTF): /sys/kernel/btf/vmlinux."""
-    return (root / "sys/kernel/btf/vmlinux").exists()
+    return os.path.exists(root / "sys/kernel/btf/vmlinux")
 
 
 @functools.cache
@@ -238,7 +240,8 @@ def has_bcc() -> bool:
 def kernel_headers(root: Path = ROOT) -> Path | None:
     """/lib/modules/$(uname -r)/build when it holds a kernel tree bcc can compile against."""
     build = root / "lib/modules" / kernel_release(root) / "build"
-    return build if (build / "Makefile").exists() or (build / "include").is_dir() else None
+    ok = os.path.exists(build / "Makefile") or os.path.isdir(build / "include")
+    return build if ok else None
 
 
 def nearest_headers(root: Path = ROOT) -> str | None:
@@ -254,13 +257,13 @@ def link_kind_builtin(kind: str, root: Path = ROOT) -> bool | None:
     Loaded or built-in modules appear in /sys/module; modules.builtin and the config say
     the rest.  None means "cannot tell without trying" (labkit.doctor tries for real).
     """
-    if (root / "sys/module" / kind).is_dir():
+    if os.path.isdir(root / "sys/module" / kind):
         return True
     conf = config_option(f"CONFIG_{kind.upper()}", root)
     if conf is not None:
         return conf
     moddir = root / "lib/modules" / kernel_release(root)
-    if any(moddir.glob(f"kernel/drivers/net/{kind}*")):
+    if os.path.isdir(moddir) and any(moddir.glob(f"kernel/drivers/net/{kind}*")):
         return True
     return None
 
