@@ -235,7 +235,9 @@ class V1Cgroup:
             limit = _io.read_int(mem / "memory.limit_in_bytes", unlimited=_UNLIMITED)
             memsw = _io.read_int(mem / "memory.memsw.usage_in_bytes")
             swap = None if memsw is None or cur is None else max(0, memsw - cur)
-            hits = _io.read_int(mem / "memory.failcnt")
+            # With memsw == memory the memory+swap counter is the one that hits its limit.
+            fails = [_io.read_int(mem / f) for f in ("memory.failcnt", "memory.memsw.failcnt")]
+            hits = max((f for f in fails if f is not None), default=None)
             kills = (_io.read_keyed(mem / "memory.oom_control") or {}).get("oom_kill")
         usage = user = system = None
         acct = self.dirs.get("cpuacct")
