@@ -31,6 +31,9 @@ _HINTS: dict[tuple[str, int], str] = {
     ("memory.max", errno.EBUSY): "the cgroup uses more memory than the new limit",
     ("cpuset.cpus", errno.EINVAL): "CPUs must be a subset of the parent's cpuset.cpus",
     ("cpuset.mems", errno.EINVAL): "memory nodes must be a subset of the parent's cpuset.mems",
+    ("cpuset.cpus", errno.ERANGE): "no such CPU on this machine (see /sys/devices/system/cpu/online)",
+    ("cpuset.mems", errno.ERANGE): "no such memory node (see /sys/devices/system/node/online)",
+    ("pids.max", errno.ERANGE): "pids.max is at most PID_MAX_LIMIT (4194304)",
     ("cgroup.procs", errno.ESRCH): "no such process (it exited, or the pid is wrong)",
     ("cgroup.procs", errno.ENOSPC): (
         "v1 cpuset: cpuset.cpus/cpuset.mems of this cgroup are empty"

@@ -18,15 +18,18 @@ from labkit.cgroups import convert
 __all__ = ["Cgroup", "IoLimit", "Pressure", "PressureLine", "Resources", "Stats", "check_name"]
 
 
-def _int(what: str, value: Any, *, lo: int | None = None, hi: int | None = None,
+_INT64_MAX = (1 << 63) - 1  # the OCI spec's int64/uint64 fields; the kernel parses into s64
+
+
+def _int(what: str, value: Any, *, lo: int | None = None, hi: int = _INT64_MAX,
          allow_unlimited: bool = False) -> None:
     # bool is an int subclass; True as a memory limit is a bug, not 1 byte.
     if isinstance(value, bool) or not isinstance(value, int):
         raise errors.InvalidArgumentError(what, f"must be an integer, not {type(value).__name__}")
     if allow_unlimited and value == -1:
         return
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        rng = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
+    if (lo is not None and value < lo) or value > hi:
+        rng = f"{lo if lo is not None else '-inf'}..{hi}"
         extra = " or -1 (unlimited)" if allow_unlimited else ""
         raise errors.InvalidArgumentError(what, f"{value} is outside {rng}{extra}")
 
