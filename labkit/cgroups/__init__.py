@@ -15,6 +15,7 @@ imports this on its start path.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from labkit.cgroups.base import (
     Cgroup,
@@ -26,8 +27,10 @@ from labkit.cgroups.base import (
     check_name,
 )
 from labkit.cgroups.detect import DEFAULT_ROOT, Mode, controllers, detect_mode
-from labkit.cgroups.v1 import V1Cgroup
-from labkit.cgroups.v2 import V2Cgroup
+
+if TYPE_CHECKING:
+    from labkit.cgroups.v1 import V1Cgroup
+    from labkit.cgroups.v2 import V2Cgroup
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -60,6 +63,24 @@ def open_cgroup(name: str, *, root: Path = DEFAULT_ROOT, mode: Mode | None = Non
     """
     check_name(name)
     root = Path(root)
+    # Only the backend this host needs is imported (labkit-runtime's start path).
     if (mode or detect_mode(root)) is Mode.UNIFIED:
+        from labkit.cgroups.v2 import V2Cgroup
+
         return V2Cgroup(root, name)
+    from labkit.cgroups.v1 import V1Cgroup
+
     return V1Cgroup(root, name)
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: V1Cgroup / V2Cgroup are imported on first use.
+    if name == "V1Cgroup":
+        from labkit.cgroups.v1 import V1Cgroup
+
+        return V1Cgroup
+    if name == "V2Cgroup":
+        from labkit.cgroups.v2 import V2Cgroup
+
+        return V2Cgroup
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
