@@ -71,8 +71,10 @@ def _table(t: session.Timings) -> None:
     tab.add_column("step")
     tab.add_column("seconds", justify="right")
     tab.add_column("note")
-    tab.add_row("image", f"{t.image_seconds:.1f}",
-                "cached" if t.image_cached else f"cold build ({t.image_build_seconds:.0f} s)")
+    note = {"cached": f"cached (its cold build took {t.image_build_seconds:.0f} s)",
+            "image": "rebuilt the ext4 stage; debootstrap stage cached",
+            "cold": "cold build"}.get(t.image_stage, t.image_stage)
+    tab.add_row("image", f"{t.image_seconds:.1f}", note)
     if t.boot_seconds:
         tab.add_row("boot-to-command", f"{t.boot_seconds:.1f}", f"{t.accel}: {t.accel_why.split(':')[0]}")
     for cmd, code, secs in t.commands:
@@ -114,7 +116,7 @@ def _build(a: argparse.Namespace) -> int:
     with bar:
         img = _image.build(progress=report, rebuild=a.rebuild)
     t = session.Timings(image_cached=img.cached, image_seconds=img.seconds,
-                        image_build_seconds=img.build_seconds)
+                        image_build_seconds=img.build_seconds, image_stage=img.stage)
     _table(t)
     err.print(f"image {img.image_hash}: kernel {img.kernel_release}, {img.path}")
     return 0

@@ -47,7 +47,10 @@ class Channel:
         self.sock.close()
 
     def _send(self, msg: dict[str, object]) -> None:
-        self.sock.sendall((json.dumps(msg) + "\n").encode())
+        try:
+            self.sock.sendall((json.dumps(msg) + "\n").encode())
+        except OSError as err:  # EPIPE/ECONNRESET: qemu is gone, or the port was closed
+            raise VMError(f"the VM closed the agent channel ({err.strerror})") from err
 
     def _recv(self, timeout: float | None) -> dict[str, object] | None:
         """The next message, or None when ``timeout`` passes first."""

@@ -43,6 +43,7 @@ class Image:
     build_seconds: float  # when it was built (cold)
     cached: bool  # True when this call found it ready-made
     seconds: float  # what this call took
+    stage: str = "cached"  # what this call built: "cached", "image" (base reused) or "cold"
 
 
 def _need(tool: str, package: str) -> None:
@@ -248,7 +249,7 @@ def build(root: Path | None = None, *, progress: Progress | None = None,
         _prune(lay)
     img = load(lay, cached=False, seconds=time.monotonic() - t0)
     assert img is not None
-    return img
+    return Image(**{**img.__dict__, "stage": "cold" if base_seconds else "image"})
 
 
 def clean(root: Path | None = None) -> None:

@@ -58,6 +58,7 @@ class Timings:
     image_cached: bool = True
     image_seconds: float = 0.0  # this call's image step
     image_build_seconds: float = 0.0  # the cold build that made the image
+    image_stage: str = "cached"  # "cached", "image" (only the ext4 stage rebuilt) or "cold"
     accel: str = "?"
     accel_why: str = ""
     boot_seconds: float = 0.0  # qemu start -> agent answers
@@ -84,19 +85,23 @@ class VM:
         return self.channel.kernel
 
     @classmethod
-    def boot(cls, *, name: str = "default", share: Path | None = REPO, keep: bool = False,
+    def boot(cls, *, name: str | None = None, share: Path | None = REPO, keep: bool = False,
              timeout: float | None = None, progress: _image.Progress | None = None,
              memory_mb: int = 2048, cpus: int = 2) -> VM:
         """Build (or reuse) the image, start qemu and wait until the agent answers.
+
+        ``keep=True`` records the VM under ``name`` for attach()/destroy() (see up()).
 
         Raises UnsupportedError (no qemu), NoSpaceError, BootTimeoutError (qemu is stopped
         and the console's last lines are in the message), VMError.
         """
         binary = qemu.qemu_binary()
+        if name is None:  # ephemeral: a name of its own, so parallel runs never collide
+            name = f"tmp-{os.getpid()}-{time.monotonic_ns() % 10**9}"
         timings = Timings()
         img = _image.build(progress=progress)
         timings.image_cached, timings.image_seconds = img.cached, img.seconds
-        timings.image_build_seconds = img.build_seconds
+        timings.image_build_seconds, timings.image_stage = img.build_seconds, img.stage
         root = cache_dir()
         timings.accel, timings.accel_why = qemu.choose_accel(img.kernel, root, binary)
         rundir = root / "run" / name
@@ -192,6 +197,10 @@ def _kill_recorded(pid: int, marker: str) -> None:
         time.sleep(0.1)
     if _is_our_qemu(pid, marker):
         os.kill(pid, signal.SIGKILL)
+    try:  # reap it if it is our own child (up() in this process), so no zombie stays
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def _alive_state(rundir: Path) -> dict[str, object] | None:
@@ -211,13 +220,22 @@ def up(name: str = "default", **kw: object) -> VM:
 
 
 def attach(name: str = "default", timeout: float = 10.0) -> VM | None:
-    """Reconnect to a kept VM, or None when none is running under ``name``."""
+    """Reconnect to a kept VM, or None when none is running under ``name``.
+
+    qemu's socket takes one client at a time: close the other VM handle's channel first.
+    """
     rundir = cache_dir() / "run" / name
     state = _alive_state(rundir)
     if state is None:
         return None
     chan = Channel.connect(Path(str(state["socket"])), time.monotonic() + timeout)
-    chan.ping(time.monotonic() + timeout)
+    try:
+        chan.ping(time.monotonic() + timeout)
+    except BootTimeoutError as err:
+        chan.close()
+        raise BootTimeoutError(f"VM '{name}' is running but its agent did not answer",
+                               hint="another client may hold the channel (one at a time)"
+                               ) from err
     t = Timings(accel=str(state["accel"]), accel_why="kept VM",
                 boot_seconds=0.0)
     return VM(chan, int(state["pid"]), rundir, t)  # type: ignore[call-overload]
