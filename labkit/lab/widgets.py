@@ -1,0 +1,67 @@
+"""Notebook knobs (ipywidgets): a slider that re-runs one labkit.lab.workloads experiment.
+
+The experiment runs once with the slider's default when the widget is built (so a headless
+run, e.g. nbval, executes it exactly once) and again each time the slider is released
+(``continuous_update=False``: dragging does not start a run per pixel).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from labkit.cgroups import Resources
+from labkit.lab import plots, workloads
+
+__all__ = ["cpu_quota_knob", "knob", "memory_limit_knob"]
+
+MIB = 1 << 20
+
+
+def knob(fn: Callable[[int], object], name: str, lo: int, hi: int, step: int, value: int,
+         description: str) -> Any:
+    """An IntSlider wired to ``fn(value)`` through ipywidgets.interactive_output.
+
+    Returns a VBox (slider over output) for the cell to display.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    slider = w.IntSlider(value=value, min=lo, max=hi, step=step, description=description,
+                         continuous_update=False, style={"description_width": "initial"},
+                         layout=w.Layout(width="60%"))
+
+    def show(**kw: int) -> None:
+        fn(kw[name])
+        plt.show()
+
+    out = w.interactive_output(show, {name: slider})
+    return w.VBox([slider, out])
+
+
+def memory_limit_knob(value_mib: int = 48, prefix: str = "lk-nb-knob-mem") -> Any:
+    """Slider: memory limit (MiB); each run starts a memory hog under it and plots its memory."""
+    def run(mib: int) -> None:
+        limit = mib * MIB
+        r = workloads.run_limited(f"{prefix}-{os.getpid()}",
+                                  Resources(memory_max=limit, memory_swap_max=limit),
+                                  workloads.memory_hog())
+        plots.plot_memory_run(r)
+
+    return knob(run, "mib", 16, 256, 16, value_mib, "memory limit (MiB)")
+
+
+def cpu_quota_knob(value_pct: int = 20, seconds: float = 1.0,
+                   prefix: str = "lk-nb-knob-cpu") -> Any:
+    """Slider: CPU quota (% of one CPU); each run burns CPU under it and plots usage vs none."""
+    period = 100_000
+
+    def run(pct: int) -> None:
+        quota = max(1000, period * pct // 100)
+        r = workloads.run_limited(f"{prefix}-{os.getpid()}",
+                                  Resources(cpu_quota_us=quota, cpu_period_us=period),
+                                  workloads.cpu_burner(seconds))
+        plots.plot_cpu_runs({f"quota {pct}%": r})
+
+    return knob(run, "pct", 5, 100, 5, value_pct, "CPU quota (% of one CPU)")
