@@ -1,0 +1,133 @@
+"""Docker's json-file log driver: the writer the shim uses and the reader the daemon uses.
+
+On disk (moby daemon/logger/jsonfilelog), one JSON object per line::
+
+    {"log":"hi\\n","stream":"stdout","time":"2026-11-28T14:15:07.123456789Z"}
+
+``log`` is the line *with* its newline (a partial line, flushed because it grew past
+PARTIAL_MAX or because the stream ended, has none); ``time`` is RFC 3339 with nanoseconds,
+trailing zeros trimmed (Go's time.RFC3339Nano).  With ``max-size`` the file is rotated to
+``<path>.1`` ... ``<path>.<max-file - 1>`` (oldest last), as Docker's loggerutils does.
+
+The writer imports only os/json/time: it runs in every shim, which must stay small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+# moby's bufio scanner flushes a line that has no newline after 16 KiB (logger.MaxPartialSize).
+PARTIAL_MAX = 16 * 1024
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2,
+          "g": 1024**3, "gb": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Docker's --log-opt max-size ("10m", "512k", "100"); -1 for "" / "-1" (no limit)."""
+    t = text.strip().lower()
+    if t in ("", "-1"):
+        return -1
+    num = t.rstrip("kmgb")
+    unit = t[len(num):]
+    if not num.replace(".", "", 1).isdigit() or unit not in _UNITS:
+        from labkit.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("log-opt max-size", f"{text!r} is not a size",
+                                   hint="a number with an optional unit k, m or g (e.g. 10m)")
+    return int(float(num) * _UNITS[unit])
+
+
+def rfc3339nano(ns: int) -> str:
+    """Unix nanoseconds -> "2026-11-28T14:15:07.1234567Z" (Go RFC3339Nano, UTC)."""
+    sec, frac = divmod(ns, 10**9)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    digits = f"{frac:09d}".rstrip("0")
+    return f"{base}.{digits}Z" if digits else f"{base}Z"
+
+
+class LineSplitter:
+    """Cut a byte stream into log messages: whole lines, or PARTIAL_MAX-sized pieces."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Append ``data``; return the complete messages it finished."""
+        buf = self.buf + data
+        out = []
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            out.append(buf[start:nl + 1])
+            start = nl + 1
+        rest = buf[start:]
+        while len(rest) >= PARTIAL_MAX:
+            out.append(rest[:PARTIAL_MAX])
+            rest = rest[PARTIAL_MAX:]
+        self.buf = rest
+        return out
+
+    def flush(self) -> list[bytes]:
+        """The partial last line, when the stream ends."""
+        rest, self.buf = self.buf, b""
+        return [rest] if rest else []
+
+
+class JsonFileWriter:
+    """Append records to ``path`` with Docker's rotation (max-size bytes, max-file files)."""
+
+    def __init__(self, path: str, *, max_size: int = -1, max_file: int = 1) -> None:
+        self.path = path
+        self.max_size = max_size
+        self.max_file = max(1, max_file)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        # O_APPEND: a restarted shim (or a reader's truncation) never overwrites lines.
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self.size = os.fstat(self.fd).st_size
+
+    @classmethod
+    def from_options(cls, path: str, options: dict[str, str]) -> JsonFileWriter:
+        """Build from Docker's --log-opt map (max-size, max-file)."""
+        max_file = options.get("max-file", "1")
+        if not max_file.isdigit() or int(max_file) < 1:
+            from labkit.errors import InvalidArgumentError
+
+            raise InvalidArgumentError("log-opt max-file", f"{max_file!r} is not a count >= 1")
+        return cls(path, max_size=parse_size(options.get("max-size", "")), max_file=int(max_file))
+
+    def write(self, stream: str, msg: bytes, ns: int | None = None) -> None:
+        """Write one record; ``msg`` is one message from LineSplitter."""
+        rec = json.dumps({"log": msg.decode("utf-8", "replace"), "stream": stream,
+                          "time": rfc3339nano(time.time_ns() if ns is None else ns)},
+                         separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        if self.max_size > 0 and self.size > 0 and self.size + len(rec) > self.max_size:
+            self._rotate()
+        view = memoryview(rec)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.size += len(rec)
+
+    def _rotate(self) -> None:
+        os.close(self.fd)
+        if self.max_file > 1:
+            for n in range(self.max_file - 1, 1, -1):
+                older = f"{self.path}.{n - 1}"
+                if os.path.exists(older):
+                    os.rename(older, f"{self.path}.{n}")
+            os.rename(self.path, f"{self.path}.1")
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        else:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                              | os.O_CLOEXEC, 0o640)
+        self.size = 0
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

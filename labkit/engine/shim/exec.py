@@ -1,0 +1,179 @@
+"""Run an extra process inside a running container (`docker exec`; runc exec's setns path).
+
+labkit-runtime has no exec verb, so the shim does it with the runtime's own parts:
+
+    shim ──fork──> middle: join the container's cgroup (cgroups(7): before setns into its
+                   cgroup namespace, so the namespace root is the container's cgroup), then
+                   setns(2) into every namespace init has (labkit.ns.apply.child_enter:
+                   user first, mnt last; setns into a mount namespace also moves root and
+                   cwd to that namespace's root), then fork ──> the exec'd process
+                   (a joined pid namespace applies only to children, pid_namespaces(7))
+    middle reports the pid and exits; the process re-parents to the shim (a subreaper).
+
+The process then does what the container init does (runtime.process): rlimits, user and
+capabilities, cwd, PATH lookup, no_new_privs, seccomp, execve.  Errors come back through a
+CLOEXEC pipe as pickled labkit errors (the runtime's frame format); the pipe reaching EOF
+without an error means execve succeeded.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import pickle
+import signal
+import termios
+from typing import Any, NoReturn
+
+from labkit import errors
+from labkit.engine.runtime import process
+from labkit.ns.apply import child_enter, error_payload, send_frame
+from labkit.ns.spec import NamespaceSpec
+
+
+def _read_all(fd: int) -> bytes:
+    buf = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return buf
+        buf += chunk
+
+
+def _frames(buf: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    while len(buf) >= 5:
+        n = int.from_bytes(buf[1:5], "big")
+        out.append((buf[:1], buf[5:5 + n]))
+        buf = buf[5 + n:]
+    return out
+
+
+def _report(fd: int, exc: BaseException) -> None:
+    try:
+        send_frame(fd, b"E", error_payload(exc))
+    except BaseException:  # noqa: S110 - the shim is gone; nothing left to tell
+        pass
+
+
+def _child(p: dict[str, Any], stdio: tuple[int, int, int], tty: bool, filt: Any,
+           sync_w: int, in_userns: bool) -> NoReturn:
+    try:
+        # Python ignores SIGPIPE/SIGXFSZ; ignored dispositions survive execve (signal(7)).
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        os.setsid()
+        for i, fd in enumerate(stdio):
+            os.dup2(fd, i)
+        if tty:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd > 2 and fd != sync_w:
+                try:
+                    os.set_inheritable(fd, False)
+                except OSError:
+                    pass
+        if p.get("rlimits"):
+            process.set_rlimits(p["rlimits"])
+        nnp = bool(p.get("noNewPrivileges"))
+        if filt is not None and not nnp:
+            filt.load()
+        process.switch_user(p, in_userns)
+        cwd = p.get("cwd") or "/"
+        os.chdir(cwd)
+        env = list(p.get("env") or [])
+        path = process.lookup(p["args"][0], env, cwd)
+        if nnp:
+            process.no_new_privs()
+        if filt is not None and nnp:
+            filt.load()
+        os.execve(path, p["args"], dict(kv.split("=", 1) for kv in env if "=" in kv))
+    except BaseException as exc:
+        _report(sync_w, exc)
+    os._exit(127)
+
+
+def _prepare(bundle: str, cid: str, runtime_root: str, init_pid: int, p: dict[str, Any]
+             ) -> tuple[NamespaceSpec, Any, Any, bool]:
+    """In the middle child: the namespaces to join, the cgroup, the seccomp filter."""
+    from labkit.cgroups import open_cgroup
+    from labkit.engine.runtime import config as rt_config
+    from labkit.engine.runtime import state as rt_state
+
+    cfg = rt_config.load(bundle, cid)
+    kinds = cfg.namespaces.new
+    join = {k: f"/proc/{init_pid}/ns/{k}" for k in kinds}
+    st = rt_state.load(runtime_root, cid)
+    cgroup = open_cgroup(st.cgroup) if st.cgroup else None
+    filt = None
+    if cfg.linux.get("seccomp"):
+        from labkit.engine.runtime.seccomp import compile_profile
+
+        filt = compile_profile(cfg.linux["seccomp"], no_new_privs=bool(p.get("noNewPrivileges")))
+    return NamespaceSpec(join=join, propagation="unchanged"), cgroup, filt, "user" in kinds
+
+
+def spawn(init_pid: int, bundle: str, cid: str, runtime_root: str, p: dict[str, Any],
+          stdio: tuple[int, int, int], *, tty: bool = False) -> int:
+    """Start process ``p`` (an OCI process object) in container ``cid`` (init ``init_pid``).
+
+    The bundle's config.json says which namespaces to join and the seccomp profile; the
+    runtime's state gives the cgroup.  ``stdio``: the three fds the process gets (the same
+    pty slave three times for a terminal).  Everything that allocates runs in the forked
+    middle child, so the shim's memory stays as it was.  Returns the host pid.
+    Raises ExecutableNotFoundError (127), InvalidStateError (not running), SyscallError.
+    """
+    if not p.get("args"):
+        raise errors.InvalidArgumentError("process.args", "must name a program")
+    if not os.path.exists(f"/proc/{init_pid}/ns"):
+        raise errors.InvalidStateError("stopped", "exec", hint="the container is not running")
+    r, w = os.pipe2(os.O_CLOEXEC)
+    mid = os.fork()
+    if mid == 0:
+        code = 1
+        try:
+            os.close(r)
+            spec, cgroup, filt, in_userns = _prepare(bundle, cid, runtime_root, init_pid, p)
+            if cgroup is not None:
+                cgroup.add(os.getpid())
+            child_enter(spec, -1)
+            pid = os.fork()
+            if pid == 0:
+                _child(p, stdio, tty, filt, w, in_userns)
+            send_frame(w, b"P", str(pid).encode())
+            code = 0
+        except BaseException as exc:
+            _report(w, exc)
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        data = _read_all(r)
+    finally:
+        os.close(r)
+        os.waitpid(mid, 0)
+    pid = 0
+    for tag, payload in _frames(data):
+        if tag == b"P":
+            pid = int(payload)
+        elif tag == b"E":
+            try:
+                exc = pickle.loads(payload)
+            except Exception:
+                exc = errors.from_errno(errno.EPROTO, "exec", "error frame")
+            if pid:  # the process failed before execve: it is our child now; reap it
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            raise exc
+    if not pid:
+        raise errors.from_errno(errno.EPIPE, "exec", f"container of pid {init_pid}",
+                                hint="the helper died without reporting")
+    return pid

@@ -1,0 +1,60 @@
+"""What a shim keeps in its state dir, shims_dir()/<id>/, and how it writes it.
+
+    ctl.sock     control socket (protocol.py), bound by the template before the fork
+    io.sock      attach socket (wire format in supervisor.proto)
+    config.json  the create request: bundle, rootfs mounts, terminal, stdin, log, labels
+    state.json   {"status", "pid", "shim_pid", "started_at"}, rewritten at each transition
+    exit.json    {"exit_status", "exited_at", "oom_killed"} once the init has exited
+    shim.log     the shim's own stderr (diagnostics only)
+
+Every file that must survive a crash is written atomically (temp, fsync, rename; DESIGN
+"Where state lives"), so a supervisor that restarts reads old or new, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+CTL, IO, CONFIG, STATE, EXIT, LOG = ("ctl.sock", "io.sock", "config.json", "state.json",
+                                     "exit.json", "shim.log")
+
+
+def write_atomic(path: str, obj: dict[str, Any]) -> None:
+    """rename(2) a fsync'ed temp file over ``path``."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(obj).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            obj = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def remove_dir(d: str) -> None:
+    """Remove a shim dir and its files (no subdirectories by design)."""
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return
+    for n in names:
+        try:
+            os.unlink(os.path.join(d, n))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass

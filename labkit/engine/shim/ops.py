@@ -1,0 +1,356 @@
+"""The shim's control operations (protocol.py), one method per op, on top of server.Shim.
+
+Each op returns its reply dict, or None when the reply comes later (`wait`) or never
+(`subscribe`: the connection becomes an event stream).  State rules follow the runtime's
+machine (runtime.state.TRANSITIONS) and containerd's process states: a created init can be
+started or deleted, a running one paused, killed or (forced) deleted, a stopped one deleted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import termios
+import time
+from typing import TYPE_CHECKING, Any
+
+from labkit import errors
+from labkit.engine.runtime import create as rt_create
+from labkit.engine.runtime import delete as rt_delete
+from labkit.engine.runtime import kill as rt_kill
+from labkit.engine.runtime import start as rt_start
+from labkit.engine.runtime import state as rt_state
+from labkit.engine.shim import layout
+from labkit.engine.shim.proc import Proc
+from labkit.engine.shim.protocol import check_reply, decode, encode, reply_error
+
+if TYPE_CHECKING:
+    from labkit.engine.shim.server import CtlConn, Shim
+
+    _Base = Shim
+else:
+    _Base = object
+
+
+class Ops(_Base):
+    # -- helpers -------------------------------------------------------------------------
+    def proc(self, req: dict[str, Any]) -> Proc:
+        eid = str(req.get("exec_id") or "")
+        p = self.procs.get(eid)
+        if p is None:
+            raise errors.NotFoundError("exec", eid) if eid else errors.NotFoundError(
+                "container", self.id)
+        return p
+
+    def cgroup(self) -> Any:
+        from labkit.cgroups import open_cgroup
+
+        try:
+            st = rt_state.load(self.runtime_root, self.id)
+        except errors.NotFoundError:
+            return None
+        return open_cgroup(st.cgroup) if st.cgroup else None
+
+    def _pipes(self, p: Proc) -> tuple[int, int, int]:
+        """Create the process's stdio; return the three child ends."""
+        if p.want_stdin:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            p.stdin_w = w
+        else:
+            r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        o_r, o_w = os.pipe2(os.O_CLOEXEC)
+        e_r, e_w = os.pipe2(os.O_CLOEXEC)
+        p.outs = {o_r: 1, e_r: 2}
+        return r, o_w, e_w
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def op_create(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        init = self.procs[""]
+        if init.pid:
+            raise errors.AlreadyExistsError("container", self.id)
+        log = self.cfg.get("log") or {}
+        if log.get("driver", "json-file") == "json-file" and log.get("path"):
+            from labkit.engine.logs.jsonfile import JsonFileWriter
+
+            init.log = JsonFileWriter.from_options(log["path"], log.get("options") or {})
+        child = self._pipes(init)
+        try:
+            pid, master = self._create_in_child(child)
+        except BaseException:
+            init.close_fds()
+            self.quit = True  # a failed create leaves nothing: the supervisor removes the dir
+            raise
+        finally:
+            for fd in child:
+                os.close(fd)
+        if master is not None:  # process.terminal: the pty master replaces the pipes
+            for fd in init.outs:
+                os.close(fd)
+            if init.stdin_w is not None:
+                os.close(init.stdin_w)
+            init.outs, init.master, init.stdin_w = {master: 1}, master, master
+            init.terminal = True
+        init.pid = pid
+        self.by_pid[pid] = init
+        self.watch_output(init)
+        self.save_state()
+        self.emit("/tasks/create", init)
+        return {"ok": True, "pid": pid}
+
+    def _create_in_child(self, stdio: tuple[int, int, int]) -> tuple[int, int | None]:
+        """Run the runtime's create in a fork of the shim; return (init pid, pty master).
+
+        Why a child: create loads the config, compiles seccomp and builds cgroup objects,
+        which writes to megabytes of the heap the shim shares copy-on-write with its
+        template; in a child those pages are thrown away with it.  init still ends up
+        ours: the child exits, and an orphan re-parents to its nearest subreaper, the shim.
+        The pty master (process.terminal) comes back over a socketpair (SCM_RIGHTS).
+        """
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                a.close()
+                # The runtime's init inherits fds 0-2 of its caller (runtime.init keeps
+                # only those across execve): put the container's stdio there.
+                for i, fd in enumerate(stdio):
+                    os.dup2(fd, i)
+                st, master = rt_create.create_with_tty(self.runtime_root, self.id,
+                                                       self.cfg["bundle"], foreground=True)
+                socket.send_fds(b, [encode({"ok": True, "pid": st.pid})],
+                                [master] if master is not None else [])
+                code = 0
+            except BaseException as exc:
+                try:
+                    b.sendall(encode(reply_error(exc)))
+                except BaseException:  # noqa: S110 - the shim is gone
+                    pass
+            finally:
+                os._exit(code)
+        b.close()
+        try:
+            data, fds, _, _ = socket.recv_fds(a, 1 << 16, 1)
+            buf = data
+            while buf and not buf.endswith(b"\n"):
+                more = a.recv(1 << 16)
+                if not more:
+                    break
+                buf += more
+        finally:
+            a.close()
+            os.waitpid(pid, 0)
+        if not buf:
+            raise errors.from_errno(32, "create", self.id, hint="the runtime died (see shim.log)")
+        msg = check_reply(decode(buf))
+        return int(msg["pid"]), (fds[0] if fds else None)
+
+    def op_start(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        p = self.proc(req)
+        if p.status != "created":
+            raise errors.InvalidStateError(p.status, "running",
+                                           "exec" if p.exec_id else "container")
+        if p.exec_id:
+            self._start_exec(p)
+        else:
+            rt_start.start(self.runtime_root, self.id)
+        p.status, p.started_at = "running", time.time()
+        if not p.exec_id:
+            self.save_state()
+        self.emit("/tasks/exec-started" if p.exec_id else "/tasks/start", p)
+        return {"ok": True, "pid": p.pid}
+
+    def _start_exec(self, p: Proc) -> None:
+        from labkit.engine.shim import exec as shim_exec
+
+        init = self.procs[""]
+        if init.status not in ("running", "paused"):
+            raise errors.InvalidStateError(init.status, "exec",
+                                           hint="the container is not running")
+        if p.terminal:
+            p.master, slave = os.openpty()
+            p.outs, p.stdin_w = {p.master: 1}, p.master
+            stdio: tuple[int, int, int] = (slave, slave, slave)
+        else:
+            stdio = self._pipes(p)
+        try:
+            p.pid = shim_exec.spawn(init.pid, self.cfg["bundle"], self.id, self.runtime_root,
+                                    p.spec, stdio, tty=p.terminal)
+        except errors.LabkitError as exc:
+            p.close_fds()
+            code = getattr(exc, "exit_code", None)
+            if code is not None:  # Docker: exec of a missing program ends with 126/127
+                p.status, p.exit_status, p.error, p.exited_at = "stopped", code, str(exc), time.time()
+            raise
+        finally:
+            for fd in {*stdio}:
+                os.close(fd)
+        self.by_pid[p.pid] = p
+        self.watch_output(p)
+
+    def op_exec(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        eid = str(req.get("exec_id") or "")
+        if not eid:
+            raise errors.InvalidArgumentError("exec_id", "must not be empty")
+        if eid in self.procs:
+            raise errors.AlreadyExistsError("exec", eid)
+        spec = req.get("process")
+        if not isinstance(spec, dict) or not spec.get("args"):
+            raise errors.InvalidArgumentError("process", "an OCI process object with args")
+        if self.procs[""].status not in ("running", "paused"):
+            raise errors.InvalidStateError(self.procs[""].status, "exec",
+                                           hint="the container is not running")
+        self.procs[eid] = Proc(eid, terminal=bool(req.get("terminal") or spec.get("terminal")),
+                               spec=spec, want_stdin=bool(req.get("stdin")), stdin_once=True)
+        self.emit("/tasks/exec-added", self.procs[eid])
+        return {"ok": True, "pid": 0}
+
+    def op_kill(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        p = self.proc(req)
+        sig = int(req.get("signal") or signal.SIGTERM)
+        if p.status == "stopped" or not p.pid:
+            raise errors.InvalidStateError(p.status, "signalled",
+                                           hint="the process is not running")
+        if p.exec_id:
+            os.kill(p.pid, sig)
+        else:
+            rt_kill.kill(self.runtime_root, self.id, sig, all=bool(req.get("all")))
+            if p.status == "paused" and sig == signal.SIGKILL:
+                self._freeze(False)  # a frozen task cannot die (cgroup freezer)
+        return {"ok": True}
+
+    def op_wait(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
+        p = self.proc(req)
+        if p.status == "stopped":
+            return {"ok": True, **p.exit_dict()}
+        p.waiters.append(conn)
+        return None
+
+    def op_state(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        init = self.procs[""]
+        return {"ok": True, "id": self.id, "shim_pid": os.getpid(), **init.info(),
+                "execs": [p.info() for k, p in self.procs.items() if k]}
+
+    def op_subscribe(self, req: dict[str, Any], conn: CtlConn) -> None:
+        self.subscribers.append(conn)
+        conn.send({"ok": True})
+
+    # -- io ------------------------------------------------------------------------------
+    def op_resize(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        p = self.proc(req)
+        if p.master is None:
+            raise errors.InvalidStateError("no terminal", "resize", "process")
+        # tty_ioctl(4) TIOCSWINSZ: struct winsize {rows, cols, xpixel, ypixel} (u16 each)
+        ws = b"".join(int(v).to_bytes(2, "little") for v in (req.get("height", 24),
+                                                              req.get("width", 80), 0, 0))
+        fcntl.ioctl(p.master, termios.TIOCSWINSZ, ws)
+        return {"ok": True}
+
+    def op_close_stdin(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        self.proc(req).close_stdin()
+        return {"ok": True}
+
+    # -- cgroup --------------------------------------------------------------------------
+    def _cg(self) -> Any:
+        cg = self.cgroup()
+        if cg is None or not cg.exists():
+            raise errors.NotFoundError("cgroup of container", self.id)
+        return cg
+
+    def op_pids(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        return {"ok": True, "pids": self._cg().procs()}
+
+    def op_stats(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        s = self._cg().stats()
+        return {"ok": True, **{k: getattr(s, k) for k in s.__slots__}}
+
+    def _freeze(self, frozen: bool) -> None:
+        self._cg().freeze(frozen)
+        try:
+            st = rt_state.load(self.runtime_root, self.id)
+            st.status = rt_state.PAUSED if frozen else rt_state.RUNNING
+            st.save()
+        except errors.NotFoundError:
+            pass
+
+    def op_pause(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        init = self.procs[""]
+        if init.status != "running":
+            raise errors.InvalidStateError(init.status, "paused")
+        self._freeze(True)
+        init.status = "paused"
+        self.save_state()
+        self.emit("/tasks/paused", init)
+        return {"ok": True}
+
+    def op_resume(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        init = self.procs[""]
+        if init.status != "paused":
+            raise errors.InvalidStateError(init.status, "running")
+        self._freeze(False)
+        init.status = "running"
+        self.save_state()
+        self.emit("/tasks/resumed", init)
+        return {"ok": True}
+
+    def op_update(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
+        from labkit.cgroups import Resources
+
+        self._cg().set(Resources.from_oci(req.get("resources") or {}))
+        return {"ok": True}
+
+    # -- teardown ------------------------------------------------------------------------
+    def op_delete(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
+        p = self.proc(req)
+        force = bool(req.get("force"))
+        if p.status in ("running", "paused") and not force:
+            raise errors.InvalidStateError(p.status, "deleted",
+                                           "exec" if p.exec_id else "container",
+                                           hint="stop it first, or force")
+        if p.exec_id:
+            if p.status != "stopped" and p.pid:
+                os.kill(p.pid, signal.SIGKILL)
+                self._wait_for(p)
+            self.procs.pop(p.exec_id, None)
+            return {"ok": True, **p.exit_dict()}
+        if p.pid and p.status != "stopped":
+            os.kill(p.pid, signal.SIGKILL)
+            if p.status == "paused":
+                self._freeze(False)
+            self._wait_for(p)
+        for e in [e for k, e in self.procs.items() if k and e.status != "stopped"]:
+            self._wait_for(e, kill=True)
+        try:
+            rt_delete.delete(self.runtime_root, self.id, force=True)
+        except errors.NotFoundError:
+            pass  # create failed half-way, or someone ran `labkit-runtime delete`
+        reply = {"ok": True, **p.exit_dict()}
+        self.emit("/tasks/delete", p)
+        conn.send(reply)
+        self.quit = True
+        layout.remove_dir(self.dir)
+        return None
+
+    def _wait_for(self, p: Proc, kill: bool = False) -> None:
+        if kill:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            _, status = os.waitpid(p.pid, 0)
+        except ChildProcessError:
+            status = 9  # already reaped elsewhere: report it as killed by SIGKILL
+        if self.by_pid.pop(p.pid, None) is not None:
+            code = os.waitstatus_to_exitcode(status)
+            self.exited(p, 128 - code if code < 0 else code)
+
+    def op_shutdown(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
+        init = self.procs[""]
+        if init.status in ("running", "paused", "created") and init.pid and not req.get("force"):
+            raise errors.InvalidStateError(init.status, "shutdown", "shim")
+        conn.send({"ok": True})
+        self.quit = True
+        return None

@@ -1,0 +1,5 @@
+import sys
+
+from labkit.engine.supervisor.main import main
+
+sys.exit(main())
