@@ -32,7 +32,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("labkit.cli.doctor", "check what this host's kernel offers labkit"),
     "bench": ("labkit.cli.bench", "benchmarks (runtime: container start-to-exit latency)"),
     "vm": ("labkit.cli.vm", "build, boot and use the disposable test VM"),
+    "container": ("labkit.cli.container", "manage containers (Docker's verbs: run, ps, exec...)"),
 }
+# Docker's short forms (`labkit run`, `labkit ps`, ...): the same module reads its verb from prog.
+COMMANDS.update({verb: ("labkit.cli.container", f"= labkit container {verb}") for verb in (
+    "run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "attach",
+    "inspect", "wait", "top", "stats", "port", "pause", "unpause")})
 
 
 def _top_parser() -> argparse.ArgumentParser:

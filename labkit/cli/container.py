@@ -1,0 +1,338 @@
+"""`labkit container VERB ...` and the short forms (`labkit run`, `labkit ps`, ...): Docker's verbs.
+
+Each verb parses Docker's flags, makes its calls through labkit.engine.client and prints what
+the Docker CLI prints.  Exit statuses follow Docker: `run` exits with the container's status,
+125 when the daemon refuses, 126 when the command cannot be invoked, 127 when it is not found;
+other verbs exit 1 on an error.  When no daemon answers, one is started (client.launch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from labkit import errors
+from labkit.cli import _create, _fmt
+from labkit.engine.client import Client, DaemonUnavailable
+
+__all__ = ["SHORT_FORMS", "VERBS", "connect", "exit_code_for_start_error", "run"]
+
+SHORT_FORMS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec",
+               "attach", "inspect", "wait", "top", "stats", "port", "pause", "unpause")
+
+
+def connect(autostart: bool = True) -> Client:
+    """A client for paths.daemon_socket(); starts a daemon when none answers (said on stderr)."""
+    client = Client()
+    try:
+        client.system.ping()
+    except DaemonUnavailable:
+        if not autostart:
+            raise
+        from labkit.engine.client.launch import ensure_daemon
+
+        ensure_daemon(client.socket_path)
+    return client
+
+
+def exit_code_for_start_error(err: Exception) -> int:
+    """Docker CLI's mapping of a failed start: 127 not found, 126 cannot invoke, else 125."""
+    text = str(err).lower()
+    if any(s in text for s in ("executable file not found", "no such file or directory",
+                               "not found")) and not isinstance(err, DaemonUnavailable):
+        return 127
+    if any(s in text for s in ("permission denied", "cannot invoke", "not executable")):
+        return 126
+    return 125
+
+
+def _daemon_text(err: errors.LabkitError) -> str:
+    if isinstance(err, DaemonUnavailable):
+        return f"{err}"
+    return f"Error response from daemon: {err}"
+
+
+# ----------------------------------------------------------------------------- verbs
+def _each(names: list[str], action: Callable[[str], Any], echo: bool = True) -> int:
+    """Apply ``action`` to each container; print its name (or errors) like `docker stop a b`."""
+    rc = 0
+    for name in names:
+        try:
+            result = action(name)
+            if echo:
+                print(name if result is None else result)
+        except errors.LabkitError as err:
+            print(_daemon_text(err), file=sys.stderr)
+            rc = 1
+    return rc
+
+
+def _verb_parser(prog: str, verb: str, help_text: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=help_text, add_help=verb not in (
+        "run", "create"))
+
+
+def cmd_run(argv: list[str], prog: str, create_only: bool = False) -> int:
+    from labkit.cli import _run
+
+    p = _verb_parser(prog, "run", "Create and run a new container from an image"
+                     if not create_only else "Create a new container")
+    _create.add_create_flags(p)
+    if not create_only:
+        p.add_argument("-d", "--detach", action="store_true",
+                       help="run in the background and print the container ID")
+    p.usage = f"{prog} [OPTIONS] IMAGE [COMMAND] [ARG...]"
+    cut = _create.split_at_positional(argv, _create.RUN_VALUE_OPTS)
+    args = p.parse_args(argv[:cut])
+    if cut >= len(argv):
+        p.error('"run" requires at least 1 argument.' if not create_only
+                else '"create" requires at least 1 argument.')
+    image, cmd = argv[cut], argv[cut + 1:]
+    try:
+        body = _create.create_body(args, image, cmd)
+    except errors.InvalidArgumentError as err:
+        print(f"labkit: {err}.\nSee '{prog} --help'.", file=sys.stderr)
+        return 125
+    return _run.run_container(connect(), body, args, create_only, prog)
+
+
+def cmd_ps(argv: list[str], prog: str) -> int:
+    p = _verb_parser(prog, "ps", "List containers")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], help="filter (key=value)")
+    p.add_argument("--format", help="Go-template subset or 'table ...' or 'json'")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.add_argument("-n", "--last", type=int, default=-1, help="show n last created containers")
+    p.add_argument("-l", "--latest", action="store_true", help="show the latest container")
+    p.add_argument("-s", "--size", action="store_true", help="display total file sizes")
+    args = p.parse_args(argv)
+    filters: dict[str, list[str]] = {}
+    for f in args.filter:
+        key, eq, value = f.partition("=")
+        if not eq:
+            raise errors.InvalidArgumentError("--filter", f"bad format of filter {f!r}",
+                                              hint="expected key=value, e.g. status=exited")
+        filters.setdefault(key, []).append(value)
+    limit = 1 if args.latest else (args.last if args.last > 0 else None)
+    items = connect().containers.list(all=args.all or limit is not None, filters=filters,
+                                      limit=limit, size=args.size)
+    rows = [_fmt.ps_row(c, trunc=not args.no_trunc) for c in items]
+    if args.quiet:
+        sys.stdout.write("".join(r["ID"] + "\n" for r in rows))
+        return 0
+    template = args.format or _fmt.PS_DEFAULT
+    if template == "json":
+        template = "{{json .}}"
+    sys.stdout.write(_fmt.render_rows(template, rows, _fmt.PS_HEADERS))
+    return 0
+
+
+def cmd_simple(verb: str, argv: list[str], prog: str) -> int:
+    """stop, kill, restart, rm, start, pause, unpause: one call per named container."""
+    p = _verb_parser(prog, verb, f"{verb} one or more containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    if verb in ("stop", "restart"):
+        p.add_argument("-t", "--time", type=int, help="seconds to wait before killing it")
+        p.add_argument("-s", "--signal", help="signal to send to the container")
+    if verb == "kill":
+        p.add_argument("-s", "--signal", help="signal to send (default KILL)")
+    if verb == "rm":
+        p.add_argument("-f", "--force", action="store_true", help="kill a running container")
+        p.add_argument("-v", "--volumes", action="store_true", help="remove anonymous volumes")
+    if verb == "start":
+        p.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR")
+        p.add_argument("-i", "--interactive", action="store_true", help="attach STDIN")
+    args = p.parse_args(argv)
+    c = connect().containers
+    if verb == "start" and (args.attach or args.interactive):
+        from labkit.cli import _run
+
+        return _run.start_attached(connect(), args.containers[0], args.interactive)
+    actions: dict[str, Callable[[str], Any]] = {
+        "stop": lambda n: c.stop(n, args.time),
+        "restart": lambda n: c.restart(n, args.time),
+        "kill": lambda n: c.kill(n, getattr(args, "signal", None)),
+        "rm": lambda n: c.remove(n, force=args.force, volumes=args.volumes),
+        "start": c.start, "pause": c.pause, "unpause": c.unpause,
+    }
+    return _each(args.containers, actions[verb])
+
+
+def cmd_inspect(argv: list[str], prog: str) -> int:
+    p = _verb_parser(prog, "inspect", "Display detailed information on one or more containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.add_argument("-f", "--format", help="Go-template subset")
+    p.add_argument("-s", "--size", action="store_true", help="display total file sizes")
+    args = p.parse_args(argv)
+    client, found, rc = connect(), [], 0
+    for name in args.containers:
+        try:
+            found.append(client.containers.inspect(name))
+        except errors.NotFoundError:
+            print(f"Error: No such container: {name}", file=sys.stderr)
+            rc = 1
+    if args.format:
+        sys.stdout.write("".join(_fmt.render(args.format, obj) + "\n" for obj in found))
+    else:
+        print(json.dumps(found, indent=4, ensure_ascii=False))
+    return rc
+
+
+def cmd_wait(argv: list[str], prog: str) -> int:
+    p = _verb_parser(prog, "wait", "Block until containers stop, then print their exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    args = p.parse_args(argv)
+    c = connect().containers
+    return _each(args.containers, lambda n: c.wait(n).json().get("StatusCode"))
+
+
+def cmd_logs(argv: list[str], prog: str) -> int:
+    from labkit.cli import _run
+
+    p = _verb_parser(prog, "logs", "Fetch the logs of a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("-f", "--follow", action="store_true", help="follow log output")
+    p.add_argument("-n", "--tail", default="all", help="lines to show from the end")
+    p.add_argument("--since", help="show logs since timestamp or relative (e.g. 42m)")
+    p.add_argument("--until", help="show logs before a timestamp or relative")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    args = p.parse_args(argv)
+    return _run.logs(connect(), args)
+
+
+def cmd_exec(argv: list[str], prog: str) -> int:
+    from labkit.cli import _run
+
+    p = _verb_parser(prog, "exec", "Execute a command in a running container")
+    p.usage = f"{prog} [OPTIONS] CONTAINER COMMAND [ARG...]"
+    for flags, kw in ((("-d", "--detach"), {"action": "store_true"}),
+                      (("-i", "--interactive"), {"action": "store_true"}),
+                      (("-t", "--tty"), {"action": "store_true"}),
+                      (("-e", "--env"), {"action": "append", "default": []}),
+                      (("--env-file",), {"action": "append", "default": []}),
+                      (("-w", "--workdir"), {}), (("-u", "--user"), {}),
+                      (("--detach-keys",), {}), (("--privileged",), {"action": "store_true"})):
+        p.add_argument(*flags, **kw)
+    cut = _create.split_at_positional(argv, {"-e", "--env", "--env-file", "-w", "--workdir",
+                                             "-u", "--user", "--detach-keys"})
+    args = p.parse_args(argv[:cut])
+    if len(argv) - cut < 2:
+        p.error('"exec" requires at least 2 arguments.')
+    return _run.exec_in(connect(), argv[cut], argv[cut + 1:], args)
+
+
+def cmd_attach(argv: list[str], prog: str) -> int:
+    from labkit.cli import _run
+
+    p = _verb_parser(prog, "attach", "Attach local standard input, output, and error streams")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
+    p.add_argument("--detach-keys", help="override the key sequence for detaching")
+    args = p.parse_args(argv)
+    return _run.attach(connect(), args.container, not args.no_stdin, args.detach_keys)
+
+
+def cmd_top(argv: list[str], prog: str) -> int:
+    p = _verb_parser(prog, "top", "Display the running processes of a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    top = connect().containers.top(args.container, " ".join(args.ps_args) or None)
+    rows = [top.get("Titles") or []] + [list(r) for r in top.get("Processes") or []]
+    sys.stdout.write(_fmt.tabwrite(rows, minwidth=20, padding=3))
+    return 0
+
+
+def cmd_stats(argv: list[str], prog: str) -> int:
+    from labkit.cli import _run
+
+    p = _verb_parser(prog, "stats", "Display a live stream of container resource usage")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers")
+    p.add_argument("--no-stream", action="store_true", help="print one result and exit")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+    p.add_argument("--format", help="Go-template subset")
+    args = p.parse_args(argv)
+    return _run.stats(connect(), args)
+
+
+def cmd_port(argv: list[str], prog: str) -> int:
+    p = _verb_parser(prog, "port", "List port mappings for the container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("private", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
+    args = p.parse_args(argv)
+    ports = (connect().containers.inspect(args.container).get("NetworkSettings") or {}).get(
+        "Ports") or {}
+    for key in sorted(ports):
+        if args.private and key not in (args.private, f"{args.private}/tcp"):
+            continue
+        for b in ports[key] or []:
+            host = b.get("HostIp") or "0.0.0.0"
+            print(f"{host}:{b.get('HostPort')}" if args.private else
+                  f"{key} -> {host}:{b.get('HostPort')}")
+    return 0
+
+
+def cmd_prune(argv: list[str], prog: str) -> int:
+    p = _verb_parser(prog, "prune", "Remove all stopped containers")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[], help="filter values (until=...)")
+    args = p.parse_args(argv)
+    if not args.force:
+        sys.stdout.write("WARNING! This will remove all stopped containers.\n"
+                         "Are you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    filters: dict[str, list[str]] = {}
+    for f in args.filter:
+        key, _, value = f.partition("=")
+        filters.setdefault(key, []).append(value)
+    report = connect().containers.prune(filters)
+    deleted = report.get("ContainersDeleted") or []
+    if deleted:
+        print("Deleted Containers:\n" + "".join(d + "\n" for d in deleted))
+    print(f"Total reclaimed space: {_fmt.human_size(float(report.get('SpaceReclaimed') or 0))}")
+    return 0
+
+
+VERBS: dict[str, Callable[[list[str], str], int]] = {
+    "run": cmd_run, "create": lambda a, p: cmd_run(a, p, create_only=True),
+    "ps": cmd_ps, "ls": cmd_ps, "list": cmd_ps, "inspect": cmd_inspect, "wait": cmd_wait,
+    "logs": cmd_logs, "exec": cmd_exec, "attach": cmd_attach, "top": cmd_top,
+    "stats": cmd_stats, "port": cmd_port, "prune": cmd_prune,
+}
+
+
+def _simple(verb: str) -> Callable[[list[str], str], int]:
+    return lambda argv, prog: cmd_simple(verb, argv, prog)
+
+
+VERBS.update({v: _simple(v) for v in ("start", "stop", "kill", "restart", "rm", "pause",
+                                       "unpause")})
+
+
+def run(argv: list[str], prog: str = "labkit container") -> int:
+    """Entry from labkit.cli.main: `labkit container VERB ...` or a short form (`labkit ps`)."""
+    verb = prog.split()[-1]
+    if verb == "container":
+        if not argv or argv[0] in ("-h", "--help"):
+            print(f"usage: {prog} COMMAND\n\nManage containers\n\nCommands:\n  "
+                  + "\n  ".join(sorted(VERBS)))
+            return 0 if argv else 2
+        verb, argv, prog = argv[0], argv[1:], f"{prog} {argv[0]}"
+    if verb not in VERBS:
+        print(f"{prog}: unknown command {verb!r}; see '{prog.rsplit(' ', 1)[0]} --help'",
+              file=sys.stderr)
+        return 2
+    try:
+        return VERBS[verb](argv, prog)
+    except errors.LabkitError as err:
+        print(_daemon_text(err), file=sys.stderr)
+        return 125 if verb in ("run", "create") else 1
+    except BrokenPipeError:
+        return 0

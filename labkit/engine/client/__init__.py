@@ -1,0 +1,38 @@
+"""The engine's client: HTTP over the daemon's unix socket, one module per resource.
+
+``Client()`` talks to ``paths.daemon_socket()`` (LABKIT_SOCKET / LABKIT_RUN), or to the
+socket given; ``.containers``, ``.execs``, ``.images`` and ``.system`` hold the calls, as
+docker-py's APIClient mixins do.  Daemon errors come back as labkit.errors classes.
+Only the standard library is imported here, so the `labkit` command starts fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labkit.engine.client.containers import Containers
+from labkit.engine.client.exec import Execs
+from labkit.engine.client.images import Images
+from labkit.engine.client.system import System
+from labkit.engine.client.transport import APIError, DaemonUnavailable, Transport
+
+__all__ = ["APIError", "Client", "DaemonUnavailable", "Transport"]
+
+
+class Client:
+    """One daemon, reached over its unix socket."""
+
+    def __init__(self, socket_path: str | Path | None = None, timeout: float | None = 60.0) -> None:
+        if socket_path is None:
+            from labkit.engine import paths
+
+            socket_path = paths.daemon_socket()
+        self.socket_path = Path(socket_path)
+        self.transport = Transport(self.socket_path, timeout=timeout)
+        self.containers = Containers(self.transport)
+        self.execs = Execs(self.transport)
+        self.images = Images(self.transport)
+        self.system = System(self.transport)
+
+    def __repr__(self) -> str:
+        return f"Client(unix://{self.socket_path})"
