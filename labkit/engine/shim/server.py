@@ -145,8 +145,9 @@ class Shim(Ops):
         proc.status = "stopped"
         if proc.exec_id == "":
             proc.oom_killed = self._oom_kills() > 0
+            # exit.json alone marks the stop (state.json is not rewritten: one fsync less
+            # between the exit and the waiters' answer).
             layout.write_atomic(os.path.join(self.dir, layout.EXIT), proc.exit_dict())
-            self.save_state()
             if proc.oom_killed:
                 self.emit("/tasks/oom", proc)
         for w in proc.waiters:
