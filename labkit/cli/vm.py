@@ -76,7 +76,7 @@ def _table(t: session.Timings) -> None:
             "cold": "cold build"}.get(t.image_stage, t.image_stage)
     tab.add_row("image", f"{t.image_seconds:.1f}", note)
     if t.boot_seconds:
-        tab.add_row("boot-to-command", f"{t.boot_seconds:.1f}", f"{t.accel}: {t.accel_why.split(':')[0]}")
+        tab.add_row("boot-to-command", f"{t.boot_seconds:.1f}", f"{t.accel}: {t.accel_why}")
     for cmd, code, secs in t.commands:
         tab.add_row("command", f"{secs:.1f}", f"exit {code}: {cmd[:50]}")
     err.print(tab)

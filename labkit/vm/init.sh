@@ -25,7 +25,9 @@ mnt bpf bpf /sys/fs/bpf
 mnt configfs configfs /sys/kernel/config
 hostname labkit-vm
 ip link set lo up
-modprobe -q virtio_console || true
+# Modules the labs expect to find in /proc/filesystems or ready to use (the kernel would
+# autoload most on first use; labkit doctor reads what is there now).
+for m in virtio_console overlay veth bridge macvlan ipvlan vxlan; do modprobe -q "$m" || true; done
 modprobe -q 9pnet_virtio || true
 modprobe -q 9p || true
 # The repo (mount tag "labkit"), shared read-write from the host over virtio-9p.

@@ -5,7 +5,8 @@
 # tini as PID 1, and a venv with labkit's Python dependencies.  labkit itself is NOT
 # installed: the VM imports it from the repo shared over 9p, so it is always the host's code.
 # Arguments: $1 = space-separated Python requirements (from pyproject.toml), whose wheels
-# the host downloaded into /tmp/wheels.
+# the host downloaded into /tmp/wheels; $2 = the Debian packages every labkit host gets
+# (scripts/debian-packages.txt: runc, crun, nftables, bcc tools, ...).
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 step() { echo "### $*"; }
@@ -22,7 +23,7 @@ apt-get install -y -qq --no-install-recommends \
   linux-image-amd64 linux-headers-amd64 initramfs-tools \
   python3 python3-venv python3-bpfcc libbpfcc \
   tini kmod iproute2 procps psmisc util-linux busybox-static e2fsprogs ca-certificates \
-  make >/dev/null
+  make $2 >/dev/null
 
 step venv
 python3 -m venv --system-site-packages /opt/labkit/venv

@@ -137,7 +137,7 @@ def probe_kvm(kernel: Path, qemu: str, timeout: float = PROBE_TIMEOUT) -> tuple[
 
 
 def choose_accel(kernel: Path, cache: Path, qemu: str) -> tuple[str, str]:
-    """'kvm' or 'tcg' and why.  $LABKIT_VM_ACCEL overrides; a probe result is cached per
+    """'kvm' or 'tcg' and a short why (the probe's details are in accel.json).  $LABKIT_VM_ACCEL overrides; a probe result is cached per
     (host kernel, qemu version) in ``cache/accel.json`` so only the first boot pays for it."""
     forced = os.environ.get("LABKIT_VM_ACCEL")
     if forced in ("kvm", "tcg"):
@@ -147,7 +147,7 @@ def choose_accel(kernel: Path, cache: Path, qemu: str) -> tuple[str, str]:
     try:
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
-            return str(saved["accel"]), f"probed earlier: {saved['short']}"
+            return str(saved["accel"]), f"{saved['short']} (probed earlier)"
     except (OSError, ValueError, KeyError):
         pass
     t0 = time.monotonic()
@@ -159,4 +159,4 @@ def choose_accel(kernel: Path, cache: Path, qemu: str) -> tuple[str, str]:
                                     "probe_seconds": round(time.monotonic() - t0, 1)}))
     except OSError:
         pass
-    return accel, f"{short}: {why}"
+    return accel, short

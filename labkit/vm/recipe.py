@@ -45,6 +45,15 @@ def requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
     return sorted(set(deps) | set(EXTRA_REQUIREMENTS))
 
 
+def debian_packages(listing: Path = REPO / "scripts" / "debian-packages.txt") -> list[str]:
+    """The Debian packages every labkit host installs (scripts/setup.sh reads the same file)."""
+    try:
+        lines = listing.read_text().splitlines()
+    except OSError:
+        return []
+    return sorted({ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")})
+
+
 def host_mirror(sources: Path = Path("/etc/apt")) -> str:
     """The Debian mirror this host's apt uses (debootstrap must reach the same one)."""
     texts: list[str] = []
@@ -69,6 +78,7 @@ class Recipe:
     provision: bytes
     init: bytes
     agent: bytes
+    packages: tuple[str, ...] = ()
 
     @classmethod
     def current(cls) -> Recipe:
@@ -78,12 +88,14 @@ class Recipe:
             provision=(HERE / "provision.sh").read_bytes(),
             init=(HERE / "init.sh").read_bytes(),
             agent=(HERE / "agent.py").read_bytes(),
+            packages=tuple(debian_packages()),
         )
 
     @property
     def base_hash(self) -> str:
         h = hashlib.sha256(b"base\0" + self.suite.encode() + b"\0")
         h.update("\n".join(self.requirements).encode() + b"\0" + self.provision)
+        h.update(b"\0" + " ".join(self.packages).encode())
         return h.hexdigest()[:16]
 
     @property
