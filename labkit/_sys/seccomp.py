@@ -43,12 +43,12 @@ SCMP_FLTATR_CTL_LOG = 6
 _NR_SCMP_ERROR = -1
 
 
-def SCMP_ACT_ERRNO(err: int) -> int:  # noqa: N802 - the C macro's name
+def SCMP_ACT_ERRNO(err: int) -> int:
     """The action "fail the call with ``err``"."""
     return SCMP_ACT_ERRNO_BASE | (err & 0xFFFF)
 
 
-def SCMP_ACT_TRACE(msg: int) -> int:  # noqa: N802
+def SCMP_ACT_TRACE(msg: int) -> int:
     """The action "notify a ptrace tracer with ``msg``"."""
     return SCMP_ACT_TRACE_BASE | (msg & 0xFFFF)
 
@@ -150,8 +150,52 @@ class Filter:
         """seccomp_export_bpf(3): write the compiled BPF program to ``fd`` (for inspection)."""
         _check(self._lib.seccomp_export_bpf(self._c(), fd), "seccomp_export_bpf")
 
+    def bpf(self) -> bytes:
+        """The compiled classic-BPF program (struct sock_filter[]), as load_bpf() takes it."""
+        import os
+
+        fd = os.memfd_create("lk-seccomp", os.MFD_CLOEXEC)
+        try:
+            self.export_bpf(fd)
+            size = os.lseek(fd, 0, os.SEEK_CUR)
+            return os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         """seccomp_release(3)."""
         if self._ctx is not None:
             self._lib.seccomp_release(self._ctx)
             self._ctx = None
+
+
+# seccomp(2) operations and flags, include/uapi/linux/seccomp.h
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_LOG = 2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+
+
+class _SockFprog(ctypes.Structure):
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; } (linux/filter.h)
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load_bpf(prog: bytes, flags: int = 0) -> None:
+    """seccomp(2) SECCOMP_SET_MODE_FILTER with a ready BPF program (8 bytes per instruction).
+
+    No libseccomp involved: a program compiled once (Filter.bpf()) can be cached and loaded
+    by later containers directly.  The caller must have set no_new_privs or hold
+    CAP_SYS_ADMIN (seccomp(2) EACCES otherwise).
+    """
+    from labkit._sys.libc import libc
+    from labkit._sys.syscalls import _call, _nr
+
+    if not prog or len(prog) % 8:
+        raise errors.InvalidArgumentError("seccomp program", f"{len(prog)} bytes is not a BPF program")
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    lib = libc()
+    nr = _nr("seccomp")
+    _call(lambda: lib.syscall(nr, SECCOMP_SET_MODE_FILTER, ctypes.c_uint(flags),
+                              ctypes.byref(fprog)), "seccomp", "SET_MODE_FILTER")

@@ -53,7 +53,7 @@ def _read_frames(fd: int, timeout: float) -> list[tuple[bytes, bytes]]:
 def _unpickle(payload: bytes) -> BaseException:
     try:
         exc = pickle.loads(payload)
-    except Exception as err:  # a broken frame must still become a typed error
+    except Exception as err:  # a broken frame must still become a typed error  # noqa: BLE001 - reported, never swallowed
         return errors.from_errno(errno.EPROTO, "read", f"container init error frame: {err}")
     if isinstance(exc, BaseException):
         return exc
@@ -86,7 +86,7 @@ class _Undo:
         for fn, args in reversed(self.steps):
             try:
                 fn(*args)
-            except Exception:  # noqa: S110 - best effort; the original error is reported
+            except Exception:  # noqa: BLE001, S110 - best effort; the original error is reported
                 pass
         self.steps.clear()
 
@@ -130,10 +130,10 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
     resources = Resources.from_oci(cfg.linux.get("resources"))
     filt = None
     if cfg.linux.get("seccomp"):
-        from labkit.engine.runtime.seccomp import compile_profile
+        from labkit.engine.runtime.seccomp import load_flags, program
 
-        filt = compile_profile(cfg.linux["seccomp"],
-                               no_new_privs=bool(cfg.process.get("noNewPrivileges")))
+        profile = cfg.linux["seccomp"]
+        filt = (program(profile, os.path.join(root, ".seccomp-cache")), load_flags(profile))
     cg = open_cgroup(cfg.cgroup_name)
 
     undo = _Undo()
@@ -149,8 +149,6 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
         undo.run()
         raise
     finally:
-        if filt is not None:
-            filt.release()
         if slave is not None:
             os.close(slave)
 

@@ -62,7 +62,8 @@ def delete(root: str, container_id: str, *, force: bool = False) -> None:
         _wait_gone(st.pid, KILL_TIMEOUT)
         st.status = statemod.STOPPED
     if cg is not None and cg.exists():
-        cg.kill()  # --all leftovers: processes that escaped init's pid namespace teardown
+        if cg.procs():
+            cg.kill()  # leftovers, e.g. processes that joined the cgroup from outside
         cg.remove()
     st.transition(statemod.DELETED)
     for name in os.listdir(st.dir):

@@ -29,6 +29,7 @@ import sys
 import termios
 from typing import Any, NoReturn
 
+from labkit._sys.seccomp import load_bpf
 from labkit.engine.runtime import process, rootfs
 from labkit.ns.apply import child_enter, error_payload, send_frame
 
@@ -36,8 +37,15 @@ from labkit.ns.apply import child_enter, error_payload, send_frame
 class InitArgs:
     """Everything the two children need, prepared by `create` before fork."""
 
-    __slots__ = ("cfg", "sync_w", "fifo_fd", "tty_slave", "console_sock", "seccomp",
-                 "host_cgroups")
+    __slots__ = (
+        "cfg",
+        "console_sock",
+        "fifo_fd",
+        "host_cgroups",
+        "seccomp",
+        "sync_w",
+        "tty_slave",
+    )
 
     def __init__(self, cfg: Any, sync_w: int, fifo_fd: int, tty_slave: int | None,
                  console_sock: int | None, seccomp: Any, host_cgroups: bool) -> None:
@@ -53,7 +61,7 @@ class InitArgs:
 def _report(fd: int, exc: BaseException) -> None:
     try:
         send_frame(fd, b"E", error_payload(exc))
-    except BaseException:  # the runtime is gone: stderr is all that is left
+    except BaseException:  # the runtime is gone: stderr is all that is left  # noqa: BLE001 - reported, never swallowed
         print(f"labkit-runtime init: {exc}", file=sys.stderr)
 
 
@@ -70,7 +78,7 @@ def intermediate(a: InitArgs, cgroup: Any, ns_sock: int) -> NoReturn:
             container_init(a)
         send_frame(a.sync_w, b"P", str(pid).encode())
         code = 0
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
         _report(a.sync_w, exc)
     finally:
         os._exit(code)
@@ -140,7 +148,7 @@ def container_init(a: InitArgs) -> NoReturn:
             process.set_oom_score_adj(p["oomScoreAdj"])
         nnp = bool(p.get("noNewPrivileges"))
         if a.seccomp is not None and not nnp:
-            a.seccomp.load()  # needs CAP_SYS_ADMIN without no_new_privs: before caps drop
+            load_bpf(*a.seccomp)  # needs CAP_SYS_ADMIN without no_new_privs: before caps drop
         in_userns = "user" in cfg.namespaces.new or "user" in cfg.namespaces.join
         process.switch_user(p, in_userns)
         cwd = p.get("cwd", "/")
@@ -150,10 +158,10 @@ def container_init(a: InitArgs) -> NoReturn:
         if nnp:
             process.no_new_privs()
         if a.seccomp is not None and nnp:
-            a.seccomp.load()  # last: the filter must allow only what execve needs from here
+            load_bpf(*a.seccomp)  # last: the filter must allow only what execve needs from here
         send_frame(a.sync_w, b"R")
         os.close(a.sync_w)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
         _report(a.sync_w, exc)
         os._exit(1)
     try:
@@ -164,6 +172,6 @@ def container_init(a: InitArgs) -> NoReturn:
         os.close(hostproc)
         envd = dict(kv.split("=", 1) for kv in env if "=" in kv)
         os.execve(path, p["args"], envd)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
         print(f"labkit-runtime init: exec {p['args'][0]!r} failed: {exc}", file=sys.stderr)
     os._exit(127)

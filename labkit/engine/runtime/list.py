@@ -13,7 +13,7 @@ def list_containers(root: str) -> list[dict[str, Any]]:
     for cid in statemod.list_ids(root):
         try:
             st = statemod.load(root, cid)
-        except Exception:  # noqa: S112 - a container deleted while we list is simply gone
+        except Exception:  # noqa: BLE001, S112 - a container deleted while we list is simply gone
             continue
         st.refresh()
         out.append(st.oci())

@@ -297,4 +297,4 @@ def finalize(cfg: Any) -> None:
                        None)
 
 
-__all__ = ["prepare", "pivot", "finalize", "secure_join", "host_cgroup_dirs"]
+__all__ = ["finalize", "host_cgroup_dirs", "pivot", "prepare", "secure_join"]
