@@ -1,4 +1,4 @@
-"""Notebook plots for the workload records of labkit.lab.workloads (matplotlib).
+"""Notebook plots for the workload records of labkit.measure.workloads (matplotlib).
 
 Each function draws on a new figure (or the given axes) and returns the axes, so a notebook
 cell ends with the call and the figure shows once.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from labkit.lab.workloads import LimitedRun, Timing
+from labkit.measure.workloads import LimitedRun, Timing
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -1,4 +1,4 @@
-"""Notebook knobs (ipywidgets): a slider that re-runs one labkit.lab.workloads experiment.
+"""Notebook knobs (ipywidgets): a slider that re-runs one labkit.measure.workloads experiment.
 
 The experiment runs once with the slider's default when the widget is built (so a headless
 run, e.g. nbval, executes it exactly once) and again each time the slider is released
@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from labkit.cgroups import Resources
-from labkit.lab import plots, workloads
+from labkit.lab import plots
+from labkit.measure import workloads
 
 __all__ = ["cpu_quota_knob", "knob", "memory_limit_knob"]
 

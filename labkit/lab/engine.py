@@ -1,0 +1,207 @@
+"""A throw-away labkit engine for notebooks, tests and benchmarks: daemon + supervisor in temp dirs.
+
+``LabEngine.start()`` makes ``/tmp/lk-<tag>-*/{root,run}``, points LABKIT_ROOT, LABKIT_RUN and
+LABKIT_SOCKET there, starts ``labkit daemon`` (which starts its supervisor, as dockerd starts
+containerd) and waits for ``_ping``.  ``stop()`` removes every container through the API, then
+kills the daemon, the supervisor and any shim left by pid (never by name), unmounts what is left
+under the temp dir and deletes it.  ``crash()`` is the live-restore experiment's SIGKILL of
+daemon and supervisor; ``start()`` again adopts the running containers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from labkit.engine.client import Client
+from labkit.engine.client.launch import spawn_daemon, wait_ready
+
+__all__ = ["LabEngine", "ProcRow", "process_rows"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcRow:
+    """One process of the engine's tree (psutil), with its role."""
+
+    pid: int
+    ppid: int
+    sid: int
+    role: str
+    name: str
+    cmdline: str
+    rss_kib: int
+
+
+def _role(cmd: str, container_pids: set[int], pid: int) -> str:
+    if pid in container_pids:
+        return "container"
+    for key, role in (("labkit.engine.daemon", "daemon"), ("labkit daemon", "daemon"),
+                      ("labkit.engine.supervisor", "supervisor"),
+                      ("labkit-supervisor", "supervisor"), ("labkit.engine.shim", "shim"),
+                      ("labkit-shim", "shim"), ("labkit-runtime", "runtime")):
+        if key in cmd:
+            return role
+    return "container" if container_pids else "process"
+
+
+class LabEngine:
+    """One daemon + supervisor pair with its own state and sockets."""
+
+    def __init__(self, tag: str = "lab") -> None:
+        self.base = Path(tempfile.mkdtemp(prefix=f"lk-{tag}-", dir="/tmp"))
+        self.root, self.run = self.base / "root", self.base / "run"
+        self.socket = self.run / "labkit.sock"
+        self.env = dict(os.environ, LABKIT_ROOT=str(self.root), LABKIT_RUN=str(self.run),
+                        LABKIT_SOCKET=str(self.socket))
+        self.daemon_pid: int | None = None
+        self.known_pids: set[int] = set()  # every engine process we ever saw: killed at stop
+
+    @property
+    def docker_env(self) -> dict[str, str]:
+        """Environment for the real Docker CLI: DOCKER_HOST on our socket, no user config."""
+        env = dict(self.env, DOCKER_HOST=f"unix://{self.socket}")
+        env["DOCKER_CONFIG"] = str(self.base / "docker-config")
+        return env
+
+    def client(self) -> Client:
+        return Client(self.socket)
+
+    def start(self, timeout: float = 60.0) -> LabEngine:
+        """Start (or restart) the daemon; returns self once it answers _ping."""
+        for d in (self.root, self.run):
+            d.mkdir(parents=True, exist_ok=True)
+        proc = spawn_daemon(self.env, log=self.run / "daemon.log")
+        self.daemon_pid = proc.pid
+        wait_ready(self.socket, timeout, proc=proc, log=self.run / "daemon.log")
+        self._remember()
+        return self
+
+    def _remember(self) -> None:
+        for row in self.processes():
+            if row.role in ("daemon", "supervisor", "shim"):
+                self.known_pids.add(row.pid)
+
+    def engine_pids(self) -> dict[str, list[int]]:
+        """{role: [pid...]} of this engine's daemon, supervisor and shims (by environment)."""
+        import psutil
+
+        out: dict[str, list[int]] = {}
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                env = p.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get("LABKIT_RUN") != str(self.run):
+                continue
+            role = _role(" ".join(p.info["cmdline"] or []), set(), p.pid)
+            if role in ("daemon", "supervisor", "shim"):
+                out.setdefault(role, []).append(p.pid)
+        return out
+
+    def processes(self) -> list[ProcRow]:
+        """The process tree under this engine: daemon, supervisor, shims and their containers."""
+        import psutil
+
+        pids = self.engine_pids()
+        rows: list[ProcRow] = []
+        seen: set[int] = set()
+        for role in ("daemon", "supervisor", "shim"):
+            for pid in pids.get(role, []):
+                try:
+                    top = psutil.Process(pid)
+                    procs = [top] + (top.children(recursive=True) if role == "shim" else [])
+                except psutil.Error:
+                    continue
+                for p in procs:
+                    if p.pid in seen:
+                        continue
+                    seen.add(p.pid)
+                    try:
+                        cmd = " ".join(p.cmdline())
+                        rows.append(ProcRow(p.pid, p.ppid(), os.getsid(p.pid),
+                                            role if p.pid == pid else "container", p.name(),
+                                            cmd[:80], p.memory_info().rss // 1024))
+                    except (psutil.Error, OSError):
+                        continue
+        return rows
+
+    def crash(self) -> list[int]:
+        """SIGKILL the daemon and the supervisor (not the shims); returns the pids killed."""
+        pids = self.engine_pids()
+        killed = pids.get("daemon", []) + pids.get("supervisor", [])
+        for pid in killed:
+            self.known_pids.add(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _wait_gone(killed)
+        return killed
+
+    def remove_all(self) -> None:
+        """Remove every container through the API (force), as `docker rm -f $(docker ps -aq)`."""
+        c = self.client().containers
+        for item in c.list(all=True):
+            try:
+                c.remove(item["Id"], force=True)
+            except Exception:  # noqa: BLE001,S110 - best effort; the kill below is the backstop
+                pass
+
+    def stop(self) -> None:
+        """Remove all containers, kill our processes by pid, unmount and delete the temp dirs."""
+        try:
+            self.remove_all()
+        except Exception:  # noqa: BLE001,S110 - the daemon may already be gone
+            pass
+        self._remember()
+        pids = self.engine_pids()
+        order = pids.get("daemon", []) + pids.get("supervisor", []) + pids.get("shim", [])
+        for pid in order + sorted(self.known_pids - set(order)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _wait_gone(order)
+        _unmount_under(self.base)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> LabEngine:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            try:  # reap it if it is our child
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.01)
+
+
+def _unmount_under(base: Path) -> None:
+    """umount2(MNT_DETACH) every mount below ``base``, deepest first (mount(8) --lazy)."""
+    import subprocess
+
+    with open("/proc/self/mounts") as f:
+        targets = [line.split()[1] for line in f if line.split()[1].startswith(str(base))]
+    for t in sorted(targets, key=len, reverse=True):
+        subprocess.run(["umount", "-l", t], check=False, capture_output=True)
+
+
+def process_rows(engine: LabEngine) -> list[ProcRow]:
+    """Rows for a table: the engine's processes, daemon first."""
+    return engine.processes()
