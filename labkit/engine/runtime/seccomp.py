@@ -200,7 +200,11 @@ def compile_profile(profile: dict[str, Any]) -> sc.Filter:
         for i, arch in enumerate(profile.get("architectures") or []):
             if not isinstance(arch, str):
                 raise errors.InvalidArgumentError(f"{what}.architectures[{i}]", "expected a string")
-            flt.add_arch(arch.removeprefix("SCMP_ARCH_").lower())
+            try:
+                flt.add_arch(arch.removeprefix("SCMP_ARCH_").lower())
+            except errors.InvalidArgumentError:
+                raise errors.InvalidArgumentError(
+                    f"{what}.architectures[{i}]", f"unknown architecture {arch!r}") from None
         rules = profile.get("syscalls") or []
         if not isinstance(rules, list):
             raise errors.InvalidArgumentError(f"{what}.syscalls", "expected a list")

@@ -1,0 +1,115 @@
+"""config.json validation (labkit.engine.runtime.config): every refusal names its field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labkit import errors
+from labkit.engine.runtime import config
+from labkit.engine.runtime.spec import default_config
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    (tmp_path / "rootfs").mkdir()
+    return tmp_path
+
+
+def check(bundle: Path, cfg: Any) -> config.Config:
+    return config.validate(cfg, str(bundle), "lk-unit")
+
+
+def refused(bundle: Path, cfg: Any) -> str:
+    with pytest.raises(errors.InvalidArgumentError) as ei:
+        check(bundle, cfg)
+    return str(ei.value)
+
+
+def test_default_spec_is_valid(bundle: Path) -> None:
+    c = check(bundle, default_config())
+    assert c.rootfs == str(bundle / "rootfs")
+    assert c.namespaces.new == frozenset({"pid", "net", "ipc", "uts", "mnt"})
+    assert c.namespaces.hostname == "labkit"
+    assert c.namespaces.propagation == "unchanged"  # init applies rootfsPropagation itself
+    assert c.cgroup_name == "lk/lk-unit"
+    assert c.terminal is True
+
+
+def test_unknown_namespace_type_named_by_index(bundle: Path) -> None:
+    cfg = default_config()
+    cfg["linux"]["namespaces"][2] = {"type": "foo"}
+    assert refused(bundle, cfg).startswith(
+        "linux.namespaces[2].type: unknown namespace type 'foo'")
+
+
+def test_missing_rootfs_names_the_path(bundle: Path) -> None:
+    cfg = default_config()
+    cfg["root"]["path"] = "nowhere"
+    assert f"rootfs {bundle / 'nowhere'} does not exist" in refused(bundle, cfg)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda c: c.pop("ociVersion"), "ociVersion: is required"),
+    (lambda c: c["process"].__setitem__("args", "sh"), "process.args: must be an array"),
+    (lambda c: c["process"].__setitem__("args", []), "process.args"),
+    (lambda c: c["process"].__setitem__("terminal", "yes"), "process.terminal: must be a boolean"),
+    (lambda c: c["process"]["user"].__setitem__("uid", True), "process.user.uid: must be an integer"),
+    (lambda c: c["process"].__setitem__("cwd", "tmp"), "process.cwd"),
+    (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_NOPE"),
+     "process.capabilities.bounding[14]: unknown capability 'CAP_NOPE'"),
+    (lambda c: c["process"]["rlimits"].append({"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}),
+     "process.rlimits[1].type: unknown rlimit"),
+    (lambda c: c["process"]["rlimits"].append({"type": "RLIMIT_CORE", "soft": 2, "hard": 1}),
+     "process.rlimits[1]: soft limit 2 is above hard limit 1"),
+    (lambda c: c["mounts"].append({"destination": "relative"}), "mounts[7].destination"),
+    (lambda c: c["mounts"].append({"destination": "/x", "options": [1]}), "mounts[7].options[0]"),
+    (lambda c: c["linux"].__setitem__("namespaces", [{"type": "pid"}]),
+     "linux.namespaces: a new mount namespace is required"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "pid"}), "listed twice"),
+    (lambda c: c["linux"]["namespaces"].remove({"type": "uts"}),
+     "hostname: setting the hostname requires a new UTS namespace"),
+    (lambda c: c["linux"].__setitem__("uidMappings", [{"containerID": 0, "hostID": 1, "size": 1}]),
+     "linux.uidMappings: id mappings need a new user namespace"),
+    (lambda c: c["linux"].__setitem__("rootfsPropagation", "sideways"),
+     "linux.rootfsPropagation: unknown propagation"),
+    (lambda c: c["linux"].__setitem__("sysctl", {"net.ipv4.ip_forward": 1}),
+     "linux.sysctl.net.ipv4.ip_forward: must be a string"),
+    (lambda c: c.__setitem__("mounts", {}), "mounts: must be an array"),
+])
+def test_wrong_fields_are_named(bundle: Path, mutate: Any, field: str) -> None:
+    cfg = default_config()
+    mutate(cfg)
+    assert field in refused(bundle, cfg)
+
+
+def test_unknown_mount_type_is_left_to_the_kernel(bundle: Path) -> None:
+    cfg = default_config()
+    cfg["mounts"].append({"destination": "/x", "type": "no-such-fs", "source": "none"})
+    check(bundle, cfg)
+
+
+def test_joined_namespace_path_must_exist(bundle: Path) -> None:
+    cfg = default_config()
+    cfg["linux"]["namespaces"][1] = {"type": "network", "path": str(bundle / "no-netns")}
+    assert "linux.namespaces[1].path" in refused(bundle, cfg)
+
+
+def test_user_namespace_maps(bundle: Path) -> None:
+    c = check(bundle, default_config(rootless=True))
+    assert "user" in c.namespaces.new
+    assert c.namespaces.uid_map[0].inside == 0 and c.namespaces.uid_map[0].count == 1
+
+
+def test_load_reports_bad_json_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(errors.NotFoundError):
+        config.load(str(tmp_path), "lk-unit")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(errors.InvalidArgumentError, match="not valid JSON"):
+        config.load(str(tmp_path), "lk-unit")
+    (tmp_path / "config.json").write_text(json.dumps([1]))
+    with pytest.raises(errors.InvalidArgumentError, match="must be a JSON object"):
+        config.load(str(tmp_path), "lk-unit")

@@ -1,0 +1,86 @@
+"""Mount option translation (runtime.mounts) and rootfs helpers that need no root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from labkit._sys import consts as C
+from labkit.engine.images.mounts import Mount
+from labkit.engine.runtime import mounts, rootfs
+from labkit.engine.runtime.spec import default_config
+
+
+@pytest.mark.parametrize("opts", [
+    ("nosuid", "strictatime", "mode=755", "size=65536k"),
+    ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
+    ("ro", "rw", "nodev"), ("rbind", "ro", "rprivate"), ("bind", "nosuid", "rslave"),
+    ("remount", "ro"), ("defaults",), ("relatime", "norelatime", "noatime"),
+])
+def test_agrees_with_images_mount(opts: tuple[str, ...]) -> None:
+    # runtime.mounts duplicates images.mounts for start-up speed; they must not drift.
+    flags, prop, data = mounts.parse(opts)
+    assert (flags | prop, data) == Mount("tmpfs", "x", "/t", opts).flags_and_data()
+
+
+def test_default_spec_mounts_translate() -> None:
+    got = {m["destination"]: mounts.calls(m["type"], m["source"], m["destination"], m.get("options", []))
+           for m in default_config()["mounts"]}
+    assert got["/dev"] == [("tmpfs", "/dev", "tmpfs", C.MS_NOSUID | C.MS_STRICTATIME,
+                            "mode=755,size=65536k")]
+    assert got["/sys"] == [("sysfs", "/sys", "sysfs",
+                            C.MS_NOSUID | C.MS_NOEXEC | C.MS_NODEV | C.MS_RDONLY, None)]
+
+
+def test_bind_needs_a_remount_for_flags_and_a_call_for_propagation() -> None:
+    calls = mounts.calls("bind", "/src", "/dst", ["rbind", "ro", "nosuid", "rprivate"])
+    assert calls == [
+        ("/src", "/dst", None, C.MS_BIND | C.MS_REC, None),
+        (None, "/dst", None, C.MS_BIND | C.MS_REMOUNT | C.MS_RDONLY | C.MS_NOSUID, None),
+        (None, "/dst", None, C.MS_PRIVATE | C.MS_REC, None),
+    ]
+
+
+def test_secure_join_stays_inside(tmp_path: Path) -> None:
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/etc", root / "abs")             # absolute: resolved inside the rootfs
+    os.symlink("../../../../etc", root / "up")   # climbing out stops at the root
+    os.symlink("loop", root / "loop")
+    assert rootfs.secure_join(str(root), "/abs/passwd") == str(root / "etc/passwd")
+    assert rootfs.secure_join(str(root), "/up/x") == str(root / "etc/x")
+    assert rootfs.secure_join(str(root), "/../../x") == str(root / "x")
+    assert rootfs.secure_join(str(root), "/new/dir") == str(root / "new/dir")
+    with pytest.raises(OSError):
+        rootfs.secure_join(str(root), "/loop/x")
+
+
+def test_host_cgroup_dirs_from_fake_proc(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self/cgroup").write_text(
+        "4:memory:/lk/c1\n3:cpu,cpuacct:/lk/c1\n1:name=systemd:/lk/c1\n0::/lk/c1\n")
+    (proc / "self/mountinfo").write_text(
+        "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"
+        "32 31 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "33 31 0:30 / /sys/fs/cgroup/cpu,cpuacct rw shared:9 - cgroup cgroup rw,cpu,cpuacct\n"
+        "40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+        "50 23 0:40 / /proc rw - proc proc rw\n")
+    assert rootfs.host_cgroup_dirs(str(proc)) == {
+        "memory": "/sys/fs/cgroup/memory/lk/c1",
+        "cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct/lk/c1",
+        "systemd": "/sys/fs/cgroup/systemd/lk/c1",
+        "unified": "/sys/fs/cgroup/unified/lk/c1",
+    }
+
+
+def test_host_cgroup_dirs_pure_v2(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self/cgroup").write_text("0::/lk/c1\n")
+    (proc / "self/mountinfo").write_text(
+        "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n")
+    assert rootfs.host_cgroup_dirs(str(proc)) == {"": "/sys/fs/cgroup/lk/c1"}
