@@ -54,7 +54,7 @@ def test_default_seccomp_profile() -> None:
     for escape in ("mount", "umount2", "pivot_root", "unshare", "setns", "bpf", "ptrace",
                    "kexec_load", "init_module", "open_by_handle_at", "keyctl", "reboot"):
         assert escape not in allowed, escape
-    clone = [r for r in prof["syscalls"] if r["names"] == ["clone"]][0]
+    clone = next(r for r in prof["syscalls"] if r["names"] == ["clone"])
     assert clone["args"][0]["op"] == "SCMP_CMP_MASKED_EQ"
 
 
