@@ -326,11 +326,10 @@ class Ops(_Base):
             rt_delete.delete(self.runtime_root, self.id, force=True)
         except errors.NotFoundError:
             pass  # create failed half-way, or someone ran `labkit-runtime delete`
-        reply = {"ok": True, **p.exit_dict()}
         self.emit("/tasks/delete", p)
-        conn.send(reply)
+        layout.remove_dir(self.dir)  # before the reply: once Delete returns, nothing is left
+        conn.send({"ok": True, **p.exit_dict()})
         self.quit = True
-        layout.remove_dir(self.dir)
         return None
 
     def _wait_for(self, p: Proc, kill: bool = False) -> None:

@@ -1,0 +1,261 @@
+"""labkit-supervisor against the real kernel: a supervisor subprocess in temp dirs, busybox
+tasks created through the gRPC client, their logs, attach, exec, pause, stats and errors.
+
+Each test's Harness removes every task, shim, runtime state, cgroup and dir it made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit import errors
+from labkit.engine.logs import read_logs
+from labkit.engine.runtime.process import ExecutableNotFoundError
+from labkit.engine.supervisor.api import supervisor_pb2 as pb
+from labkit.engine.supervisor.client import attach, read_frames
+from labkit.engine.supervisor.harness import Harness
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    hs = Harness(Path(tempfile.mkdtemp(prefix="lk-sv-")))
+    hs.start()
+    try:
+        yield hs
+    finally:
+        ids = list(hs.ids)
+        hs.cleanup()
+        for cid in ids:
+            assert not cgroup_exists(cid), f"cgroup lk/{cid} left behind"
+
+
+def cgroup_exists(cid: str) -> bool:
+    return any(Path(f"/sys/fs/cgroup/{c}/lk/{cid}").exists()
+               for c in ("memory", "pids", "cpu", "freezer", "unified"))
+
+
+def run(h: Harness, args: list[str], **kw: object) -> tuple[str, pb.Exit]:
+    cid = h.new_id()
+    h.client.create(cid, str(h.bundle(cid, args)), **kw)
+    h.client.start(cid)
+    return cid, h.client.wait(cid)
+
+
+@pytest.mark.parametrize(("script", "code"), [("exit 0", 0), ("exit 3", 3), ("exit 255", 255)])
+def test_exit_codes(h: Harness, script: str, code: int) -> None:
+    cid, ex = run(h, ["sh", "-c", script])
+    assert ex.exit_status == code
+    assert ex.exited_at > 0 and not ex.oom_killed
+    t = h.client.state(cid)
+    assert t.status == pb.STOPPED and t.exit_status == code
+    assert h.client.delete(cid).exit_status == code
+    assert not (h.shims / cid).exists()
+
+
+def test_kill_running_task_is_137(h: Harness) -> None:
+    cid = h.new_id()
+    t = h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
+    assert t.status == pb.CREATED and t.pid > 0 and t.shim_pid > 0
+    h.client.start(cid)
+    assert h.client.state(cid).status == pb.RUNNING
+    h.client.kill(cid, signal.SIGKILL)
+    assert h.client.wait(cid).exit_status == 137
+    h.client.delete(cid)
+    assert not os.path.exists(f"/proc/{t.pid}")
+
+
+def test_missing_command_is_127_and_leaves_nothing(h: Harness) -> None:
+    cid = h.new_id()
+    with pytest.raises(ExecutableNotFoundError) as ei:
+        h.client.create(cid, str(h.bundle(cid, ["/no/such/program"])))
+    assert ei.value.exit_code == 127
+    assert not (h.shims / cid).exists()
+    assert not (h.run / "runtime" / cid).exists()
+    assert not cgroup_exists(cid)
+    with pytest.raises(errors.NotFoundError):
+        h.client.state(cid)
+
+
+def test_output_reaches_log_and_attach_without_loss(h: Harness) -> None:
+    n = 2000
+    cid = h.new_id()
+    script = f"i=0; while [ $i -lt {n} ]; do echo out$i; echo err$i >&2; i=$((i+1)); done"
+    log = h.root / "logs" / f"{cid}.log"
+    t = h.client.create(cid, str(h.bundle(cid, ["sh", "-c", script])), log_path=str(log))
+    io = attach(t.io_socket, stdout=True, stderr=True)
+    h.client.start(cid)
+    frames = list(read_frames(io))  # the shim closes the socket after the last output
+    io.close()
+    assert h.client.wait(cid).exit_status == 0
+    got = {1: b"", 2: b""}
+    for stream, payload in frames:
+        got[stream] += payload
+    assert got[1] == b"".join(b"out%d\n" % i for i in range(n))
+    assert got[2] == b"".join(b"err%d\n" % i for i in range(n))
+    entries = read_logs(str(log))
+    assert [e.log for e in entries if e.stream == "stdout"] == [b"out%d\n" % i for i in range(n)]
+    assert [e.log for e in entries if e.stream == "stderr"] == [b"err%d\n" % i for i in range(n)]
+    raw = json.loads(log.read_text().splitlines()[0])
+    assert set(raw) == {"log", "stream", "time"} and raw["time"].endswith("Z")
+
+
+def test_default_log_path_is_under_containers(h: Harness) -> None:
+    cid, ex = run(h, ["echo", "hi"])
+    log = h.root / "containers" / cid / f"{cid}-json.log"
+    assert [e.log for e in read_logs(str(log))] == [b"hi\n"]
+
+
+def test_stdin_once_attach(h: Harness) -> None:
+    cid = h.new_id()
+    t = h.client.create(cid, str(h.bundle(cid, ["sh", "-c", "cat; echo done"])),
+                        stdin=True, stdin_once=True)
+    io = attach(t.io_socket, stdin=True, stdout=True, stderr=True)
+    h.client.start(cid)
+    io.sendall(b"line1\nline2\n")
+    io.shutdown(2 - 1)  # SHUT_WR: stdin EOF
+    out = b"".join(p for s, p in read_frames(io) if s == 1)
+    assert out == b"line1\nline2\ndone\n"
+    assert h.client.wait(cid).exit_status == 0
+
+
+def test_terminal_output_is_one_stream(h: Harness) -> None:
+    cid = h.new_id()
+    t = h.client.create(cid, str(h.bundle(cid, ["sh", "-c", "echo out; echo err >&2; tty; stty size"],
+                                          terminal=True)), terminal=True)
+    assert t.terminal
+    io = attach(t.io_socket)
+    h.client.resize(cid, 100, 30)
+    h.client.start(cid)
+    frames = list(read_frames(io))
+    assert {s for s, _ in frames} == {1}
+    text = b"".join(p for _, p in frames)
+    # the runtime bind-mounts the pty slave at /dev/console (runc does the same)
+    assert text == b"out\r\nerr\r\n/dev/console\r\n30 100\r\n"
+    assert h.client.wait(cid).exit_status == 0
+
+
+def test_exec_exit_code_output_and_missing(h: Harness) -> None:
+    cid = h.new_id()
+    t = h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
+    h.client.start(cid)
+    p = h.client.exec(cid, "e1", h.process(["sh", "-c", "echo in-$(hostname); exit 5"]))
+    assert p.status == pb.CREATED
+    io = attach(t.io_socket, "e1")
+    started = h.client.start(cid, "e1")
+    assert started.pid > 0
+    out = b"".join(pl for s, pl in read_frames(io))
+    assert h.client.wait(cid, "e1").exit_status == 5
+    assert out.startswith(b"in-")
+    # the exec ran in the container's pid namespace: it saw init as pid 1
+    p2 = h.client.exec(cid, "e2", h.process(["sh", "-c", "cat /proc/1/cmdline"]))
+    io2 = attach(p2.io_socket, "e2")
+    h.client.start(cid, "e2")
+    assert b"".join(pl for _, pl in read_frames(io2)) == b"sleep\x001000\x00"
+    h.client.exec(cid, "e3", h.process(["nosuchcmd"]))
+    with pytest.raises(ExecutableNotFoundError):
+        h.client.start(cid, "e3")
+    assert h.client.wait(cid, "e3").exit_status == 127
+    with pytest.raises(errors.AlreadyExistsError):
+        h.client.exec(cid, "e1", h.process(["true"]))
+    assert h.client.delete(cid, exec_id="e1").exit_status == 5
+    with pytest.raises(errors.NotFoundError):
+        h.client.wait(cid, "e1")
+    assert h.client.state(cid).status == pb.RUNNING
+
+
+def test_pause_resume_stats_pids_update(h: Harness) -> None:
+    cid = h.new_id()
+    t = h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
+    h.client.start(cid)
+    assert h.client.pids(cid) == [t.pid]
+    s = h.client.stats(cid)
+    assert s.id == cid and s.memory_usage > 0 and s.pids_current == 1
+    assert s.system_cpu_ns > 0 and s.online_cpus >= 1
+    h.client.update(cid, {"pids": {"limit": 42}})
+    assert h.client.stats(cid).pids_limit == 42
+    h.client.pause(cid)
+    assert h.client.state(cid).status == pb.PAUSED
+    assert Path(f"/proc/{t.pid}/status").read_text().count("State:\tD") + \
+        Path(f"/proc/{t.pid}/status").read_text().count("State:\tS") == 1
+    with pytest.raises(errors.InvalidStateError):
+        h.client.pause(cid)
+    h.client.resume(cid)
+    assert h.client.state(cid).status == pb.RUNNING
+    with pytest.raises(errors.InvalidStateError):
+        h.client.resume(cid)
+    h.client.pause(cid)
+    ex = h.client.delete(cid, force=True)  # a frozen task must still die
+    assert ex.exit_status == 137
+
+
+def test_errors_are_typed(h: Harness) -> None:
+    with pytest.raises(errors.NotFoundError):
+        h.client.state("lk-nosuch")
+    with pytest.raises(errors.NotFoundError):
+        h.client.create(h.new_id(), str(h.base / "nobundle"))
+    with pytest.raises(errors.InvalidArgumentError):
+        h.client.create("bad/id", str(h.base))
+    cid = h.new_id()
+    h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
+    with pytest.raises(errors.AlreadyExistsError):
+        h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
+    with pytest.raises(errors.NotFoundError):
+        h.client.start(cid, "no-such-exec")
+    h.client.start(cid)
+    with pytest.raises(errors.InvalidStateError):
+        h.client.start(cid)
+    with pytest.raises(errors.InvalidStateError):
+        h.client.delete(cid)
+    h.client.kill(cid, 9)
+    h.client.wait(cid)
+    with pytest.raises(errors.InvalidStateError):
+        h.client.kill(cid, 9)
+    with pytest.raises(errors.InvalidStateError):
+        h.client.exec(cid, "x", h.process(["true"]))
+
+
+def test_events_stream_and_concurrent_waiters(h: Harness) -> None:
+    seen: list[pb.Event] = []
+    stream = h.client.events()
+
+    def read() -> None:
+        try:
+            for e in stream:
+                seen.append(e)
+        except OSError:
+            pass  # the supervisor stopped at teardown: the stream ends with UNAVAILABLE
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.2)  # the stream is registered on the server (no event can be missed after)
+    cid = h.new_id()
+    h.client.create(cid, str(h.bundle(cid, ["sh", "-c", "read x; exit 7"])), stdin=True)
+    h.client.start(cid)
+    results: list[int] = []
+    waiters = [threading.Thread(target=lambda: results.append(h.client.wait(cid).exit_status))
+               for _ in range(8)]
+    for w in waiters:
+        w.start()
+    time.sleep(0.2)
+    h.client.close_stdin(cid)
+    for w in waiters:
+        w.join(30)
+    assert results == [7] * 8
+    h.client.delete(cid)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and "/tasks/delete" not in [e.topic for e in seen]:
+        time.sleep(0.05)
+    topics = [e.topic for e in seen if e.id == cid]
+    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
+    assert [e.exit_status for e in seen if e.topic == "/tasks/exit"] == [7]
