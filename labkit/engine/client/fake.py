@@ -34,6 +34,12 @@ class FakeDaemon:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
+                try:
+                    self._handle()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client hung up first, as real clients may
+
+            def _handle(self) -> None:
                 line = self.rfile.readline().decode().rstrip("\r\n")
                 method, target, _ = line.split(" ", 2)
                 headers: dict[str, str] = {}
@@ -68,7 +74,7 @@ class FakeDaemon:
                     for chunk in payload:
                         self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                     self.wfile.write(b"0\r\n\r\n")
-                else:
+                elif payload:
                     self.wfile.write(payload)
 
         self.server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
