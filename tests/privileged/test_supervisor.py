@@ -34,10 +34,8 @@ def h() -> Iterator[Harness]:
     try:
         yield hs
     finally:
-        ids = list(hs.ids)
         hs.cleanup()
-        for cid in ids:
-            assert not cgroup_exists(cid), f"cgroup lk/{cid} left behind"
+        assert hs.leftover_cgroups() == []
 
 
 def cgroup_exists(cid: str) -> bool:

@@ -115,6 +115,11 @@ class Harness:
         return p
 
     # -- cleanup -------------------------------------------------------------------------
+    def leftover_cgroups(self, root: Path = Path("/sys/fs/cgroup")) -> list[str]:
+        """Cgroups lk/<id> of this harness's ids that still exist (after cleanup: none)."""
+        return [f"{c.name}/lk/{cid}" for cid in self.ids for c in root.iterdir()
+                if (c / "lk" / cid).is_dir()]
+
     def shim_pids(self) -> dict[str, int]:
         out = {}
         for d in self.shims.glob("*"):
