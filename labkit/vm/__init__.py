@@ -15,7 +15,7 @@ Command line: ``labkit vm build|up|run|shell|status|destroy|clean`` (labkit.cli.
 from __future__ import annotations
 
 from labkit.vm._errors import BootTimeoutError, NoSpaceError, VMError
-from labkit.vm.compare import doctor_rows, side_by_side
+from labkit.vm.compare import doctor_frame, doctor_rows, side_by_side
 from labkit.vm.image import Image, build, clean
 from labkit.vm.recipe import Recipe, cache_dir
 from labkit.vm.session import VM, RunResult, Timings, attach, destroy, status, up
@@ -34,6 +34,7 @@ __all__ = [
     "cache_dir",
     "clean",
     "destroy",
+    "doctor_frame",
     "doctor_rows",
     "run",
     "side_by_side",

@@ -44,10 +44,27 @@ def find_port() -> str:
     raise SystemExit(f"labkit-agent: no virtio port named {PORT_NAME}")
 
 
+def ephemeral() -> bool:
+    """labkit.ephemeral=1 on the kernel command line: the VM lives only as long as its
+    host-side client, so a host process that dies (a killed notebook kernel) never leaves
+    a qemu behind."""
+    try:
+        with open("/proc/cmdline") as f:
+            return "labkit.ephemeral=1" in f.read().split()
+    except OSError:
+        return False
+
+
+class HostGone(Exception):
+    """The host closed its end of the port, and this VM was ephemeral."""
+
+
 class Port:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, ephemeral: bool = False) -> None:
         self.fd = os.open(path, os.O_RDWR)
         self.buf = b""
+        self.ephemeral = ephemeral
+        self.seen_host = False
 
     def send(self, msg: dict[str, object]) -> None:
         data = (json.dumps(msg) + "\n").encode()
@@ -58,9 +75,12 @@ class Port:
     def recv(self) -> dict[str, object]:
         while b"\n" not in self.buf:
             chunk = os.read(self.fd, 65536)
-            if not chunk:  # host side not connected: wait for it
+            if not chunk:  # host side not connected: wait for it, or end with it
+                if self.ephemeral and self.seen_host:
+                    raise HostGone
                 time.sleep(0.1)
                 continue
+            self.seen_host = True
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         try:
@@ -108,10 +128,14 @@ def run(port: Port, mid: object, msg: dict[str, object]) -> None:
 
 
 def main() -> None:
-    port = Port(find_port())
+    port = Port(find_port(), ephemeral=ephemeral())
     print("labkit-agent: listening", file=sys.stderr)
     while True:
-        msg = port.recv()
+        try:
+            msg = port.recv()
+        except HostGone:
+            print("labkit-agent: host gone, powering off", file=sys.stderr)
+            return
         mid, op = msg.get("id"), msg.get("op")
         if op == "ping":
             port.send({"id": mid, "op": "pong", "kernel": platform.release()})

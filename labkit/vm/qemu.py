@@ -53,6 +53,7 @@ class BootSpec:
     cpus: int = 2
     share: Path | None = None
     shell: bool = False  # serial console on stdio with a root shell (labkit vm shell)
+    ephemeral: bool = False  # the guest powers off when the host closes the agent channel
 
 
 def kernel_cmdline(spec: BootSpec) -> str:
@@ -62,6 +63,8 @@ def kernel_cmdline(spec: BootSpec) -> str:
             "net.ifnames=0"]
     if spec.shell:
         args.append("labkit.shell=1")
+    if spec.ephemeral:
+        args.append("labkit.ephemeral=1")
     return " ".join(args)
 
 

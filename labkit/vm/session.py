@@ -112,7 +112,8 @@ class VM:
         spec = qemu.BootSpec(kernel=img.kernel, initrd=img.initrd, rootfs=img.rootfs,
                              agent_socket=rundir / "agent.sock",
                              console_log=rundir / "console.log", name=f"labkit-vm-{name}",
-                             accel=timings.accel, share=share, memory_mb=memory_mb, cpus=cpus)
+                             accel=timings.accel, share=share, memory_mb=memory_mb, cpus=cpus,
+                             ephemeral=not keep)
         t0 = time.monotonic()
         with open(rundir / "qemu.stderr", "wb") as errlog:
             # A session of its own: a Ctrl-C in the caller's terminal is handled by us.

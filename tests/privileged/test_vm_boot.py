@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,18 @@ def test_up_run_destroy() -> None:
         assert session.destroy(name)
     assert _qemus(f"labkit-vm-{name}") == []
     assert session.attach(name) is None and not session.destroy(name)
+
+
+def test_ephemeral_vm_powers_off_when_its_client_dies() -> None:
+    """A caller killed with SIGKILL (no cleanup runs) still leaves no qemu behind."""
+    code = ("from labkit.vm import VM; import os, sys; vm = VM.boot(name=sys.argv[1]); "
+            "print(vm.pid, flush=True); os.kill(os.getpid(), 9)")
+    name = f"lk-orphan-{os.getpid()}"
+    res = subprocess.run([sys.executable, "-c", code, name], cwd=REPO, capture_output=True,
+                         timeout=900, check=False)
+    assert res.returncode == -9, res.stderr.decode()
+    pid = int(res.stdout.split()[0])
+    deadline = time.monotonic() + 60
+    while _qemus(f"labkit-vm-{name}") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _qemus(f"labkit-vm-{name}") == [], f"qemu {pid} outlived its client"

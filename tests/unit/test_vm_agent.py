@@ -19,7 +19,7 @@ from labkit.vm.channel import Channel
 def chan() -> Iterator[Channel]:
     host, guest = socket.socketpair()
     port = agent.Port.__new__(agent.Port)
-    port.fd, port.buf = guest.fileno(), b""
+    port.fd, port.buf, port.ephemeral, port.seen_host = guest.fileno(), b"", False, False
 
     def serve() -> None:
         while True:
@@ -85,3 +85,15 @@ def test_ping_timeout_and_closed_channel() -> None:
     with pytest.raises(VMError, match="closed the agent channel"):
         c.ping(time.monotonic() + 2)
     c.close()
+
+
+def test_ephemeral_agent_ends_when_the_host_goes() -> None:
+    host, guest = socket.socketpair()
+    port = agent.Port.__new__(agent.Port)
+    port.fd, port.buf, port.ephemeral, port.seen_host = guest.fileno(), b"", True, False
+    host.sendall(b'{"id": 1, "op": "ping"}\n')
+    assert port.recv() == {"id": 1, "op": "ping"}
+    host.close()
+    with pytest.raises(agent.HostGone):
+        port.recv()
+    guest.close()

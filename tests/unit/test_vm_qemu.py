@@ -3,6 +3,7 @@ the accelerator choice and the failure paths that need no VM (no qemu, no space)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -75,11 +76,13 @@ def test_probe_without_dev_kvm_says_so(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_recipe_hashes_change_with_their_inputs() -> None:
     r = Recipe.current()
-    agent = Recipe(r.suite, r.requirements, r.provision, r.init, r.agent + b"#")
+    agent = dataclasses.replace(r, agent=r.agent + b"#")
     assert agent.base_hash == r.base_hash and agent.image_hash != r.image_hash
-    reqs = Recipe(r.suite, (*r.requirements, "six"), r.provision, r.init, r.agent)
+    reqs = dataclasses.replace(r, requirements=(*r.requirements, "six"))
     assert reqs.base_hash != r.base_hash and reqs.image_hash != r.image_hash
-    assert "pytest>=8.0" in r.requirements
+    pkgs = dataclasses.replace(r, packages=(*r.packages, "etcd-server"))
+    assert pkgs.base_hash != r.base_hash
+    assert "pytest>=8.0" in r.requirements and "runc" in r.packages
 
 
 @pytest.mark.parametrize("text,want", [

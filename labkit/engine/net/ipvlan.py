@@ -17,12 +17,15 @@ whose hint points at the test VM.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import errno
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -46,6 +49,24 @@ MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 
 IFNAMSIZ = 16  # include/uapi/linux/if.h: 15 characters plus the NUL
 VM_HINT = ("this kernel lacks it; boot labkit's test VM, whose kernel has it: "
            "`labkit vm run -- python -m pytest --privileged tests/vm` (or vagrant/)")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _off_loop(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` in a worker thread when this thread runs an asyncio loop (a Jupyter
+    kernel): pyroute2's synchronous API drives its own loop and refuses to nest in one."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lk-rtnl") as ex:
+            return ex.submit(fn, *args, **kwargs).result()
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -116,6 +137,7 @@ def _add(kind: str, name: str, parent: str, netns: str | None, **data: Any) -> L
     return get_link(name, netns=netns)
 
 
+@_off_loop
 def add_ipvlan(name: str, parent: str, *, mode: str = "l2", netns: str | None = None) -> Link:
     """ip-link(8) ``add NAME link PARENT type ipvlan mode MODE``, optionally in ``netns``.
 
@@ -127,6 +149,7 @@ def add_ipvlan(name: str, parent: str, *, mode: str = "l2", netns: str | None = 
     return _add("ipvlan", name, parent, netns, ipvlan_mode=IPVLAN_MODES[mode])
 
 
+@_off_loop
 def add_macvlan(name: str, parent: str, *, mode: str = "bridge",
                 netns: str | None = None) -> Link:
     """ip-link(8) ``add NAME link PARENT type macvlan mode MODE``, optionally in ``netns``.
@@ -139,6 +162,7 @@ def add_macvlan(name: str, parent: str, *, mode: str = "bridge",
     return _add("macvlan", name, parent, netns, macvlan_mode=mode)
 
 
+@_off_loop
 def get_link(name: str, *, netns: str | None = None) -> Link:
     """RTM_GETLINK for ``name``: its index, kind, ipvlan/macvlan mode and parent."""
     _check_name("name", name)
@@ -160,6 +184,7 @@ def get_link(name: str, *, netns: str | None = None) -> Link:
                 parent_index=int(parent) if parent is not None else None, netns=netns)
 
 
+@_off_loop
 def delete_link(name: str, *, netns: str | None = None) -> None:
     """ip-link(8) ``del NAME``.  Raises NotFoundError when there is no such link."""
     _check_name("name", name)
