@@ -93,3 +93,13 @@ def test_bad_input_is_refused_before_netlink(kw: dict[str, str], what: str) -> N
 def test_bad_macvlan_mode() -> None:
     with pytest.raises(errors.InvalidArgumentError, match="mode"):
         ipvlan.add_macvlan("lkmv2", "lo", mode="l2")
+
+
+def test_usable_from_a_running_event_loop() -> None:
+    """A Jupyter kernel's main thread runs an asyncio loop; pyroute2's sync API cannot."""
+    import asyncio
+
+    async def inside_a_loop() -> ipvlan.Link:
+        return ipvlan.get_link("lo")
+
+    assert asyncio.run(inside_a_loop()).index == 1
