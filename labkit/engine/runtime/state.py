@@ -37,6 +37,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 EXEC_FIFO = "exec.fifo"
+CONFIG_COPY = "config.json"
 STATE_FILE = "state.json"
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
