@@ -374,3 +374,19 @@ def test_exec_joins_the_running_container(bundle: Bundle) -> None:
     p = bundle.cli("exec", cid, "true")
     assert p.returncode == 1 and "no such container" in p.stderr
     assert_nothing_left(bundle, cid)
+
+
+def test_pause_resume(bundle: Bundle) -> None:
+    bundle.set_args("sleep", "1000", terminal=False)
+    cid = bundle.new_id()
+    bundle.cli("run", "--bundle", str(bundle.dir), "--detach", cid, check=True)
+    bundle.cli("pause", cid, check=True)
+    st = json.loads(bundle.cli("state", cid, check=True).stdout)
+    assert st["status"] == "paused"
+    again = bundle.cli("pause", cid)
+    assert again.returncode == 1 and "paused to paused" in again.stderr
+    bundle.cli("resume", cid, check=True)
+    assert json.loads(bundle.cli("state", cid).stdout)["status"] == "running"
+    bundle.cli("pause", cid, check=True)
+    bundle.cli("delete", "--force", cid, check=True)  # a paused container is thawed to die
+    assert_nothing_left(bundle, cid)

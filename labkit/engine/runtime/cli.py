@@ -25,6 +25,7 @@ commands:
   delete  [--force] ID
   run     [--bundle DIR] [--detach] [--keep] [--pid-file F] [--console-socket S] ID
   list    [--format table|json] [--quiet]
+  pause   ID / resume ID                            freeze / thaw (cgroup freezer)
   exec    [--tty] [--detach] [--cwd DIR] [--env K=V]... [--user UID[:GID]] [--pid-file F]
           [--process FILE] ID [CMD ARGS...]              run another process inside
 """
@@ -158,6 +159,10 @@ def dispatch(cmd: str, opts: dict[str, object], args: list[str]) -> int:
             print(table(rows))
         else:
             raise UsageError(f"unknown format {fmt!r} (table or json)")
+    elif cmd in ("pause", "resume"):
+        from labkit.engine.runtime import pause as pausemod
+
+        getattr(pausemod, cmd)(root, _one_id(args, cmd))
     elif cmd == "exec":
         from labkit.engine.runtime.exec import exec_process
 

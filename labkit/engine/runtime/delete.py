@@ -54,6 +54,8 @@ def delete(root: str, container_id: str, *, force: bool = False) -> None:
         from labkit.cgroups import open_cgroup
 
         cg = open_cgroup(st.cgroup)
+    if status == statemod.PAUSED and cg is not None and cg.exists():
+        cg.freeze(False)  # a frozen task cannot die: thaw so SIGKILL is delivered
     if status != statemod.STOPPED:
         try:
             os.kill(st.pid, 9)
