@@ -93,3 +93,6 @@ SYS_NR: dict[str, dict[str, int]] = {
     "aarch64": {"clone3": 435, "pidfd_open": 434, "pidfd_send_signal": 424, "capget": 90,
                 "capset": 91, "seccomp": 277},
 }
+# Numbers from 424 on are the same on every architecture (asm-generic/unistd.h).
+for _nrs in SYS_NR.values():
+    _nrs["pidfd_getfd"] = 438

@@ -181,3 +181,12 @@ def socketpair() -> tuple[int, int]:
     fds = (ctypes.c_int * 2)()
     _call(lambda: lib.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), "socketpair", None)
     return fds[0], fds[1]
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    """pidfd_getfd(2): a duplicate (close-on-exec) of fd ``targetfd`` of the process behind
+    ``pidfd`` (Linux 5.6; needs ptrace access to it)."""
+    lib = libc()
+    nr = _nr("pidfd_getfd")
+    return _call(lambda: lib.syscall(nr, ctypes.c_int(pidfd), ctypes.c_int(targetfd),
+                                     ctypes.c_uint(0)), "pidfd_getfd", str(targetfd))
