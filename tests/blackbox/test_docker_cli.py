@@ -1,0 +1,256 @@
+"""The real Docker CLI (/usr/local/bin/docker) drives labkit's daemon over DOCKER_HOST.
+
+Each test checks what a Docker daemon would make the CLI print and exit with.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.privileged
+
+Docker = Callable[..., subprocess.CompletedProcess[bytes]]
+HEX64 = re.compile(rb"^[0-9a-f]{64}\n$")
+
+
+def _detached(docker: Docker, name: str, *cmd: str) -> str:
+    r = docker("run", "-d", "--name", name, "busybox", *cmd)
+    assert r.returncode == 0, r.stderr
+    assert HEX64.match(r.stdout), r.stdout
+    return r.stdout.decode().strip()
+
+
+def _until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        if got := check():
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_run_rm_prints_exactly_the_output(docker: Docker) -> None:
+    r = docker("run", "--rm", "busybox", "echo", "hi")
+    assert (r.returncode, r.stdout) == (0, b"hi\n"), r.stderr
+
+
+def test_run_rm_network_none(docker: Docker) -> None:
+    r = docker("run", "--rm", "--network", "none", "busybox", "true")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+
+
+def test_run_exit_code_passes_through(docker: Docker) -> None:
+    r = docker("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (r.returncode, r.stdout) == (3, b"out\n")
+    assert b"err\n" in r.stderr
+
+
+def test_run_missing_command_exits_127(docker: Docker) -> None:
+    r = docker("run", "--rm", "busybox", "no-such-command", timeout=20)
+    assert r.returncode == 127, (r.stdout, r.stderr)
+
+
+def test_run_stdin_piped(docker: Docker) -> None:
+    r = docker("run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z", input=b"hello\n")
+    assert (r.returncode, r.stdout) == (0, b"HELLO\n"), r.stderr
+
+
+def test_rm_leaves_nothing_listed(docker: Docker, name: str) -> None:
+    assert docker("run", "--rm", "--name", name, "busybox", "true").returncode == 0
+    r = docker("ps", "-a", "--filter", f"name={name}", "-q")
+    assert (r.returncode, r.stdout) == (0, b"")
+
+
+def test_run_detached_then_ps(docker: Docker, name: str) -> None:
+    cid = _detached(docker, name, "sleep", "600")
+    try:
+        r = docker("ps", "--format", "{{.ID}} {{.Names}} {{.Image}} {{.State}}")
+        assert f"{cid[:12]} {name} busybox running\n".encode() in r.stdout
+        table = docker("ps").stdout.decode().splitlines()
+        assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED",
+                                    "STATUS", "PORTS", "NAMES"]
+        row = next(line for line in table if line.endswith(name))
+        assert row.startswith(cid[:12]) and '"sleep 600"' in row
+        assert re.search(r"Up (Less than a second|\d+ seconds?)", row), row
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_ps_a_shows_exited_status(docker: Docker, name: str) -> None:
+    assert docker("run", "--name", name, "busybox", "sh", "-c", "exit 2").returncode == 2
+    try:
+        r = docker("ps", "-a", "--filter", f"name={name}", "--format", "{{.Status}}")
+        assert re.fullmatch(rb"Exited \(2\) (Less than a second|\d+ seconds?) ago\n", r.stdout), \
+            r.stdout
+        assert docker("ps", "--filter", f"name={name}", "-q").stdout == b""
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_logs_and_logs_follow(docker: Docker, name: str) -> None:
+    _detached(docker, name, "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done; "
+              "echo bad >&2")
+    try:
+        f = docker("logs", "-f", name, timeout=30)
+        assert f.returncode == 0 and f.stdout == b"line1\nline2\nline3\n"
+        assert f.stderr == b"bad\n"
+        r = docker("logs", "--tail", "1", name)
+        assert r.stdout + r.stderr == b"bad\n"
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_exec_output_and_exit_code(docker: Docker, name: str) -> None:
+    _detached(docker, name, "sleep", "600")
+    try:
+        r = docker("exec", name, "sh", "-c", "echo in-$HOSTNAME; exit 4")
+        assert r.returncode == 4 and r.stdout.startswith(b"in-")
+        assert docker("exec", name, "no-such-command").returncode in (126, 127)
+        r = docker("exec", "-i", name, "cat", input=b"piped\n")
+        assert (r.returncode, r.stdout) == (0, b"piped\n")
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_exec_it_under_a_pty(engine: Any, docker: Docker, name: str) -> None:
+    _detached(docker, name, "sleep", "600")
+    try:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: the Docker CLI on a terminal, as a user would run it
+            os.execve("/usr/local/bin/docker", ["docker", "exec", "-it", name, "sh"],
+                      engine.docker_env)
+        out = b""
+        os.write(fd, b"tty; echo mark-$((6*7))\r")
+        deadline = time.monotonic() + 20
+        while b"mark-42" not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        os.write(fd, b"exit 6\r")
+        while time.monotonic() < deadline:
+            try:
+                if not os.read(fd, 4096):
+                    break
+            except OSError:
+                break
+        _, status = os.waitpid(pid, 0)
+        assert b"mark-42" in out and b"/dev/pts/" in out, out
+        assert os.waitstatus_to_exitcode(status) == 6
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_stop_kill_restart_wait(docker: Docker, name: str) -> None:
+    _detached(docker, name, "sleep", "600")
+    try:
+        r = docker("stop", "-t", "1", name)
+        assert (r.returncode, r.stdout) == (0, f"{name}\n".encode())
+        state = docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)
+        assert state.stdout.split()[0] == b"exited"
+        assert docker("restart", "-t", "1", name).stdout == f"{name}\n".encode()
+        assert docker("inspect", "-f", "{{.State.Running}}", name).stdout == b"true\n"
+        assert docker("kill", name).stdout == f"{name}\n".encode()
+        assert docker("wait", name).stdout == b"137\n"
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_wait_returns_exit_status(docker: Docker, name: str) -> None:
+    _detached(docker, name, "sh", "-c", "sleep 0.3; exit 5")
+    try:
+        r = docker("wait", name)
+        assert (r.returncode, r.stdout) == (0, b"5\n")
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_rm_f_removes_running(docker: Docker, name: str) -> None:
+    _detached(docker, name, "sleep", "600")
+    r = docker("rm", "-f", name)
+    assert (r.returncode, r.stdout) == (0, f"{name}\n".encode())
+    assert docker("inspect", name).returncode == 1
+
+
+def test_inspect_shape(docker: Docker, name: str) -> None:
+    import json
+
+    cid = _detached(docker, name, "sleep", "600")
+    try:
+        r = docker("inspect", name)
+        assert r.returncode == 0
+        (obj,) = json.loads(r.stdout)
+        assert obj["Id"] == cid and obj["Name"] == f"/{name}"
+        assert obj["State"]["Running"] is True and obj["State"]["Pid"] > 0
+        assert obj["Config"]["Cmd"] == ["sleep", "600"] and obj["Config"]["Image"] == "busybox"
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_top_lists_the_process(docker: Docker, name: str) -> None:
+    _detached(docker, name, "sleep", "600")
+    try:
+        r = docker("top", name)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.decode().splitlines()
+        assert "PID" in lines[0].split() and any("sleep 600" in line for line in lines[1:])
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_stats_no_stream(docker: Docker, name: str) -> None:
+    _detached(docker, name, "sleep", "600")
+    try:
+        r = docker("stats", "--no-stream", name)
+        assert r.returncode == 0, r.stderr
+        head, row = r.stdout.decode().splitlines()
+        assert head.split()[:3] == ["CONTAINER", "ID", "NAME"] and name in row
+        assert re.search(r"\d+(\.\d+)?[KMG]?i?B / \d+(\.\d+)?[KMGT]?i?B", row), row
+    finally:
+        docker("rm", "-f", name)
+
+
+# ----------------------------------------------------------------- bad input
+def test_unknown_container(docker: Docker) -> None:
+    for verb in ("stop", "rm", "logs", "inspect", "kill"):
+        r = docker(verb, "lk-no-such-container")
+        assert r.returncode == 1, verb
+        assert b"No such container: lk-no-such-container" in r.stderr \
+            or b"No such object: lk-no-such-container" in r.stderr, (verb, r.stderr)
+
+
+def test_name_in_use_is_conflict_125(docker: Docker, name: str) -> None:
+    cid = _detached(docker, name, "sleep", "600")
+    try:
+        r = docker("run", "--name", name, "busybox", "true")
+        assert r.returncode == 125
+        assert (f'Conflict. The container name "/{name}" is already in use by container '
+                f'"{cid}". You have to remove (or rename) that container to be able to '
+                "reuse that name.").encode() in r.stderr, r.stderr
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_invalid_restart_policy(docker: Docker) -> None:
+    r = docker("run", "--restart", "sometimes", "busybox", "true")
+    assert r.returncode == 125 and b"restart" in r.stderr
+
+
+def test_exec_in_stopped_container(docker: Docker, name: str) -> None:
+    assert docker("create", "--name", name, "busybox", "true").returncode == 0
+    try:
+        r = docker("exec", name, "true")
+        assert r.returncode != 0 and b"is not running" in r.stderr, r.stderr
+    finally:
+        docker("rm", "-f", name)
