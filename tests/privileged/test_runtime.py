@@ -121,7 +121,7 @@ def bundle(tmp_path: Path) -> Any:
 
 def test_spec_then_run_isolation(bundle: Bundle) -> None:
     # The spec is used as written (terminal true: run allocates a pty); only args change.
-    probe = ("echo pid=$$; echo host=$(hostname); echo nps=$(ps -o pid | tail -n +2 | wc -l);"
+    probe = ("echo pid=$$; echo host=$(hostname); echo tty=$(tty); echo nps=$(ps -o pid | tail -n +2 | wc -l);"
              " grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status;"
              " echo keys=$(cat /proc/keys | wc -c); echo fw=$(ls /sys/firmware | wc -l);"
              " awk '$5 == \"/\" {print \"rootmnt=\" $4}' /proc/self/mountinfo;"
@@ -134,6 +134,7 @@ def test_spec_then_run_isolation(bundle: Bundle) -> None:
                for line in p.stdout.replace("\r", "").splitlines() if line)
     assert out["pid"] == "1"
     assert out["host"] == "labkit"
+    assert out["tty"] == "/dev/pts/0"  # a pty of the container's own devpts
     # sh, ps, tail, wc (and the $() subshell): nothing from the host, whose ps lists hundreds.
     assert int(out["nps"]) <= 6
     assert int(out["CapEff"], 16) == mask(DEFAULT_CAPS)

@@ -116,8 +116,8 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
                     console_socket: str | None = None,
                     foreground: bool = False) -> tuple[statemod.State, int | None]:
     """create(); with ``foreground`` (`run` without --detach) and process.terminal but no
-    console socket, allocate a pty here, make its slave init's controlling terminal and
-    return the master for the caller to pump (else None)."""
+    console socket, init opens a pty in the container's devpts and makes it its controlling
+    terminal; the master is returned for the caller to pump (else None)."""
     statemod.check_id(container_id)
     cfg = configmod.load(bundle, container_id)
     if cfg.terminal and console_socket is None and not foreground:
@@ -138,25 +138,17 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
     cg = open_cgroup(cfg.cgroup_name)
 
     undo = _Undo()
-    master = slave = None
     try:
-        if cfg.terminal and console_socket is None:
-            master, slave = os.openpty()
-            undo.push(os.close, master)
-        st = _create(root, container_id, cfg, cg, resources, filt, undo, pid_file,
-                     console_socket, slave)
-        return st, master
+        return _create(root, container_id, cfg, cg, resources, filt, undo, pid_file,
+                       console_socket, cfg.terminal and console_socket is None)
     except BaseException:
         undo.run()
         raise
-    finally:
-        if slave is not None:
-            os.close(slave)
 
 
 def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any, filt: Any,
             undo: _Undo, pid_file: str | None, console_socket: str | None,
-            tty_slave: int | None) -> statemod.State:
+            pty: bool) -> tuple[statemod.State, int | None]:
     from labkit.engine.runtime.init import InitArgs, intermediate
     from labkit.ns.apply import parent_serve
 
@@ -204,7 +196,7 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     ns_parent, ns_child = syscalls.socketpair()
     uses_cgroupfs = any(m.get("type") == "cgroup" for m in cfg.raw.get("mounts") or [])
-    args = InitArgs(cfg, sync_w, fifo_fd, tty_slave, console_fd, filt, uses_cgroupfs)
+    args = InitArgs(cfg, sync_w, fifo_fd, pty, console_fd, filt, uses_cgroupfs)
     pid = os.fork()
     if pid == 0:
         os.close(sync_r)
@@ -227,12 +219,14 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     init_pid = 0
     failure: BaseException | None = None
     ready = False
+    master_no: int | None = None
     for tag, payload in frames:
         if tag == b"P":
             init_pid = int(payload)
             undo.push(_kill_reap, init_pid)
         elif tag == b"R":
             ready = True
+            master_no = int(payload) if payload else None
         elif tag == b"E" and failure is None:
             failure = _unpickle(payload)
     # A refused id map is the root cause; the child's EPIPE/handshake error follows from it.
@@ -243,6 +237,15 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     if not ready or not init_pid:
         raise errors.from_errno(errno.EPIPE, "read", "container init sync pipe",
                                 hint="init exited without reporting (see stderr)")
+    master = None
+    if pty and master_no is not None:
+        # init opened the pty in its own devpts; take a copy of the master from it.
+        pidfd = os.pidfd_open(init_pid)
+        try:
+            master = syscalls.pidfd_getfd(pidfd, master_no)
+        finally:
+            os.close(pidfd)
+        undo.push(os.close, master)
     start = statemod.proc_start_time(init_pid)
     st = statemod.State(
         id=cid, bundle=cfg.bundle, pid=init_pid, rootfs=cfg.rootfs, cgroup=cfg.cgroup_name,
@@ -254,7 +257,7 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     if pid_file:
         _write_pid_file(pid_file, init_pid)
     undo.steps.clear()
-    return st
+    return st, master
 
 
 def _write_pid_file(path: str, pid: int) -> None:

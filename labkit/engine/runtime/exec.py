@@ -25,7 +25,7 @@ from labkit.engine.runtime import config as configmod
 from labkit.engine.runtime import process as procmod
 from labkit.engine.runtime import state as statemod
 from labkit.engine.runtime.create import SYNC_TIMEOUT, _kill_reap, _read_frames, _unpickle
-from labkit.engine.runtime.init import _controlling_tty, _report, join_cgroup
+from labkit.engine.runtime.init import _controlling_tty, _report, join_cgroup, open_pty
 from labkit.ns.apply import child_enter, send_frame
 from labkit.ns.spec import NamespaceSpec
 
@@ -73,32 +73,13 @@ def _join_spec(cfg: dict[str, Any], init_pid: int) -> NamespaceSpec:
                          propagation="unchanged")
 
 
-# ioctl_tty(2) numbers (asm-generic/ioctls.h): unlock a pty master, open its peer.
-TIOCSPTLCK = 0x40045431
-TIOCGPTPEER = 0x5441
-
-
 def container_pty(init_pid: int) -> tuple[int, int]:
-    """A pty from the container's own devpts: (master, slave), both close-on-exec.
-
-    /proc/PID/root/dev/ptmx resolves inside the container (proc(5)), so the pair belongs to
-    its devpts instance and ttyname() works in there; TIOCGPTPEER opens the slave without a
-    path lookup (Linux 4.13).  Falls back to a host pty when the container has no devpts.
-    """
-    import fcntl
-
+    """A pty from the container's own devpts (/proc/PID/root/dev/ptmx resolves inside it,
+    proc(5)), so ttyname() works in there; a host pty when it has no devpts."""
     try:
-        master = os.open(f"/proc/{init_pid}/root/dev/ptmx",
-                         os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
+        return open_pty(f"/proc/{init_pid}/root/dev/ptmx")
+    except errors.SyscallError:
         return os.openpty()
-    try:
-        fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")
-        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        os.close(master)
-        return os.openpty()
-    return master, slave
 
 
 def _exec_child(proc: dict[str, Any], in_userns: bool, slave: int | None,

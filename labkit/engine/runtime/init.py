@@ -29,6 +29,8 @@ import sys
 import termios
 from typing import Any, NoReturn
 
+from labkit import errors
+from labkit._sys import consts, syscalls
 from labkit._sys.seccomp import load_bpf
 from labkit.engine.runtime import process, rootfs
 from labkit.ns.apply import child_enter, error_payload, send_frame
@@ -42,17 +44,17 @@ class InitArgs:
         "console_sock",
         "fifo_fd",
         "host_cgroups",
+        "pty",
         "seccomp",
         "sync_w",
-        "tty_slave",
     )
 
-    def __init__(self, cfg: Any, sync_w: int, fifo_fd: int, tty_slave: int | None,
+    def __init__(self, cfg: Any, sync_w: int, fifo_fd: int, pty: bool,
                  console_sock: int | None, seccomp: Any, host_cgroups: bool) -> None:
         self.cfg = cfg
         self.sync_w = sync_w
         self.fifo_fd = fifo_fd
-        self.tty_slave = tty_slave
+        self.pty = pty
         self.console_sock = console_sock
         self.seccomp = seccomp
         self.host_cgroups = host_cgroups
@@ -111,11 +113,45 @@ def _cloexec_all(keep: int = 2) -> None:
                 pass  # the listdir fd itself, already closed
 
 
-def _terminal_from_console_socket(sock: int) -> str:
-    """Open a pty in the container's devpts, send the master over ``sock``, become its tty."""
+# ioctl_tty(2) numbers (asm-generic/ioctls.h): unlock a pty master, open its peer.
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+
+
+def open_pty(ptmx: str = "/dev/ptmx") -> tuple[int, int]:
+    """(master, slave) of a new pty from the devpts behind ``ptmx``, both close-on-exec.
+
+    Inside the container "/dev/ptmx" is its own devpts instance (newinstance), so the slave
+    is /dev/pts/N *there* and ttyname() works; TIOCGPTPEER opens the slave from the master
+    without a path lookup (Linux 4.13, ioctl_tty(2)).
+    """
+    try:
+        master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as err:
+        raise errors.from_errno(err.errno or 5, "open", ptmx,
+                                hint="process.terminal needs a devpts mount at /dev/pts") from None
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as err:
+        os.close(master)
+        raise errors.from_errno(err.errno or 5, "ioctl TIOCGPTPEER", ptmx) from None
+    return master, slave
+
+
+def _console(slave: int) -> None:
+    # runc: the container's terminal is also its /dev/console (a bind of /dev/pts/N).
+    target = "/dev/console"
+    if not os.path.exists(target):
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    syscalls.mount(os.ttyname(slave), target, None, consts.MS_BIND, None)
+
+
+def _terminal_from_console_socket(sock: int) -> None:
+    """A pty in the container's devpts: master over ``sock`` (SCM_RIGHTS), slave as our tty."""
     import socket
 
-    master, slave = os.openpty()
+    master, slave = open_pty()
     s = socket.socket(fileno=sock)
     try:
         socket.send_fds(s, [b"/dev/ptmx"], [master])
@@ -123,8 +159,8 @@ def _terminal_from_console_socket(sock: int) -> str:
         s.detach()
         os.close(sock)
         os.close(master)
+    _console(slave)
     _controlling_tty(slave)
-    return os.ttyname(0)
 
 
 def _controlling_tty(slave: int) -> None:
@@ -146,15 +182,19 @@ def container_init(a: InitArgs) -> NoReturn:
         os.setsid()
         _cloexec_all()
         cgroup_dirs = rootfs.host_cgroup_dirs() if a.host_cgroups else {}
-        console = os.ttyname(a.tty_slave) if a.tty_slave is not None else None
-        rootfs.prepare(cfg, cgroup_dirs, console)
+        rootfs.prepare(cfg, cgroup_dirs)
         # The host's /proc, kept open across pivot_root, to reopen exec.fifo by its fd
         # without depending on the container mounting a /proc of its own.
         hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         rootfs.pivot(cfg.rootfs)
         rootfs.finalize(cfg)
-        if a.tty_slave is not None:
-            _controlling_tty(a.tty_slave)
+        ready = b""
+        if a.pty:
+            # The runtime takes the master with pidfd_getfd(2): the number is in "R".
+            master, slave = open_pty()
+            _console(slave)
+            _controlling_tty(slave)
+            ready = str(master).encode()
         elif a.console_sock is not None:
             _terminal_from_console_socket(a.console_sock)
         if p.get("rlimits"):
@@ -174,7 +214,7 @@ def container_init(a: InitArgs) -> NoReturn:
             process.no_new_privs()
         if a.seccomp is not None and nnp:
             load_bpf(*a.seccomp)  # last: the filter must allow only what execve needs from here
-        send_frame(a.sync_w, b"R")
+        send_frame(a.sync_w, b"R", ready)
         os.close(a.sync_w)
     except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
         _report(a.sync_w, exc)

@@ -224,7 +224,7 @@ def _device(path: str, typ: str, major: int, minor: int, mode: int, uid: int, gi
     os.chown(path, uid, gid)
 
 
-def prepare(cfg: Any, cgroup_paths: dict[str, str], console: str | None) -> None:
+def prepare(cfg: Any, cgroup_paths: dict[str, str]) -> None:
     """Steps 1-3 of the module docstring; ``cfg`` is a validated runtime.config.Config."""
     linux = cfg.linux
     rootfs = cfg.rootfs
@@ -238,11 +238,6 @@ def prepare(cfg: Any, cgroup_paths: dict[str, str], console: str | None) -> None
     in_userns = "user" in cfg.namespaces.new or "user" in cfg.namespaces.join
     if mounted_dev or linux.get("devices"):
         make_devices(rootfs, linux.get("devices") or [], in_userns)
-    if console is not None:
-        # runc: the pty slave is bind-mounted over /dev/console.
-        target = os.path.join(rootfs, "dev/console")
-        _touch(target)
-        syscalls.mount(console, target, None, C.MS_BIND, None)
     cwd = secure_join(rootfs, cfg.process.get("cwd", "/"))
     if not os.path.isdir(cwd):
         _mkdirs(cwd)  # runc creates a missing cwd (while the rootfs is still writable)
