@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from labkit.engine.logs import (Follower, JsonFileWriter, LineSplitter, follow, parse_size,
-                                parse_time, read_logs, rfc3339nano)
+from labkit.engine.logs import (
+    Follower,
+    JsonFileWriter,
+    LineSplitter,
+    follow,
+    parse_size,
+    parse_time,
+    read_logs,
+    rfc3339nano,
+)
 from labkit.engine.logs.jsonfile import PARTIAL_MAX
 from labkit.errors import InvalidArgumentError
 

@@ -6,8 +6,16 @@ import pytest
 
 from labkit import errors
 from labkit.engine.runtime.process import ExecutableNotFoundError
-from labkit.engine.shim.protocol import (check_reply, decode, encode, error_from_dict,
-                                         error_to_dict, frame, reply_error, unframe)
+from labkit.engine.shim.protocol import (
+    check_reply,
+    decode,
+    encode,
+    error_from_dict,
+    error_to_dict,
+    frame,
+    reply_error,
+    unframe,
+)
 
 
 def test_encode_decode_roundtrip() -> None:
@@ -41,7 +49,7 @@ def test_errors_cross_as_the_same_class_and_fields(exc: Exception) -> None:
 
 def test_executable_not_found_keeps_exit_code_127() -> None:
     back = error_from_dict(error_to_dict(ExecutableNotFoundError("nosuch")))
-    assert getattr(back, "exit_code") == 127
+    assert back.exit_code == 127
     assert "executable file not found" in str(back)
 
 
@@ -58,7 +66,7 @@ def test_unknown_or_foreign_classes_are_not_imported() -> None:
     for t in ("os:system", "subprocess:Popen", "labkit.errors:HINTS", "labkit.nosuch:X"):
         back = error_from_dict({"type": t, "args": ["echo hi"], "message": "m", "exit_code": 3})
         assert type(back) is errors.ConflictError and str(back) == "m"
-        assert getattr(back, "exit_code") == 3
+        assert back.exit_code == 3
 
 
 def test_wrong_args_fall_back_to_message() -> None:

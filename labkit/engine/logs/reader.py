@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ def parse_time(text: str) -> int:
 
     t = text.strip()
     off = 0
-    if t.endswith("Z") or t.endswith("z"):
+    if t.endswith(("Z", "z")):
         t = t[:-1]
     elif len(t) > 6 and t[-6] in "+-" and t[-3] == ":":
         sign = 1 if t[-6] == "+" else -1
@@ -101,7 +102,7 @@ class Follower:
         self.path = path
         self.since = since
         self.streams = _streams(stdout, stderr)
-        self.fh = None
+        self.fh: BinaryIO | None = None
         self.ino = -1
         self.partial = b""
         self._open(seek_end=from_end)

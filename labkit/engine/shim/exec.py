@@ -57,7 +57,7 @@ def _frames(buf: bytes) -> list[tuple[bytes, bytes]]:
 def _report(fd: int, exc: BaseException) -> None:
     try:
         send_frame(fd, b"E", error_payload(exc))
-    except BaseException:  # noqa: S110 - the shim is gone; nothing left to tell
+    except BaseException:  # noqa: BLE001,S110 -- the shim is gone; nothing left to tell
         pass
 
 
@@ -95,7 +95,7 @@ def _child(p: dict[str, Any], stdio: tuple[int, int, int], tty: bool, filt: Any,
         if filt is not None and nnp:
             load_bpf(*filt)
         os.execve(path, p["args"], dict(kv.split("=", 1) for kv in env if "=" in kv))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 -- any failure must reach the shim
         _report(sync_w, exc)
     os._exit(127)
 
@@ -152,7 +152,7 @@ def spawn(init_pid: int, bundle: str, cid: str, runtime_root: str, p: dict[str, 
                 _child(p, stdio, tty, filt, w, in_userns)
             send_frame(w, b"P", str(pid).encode())
             code = 0
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 -- any failure must reach the shim
             _report(w, exc)
         finally:
             os._exit(code)
@@ -168,15 +168,15 @@ def spawn(init_pid: int, bundle: str, cid: str, runtime_root: str, p: dict[str, 
             pid = int(payload)
         elif tag == b"E":
             try:
-                exc = pickle.loads(payload)
-            except Exception:
-                exc = errors.from_errno(errno.EPROTO, "exec", "error frame")
+                failure = pickle.loads(payload)
+            except Exception:  # noqa: BLE001 -- a broken frame still becomes a typed error
+                failure = errors.from_errno(errno.EPROTO, "exec", "error frame")
             if pid:  # the process failed before execve: it is our child now; reap it
                 try:
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
-            raise exc
+            raise failure
     if not pid:
         raise errors.from_errno(errno.EPIPE, "exec", f"container of pid {init_pid}",
                                 hint="the helper died without reporting")

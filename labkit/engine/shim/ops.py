@@ -27,14 +27,33 @@ from labkit.engine.shim.proc import Proc
 from labkit.engine.shim.protocol import check_reply, decode, encode, reply_error
 
 if TYPE_CHECKING:
-    from labkit.engine.shim.server import CtlConn, Shim
-
-    _Base = Shim
-else:
-    _Base = object
+    from labkit.engine.shim.server import CtlConn
 
 
-class Ops(_Base):
+class Ops:
+    """Mixed into server.Shim, which provides the state and loop methods declared here."""
+
+    cfg: dict[str, Any]
+    id: str
+    dir: str
+    runtime_root: str
+    procs: dict[str, Proc]
+    by_pid: dict[int, Proc]
+    quit: bool
+    subscribers: list[CtlConn]
+
+    def save_state(self) -> None:
+        raise NotImplementedError
+
+    def emit(self, topic: str, proc: Proc, **extra: Any) -> None:
+        raise NotImplementedError
+
+    def exited(self, proc: Proc, code: int, error: str = "") -> None:
+        raise NotImplementedError
+
+    def watch_output(self, p: Proc) -> None:
+        raise NotImplementedError
+
     # -- helpers -------------------------------------------------------------------------
     def proc(self, req: dict[str, Any]) -> Proc:
         eid = str(req.get("exec_id") or "")
@@ -123,10 +142,10 @@ class Ops(_Base):
                 socket.send_fds(b, [encode({"ok": True, "pid": st.pid})],
                                 [master] if master is not None else [])
                 code = 0
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 -- any failure must reach the shim
                 try:
                     b.sendall(encode(reply_error(exc)))
-                except BaseException:  # noqa: S110 - the shim is gone
+                except BaseException:  # noqa: BLE001,S110 -- the shim is gone
                     pass
             finally:
                 os._exit(code)

@@ -24,7 +24,7 @@ STREAMS = {1: "stdout", 2: "stderr"}
 class IoClient:
     """An attached io-socket connection (see supervisor.proto for the wire format)."""
 
-    __slots__ = ("sock", "fd", "hdr", "proc", "stdin", "stdout", "stderr", "wbuf", "closing")
+    __slots__ = ("closing", "fd", "hdr", "proc", "sock", "stderr", "stdin", "stdout", "wbuf")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock

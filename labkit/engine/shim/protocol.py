@@ -56,7 +56,7 @@ def error_to_dict(exc: BaseException) -> dict[str, Any]:
             exc = errors.ConflictError(f"{type(exc).__name__}: {exc}")
     cls = type(exc)
     try:
-        args = list(exc.__reduce__()[1])  # type: ignore[index]
+        args = list(exc.__reduce__()[1])
         json.dumps(args)
     except (TypeError, ValueError, IndexError):
         args = []
@@ -78,7 +78,7 @@ def error_from_dict(d: dict[str, Any]) -> errors.LabkitError:
             cls = None
     if isinstance(cls, type) and issubclass(cls, errors.LabkitError):
         try:
-            return cls(*d.get("args") or [])  # type: ignore[no-any-return]
+            return cls(*d.get("args") or [])
         except TypeError:
             pass
     exc = errors.ConflictError(message)

@@ -15,12 +15,14 @@ containerd-shim-runc-v2's job in one single-threaded poll(2) loop:
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import signal
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from labkit import errors
 from labkit.engine.shim import layout
@@ -32,7 +34,7 @@ IN, OUT, HUP = select.POLLIN, select.POLLOUT, select.POLLHUP | select.POLLERR
 
 
 class CtlConn:
-    __slots__ = ("sock", "buf", "subscribed")
+    __slots__ = ("buf", "sock", "subscribed")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -203,7 +205,7 @@ class Shim(Ops):
             if fn is None:
                 raise errors.InvalidArgumentError("op", f"unknown shim operation {op!r}")
             reply = fn(req, conn)
-        except Exception as exc:  # every failure becomes a typed reply, never a dead shim
+        except Exception as exc:  # noqa: BLE001 -- every failure becomes a typed reply, never a dead shim
             reply = reply_error(exc)
         if reply is not None:
             conn.send(reply)
@@ -278,9 +280,9 @@ class Shim(Ops):
     def watch_output(self, p: Proc) -> None:
         for fd in p.outs:
             os.set_blocking(fd, False)
-            self.watch(fd, IN, lambda fd, ev, p=p: self._on_output(p, fd))
+            self.watch(fd, IN, functools.partial(self._on_output_event, p))
 
-    def _on_output(self, p: Proc, fd: int) -> None:
+    def _on_output_event(self, p: Proc, fd: int, _ev: int) -> None:
         data, bad = p.read_out(fd)
         for c in bad:
             self.drop_client(c)

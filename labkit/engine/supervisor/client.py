@@ -17,6 +17,7 @@ asyncio caller runs them in an executor, or uses the stubs of api/ with grpc.aio
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import socket
@@ -30,7 +31,7 @@ from labkit.engine.supervisor.api import supervisor_pb2 as pb
 from labkit.engine.supervisor.api import supervisor_pb2_grpc as pb_grpc
 from labkit.engine.supervisor.errmap import to_native
 
-__all__ = ["SupervisorClient", "attach", "read_frames", "pb"]
+__all__ = ["SupervisorClient", "attach", "pb", "read_frames"]
 
 
 class SupervisorClient:
@@ -45,7 +46,7 @@ class SupervisorClient:
         self.target = str(socket_path)
         self.timeout = timeout
         self.channel = grpc.insecure_channel(f"unix://{self.target}")
-        self.stub = pb_grpc.TasksStub(self.channel)
+        self.stub = pb_grpc.TasksStub(self.channel)  # type: ignore[no-untyped-call]
 
     def _call(self, name: str, req: Any, timeout: float | None | bool = True) -> Any:
         try:
@@ -84,8 +85,8 @@ class SupervisorClient:
     def state(self, id: str) -> pb.Task:
         return self._call("State", pb.TaskRequest(id=id))  # type: ignore[no-any-return]
 
-    def list(self) -> list[pb.Task]:
-        return list(self._call("List", pb.ListRequest()).tasks)
+    def list(self) -> builtins.list[pb.Task]:
+        return builtins.list(self._call("List", pb.ListRequest()).tasks)
 
     def exec(self, id: str, exec_id: str, process: Mapping[str, Any], *, terminal: bool = False,
              stdin: bool = False) -> pb.Process:
@@ -106,8 +107,8 @@ class SupervisorClient:
     def resume(self, id: str) -> None:
         self._call("Resume", pb.TaskRequest(id=id))
 
-    def pids(self, id: str) -> list[int]:
-        return list(self._call("Pids", pb.TaskRequest(id=id)).pids)
+    def pids(self, id: str) -> builtins.list[int]:
+        return builtins.list(self._call("Pids", pb.TaskRequest(id=id)).pids)
 
     def stats(self, id: str) -> pb.Stats:
         return self._call("Stats", pb.TaskRequest(id=id))  # type: ignore[no-any-return]
@@ -127,7 +128,7 @@ class SupervisorClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> SupervisorClient:
+    def __enter__(self) -> SupervisorClient:  # noqa: PYI034 -- 3.11 has typing.Self, kept simple
         return self
 
     def __exit__(self, *exc: object) -> None:

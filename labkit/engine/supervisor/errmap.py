@@ -80,4 +80,4 @@ def to_native(err: grpc.RpcError, target: str = "supervisor") -> Exception:
     cls = NATIVE.get(code)
     if cls is not None:
         return _bare(cls, details or str(code))
-    return _bare(errors.LabkitError, f"{code}: {details}")  # type: ignore[type-abstract]
+    return _bare(errors.LabkitError, f"{code}: {details}")

@@ -63,9 +63,12 @@ class Harness:
 
         if self.socket.exists():
             self.socket.unlink()
-        self.proc = subprocess.Popen([sys.executable, "-m", "labkit.engine.supervisor"],
-                                     env=self.env, stdin=subprocess.DEVNULL,
-                                     stderr=open(self.base / "supervisor.log", "ab"))
+        log = self._log()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "labkit.engine.supervisor"],
+                                         env=self.env, stdin=subprocess.DEVNULL, stderr=log)
+        finally:
+            os.close(log)
         end = time.monotonic() + timeout
         while not self.socket.exists():
             if self.proc.poll() is not None or time.monotonic() > end:
@@ -75,6 +78,10 @@ class Harness:
         if self.client is not None:
             self.client.close()
         self.client = SupervisorClient(self.socket)
+
+    def _log(self) -> int:
+        # an fd the child inherits; ours is closed right after Popen copied it
+        return os.open(self.base / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def kill_supervisor(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None:

@@ -54,7 +54,7 @@ async def _serve(template: object, paths: object) -> None:
     service = TasksService(template, str(p.shims_dir()), str(p.runtime_root()),  # type: ignore[arg-type]
                            str(p.containers_dir()))
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_TasksServicer_to_server(service, server)
+    pb_grpc.add_TasksServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"unix://{sock}")
     await service.restore()
     await server.start()

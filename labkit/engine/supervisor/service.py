@@ -41,7 +41,7 @@ def rpc(fn: F) -> F:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await fn(self, request, context)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- the one place errors become statuses
             code, msg, md = to_grpc(exc)
             await context.abort(code, msg, trailing_metadata=md)
     return wrapper  # type: ignore[return-value]
@@ -176,7 +176,7 @@ class TasksService(pb_grpc.TasksServicer):
                        "options": dict(req.log.options)},
                "rootfs": [{"type": m.type, "source": m.source, "options": list(m.options)}
                           for m in req.rootfs]}
-        r = Record(cid, cfg["dir"], cfg)
+        r = Record(cid, os.path.join(self.shims_root, cid), cfg)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.mount_rootfs, r)
         self.records[cid] = r
