@@ -53,6 +53,10 @@ class LabEngine:
     """One daemon + supervisor pair with its own state and sockets."""
 
     def __init__(self, tag: str = "lab") -> None:
+        # Keep the tag short: the shims' unix sockets live under LABKIT_RUN, and a socket
+        # path must fit in sun_path (108 bytes, unix(7)).
+        if len(tag) > 4:
+            raise ValueError(f"tag {tag!r}: at most 4 characters (unix socket path limit)")
         self.base = Path(tempfile.mkdtemp(prefix=f"lk-{tag}-", dir="/tmp"))
         self.root, self.run = self.base / "root", self.base / "run"
         self.socket = self.run / "labkit.sock"
