@@ -391,3 +391,26 @@ def test_pause_resume(bundle: Bundle) -> None:
     bundle.cli("pause", cid, check=True)
     bundle.cli("delete", "--force", cid, check=True)  # a paused container is thawed to die
     assert_nothing_left(bundle, cid)
+
+
+def test_kill_all_reaches_every_process_in_the_cgroup(bundle: Bundle) -> None:
+    bundle.set_args("sh", "-c", "sleep 1000 & sleep 1000 & wait", terminal=False)
+    cid = bundle.new_id()
+    bundle.cli("run", "--bundle", str(bundle.dir), "--detach", cid, check=True)
+    pid = json.loads(bundle.cli("state", cid, check=True).stdout)["pid"]
+    for _ in range(500):  # the two sleeps appear a moment after start
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if len(kids) == 2:
+            break
+    assert len(kids) == 2
+    bundle.cli("kill", "--all", cid, "KILL", check=True)
+    for _ in range(500):
+        if json.loads(bundle.cli("state", cid).stdout)["status"] == "stopped":
+            break
+    assert json.loads(bundle.cli("state", cid).stdout)["status"] == "stopped"
+    for _ in range(500):  # reaped by whoever inherited them
+        if not any(Path(f"/proc/{k}").exists() for k in kids):
+            break
+    assert not any(Path(f"/proc/{k}").exists() for k in kids)
+    bundle.cli("delete", cid, check=True)
+    assert_nothing_left(bundle, cid)

@@ -160,6 +160,11 @@ def _process(p: dict[str, Any]) -> None:
     want(p, "terminal", bool, w)
     want(p, "noNewPrivileges", bool, w)
     want(p, "oomScoreAdj", int, w)
+    # process.apparmorProfile and process.selinuxLabel are accepted and ignored: this host
+    # enforces neither LSM for containers, and labkit's isolation is namespaces, cgroups,
+    # capabilities and seccomp (runc applies them only when the LSM is enabled, too).
+    want(p, "apparmorProfile", str, w)
+    want(p, "selinuxLabel", str, w)
     user = want(p, "user", dict, w) or {}
     for key in ("uid", "gid", "umask"):
         v = want(user, key, int, "process.user")
