@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,5 +145,20 @@ def test_20_containers_survive_supervisor_sigkill(h: Harness) -> None:
     time.sleep(0.8)
     kill_and_restore(h, tasks, pause=1.0)
     check_restored(h, tasks)
+    # the restored supervisor has re-subscribed to every shim: exits reach its event stream
+    seen: list[pb.Event] = []
+    stream = h.client.events()
+
+    def read() -> None:
+        try:
+            seen.extend(stream)
+        except OSError:
+            pass  # the stream ends when the supervisor stops at teardown
+
+    threading.Thread(target=read, daemon=True).start()
     time.sleep(0.5)
     stop_and_check_logs(h, tasks)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and len({e.id for e in seen if e.topic == "/tasks/exit"}) < 20:
+        time.sleep(0.05)
+    assert {e.id for e in seen if e.topic == "/tasks/exit"} == set(tasks)

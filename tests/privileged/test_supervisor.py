@@ -257,3 +257,32 @@ def test_events_stream_and_concurrent_waiters(h: Harness) -> None:
     topics = [e.topic for e in seen if e.id == cid]
     assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
     assert [e.exit_status for e in seen if e.topic == "/tasks/exit"] == [7]
+
+
+def test_exec_with_terminal_and_stdin(h: Harness) -> None:
+    cid = h.new_id()
+    h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
+    h.client.start(cid)
+    p = h.client.exec(cid, "t1", h.process(["sh", "-c", "stty size; read x; echo got-$x; exit 6"],
+                                           terminal=True), terminal=True, stdin=True)
+    io = attach(p.io_socket, "t1", stdin=True)
+    h.client.resize(cid, 90, 20, exec_id="t1")
+    h.client.start(cid, "t1")
+    io.sendall(b"abc\n")
+    text = b"".join(pl for s, pl in read_frames(io))
+    assert h.client.wait(cid, "t1").exit_status == 6
+    assert b"20 90\r\n" in text and b"got-abc\r\n" in text
+
+
+def test_exec_stdin_pipe_half_close(h: Harness) -> None:
+    cid = h.new_id()
+    h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
+    h.client.start(cid)
+    p = h.client.exec(cid, "s1", h.process(["sh", "-c", "wc -c; exit 2"]), stdin=True)
+    io = attach(p.io_socket, "s1", stdin=True)
+    h.client.start(cid, "s1")
+    io.sendall(b"x" * 100_000)
+    io.shutdown(1)  # SHUT_WR: stdin EOF (exec stdin is StdinOnce, as in Docker)
+    out = b"".join(pl for s, pl in read_frames(io) if s == 1)
+    assert out.strip() == b"100000"
+    assert h.client.wait(cid, "s1").exit_status == 2

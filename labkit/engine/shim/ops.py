@@ -188,9 +188,8 @@ class Ops:
         if init.status not in ("running", "paused"):
             raise errors.InvalidStateError(init.status, "exec",
                                            hint="the container is not running")
-        if p.terminal:
-            p.master, slave = os.openpty()
-            p.outs, p.stdin_w = {p.master: 1}, p.master
+        if p.terminal and p.slave is not None:  # the pty was made by op_exec
+            slave, p.slave = p.slave, None
             stdio: tuple[int, int, int] = (slave, slave, slave)
         else:
             stdio = self._pipes(p)
@@ -221,8 +220,12 @@ class Ops:
         if self.procs[""].status not in ("running", "paused"):
             raise errors.InvalidStateError(self.procs[""].status, "exec",
                                            hint="the container is not running")
-        self.procs[eid] = Proc(eid, terminal=bool(req.get("terminal") or spec.get("terminal")),
-                               spec=spec, want_stdin=bool(req.get("stdin")), stdin_once=True)
+        p = Proc(eid, terminal=bool(req.get("terminal") or spec.get("terminal")), spec=spec,
+                 want_stdin=bool(req.get("stdin")), stdin_once=True)
+        if p.terminal:  # now, so that a resize before start applies (docker exec -it)
+            p.master, p.slave = os.openpty()
+            p.outs, p.stdin_w = {p.master: 1}, p.master
+        self.procs[eid] = p
         self.emit("/tasks/exec-added", self.procs[eid])
         return {"ok": True, "pid": 0}
 
@@ -332,6 +335,8 @@ class Ops:
             if p.status != "stopped" and p.pid:
                 os.kill(p.pid, signal.SIGKILL)
                 self._wait_for(p)
+            if p.status == "created":
+                p.close_fds()  # never started: its pty or pipes are all that exists
             self.procs.pop(p.exec_id, None)
             return {"ok": True, **p.exit_dict()}
         if p.pid and p.status != "stopped":

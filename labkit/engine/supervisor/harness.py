@@ -118,7 +118,7 @@ class Harness:
         from labkit.engine.runtime.spec import default_config
 
         p: dict[str, Any] = default_config()["process"]
-        p.update(args=args, terminal=False, **over)
+        p.update({"args": args, "terminal": False, **over})
         return p
 
     # -- cleanup -------------------------------------------------------------------------
