@@ -286,3 +286,33 @@ def test_exec_stdin_pipe_half_close(h: Harness) -> None:
     out = b"".join(pl for s, pl in read_frames(io) if s == 1)
     assert out.strip() == b"100000"
     assert h.client.wait(cid, "s1").exit_status == 2
+
+
+def test_oom_kill_is_recorded_and_announced(h: Harness) -> None:
+    seen: list[pb.Event] = []
+    stream = h.client.events()
+
+    def read() -> None:
+        try:
+            seen.extend(stream)
+        except OSError:
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    time.sleep(0.2)
+    cid = h.new_id()
+    b = h.bundle(cid, ["sh", "-c", "a=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived"])
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["linux"].setdefault("resources", {})["memory"] = {"limit": 32 << 20, "swap": 32 << 20}
+    (b / "config.json").write_text(json.dumps(cfg))
+    h.client.create(cid, str(b))
+    h.client.start(cid)
+    ex = h.client.wait(cid)
+    assert ex.exit_status == 137 and ex.oom_killed
+    assert h.client.state(cid).oom_killed
+    exit_json = json.loads((h.shims / cid / "exit.json").read_text())
+    assert exit_json["oom_killed"] and exit_json["exit_status"] == 137
+    end = time.monotonic() + 10
+    while time.monotonic() < end and "/tasks/exit" not in [e.topic for e in seen if e.id == cid]:
+        time.sleep(0.05)
+    assert [e.topic for e in seen if e.id == cid][-2:] == ["/tasks/oom", "/tasks/exit"]
