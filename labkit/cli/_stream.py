@@ -11,6 +11,7 @@ running.
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import signal
 import sys
@@ -64,7 +65,7 @@ def raw_terminal(fd: int = 0) -> Iterator[None]:
 
     old = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSANOW)  # TCSAFLUSH (the default) would drop typed-ahead input
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
@@ -77,6 +78,25 @@ def _write_all(fd: int, data: bytes) -> None:
         except BlockingIOError:
             continue
         data = data[n:]
+
+
+def _drain(h: Hijack, dec: FrameDecoder, tty: bool, seconds: float) -> None:
+    """Copy output until the daemon closes the stream or ``seconds`` pass."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([h.sock], [], [], left)
+        if not ready:
+            return
+        data = h.sock.recv(65536)
+        if not data:
+            return
+        if tty:
+            _write_all(1, data)
+        else:
+            for stream, payload in dec.feed(data):
+                _write_all(2 if stream == 2 else 1, payload)
 
 
 def pump(h: Hijack, tty: bool, stdin: bool, detach: bytes = DEFAULT_DETACH,
@@ -129,8 +149,12 @@ def pump(h: Hijack, tty: bool, stdin: bool, detach: bytes = DEFAULT_DETACH,
                             matched = matched + 1 if byte == detach[matched] else (
                                 1 if byte == detach[0] else 0)
                             if matched == len(detach):
-                                h.sendall(data[:i + 1 - len(detach)] if i + 1 >= len(detach)
-                                          else b"")
+                                # Detaching is the daemon's job in Docker (the attach's
+                                # detachKeys): send the keys on, let the daemon end the
+                                # stream, and give it a moment before hanging up ourselves
+                                # (a plain hang-up closes a StdinOnce container's stdin).
+                                h.sendall(data[:i + 1])
+                                _drain(h, dec, tty, 2.0)
                                 return "detached"
                     h.sendall(data)
     finally:

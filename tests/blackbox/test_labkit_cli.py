@@ -96,3 +96,68 @@ def test_autostart_when_no_daemon_answers() -> None:
         assert (r.returncode, r.stdout, b"started one" in r.stderr) == (0, b"", False)
     finally:
         eng.stop()
+
+
+def _pty_session(argv: list[str], env: dict[str, str], keys: list[bytes],
+                 until: bytes, timeout: float = 20.0) -> tuple[bytes, int]:
+    """Run ``argv`` on a new pty (pty(7)), type ``keys`` once ``until`` shows; (output, status)."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(argv[0], argv, env)
+    out = b""
+    deadline = time.monotonic() + timeout
+    sent = False
+    while time.monotonic() < deadline:
+        if not sent and (until in out or not until):
+            for k in keys:
+                os.write(fd, k)
+            sent = True
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        elif sent and os.waitpid(pid, os.WNOHANG)[0]:
+            return out, -1
+    else:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return out, os.waitstatus_to_exitcode(status)
+
+
+def test_run_it_gets_a_tty_and_exit_status(engine: LabEngine) -> None:
+    out, status = _pty_session([LABKIT, "run", "-it", "--rm", "busybox", "sh"], engine.env,
+                               [b"tty; echo mark-$((6*7)); exit 5\r"], b"/ # ")
+    assert b"mark-42" in out and b"/dev/pts/" in out, out
+    assert status == 5
+
+
+def test_run_it_detach_keys_leave_it_running(engine: LabEngine, labkit: Run,
+                                             name: str) -> None:
+    out, status = _pty_session([LABKIT, "run", "-it", "--name", name, "busybox", "sh"],
+                               engine.env, [b"echo ready-$((1+1))\r", b"\x10\x11"], b"/ # ")
+    try:
+        assert status == 0, out
+        r = labkit("inspect", "-f", "{{.State.Running}}", name)
+        assert r.stdout == b"true\n"
+    finally:
+        labkit("rm", "-f", name)
+
+
+def test_exec_it_gets_a_tty(engine: LabEngine, labkit: Run, name: str) -> None:
+    assert labkit("run", "-d", "--name", name, "busybox", "sleep", "600").returncode == 0
+    try:
+        out, status = _pty_session([LABKIT, "exec", "-it", name, "sh"], engine.env,
+                                   [b"tty; echo mark-$((6*7)); exit 4\r"], b"/ # ")
+        assert b"mark-42" in out and b"/dev/pts/" in out, out
+        assert status == 4
+    finally:
+        labkit("rm", "-f", name)
