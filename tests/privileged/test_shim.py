@@ -1,0 +1,116 @@
+"""The shim on its own (no supervisor): started from a template, it owns the container.
+
+Checks the process tree containerd's shim gives: the container's init is the shim's child
+(subreaper), the shim is in a session of its own, and it outlives both the template that
+forked it and the process that asked for it; the control protocol works directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from labkit.engine.shim.protocol import decode, encode
+from labkit.engine.supervisor.harness import Harness
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    hs = Harness(Path(tempfile.mkdtemp(prefix="lk-sh-")))
+    try:
+        yield hs
+    finally:
+        hs.cleanup()
+        assert hs.leftover_cgroups() == []
+
+
+def call(sdir: Path, req: dict[str, Any]) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sdir / "ctl.sock"))
+        s.sendall(encode(req))
+        return decode(s.makefile("rb").readline())
+
+
+# A throwaway parent: it starts a template, has it fork one shim, prints the shim's pid
+# and then blocks; the test SIGKILLs it (and with it, by PDEATHSIG, the template).
+PARENT = textwrap.dedent("""
+    import json, sys, time
+    from labkit.engine.shim.template import Template
+    t = Template()
+    print(t.pid, t.spawn(json.loads(sys.argv[1])), flush=True)
+    time.sleep(1000)
+""")
+
+
+def test_shim_tree_and_survival(h: Harness) -> None:
+    cid = h.new_id("sh")
+    sdir = h.shims / cid
+    cfg = {"id": cid, "dir": str(sdir), "bundle": str(h.bundle(cid, ["sleep", "1000"])),
+           "runtime_root": str(h.run / "runtime"),
+           "log": {"driver": "json-file", "path": str(h.base / "c.log")}}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, json.dumps(cfg)],
+                              stdout=subprocess.PIPE, env=h.env)
+    assert parent.stdout is not None
+    tpl_pid, shim_pid = (int(x) for x in parent.stdout.readline().split())
+    shim = psutil.Process(shim_pid)
+    try:
+        assert call(sdir, {"op": "create"})["ok"]
+        init_pid = call(sdir, {"op": "start"})["pid"]
+        init = psutil.Process(init_pid)
+        assert init.ppid() == shim_pid  # re-parented to the subreaper shim
+        assert shim.ppid() not in (parent.pid, tpl_pid)  # double-forked away
+        assert os.getsid(shim_pid) not in (os.getsid(parent.pid), os.getsid(0))
+        parent.kill()
+        parent.wait()
+        end = time.monotonic() + 10
+        while psutil.pid_exists(tpl_pid) and psutil.Process(tpl_pid).status() != "zombie":
+            assert time.monotonic() < end, "template outlived its parent"
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert shim.is_running() and init.is_running()
+        st = call(sdir, {"op": "state"})
+        assert st["status"] == "running" and st["pid"] == init_pid
+        assert call(sdir, {"op": "kill", "signal": 9})["ok"]
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sdir / "ctl.sock"))
+            s.sendall(encode({"op": "wait"}))
+            assert decode(s.makefile("rb").readline())["exit_status"] == 137
+        assert call(sdir, {"op": "delete"})["ok"]
+        shim.wait(10)
+        assert not sdir.exists()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if shim.is_running() and shim.status() != "zombie":
+            shim.send_signal(signal.SIGKILL)
+
+
+def test_unknown_op_and_bad_json_get_typed_errors(h: Harness) -> None:
+    h.start()
+    cid = h.new_id("sh")
+    h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
+    sdir = h.shims / cid
+    rep = call(sdir, {"op": "frobnicate"})
+    assert not rep["ok"] and rep["error"]["type"] == "labkit.errors:InvalidArgumentError"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sdir / "ctl.sock"))
+        s.sendall(b"{not json\n")
+        rep = decode(s.makefile("rb").readline())
+    assert not rep["ok"] and "not JSON" in rep["error"]["message"]
+    assert call(sdir, {"op": "state"})["status"] == "created"  # the shim is unharmed
