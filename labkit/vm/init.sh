@@ -22,7 +22,7 @@ done
 mnt tracefs tracefs /sys/kernel/tracing
 mnt debugfs debugfs /sys/kernel/debug
 mnt bpf bpf /sys/fs/bpf
-mnt configfs configfs /sys/kernel/config
+[ -d /sys/kernel/config ] && mnt configfs configfs /sys/kernel/config
 hostname labkit-vm
 ip link set lo up
 # Modules the labs expect to find in /proc/filesystems or ready to use (the kernel would
@@ -36,10 +36,15 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,cache=mmap labkit /mnt
 echo "labkit-init: ready $(uname -r)" > /dev/console
 case " $(cat /proc/cmdline) " in
   *" labkit.shell=1 "*)
-    /opt/labkit/venv/bin/python3 /usr/local/lib/labkit/agent.py &
+    /opt/labkit/venv/bin/python3 /usr/local/lib/labkit/agent.py 2>/dev/null &
     cd /mnt/labkit 2>/dev/null || cd /
     setsid -c /bin/bash -l </dev/ttyS0 >/dev/ttyS0 2>&1 ;;
   *) /opt/labkit/venv/bin/python3 /usr/local/lib/labkit/agent.py ;;
 esac
 sync
+# sysrq "o" powers off asynchronously: wait for it here, or PID 1 would exit first and the
+# kernel would panic ("Attempted to kill init") on the way down.  sleep starts first: once
+# the disk is going away, no new binary can be read from it.
+sleep 30 &
 echo o > /proc/sysrq-trigger
+wait
