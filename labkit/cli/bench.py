@@ -40,6 +40,19 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
                     help=f"comma-separated peer runtimes (default {DEFAULT_PEERS}); "
                          "'' for none")
     rt.add_argument("--json", action="store_true", help="print rows as JSON, no table")
+    en = sub.add_parser(
+        "engine", help="`run --rm --network none busybox true` end to end: labkit vs peers",
+        description="Time `docker run --rm --network none busybox true` against labkit's "
+                    "daemon (and dockerd, podman), plus `labkit run`, interleaved.",
+        epilog="example: labkit bench engine -n 20 --with-dockerd")
+    en.add_argument("-n", "--runs", type=_count(1), default=20,
+                    help="timed runs per candidate (default 20)")
+    en.add_argument("--warmup", type=_count(0), default=2, help="untimed rounds first")
+    en.add_argument("--with-dockerd", action="store_true",
+                    help="also time dockerd (Debian docker.io, installed if missing), run in "
+                         "a network namespace of its own")
+    en.add_argument("--no-podman", action="store_true", help="skip podman even if installed")
+    en.add_argument("--json", action="store_true", help="print rows as JSON, no table")
     return p
 
 
@@ -50,6 +63,17 @@ def peers(text: str) -> list[str]:
 
 def run(argv: list[str], prog: str = "labkit bench") -> int:
     args = parser(prog).parse_args(argv)
+    if args.bench == "engine":
+        from labkit.measure import bench_engine
+
+        erows, goals = bench_engine.run(args.runs, args.warmup,
+                                        with_dockerd=args.with_dockerd,
+                                        podman=not args.no_podman)
+        if args.json:
+            print(bench_engine.to_json(erows, goals))
+        else:
+            bench_engine.print_table(erows, goals)
+        return 0
     from labkit.measure import bench_runtime
 
     rows = bench_runtime.run(runs=args.runs, warmup=args.warmup, peers=peers(args.peers),

@@ -1,0 +1,324 @@
+"""labkit bench engine: `X run --rm --network none busybox true`, end to end, against peers.
+
+Workload: one container running /bin/true in the busybox image, started and removed by a
+client, timed from fork to exit of the client (time.perf_counter_ns), so each sample holds the
+whole way: client -> daemon -> supervisor -> shim -> runtime -> exit -> wait -> remove.
+Candidates, interleaved round-robin (the first one rotates each round; warm-up rounds dropped):
+
+* ``docker CLI -> labkit``: /usr/local/bin/docker with DOCKER_HOST on labkit's daemon;
+* ``labkit run -> labkit``: the labkit command itself (its own cost: imports, parsing);
+* ``docker CLI -> dockerd``: Debian's docker.io, only with ``with_dockerd`` (installed then if
+  missing).  dockerd runs inside a network namespace made here (``lk-bench-<pid>``) with its
+  own --data-root/--exec-root/--pidfile/-H in a temp dir, --iptables=false --ip-masq=false
+  --bridge=none, so the host's network is never touched; it is stopped by pid and the netns
+  deleted afterwards;
+* ``podman``: when installed, with ``--ulimit nofile=1024:1024 --ulimit nproc=1024:1024``
+  (root here lacks CAP_SYS_RESOURCE, so podman's default rlimits fail).
+
+labkit's daemon is a throw-away one in /tmp/lk-bn-* (labkit.lab.engine), so the host's
+/run/labkit is not touched.  The busybox image reaches dockerd and podman as labkit's own
+busybox layer (``docker import`` / ``podman import``).  Targets (labkit >= 3x faster than
+dockerd and podman; labkit run within 1.5x of the Docker CLI) are reported, never asserted.
+Overhead of the tool: one fork+exec of the client per sample; nothing else runs meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labkit import errors
+
+__all__ = [
+    "DOCKER",
+    "Candidate",
+    "EngineRow",
+    "TargetRow",
+    "print_table",
+    "row_dict",
+    "run",
+    "targets",
+]
+
+DOCKER = "/usr/local/bin/docker"
+WORKLOAD = ("run", "--rm", "--network", "none", "busybox", "true")
+PODMAN_ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str
+    argv: list[str] | None  # None: not available (see note)
+    env: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRow:
+    """One candidate's timings (ms) of the whole `run --rm ... true`."""
+
+    name: str
+    status: str  # "ok", "not installed", "failed: ..."
+    runs: int
+    median_ms: float | None
+    p10_ms: float | None
+    p90_ms: float | None
+    note: str
+    samples_ms: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRow:
+    """A target of the issue with the figure measured in this run (None: not measured)."""
+
+    target: str
+    ratio: float | None
+    goal: str
+    met: bool | None
+
+
+def _summ(c: Candidate, samples: list[float]) -> EngineRow:
+    med = statistics.median(samples)
+    q = statistics.quantiles(samples, n=10) if len(samples) >= 2 else [med, med]
+    return EngineRow(c.name, "ok", len(samples), med, q[0], q[-1], c.note, tuple(samples))
+
+
+def _time_one(c: Candidate) -> tuple[float, str | None]:
+    assert c.argv is not None
+    t0 = time.perf_counter_ns()
+    p = subprocess.run(c.argv, env=c.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, check=False, timeout=120)
+    ms = (time.perf_counter_ns() - t0) / 1e6
+    if p.returncode != 0:
+        last = (p.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+        return ms, f"exit {p.returncode}: {last[:120]}"
+    return ms, None
+
+
+def _layer_tar(tmp: Path) -> Path:
+    from labkit.engine.images.busybox import pack_rootfs_layer
+
+    out = tmp / "busybox-layer.tar"
+    pack_rootfs_layer(out, compression="none")
+    return out
+
+
+class _Dockerd:
+    """dockerd in a netns of its own, state in a temp dir; stop() kills it by pid."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp / "dockerd"
+        self.dir.mkdir()
+        self.netns = f"lk-bench-{os.getpid()}"
+        self.sock = self.dir / "docker.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        from labkit.engine.client.launch import wait_ready
+
+        subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+        subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"],
+                       check=False, capture_output=True)
+        d = self.dir
+        log = open(d / "dockerd.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, "dockerd", "--data-root", str(d / "data"),
+             "--exec-root", str(d / "exec"), "--pidfile", str(d / "dockerd.pid"),
+             "-H", f"unix://{self.sock}", "--iptables=false", "--ip-masq=false",
+             "--bridge=none"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True)
+        log.close()
+        wait_ready(self.sock, timeout, proc=self.proc, log=d / "dockerd.log")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None:
+            # `ip netns exec` execs dockerd, so the Popen pid is dockerd's; SIGTERM lets it
+            # stop its containerd child, SIGKILL after 20 s.
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        subprocess.run(["ip", "netns", "delete", self.netns], check=False, capture_output=True)
+        with open("/proc/self/mounts") as f:
+            mounts = [ln.split()[1] for ln in f if ln.split()[1].startswith(str(self.dir))]
+        for m in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], check=False, capture_output=True)
+
+
+def install_docker_io() -> str:
+    """apt-get install docker.io without starting its service (policy-rc.d says no)."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    made = not policy.exists()
+    if made:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        p = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "docker.io"],
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+                           capture_output=True, text=True, check=False)
+    finally:
+        if made:
+            policy.unlink()
+    return "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def _import(cli: list[str], env: dict[str, str], tar: Path, ref: str) -> str | None:
+    p = subprocess.run([*cli, "import", str(tar), ref], env=env, capture_output=True,
+                       text=True, check=False, timeout=300)
+    return None if p.returncode == 0 else (p.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def run(runs: int = 20, warmup: int = 2, *, with_dockerd: bool = False,
+        podman: bool = True, progress: Callable[[str], None] | None = None
+        ) -> tuple[list[EngineRow], list[TargetRow]]:
+    """Start the engines, time every candidate round-robin, stop everything; rows + targets."""
+    if runs < 1 or warmup < 0:
+        raise errors.InvalidArgumentError("runs/warmup", f"{runs}/{warmup}: need runs >= 1, "
+                                          "warmup >= 0")
+    from labkit.lab.engine import LabEngine
+
+    tmp = Path(tempfile.mkdtemp(prefix="lk-bench-"))
+    engine = LabEngine("bn")
+    dockerd: _Dockerd | None = None
+    cands: list[Candidate] = []
+    try:
+        engine.start()
+        labkit = str(Path(sys.executable).parent / "labkit")
+        have_docker = os.access(DOCKER, os.X_OK)
+        cands.append(Candidate("docker CLI -> labkit", [DOCKER, *WORKLOAD] if have_docker
+                               else None, engine.docker_env,
+                               "" if have_docker else f"{DOCKER} missing"))
+        cands.append(Candidate("labkit run -> labkit", [labkit, *WORKLOAD], engine.env))
+        tar: Path | None = None
+        if with_dockerd:
+            why = "" if shutil.which("dockerd") else install_docker_io()
+            if not why and shutil.which("dockerd"):
+                dockerd = _Dockerd(tmp)
+                dockerd.start()
+                env = dict(os.environ, DOCKER_HOST=f"unix://{dockerd.sock}",
+                           DOCKER_CONFIG=str(tmp / "docker-config"))
+                tar = _layer_tar(tmp)
+                why = _import([DOCKER], env, tar, "busybox:latest") or ""
+            cands.append(Candidate("docker CLI -> dockerd", None if why else
+                                   [DOCKER, *WORKLOAD], env if not why else {},
+                                   why or f"dockerd in netns lk-bench-{os.getpid()}"))
+        else:
+            cands.append(Candidate("docker CLI -> dockerd", None, {},
+                                   "not run: pass --with-dockerd (installs Debian's docker.io)"))
+        pod = shutil.which("podman") if podman else None
+        if pod:
+            tar = tar or _layer_tar(tmp)
+            pwhy = _import([pod], dict(os.environ), tar, "localhost/busybox:latest")
+            cands.append(Candidate("podman", None if pwhy else [
+                pod, "run", "--rm", "--network", "none", *PODMAN_ULIMITS,
+                "localhost/busybox:latest", "true"], dict(os.environ), pwhy or "with --ulimit"))
+        else:
+            cands.append(Candidate("podman", None, {}, "not installed: apt-get install podman"))
+        rows = _measure(cands, runs, warmup, progress)
+    finally:
+        if dockerd is not None:
+            dockerd.stop()
+        engine.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows, targets(rows)
+
+
+def _measure(cands: list[Candidate], runs: int, warmup: int,
+             progress: Callable[[str], None] | None) -> list[EngineRow]:
+    active = [c for c in cands if c.argv is not None]
+    samples: dict[str, list[float]] = {c.name: [] for c in active}
+    failed: dict[str, str] = {}
+    for i in range(warmup + runs):
+        order = active[i % len(active):] + active[:i % len(active)] if active else []
+        for c in order:
+            if c.name in failed:
+                continue
+            ms, err = _time_one(c)
+            if err is not None:
+                failed[c.name] = err
+            elif i >= warmup:
+                samples[c.name].append(ms)
+            if progress is not None:
+                progress(c.name)
+    rows = []
+    for c in cands:
+        if c.argv is None:
+            status = "not installed" if "not installed" in c.note or "not run" in c.note \
+                else f"failed: {c.note}"
+            rows.append(EngineRow(c.name, status, 0, None, None, None, c.note))
+        elif c.name in failed:
+            rows.append(EngineRow(c.name, f"failed: {failed[c.name]}", 0, None, None, None,
+                                  c.note))
+        else:
+            rows.append(_summ(c, samples[c.name]))
+    return rows
+
+
+def targets(rows: list[EngineRow]) -> list[TargetRow]:
+    """The issue's targets as ratios of medians from this run."""
+    med = {r.name: r.median_ms for r in rows}
+    base = med.get("docker CLI -> labkit")
+
+    def ratio(a: str | None, b: str | None) -> float | None:
+        x, y = med.get(a or ""), med.get(b or "")
+        return x / y if x and y else None
+
+    out = []
+    for peer in ("docker CLI -> dockerd", "podman"):
+        r = ratio(peer, "docker CLI -> labkit") if base else None
+        out.append(TargetRow(f"{peer} / docker CLI -> labkit", r, ">= 3.0",
+                             None if r is None else r >= 3.0))
+    r = ratio("labkit run -> labkit", "docker CLI -> labkit")
+    out.append(TargetRow("labkit run / docker CLI -> labkit", r, "<= 1.5",
+                         None if r is None else r <= 1.5))
+    return out
+
+
+def row_dict(row: EngineRow | TargetRow) -> dict[str, Any]:
+    d = asdict(row)
+    if "samples_ms" in d:
+        d["samples_ms"] = list(d["samples_ms"])
+    return d
+
+
+def print_table(rows: list[EngineRow], goals: list[TargetRow]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(v: float | None) -> str:
+        return f"{v:.1f}" if v is not None else "-"
+
+    n = max((r.runs for r in rows), default=0)
+    t = Table(title=f"`run --rm --network none busybox true`, client fork to exit (n={n})")
+    for col in ("client -> engine", "status", "median ms", "p10 ms", "p90 ms", "note"):
+        t.add_column(col, justify="right" if "ms" in col else "left")
+    for r in rows:
+        t.add_row(r.name, r.status, ms(r.median_ms), ms(r.p10_ms), ms(r.p90_ms), r.note)
+    g = Table(title="targets (reported, not asserted)")
+    for col in ("ratio of medians", "measured", "target", "met"):
+        g.add_column(col)
+    for x in goals:
+        g.add_row(x.target, "-" if x.ratio is None else f"{x.ratio:.2f}", x.goal,
+                  "-" if x.met is None else ("yes" if x.met else "no"))
+    console = Console()
+    console.print(t)
+    console.print(g)
+
+
+def to_json(rows: list[EngineRow], goals: list[TargetRow]) -> str:
+    return json.dumps({"rows": [row_dict(r) for r in rows],
+                       "targets": [row_dict(g) for g in goals]}, indent=2)
