@@ -33,6 +33,7 @@ from labkit.engine.supervisor.hoststats import to_stats
 STATUS = {"created": pb.CREATED, "running": pb.RUNNING, "paused": pb.PAUSED,
           "stopped": pb.STOPPED}
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+STATE_TIMEOUT = 5.0  # List/State give up on one busy shim after this many seconds
 
 
 def rpc(fn: F) -> F:
@@ -116,9 +117,12 @@ class TasksService(pb_grpc.TasksServicer):
     async def shim_state(self, r: Record) -> dict[str, Any]:
         if r.gone is None:
             try:
-                return await shims.call(r.dir, {"op": "state"})
+                return await shims.call(r.dir, {"op": "state"}, timeout=STATE_TIMEOUT)
             except shims.ShimGoneError:
                 r.gone = r.dead_exit()
+            except TimeoutError:  # busy shim: what its state file says, marked unknown
+                st = layout.read_json(os.path.join(r.dir, layout.STATE)) or {}
+                return {**st, "status": "unknown"}
         return {"status": "stopped", "shim_pid": 0, **r.gone}
 
     def task(self, r: Record, st: dict[str, Any]) -> pb.Task:

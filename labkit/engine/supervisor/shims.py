@@ -32,13 +32,16 @@ async def _open(sdir: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         raise ShimGoneError("shim", os.path.basename(sdir)) from None
 
 
-async def call(sdir: str, req: dict[str, Any]) -> dict[str, Any]:
-    """Send one request, return the reply (raising the error a failed reply carries)."""
+async def call(sdir: str, req: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    """Send one request, return the reply (raising the error a failed reply carries).
+
+    ``timeout``: seconds to wait for the reply; a shim busy that long (one stuck in a
+    waitpid on an unkillable process, say) raises TimeoutError rather than hanging List."""
     reader, writer = await _open(sdir)
     try:
         writer.write(encode(req))
         await writer.drain()
-        line = await reader.readline()
+        line = await asyncio.wait_for(reader.readline(), timeout)
     finally:
         writer.close()
     if not line:
