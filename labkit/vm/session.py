@@ -104,6 +104,7 @@ class VM:
         timings.image_build_seconds, timings.image_stage = img.build_seconds, img.stage
         root = cache_dir()
         timings.accel, timings.accel_why = qemu.choose_accel(img.kernel, root, binary)
+        _sweep_runs(root / "run")
         rundir = root / "run" / name
         if keep and (rundir / "state.json").exists() and _alive_state(rundir) is not None:
             raise errors.AlreadyExistsError("vm", name, hint="`labkit vm destroy` first")
@@ -178,6 +179,19 @@ class VM:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _sweep_runs(run: Path, older_than: float = 600.0) -> None:
+    """Remove run dirs left by VMs that failed or whose client died (kept for a while so the
+    console log named in the error can still be read); never one with a live qemu."""
+    now = time.time()
+    for d in run.glob("*"):
+        try:
+            if now - d.stat().st_mtime < older_than or _alive_state(d) is not None:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _is_our_qemu(pid: int, marker: str) -> bool:

@@ -15,6 +15,7 @@ import pytest
 
 from labkit.vm import session
 from labkit.vm._errors import BootTimeoutError
+from labkit.vm.recipe import cache_dir
 
 pytestmark = [
     pytest.mark.privileged,
@@ -61,6 +62,7 @@ def test_boot_timeout_leaves_no_qemu() -> None:
         session.VM.boot(name=name, timeout=1.5)
     assert "did not become ready" in str(ei.value)
     assert _qemus(f"labkit-vm-{name}") == []
+    shutil.rmtree(cache_dir() / "run" / name)  # kept for its console log; ours to remove
 
 
 def test_up_run_destroy() -> None:
@@ -98,3 +100,4 @@ def test_ephemeral_vm_powers_off_when_its_client_dies() -> None:
     while _qemus(f"labkit-vm-{name}") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _qemus(f"labkit-vm-{name}") == [], f"qemu {pid} outlived its client"
+    shutil.rmtree(cache_dir() / "run" / name)
