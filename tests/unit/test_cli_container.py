@@ -140,7 +140,8 @@ def test_run_foreground_order_output_and_status(fake: FakeDaemon,
     order = [(r["method"], r["path"]) for r in fake.requests if r["path"] != "/_ping"]
     assert order == [("POST", "/containers/create"), ("POST", "/containers/c1/attach"),
                      ("POST", "/containers/c1/wait"), ("POST", "/containers/c1/start")]
-    assert "condition=removed" in fake.requests[3]["query"]
+    wait = next(r for r in fake.requests if r["path"].endswith("/wait"))
+    assert "condition=removed" in wait["query"]
 
 
 def test_run_name_conflict_exits_125(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,3 +192,30 @@ def test_logs_demuxes(fake: FakeDaemon, capfd: pytest.CaptureFixture[str]) -> No
     assert main(["logs", "c"]) == 0
     out = capfd.readouterr()
     assert (out.out, out.err) == ("a\n", "b\n")
+
+
+def test_first_request_without_daemon_calls_autostart_once(tmp_path: Path) -> None:
+    from labkit.engine.client import DaemonUnavailable
+    from labkit.engine.client.transport import Transport
+
+    calls: list[int] = []
+    sock = tmp_path / "late.sock"
+    holder: dict[str, FakeDaemon] = {}
+
+    def start() -> None:
+        calls.append(1)
+        holder["d"] = FakeDaemon(sock).__enter__()
+        holder["d"].routes["GET /_ping"] = lambda r: (200, {}, b"OK")
+
+    t = Transport(sock, on_unavailable=start)
+    try:
+        assert t.request("GET", "/_ping").read() == b"OK"
+        assert calls == [1]
+        holder["d"].__exit__(None, None, None)
+        sock.unlink()
+        with pytest.raises(DaemonUnavailable):  # never a second start once a request went
+            t.request("GET", "/_ping")
+        assert calls == [1]
+    finally:
+        if "d" in holder:
+            holder["d"].server.server_close()

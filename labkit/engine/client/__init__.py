@@ -22,17 +22,25 @@ __all__ = ["APIError", "Client", "DaemonUnavailable", "Transport"]
 class Client:
     """One daemon, reached over its unix socket."""
 
-    def __init__(self, socket_path: str | Path | None = None, timeout: float | None = 60.0) -> None:
+    def __init__(self, socket_path: str | Path | None = None, timeout: float | None = 60.0,
+                 autostart: bool = False) -> None:
+        """``autostart``: when the first request finds no daemon, start one (client.launch)."""
         if socket_path is None:
             from labkit.engine import paths
 
             socket_path = paths.daemon_socket()
         self.socket_path = Path(socket_path)
-        self.transport = Transport(self.socket_path, timeout=timeout)
+        self.transport = Transport(self.socket_path, timeout=timeout,
+                                   on_unavailable=self._start_daemon if autostart else None)
         self.containers = Containers(self.transport)
         self.execs = Execs(self.transport)
         self.images = Images(self.transport)
         self.system = System(self.transport)
+
+    def _start_daemon(self) -> None:
+        from labkit.engine.client.launch import ensure_daemon
+
+        ensure_daemon(self.socket_path)
 
     def __repr__(self) -> str:
         return f"Client(unix://{self.socket_path})"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -218,8 +218,14 @@ class Transport:
     """Requests to one daemon socket; paths are versioned (``/v1.41/...``) as the CLI does."""
 
     def __init__(self, socket_path: str | Path, timeout: float | None = 60.0,
-                 version: str = API_VERSION) -> None:
+                 version: str = API_VERSION,
+                 on_unavailable: Callable[[], None] | None = None) -> None:
         self.path, self.timeout, self.version = str(socket_path), timeout, version
+        # Called once when the very first connect finds no daemon (the CLI starts one there),
+        # then the connect is retried; never after a request went through, so a verb is
+        # never replayed against a fresh daemon halfway.
+        self.on_unavailable = on_unavailable
+        self.connects = 0
 
     def _connect(self, timeout: float | None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -228,10 +234,15 @@ class Transport:
             sock.connect(self.path)
         except (FileNotFoundError, ConnectionRefusedError) as err:
             sock.close()
+            if self.on_unavailable is not None and self.connects == 0:
+                hook, self.on_unavailable = self.on_unavailable, None
+                hook()
+                return self._connect(timeout)
             raise DaemonUnavailable(self.path, err.strerror or str(err)) from None
         except BaseException:
             sock.close()
             raise
+        self.connects += 1
         return sock
 
     def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
