@@ -1,0 +1,14 @@
+"""The engine's container model: records, Docker create bodies -> OCI bundles, lifecycle.
+
+``Engine`` (engine.py) is what the daemon's handlers call; it keeps ``ContainerRecord``s in a
+``ContainerStore`` and runs containers through a ``TaskService`` (the supervisor, over gRPC).
+"""
+
+from labkit.engine.containers.createbody import CreateSpec, parse_create, parse_json
+from labkit.engine.containers.engine import Engine, NotModifiedError, parse_signal
+from labkit.engine.containers.record import ContainerRecord
+from labkit.engine.containers.store import ContainerStore
+from labkit.engine.containers.tasks import TaskService
+
+__all__ = ["ContainerRecord", "ContainerStore", "CreateSpec", "Engine", "NotModifiedError",
+           "TaskService", "parse_create", "parse_json", "parse_signal"]

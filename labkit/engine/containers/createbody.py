@@ -1,0 +1,298 @@
+"""Check a Docker ``POST /containers/create`` body the way dockerd does, before anything exists.
+
+Two layers, as in moby:
+
+* **types** (Go's encoding/json): unknown fields are ignored, ``null`` means "the zero value",
+  and a value of the wrong JSON type is refused with Go's own wording, e.g.
+  ``json: cannot unmarshal string into Go struct field ContainerConfigWrapper.HostConfig.Memory
+  of type int64`` (status 400).  ``Cmd``/``Entrypoint``/``CapAdd``/``CapDrop`` are moby's
+  ``strslice.StrSlice``: a string or an array of strings.
+* **meaning** (moby daemon/container.go verifyContainerSettings, runconfig): restart policy
+  names and counts, memory minimums, CPU options that exclude each other, capability names,
+  network modes labkit knows.  Each failure is an InvalidArgumentError naming the field
+  (400), a ConflictError (409) or an UnsupportedError for features a later issue brings (501).
+
+``parse_create(body, name)`` returns a ``CreateSpec`` whose ``config`` and ``host_config``
+are complete (defaults filled in) and shaped as ``docker inspect`` prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from labkit import errors
+
+__all__ = ["CreateSpec", "parse_create", "parse_json", "check_types", "validate_name",
+           "validate_restart", "validate_resources", "CONFIG_TYPES", "HOST_TYPES"]
+
+# Go type names, as they appear in encoding/json's UnmarshalTypeError.
+S, B, I64, I, STRS, SS, MAPS, OBJ, ANY_LIST = (
+    "string", "bool", "int64", "int", "[]string", "strslice.StrSlice", "map[string]string",
+    "object", "list")
+
+CONFIG_TYPES: dict[str, str] = {
+    "Hostname": S, "Domainname": S, "User": S, "AttachStdin": B, "AttachStdout": B,
+    "AttachStderr": B, "ExposedPorts": OBJ, "Tty": B, "OpenStdin": B, "StdinOnce": B,
+    "Env": STRS, "Cmd": SS, "Healthcheck": OBJ, "ArgsEscaped": B, "Image": S, "Volumes": OBJ,
+    "WorkingDir": S, "Entrypoint": SS, "NetworkDisabled": B, "MacAddress": S, "OnBuild": STRS,
+    "Labels": MAPS, "StopSignal": S, "StopTimeout": I, "Shell": SS, "HostConfig": OBJ,
+    "NetworkingConfig": OBJ,
+}
+HOST_TYPES: dict[str, str] = {
+    "Binds": STRS, "ContainerIDFile": S, "LogConfig": OBJ, "NetworkMode": S,
+    "PortBindings": OBJ, "RestartPolicy": OBJ, "AutoRemove": B, "VolumeDriver": S,
+    "VolumesFrom": STRS, "CapAdd": SS, "CapDrop": SS, "CgroupnsMode": S, "Dns": STRS,
+    "DnsOptions": STRS, "DnsSearch": STRS, "ExtraHosts": STRS, "GroupAdd": STRS, "IpcMode": S,
+    "Cgroup": S, "Links": STRS, "OomScoreAdj": I, "PidMode": S, "Privileged": B,
+    "PublishAllPorts": B, "ReadonlyRootfs": B, "SecurityOpt": STRS, "StorageOpt": MAPS,
+    "Tmpfs": MAPS, "UTSMode": S, "UsernsMode": S, "ShmSize": I64, "Sysctls": MAPS,
+    "Runtime": S, "ConsoleSize": "[2]uint", "Isolation": S, "CpuShares": I64, "Memory": I64,
+    "NanoCpus": I64, "CgroupParent": S, "BlkioWeight": "uint16", "CpuPeriod": I64,
+    "CpuQuota": I64, "CpuRealtimePeriod": I64, "CpuRealtimeRuntime": I64, "CpusetCpus": S,
+    "CpusetMems": S, "Devices": ANY_LIST, "DeviceCgroupRules": STRS,
+    "DeviceRequests": ANY_LIST, "KernelMemory": I64, "KernelMemoryTCP": I64,
+    "MemoryReservation": I64, "MemorySwap": I64, "MemorySwappiness": I64,
+    "OomKillDisable": B, "PidsLimit": I64, "Ulimits": ANY_LIST, "CpuCount": I64,
+    "CpuPercent": I64, "IOMaximumIOps": "uint64", "IOMaximumBandwidth": "uint64",
+    "Mounts": ANY_LIST, "MaskedPaths": STRS, "ReadonlyPaths": STRS, "Init": B,
+}
+RESTART_TYPES = {"Name": S, "MaximumRetryCount": I}
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+NETWORK_MODES = ("default", "bridge", "none", "host")
+MIN_MEMORY = 6 * 1024 * 1024  # moby: "Minimum memory limit allowed is 6MB"
+_NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # moby daemon/names validContainerNamePattern
+
+
+def _json_kind(v: Any) -> str:
+    """The JSON type name Go's decoder reports for a value of the wrong type."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(v), "value")
+
+
+def _ok(v: Any, gotype: str) -> bool:
+    if v is None:
+        return True  # JSON null: Go leaves the zero value
+    if gotype == S:
+        return isinstance(v, str)
+    if gotype == B:
+        return isinstance(v, bool)
+    if gotype in (I, I64, "uint16", "uint64"):
+        return isinstance(v, int) and not isinstance(v, bool) and \
+            (v >= 0 or not gotype.startswith("uint"))
+    if gotype in (STRS, SS):
+        return (gotype == SS and isinstance(v, str)) or \
+            (isinstance(v, list) and all(isinstance(x, str) for x in v))
+    if gotype == MAPS:
+        return isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+    if gotype == "[2]uint":
+        return isinstance(v, list) and all(isinstance(x, int) and x >= 0 for x in v)
+    if gotype == ANY_LIST:
+        return isinstance(v, list)
+    return isinstance(v, dict)
+
+
+def _type_error(path: str, v: Any, gotype: str) -> errors.InvalidArgumentError:
+    if gotype == MAPS and isinstance(v, dict):
+        bad = next(x for x in v.values() if not isinstance(x, str))
+        v, gotype = bad, S
+    elif gotype in (STRS, SS) and isinstance(v, list):
+        bad = next(x for x in v if not isinstance(x, str))
+        v, gotype = bad, S
+    shown = {OBJ: "struct", ANY_LIST: "[]struct"}.get(gotype, gotype)
+    return errors.InvalidArgumentError(
+        path, f"json: cannot unmarshal {_json_kind(v)} into Go struct field "
+              f"ContainerConfigWrapper.{path} of type {shown}")
+
+
+def check_types(obj: dict[str, Any], table: dict[str, str], prefix: str = "") -> None:
+    """Raise InvalidArgumentError (Go's wording) for the first field of a wrong JSON type."""
+    for key, gotype in table.items():
+        if key in obj and not _ok(obj[key], gotype):
+            raise _type_error(prefix + key, obj[key], gotype)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or InvalidArgumentError (dockerd answers 400)."""
+    if not raw.strip():
+        raise errors.InvalidArgumentError("request body", "invalid JSON: empty body (EOF)")
+    try:
+        body = json.loads(raw)
+    except ValueError as err:
+        raise errors.InvalidArgumentError("request body", f"invalid JSON: {err}") from None
+    if not isinstance(body, dict):
+        raise errors.InvalidArgumentError(
+            "request body", f"json: cannot unmarshal {_json_kind(body)} into Go value of "
+                            "type container.ContainerConfigWrapper")
+    return body
+
+
+def _strslice(v: Any) -> list[str] | None:
+    if v is None:
+        return None
+    return [v] if isinstance(v, str) else list(v)
+
+
+def validate_name(name: str) -> str:
+    """A container name without its leading '/'; InvalidArgumentError when moby would refuse."""
+    if not _NAME_RE.match(name):
+        raise errors.InvalidArgumentError(
+            "name", f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    return name.lstrip("/")
+
+
+def validate_restart(policy: dict[str, Any], auto_remove: bool) -> dict[str, Any]:
+    """Normalize RestartPolicy (moby runconfig validateRestartPolicy, validateAutoRemove)."""
+    check_types(policy, RESTART_TYPES, "HostConfig.RestartPolicy.")
+    name = policy.get("Name") or "no"
+    count = policy.get("MaximumRetryCount") or 0
+    if name not in RESTART_POLICIES:
+        raise errors.InvalidArgumentError(
+            "HostConfig.RestartPolicy.Name", f"invalid restart policy '{name}'",
+            hint="use one of 'no', 'always', 'on-failure[:max-retries]' or 'unless-stopped'")
+    if name == "on-failure" and count < 0:
+        raise errors.InvalidArgumentError(
+            "HostConfig.RestartPolicy.MaximumRetryCount", "maximum retry count cannot be negative")
+    if name != "on-failure" and count:
+        raise errors.InvalidArgumentError(
+            "HostConfig.RestartPolicy.MaximumRetryCount",
+            f"maximum retry count cannot be used with restart policy '{name}'")
+    if auto_remove and name != "no":
+        raise errors.ConflictError(
+            f"conflicting options: AutoRemove and restart policy '{name}': a container "
+            "removed when it exits cannot be restarted", hint="drop --rm or --restart")
+    return {"Name": name, "MaximumRetryCount": count}
+
+
+def validate_resources(h: dict[str, Any], ncpu: int | None = None) -> None:
+    """Resource checks dockerd makes before creating anything (daemon_unix.go verifyPlatform...)."""
+    mem, swap = h.get("Memory") or 0, h.get("MemorySwap") or 0
+    if mem and mem < MIN_MEMORY:
+        raise errors.InvalidArgumentError("HostConfig.Memory", "Minimum memory limit allowed is 6MB")
+    if swap > 0 and mem and swap < mem:
+        raise errors.InvalidArgumentError(
+            "HostConfig.MemorySwap",
+            "Minimum memoryswap limit should be larger than memory limit, see usage")
+    if swap > 0 and not mem:
+        raise errors.InvalidArgumentError(
+            "HostConfig.MemorySwap", "You should always set the Memory limit when using "
+                                     "Memoryswap limit, see usage")
+    nano = h.get("NanoCpus") or 0
+    if nano and (h.get("CpuQuota") or h.get("CpuPeriod")):
+        raise errors.InvalidArgumentError(
+            "HostConfig.NanoCpus", "Conflicting options: Nano CPUs and CPU Period cannot both "
+                                   "be set")
+    ncpu = ncpu or os.cpu_count() or 1
+    if nano < 0 or nano > ncpu * 10**9 or 0 < nano < 10**7:
+        raise errors.InvalidArgumentError(
+            "HostConfig.NanoCpus", f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only "
+                                   f"{ncpu} CPUs available")
+    quota, period = h.get("CpuQuota") or 0, h.get("CpuPeriod") or 0
+    if period and not 1000 <= period <= 1_000_000:
+        raise errors.InvalidArgumentError(
+            "HostConfig.CpuPeriod", "CPU cfs period can not be less than 1ms (i.e. 1000) or "
+                                    "larger than 1s (i.e. 1000000)")
+    if quota and 0 < quota < 1000:
+        raise errors.InvalidArgumentError(
+            "HostConfig.CpuQuota", "CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    if (h.get("PidsLimit") or 0) < -1:
+        raise errors.InvalidArgumentError("HostConfig.PidsLimit", "must be -1, 0 or positive")
+
+
+def _caps(names: list[str] | None, what: str) -> list[str]:
+    from labkit._sys.caps import mask
+    out = []
+    for n in names or []:
+        up = n.upper()
+        if up == "ALL":
+            out.append("ALL")
+            continue
+        full = up if up.startswith("CAP_") else f"CAP_{up}"
+        try:
+            mask([full], what)
+        except errors.InvalidArgumentError:
+            raise errors.InvalidArgumentError(what, f'unknown capability: "{full}"') from None
+        out.append(full)
+    return out
+
+
+@dataclass(slots=True)
+class CreateSpec:
+    """A checked create request: name (maybe ''), image ref, Config and HostConfig dicts."""
+
+    name: str
+    image: str
+    config: dict[str, Any]
+    host_config: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
+    """Check a create body (already JSON-decoded) and fill in Docker's defaults.
+
+    Raises InvalidArgumentError (400), ConflictError (409), UnsupportedError (501).
+    """
+    check_types(body, CONFIG_TYPES)
+    host = body.get("HostConfig") or {}
+    check_types(host, HOST_TYPES, "HostConfig.")
+    if name:
+        name = validate_name(name)
+    image = body.get("Image") or ""
+    if not image:
+        raise errors.InvalidArgumentError("Image", "no image given: specify an image to create "
+                                                   "a container from")
+    warnings: list[str] = []
+    if host.get("Privileged"):
+        raise errors.UnsupportedError("HostConfig.Privileged", "privileged containers are not "
+                                      "offered by labkit", hint="use --cap-add for what you need")
+    if host.get("Binds") or host.get("Mounts") or host.get("VolumesFrom"):
+        raise errors.UnsupportedError("HostConfig.Binds/Mounts", "volumes and bind mounts arrive "
+                                      "with the volumes issue", hint="run without -v / --mount")
+    if host.get("PortBindings") or host.get("PublishAllPorts"):
+        warnings.append("labkit: port publishing arrives with bridge networking; -p is ignored")
+    net = host.get("NetworkMode") or "default"
+    if net.startswith("container:"):
+        raise errors.UnsupportedError("NetworkMode container:", "sharing another container's "
+                                      "network namespace is not offered yet")
+    if net not in NETWORK_MODES:
+        raise errors.NotFoundError("network", net)
+    if net == "bridge":  # "default" (every `docker run`) stays quiet
+        warnings.append("labkit: bridge networking arrives in a later issue; the container "
+                        "gets its own network namespace with only loopback")
+    restart = validate_restart(host.get("RestartPolicy") or {}, bool(host.get("AutoRemove")))
+    validate_resources(host)
+    config = {
+        "Hostname": body.get("Hostname") or "", "Domainname": body.get("Domainname") or "",
+        "User": body.get("User") or "", "AttachStdin": bool(body.get("AttachStdin")),
+        "AttachStdout": bool(body.get("AttachStdout")),
+        "AttachStderr": bool(body.get("AttachStderr")), "Tty": bool(body.get("Tty")),
+        "OpenStdin": bool(body.get("OpenStdin")), "StdinOnce": bool(body.get("StdinOnce")),
+        "Env": list(body.get("Env") or []), "Cmd": _strslice(body.get("Cmd")),
+        "Image": image, "Volumes": body.get("Volumes"),
+        "WorkingDir": body.get("WorkingDir") or "",
+        "Entrypoint": _strslice(body.get("Entrypoint")), "OnBuild": body.get("OnBuild"),
+        "Labels": dict(body.get("Labels") or {}), "ExposedPorts": body.get("ExposedPorts"),
+        "StopSignal": body.get("StopSignal") or "", "StopTimeout": body.get("StopTimeout"),
+    }
+    for i, e in enumerate(config["Env"]):
+        if not e or e.startswith("="):
+            raise errors.InvalidArgumentError(f"Env[{i}]", f"invalid environment variable: {e!r}")
+    host_config = {k: host.get(k) for k in HOST_TYPES if k in host}
+    host_config.update({
+        "NetworkMode": net, "RestartPolicy": restart, "AutoRemove": bool(host.get("AutoRemove")),
+        "CapAdd": _caps(_strslice(host.get("CapAdd")), "HostConfig.CapAdd") or None,
+        "CapDrop": _caps(_strslice(host.get("CapDrop")), "HostConfig.CapDrop") or None,
+        "Privileged": False, "Init": host.get("Init"), "LogConfig": {"Type": "json-file",
+                                                                      "Config": {}},
+    })
+    for k in ("Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod",
+              "MemoryReservation"):
+        host_config[k] = host.get(k) or 0
+    host_config["PidsLimit"] = host.get("PidsLimit")
+    return CreateSpec(name, image, config, host_config, warnings)

@@ -1,0 +1,174 @@
+"""Docker's JSON shapes for containers: inspect, list rows and list filters (pure functions)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from labkit import errors
+from labkit.engine.containers.record import ZERO_TIME, ContainerRecord, rfc3339
+
+__all__ = ["inspect", "summary", "filter_list", "parse_filters", "label_match", "parse_until",
+           "human_status"]
+
+
+def parse_filters(raw: str | None) -> dict[str, list[str]]:
+    """``filters`` query: {"k":{"v":true}} (map of sets) or {"k":["v"]} (older clients)."""
+    import json
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        raise errors.InvalidArgumentError("filters", f"invalid filter: {err}") from None
+    if not isinstance(data, dict):
+        raise errors.InvalidArgumentError("filters", "must be a JSON object")
+    out: dict[str, list[str]] = {}
+    for k, v in data.items():
+        out[k] = [x for x, on in v.items() if on] if isinstance(v, dict) else list(v or [])
+    return out
+
+
+def parse_until(v: str | None) -> float | None:
+    """Docker time filters: unix seconds, RFC 3339, or a duration like 10m / 1h30m ago."""
+    if not v:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", v):
+        return float(v)
+    m = re.fullmatch(r"((\d+)h)?((\d+)m)?((\d+)s)?", v)
+    if m and any(m.groups()):
+        secs = int(m.group(2) or 0) * 3600 + int(m.group(4) or 0) * 60 + int(m.group(6) or 0)
+        return time.time() - secs
+    from labkit.engine.logs.reader import parse_time
+    return parse_time(v) / 1e9
+
+
+def label_match(labels: dict[str, str], want: list[str], unwanted: list[str] = ()) -> bool:  # type: ignore[assignment]
+    def has(spec: str) -> bool:
+        k, eq, v = spec.partition("=")
+        return k in labels and (not eq or labels[k] == v)
+    return all(has(s) for s in want) and not any(has(s) for s in unwanted)
+
+
+def _ago(secs: float) -> str:
+    """Go's units.HumanDuration, as `docker ps` prints it."""
+    s = int(secs)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    return f"{h // 24} days"
+
+
+def human_status(rec: ContainerRecord, now: float | None = None) -> str:
+    now = now or time.time()
+    if rec.status == "running":
+        return f"Up {_ago(now - rec.started_at)}"
+    if rec.status == "paused":
+        return f"Up {_ago(now - rec.started_at)} (Paused)"
+    if rec.status == "restarting":
+        return f"Restarting ({rec.exit_code}) {_ago(now - rec.finished_at)} ago"
+    if rec.status == "exited" and rec.has_been_started:
+        return f"Exited ({rec.exit_code}) {_ago(now - rec.finished_at)} ago"
+    return "Created"
+
+
+def _command(rec: ContainerRecord) -> str:
+    return " ".join([rec.path, *rec.args])
+
+
+def summary(rec: ContainerRecord) -> dict[str, Any]:
+    """One GET /containers/json row."""
+    net = rec.host_config.get("NetworkMode") or "default"
+    return {
+        "Id": rec.id, "Names": [f"/{rec.name}"], "Image": rec.image, "ImageID": rec.image_id,
+        "Command": _command(rec), "Created": int(rec.created), "Ports": [],
+        "Labels": rec.config.get("Labels") or {},
+        "State": rec.status if rec.status != "exited" or rec.has_been_started else "created",
+        "Status": human_status(rec), "HostConfig": {"NetworkMode": net},
+        "NetworkSettings": {"Networks": {}}, "Mounts": [],
+    }
+
+
+def inspect(rec: ContainerRecord) -> dict[str, Any]:
+    """GET /containers/{id}/json in Docker's shape."""
+    status = rec.status if rec.status != "exited" or rec.has_been_started else "created"
+    return {
+        "Id": rec.id, "Created": rfc3339(rec.created), "Path": rec.path, "Args": rec.args,
+        "State": {
+            "Status": status, "Running": rec.status in ("running", "paused"),
+            "Paused": rec.status == "paused", "Restarting": rec.status == "restarting",
+            "OOMKilled": rec.oom_killed, "Dead": False, "Pid": rec.pid,
+            "ExitCode": rec.exit_code, "Error": rec.error,
+            "StartedAt": rfc3339(rec.started_at) if rec.started_at else ZERO_TIME,
+            "FinishedAt": rfc3339(rec.finished_at) if rec.finished_at else ZERO_TIME,
+        },
+        "Image": rec.image_id, "ResolvConfPath": f"{rec.dir}/resolv.conf",
+        "HostnamePath": f"{rec.dir}/hostname", "HostsPath": f"{rec.dir}/hosts",
+        "LogPath": str(rec.log_path), "Name": f"/{rec.name}", "RestartCount": rec.restart_count,
+        "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
+        "AppArmorProfile": "", "ExecIDs": None, "HostConfig": rec.host_config,
+        "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": f"{rec.dir}/upper",
+                                                     "WorkDir": f"{rec.dir}/work",
+                                                     "MergedDir": f"{rec.bundle}/rootfs"}},
+        "Mounts": [], "Config": rec.config,
+        "NetworkSettings": {"Bridge": "", "SandboxID": "", "HairpinMode": False,
+                            "Ports": {}, "SandboxKey": "", "IPAddress": "", "Gateway": "",
+                            "MacAddress": "", "Networks": {}},
+    }
+
+
+def filter_list(recs: list[ContainerRecord], all_: bool, limit: int,
+                filters: dict[str, list[str]]) -> list[ContainerRecord]:
+    """GET /containers/json: all, limit, filters id/name/label/status/exited/ancestor/before/since."""
+    ids = {r.id: r for r in recs}
+
+    def resolve(ref: str) -> ContainerRecord:
+        for r in recs:
+            if r.id.startswith(ref) or r.name == ref.lstrip("/"):
+                return r
+        raise errors.NotFoundError("container", ref)
+    before = resolve(filters["before"][0]).created if filters.get("before") else None
+    since = resolve(filters["since"][0]).created if filters.get("since") else None
+    out = []
+    for r in recs:  # newest first
+        state = summary(r)["State"]
+        if not all_ and state not in ("running", "paused", "restarting") and not (
+                filters.get("status") or filters.get("exited")):
+            continue
+        if filters.get("id") and not any(r.id.startswith(v) for v in filters["id"]):
+            continue
+        if filters.get("name") and not any(re.search(v.lstrip("/"), r.name)
+                                           for v in filters["name"]):
+            continue
+        if filters.get("status") and state not in filters["status"]:
+            continue
+        if filters.get("exited") and not (r.status == "exited" and r.has_been_started
+                                          and str(r.exit_code) in filters["exited"]):
+            continue
+        if filters.get("ancestor") and not any(
+                a in (r.image, r.image_id) or r.image_id.startswith("sha256:" + a)
+                or f"{a}:latest" == r.image for a in filters["ancestor"]):
+            continue
+        if not label_match(r.config.get("Labels") or {}, filters.get("label", [])):
+            continue
+        if before is not None and r.created >= before:
+            continue
+        if since is not None and r.created <= since:
+            continue
+        out.append(r)
+    del ids
+    return out[:limit] if limit > 0 else out

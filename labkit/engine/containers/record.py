@@ -1,0 +1,127 @@
+"""The daemon's container record: Docker's container model, saved as JSON after each change.
+
+One directory per container, ``paths.containers_dir()/<id>/``, holds ``config.v2.json`` (this
+record; dockerd uses the same name), the OCI bundle (``bundle/config.json`` and the
+``bundle/rootfs`` mount point), the overlay's ``upper``/``work`` dirs, the json-file log and
+the /etc files bound into the container.  Writes are atomic (temp file, fsync, rename), so a
+daemon killed at any moment leaves either the old record or the new one.
+
+State is an explicit machine (STYLE C11), Docker's statuses: created -> running <-> paused,
+running -> exited (or restarting -> running), anything -> removing -> gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labkit import errors
+
+__all__ = ["ContainerRecord", "TRANSITIONS", "new_id", "rfc3339", "ZERO_TIME"]
+
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Docker prints for "never"
+
+TRANSITIONS: dict[str, set[str]] = {
+    "created": {"running", "exited", "removing"},
+    "running": {"paused", "exited", "restarting", "removing"},
+    "paused": {"running", "exited", "removing"},
+    "restarting": {"running", "exited", "removing"},
+    "exited": {"running", "restarting", "removing"},
+    "removing": {"exited"},
+}
+
+
+def new_id() -> str:
+    """64 hex digits, like Docker's container IDs."""
+    return secrets.token_hex(32)
+
+
+def rfc3339(t: float | None) -> str:
+    """Unix seconds -> RFC 3339 with nanoseconds in UTC, as Go prints time.Time."""
+    if not t:
+        return ZERO_TIME
+    whole = int(t)
+    frac = f"{t - whole:.9f}"[2:].rstrip("0")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + (f".{frac}" if frac else "") + "Z"
+
+
+@dataclass(slots=True)
+class ContainerRecord:
+    """Everything the daemon knows about one container (persisted as config.v2.json)."""
+
+    id: str
+    name: str
+    image: str
+    image_id: str
+    created: float
+    path: str
+    args: list[str]
+    config: dict[str, Any]
+    host_config: dict[str, Any]
+    dir: str
+    status: str = "created"
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    oom_killed: bool = False
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    restart_count: int = 0
+    manually_stopped: bool = False
+    has_been_started: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def bundle(self) -> Path:
+        return Path(self.dir) / "bundle"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.dir) / f"{self.id}-json.log"
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "paused", "restarting")
+
+    # -- the state machine -------------------------------------------------------------
+    def transition(self, to: str) -> None:
+        """Move to ``to`` or raise InvalidStateError (runc stateTransitionError)."""
+        if to != self.status and to not in TRANSITIONS.get(self.status, set()):
+            raise errors.InvalidStateError(self.status, to)
+        self.status = to
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self) -> None:
+        """Atomically write config.v2.json (temp file, fsync, rename(2))."""
+        d = Path(self.dir)
+        fd, tmp = tempfile.mkstemp(prefix=".config.", dir=d)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(asdict(self), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, d / "config.v2.json")
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    @classmethod
+    def load(cls, d: Path) -> ContainerRecord:
+        """Read ``d``/config.v2.json; InvalidArgumentError when it is corrupt."""
+        try:
+            raw = json.loads((d / "config.v2.json").read_text())
+            return cls(**raw)
+        except FileNotFoundError:
+            raise errors.NotFoundError("container record", str(d)) from None
+        except (ValueError, TypeError) as err:
+            raise errors.InvalidArgumentError(str(d / "config.v2.json"), f"corrupt: {err}") from None

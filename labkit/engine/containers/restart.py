@@ -1,0 +1,56 @@
+"""Restart policies as Docker carries them out (moby restartmanager/restartmanager.go).
+
+``should_restart`` is the decision, ``next_delay`` the backoff: the first restart waits 100 ms,
+each further one twice as long, capped at one minute; a container that ran for at least
+10 seconds before exiting starts the backoff again from 100 ms.  A container that the user
+stopped (stop, kill, or `docker stop` before a daemon restart) is never restarted by
+"always"/"unless-stopped" until it is started again by hand; after a *daemon* restart,
+"always" containers come back even if they had been stopped by hand, "unless-stopped" ones
+do not (Docker's documented difference between the two).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Backoff", "should_restart", "restart_on_daemon_start", "BACKOFF_START",
+           "BACKOFF_MAX", "RESET_AFTER"]
+
+BACKOFF_START = 0.1
+BACKOFF_MAX = 60.0
+RESET_AFTER = 10.0
+
+
+def should_restart(policy: dict[str, object], exit_code: int, restart_count: int,
+                   manually_stopped: bool) -> bool:
+    """True when the policy restarts a container that just exited with ``exit_code``."""
+    name = policy.get("Name") or "no"
+    if manually_stopped or name == "no":
+        return False
+    if name in ("always", "unless-stopped"):
+        return True
+    if name == "on-failure":
+        limit = int(policy.get("MaximumRetryCount") or 0)  # type: ignore[call-overload]
+        return exit_code != 0 and (limit == 0 or restart_count < limit)
+    return False
+
+
+def restart_on_daemon_start(policy: dict[str, object], manually_stopped: bool) -> bool:
+    """Whether an exited container is started when the daemon starts (moby daemon.restore)."""
+    name = policy.get("Name") or "no"
+    return name == "always" or (name == "unless-stopped" and not manually_stopped)
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Docker's restart delay for one container."""
+
+    delay: float = 0.0
+
+    def next_delay(self, ran_for: float) -> float:
+        """The wait before the next restart, given how long the last run lasted."""
+        if ran_for >= RESET_AFTER or self.delay == 0.0:
+            self.delay = BACKOFF_START
+        else:
+            self.delay = min(self.delay * 2, BACKOFF_MAX)
+        return self.delay

@@ -1,0 +1,104 @@
+"""What the engine needs from the supervisor, as a Protocol (containerd's Tasks service).
+
+The daemon talks to ``TaskService``; the real implementation is ``GrpcTasks`` (the gRPC
+service of labkit/engine/supervisor/api/supervisor.proto over a unix socket) and unit tests
+use a fake.  Results are small frozen records so nothing above this file sees protobuf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from labkit.engine.images.mounts import Mount
+
+__all__ = ["TaskInfo", "ProcInfo", "ExitInfo", "TaskStats", "TaskEvent", "TaskService"]
+
+# proto enum Status -> Docker's words
+STATUS_NAMES = {0: "unknown", 1: "created", 2: "running", 3: "paused", 4: "stopped"}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    id: str
+    pid: int
+    status: str
+    io_socket: str = ""
+    exit_status: int = 0
+    exited_at: float = 0.0
+    oom_killed: bool = False
+    started_at: float = 0.0
+    shim_pid: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcInfo:
+    id: str
+    exec_id: str
+    pid: int
+    status: str
+    io_socket: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    exit_status: int
+    exited_at: float = 0.0
+    oom_killed: bool = False
+    error: str = ""
+    pid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    read_at: float = 0.0
+    memory_usage: int = 0
+    memory_limit: int = 0
+    memory_max_usage: int = 0
+    cpu_usage_ns: int = 0
+    cpu_user_ns: int = 0
+    cpu_system_ns: int = 0
+    system_cpu_ns: int = 0
+    online_cpus: int = 0
+    throttled_periods: int = 0
+    throttled_ns: int = 0
+    pids_current: int = 0
+    pids_limit: int = 0
+    oom_kills: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    topic: str
+    id: str
+    exec_id: str = ""
+    pid: int = 0
+    exit_status: int = 0
+    timestamp: float = 0.0
+
+
+class TaskService(Protocol):
+    """The supervisor's task API (see supervisor.proto for each call's meaning)."""
+
+    async def create(self, id: str, bundle: str, rootfs: list[Mount], *, terminal: bool,
+                     stdin: bool, stdin_once: bool, log_path: str,
+                     labels: dict[str, str]) -> TaskInfo: ...
+    async def start(self, id: str, exec_id: str = "") -> ProcInfo: ...
+    async def kill(self, id: str, signal: int, exec_id: str = "", all: bool = False) -> None: ...
+    async def delete(self, id: str, exec_id: str = "", force: bool = False) -> ExitInfo: ...
+    async def wait(self, id: str, exec_id: str = "") -> ExitInfo: ...
+    async def state(self, id: str) -> TaskInfo: ...
+    async def list(self) -> list[TaskInfo]: ...
+    async def exec(self, id: str, exec_id: str, process: dict[str, Any], *, terminal: bool,
+                   stdin: bool) -> ProcInfo: ...
+    async def resize(self, id: str, exec_id: str, width: int, height: int) -> None: ...
+    async def close_stdin(self, id: str, exec_id: str = "") -> None: ...
+    async def pause(self, id: str) -> None: ...
+    async def resume(self, id: str) -> None: ...
+    async def pids(self, id: str) -> list[int]: ...
+    async def stats(self, id: str) -> TaskStats: ...
+    async def update(self, id: str, resources: dict[str, Any]) -> None: ...
+    def events(self) -> AsyncIterator[TaskEvent]: ...
+    async def close(self) -> None: ...

@@ -1,0 +1,5 @@
+import sys
+
+from labkit.engine.daemon.main import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""/_ping, /version, /info, /events."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from labkit.engine.containers.listing import parse_until
+from labkit.engine.daemon import streams
+from labkit.engine.daemon.params import engine, filters, reply
+from labkit.engine.daemon.serialize import info, version
+
+PING_HEADERS = {"Api-Version": "1.41", "Ostype": "linux", "Docker-Experimental": "false",
+                "Builder-Version": "1", "Cache-Control": "no-cache, no-store, must-revalidate",
+                "Pragma": "no-cache"}
+
+
+async def ping(request: web.Request) -> web.Response:
+    return web.Response(text="OK", headers=PING_HEADERS, content_type="text/plain")
+
+
+async def get_version(request: web.Request) -> web.Response:
+    return reply(version())
+
+
+async def get_info(request: web.Request) -> web.Response:
+    return reply(info(engine(request)))
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    items = engine(request).bus.stream(parse_until(q.get("since")), parse_until(q.get("until")),
+                                       filters(request))
+    return await streams.send_json_lines(request, items)

@@ -1,0 +1,142 @@
+"""`labkit daemon`: serve the Docker Engine API v1.41 on a unix socket (dockerd's job).
+
+Start-up: make the state dirs, make sure the busybox image exists, connect to the supervisor
+on paths.supervisor_socket() (starting ``python -m labkit.engine.supervisor`` in its own
+session when none answers, as dockerd starts containerd), restore the container records
+(adopting running tasks: live-restore), then listen.  The daemon never parents a container:
+SIGTERM/SIGINT stop the API server only, and a SIGKILL loses nothing but open requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from labkit import errors
+from labkit.engine import paths
+
+__all__ = ["main", "serve", "start_supervisor", "socket_answers"]
+
+log = logging.getLogger("labkit.daemon")
+
+
+def socket_answers(path: Path) -> bool:
+    """True when something accepts connections on the unix socket ``path``."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def start_supervisor() -> int:
+    """Spawn the supervisor in its own session (it must outlive us); returns its pid."""
+    exe = shutil.which("labkit-supervisor")
+    argv = [exe] if exe else [sys.executable, "-m", "labkit.engine.supervisor"]
+    paths.run().mkdir(parents=True, exist_ok=True)
+    logf = open(paths.run() / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                            start_new_session=True, close_fds=True)
+    logf.close()
+    return proc.pid
+
+
+async def connect_supervisor(timeout: float = 15.0):  # type: ignore[no-untyped-def]
+    from labkit.engine.containers.grpc_tasks import GrpcTasks
+    sock = paths.supervisor_socket()
+    if not socket_answers(sock):
+        pid = start_supervisor()
+        log.info("started supervisor pid %d", pid)
+    tasks = GrpcTasks(str(sock))
+    if not await tasks.ready(timeout):
+        raise errors.UnsupportedError(
+            "supervisor", f"no answer on {sock} after {timeout:.0f}s",
+            hint=f"see {paths.run() / 'supervisor.log'}")
+    return tasks
+
+
+def _init_binary() -> str | None:
+    for cand in ("/usr/bin/tini-static", "/usr/bin/docker-init"):
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+async def serve(sock: Path, ready: asyncio.Event | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT."""
+    from aiohttp import web
+
+    from labkit.engine.containers.engine import Engine
+    from labkit.engine.daemon.app import make_app
+    from labkit.engine.images.store import ensure_busybox
+
+    for d in (paths.root(), paths.run(), paths.containers_dir()):
+        d.mkdir(parents=True, exist_ok=True)
+    if sock.exists() or sock.is_symlink():
+        if socket_answers(sock):
+            raise errors.AlreadyExistsError("daemon", str(sock), hint="another labkit daemon "
+                                            "answers there; stop it or set LABKIT_SOCKET")
+        sock.unlink()
+    await asyncio.get_running_loop().run_in_executor(None, ensure_busybox)
+    tasks = await connect_supervisor()
+    engine = Engine(tasks, init_binary=_init_binary())
+    await engine.restore()
+    runner = web.AppRunner(make_app(engine), access_log=None, handler_cancellation=False)
+    await runner.setup()
+    site = web.UnixSite(runner, str(sock))
+    await site.start()
+    os.chmod(sock, 0o660)
+    (paths.run() / "labkit-daemon.pid").write_text(f"{os.getpid()}\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("labkit daemon listening on %s", sock)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    await runner.cleanup()  # containers keep running: live-restore
+    for task in engine.monitors.values():
+        task.cancel()
+    with contextlib.suppress(Exception):
+        await tasks.close()
+
+
+def parser(prog: str = "labkit daemon") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Serve the Docker Engine API v1.41 "
+                                "on a unix socket (DOCKER_HOST=unix://<socket>).")
+    p.add_argument("--socket", "-H", default=None,
+                   help=f"unix socket path (default {paths.daemon_socket()})")
+    p.add_argument("--debug", "-D", action="store_true", help="log every request")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "labkit daemon") -> int:
+    args = parser(prog).parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sock = Path((args.socket or str(paths.daemon_socket())).removeprefix("unix://"))
+    try:
+        asyncio.run(serve(sock))
+    except errors.LabkitError as err:
+        print(f"labkit daemon: error: {err}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

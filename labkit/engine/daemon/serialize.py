@@ -1,0 +1,105 @@
+"""JSON shapes for /version, /info and images, as dockerd returns them (API v1.41)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from typing import Any
+
+import labkit
+from labkit.engine import paths
+from labkit.engine.containers.record import rfc3339
+
+__all__ = ["version", "info", "image_summary", "image_inspect", "API_VERSION"]
+
+API_VERSION = "1.41"
+MIN_API_VERSION = "1.12"
+
+
+def _os_name() -> str:
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cgroup_version() -> str:
+    from labkit.cgroups import detect
+    try:
+        return "2" if "UNIFIED" in str(detect.mode()).upper() else "1"
+    except Exception:
+        return "1"
+
+
+def version() -> dict[str, Any]:
+    v = f"{labkit.__version__}-labkit"
+    details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+               "Os": "linux", "Arch": "amd64", "KernelVersion": platform.release(),
+               "GitCommit": "labkit", "GoVersion": f"python{platform.python_version()}",
+               "BuildTime": "", "Experimental": "false"}
+    return {"Platform": {"Name": "labkit Engine"}, "Version": v,
+            "Components": [{"Name": "Engine", "Version": v, "Details": details}], **details,
+            "Experimental": False}
+
+
+def info(engine: Any) -> dict[str, Any]:
+    recs = engine.store.all()
+    counts = {s: sum(1 for r in recs if r.status == s) for s in ("running", "paused")}
+    return {
+        "ID": "labkit", "Containers": len(recs), "ContainersRunning": counts["running"],
+        "ContainersPaused": counts["paused"],
+        "ContainersStopped": len(recs) - counts["running"] - counts["paused"],
+        "Images": len(engine.images.list()), "Driver": "overlay2",
+        "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
+        "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Log": ["json-file"]},
+        "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+        "CPUShares": True, "PidsLimit": True, "IPv4Forwarding": True, "Debug": False,
+        "NFd": len(os.listdir("/proc/self/fd")), "OomKillDisable": False,
+        "NGoroutines": 0, "SystemTime": rfc3339(__import__("time").time()),
+        "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
+        "CgroupVersion": _cgroup_version(), "NEventsListener": len(engine.bus.subscribers),
+        "KernelVersion": platform.release(), "OperatingSystem": _os_name(),
+        "OSVersion": "", "OSType": "linux", "Architecture": platform.machine(),
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": []},
+        "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(),
+        "DockerRootDir": str(paths.root()), "Name": socket.gethostname(), "Labels": [],
+        "ExperimentalBuild": False, "ServerVersion": f"{labkit.__version__}-labkit",
+        "Runtimes": {"labkit-runtime": {"path": "labkit-runtime"}},
+        "DefaultRuntime": "labkit-runtime", "LiveRestoreEnabled": True, "Isolation": "",
+        "InitBinary": "tini-static", "SecurityOptions": ["name=seccomp,profile=default"],
+        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+                  "ControlAvailable": False, "Error": "", "RemoteManagers": None},
+        "Warnings": [],
+    }
+
+
+def image_summary(img: Any) -> dict[str, Any]:
+    return {"Id": img.id, "ParentId": "", "RepoTags": list(img.tags), "RepoDigests": [],
+            "Created": 0, "Size": img.size, "VirtualSize": img.size, "SharedSize": -1,
+            "Labels": {}, "Containers": -1}
+
+
+def image_inspect(img: Any) -> dict[str, Any]:
+    cfg = img.config
+    return {"Id": img.id, "RepoTags": list(img.tags), "RepoDigests": [], "Parent": "",
+            "Comment": "", "Created": cfg.get("created", ""), "Container": "",
+            "ContainerConfig": {}, "DockerVersion": "", "Author": "",
+            "Config": cfg.get("config", {}), "Architecture": cfg.get("architecture", "amd64"),
+            "Os": cfg.get("os", "linux"), "Size": img.size, "VirtualSize": img.size,
+            "GraphDriver": {"Name": "overlay2",
+                            "Data": {"LowerDir": ":".join(str(p) for p in img.layers)}},
+            "RootFS": {"Type": "layers", "Layers": cfg.get("rootfs", {}).get("diff_ids", [])},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"}}

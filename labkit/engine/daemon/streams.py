@@ -1,0 +1,88 @@
+"""Long-lived responses: wait (headers at once, body at the condition), logs, events, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from labkit import errors
+from labkit.engine.daemon.frames import STREAMS, encode
+
+__all__ = ["open_stream", "send_json_lines", "log_chunks", "wait_body"]
+
+
+async def open_stream(request: web.Request, content_type: str) -> web.StreamResponse:
+    """A 200 whose headers leave at once (chunked body follows)."""
+    resp = web.StreamResponse(headers={"Content-Type": content_type})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    return resp
+
+
+async def send_json_lines(request: web.Request, items: AsyncIterator[Any]) -> web.StreamResponse:
+    """Stream objects as JSON lines; stop quietly when the client goes away."""
+    resp = await open_stream(request, "application/json")
+    with contextlib.suppress(ConnectionError):
+        async for item in items:
+            await resp.write(json.dumps(item).encode() + b"\n")
+        await resp.write_eof()
+    return resp
+
+
+def wait_body(exit_: Any) -> bytes:
+    err = {"Message": exit_.error} if exit_.error else None
+    return json.dumps({"StatusCode": exit_.exit_status, "Error": err}).encode() + b"\n"
+
+
+async def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
+    """GET /containers/{id}/logs: the json-file records as frames (raw with a tty)."""
+    from labkit.engine.logs.reader import Follower, log_files, read_logs
+    from labkit.engine.containers.listing import parse_until
+
+    stdout, stderr = q.get("stdout", "") in ("1", "true"), q.get("stderr", "") in ("1", "true")
+    if not (stdout or stderr):
+        raise errors.InvalidArgumentError(
+            "stdout", "Bad parameters: you must choose at least one stream")
+    rec, path = engine.log_path(ref)
+    tail_q = q.get("tail", "all")
+    tail = -1 if tail_q in ("all", "") else int(tail_q)
+    since = int((parse_until(q.get("since")) or 0) * 1e9) if q.get("since") else 0
+    until = int((parse_until(q.get("until")) or 0) * 1e9) if q.get("until") else 0
+    stamps, tty = q.get("timestamps", "") in ("1", "true"), bool(rec.config.get("Tty"))
+
+    def chunk(e: Any) -> bytes:
+        data = (e.time.encode() + b" " + e.log) if stamps else e.log
+        return data if tty else encode(STREAMS.get(e.stream, 1), data)
+    if q.get("follow", "") not in ("1", "true"):
+        for e in read_logs(path, tail=tail, since=since, until=until, stdout=stdout,
+                           stderr=stderr):
+            yield chunk(e)
+        return
+    # Follow: one reader from the start of the current file, so nothing falls between the
+    # backlog and the live part; older rotations first (as labkit.engine.logs.reader.follow).
+    follower = Follower(path, since=since, stdout=stdout, stderr=stderr)
+    try:
+        backlog = [e for f in log_files(path)[:-1]
+                   for e in read_logs(f, since=since, stdout=stdout, stderr=stderr)]
+        backlog += follower.poll()
+        backlog = [e for e in backlog if not until or e.ns <= until]
+        for e in backlog[len(backlog) - tail:] if tail > 0 else backlog if tail < 0 else []:
+            yield chunk(e)
+        while True:
+            entries = follower.poll()
+            for e in entries:
+                if not until or e.ns <= until:
+                    yield chunk(e)
+            if not entries:
+                if not rec.running or rec.id not in engine.store.by_id:
+                    for e in follower.poll():
+                        yield chunk(e)
+                    return
+                await asyncio.sleep(0.1)
+    finally:
+        follower.close()
