@@ -84,3 +84,36 @@ def test_host_cgroup_dirs_pure_v2(tmp_path: Path) -> None:
     (proc / "self/mountinfo").write_text(
         "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n")
     assert rootfs.host_cgroup_dirs(str(proc)) == {"": "/sys/fs/cgroup/lk/c1"}
+
+
+def test_device_rules_in_order_then_the_standard_devices() -> None:
+    from labkit import errors
+    from labkit.engine.runtime import devices
+
+    got = devices.rules({"devices": [{"allow": False, "access": "rwm"},
+                                     {"allow": True, "type": "c", "major": 10, "minor": 200,
+                                      "access": "rw"}]})
+    assert got[:2] == [(False, "a"), (True, "c 10:200 rw")]
+    assert (True, "c 1:3 rwm") in got and (True, "c 136:* rwm") in got
+    assert (True, "b *:* m") in got
+    with pytest.raises(errors.InvalidArgumentError, match=r"linux.resources.devices\[0\]"):
+        devices.rules({"devices": [{"allow": "yes"}]})
+    with pytest.raises(errors.InvalidArgumentError, match="major"):
+        devices.rules({"devices": [{"allow": True, "type": "c", "major": -1}]})
+
+
+def test_device_rules_need_a_devices_directory(tmp_path: Path) -> None:
+    from labkit.engine.runtime import devices
+
+    class NoDirs:  # a backend without per-controller directories (cgroup v2)
+        pass
+
+    class V1Like:
+        def __init__(self) -> None:
+            self.dirs = {"devices": tmp_path}
+
+    assert devices.apply(NoDirs(), None) is False
+    (tmp_path / "devices.allow").write_text("")
+    (tmp_path / "devices.deny").write_text("")
+    assert devices.apply(V1Like(), {"devices": [{"allow": False}]}) is True
+    assert (tmp_path / "devices.deny").read_text() == "a"  # each rule is its own write(2)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 from labkit import errors
 from labkit._sys import consts, syscalls
 from labkit.engine.runtime import config as configmod
+from labkit.engine.runtime import devices as device_rules
 from labkit.engine.runtime import state as statemod
 
 # How long the runtime waits for init to report (a live init answers in milliseconds; this
@@ -134,6 +135,7 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
     from labkit.cgroups import Resources, open_cgroup
 
     resources = Resources.from_oci(cfg.linux.get("resources"))
+    device_rules.rules(cfg.linux.get("resources"))  # validate now, apply after mkdir
     filt = None
     if cfg.linux.get("seccomp"):
         from labkit.engine.runtime.seccomp import load_flags, program
@@ -182,6 +184,7 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     undo.push(cg.remove)
     undo.push(cg.kill)
     cg.set(resources)
+    device_rules.apply(cg, cfg.linux.get("resources"))
 
     console_fd = None
     if console_socket is not None:
