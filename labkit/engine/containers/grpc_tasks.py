@@ -1,8 +1,7 @@
 """TaskService over gRPC (grpc.aio) to the supervisor's unix socket.
 
-gRPC status codes come back as labkit's error classes (containerd errgrpc.ToNative): the
-supervisor sends the class name in the ``labkit-error`` trailing metadata when it has one;
-otherwise the status code decides.
+gRPC errors come back as the labkit error classes the supervisor raised (its
+errmap.to_native, containerd's errgrpc.ToNative), so NotFoundError stays NotFoundError.
 """
 
 from __future__ import annotations
@@ -32,23 +31,10 @@ __all__ = ["GrpcTasks", "from_grpc"]
 T = TypeVar("T")
 
 
-def from_grpc(err: grpc.aio.AioRpcError, what: str) -> errors.LabkitError:
-    """A gRPC failure as a labkit error (the reverse of the supervisor's mapping)."""
-    code, msg = err.code(), err.details() or str(err.code())
-    if code == grpc.StatusCode.NOT_FOUND:
-        return errors.NotFoundError("task", msg)
-    if code == grpc.StatusCode.ALREADY_EXISTS:
-        return errors.AlreadyExistsError("task", msg)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return errors.ConflictError(msg)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return errors.InvalidArgumentError(what, msg)
-    if code == grpc.StatusCode.UNIMPLEMENTED:
-        return errors.UnsupportedError(what, msg)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return errors.UnsupportedError("supervisor", f"not answering: {msg}",
-                                       hint="start it: python -m labkit.engine.supervisor")
-    return errors.LabkitError(f"{what}: {msg}")
+def from_grpc(err: grpc.aio.AioRpcError, what: str) -> Exception:
+    """A gRPC failure as the labkit error the supervisor raised (its errmap.to_native)."""
+    from labkit.engine.supervisor.errmap import to_native
+    return to_native(err, what)
 
 
 def _task(t: Any) -> TaskInfo:
