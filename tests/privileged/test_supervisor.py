@@ -316,3 +316,21 @@ def test_oom_kill_is_recorded_and_announced(h: Harness) -> None:
     while time.monotonic() < end and "/tasks/exit" not in [e.topic for e in seen if e.id == cid]:
         time.sleep(0.05)
     assert [e.topic for e in seen if e.id == cid][-2:] == ["/tasks/oom", "/tasks/exit"]
+
+
+def test_container_processes_ignore_no_signals(h: Harness) -> None:
+    # The shim ignores SIGTERM/SIGHUP/SIGPIPE for itself; ignored dispositions survive
+    # execve (signal(7)), so a leak would make `docker stop` fail on the container's children.
+    cid = h.new_id()
+    t = h.client.create(cid, str(h.bundle(cid, ["sh", "-c", "cat /proc/self/status; sleep 1000"])))
+    io = attach(t.io_socket)
+    h.client.start(cid)
+    p = h.client.exec(cid, "st", h.process(["cat", "/proc/self/status"]))
+    io2 = attach(p.io_socket, "st")
+    h.client.start(cid, "st")
+    exec_status = b"".join(pl for _, pl in read_frames(io2))
+    h.client.kill(cid, signal.SIGKILL)
+    init_status = b"".join(pl for _, pl in read_frames(io))
+    for text in (init_status, exec_status):
+        ign = re.search(rb"SigIgn:\s*([0-9a-f]+)", text)
+        assert ign is not None and int(ign.group(1), 16) == 0, text

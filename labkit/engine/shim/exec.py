@@ -65,7 +65,8 @@ def _child(p: dict[str, Any], stdio: tuple[int, int, int], tty: bool, filt: Any,
            sync_w: int, in_userns: bool) -> NoReturn:
     try:
         # Python ignores SIGPIPE/SIGXFSZ; ignored dispositions survive execve (signal(7)).
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGCHLD):
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGCHLD,
+                    signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         os.setsid()

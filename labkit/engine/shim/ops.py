@@ -30,6 +30,15 @@ if TYPE_CHECKING:
     from labkit.engine.shim.server import CtlConn
 
 
+def _default_signals() -> None:
+    """Undo the shim's signal setup in a child that goes on to the container: ignored
+    dispositions survive execve (signal(7)), and a container must not ignore SIGTERM."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD,
+                signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Ops:
     """Mixed into server.Shim, which provides the state and loop methods declared here."""
 
@@ -133,6 +142,7 @@ class Ops:
             code = 1
             try:
                 a.close()
+                _default_signals()
                 # The runtime's init inherits fds 0-2 of its caller (runtime.init keeps
                 # only those across execve): put the container's stdio there.
                 for i, fd in enumerate(stdio):
