@@ -427,3 +427,27 @@ def test_device_cgroup_denies_nodes_outside_the_allow_list(bundle: Bundle) -> No
     assert p.stdout.split() == ["made", "null-ok"]
     assert "/dev/lkfuse: Operation not permitted" in p.stderr
     assert_nothing_left(bundle, cid)
+
+
+@pytest.mark.parametrize("cgroupns", [False, True])
+def test_cgroupfs_inside_shows_the_containers_own_cgroup(bundle: Bundle, cgroupns: bool) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    cfg["linux"]["resources"]["memory"] = {"limit": 48 << 20}
+    if cgroupns:
+        cfg["linux"]["namespaces"].append({"type": "cgroup"})
+    probe = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null ||"
+             " cat /sys/fs/cgroup/memory.max;"
+             " cut -d: -f3 /proc/self/cgroup | sort -u")
+    cfg["process"]["args"] = ["sh", "-c", probe]
+    bundle.config = cfg
+    cid = bundle.new_id()
+    p = bundle.run(cid)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    assert int(lines[0]) == 48 << 20  # the container's limit, not the host's root cgroup
+    if cgroupns:
+        assert lines[1:] == ["/"]  # the container's cgroup is its cgroup namespace's root
+    else:
+        assert f"/lk/{cid}" in lines[1:]
+    assert_nothing_left(bundle, cid)

@@ -117,3 +117,18 @@ def test_device_rules_need_a_devices_directory(tmp_path: Path) -> None:
     (tmp_path / "devices.deny").write_text("")
     assert devices.apply(V1Like(), {"devices": [{"allow": False}]}) is True
     assert (tmp_path / "devices.deny").read_text() == "a"  # each rule is its own write(2)
+
+
+def test_host_cgroup_dirs_in_a_cgroup_namespace_mount_afresh(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self/cgroup").write_text("4:memory:/\n1:name=systemd:/\n0::/\n")
+    (proc / "self/mountinfo").write_text(
+        "32 31 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+        "40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n")
+    assert rootfs.host_cgroup_dirs(str(proc), cgroupns=True) == {
+        "memory": "fresh:cgroup:memory",
+        "systemd": "fresh:cgroup:xattr,name=systemd",
+        "unified": "fresh:cgroup2:",
+    }

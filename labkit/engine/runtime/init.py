@@ -186,7 +186,8 @@ def container_init(a: InitArgs) -> NoReturn:
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()
         _cloexec_all()
-        cgroup_dirs = rootfs.host_cgroup_dirs() if a.host_cgroups else {}
+        cgroupns = "cgroup" in cfg.namespaces.new or "cgroup" in cfg.namespaces.join
+        cgroup_dirs = rootfs.host_cgroup_dirs(cgroupns=cgroupns) if a.host_cgroups else {}
         rootfs.prepare(cfg, cgroup_dirs)
         # The host's /proc, kept open across pivot_root, to reopen exec.fifo by its fd
         # without depending on the container mounting a /proc of its own.

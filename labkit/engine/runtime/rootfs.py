@@ -140,7 +140,10 @@ def mount_entry(entry: dict[str, Any], rootfs: str, cgroup_paths: dict[str, str]
 def _mount_cgroups(dest: str, opts: tuple[str, ...], cgroup_paths: dict[str, str]) -> None:
     # A "cgroup" mount on a v1/hybrid host is a tmpfs with each hierarchy bind-mounted from
     # the container's own cgroup directory (runc mountCgroupV1); on a v2 host it is one
-    # cgroup2 mount, which in a cgroup namespace shows the container's subtree.
+    # cgroup2 mount.  In a cgroup namespace, /proc/self/cgroup says "/" and a bind would
+    # expose the host's whole tree: there each hierarchy is mounted afresh instead, and the
+    # kernel roots a new mount at the namespace's root, the container's cgroup
+    # (cgroup_namespaces(7)).  Values "fresh:<fstype>:<options>" ask for that.
     flags, _, _ = mounts.parse(opts)
     ro = flags & C.MS_RDONLY
     base = flags & (C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC)
@@ -151,18 +154,22 @@ def _mount_cgroups(dest: str, opts: tuple[str, ...], cgroup_paths: dict[str, str
     for name, host_dir in sorted(cgroup_paths.items()):
         sub = os.path.join(dest, name)
         _mkdirs(sub)
-        if os.path.isdir(host_dir):
+        if host_dir.startswith("fresh:"):
+            _, fstype, data = host_dir.split(":", 2)
+            syscalls.mount("cgroup", sub, fstype, base | ro, data or None)
+        elif os.path.isdir(host_dir):
             syscalls.mount(host_dir, sub, None, C.MS_BIND | C.MS_REC, None)
             syscalls.mount(None, sub, None, C.MS_BIND | C.MS_REMOUNT | base | ro, None)
     if ro:
         syscalls.mount(None, dest, None, C.MS_REMOUNT | base | C.MS_RDONLY, "mode=755")
 
 
-def host_cgroup_dirs(procfs: str = "/proc") -> dict[str, str]:
+def host_cgroup_dirs(procfs: str = "/proc", *, cgroupns: bool = False) -> dict[str, str]:
     """hierarchy name -> host directory of *our* cgroup in it (mountinfo + /proc/self/cgroup).
 
     Keys are the mount point's last component ("memory", "cpu", "systemd", "unified"); the
     single key "" means a pure cgroup2 host.  Read before pivot_root, in the host's view.
+    With ``cgroupns`` the values are "fresh:<fstype>:<options>" (see _mount_cgroups).
     """
     own: dict[str, str] = {}
     with open(f"{procfs}/self/cgroup") as f:
@@ -189,7 +196,12 @@ def host_cgroup_dirs(procfs: str = "/proc") -> dict[str, str]:
             if mroot != "/" and rel.startswith(mroot):
                 rel = rel[len(mroot):]
             name = "" if fstype == "cgroup2" and mnt == "/sys/fs/cgroup" else os.path.basename(mnt)
-            out[name] = mnt + rel if rel != "/" else mnt
+            if cgroupns:
+                # The hierarchy's identity: its controllers or name=, without rw/ro.
+                data = ",".join(o for o in superopts.split(",") if o not in ("rw", "ro"))
+                out[name] = f"fresh:{fstype}:{data if fstype == 'cgroup' else ''}"
+            else:
+                out[name] = mnt + rel if rel != "/" else mnt
     return out
 
 
