@@ -451,3 +451,18 @@ def test_cgroupfs_inside_shows_the_containers_own_cgroup(bundle: Bundle, cgroupn
     else:
         assert f"/lk/{cid}" in lines[1:]
     assert_nothing_left(bundle, cid)
+
+
+def test_sysctl_and_oom_score_adj_then_proc_sys_readonly(bundle: Bundle) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    cfg["process"]["oomScoreAdj"] = 500  # raising needs no privilege
+    cfg["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}  # namespaced with the netns
+    cfg["process"]["args"] = ["sh", "-c", "cat /proc/self/oom_score_adj /proc/sys/net/ipv4/ip_forward;"
+                              " echo 0 > /proc/sys/net/ipv4/ip_forward || echo readonly"]
+    bundle.config = cfg
+    cid = bundle.new_id()
+    p = bundle.run(cid)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["500", "1", "readonly"]
+    assert_nothing_left(bundle, cid)
