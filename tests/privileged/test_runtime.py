@@ -458,8 +458,8 @@ def test_sysctl_and_oom_score_adj_then_proc_sys_readonly(bundle: Bundle) -> None
     cfg["process"]["terminal"] = False
     cfg["process"]["oomScoreAdj"] = 500  # raising needs no privilege
     cfg["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}  # namespaced with the netns
-    cfg["process"]["args"] = ["sh", "-c", "cat /proc/self/oom_score_adj /proc/sys/net/ipv4/ip_forward;"
-                              " echo 0 > /proc/sys/net/ipv4/ip_forward || echo readonly"]
+    cfg["process"]["args"] = ["sh", "-c", ("cat /proc/self/oom_score_adj /proc/sys/net/ipv4/ip_forward;"
+                              " echo 0 > /proc/sys/net/ipv4/ip_forward || echo readonly")]
     bundle.config = cfg
     cid = bundle.new_id()
     p = bundle.run(cid)
