@@ -113,3 +113,12 @@ def test_load_reports_bad_json_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps([1]))
     with pytest.raises(errors.InvalidArgumentError, match="must be a JSON object"):
         config.load(str(tmp_path), "lk-unit")
+
+
+def test_hooks_are_refused_not_skipped(bundle: Path) -> None:
+    cfg = default_config()
+    cfg["hooks"] = {"prestart": [{"path": "/bin/true"}]}
+    with pytest.raises(errors.UnsupportedError, match="hooks"):
+        check(bundle, cfg)
+    cfg["hooks"] = {"prestart": []}
+    check(bundle, cfg)

@@ -125,6 +125,13 @@ def validate(raw: Any, bundle: str, container_id: str) -> Config:
         want(m, "type", str, w)
         want(m, "source", str, w)
         _strs(m, "options", w)
+    hooks = want(raw, "hooks", dict, "") or {}
+    if any(hooks.values()):
+        # Silently skipping a hook (often networking or GPU setup) would start a broken
+        # container; refuse instead (config.md "POSIX-platform Hooks").
+        raise errors.UnsupportedError(
+            "OCI hooks", f"labkit-runtime does not run hooks ({', '.join(sorted(hooks))})",
+            hint="do that setup before create (e.g. labkit.engine.net), or use runc")
     linux = want(raw, "linux", dict, "") or {}
     ns = _namespaces(raw, linux)
     cgpath = want(linux, "cgroupsPath", str, "linux") or f"lk/{container_id}"
