@@ -334,3 +334,26 @@ def test_container_processes_ignore_no_signals(h: Harness) -> None:
     for text in (init_status, exec_status):
         ign = re.search(rb"SigIgn:\s*([0-9a-f]+)", text)
         assert ign is not None and int(ign.group(1), 16) == 0, text
+
+
+def test_concurrent_lifecycles(h: Harness) -> None:
+    b = h.bundle("conc", ["sh", "-c", "echo hi; exit 2"])
+    ids = [h.new_id() for _ in range(12)]
+    codes: dict[str, int] = {}
+
+    def one(cid: str) -> None:
+        h.client.create(cid, str(b))
+        h.client.start(cid)
+        codes[cid] = h.client.wait(cid).exit_status
+        h.client.delete(cid)
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert codes == {c: 2 for c in ids}
+    assert h.client.list() == []
+    for cid in ids:
+        log = h.root / "containers" / cid / f"{cid}-json.log"
+        assert [e.log for e in read_logs(str(log))] == [b"hi\n"]
