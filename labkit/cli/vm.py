@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -150,8 +151,17 @@ def _status(a: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so every finally/except below runs: qemu and builds are stopped
+
+
 def run_command(a: argparse.Namespace) -> int:
-    """Dispatch a parsed ``labkit vm`` command; LabkitErrors become a message + 125."""
+    """Dispatch a parsed ``labkit vm`` command; LabkitErrors become a message + 125.
+
+    SIGTERM and SIGHUP act like Ctrl-C: the VM or the image build is stopped cleanly.
+    """
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         if a.vm_command == "run":
             return _run(a)
@@ -167,7 +177,8 @@ def run_command(a: argparse.Namespace) -> int:
             err.print("stopped" if session.destroy(a.name) else f"no VM '{a.name}' running")
             return 0
         if a.vm_command == "clean":
-            session.destroy(a.name)
+            for state in session.status()["running"]:  # type: ignore[attr-defined]
+                session.destroy(str(state["name"]))
             _image.clean()
             err.print(f"removed {cache_dir()}")
             return 0
@@ -180,7 +191,7 @@ def run_command(a: argparse.Namespace) -> int:
             err.print(escape(f"hint: {e.hint}"), highlight=False)
         return VM_FAILED
     except KeyboardInterrupt:
-        err.print("labkit vm: interrupted; the VM was stopped")
+        err.print("labkit vm: interrupted; the VM (or the image build) was stopped")
         return 130
 
 

@@ -21,7 +21,15 @@ from pathlib import Path
 
 from labkit import errors
 from labkit.vm._errors import NoSpaceError, VMError
-from labkit.vm.recipe import HERE, SUITE, Layout, Recipe, cache_dir, host_mirror
+from labkit.vm.recipe import (
+    HERE,
+    SUITE,
+    Layout,
+    Recipe,
+    cache_dir,
+    host_mirror,
+    host_security_mirror,
+)
 
 # Free space a cold build needs: ~1.8 GiB rootfs + the same again as the ext4 image.
 NEED_BYTES = 5 * 1024**3
@@ -87,10 +95,15 @@ def _run_logged(argv: list[str], log: Path, on_line: Callable[[str], None] | Non
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            out.write(line)
-            if on_line:
-                on_line(line.rstrip("\n"))
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                if on_line:
+                    on_line(line.rstrip("\n"))
+        except BaseException:  # Ctrl-C, a failing progress callback: stop the step too
+            proc.kill()
+            proc.wait()
+            raise
         rc = proc.wait()
     if rc != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(True)[-15:])
@@ -101,10 +114,10 @@ def _run_logged(argv: list[str], log: Path, on_line: Callable[[str], None] | Non
                       hint="re-run `labkit vm build`; the half-built stage was discarded")
 
 
-def _sources(mirror: str) -> str:
-    sec = mirror.rsplit("/", 1)[0] + "/debian-security"
-    return (f"deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-updates main\n"
-            f"deb {sec} {SUITE}-security main\n")
+def _sources(mirror: str, security: str | None) -> str:
+    """sources.list(5) for the image: the host's own mirrors (the only ones reachable)."""
+    text = f"deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-updates main\n"
+    return text + (f"deb {security} {SUITE}-security main\n" if security else "")
 
 
 def _build_base(lay: Layout, progress: Progress) -> None:
@@ -117,7 +130,7 @@ def _build_base(lay: Layout, progress: Progress) -> None:
         progress("debootstrap", 0, len(STEPS))
         mirror = host_mirror()
         _run_logged(["debootstrap", "--variant=minbase", SUITE, str(rootfs), mirror], lay.log)
-        (rootfs / "etc/apt/sources.list").write_text(_sources(mirror))
+        (rootfs / "etc/apt/sources.list").write_text(_sources(mirror, host_security_mirror()))
         shutil.copyfile("/etc/resolv.conf", rootfs / "etc/resolv.conf")
         # policy-rc.d(8 of invoke-rc.d): no service may start inside the build chroot.
         rc_d = rootfs / "usr/sbin/policy-rc.d"
@@ -134,12 +147,14 @@ def _build_base(lay: Layout, progress: Progress) -> None:
             if line.startswith("### ") and line[4:] in STEPS:
                 progress(line[4:], STEPS.index(line[4:]), len(STEPS))
 
-        # A private mount namespace (unshare(1)): /proc, /sys and /dev for the chroot vanish
-        # with it, even if the build is killed, so nothing stays mounted on the host.
+        # Private mount and PID namespaces (unshare(1)): /proc, /sys and /dev for the chroot
+        # vanish with them, and if the build is stopped, --kill-child kills the namespace's
+        # init and with it every apt/dpkg inside (pid_namespaces(7)); nothing lingers.
         script = (f'R={rootfs}; mount -t proc proc $R/proc && mount -t sysfs sys $R/sys && '
                   f'mount --rbind /dev $R/dev && exec chroot $R /bin/sh /tmp/provision.sh "$0" "$1"')
         reqs = " ".join(lay.recipe.requirements)
-        _run_logged(["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c",
+        _run_logged(["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+                     "--kill-child", "sh", "-c",
                      script, reqs, " ".join(lay.recipe.packages)], lay.log, on_line,
                     env=_CHROOT_ENV)
         rc_d.unlink()

@@ -54,19 +54,34 @@ def debian_packages(listing: Path = REPO / "scripts" / "debian-packages.txt") ->
     return sorted({ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")})
 
 
-def host_mirror(sources: Path = Path("/etc/apt")) -> str:
-    """The Debian mirror this host's apt uses (debootstrap must reach the same one)."""
+def _apt_texts(sources: Path) -> list[str]:
     texts: list[str] = []
     for p in [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*"))]:
         try:
             texts.append(p.read_text())
         except OSError:
             continue
-    for text in texts:
-        # deb822 "URIs: http://.../debian" or one-line "deb http://.../debian bookworm main"
-        for m in re.finditer(r"(?:URIs:\s*|^deb\s+(?:\[[^]]*\]\s+)?)(\S+/debian)/?\s", text, re.MULTILINE):
+    return texts
+
+
+def _find_uri(sources: Path, tail: str) -> str | None:
+    # deb822 "URIs: http://.../debian" or one-line "deb [opts] http://.../debian bookworm main"
+    pat = re.compile(r"(?:URIs:\s*|^deb\s+(?:\[[^]]*\]\s+)?)(\S+/" + tail + r")/?\s",
+                     re.MULTILINE)
+    for text in _apt_texts(sources):
+        if m := pat.search(text):
             return m.group(1)
-    return DEFAULT_MIRROR
+    return None
+
+
+def host_mirror(sources: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror this host's apt uses (debootstrap must reach the same one)."""
+    return _find_uri(sources, "debian") or DEFAULT_MIRROR
+
+
+def host_security_mirror(sources: Path = Path("/etc/apt")) -> str | None:
+    """The host's debian-security mirror, or None when it uses none (then the image has none)."""
+    return _find_uri(sources, "debian-security")
 
 
 @dataclass(frozen=True)

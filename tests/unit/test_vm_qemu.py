@@ -125,3 +125,15 @@ def test_build_needs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(errors.UnsupportedError, match="needs root"):
         image.build(tmp_path)
+
+
+def test_security_mirror_only_when_the_host_has_one(tmp_path: Path) -> None:
+    from labkit.vm.recipe import host_security_mirror
+    (tmp_path / "sources.list").write_text("deb http://m.example/debian bookworm main\n")
+    assert host_security_mirror(tmp_path) is None
+    assert "security" not in image._sources("http://m.example/debian", None)
+    (tmp_path / "sources.list").write_text(
+        "deb http://m.example/debian bookworm main\n"
+        "deb http://s.example/debian-security bookworm-security main\n")
+    assert host_security_mirror(tmp_path) == "http://s.example/debian-security"
+    assert host_mirror(tmp_path) == "http://m.example/debian"
