@@ -16,6 +16,7 @@ from typing import Any
 
 from labkit import errors
 from labkit.doctor._check import VM, Check
+from labkit.engine.net._rtnl import off_loop
 
 __all__ = ["LIVE_CHECKS"]
 
@@ -51,13 +52,17 @@ def _try_links(ns: Any) -> list[Check]:
     from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped,unused-ignore]
 
     rows = []
-    # macvlan and ipvlan need a parent link; veth is built in wherever netns are.
-    ns.link("add", ifname="lkd-p0", kind="veth", peer="lkd-p1")
-    parent = ns.link_lookup(ifname="lkd-p0")[0]
+    # macvlan and ipvlan need a parent link; veth is built in wherever netns are.  Each gets
+    # its own: a device that carries macvlans cannot also carry ipvlans (EBUSY; the two
+    # drivers each claim the parent's rx_handler, net/core/dev.c netdev_rx_handler_register).
+    parents = {}
+    for kind in ("macvlan", "ipvlan"):
+        ns.link("add", ifname=f"lkd-{kind[:3]}0", kind="veth", peer=f"lkd-{kind[:3]}1")
+        parents[kind] = ns.link_lookup(ifname=f"lkd-{kind[:3]}0")[0]
     attempts: list[tuple[str, dict[str, Any]]] = [
         ("vxlan", {"vxlan_id": 42, "vxlan_port": 4789}),
-        ("macvlan", {"link": parent, "macvlan_mode": "bridge"}),
-        ("ipvlan", {"link": parent, "ipvlan_mode": 0}),
+        ("macvlan", {"link": parents["macvlan"], "macvlan_mode": "bridge"}),
+        ("ipvlan", {"link": parents["ipvlan"], "ipvlan_mode": 0}),
     ]
     for kind, kw in attempts:
         try:
@@ -73,6 +78,7 @@ def _try_links(ns: Any) -> list[Check]:
     return rows
 
 
+@off_loop
 def link_kinds() -> list[Check]:
     from pyroute2 import NetNS, netns  # type: ignore[import-untyped,unused-ignore]
 

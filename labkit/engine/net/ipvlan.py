@@ -17,20 +17,18 @@ whose hint points at the test VM.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import errno
-import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from labkit import errors
+from labkit.engine.net._rtnl import off_loop as _off_loop
 
 __all__ = [
     "IPVLAN_MODES",
@@ -49,24 +47,6 @@ MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 
 IFNAMSIZ = 16  # include/uapi/linux/if.h: 15 characters plus the NUL
 VM_HINT = ("this kernel lacks it; boot labkit's test VM, whose kernel has it: "
            "`labkit vm run -- python -m pytest --privileged tests/vm` (or vagrant/)")
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _off_loop(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run ``fn`` in a worker thread when this thread runs an asyncio loop (a Jupyter
-    kernel): pyroute2's synchronous API drives its own loop and refuses to nest in one."""
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return fn(*args, **kwargs)
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lk-rtnl") as ex:
-            return ex.submit(fn, *args, **kwargs).result()
-    return wrapper
 
 
 @dataclass(frozen=True)
