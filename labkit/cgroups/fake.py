@@ -92,7 +92,8 @@ def populate(cg: Cgroup) -> None:
     assert isinstance(cg, V1Cgroup)
     for ctrl, d in cg.dirs.items():
         for sub in [d, *[Path(p) for p, _, _ in os.walk(d)]]:
-            for fname, text in {"cgroup.procs": "", **V1_FILES.get(ctrl, {})}.items():
+            for fname, text in {"cgroup.procs": "", "tasks": "",
+                                **V1_FILES.get(ctrl, {})}.items():
                 if not (sub / fname).exists():
                     (sub / fname).write_text(text)
 

@@ -138,6 +138,26 @@ class V1Cgroup:
                 raise errors.NotFoundError("cgroup", f"{self.name} ({d})", hint="call create() first")
             _io.write(d / "cgroup.procs", str(pid))
 
+    def add_self(self) -> None:
+        """Move the calling process into the cgroup: write "0" to ``tasks`` in each hierarchy.
+
+        Documentation/admin-guide/cgroup-v1/cgroups.rst: writing 0 to ``tasks`` moves the
+        writing task.  That moves one THREAD, so this is only the whole process when the
+        caller is single-threaded, as labkit-runtime's intermediate child is (a fork of the
+        runtime, which starts no threads).  Why not cgroup.procs: a threadgroup move takes
+        cgroup_threadgroup_rwsem for writing, and the percpu rwsem's writer waits for an RCU
+        grace period (kernel/cgroup/cgroup.c, cgroup_procs_write_start: the lock is skipped
+        only for "0" written to ``tasks``); measured on this host 6-13 ms for cgroup.procs
+        against ~0.03 ms for ``tasks``.
+
+        Raises:
+            NotFoundError: the cgroup was not created in one of the hierarchies.
+        """
+        for d in self._unique_dirs():
+            if not d.is_dir():
+                raise errors.NotFoundError("cgroup", f"{self.name} ({d})", hint="call create() first")
+            _io.write(d / "tasks", "0")
+
     def procs(self) -> list[int]:
         """The pids in this cgroup (not its children), from cgroup.procs of every hierarchy."""
         found: set[int] = set()

@@ -181,3 +181,38 @@ def test_kill_empties_the_cgroup(cg: Cgroup, gated: Gated) -> None:
     assert p.wait(timeout=10) == -signal.SIGKILL
     cg.remove()
     assert not cg.exists()
+
+
+def test_add_self_moves_the_calling_process(cg: Cgroup) -> None:
+    # A forked (single-threaded) child moves itself, then reports where it is; the parent
+    # checks /proc/PID/cgroup (cgroups(7)) and cgroup.procs agree before the child exits.
+    r, w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.close(r)
+            os.close(go_w)
+            cg.add_self()
+            os.write(w, b"ok")
+            os.read(go_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.close(go_r)
+    try:
+        assert os.read(r, 2) == b"ok"
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+        # v1: every controller hierarchy ("N:ctrl:/path"); v2: the "0::/path" line.
+        mine = [ln for ln in lines if ln.startswith("0::") != isinstance(cg, V1Cgroup)]
+        assert mine and all(ln.endswith("/" + cg.name) for ln in mine), lines
+        assert pid in cg.procs()
+    finally:
+        os.write(go_w, b"x")
+        os.close(go_w)
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

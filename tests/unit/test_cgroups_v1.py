@@ -90,6 +90,19 @@ def test_add_writes_cgroup_procs_everywhere(cg: V1Cgroup, writes: Writes) -> Non
         cg.add(-1)
 
 
+def test_add_self_writes_zero_to_tasks_once_per_hierarchy(cg: V1Cgroup, writes: Writes) -> None:
+    cg.dirs["cpuacct"] = cg.dirs["cpu"]  # a co-mount (cpu,cpuacct) is written once
+    cg.add_self()
+    want = sorted({(str(d.relative_to(cg.root) / "tasks"), "0") for d in cg.dirs.values()})
+    assert sorted(writes) == want
+    assert len(want) == len(cg.dirs) - 1
+
+
+def test_add_self_before_create(root: Path) -> None:
+    with pytest.raises(NotFoundError):
+        V1Cgroup(root, "lk-t/none", mountinfo=root / "none").add_self()
+
+
 def test_add_before_create(root: Path) -> None:
     with pytest.raises(NotFoundError):
         V1Cgroup(root, "lk-t/none", mountinfo=root / "none").add(1)

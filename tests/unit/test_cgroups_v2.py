@@ -266,3 +266,10 @@ def test_remove_and_not_found(cg: V2Cgroup, root: Path) -> None:
         cg.add(1)
     with pytest.raises(NotFoundError):
         cg.set(Resources(pids_max=1))
+
+
+def test_add_self_writes_zero_to_cgroup_procs(cg: V2Cgroup, writes: Writes, root: Path) -> None:
+    cg.add_self()
+    assert writes == [("lk-t/c1/cgroup.procs", "0")]
+    with pytest.raises(NotFoundError):
+        V2Cgroup(root, "lk-t/none").add_self()
