@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from labkit.engine.shim.protocol import decode, encode
+from labkit.engine.supervisor.client import attach as attach_io
 from labkit.engine.supervisor.harness import Harness
 
 pytestmark = pytest.mark.privileged
@@ -39,9 +40,9 @@ def h() -> Iterator[Harness]:
         assert hs.leftover_cgroups() == []
 
 
-def call(sdir: Path, req: dict[str, Any]) -> dict[str, Any]:
+def call(ctl: Path, req: dict[str, Any]) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(sdir / "ctl.sock"))
+        s.connect(str(ctl))
         s.sendall(encode(req))
         return decode(s.makefile("rb").readline())
 
@@ -69,8 +70,8 @@ def test_shim_tree_and_survival(h: Harness) -> None:
     tpl_pid, shim_pid = (int(x) for x in parent.stdout.readline().split())
     shim = psutil.Process(shim_pid)
     try:
-        assert call(sdir, {"op": "create"})["ok"]
-        init_pid = call(sdir, {"op": "start"})["pid"]
+        assert call(sdir / "ctl.sock", {"op": "create"})["ok"]
+        init_pid = call(sdir / "ctl.sock", {"op": "start"})["pid"]
         init = psutil.Process(init_pid)
         assert init.ppid() == shim_pid  # re-parented to the subreaper shim
         assert shim.ppid() not in (parent.pid, tpl_pid)  # double-forked away
@@ -83,14 +84,14 @@ def test_shim_tree_and_survival(h: Harness) -> None:
             time.sleep(0.02)
         time.sleep(0.2)
         assert shim.is_running() and init.is_running()
-        st = call(sdir, {"op": "state"})
+        st = call(sdir / "ctl.sock", {"op": "state"})
         assert st["status"] == "running" and st["pid"] == init_pid
-        assert call(sdir, {"op": "kill", "signal": 9})["ok"]
+        assert call(sdir / "ctl.sock", {"op": "kill", "signal": 9})["ok"]
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(sdir / "ctl.sock"))
             s.sendall(encode({"op": "wait"}))
             assert decode(s.makefile("rb").readline())["exit_status"] == 137
-        assert call(sdir, {"op": "delete"})["ok"]
+        assert call(sdir / "ctl.sock", {"op": "delete"})["ok"]
         shim.wait(10)
         assert not sdir.exists()
     finally:
@@ -105,12 +106,34 @@ def test_unknown_op_and_bad_json_get_typed_errors(h: Harness) -> None:
     h.start()
     cid = h.new_id("sh")
     h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
-    sdir = h.shims / cid
-    rep = call(sdir, {"op": "frobnicate"})
+    ctl = Path(json.loads((h.shims / cid / "config.json").read_text())["ctl_sock"])
+    rep = call(ctl, {"op": "frobnicate"})
     assert not rep["ok"] and rep["error"]["type"] == "labkit.errors:InvalidArgumentError"
     with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(sdir / "ctl.sock"))
+        s.connect(str(ctl))
         s.sendall(b"{not json\n")
         rep = decode(s.makefile("rb").readline())
     assert not rep["ok"] and "not JSON" in rep["error"]["message"]
-    assert call(sdir, {"op": "state"})["status"] == "created"  # the shim is unharmed
+    assert call(ctl, {"op": "state"})["status"] == "created"  # the shim is unharmed
+
+
+def test_docker_length_ids_under_a_long_run_dir() -> None:
+    # 64-hex ids (Docker's) under a LABKIT_RUN of ~70 characters: <run>/shims/<id>/ctl.sock
+    # would be ~150 bytes, past sun_path; the sockets live at <run>/s/<hash>-*.sock instead.
+    base = Path(tempfile.mkdtemp(prefix="lk-sh-" + "x" * 50 + "-"))
+    hs = Harness(base)
+    try:
+        hs.start()
+        cid = "lk" + os.urandom(31).hex()
+        hs.ids.append(cid)
+        t = hs.client.create(cid, str(hs.bundle("long", ["sh", "-c", "echo long"])))
+        assert len(str(hs.shims / cid / "ctl.sock")) > 108 and len(t.io_socket) < 108
+        io = attach_io(t.io_socket)
+        hs.client.start(cid)
+        assert hs.client.wait(cid).exit_status == 0
+        assert io.recv(100)[8:] == b"long\n"
+        hs.client.delete(cid)
+        assert not Path(t.io_socket).exists() and not (hs.shims / cid).exists()
+    finally:
+        hs.cleanup()
+        assert hs.leftover_cgroups() == []

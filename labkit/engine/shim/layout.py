@@ -26,6 +26,33 @@ CTL, IO, CONFIG, STATE, EXIT, LOG = ("ctl.sock", "io.sock", "config.json", "stat
                                      "exit.json", "shim.log")
 
 
+def short_sockets(sockets_root: str, cid: str) -> tuple[str, str]:
+    """(ctl, io) socket paths that fit in sun_path (108 bytes, unix(7)) whatever the id.
+
+    A Docker id alone is 64 characters, so <run>/shims/<id>/ctl.sock overflows under a
+    longish LABKIT_RUN; containerd names its shim sockets /run/containerd/s/<sha256> for
+    the same reason.  16 hex digits of SHA-256 of the id keep them unique and derivable."""
+    import hashlib
+
+    h = hashlib.sha256(cid.encode()).hexdigest()[:16]
+    return os.path.join(sockets_root, f"{h}-ctl.sock"), os.path.join(sockets_root, f"{h}-io.sock")
+
+
+def sockets(cfg: dict[str, Any]) -> tuple[str, str]:
+    """The (ctl, io) paths of the shim described by ``cfg`` (config.json)."""
+    d = str(cfg["dir"])
+    return (str(cfg.get("ctl_sock") or os.path.join(d, CTL)),
+            str(cfg.get("io_sock") or os.path.join(d, IO)))
+
+
+def remove_sockets(cfg: dict[str, Any]) -> None:
+    for path in sockets(cfg):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 def write_atomic(path: str, obj: dict[str, Any], *, durable: bool = False) -> None:
     """rename(2) a temp file over ``path``; ``durable`` adds fsync(2) first (see above)."""
     tmp = f"{path}.{os.getpid()}.tmp"

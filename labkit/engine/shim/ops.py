@@ -361,7 +361,8 @@ class Ops:
         except errors.NotFoundError:
             pass  # create failed half-way, or someone ran `labkit-runtime delete`
         self.emit("/tasks/delete", p)
-        layout.remove_dir(self.dir)  # before the reply: once Delete returns, nothing is left
+        layout.remove_sockets(self.cfg)  # before the reply: once Delete returns, nothing
+        layout.remove_dir(self.dir)  # is left (the shim's open sockets keep working)
         conn.send({"ok": True, **p.exit_dict()})
         self.quit = True
         return None

@@ -67,7 +67,7 @@ class Shim(Ops):
         self.quit = False
         self.ctl = ctl
         self.io = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        io_path = os.path.join(sdir, layout.IO)
+        io_path = layout.sockets(cfg)[1]
         if os.path.exists(io_path):
             os.unlink(io_path)
         self.io.bind(io_path)

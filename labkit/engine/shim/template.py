@@ -59,6 +59,7 @@ def _shim_main(cfg: dict[str, Any], sdir: str, ctl: socket.socket) -> None:
     shim = Shim(cfg, sdir, ctl)
     shim.save_state()
     shim.run()
+    layout.remove_sockets(cfg)
     layout.remove_dir(sdir)
 
 
@@ -76,8 +77,12 @@ def spawn_shim(cfg: dict[str, Any]) -> int:
         raise errors.AlreadyExistsError("shim", cfg["id"], hint=f"state dir {sdir} exists") from None
     try:
         layout.write_atomic(os.path.join(sdir, layout.CONFIG), cfg)
+        ctl_path = layout.sockets(cfg)[0]
+        os.makedirs(os.path.dirname(ctl_path), mode=0o711, exist_ok=True)
+        if os.path.exists(ctl_path):
+            os.unlink(ctl_path)  # a dead shim's of the same id: the dir check above passed
         ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ctl.bind(os.path.join(sdir, layout.CTL))
+        ctl.bind(ctl_path)
         ctl.listen(64)
     except BaseException:
         layout.remove_dir(sdir)
@@ -112,6 +117,7 @@ def spawn_shim(cfg: dict[str, Any]) -> int:
         os.waitpid(child, 0)
     if not data:
         layout.remove_dir(sdir)
+        layout.remove_sockets(cfg)
         raise errors.from_errno(32, "fork", "shim", hint="the shim's parent died before reporting")
     return int(data)
 

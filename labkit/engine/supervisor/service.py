@@ -60,8 +60,12 @@ class Record:
     monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
+    def ctl(self) -> str:
+        return layout.sockets(self.cfg)[0]
+
+    @property
     def io_socket(self) -> str:
-        return os.path.join(self.dir, layout.IO)
+        return layout.sockets(self.cfg)[1]
 
     def dead_exit(self) -> dict[str, Any]:
         """The exit of a task whose shim died: exit.json if it got that far, else 255."""
@@ -74,9 +78,11 @@ class Record:
 
 class TasksService(pb_grpc.TasksServicer):
     def __init__(self, template: Template, shims_root: str, runtime_root: str,
-                 containers_root: str) -> None:
+                 containers_root: str, sockets_root: str | None = None) -> None:
         self.template = template
         self.shims_root = shims_root
+        # <run>/s/: the shims' sockets, named by a hash of the id (layout.short_sockets)
+        self.sockets_root = sockets_root or os.path.join(os.path.dirname(shims_root), "s")
         self.runtime_root = runtime_root
         self.containers_root = containers_root
         self.records: dict[str, Record] = {}
@@ -101,7 +107,7 @@ class TasksService(pb_grpc.TasksServicer):
 
     async def subscribe(self, r: Record) -> None:
         """Subscribe to the shim's events (acknowledged before returning), then forward."""
-        stream = shims.events(r.dir)
+        stream = shims.events(r.ctl)
         await stream.__anext__()
 
         async def forward() -> None:
@@ -110,14 +116,14 @@ class TasksService(pb_grpc.TasksServicer):
                     self.broadcast(ev)
             except (OSError, errors.LabkitError):
                 pass
-            if self.records.get(r.id) is r and not os.path.exists(os.path.join(r.dir, layout.CTL)):
+            if self.records.get(r.id) is r and not os.path.exists(r.ctl):
                 r.gone = r.dead_exit()
         r.monitor = asyncio.get_running_loop().create_task(forward())
 
     async def shim_state(self, r: Record) -> dict[str, Any]:
         if r.gone is None:
             try:
-                return await shims.call(r.dir, {"op": "state"}, timeout=STATE_TIMEOUT)
+                return await shims.call(r.ctl, {"op": "state"}, timeout=STATE_TIMEOUT)
             except shims.ShimGoneError:
                 r.gone = r.dead_exit()
             except TimeoutError:  # busy shim: what its state file says, marked unknown
@@ -150,7 +156,7 @@ class TasksService(pb_grpc.TasksServicer):
             self.records[name] = r
             try:
                 await self.subscribe(r)
-                st = await shims.call(d, {"op": "state"})
+                st = await shims.call(r.ctl, {"op": "state"})
                 r.shim_pid = int(st.get("shim_pid") or 0)
                 if st.get("status") == "stopped":
                     self.broadcast({"topic": "/tasks/exit", "id": name, **st})
@@ -173,7 +179,9 @@ class TasksService(pb_grpc.TasksServicer):
         if not os.path.isfile(os.path.join(bundle, "config.json")):
             raise errors.NotFoundError("bundle", bundle, hint="it needs a config.json")
         log_path = req.log.path or os.path.join(self.containers_root, cid, f"{cid}-json.log")
+        ctl, io = layout.short_sockets(self.sockets_root, cid)
         cfg = {"id": cid, "dir": os.path.join(self.shims_root, cid), "bundle": bundle,
+               "ctl_sock": ctl, "io_sock": io,
                "runtime_root": self.runtime_root, "terminal": req.terminal, "stdin": req.stdin,
                "stdin_once": req.stdin_once, "labels": dict(req.labels),
                "log": {"driver": req.log.driver or "json-file", "path": log_path,
@@ -188,7 +196,7 @@ class TasksService(pb_grpc.TasksServicer):
             async with self.spawn_lock:
                 r.shim_pid = await loop.run_in_executor(None, self.template.spawn, cfg)
             await self.subscribe(r)
-            rep = await shims.call(r.dir, {"op": "create"})
+            rep = await shims.call(r.ctl, {"op": "create"})
         except BaseException:
             self.records.pop(cid, None)
             if r.monitor is not None:
@@ -196,6 +204,7 @@ class TasksService(pb_grpc.TasksServicer):
             if r.shim_pid:  # a failed create ends its shim; wait for it to be gone
                 await loop.run_in_executor(None, _wait_gone, r.shim_pid)
             layout.remove_dir(r.dir)
+            layout.remove_sockets(r.cfg)
             await loop.run_in_executor(None, self.cleanup_rootfs, r)
             raise
         return self.task(r, {"status": "created", "pid": rep["pid"], "shim_pid": r.shim_pid})
@@ -221,7 +230,7 @@ class TasksService(pb_grpc.TasksServicer):
     @rpc
     async def Start(self, req: pb.StartRequest, ctx: Any) -> pb.Process:
         r = self.rec(req.id)
-        rep = await shims.call(r.dir, {"op": "start", "exec_id": req.exec_id})
+        rep = await shims.call(r.ctl, {"op": "start", "exec_id": req.exec_id})
         return pb.Process(id=r.id, exec_id=req.exec_id, pid=int(rep.get("pid") or 0),
                           status=pb.RUNNING, io_socket=r.io_socket)
 
@@ -230,20 +239,24 @@ class TasksService(pb_grpc.TasksServicer):
         r = self.rec(req.id)
         if r.gone is not None:
             raise errors.InvalidStateError("stopped", "signalled", hint="the task is not running")
-        await shims.call(r.dir, {"op": "kill", "exec_id": req.exec_id,
+        await shims.call(r.ctl, {"op": "kill", "exec_id": req.exec_id,
                                  "signal": req.signal or 15, "all": req.all})
         return pb.Empty()
 
     @rpc
     async def Delete(self, req: pb.DeleteRequest, ctx: Any) -> pb.Exit:
         r = self.rec(req.id)
+        ex: dict[str, Any] | None = None
         if r.gone is None:
             try:
-                ex = await shims.call(r.dir, {"op": "delete", "exec_id": req.exec_id,
+                ex = await shims.call(r.ctl, {"op": "delete", "exec_id": req.exec_id,
                                               "force": req.force})
             except shims.ShimGoneError:
                 r.gone = r.dead_exit()
-        if r.gone is not None:
+        # (the monitor may mark the record gone while the shim answers and exits: the
+        # answer wins)
+        if ex is None:
+            r.gone = r.gone or r.dead_exit()
             if req.exec_id:
                 raise errors.NotFoundError("exec", req.exec_id)
             ex = r.gone
@@ -263,6 +276,7 @@ class TasksService(pb_grpc.TasksServicer):
         except errors.NotFoundError:
             pass
         layout.remove_dir(r.dir)
+        layout.remove_sockets(r.cfg)
         self.broadcast({"topic": "/tasks/delete", "id": r.id, **(r.gone or {})})
 
     @rpc
@@ -270,7 +284,7 @@ class TasksService(pb_grpc.TasksServicer):
         r = self.rec(req.id)
         if r.gone is None:
             try:
-                return _exit(r.id, await shims.call(r.dir, {"op": "wait", "exec_id": req.exec_id}))
+                return _exit(r.id, await shims.call(r.ctl, {"op": "wait", "exec_id": req.exec_id}))
             except shims.ShimGoneError:
                 r.gone = r.dead_exit()
         if req.exec_id:
@@ -295,7 +309,7 @@ class TasksService(pb_grpc.TasksServicer):
             process = json.loads(req.process_json or b"null")
         except ValueError as err:
             raise errors.InvalidArgumentError("process_json", f"not JSON: {err}") from None
-        await shims.call(r.dir, {"op": "exec", "exec_id": req.exec_id, "process": process,
+        await shims.call(r.ctl, {"op": "exec", "exec_id": req.exec_id, "process": process,
                                  "terminal": req.terminal, "stdin": req.stdin})
         return pb.Process(id=r.id, exec_id=req.exec_id, status=pb.CREATED, io_socket=r.io_socket)
 
@@ -303,7 +317,7 @@ class TasksService(pb_grpc.TasksServicer):
         r = self.rec(cid)
         if r.gone is not None:
             raise errors.InvalidStateError("stopped", op, hint="the task's shim is gone")
-        return await shims.call(r.dir, {"op": op, **kw})
+        return await shims.call(r.ctl, {"op": op, **kw})
 
     @rpc
     async def ResizePty(self, req: pb.ResizeRequest, ctx: Any) -> pb.Empty:
