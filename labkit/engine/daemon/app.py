@@ -21,9 +21,10 @@ from labkit.engine.daemon.handlers import system as s
 from labkit.engine.daemon.params import reply
 from labkit.engine.daemon.serialize import API_VERSION
 
-__all__ = ["ROUTES", "make_app"]
+__all__ = ["ROUTES", "ENGINE", "make_app"]
 
 log = logging.getLogger("labkit.daemon")
+ENGINE = web.AppKey("engine", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
@@ -80,7 +81,7 @@ async def docker_errors(request: web.Request, handler: Handler) -> web.StreamRes
 def make_app(engine: Any) -> web.Application:
     """The Docker Engine API application serving ``engine``."""
     app = web.Application(middlewares=[docker_errors], client_max_size=64 * 1024**2)
-    app["engine"] = engine
+    app[ENGINE] = engine
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, "/v{_ver:[0-9]+\\.[0-9]+}" + path, handler)

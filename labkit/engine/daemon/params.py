@@ -52,7 +52,8 @@ def reply(obj: Any, status: int = 200) -> web.Response:
 
 
 def engine(request: web.Request) -> Any:
-    return request.app["engine"]
+    from labkit.engine.daemon.app import ENGINE
+    return request.app[ENGINE]
 
 
 def cid(request: web.Request) -> str:

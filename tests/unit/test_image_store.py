@@ -1,0 +1,40 @@
+"""The minimal image store: references, add/get/list, the busybox image."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labkit import errors
+from labkit.engine.images.store import ImageStore, ensure_busybox, normalize_ref
+
+
+@pytest.mark.parametrize("ref,want", [("busybox", "busybox:latest"),
+                                      ("busybox:1.36", "busybox:1.36"),
+                                      ("docker.io/library/busybox", "busybox:latest"),
+                                      ("localhost:5000/bb", "localhost:5000/bb:latest")])
+def test_normalize(ref: str, want: str) -> None:
+    assert normalize_ref(ref) == want
+
+
+def test_add_get_list(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path)
+    cfg = {"config": {"Cmd": ["sh"]}, "rootfs": {"type": "layers", "diff_ids": ["sha256:ab"]}}
+    img = s.add("x", cfg)
+    assert img.id.startswith("sha256:") and img.tags == ("x:latest",)
+    assert s.get("x").id == img.id == s.get(img.id[7:15]).id
+    assert s.get("x").layers == (tmp_path / "layers" / "ab",)
+    assert [i.id for i in s.list()] == [img.id]
+    with pytest.raises(errors.NotFoundError, match="no such image: nosuch:latest"):
+        s.get("nosuch")
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static not installed")
+def test_ensure_busybox_is_idempotent(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path)
+    a = ensure_busybox(s)
+    b = ensure_busybox(s)
+    assert a.id == b.id and a.container_config["Cmd"] == ["sh"]
+    assert (a.layers[0] / "bin" / "busybox").exists()
