@@ -5,7 +5,9 @@ Kept apart from base.py: only labkit-runtime's create path needs it.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing's: labkit-runtime's start path (mypy: always true)
+if TYPE_CHECKING:
+    from typing import Any
 
 from labkit import errors
 

@@ -6,25 +6,36 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
 from labkit import errors
+from labkit._record import Frozen, _set
 from labkit.cgroups import _io
 
+# Not typing's TYPE_CHECKING, no pathlib, no dataclasses: this is on labkit-runtime's start
+# path (see labkit/_record.py); mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
 
-@dataclass(frozen=True, slots=True)
-class Write:
+
+class Write(Frozen):
     """One planned write and what to write back if a later write of the same set() fails."""
 
+    __slots__ = ("path", "data", "undo")
+    __match_args__ = ("path", "data", "undo")
     path: Path
     data: str
     undo: str | None
 
+    def __init__(self, path: Path, data: str, undo: str | None) -> None:
+        _set(self, "path", path)
+        _set(self, "data", data)
+        _set(self, "undo", undo)
 
-# w(controller, file, data, why): plan one write, checking the file exists first.
-WriteFn = Callable[[str, str, str, str], None]
+
+if TYPE_CHECKING:
+    # w(controller, file, data, why): plan one write, checking the file exists first.
+    WriteFn = Callable[[str, str, str, str], None]
 
 
 def old_value(path: Path) -> str | None:
@@ -128,18 +139,18 @@ def remove_tree(top: Path, name: str, has_procs: Callable[[], list[int]], timeou
     Raises:
         ConflictError: processes are still in the subtree (kill() them first).
     """
-    if not top.is_dir():
+    if not os.path.isdir(top):
         return
     left = has_procs()
     if left:
         raise errors.ConflictError(
             f"cgroup {name} still has processes {left}", hint="call kill() before remove()")
-    dirs = [Path(d) for d, _, _ in os.walk(top)]
+    dirs = [d for d, _, _ in os.walk(top)]
     for d in reversed(dirs):  # os.walk is top-down, so reversed is children first
         _rmdir(d, timeout, name)
 
 
-def _rmdir(d: Path, timeout: float, name: str) -> None:
+def _rmdir(d: str, timeout: float, name: str) -> None:
     err: OSError | None = None
 
     def attempt() -> bool:
@@ -161,8 +172,8 @@ def _rmdir(d: Path, timeout: float, name: str) -> None:
                     if entry.is_file(follow_symlinks=False):
                         os.unlink(entry.path)
                 return False
-            raise errors.from_errno(e.errno or 0, "rmdir", str(d)) from None
+            raise errors.from_errno(e.errno or 0, "rmdir", d) from None
 
     if not wait_for(attempt, timeout) and err is not None:
-        raise errors.from_errno(err.errno or 0, "rmdir", str(d),
+        raise errors.from_errno(err.errno or 0, "rmdir", d,
                                 hint=f"cgroup {name} is busy: a process or a child cgroup remains")

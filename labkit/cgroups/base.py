@@ -8,12 +8,20 @@ flags (--memory, --memory-swap, --cpu-quota, --cpu-shares, --pids-limit, --blkio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
-
 from labkit import errors
+from labkit._record import Frozen, _set
 from labkit.cgroups import convert
+
+# Not typing.TYPE_CHECKING: labkit-runtime imports this on its start path, where typing
+# (~1.5 ms) and pathlib (~2.7 ms with urllib.parse) are not paid for; mypy treats any
+# name TYPE_CHECKING as true.  The records are Frozen (labkit/_record.py), not dataclasses
+# (~4.7 ms with inspect), with the same constructors, eq/hash/repr, replace() and _asdict().
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Protocol
+else:
+    Protocol = object
 
 __all__ = ["Cgroup", "IoLimit", "Pressure", "PressureLine", "Resources", "Stats", "check_name"]
 
@@ -44,18 +52,27 @@ def _cpulist(what: str, value: Any) -> None:
             raise errors.InvalidArgumentError(what, f"{value!r} is not a cpuset(7) list like '0-2,4'")
 
 
-@dataclass(frozen=True, slots=True)
-class IoLimit:
+class IoLimit(Frozen):
     """Throttle for one block device (v1 blkio.throttle.*, v2 io.max); None leaves it alone."""
 
+    __slots__ = ("major", "minor", "rbps", "wbps", "riops", "wiops")
+    __match_args__ = ("major", "minor", "rbps", "wbps", "riops", "wiops")
     major: int
     minor: int
-    rbps: int | None = None
-    wbps: int | None = None
-    riops: int | None = None
-    wiops: int | None = None
+    rbps: int | None
+    wbps: int | None
+    riops: int | None
+    wiops: int | None
 
-    def __post_init__(self) -> None:
+    def __init__(self, major: int, minor: int, rbps: int | None = None,
+                 wbps: int | None = None, riops: int | None = None,
+                 wiops: int | None = None) -> None:
+        _set(self, "major", major)
+        _set(self, "minor", minor)
+        _set(self, "rbps", rbps)
+        _set(self, "wbps", wbps)
+        _set(self, "riops", riops)
+        _set(self, "wiops", wiops)
         _int("io_limits.major", self.major, lo=0)
         _int("io_limits.minor", self.minor, lo=0)
         for name in ("rbps", "wbps", "riops", "wiops"):
@@ -68,8 +85,7 @@ class IoLimit:
         return f"{self.major}:{self.minor}"
 
 
-@dataclass(frozen=True, slots=True)
-class Resources:
+class Resources(Frozen):
     """Limits to apply; None means "leave as it is".  -1 means unlimited where allowed.
 
     memory_swap_max has Docker's meaning: memory+swap in total (v1 memory.memsw), and is
@@ -81,20 +97,45 @@ class Resources:
         InvalidArgumentError: a field has the wrong type or range; names the field.
     """
 
-    memory_max: int | None = None
-    memory_swap_max: int | None = None
-    memory_reservation: int | None = None
-    cpu_quota_us: int | None = None
-    cpu_period_us: int | None = None
-    cpu_weight: int | None = None
-    cpu_shares: int | None = None
-    cpuset_cpus: str | None = None
-    cpuset_mems: str | None = None
-    pids_max: int | None = None
-    io_weight: int | None = None
-    io_limits: tuple[IoLimit, ...] = field(default_factory=tuple)
+    __slots__ = ("memory_max", "memory_swap_max", "memory_reservation", "cpu_quota_us",
+                 "cpu_period_us", "cpu_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems",
+                 "pids_max", "io_weight", "io_limits")
+    __match_args__ = ("memory_max", "memory_swap_max", "memory_reservation", "cpu_quota_us",
+                      "cpu_period_us", "cpu_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems",
+                      "pids_max", "io_weight", "io_limits")
+    memory_max: int | None
+    memory_swap_max: int | None
+    memory_reservation: int | None
+    cpu_quota_us: int | None
+    cpu_period_us: int | None
+    cpu_weight: int | None
+    cpu_shares: int | None
+    cpuset_cpus: str | None
+    cpuset_mems: str | None
+    pids_max: int | None
+    io_weight: int | None
+    io_limits: tuple[IoLimit, ...]
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, memory_max: int | None = None, memory_swap_max: int | None = None,
+        memory_reservation: int | None = None, cpu_quota_us: int | None = None,
+        cpu_period_us: int | None = None, cpu_weight: int | None = None,
+        cpu_shares: int | None = None, cpuset_cpus: str | None = None,
+        cpuset_mems: str | None = None, pids_max: int | None = None,
+        io_weight: int | None = None, io_limits: tuple[IoLimit, ...] = (),
+    ) -> None:
+        _set(self, "memory_max", memory_max)
+        _set(self, "memory_swap_max", memory_swap_max)
+        _set(self, "memory_reservation", memory_reservation)
+        _set(self, "cpu_quota_us", cpu_quota_us)
+        _set(self, "cpu_period_us", cpu_period_us)
+        _set(self, "cpu_weight", cpu_weight)
+        _set(self, "cpu_shares", cpu_shares)
+        _set(self, "cpuset_cpus", cpuset_cpus)
+        _set(self, "cpuset_mems", cpuset_mems)
+        _set(self, "pids_max", pids_max)
+        _set(self, "io_weight", io_weight)
+        _set(self, "io_limits", io_limits)
         if self.memory_max is not None:
             _int("memory_max", self.memory_max, lo=1, allow_unlimited=True)
         if self.memory_swap_max is not None:
@@ -161,8 +202,7 @@ class Resources:
         return cls(**parse_oci(linux_resources))
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
+class Stats(Frozen):
     """One reading of a cgroup's counters; None where this kernel/version has no such file.
 
     memory_max and pids_max are -1 when unlimited.  memory_limit_hits counts how often usage
@@ -170,39 +210,85 @@ class Stats:
     "oom" (None on v1); oom_kills is v1 memory.oom_control / v2 memory.events "oom_kill".
     """
 
-    memory_current: int | None = None
-    memory_peak: int | None = None
-    memory_max: int | None = None
-    memory_swap_current: int | None = None
-    memory_limit_hits: int | None = None
-    cpu_usage_usec: int | None = None
-    cpu_user_usec: int | None = None
-    cpu_system_usec: int | None = None
-    nr_periods: int | None = None
-    nr_throttled: int | None = None
-    throttled_usec: int | None = None
-    pids_current: int | None = None
-    pids_max: int | None = None
-    oom_events: int | None = None
-    oom_kills: int | None = None
+    __slots__ = ("memory_current", "memory_peak", "memory_max", "memory_swap_current",
+                 "memory_limit_hits", "cpu_usage_usec", "cpu_user_usec", "cpu_system_usec",
+                 "nr_periods", "nr_throttled", "throttled_usec", "pids_current", "pids_max",
+                 "oom_events", "oom_kills")
+    __match_args__ = ("memory_current", "memory_peak", "memory_max", "memory_swap_current",
+                      "memory_limit_hits", "cpu_usage_usec", "cpu_user_usec", "cpu_system_usec",
+                      "nr_periods", "nr_throttled", "throttled_usec", "pids_current", "pids_max",
+                      "oom_events", "oom_kills")
+    memory_current: int | None
+    memory_peak: int | None
+    memory_max: int | None
+    memory_swap_current: int | None
+    memory_limit_hits: int | None
+    cpu_usage_usec: int | None
+    cpu_user_usec: int | None
+    cpu_system_usec: int | None
+    nr_periods: int | None
+    nr_throttled: int | None
+    throttled_usec: int | None
+    pids_current: int | None
+    pids_max: int | None
+    oom_events: int | None
+    oom_kills: int | None
+
+    def __init__(
+        self, memory_current: int | None = None, memory_peak: int | None = None,
+        memory_max: int | None = None, memory_swap_current: int | None = None,
+        memory_limit_hits: int | None = None, cpu_usage_usec: int | None = None,
+        cpu_user_usec: int | None = None, cpu_system_usec: int | None = None,
+        nr_periods: int | None = None, nr_throttled: int | None = None,
+        throttled_usec: int | None = None, pids_current: int | None = None,
+        pids_max: int | None = None, oom_events: int | None = None,
+        oom_kills: int | None = None,
+    ) -> None:
+        _set(self, "memory_current", memory_current)
+        _set(self, "memory_peak", memory_peak)
+        _set(self, "memory_max", memory_max)
+        _set(self, "memory_swap_current", memory_swap_current)
+        _set(self, "memory_limit_hits", memory_limit_hits)
+        _set(self, "cpu_usage_usec", cpu_usage_usec)
+        _set(self, "cpu_user_usec", cpu_user_usec)
+        _set(self, "cpu_system_usec", cpu_system_usec)
+        _set(self, "nr_periods", nr_periods)
+        _set(self, "nr_throttled", nr_throttled)
+        _set(self, "throttled_usec", throttled_usec)
+        _set(self, "pids_current", pids_current)
+        _set(self, "pids_max", pids_max)
+        _set(self, "oom_events", oom_events)
+        _set(self, "oom_kills", oom_kills)
 
 
-@dataclass(frozen=True, slots=True)
-class PressureLine:
+class PressureLine(Frozen):
     """One line of a PSI file: share of time stalled (percent) and total stall time (us)."""
 
+    __slots__ = ("avg10", "avg60", "avg300", "total_usec")
+    __match_args__ = ("avg10", "avg60", "avg300", "total_usec")
     avg10: float
     avg60: float
     avg300: float
     total_usec: int
 
+    def __init__(self, avg10: float, avg60: float, avg300: float, total_usec: int) -> None:
+        _set(self, "avg10", avg10)
+        _set(self, "avg60", avg60)
+        _set(self, "avg300", avg300)
+        _set(self, "total_usec", total_usec)
 
-@dataclass(frozen=True, slots=True)
-class Pressure:
+
+class Pressure(Frozen):
     """PSI of one resource (Documentation/accounting/psi.rst); ``full`` is None for cpu on old kernels."""
 
+    __slots__ = ("some", "full")
+    __match_args__ = ("some", "full")
     some: PressureLine
     full: PressureLine | None
+
+    def __init__(self, some: PressureLine, full: PressureLine | None) -> None:
+        _set(self, "some", some)
+        _set(self, "full", full)
 
 
 class Cgroup(Protocol):

@@ -139,6 +139,10 @@ def require(*names: str) -> None:
 def _as_dict(row: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(row) and not isinstance(row, type):
         return dataclasses.asdict(row)
+    if hasattr(row, "_asdict") and not isinstance(row, type):
+        # labkit's Frozen records (cgroups Stats/Resources, NamespaceSpec: labkit/_record.py)
+        # and namedtuples.
+        return dict(row._asdict())
     if isinstance(row, dict):
         return row
     raise errors.InvalidArgumentError("rows", f"{type(row).__name__} is not a dataclass or dict")

@@ -204,7 +204,10 @@ class CgroupSampler(Sampler[CgroupSample]):
 
 
 def to_dataframe(rows: Sequence[object]) -> pd.DataFrame:
-    """Rows of any labkit dataclass as a pandas DataFrame (one column per field)."""
+    """Rows of any labkit dataclass or Frozen record (e.g. cgroups Stats) as a pandas
+    DataFrame (one column per field)."""
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
-    return pd.DataFrame([dataclasses.asdict(r) for r in rows])  # type: ignore[call-overload,unused-ignore]
+    return pd.DataFrame([r._asdict() if hasattr(r, "_asdict")  # labkit/_record.py
+                         else dataclasses.asdict(r)  # type: ignore[call-overload,unused-ignore]
+                         for r in rows])

@@ -6,13 +6,12 @@ labkit-runtime (an OCI container), so the order and the uid-map handshake live i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 TYPE_CHECKING = False  # not typing's: keep typing off labkit.ns.child's start path
 if TYPE_CHECKING:
     from typing import Any
 
 from labkit import errors
+from labkit._record import Frozen, _set
 from labkit._sys.consts import NS_FLAGS
 
 # namespaces(7): the eight kinds, in the order a runtime creates or joins them.
@@ -22,40 +21,66 @@ KINDS: tuple[str, ...] = tuple(NS_FLAGS)
 PROPAGATION: tuple[str, ...] = ("private", "slave", "shared", "unchanged")
 
 
-@dataclass(frozen=True, slots=True)
-class IdMap:
+# Frozen records, not dataclasses: labkit-runtime imports this module on its start path and
+# dataclasses costs ~4.7 ms there (labkit/_record.py keeps eq/hash/repr/replace/_asdict).
+class IdMap(Frozen):
     """One line of /proc/PID/uid_map or gid_map: ``inside outside count`` (user_namespaces(7))."""
 
+    __slots__ = ("inside", "outside", "count")
+    __match_args__ = ("inside", "outside", "count")
     inside: int
     outside: int
-    count: int = 1
+    count: int
+
+    def __init__(self, inside: int, outside: int, count: int = 1) -> None:
+        _set(self, "inside", inside)
+        _set(self, "outside", outside)
+        _set(self, "count", count)
 
     def line(self) -> str:
         return f"{self.inside} {self.outside} {self.count}\n"
 
 
-@dataclass(frozen=True, slots=True)
-class NamespaceSpec:
+class NamespaceSpec(Frozen):
     """Which namespaces to create (``new``) or join (``join``: kind -> /proc/PID/ns/KIND path).
 
     ``uid_map``/``gid_map`` apply to a new user namespace; ``time_offsets`` (clock name ->
     seconds, e.g. {"monotonic": 3600, "boottime": 0}) to a new time namespace.
     """
 
-    new: frozenset[str] = frozenset()
-    join: dict[str, str] = field(default_factory=dict)
-    hostname: str | None = None
-    domainname: str | None = None
-    uid_map: tuple[IdMap, ...] = ()
-    gid_map: tuple[IdMap, ...] = ()
-    setgroups_deny: bool = False
-    time_offsets: dict[str, int] = field(default_factory=dict)
-    # mount_namespaces(7): what child_enter makes of "/" in a new mount namespace.  "private"
-    # (recursive, the default of unshare(1)) keeps mounts made inside from reaching the host;
-    # "unchanged" leaves it to the caller (an OCI runtime applies rootfsPropagation itself).
-    propagation: str = "private"
+    __slots__ = ("new", "join", "hostname", "domainname", "uid_map", "gid_map",
+                 "setgroups_deny", "time_offsets", "propagation")
+    __match_args__ = ("new", "join", "hostname", "domainname", "uid_map", "gid_map",
+                 "setgroups_deny", "time_offsets", "propagation")
+    new: frozenset[str]
+    join: dict[str, str]
+    hostname: str | None
+    domainname: str | None
+    uid_map: tuple[IdMap, ...]
+    gid_map: tuple[IdMap, ...]
+    setgroups_deny: bool
+    time_offsets: dict[str, int]
+    propagation: str
 
-    def __post_init__(self) -> None:
+    def __init__(self, new: frozenset[str] = frozenset(), join: dict[str, str] | None = None,
+                 hostname: str | None = None, domainname: str | None = None,
+                 uid_map: tuple[IdMap, ...] = (), gid_map: tuple[IdMap, ...] = (),
+                 setgroups_deny: bool = False, time_offsets: dict[str, int] | None = None,
+                 propagation: str = "private") -> None:
+        # join/time_offsets default to a fresh dict each (dataclasses' default_factory).
+        # mount_namespaces(7), propagation: what child_enter makes of "/" in a new mount
+        # namespace.  "private" (recursive, the default of unshare(1)) keeps mounts made
+        # inside from reaching the host; "unchanged" leaves it to the caller (an OCI runtime
+        # applies rootfsPropagation itself).
+        _set(self, "new", new)
+        _set(self, "join", {} if join is None else join)
+        _set(self, "hostname", hostname)
+        _set(self, "domainname", domainname)
+        _set(self, "uid_map", uid_map)
+        _set(self, "gid_map", gid_map)
+        _set(self, "setgroups_deny", setgroups_deny)
+        _set(self, "time_offsets", {} if time_offsets is None else time_offsets)
+        _set(self, "propagation", propagation)
         self.validate()
 
     def validate(self) -> None:
