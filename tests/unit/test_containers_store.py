@@ -92,7 +92,7 @@ def test_list_filters(tmp_path: Path) -> None:
     a.status = "running"
     recs = s.all()
     assert [r.name for r in recs] == ["cache", "db", "web"]
-    names = lambda out: [r.name for r in out]  # noqa: E731
+    names = lambda out: [r.name for r in out]
     assert names(listing.filter_list(recs, False, -1, {})) == ["web"]
     assert names(listing.filter_list(recs, True, 2, {})) == ["cache", "db"]
     assert names(listing.filter_list(recs, True, -1, {"label": ["tier=front"]})) == ["web"]

@@ -213,7 +213,7 @@ def test_logs_are_framed(tmp_path: Path) -> None:
         r = await client.get(f"{V}/containers/{cid}/logs?stdout=1&stderr=1")
         assert decode_all(await r.read()) == [(1, b"hello\n")]
         r = await client.get(f"{V}/containers/{cid}/logs?stdout=1&timestamps=1&tail=1")
-        (stream, data), = decode_all(await r.read())
+        (_stream, data), = decode_all(await r.read())
         assert data.endswith(b" hello\n") and data[:4].isdigit()
         r = await client.get(f"{V}/containers/{cid}/logs")
         assert r.status == 400

@@ -14,17 +14,15 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labkit import errors
 from labkit.engine.containers import restart as rp
+from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers.record import ContainerRecord
 from labkit.engine.containers.tasks import ExitInfo
 
-if TYPE_CHECKING:
-    from labkit.engine.containers.engine import Engine
-
-__all__ = ["StartMixin", "IoSession", "layer_lookup"]
+__all__ = ["IoSession", "StartMixin", "layer_lookup"]
 
 log = logging.getLogger("labkit.daemon")
 ATTACH_GRACE = 2.0  # seconds start waits for attach sessions to reach the shim
@@ -77,10 +75,10 @@ class IoSession:
         return cls(reader, writer, tty)
 
 
-class StartMixin:
+class StartMixin(EngineHooks):
     """Engine methods for start, attach and restore (see engine.py)."""
 
-    def oci_config(self: Engine, rec: ContainerRecord) -> dict[str, Any]:
+    def oci_config(self, rec: ContainerRecord) -> dict[str, Any]:
         """Translate the record into config.json and write it into the bundle."""
         from labkit.engine.containers.ocispec import translate
         image = self.images.get(rec.image_id)
@@ -88,7 +86,7 @@ class StartMixin:
         dirs = [d / "upper", *reversed(image.layers)]
         hostname = rec.config.get("Hostname") or rec.id[:12]
         etc = {"/etc/hostname": f"{hostname}\n", "/etc/resolv.conf": "",
-               "/etc/hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"}
+               "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"}
         etc_files = {}
         for dest, text in etc.items():
             (d / dest.rsplit("/", 1)[1]).write_text(text)
@@ -103,7 +101,7 @@ class StartMixin:
         (rec.bundle / "config.json").write_text(json.dumps(spec, indent=1))
         return spec
 
-    async def start(self: Engine, ref: str) -> None:
+    async def start(self, ref: str) -> None:
         """POST /containers/{id}/start; NotModifiedError (304) when already running."""
         from labkit.engine.containers.engine import NotModifiedError
         rec = self.get(ref)
@@ -116,7 +114,7 @@ class StartMixin:
             self.backoff.pop(rec.id, None)
             await self.start_task(rec)
 
-    async def start_task(self: Engine, rec: ContainerRecord) -> None:
+    async def start_task(self, rec: ContainerRecord) -> None:
         """Bundle -> supervisor Create -> attach sessions connect -> Start -> monitor."""
         from labkit.engine.images.overlay import prepare
         image = self.images.get(rec.image_id)
@@ -161,7 +159,7 @@ class StartMixin:
         self.emit("start", rec)
         self.monitor(rec)
 
-    async def attach(self: Engine, ref: str, stdin: bool, stdout: bool,
+    async def attach(self, ref: str, stdin: bool, stdout: bool,
                      stderr: bool) -> IoSession | None:
         """An io session to the container's process; waits for start when not running yet."""
         rec = self.get(ref)
@@ -182,7 +180,7 @@ class StartMixin:
                 done.set_result(None)
             self.emit("attach", rec)
 
-    async def restore(self: Engine) -> None:
+    async def restore(self) -> None:
         """Daemon start: load records, adopt running tasks, finish what died meanwhile."""
         records = self.store.load_all()
         tasks = {t.id: t for t in await self.tasks.list()}
@@ -190,14 +188,14 @@ class StartMixin:
             t = tasks.pop(rec.id, None)
             try:
                 await self._restore_one(rec, t)
-            except Exception as err:  # one broken record must not stop the daemon
+            except Exception as err:  # noqa: BLE001 - one broken record must not stop the daemon
                 log.warning("restore %s: %s", rec.id[:12], err)
         for t in tasks.values():  # a task whose create never reached a record
             if t.labels.get("lk.engine") == "daemon":
                 with contextlib.suppress(errors.LabkitError):
                     await self.tasks.delete(t.id, force=True)
 
-    async def _restore_one(self: Engine, rec: ContainerRecord, t: Any) -> None:
+    async def _restore_one(self, rec: ContainerRecord, t: Any) -> None:
         if rec.status == "removing":
             await self._destroy(rec)
         elif t is not None and t.status in ("running", "paused"):

@@ -26,8 +26,17 @@ from typing import Any
 
 from labkit import errors
 
-__all__ = ["CreateSpec", "parse_create", "parse_json", "check_types", "validate_name",
-           "validate_restart", "validate_resources", "CONFIG_TYPES", "HOST_TYPES"]
+__all__ = [
+    "CONFIG_TYPES",
+    "HOST_TYPES",
+    "CreateSpec",
+    "check_types",
+    "parse_create",
+    "parse_json",
+    "validate_name",
+    "validate_resources",
+    "validate_restart",
+]
 
 # Go type names, as they appear in encoding/json's UnmarshalTypeError.
 S, B, I64, I, STRS, SS, MAPS, OBJ, ANY_LIST = (
@@ -73,7 +82,8 @@ def _json_kind(v: Any) -> str:
         return "bool"
     if isinstance(v, (int, float)):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(v), "value")
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(v), "value")
 
 
 def _ok(v: Any, gotype: str) -> bool:
@@ -267,7 +277,7 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
                         "gets its own network namespace with only loopback")
     restart = validate_restart(host.get("RestartPolicy") or {}, bool(host.get("AutoRemove")))
     validate_resources(host)
-    config = {
+    config: dict[str, Any] = {
         "Hostname": body.get("Hostname") or "", "Domainname": body.get("Domainname") or "",
         "User": body.get("User") or "", "AttachStdin": bool(body.get("AttachStdin")),
         "AttachStdout": bool(body.get("AttachStdout")),

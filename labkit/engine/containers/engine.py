@@ -18,7 +18,6 @@ import os
 import shutil
 import signal as _signal
 import time
-from typing import Any
 
 from labkit import errors
 from labkit.engine.containers import restart as rp
@@ -177,7 +176,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as err:  # supervisor restarting: live-restore, try again
+            except Exception as err:  # noqa: BLE001 - supervisor restarting: live-restore, try again
                 log.info("wait %s: %s; retrying", rec.id[:12], err)
                 await asyncio.sleep(0.5)
         await self.on_exit(rec, exit_)
@@ -241,7 +240,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def stop(self, ref: str, timeout: int | None = None) -> None:

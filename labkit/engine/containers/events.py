@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 __all__ = ["EventBus", "matches"]
@@ -18,7 +18,7 @@ __all__ = ["EventBus", "matches"]
 def matches(ev: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     """Docker's event filters: container (id or name), event, image, label, type."""
     attrs = ev["Actor"]["Attributes"]
-    checks = {
+    checks: dict[str, Callable[[str], bool]] = {
         "container": lambda v: ev["Actor"]["ID"].startswith(v) or attrs.get("name") == v,
         "event": lambda v: ev["Action"].split(":", 1)[0] == v,
         "image": lambda v: attrs.get("image") == v or ev.get("from") == v,
@@ -70,7 +70,7 @@ class EventBus:
                     return
                 try:
                     ev = await asyncio.wait_for(q.get(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return
                 if matches(ev, filters):
                     yield ev

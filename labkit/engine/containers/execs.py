@@ -12,16 +12,14 @@ import contextlib
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labkit import errors
+from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers._start import IoSession, layer_lookup
-from labkit.engine.containers.createbody import B, S, STRS, SS, check_types
+from labkit.engine.containers.createbody import SS, STRS, B, S, check_types
 
-if TYPE_CHECKING:
-    from labkit.engine.containers.engine import Engine
-
-__all__ = ["ExecRecord", "ExecMixin", "EXEC_TYPES"]
+__all__ = ["EXEC_TYPES", "ExecMixin", "ExecRecord"]
 
 EXEC_TYPES = {"User": S, "Privileged": B, "Tty": B, "AttachStdin": B, "AttachStderr": B,
               "AttachStdout": B, "Detach": B, "DetachKeys": S, "Env": STRS, "WorkingDir": S,
@@ -57,12 +55,10 @@ class ExecRecord:
                 "Pid": self.pid}
 
 
-class ExecMixin:
+class ExecMixin(EngineHooks):
     """Engine methods for exec (see engine.py)."""
 
-    execs: dict[str, ExecRecord]
-
-    def exec_create(self: Engine, ref: str, body: dict[str, Any]) -> ExecRecord:
+    def exec_create(self, ref: str, body: dict[str, Any]) -> ExecRecord:
         """Validate the body; 409 when the container is not running or paused."""
         check_types(body, EXEC_TYPES)
         rec = self.get(ref)
@@ -85,13 +81,13 @@ class ExecMixin:
         self.emit(f"exec_create: {' '.join(cmd)}", rec, execID=ex.id)
         return ex
 
-    def exec_get(self: Engine, exec_id: str) -> ExecRecord:
+    def exec_get(self, exec_id: str) -> ExecRecord:
         ex = self.execs.get(exec_id)
         if ex is None:
             raise errors.NotFoundError("exec instance", exec_id)
         return ex
 
-    def _process(self: Engine, ex: ExecRecord) -> dict[str, Any]:
+    def _process(self, ex: ExecRecord) -> dict[str, Any]:
         from labkit.engine.containers.ocispec import merge_env, resolve_user
         rec = self.get(ex.container_id)
         spec = json.loads((rec.bundle / "config.json").read_text())
@@ -108,7 +104,7 @@ class ExecMixin:
             proc["user"] = resolve_user(ex.user, layer_lookup(dirs))
         return proc
 
-    async def exec_start(self: Engine, exec_id: str, detach: bool) -> IoSession | None:
+    async def exec_start(self, exec_id: str, detach: bool) -> IoSession | None:
         """Add the process, connect its stream (unless detached), start it, watch its exit."""
         ex = self.exec_get(exec_id)
         if ex.started:
@@ -141,7 +137,7 @@ class ExecMixin:
         asyncio.create_task(self._exec_wait(ex))
         return session
 
-    async def _exec_wait(self: Engine, ex: ExecRecord) -> None:
+    async def _exec_wait(self, ex: ExecRecord) -> None:
         while True:
             try:
                 exit_ = await self.tasks.wait(ex.container_id, ex.id)
@@ -150,7 +146,7 @@ class ExecMixin:
             except errors.NotFoundError:
                 code = 255
                 break
-            except Exception:  # supervisor restarting: live-restore, try again
+            except Exception:  # noqa: BLE001 - supervisor restarting: live-restore, try again
                 await asyncio.sleep(0.5)
         ex.exit_code, ex.running = code, False
         assert ex.done is not None
@@ -162,7 +158,7 @@ class ExecMixin:
             self.emit("exec_die", self.get(ex.container_id), execID=ex.id,
                       exitCode=str(code))
 
-    async def exec_resize(self: Engine, exec_id: str, h: int, w: int) -> None:
+    async def exec_resize(self, exec_id: str, h: int, w: int) -> None:
         ex = self.exec_get(exec_id)
         if ex.running:
             await self.tasks.resize(ex.container_id, ex.id, w, h)

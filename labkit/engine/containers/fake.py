@@ -9,6 +9,7 @@ io socket in stdcopy frames and to the json-file log, as the shim does.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import os
@@ -88,7 +89,7 @@ class FakeTasks:
         return TaskInfo(p.key, p.pid, p.status, p.io_socket)
 
     async def _emit(self, p: _Proc, stream: int, data: bytes) -> None:
-        with open(p.log_path, "a") as f:
+        with open(p.log_path, "a") as f:  # noqa: ASYNC230 - a test double
             f.write(json.dumps({"log": data.decode(), "stream": "stdout" if stream == 1 else
                                 "stderr", "time": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z",
                                                                 time.gmtime())}) + "\n")
@@ -160,7 +161,7 @@ class FakeTasks:
     async def state(self, id: str) -> TaskInfo:
         return self._info(self._get(id))
 
-    async def list(self) -> list[TaskInfo]:
+    async def list(self) -> builtins.list[TaskInfo]:
         return [self._info(p) for (i, e), p in self.procs.items() if not e]
 
     async def exec(self, id: str, exec_id: str, process: dict[str, Any], *, terminal: bool,
@@ -190,7 +191,7 @@ class FakeTasks:
         self.calls.append(("resume", id, ""))
         self._get(id).status = "running"
 
-    async def pids(self, id: str) -> list[int]:
+    async def pids(self, id: str) -> builtins.list[int]:
         return [os.getpid()]
 
     async def stats(self, id: str) -> TaskStats:

@@ -6,6 +6,7 @@ errmap.to_native, containerd's errgrpc.ToNative), so NotFoundError stays NotFoun
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -13,7 +14,6 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from labkit import errors
 from labkit.engine.containers.tasks import (
     STATUS_NAMES,
     ExitInfo,
@@ -57,7 +57,7 @@ class GrpcTasks:
     def __init__(self, socket: str) -> None:
         self.socket = socket
         self.channel = grpc.aio.insecure_channel(f"unix://{socket}")
-        self.stub = pbg.TasksStub(self.channel)
+        self.stub = pbg.TasksStub(self.channel)  # type: ignore[no-untyped-call]
 
     async def _call(self, what: str, fn: Callable[..., Awaitable[T]], req: Any,
                     timeout: float | None = 60) -> T:
@@ -72,7 +72,7 @@ class GrpcTasks:
         try:
             await asyncio.wait_for(self.channel.channel_ready(), timeout)
             return True
-        except (asyncio.TimeoutError, grpc.aio.AioRpcError):
+        except (TimeoutError, grpc.aio.AioRpcError):
             return False
 
     async def create(self, id: str, bundle: str, rootfs: list[Mount], *, terminal: bool,
@@ -104,7 +104,7 @@ class GrpcTasks:
     async def state(self, id: str) -> TaskInfo:
         return _task(await self._call("state", self.stub.State, pb.TaskRequest(id=id)))
 
-    async def list(self) -> list[TaskInfo]:
+    async def list(self) -> builtins.list[TaskInfo]:
         resp = await self._call("list", self.stub.List, pb.ListRequest())
         return [_task(t) for t in resp.tasks]
 
@@ -128,7 +128,7 @@ class GrpcTasks:
     async def resume(self, id: str) -> None:
         await self._call("resume", self.stub.Resume, pb.TaskRequest(id=id))
 
-    async def pids(self, id: str) -> list[int]:
+    async def pids(self, id: str) -> builtins.list[int]:
         return list((await self._call("pids", self.stub.Pids, pb.TaskRequest(id=id))).pids)
 
     async def stats(self, id: str) -> TaskStats:

@@ -9,8 +9,15 @@ from typing import Any
 from labkit import errors
 from labkit.engine.containers.record import ZERO_TIME, ContainerRecord, rfc3339
 
-__all__ = ["inspect", "summary", "filter_list", "parse_filters", "label_match", "parse_until",
-           "human_status"]
+__all__ = [
+    "filter_list",
+    "human_status",
+    "inspect",
+    "label_match",
+    "parse_filters",
+    "parse_until",
+    "summary",
+]
 
 
 def parse_filters(raw: str | None) -> dict[str, list[str]]:

@@ -16,8 +16,16 @@ from typing import Any
 
 from labkit import errors
 
-__all__ = ["command", "merge_env", "resolve_user", "resources", "capabilities", "translate",
-           "INIT_PATH", "CPU_PERIOD"]
+__all__ = [
+    "CPU_PERIOD",
+    "INIT_PATH",
+    "capabilities",
+    "command",
+    "merge_env",
+    "resolve_user",
+    "resources",
+    "translate",
+]
 
 INIT_PATH = "/sbin/docker-init"  # where Docker puts its init (tini) inside the container
 CPU_PERIOD = 100_000  # moby: NanoCpus -> quota over a 100 ms period (--cpus)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from labkit import errors
+from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers.createbody import (
     HOST_TYPES,
     check_types,
@@ -19,7 +20,6 @@ from labkit.engine.containers.createbody import (
 from labkit.engine.containers.record import rfc3339
 
 if TYPE_CHECKING:
-    from labkit.engine.containers.engine import Engine
     from labkit.engine.containers.tasks import TaskStats
 
 __all__ = ["OpsMixin", "docker_stats", "parse_ps"]
@@ -72,10 +72,10 @@ def parse_ps(out: str, pids: set[int]) -> dict[str, Any]:
     return {"Titles": titles, "Processes": procs}
 
 
-class OpsMixin:
+class OpsMixin(EngineHooks):
     """Engine methods (see engine.py)."""
 
-    async def update(self: Engine, ref: str, body: dict[str, Any]) -> list[str]:
+    async def update(self, ref: str, body: dict[str, Any]) -> list[str]:
         check_types(body, HOST_TYPES)
         rec = self.get(ref)
         new = dict(rec.host_config)
@@ -98,7 +98,7 @@ class OpsMixin:
         self.emit("update", rec)
         return []
 
-    async def prune(self: Engine, filters: dict[str, list[str]]) -> dict[str, Any]:
+    async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         from labkit.engine.containers.listing import label_match, parse_until
         until = parse_until(filters.get("until", [None])[0]) if filters.get("until") else None
         deleted = []
@@ -114,7 +114,7 @@ class OpsMixin:
             deleted.append(rec.id)
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
 
-    async def top(self: Engine, ref: str, ps_args: str = "-ef") -> dict[str, Any]:
+    async def top(self, ref: str, ps_args: str = "-ef") -> dict[str, Any]:
         rec = self.get(ref)
         if not rec.running:
             raise errors.ConflictError(f"Container {rec.id} is not running")
@@ -126,7 +126,7 @@ class OpsMixin:
             raise errors.InvalidArgumentError("ps_args", f"ps: {err.decode().strip()}")
         return parse_ps(out.decode(), pids)
 
-    async def stats(self: Engine, ref: str, stream: bool,
+    async def stats(self, ref: str, stream: bool,
                     one_shot: bool = False) -> AsyncIterator[dict[str, Any]]:
         rec = self.get(ref)
         pre = None
@@ -147,13 +147,13 @@ class OpsMixin:
             if not rec.running:
                 return
 
-    async def resize(self: Engine, ref: str, h: int, w: int) -> None:
+    async def resize(self, ref: str, h: int, w: int) -> None:
         rec = self.get(ref)
         if not rec.running:
             raise errors.ConflictError(f"Container {rec.id} is not running")
         await self.tasks.resize(rec.id, "", w, h)
 
-    def log_path(self: Engine, ref: str) -> tuple[Any, str]:
+    def log_path(self, ref: str) -> tuple[Any, str]:
         rec = self.get(ref)
         if not os.path.exists(rec.log_path):
             rec.log_path.touch()

@@ -23,7 +23,7 @@ from typing import Any
 
 from labkit import errors
 
-__all__ = ["ContainerRecord", "TRANSITIONS", "new_id", "rfc3339", "ZERO_TIME"]
+__all__ = ["TRANSITIONS", "ZERO_TIME", "ContainerRecord", "new_id", "rfc3339"]
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Docker prints for "never"
 

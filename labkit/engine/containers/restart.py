@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Backoff", "should_restart", "restart_on_daemon_start", "BACKOFF_START",
-           "BACKOFF_MAX", "RESET_AFTER"]
+__all__ = [
+    "BACKOFF_MAX",
+    "BACKOFF_START",
+    "RESET_AFTER",
+    "Backoff",
+    "restart_on_daemon_start",
+    "should_restart",
+]
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 60.0

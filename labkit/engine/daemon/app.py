@@ -21,7 +21,7 @@ from labkit.engine.daemon.handlers import system as s
 from labkit.engine.daemon.params import reply
 from labkit.engine.daemon.serialize import API_VERSION
 
-__all__ = ["ROUTES", "ENGINE", "make_app"]
+__all__ = ["ENGINE", "ROUTES", "make_app"]
 
 log = logging.getLogger("labkit.daemon")
 ENGINE = web.AppKey("engine", object)
@@ -69,7 +69,7 @@ async def docker_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if err.status == 404 and err.text and not err.text.startswith("{"):
             return reply({"message": "page not found"}, 404)
         raise
-    except Exception as err:  # noqa: BLE001 - the one place every error is answered
+    except Exception as err:
         status = errmap.status_of(err)
         if status == 304:
             return web.Response(status=304)

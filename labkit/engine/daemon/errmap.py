@@ -13,7 +13,7 @@ from typing import Any
 from labkit import errors
 from labkit.engine.containers.engine import NotModifiedError
 
-__all__ = ["TABLE", "status_of", "body_of"]
+__all__ = ["TABLE", "body_of", "status_of"]
 
 TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (NotModifiedError, 304),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["HEADER", "STDOUT", "STDERR", "encode", "decode_all"]
+__all__ = ["HEADER", "STDERR", "STDOUT", "decode_all", "encode"]
 
 HEADER = struct.Struct(">BxxxL")
 STDIN, STDOUT, STDERR = 0, 1, 2

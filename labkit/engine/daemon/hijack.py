@@ -20,7 +20,7 @@ from aiohttp import web
 from labkit.engine.containers._start import IoSession
 from labkit.engine.daemon.frames import HEADER, STDERR, encode
 
-__all__ = ["upgrade", "pump", "serve", "Stdin"]
+__all__ = ["Stdin", "pump", "serve", "upgrade"]
 
 HEADERS = {"Content-Type": "application/vnd.docker.raw-stream", "Connection": "Upgrade",
            "Upgrade": "tcp"}
@@ -99,7 +99,7 @@ async def pump(session: IoSession | None, transport: Any, stdin: Stdin) -> None:
         while True:
             try:
                 head = await session.reader.readexactly(HEADER.size)
-                stream, n = HEADER.unpack(head)
+                _stream, n = HEADER.unpack(head)
                 data = await session.reader.readexactly(n)
             except (asyncio.IncompleteReadError, ConnectionError):
                 break

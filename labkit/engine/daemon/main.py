@@ -24,7 +24,7 @@ from pathlib import Path
 from labkit import errors
 from labkit.engine import paths
 
-__all__ = ["main", "serve", "start_supervisor", "socket_answers"]
+__all__ = ["main", "serve", "socket_answers", "start_supervisor"]
 
 log = logging.getLogger("labkit.daemon")
 
@@ -50,6 +50,8 @@ def start_supervisor() -> int:
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                             start_new_session=True, close_fds=True)
     logf.close()
+    # so tests and `labkit system` can find (and only ever kill) this very process
+    (paths.run() / "supervisor.pid").write_text(f"{proc.pid}\n")
     return proc.pid
 
 

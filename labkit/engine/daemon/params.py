@@ -11,7 +11,7 @@ from labkit import errors
 from labkit.engine.containers.createbody import parse_json
 from labkit.engine.containers.listing import parse_filters
 
-__all__ = ["flag", "integer", "body", "filters", "reply", "engine", "cid"]
+__all__ = ["body", "cid", "engine", "filters", "flag", "integer", "reply"]
 
 
 def flag(request: web.Request, name: str, default: bool = False) -> bool:

@@ -11,7 +11,7 @@ import labkit
 from labkit.engine import paths
 from labkit.engine.containers.record import rfc3339
 
-__all__ = ["version", "info", "image_summary", "image_inspect", "API_VERSION"]
+__all__ = ["API_VERSION", "image_inspect", "image_summary", "info", "version"]
 
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"
@@ -19,9 +19,10 @@ MIN_API_VERSION = "1.12"
 
 def _os_name() -> str:
     try:
-        for line in open("/etc/os-release"):
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip().strip('"')
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
     except OSError:
         pass
     return "Linux"
@@ -36,10 +37,10 @@ def _mem_total() -> int:
 
 
 def _cgroup_version() -> str:
-    from labkit.cgroups import detect
+    from labkit.cgroups.detect import Mode, detect_mode
     try:
-        return "2" if "UNIFIED" in str(detect.mode()).upper() else "1"
-    except Exception:
+        return "2" if detect_mode() is Mode.UNIFIED else "1"
+    except Exception:  # noqa: BLE001 - info must answer anyway
         return "1"
 
 

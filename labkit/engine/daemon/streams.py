@@ -13,7 +13,7 @@ from aiohttp import web
 from labkit import errors
 from labkit.engine.daemon.frames import STREAMS, encode
 
-__all__ = ["open_stream", "send_json_lines", "log_chunks", "wait_body"]
+__all__ = ["log_chunks", "open_stream", "send_json_lines", "wait_body"]
 
 
 async def open_stream(request: web.Request, content_type: str) -> web.StreamResponse:
@@ -41,8 +41,8 @@ def wait_body(exit_: Any) -> bytes:
 
 async def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
     """GET /containers/{id}/logs: the json-file records as frames (raw with a tty)."""
-    from labkit.engine.logs.reader import Follower, log_files, read_logs
     from labkit.engine.containers.listing import parse_until
+    from labkit.engine.logs.reader import Follower, log_files, read_logs
 
     stdout, stderr = q.get("stdout", "") in ("1", "true"), q.get("stderr", "") in ("1", "true")
     if not (stdout or stderr):

@@ -24,7 +24,7 @@ from typing import Any
 from labkit import errors
 from labkit.engine import paths
 
-__all__ = ["Image", "ImageStore", "ensure_busybox", "normalize_ref", "DEFAULT_PATH"]
+__all__ = ["DEFAULT_PATH", "Image", "ImageStore", "ensure_busybox", "normalize_ref"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -32,8 +32,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def normalize_ref(ref: str) -> str:
     """``busybox`` -> ``busybox:latest``; ``docker.io/library/busybox`` -> ``busybox:latest``."""
     for prefix in ("docker.io/library/", "library/", "index.docker.io/library/"):
-        if ref.startswith(prefix):
-            ref = ref[len(prefix):]
+        ref = ref.removeprefix(prefix)
     name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
     return f"{name}:{tag or 'latest'}"
 

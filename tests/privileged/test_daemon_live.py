@@ -1,0 +1,262 @@
+"""The real daemon + supervisor + shims in temp LABKIT_ROOT/LABKIT_RUN, over raw HTTP.
+
+The live-restore test is the issue's Done-when: 20 containers print a counter, the daemon
+and the supervisor are SIGKILLed (by pid), the daemon is started again (it starts the
+supervisor), and every container is still running and listed with the same pid, its log
+has no gap and no lost line, and wait / stop / exec / rm work.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labkit.engine.daemon.frames import decode_all
+
+pytestmark = pytest.mark.privileged
+V = "/v1.41"
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 60) -> None:
+        super().__init__("docker", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Daemon:
+    """A labkit daemon in its own state dirs; everything it starts is killed by pid."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.env = dict(os.environ, LABKIT_ROOT=str(base / "root"), LABKIT_RUN=str(base / "run"))
+        self.env.pop("LABKIT_SOCKET", None)
+        self.sock = base / "run" / "labkit.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.supervisor_pids: set[int] = set()
+
+    def start(self) -> None:
+        log = open(self.base / "daemon.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "labkit.engine.daemon"], env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        end = time.monotonic() + 60
+        while True:
+            try:
+                if self.call("GET", "/_ping")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert self.proc.poll() is None, (self.base / "daemon.log").read_text()
+            assert time.monotonic() < end, "daemon did not answer in 60 s"
+            time.sleep(0.1)
+        self.supervisor_pids.add(self.supervisor_pid())
+
+    def supervisor_pid(self) -> int:
+        pid = int((self.base / "run" / "supervisor.pid").read_text())
+        assert b"labkit.engine.supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return pid
+
+    def call(self, method: str, path: str, body: Any = None,
+             timeout: float = 60) -> tuple[int, Any]:
+        c = UnixHTTP(str(self.sock), timeout)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            c.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            raw = r.read()
+            try:
+                return r.status, json.loads(raw) if raw else None
+            except ValueError:
+                return r.status, raw
+        finally:
+            c.close()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        sup = self.supervisor_pid()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        os.kill(sup, signal.SIGKILL)
+        _wait_gone(sup)
+
+    def stop(self) -> None:
+        """Remove every container through the API, then stop the daemon and supervisor."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                _, rows = self.call("GET", f"{V}/containers/json?all=1")
+                for r in rows or []:
+                    self.call("DELETE", f"{V}/containers/{r['Id']}?force=1")
+            finally:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(30)
+        for pid in self.supervisor_pids:
+            try:
+                if b"labkit.engine.supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGTERM)
+                    _wait_gone(pid)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        from labkit.engine.supervisor.harness import Harness
+        Harness(self.base).cleanup()  # shims, runtime state, the dirs
+
+
+def _wait_gone(pid: int) -> None:
+    for _ in range(300):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return  # a zombie of some other parent: gone for us
+        time.sleep(0.05)
+
+
+def _mounts_under(base: Path) -> list[str]:
+    return [ln.split()[4] for ln in open("/proc/self/mountinfo") if str(base) in ln.split()[4]]
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    base = Path(tempfile.mkdtemp(prefix="lk-dtest-"))
+    d = Daemon(base)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+    assert _mounts_under(base) == []
+
+
+COUNTER = ["sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done"]
+
+
+def _create(d: Daemon, body: dict[str, Any], name: str = "") -> str:
+    st, out = d.call("POST", f"{V}/containers/create" + (f"?name={name}" if name else ""),
+                     {"Image": "busybox", **body})
+    assert st == 201, out
+    return str(out["Id"])
+
+
+def _logs(d: Daemon, cid: str) -> list[int]:
+    st, raw = d.call("GET", f"{V}/containers/{cid}/logs?stdout=1&stderr=1")
+    assert st == 200
+    text = b"".join(p for _, p in decode_all(raw if isinstance(raw, bytes) else b""))
+    return [int(x) for x in text.split()]
+
+
+def test_live_restore_20_containers(daemon: Daemon) -> None:
+    ids = [_create(daemon, {"Cmd": COUNTER}, f"lk-live-{os.getpid()}-{i}") for i in range(20)]
+    for cid in ids:
+        assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
+    pids = {cid: daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]["Pid"] for cid in ids}
+    while min(len(_logs(daemon, cid)) for cid in ids) < 5:
+        time.sleep(0.1)
+    before = {cid: len(_logs(daemon, cid)) for cid in ids}
+    daemon.kill9()
+    time.sleep(1.0)  # the containers keep printing with nobody above their shims
+    daemon.start()
+    assert daemon.supervisor_pid() not in (0,)
+    _, rows = daemon.call("GET", f"{V}/containers/json")
+    assert {r["Id"] for r in rows} == set(ids)
+    for cid in ids:
+        info = daemon.call("GET", f"{V}/containers/{cid}/json")[1]
+        assert info["State"]["Running"] and info["State"]["Pid"] == pids[cid]
+        assert os.path.exists(f"/proc/{pids[cid]}")
+    time.sleep(0.3)
+    for cid in ids:
+        seq = _logs(daemon, cid)
+        assert seq == list(range(len(seq))), f"gap or lost line in {cid[:12]}"
+        assert len(seq) > before[cid] + 5  # it went on printing while we were down
+    # exec, stop (with a wait pending), rm -f: all work on adopted containers
+    st, out = daemon.call("POST", f"{V}/containers/{ids[0]}/exec",
+                          {"Cmd": ["echo", "adopted"], "Detach": True})
+    assert st == 201
+    assert daemon.call("POST", f"{V}/exec/{out['Id']}/start", {"Detach": True})[0] == 200
+    waiter: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: waiter.update(
+        r=daemon.call("POST", f"{V}/containers/{ids[1]}/wait")))
+    t.start()
+    time.sleep(0.2)
+    assert daemon.call("POST", f"{V}/containers/{ids[1]}/stop?t=1")[0] == 204
+    t.join(30)
+    assert waiter["r"][0] == 200 and waiter["r"][1]["StatusCode"] == 137
+    for cid in ids:
+        assert daemon.call("DELETE", f"{V}/containers/{cid}?force=1")[0] == 204
+    assert daemon.call("GET", f"{V}/containers/json?all=1")[1] == []
+    for pid in pids.values():
+        _wait_gone(pid)
+        assert not os.path.exists(f"/proc/{pid}") or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_run_exit_codes_and_bad_input(daemon: Daemon) -> None:
+    cid = _create(daemon, {"Cmd": ["sh", "-c", "echo out; echo err >&2; exit 3"],
+                           "HostConfig": {"AutoRemove": True}})
+    res: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: res.update(
+        r=daemon.call("POST", f"{V}/containers/{cid}/wait?condition=removed")))
+    t.start()
+    time.sleep(0.2)
+    assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
+    t.join(30)
+    assert res["r"] == (200, {"StatusCode": 3, "Error": None})
+    assert daemon.call("GET", f"{V}/containers/{cid}/json")[0] == 404
+    # a command that is not in the image: start fails like dockerd, ExitCode 127
+    cid = _create(daemon, {"Cmd": ["nosuchcmd"]})
+    st, out = daemon.call("POST", f"{V}/containers/{cid}/start")
+    assert st == 400 and "executable file not found" in out["message"]
+    state = daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]
+    assert state["ExitCode"] == 127 and state["Status"] == "created"
+    # a failed create leaves no directory, no record
+    before = set(os.listdir(daemon.base / "root" / "containers"))
+    st, out = daemon.call("POST", f"{V}/containers/create", {"Image": "busybox",
+                                                            "User": "nosuchuser"})
+    assert st == 400 and "nosuchuser" in out["message"]
+    assert set(os.listdir(daemon.base / "root" / "containers")) == before
+    st, out = daemon.call("POST", f"{V}/containers/create", {"Image": "busybox", "Cmd": 1})
+    assert st == 400 and "ContainerConfigWrapper.Cmd" in out["message"]
+
+
+def test_restart_policy_and_resources(daemon: Daemon) -> None:
+    cid = _create(daemon, {"Cmd": ["sh", "-c", "exit 1"], "HostConfig": {
+        "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}}})
+    daemon.call("POST", f"{V}/containers/{cid}/start")
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        info = daemon.call("GET", f"{V}/containers/{cid}/json")[1]
+        if info["RestartCount"] == 2 and info["State"]["Status"] == "exited":
+            break
+        time.sleep(0.1)
+    assert info["RestartCount"] == 2 and info["State"]["ExitCode"] == 1
+    cid = _create(daemon, {"Cmd": ["sleep", "30"], "HostConfig": {
+        "Memory": 32 << 20, "PidsLimit": 20, "NanoCpus": 500_000_000}})
+    daemon.call("POST", f"{V}/containers/{cid}/start")
+    st, stats = daemon.call("GET", f"{V}/containers/{cid}/stats?stream=0")
+    assert st == 200 and stats["memory_stats"]["limit"] == 32 << 20
+    assert stats["pids_stats"]["current"] >= 1
+    st, top = daemon.call("GET", f"{V}/containers/{cid}/top")
+    assert st == 200 and any("sleep" in " ".join(p) for p in top["Processes"])
+    assert daemon.call("POST", f"{V}/containers/{cid}/pause")[0] == 204
+    assert daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]["Paused"]
+    assert daemon.call("POST", f"{V}/containers/{cid}/unpause")[0] == 204
+    assert daemon.call("POST", f"{V}/containers/{cid}/update", {"Memory": 64 << 20})[0] == 200
+    st, stats = daemon.call("GET", f"{V}/containers/{cid}/stats?stream=0&one-shot=1")
+    assert stats["memory_stats"]["limit"] == 64 << 20
