@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from labkit import errors
 from labkit.engine.client import Client
 from labkit.engine.client.launch import spawn_daemon, wait_ready
 
@@ -63,7 +64,9 @@ class LabEngine:
         self.env = dict(os.environ, LABKIT_ROOT=str(self.root), LABKIT_RUN=str(self.run),
                         LABKIT_SOCKET=str(self.socket))
         self.daemon_pid: int | None = None
-        self.known_pids: set[int] = set()  # every engine process we ever saw: killed at stop
+        # every engine process we ever saw, with its start time: killed at stop only if the
+        # pid still names the same process (pids are reused)
+        self.known_pids: dict[int, float] = {}
 
     @property
     def docker_env(self) -> dict[str, str]:
@@ -79,43 +82,78 @@ class LabEngine:
         """Start (or restart) the daemon; returns self once it answers _ping."""
         for d in (self.root, self.run):
             d.mkdir(parents=True, exist_ok=True)
+        first = self.daemon_pid is None
         proc = spawn_daemon(self.env, log=self.run / "daemon.log")
         self.daemon_pid = proc.pid
-        wait_ready(self.socket, timeout, proc=proc, log=self.run / "daemon.log")
+        try:
+            wait_ready(self.socket, timeout, proc=proc, log=self.run / "daemon.log")
+        except errors.LabkitError as err:
+            log = (self.run / "daemon.log").read_text(errors="replace")[-2000:]
+            err.add_note(f"the lab daemon's log ends:\n{log}")
+            if first:  # nothing of ours is running yet: leave nothing behind
+                self.stop()
+            raise
         self._remember()
         return self
 
     def _remember(self) -> None:
-        for row in self.processes():
-            if row.role in ("daemon", "supervisor", "shim"):
-                self.known_pids.add(row.pid)
+        for pids in self.engine_pids().values():
+            for pid in pids:
+                if (t := _start_time(pid)) is not None:
+                    self.known_pids[pid] = t
+
+    def _shim_pids(self) -> set[int]:
+        """Shim pids from their state files (shims/<id>/state.json "shim_pid")."""
+        import json
+
+        out: set[int] = set()
+        for state in (self.run / "shims").glob("*/state.json"):
+            try:
+                pid = json.loads(state.read_text()).get("shim_pid")
+            except (OSError, ValueError):
+                continue
+            if isinstance(pid, int) and pid > 0:
+                out.add(pid)
+        return out
 
     def engine_pids(self) -> dict[str, list[int]]:
-        """{role: [pid...]} of this engine's daemon, supervisor and shims (by environment)."""
+        """{role: [pid...]}: daemon, supervisor, shim template, shim (found by LABKIT_RUN)."""
         import psutil
 
-        out: dict[str, list[int]] = {}
-        for p in psutil.process_iter(["pid", "cmdline"]):
+        shims = self._shim_pids()
+        mine: dict[int, tuple[int, str]] = {}
+        for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
             try:
                 env = p.environ()
             except (psutil.Error, OSError):
                 continue
-            if env.get("LABKIT_RUN") != str(self.run):
-                continue
-            role = _role(" ".join(p.info["cmdline"] or []), set(), p.pid)
-            if role in ("daemon", "supervisor", "shim"):
-                out.setdefault(role, []).append(p.pid)
+            if env.get("LABKIT_RUN") == str(self.run):
+                mine[p.pid] = (p.info["ppid"], " ".join(p.info["cmdline"] or []))
+        out: dict[str, list[int]] = {}
+        for pid, (ppid, cmd) in sorted(mine.items()):
+            role = _role(cmd, set(), pid)
+            if pid in shims:
+                role = "shim"
+            elif role == "supervisor" and ppid in mine and _role(mine[ppid][1], set(),
+                                                                 ppid) == "supervisor":
+                role = "shim template"  # the pre-imported process shims are forked from
+            if role in ("daemon", "supervisor", "shim", "shim template"):
+                out.setdefault(role, []).append(pid)
         return out
 
-    def processes(self) -> list[ProcRow]:
-        """The process tree under this engine: daemon, supervisor, shims and their containers."""
+    def processes(self, extra: dict[str, int] | None = None) -> list[ProcRow]:
+        """The engine's processes: ``extra`` (e.g. {"client": pid}), daemon, supervisor, shims
+        and the containers below the shims, with pid, parent, session and RSS (psutil)."""
         import psutil
 
         pids = self.engine_pids()
         rows: list[ProcRow] = []
         seen: set[int] = set()
-        for role in ("daemon", "supervisor", "shim"):
-            for pid in pids.get(role, []):
+        groups = [(k, [v]) for k, v in (extra or {}).items()] + [
+            (role, pids.get(role, [])) for role in ("daemon", "supervisor", "shim template",
+                                                    "shim")]
+        for role, group in groups:
+            for pid in group:
                 try:
                     top = psutil.Process(pid)
                     procs = [top] + (top.children(recursive=True) if role == "shim" else [])
@@ -138,8 +176,8 @@ class LabEngine:
         """SIGKILL the daemon and the supervisor (not the shims); returns the pids killed."""
         pids = self.engine_pids()
         killed = pids.get("daemon", []) + pids.get("supervisor", [])
+        killed += pids.get("shim template", [])
         for pid in killed:
-            self.known_pids.add(pid)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -164,8 +202,11 @@ class LabEngine:
             pass
         self._remember()
         pids = self.engine_pids()
-        order = pids.get("daemon", []) + pids.get("supervisor", []) + pids.get("shim", [])
-        for pid in order + sorted(self.known_pids - set(order)):
+        order = (pids.get("daemon", []) + pids.get("supervisor", [])
+                 + pids.get("shim template", []) + pids.get("shim", []))
+        stale = [p for p, t in self.known_pids.items()
+                 if p not in order and _start_time(p) == t]
+        for pid in order + stale:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -179,6 +220,15 @@ class LabEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _start_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
 
 
 def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:
