@@ -263,7 +263,7 @@ def test_exec_with_terminal_and_stdin(h: Harness) -> None:
     cid = h.new_id()
     h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
     h.client.start(cid)
-    p = h.client.exec(cid, "t1", h.process(["sh", "-c", "stty size; read x; echo got-$x; exit 6"],
+    p = h.client.exec(cid, "t1", h.process(["sh", "-c", "stty size; tty; read x; echo got-$x; exit 6"],
                                            terminal=True), terminal=True, stdin=True)
     io = attach(p.io_socket, "t1", stdin=True)
     h.client.resize(cid, 90, 20, exec_id="t1")
@@ -272,6 +272,7 @@ def test_exec_with_terminal_and_stdin(h: Harness) -> None:
     text = b"".join(pl for s, pl in read_frames(io))
     assert h.client.wait(cid, "t1").exit_status == 6
     assert b"20 90\r\n" in text and b"got-abc\r\n" in text
+    assert re.search(rb"/dev/pts/\d+\r\n", text), text  # ttyname works inside
 
 
 def test_exec_stdin_pipe_half_close(h: Harness) -> None:

@@ -23,6 +23,7 @@ import fcntl
 import os
 import pickle
 import signal
+import socket
 import termios
 from typing import Any, NoReturn
 
@@ -125,13 +126,16 @@ def _prepare(bundle: str, cid: str, runtime_root: str, init_pid: int, p: dict[st
 
 
 def spawn(init_pid: int, bundle: str, cid: str, runtime_root: str, p: dict[str, Any],
-          stdio: tuple[int, int, int], *, tty: bool = False) -> int:
+          stdio: tuple[int, int, int] | None, *, tty: bool = False) -> tuple[int, int | None]:
     """Start process ``p`` (an OCI process object) in container ``cid`` (init ``init_pid``).
 
     The bundle's config.json says which namespaces to join and the seccomp profile; the
-    runtime's state gives the cgroup.  ``stdio``: the three fds the process gets (the same
-    pty slave three times for a terminal).  Everything that allocates runs in the forked
-    middle child, so the shim's memory stays as it was.  Returns the host pid.
+    runtime's state gives the cgroup.  ``stdio``: the three fds the process gets; with
+    ``tty`` it is None and the middle child opens a pty *in the container's devpts* (after
+    joining its mount namespace), so that ttyname(3) works inside, and sends the master
+    back over a socketpair (SCM_RIGHTS, as runc's --console-socket does).  Everything that
+    allocates runs in the forked middle child, so the shim's memory stays as it was.
+    Returns (host pid, pty master or None).
     Raises ExecutableNotFoundError (127), InvalidStateError (not running), SyscallError.
     """
     if not p.get("args"):
@@ -139,6 +143,7 @@ def spawn(init_pid: int, bundle: str, cid: str, runtime_root: str, p: dict[str, 
     if not os.path.exists(f"/proc/{init_pid}/ns"):
         raise errors.InvalidStateError("stopped", "exec", hint="the container is not running")
     r, w = os.pipe2(os.O_CLOEXEC)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if tty else (None, None)
     mid = os.fork()
     if mid == 0:
         code = 1
@@ -148,6 +153,12 @@ def spawn(init_pid: int, bundle: str, cid: str, runtime_root: str, p: dict[str, 
             if cgroup is not None:
                 cgroup.add(os.getpid())
             child_enter(spec, -1)
+            if theirs is not None:
+                ptm, slave = os.openpty()  # /dev/ptmx of the container's mount ns
+                socket.send_fds(theirs, [b"m"], [ptm])
+                os.close(ptm)
+                stdio = (slave, slave, slave)
+            assert stdio is not None
             pid = os.fork()
             if pid == 0:
                 _child(p, stdio, tty, filt, w, in_userns)
@@ -158,11 +169,23 @@ def spawn(init_pid: int, bundle: str, cid: str, runtime_root: str, p: dict[str, 
         finally:
             os._exit(code)
     os.close(w)
+    master: int | None = None
     try:
         data = _read_all(r)
+        if ours is not None:
+            assert theirs is not None
+            theirs.close()
+            ours.setblocking(False)  # the master was sent before the pid: no wait needed
+            try:
+                _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+                master = fds[0] if fds else None
+            except BlockingIOError:
+                master = None
     finally:
         os.close(r)
         os.waitpid(mid, 0)
+        if ours is not None:
+            ours.close()
     pid = 0
     for tag, payload in _frames(data):
         if tag == b"P":
@@ -177,8 +200,10 @@ def spawn(init_pid: int, bundle: str, cid: str, runtime_root: str, p: dict[str, 
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
+            if master is not None:
+                os.close(master)
             raise failure
-    if not pid:
+    if not pid or (tty and master is None):
         raise errors.from_errno(errno.EPIPE, "exec", f"container of pid {init_pid}",
                                 hint="the helper died without reporting")
-    return pid
+    return pid, master

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from labkit.engine.shim.server import CtlConn
 
 
+def _set_winsize(master: int, rows: int, cols: int) -> None:
+    # tty_ioctl(4) TIOCSWINSZ: struct winsize {rows, cols, xpixel, ypixel} (u16 each)
+    ws = b"".join(v.to_bytes(2, "little") for v in (rows, cols, 0, 0))
+    fcntl.ioctl(master, termios.TIOCSWINSZ, ws)
+
+
 def _default_signals() -> None:
     """Undo the shim's signal setup in a child that goes on to the container: ignored
     dispositions survive execve (signal(7)), and a container must not ignore SIGTERM."""
@@ -198,14 +204,10 @@ class Ops:
         if init.status not in ("running", "paused"):
             raise errors.InvalidStateError(init.status, "exec",
                                            hint="the container is not running")
-        if p.terminal and p.slave is not None:  # the pty was made by op_exec
-            slave, p.slave = p.slave, None
-            stdio: tuple[int, int, int] = (slave, slave, slave)
-        else:
-            stdio = self._pipes(p)
+        stdio = None if p.terminal else self._pipes(p)
         try:
-            p.pid = shim_exec.spawn(init.pid, self.cfg["bundle"], self.id, self.runtime_root,
-                                    p.spec, stdio, tty=p.terminal)
+            p.pid, master = shim_exec.spawn(init.pid, self.cfg["bundle"], self.id,
+                                            self.runtime_root, p.spec, stdio, tty=p.terminal)
         except errors.LabkitError as exc:
             p.close_fds()
             code = getattr(exc, "exit_code", None)
@@ -213,8 +215,12 @@ class Ops:
                 p.status, p.exit_status, p.error, p.exited_at = "stopped", code, str(exc), time.time()
             raise
         finally:
-            for fd in {*stdio}:
+            for fd in stdio or ():
                 os.close(fd)
+        if master is not None:
+            p.master, p.outs, p.stdin_w = master, {master: 1}, master
+            if p.winsize is not None:  # a resize that came before start
+                _set_winsize(master, *p.winsize)
         self.by_pid[p.pid] = p
         self.watch_output(p)
 
@@ -232,9 +238,6 @@ class Ops:
                                            hint="the container is not running")
         p = Proc(eid, terminal=bool(req.get("terminal") or spec.get("terminal")), spec=spec,
                  want_stdin=bool(req.get("stdin")), stdin_once=True)
-        if p.terminal:  # now, so that a resize before start applies (docker exec -it)
-            p.master, p.slave = os.openpty()
-            p.outs, p.stdin_w = {p.master: 1}, p.master
         self.procs[eid] = p
         self.emit("/tasks/exec-added", self.procs[eid])
         return {"ok": True, "pid": 0}
@@ -272,12 +275,13 @@ class Ops:
     # -- io ------------------------------------------------------------------------------
     def op_resize(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         p = self.proc(req)
-        if p.master is None:
+        rows, cols = int(req.get("height") or 24), int(req.get("width") or 80)
+        if p.master is not None:
+            _set_winsize(p.master, rows, cols)
+        elif p.terminal and p.status == "created":
+            p.winsize = (rows, cols)  # an exec's pty is made at start (in the container)
+        else:
             raise errors.InvalidStateError("no terminal", "resize", "process")
-        # tty_ioctl(4) TIOCSWINSZ: struct winsize {rows, cols, xpixel, ypixel} (u16 each)
-        ws = b"".join(int(v).to_bytes(2, "little") for v in (req.get("height", 24),
-                                                              req.get("width", 80), 0, 0))
-        fcntl.ioctl(p.master, termios.TIOCSWINSZ, ws)
         return {"ok": True}
 
     def op_close_stdin(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:

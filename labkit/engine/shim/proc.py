@@ -76,7 +76,7 @@ class Proc:
         self.stdin_w: int | None = None  # pipe write end, or the pty master
         self.outs: dict[int, int] = {}  # fd -> stream (1 stdout, 2 stderr)
         self.master: int | None = None
-        self.slave: int | None = None  # an exec's pty slave, between exec and start
+        self.winsize: tuple[int, int] | None = None  # (rows, cols) asked before start
         self.log: JsonFileWriter | None = None
         self.split = {1: LineSplitter(), 2: LineSplitter()}
         self.clients: list[IoClient] = []
@@ -143,9 +143,7 @@ class Proc:
         if self.master is not None:
             os.close(self.master)
             self.master = None
-        if self.slave is not None:
-            os.close(self.slave)
-            self.slave = None
+
         if self.log is not None:
             self.log.close()
             self.log = None
