@@ -8,7 +8,6 @@ namespace types, signals, rlimits and capabilities are.  See config.md, config-l
 
 from __future__ import annotations
 
-import json
 import os
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from labkit import errors
+from labkit._sys import fastjson
 from labkit._sys.consts import OCI_NS_NAMES
 from labkit.ns.spec import IdMap, NamespaceSpec
 
@@ -90,11 +90,11 @@ def load(bundle: str, container_id: str) -> Config:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            raw = json.loads(f.read())
+            data = f.read()
     except FileNotFoundError:
         raise errors.NotFoundError("config.json", path, hint="run `labkit-runtime spec` in the bundle") from None
-    except ValueError as err:
-        raise _bad(path, f"not valid JSON: {err}") from None
+    # fastjson, not json: json pulls in re and costs ~4 ms on every start.
+    raw = fastjson.loads(data, what=path)  # InvalidArgumentError "PATH: not valid JSON: ..."
     return validate(raw, bundle, container_id)
 
 

@@ -15,7 +15,6 @@ namespace, which vanishes with its last process.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import pickle
 import select
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from labkit import errors
-from labkit._sys import consts, syscalls
+from labkit._sys import consts, fastjson, syscalls
 from labkit.engine.runtime import config as configmod
 from labkit.engine.runtime import devices as device_rules
 from labkit.engine.runtime import state as statemod
@@ -170,7 +169,7 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     # The config as created, for `exec` (runc keeps it in its state too): the bundle may
     # change or vanish while the container runs.
     with open(os.path.join(sdir, statemod.CONFIG_COPY), "wb") as f:
-        f.write(json.dumps(cfg.raw).encode())
+        f.write(fastjson.dumps(cfg.raw).encode())
     fifo = os.path.join(sdir, statemod.EXEC_FIFO)
     os.mkfifo(fifo, 0o622)
     os.chmod(fifo, 0o622)  # mkfifo's mode went through our umask

@@ -11,7 +11,6 @@ attributes (config.json "process", overridden by --cwd/--env/--user/--tty or rep
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
 from labkit import errors
-from labkit._sys import consts, syscalls
+from labkit._sys import consts, fastjson, syscalls
 from labkit._sys.consts import OCI_NS_NAMES
 from labkit._sys.seccomp import load_bpf
 from labkit.engine.runtime import config as configmod
@@ -42,9 +41,10 @@ def build_process(cfg: dict[str, Any], args: list[str], *, process_file: str | N
     if process_file is not None:
         try:
             with open(process_file, "rb") as f:
-                proc: dict[str, Any] = json.loads(f.read())
-        except (OSError, ValueError) as err:
+                data = f.read()
+        except OSError as err:
             raise errors.InvalidArgumentError("--process", f"{process_file}: {err}") from None
+        proc: dict[str, Any] = fastjson.loads(data, what=f"--process {process_file}")
         if not isinstance(proc, dict):
             raise errors.InvalidArgumentError("--process", "must hold a JSON object")
     else:
@@ -130,7 +130,7 @@ def exec_process(root: str, container_id: str, args: list[str], *, process_file:
     if st.refresh() != statemod.RUNNING:
         raise errors.InvalidStateError(st.status, "exec", hint="exec needs a running container")
     with open(os.path.join(st.dir, statemod.CONFIG_COPY), "rb") as f:
-        cfg = json.loads(f.read())
+        cfg = fastjson.loads(f.read(), what=f.name)
     proc = build_process(cfg, args, process_file=process_file, cwd=cwd, env=env, user=user,
                          tty=tty)
     if proc.get("terminal") and detach:

@@ -256,14 +256,15 @@ def program(profile: dict[str, Any], cache_dir: str | None = None) -> bytes:
     (a tmpfs: gone at reboot, as is the libseccomp that made it, in the common case).
     Files are named by the SHA-256 of the canonical profile JSON and written atomically.
     """
-    import json
     import os
+
+    from labkit._sys import fastjson  # json would pull in re (~4 ms) on the start path
 
     try:
         from _sha256 import sha256  # type: ignore[import-not-found]  # built into CPython 3.11; hashlib loads OpenSSL (~10 ms)
     except ImportError:  # pragma: no cover - other interpreters
         from hashlib import sha256
-    key = sha256(json.dumps([os.uname().machine, profile], sort_keys=True).encode()).hexdigest()
+    key = sha256(fastjson.dumps([os.uname().machine, profile], sort_keys=True).encode()).hexdigest()
     path = os.path.join(cache_dir, f"{key}.bpf") if cache_dir else None
     if path is not None:
         try:

@@ -14,7 +14,6 @@ one, so a recycled pid is never mistaken for our init (runc does the same).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from labkit import errors
+from labkit._sys import fastjson
 
 OCI_VERSION = "1.0.2"
 CREATING, CREATED, RUNNING, PAUSED, STOPPED, DELETED = (
@@ -117,7 +117,7 @@ class State:
     # -- persistence ---------------------------------------------------------------------
     def save(self) -> None:
         """Write state.json atomically: temp file, fsync, rename (rename(2) is atomic)."""
-        data = json.dumps(self.to_dict()).encode()
+        data = fastjson.dumps(self.to_dict()).encode()
         path = os.path.join(self.dir, STATE_FILE)
         tmp = f"{path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -167,9 +167,10 @@ def load(root: str, container_id: str) -> State:
     d = container_dir(root, container_id)
     try:
         with open(os.path.join(d, STATE_FILE), "rb") as f:
-            raw = json.loads(f.read())
+            data = f.read()
     except FileNotFoundError:
         raise errors.NotFoundError("container", container_id) from None
+    raw = fastjson.loads(data, what=os.path.join(d, STATE_FILE))
     st = State(**raw)
     st.dir = d
     return st
