@@ -254,3 +254,28 @@ def test_exec_in_stopped_container(docker: Docker, name: str) -> None:
         assert r.returncode != 0 and b"is not running" in r.stderr, r.stderr
     finally:
         docker("rm", "-f", name)
+
+
+def test_run_it_under_a_pty(engine: Any) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve("/usr/local/bin/docker", ["docker", "run", "-it", "--rm", "busybox", "sh"],
+                  engine.docker_env)
+    out, sent = b"", False
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if not sent and b"/ # " in out:
+            os.write(fd, b"tty; echo mark-$((6*7)); exit 9\r")
+            sent = True
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert b"mark-42" in out and b"/dev/pts/" in out, out
+    assert os.waitstatus_to_exitcode(status) == 9
