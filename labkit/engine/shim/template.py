@@ -173,6 +173,11 @@ class Template:
 
     def __init__(self) -> None:
         warm_up()
+        # Freeze here too, in the supervisor: its own collections would otherwise write to
+        # the GC headers of every warm object, breaking the sharing of those pages with the
+        # template and the shims (each shim's PSS counts shared pages / sharers).
+        gc.collect()
+        gc.freeze()
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:  # the template
