@@ -127,12 +127,14 @@ class _Dockerd:
         from labkit.engine.client.launch import wait_ready
 
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
-        subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"],
+        subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"],
                        check=False, capture_output=True)
         d = self.dir
         log = open(d / "dockerd.log", "ab")  # noqa: SIM115 - handed to the child
+        # nsenter --net, not `ip netns exec`: the latter also remounts /sys for the netns,
+        # which hides /sys/fs/cgroup and dockerd stops with "Devices cgroup isn't mounted".
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, "dockerd", "--data-root", str(d / "data"),
+            ["nsenter", f"--net=/run/netns/{self.netns}", "dockerd", "--data-root", str(d / "data"),
              "--exec-root", str(d / "exec"), "--pidfile", str(d / "dockerd.pid"),
              "-H", f"unix://{self.sock}", "--iptables=false", "--ip-masq=false",
              "--bridge=none"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -144,7 +146,7 @@ class _Dockerd:
         import signal
 
         if self.proc is not None:
-            # `ip netns exec` execs dockerd, so the Popen pid is dockerd's; SIGTERM lets it
+            # nsenter execs dockerd, so the Popen pid is dockerd's; SIGTERM lets it
             # stop its containerd child, SIGKILL after 20 s.
             self.proc.send_signal(signal.SIGTERM)
             try:
