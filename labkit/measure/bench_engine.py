@@ -13,7 +13,8 @@ Candidates, interleaved round-robin (the first one rotates each round; warm-up r
   --bridge=none, so the host's network is never touched; it is stopped by pid and the netns
   deleted afterwards;
 * ``podman``: when installed, with ``--ulimit nofile=1024:1024 --ulimit nproc=1024:1024``
-  (root here lacks CAP_SYS_RESOURCE, so podman's default rlimits fail).
+  (root here lacks CAP_SYS_RESOURCE, so podman's default rlimits fail) and ``--runtime runc``
+  (its default, crun, refuses hybrid cgroup hosts); the imported image is removed after.
 
 labkit's daemon is a throw-away one in /tmp/lk-bn-* (labkit.lab.engine), so the host's
 /run/labkit is not touched.  The busybox image reaches dockerd and podman as labkit's own
@@ -197,6 +198,7 @@ def run(runs: int = 20, warmup: int = 2, *, with_dockerd: bool = False,
     engine = LabEngine("bn")
     dockerd: _Dockerd | None = None
     cands: list[Candidate] = []
+    podman_image = ""
     try:
         engine.start()
         labkit = str(Path(sys.executable).parent / "labkit")
@@ -225,13 +227,20 @@ def run(runs: int = 20, warmup: int = 2, *, with_dockerd: bool = False,
         if pod:
             tar = tar or _layer_tar(tmp)
             pwhy = _import([pod], dict(os.environ), tar, "localhost/busybox:latest")
+            podman_image = "localhost/busybox:latest"
+            # crun (podman's default runtime) refuses hybrid cgroup hosts; runc copes.
+            rt = ["--runtime", "runc"] if shutil.which("runc") else []
             cands.append(Candidate("podman", None if pwhy else [
-                pod, "run", "--rm", "--network", "none", *PODMAN_ULIMITS,
-                "localhost/busybox:latest", "true"], dict(os.environ), pwhy or "with --ulimit"))
+                pod, *rt, "run", "--rm", "--network", "none", *PODMAN_ULIMITS,
+                podman_image, "true"], dict(os.environ),
+                pwhy or f"with --ulimit{' --runtime runc' if rt else ''}"))
         else:
             cands.append(Candidate("podman", None, {}, "not installed: apt-get install podman"))
         rows = _measure(cands, runs, warmup, progress)
     finally:
+        if podman_image:
+            subprocess.run([shutil.which("podman") or "podman", "rmi", "-f", podman_image],
+                           capture_output=True, check=False)
         if dockerd is not None:
             dockerd.stop()
         engine.stop()
