@@ -99,6 +99,10 @@ class Daemon:
 
     def stop(self) -> None:
         """Remove every container through the API, then stop the daemon and supervisor."""
+        try:
+            self.supervisor_pids.add(self.supervisor_pid())
+        except (OSError, AssertionError, ValueError):
+            pass
         if self.proc is not None and self.proc.poll() is None:
             try:
                 _, rows = self.call("GET", f"{V}/containers/json?all=1")
@@ -260,3 +264,37 @@ def test_restart_policy_and_resources(daemon: Daemon) -> None:
     assert daemon.call("POST", f"{V}/containers/{cid}/update", {"Memory": 64 << 20})[0] == 200
     st, stats = daemon.call("GET", f"{V}/containers/{cid}/stats?stream=0&one-shot=1")
     assert stats["memory_stats"]["limit"] == 64 << 20
+
+
+def test_supervisor_killed_under_a_running_daemon(daemon: Daemon) -> None:
+    ids = [_create(daemon, {"Cmd": COUNTER}) for _ in range(3)]
+    for cid in ids:
+        daemon.call("POST", f"{V}/containers/{cid}/start")
+    waiter: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: waiter.update(
+        r=daemon.call("POST", f"{V}/containers/{ids[0]}/wait")))
+    t.start()
+    old = daemon.supervisor_pid()
+    os.kill(old, signal.SIGKILL)
+    _wait_gone(old)
+    end = time.monotonic() + 30
+    pidfile = daemon.base / "run" / "supervisor.pid"
+    while int(pidfile.read_text()) == old:  # the daemon's watchdog starts a new one
+        assert time.monotonic() < end, "supervisor not restarted"
+        time.sleep(0.1)
+    daemon.supervisor_pids.add(daemon.supervisor_pid())
+    for cid in ids:
+        assert daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]["Running"]
+    end = time.monotonic() + 30
+    while True:  # exec works once the new supervisor has found the shims
+        st, out = daemon.call("POST", f"{V}/containers/{ids[2]}/exec", {"Cmd": ["true"]})
+        if st == 201 and daemon.call("POST", f"{V}/exec/{out['Id']}/start",
+                                     {"Detach": True})[0] == 200:
+            break
+        assert time.monotonic() < end, out
+        time.sleep(0.2)
+    assert daemon.call("POST", f"{V}/containers/{ids[0]}/kill")[0] == 204
+    t.join(30)
+    assert waiter["r"] == (200, {"StatusCode": 137, "Error": None})
+    seq = _logs(daemon, ids[1])
+    assert seq == list(range(len(seq)))

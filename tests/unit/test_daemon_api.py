@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from labkit.engine.containers.createbody import parse_create
 from labkit.engine.containers.engine import Engine
 from labkit.engine.containers.fake import FakeTasks
 from labkit.engine.containers.store import ContainerStore
@@ -313,6 +314,26 @@ def test_restore_adopts_running_tasks(tmp_path: Path) -> None:
         await eng2.kill("keep", "KILL")
         await eng2.wait_future("keep", "not-running")
         assert eng2.get("keep").exit_code == 137
+        await eng.tasks.close()
+    asyncio.run(main())
+
+
+def test_restore_restarts_always_but_not_stopped_unless_stopped(tmp_path: Path) -> None:
+    async def main() -> None:
+        eng = make_engine(tmp_path)
+        ids = {}
+        for name, policy in (("al", "always"), ("us", "unless-stopped"), ("no", "no")):
+            spec = parse_create({"Image": "busybox", "Cmd": ["sleep", "9"], "HostConfig": {
+                "RestartPolicy": {"Name": policy}}}, name)
+            rec = eng.create(spec)
+            rec.status, rec.has_been_started, rec.manually_stopped = "exited", True, True
+            rec.save()
+            ids[name] = rec.id
+        eng2 = Engine(eng.tasks, ContainerStore(tmp_path / "containers"), eng.images)
+        await eng2.restore()
+        assert eng2.get("al").status == "running"  # Docker: always comes back with the daemon
+        assert eng2.get("us").status == "exited" and eng2.get("no").status == "exited"
+        await eng2.remove("al", force=True)
         await eng.tasks.close()
     asyncio.run(main())
 

@@ -84,7 +84,9 @@ class StartMixin(EngineHooks):
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
         dirs = [d / "upper", *reversed(image.layers)]
-        hostname = rec.config.get("Hostname") or rec.id[:12]
+        import socket
+        hostname = rec.config.get("Hostname") or (
+            socket.gethostname() if rec.host_config.get("NetworkMode") == "host" else rec.id[:12])
         etc = {"/etc/hostname": f"{hostname}\n", "/etc/resolv.conf": "",
                "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"}
         etc_files = {}

@@ -11,6 +11,7 @@ Files are read through a ``lookup`` callback so unit tests need no rootfs.
 from __future__ import annotations
 
 import copy
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -154,7 +155,9 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
 
     spec = default_config()
     args = command(config, image)
-    hostname = config.get("Hostname") or cid[:12]
+    hostname = config.get("Hostname") or (
+        # with the host's network, Docker shows the host's name (moby daemon/container.go)
+        socket.gethostname() if host.get("NetworkMode") == "host" else cid[:12])
     tty = bool(config.get("Tty"))
     extra = {"HOSTNAME": hostname}
     if tty:

@@ -27,6 +27,7 @@ from labkit.engine import paths
 __all__ = ["main", "serve", "socket_answers", "start_supervisor"]
 
 log = logging.getLogger("labkit.daemon")
+_children: list[subprocess.Popen[bytes]] = []  # supervisors we started: reaped by supervise()
 
 
 def socket_answers(path: Path) -> bool:
@@ -50,6 +51,7 @@ def start_supervisor() -> int:
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                             start_new_session=True, close_fds=True)
     logf.close()
+    _children.append(proc)
     # so tests and `labkit system` can find (and only ever kill) this very process
     (paths.run() / "supervisor.pid").write_text(f"{proc.pid}\n")
     return proc.pid
@@ -67,6 +69,27 @@ async def connect_supervisor(timeout: float = 15.0):  # type: ignore[no-untyped-
             "supervisor", f"no answer on {sock} after {timeout:.0f}s",
             hint=f"see {paths.run() / 'supervisor.log'}")
     return tasks
+
+
+async def supervise(tasks: object, stop: asyncio.Event, period: float = 1.0) -> None:
+    """Start the supervisor again when it dies while we run (dockerd does so for
+    containerd); the shims keep the containers meanwhile and the new supervisor finds them,
+    and the engine's pending Wait calls retry until it answers."""
+    sock = paths.supervisor_socket()
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), period)
+        for child in list(_children):
+            if child.poll() is not None:  # reap it: no zombie under the daemon
+                _children.remove(child)
+        if stop.is_set() or await loop.run_in_executor(None, socket_answers, sock):
+            continue
+        log.warning("supervisor not answering on %s; starting it again", sock)
+        start_supervisor()
+        ready = getattr(tasks, "ready", None)
+        if ready is not None:
+            await ready(15.0)
 
 
 def _init_binary() -> str | None:
@@ -97,7 +120,9 @@ async def serve(sock: Path, ready: asyncio.Event | None = None) -> None:
     await engine.restore()
     runner = web.AppRunner(make_app(engine), access_log=None, handler_cancellation=False)
     await runner.setup()
-    site = web.UnixSite(runner, str(sock))
+    # open waits/attach/log streams are cut after 1 s at shutdown: clients see EOF, the
+    # containers go on (live-restore)
+    site = web.UnixSite(runner, str(sock), shutdown_timeout=1.0)
     await site.start()
     os.chmod(sock, 0o660)
     (paths.run() / "labkit-daemon.pid").write_text(f"{os.getpid()}\n")
@@ -106,9 +131,11 @@ async def serve(sock: Path, ready: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("labkit daemon listening on %s", sock)
+    watchdog = asyncio.create_task(supervise(tasks, stop))
     if ready is not None:
         ready.set()
     await stop.wait()
+    await watchdog
     await runner.cleanup()  # containers keep running: live-restore
     for task in engine.monitors.values():
         task.cancel()
