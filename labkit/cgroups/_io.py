@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
 
 from labkit import errors
+
+# Paths arrive as str (the backends use os.path) or as any os.PathLike; no pathlib or typing
+# imports here (labkit-runtime's start path).  mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    StrPath = str | os.PathLike[str]
 
 # (file, errno) -> a hint a user can act on.  Sources: cgroup-v1/memory.rst, cpusets.rst,
 # cgroup-v2.rst ("no internal process" rule, "Threads"), kill(2)/ESRCH.
@@ -53,34 +58,35 @@ _HINTS: dict[tuple[str, int], str] = {
 }
 
 
-def write(path: Path, data: str) -> None:
+def write(path: StrPath, data: str) -> None:
     """write(2) ``data`` to the control file ``path`` in one call.
 
     Raises:
         SyscallError (errno subclass): the kernel refused; the syscall reads
             'write "DATA" to FILE' and the target is the full path.
     """
+    name = os.path.basename(path)
     try:
         # O_TRUNC keeps fake trees (plain files) honest; cgroupfs ignores it.
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
     except OSError as err:
         raise errors.from_errno(
-            err.errno or errno.EIO, f'write "{data}" to {path.name}', str(path),
-            _HINTS.get((path.name, err.errno or 0)),
+            err.errno or errno.EIO, f'write "{data}" to {name}', os.fspath(path),
+            _HINTS.get((name, err.errno or 0)),
         ) from None
     try:
         # One write(2) per value: the kernel parses each write as a whole.
         os.write(fd, data.encode())
     except OSError as err:
         raise errors.from_errno(
-            err.errno or errno.EIO, f'write "{data}" to {path.name}', str(path),
-            _HINTS.get((path.name, err.errno or 0)),
+            err.errno or errno.EIO, f'write "{data}" to {name}', os.fspath(path),
+            _HINTS.get((name, err.errno or 0)),
         ) from None
     finally:
         os.close(fd)
 
 
-def read(path: Path) -> str | None:
+def read(path: StrPath) -> str | None:
     """read(2) a control file; None when it does not exist (controller absent)."""
     try:
         with open(path, encoding="ascii", errors="replace") as f:
@@ -88,10 +94,10 @@ def read(path: Path) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as err:
-        raise errors.from_errno(err.errno or errno.EIO, "read", str(path)) from None
+        raise errors.from_errno(err.errno or errno.EIO, "read", os.fspath(path)) from None
 
 
-def read_int(path: Path, *, unlimited: int | None = None) -> int | None:
+def read_int(path: StrPath, *, unlimited: int | None = None) -> int | None:
     """A single-number file; 'max' (v2) or a value >= ``unlimited`` (v1) becomes -1."""
     text = read(path)
     if text is None or not text.strip():
@@ -105,7 +111,7 @@ def read_int(path: Path, *, unlimited: int | None = None) -> int | None:
     return value
 
 
-def read_keyed(path: Path) -> dict[str, int] | None:
+def read_keyed(path: StrPath) -> dict[str, int] | None:
     """A flat-keyed file ('key value' per line: cpu.stat, memory.events, memory.oom_control)."""
     text = read(path)
     if text is None:
@@ -118,7 +124,7 @@ def read_keyed(path: Path) -> dict[str, int] | None:
     return out
 
 
-def read_pids(path: Path) -> list[int]:
+def read_pids(path: StrPath) -> list[int]:
     """cgroup.procs: one pid per line; a missing file (cgroup removed) reads as empty."""
     text = read(path)
     if not text:

@@ -6,6 +6,7 @@ import errno
 import os
 import signal
 import time
+
 from labkit import errors
 from labkit._record import Frozen, _set
 from labkit.cgroups import _io
@@ -15,19 +16,20 @@ from labkit.cgroups import _io
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
+
+    from labkit.cgroups._io import StrPath
 
 
 class Write(Frozen):
     """One planned write and what to write back if a later write of the same set() fails."""
 
-    __slots__ = ("path", "data", "undo")
+    __slots__ = ("path", "data", "undo")  # noqa: RUF023 - field order
     __match_args__ = ("path", "data", "undo")
-    path: Path
+    path: str
     data: str
     undo: str | None
 
-    def __init__(self, path: Path, data: str, undo: str | None) -> None:
+    def __init__(self, path: str, data: str, undo: str | None) -> None:
         _set(self, "path", path)
         _set(self, "data", data)
         _set(self, "undo", undo)
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     WriteFn = Callable[[str, str, str, str], None]
 
 
-def old_value(path: Path) -> str | None:
+def old_value(path: StrPath) -> str | None:
     """The current content of a single-value file, to restore on failure."""
     text = _io.read(path)
     return None if text is None else text.strip()
@@ -129,7 +131,7 @@ def _signal(pids: list[int]) -> None:
             pass  # exited in between: that is what we want
 
 
-def remove_tree(top: Path, name: str, has_procs: Callable[[], list[int]], timeout: float) -> None:
+def remove_tree(top: StrPath, name: str, has_procs: Callable[[], list[int]], timeout: float) -> None:
     """rmdir(2) ``top`` and its child cgroups, deepest first, retrying EBUSY briefly.
 
     A cgroup directory can be removed only when it has no tasks and no children

@@ -55,7 +55,7 @@ def _cpulist(what: str, value: Any) -> None:
 class IoLimit(Frozen):
     """Throttle for one block device (v1 blkio.throttle.*, v2 io.max); None leaves it alone."""
 
-    __slots__ = ("major", "minor", "rbps", "wbps", "riops", "wiops")
+    __slots__ = ("major", "minor", "rbps", "wbps", "riops", "wiops")  # noqa: RUF023 - field order
     __match_args__ = ("major", "minor", "rbps", "wbps", "riops", "wiops")
     major: int
     minor: int
@@ -97,7 +97,7 @@ class Resources(Frozen):
         InvalidArgumentError: a field has the wrong type or range; names the field.
     """
 
-    __slots__ = ("memory_max", "memory_swap_max", "memory_reservation", "cpu_quota_us",
+    __slots__ = ("memory_max", "memory_swap_max", "memory_reservation", "cpu_quota_us",  # noqa: RUF023 - field order
                  "cpu_period_us", "cpu_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems",
                  "pids_max", "io_weight", "io_limits")
     __match_args__ = ("memory_max", "memory_swap_max", "memory_reservation", "cpu_quota_us",
@@ -210,7 +210,7 @@ class Stats(Frozen):
     "oom" (None on v1); oom_kills is v1 memory.oom_control / v2 memory.events "oom_kill".
     """
 
-    __slots__ = ("memory_current", "memory_peak", "memory_max", "memory_swap_current",
+    __slots__ = ("memory_current", "memory_peak", "memory_max", "memory_swap_current",  # noqa: RUF023 - field order
                  "memory_limit_hits", "cpu_usage_usec", "cpu_user_usec", "cpu_system_usec",
                  "nr_periods", "nr_throttled", "throttled_usec", "pids_current", "pids_max",
                  "oom_events", "oom_kills")
@@ -281,7 +281,7 @@ class PressureLine(Frozen):
 class Pressure(Frozen):
     """PSI of one resource (Documentation/accounting/psi.rst); ``full`` is None for cpu on old kernels."""
 
-    __slots__ = ("some", "full")
+    __slots__ = ("some", "full")  # noqa: RUF023 - field order
     __match_args__ = ("some", "full")
     some: PressureLine
     full: PressureLine | None
@@ -295,7 +295,10 @@ class Cgroup(Protocol):
     """One cgroup, whatever the version (runc cgroups.Manager, youki CgroupManager)."""
 
     name: str
-    path: Path
+
+    @property
+    def path(self) -> Path:
+        """The cgroup's directory (v1: the memory hierarchy's), a pathlib.Path."""
 
     def create(self, *, exist_ok: bool = True) -> None: ...
     def exists(self) -> bool: ...

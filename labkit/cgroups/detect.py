@@ -17,14 +17,34 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable
-from pathlib import Path
 
 from labkit import errors
 
+# pathlib (~2.4 ms with urllib.parse) and typing (~1.5 ms) stay off labkit-runtime's start
+# path: paths are str inside; DEFAULT_ROOT and controllers() give pathlib.Paths on demand.
+# Not typing's TYPE_CHECKING; mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+    StrPath = str | os.PathLike[str]
+    FsType = Callable[[str], int]
+    DEFAULT_ROOT: Path
+
 __all__ = ["DEFAULT_ROOT", "Mode", "controllers", "detect_mode"]
 
-DEFAULT_ROOT = Path("/sys/fs/cgroup")
+_DEFAULT_ROOT = "/sys/fs/cgroup"
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: DEFAULT_ROOT is Path("/sys/fs/cgroup"), made (and pathlib imported) on use.
+    if name == "DEFAULT_ROOT":
+        from pathlib import Path
+
+        return Path(_DEFAULT_ROOT)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # include/uapi/linux/magic.h (repeated here so importing this module does not load ctypes)
 _CGROUP_SUPER_MAGIC = 0x0027E0EB
@@ -36,8 +56,6 @@ _V1_NON_CONTROLLER_OPTS = {
     "rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "none", "noprefix",
     "clone_children", "xattr", "cpuset_v2_mode", "favordynmods",
 }
-
-FsType = Callable[[str], int]
 
 
 class Mode(enum.Enum):
@@ -59,7 +77,7 @@ def _default_fstype(path: str) -> int:
     return statfs_type(path)
 
 
-def detect_mode(root: Path = DEFAULT_ROOT, *, fstype: FsType | None = None) -> Mode:
+def detect_mode(root: StrPath = _DEFAULT_ROOT, *, fstype: FsType | None = None) -> Mode:
     """statfs(2) on ``root`` and ``root/unified``: which cgroup layout is mounted there.
 
     The result is cached per root when the real statfs is used (crun caches it too).
@@ -95,11 +113,12 @@ def detect_mode(root: Path = DEFAULT_ROOT, *, fstype: FsType | None = None) -> M
     return mode
 
 
-def _v1_from_mountinfo(root: Path, mountinfo: Path) -> dict[str, Path]:
+def _v1_from_mountinfo(root: StrPath, mountinfo: StrPath) -> dict[str, str]:
     # proc(5) /proc/PID/mountinfo: "... mountpoint opts ... - fstype source superopts".
-    out: dict[str, Path] = {}
+    out: dict[str, str] = {}
     try:
-        text = mountinfo.read_text()
+        with open(mountinfo) as f:
+            text = f.read()
     except OSError:
         return out
     prefix = os.fspath(root).rstrip("/") + "/"
@@ -117,14 +136,14 @@ def _v1_from_mountinfo(root: Path, mountinfo: Path) -> dict[str, Path]:
         for opt in rfields[2].split(","):
             if opt in _V1_NON_CONTROLLER_OPTS or opt.startswith("release_agent="):
                 continue
-            out.setdefault(opt, Path(point))
+            out.setdefault(opt, point)
     return out
 
 
-def _v1_from_dirs(root: Path) -> dict[str, Path]:
+def _v1_from_dirs(root: StrPath) -> dict[str, str]:
     # A fake tree (or a host whose mountinfo we cannot read): each directory is a
     # hierarchy; "cpu,cpuacct" names a co-mount, "systemd" is the named hierarchy.
-    out: dict[str, Path] = {}
+    out: dict[str, str] = {}
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError:
@@ -132,7 +151,7 @@ def _v1_from_dirs(root: Path) -> dict[str, Path]:
     for entry in entries:
         if entry.name == "unified" or not entry.is_dir(follow_symlinks=True):
             continue
-        target = Path(os.path.realpath(entry.path))
+        target = os.path.realpath(entry.path)
         for name in entry.name.split(","):
             key = "name=systemd" if name == "systemd" else name
             out.setdefault(key, target)
@@ -140,10 +159,10 @@ def _v1_from_dirs(root: Path) -> dict[str, Path]:
 
 
 def controllers(
-    root: Path = DEFAULT_ROOT,
+    root: StrPath = _DEFAULT_ROOT,
     *,
     mode: Mode | None = None,
-    mountinfo: Path = Path("/proc/self/mountinfo"),
+    mountinfo: StrPath = "/proc/self/mountinfo",
 ) -> dict[str, Path]:
     """Controllers available under ``root``: name -> where its hierarchy is mounted.
 
@@ -151,12 +170,19 @@ def controllers(
     back to the directories of ``root`` for fake trees.  v2: ``root/cgroup.controllers``,
     every name mapping to ``root``.
     """
+    from pathlib import Path
+
     mode = mode or detect_mode(root)
     if mode is Mode.UNIFIED:
         try:
-            names = (root / "cgroup.controllers").read_text().split()
+            with open(os.path.join(root, "cgroup.controllers")) as f:
+                names = f.read().split()
         except FileNotFoundError:
             names = []
-        return {n: root for n in names}
-    found = _v1_from_mountinfo(root, mountinfo)
-    return found or _v1_from_dirs(root)
+        return {n: Path(root) for n in names}
+    return {n: Path(d) for n, d in _controller_dirs(root, mountinfo).items()}
+
+
+def _controller_dirs(root: StrPath, mountinfo: StrPath) -> dict[str, str]:
+    """controllers() for v1, as str paths (the V1Cgroup backend's start-path version)."""
+    return _v1_from_mountinfo(root, mountinfo) or _v1_from_dirs(root)

@@ -53,10 +53,12 @@ class FakeKernel:
         mp.setattr(_io, "write", self._write)
         mp.setattr(_io, "read_pids", self._read_pids)
 
-    def _read_pids(self, path: Path) -> list[int]:
+    # The backends pass str paths (os.path: no pathlib on labkit-runtime's start path).
+    def _read_pids(self, path: str | Path) -> list[int]:
         return [p for p in self.read_pids(path) if _alive(p)]
 
-    def _read(self, path: Path) -> str | None:
+    def _read(self, path: str | Path) -> str | None:
+        path = Path(path)
         if path.name == "cgroup.events":
             frozen = (self.read(path.parent / "cgroup.freeze") or "0").strip()
             populated = int(any(self._read_pids(Path(d) / "cgroup.procs")
@@ -64,7 +66,8 @@ class FakeKernel:
             return f"populated {populated}\nfrozen {frozen}\n"
         return self.read(path)
 
-    def _write(self, path: Path, data: str) -> None:
+    def _write(self, path: str | Path, data: str) -> None:
+        path = Path(path)
         if path.name == "cgroup.procs":  # the kernel adds to the list
             data = (self.read(path) or "") + data + "\n"
         self.write(path, data)

@@ -41,8 +41,8 @@ def writes(monkeypatch: pytest.MonkeyPatch, root: Path) -> Iterator[Writes]:
     log: Writes = []
     real = _io.write
 
-    def recording(path: Path, data: str) -> None:
-        log.append((str(path.relative_to(root)), data))
+    def recording(path: str | Path, data: str) -> None:
+        log.append((str(Path(path).relative_to(root)), data))
         real(path, data)
 
     monkeypatch.setattr(_io, "write", recording)
@@ -90,12 +90,14 @@ def test_add_writes_cgroup_procs_everywhere(cg: V1Cgroup, writes: Writes) -> Non
         cg.add(-1)
 
 
-def test_add_self_writes_zero_to_tasks_once_per_hierarchy(cg: V1Cgroup, writes: Writes) -> None:
-    cg.dirs["cpuacct"] = cg.dirs["cpu"]  # a co-mount (cpu,cpuacct) is written once
+def test_add_self_writes_zero_to_tasks_once_per_hierarchy(root: Path, writes: Writes) -> None:
+    mounts = {c: root / c for c in ("cpu", "memory", "pids")}
+    mounts["cpuacct"] = root / "cpu"  # a co-mount (cpu,cpuacct) is written once
+    cg = V1Cgroup(root, "lk-t/c2", hierarchies=mounts)
+    cg.create()
+    fake.populate(cg)
     cg.add_self()
-    want = sorted({(str(d.relative_to(cg.root) / "tasks"), "0") for d in cg.dirs.values()})
-    assert sorted(writes) == want
-    assert len(want) == len(cg.dirs) - 1
+    assert sorted(writes) == [(f"{c}/lk-t/c2/tasks", "0") for c in ("cpu", "memory", "pids")]
 
 
 def test_add_self_before_create(root: Path) -> None:

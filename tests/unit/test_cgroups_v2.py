@@ -44,7 +44,8 @@ def writes(monkeypatch: pytest.MonkeyPatch, root: Path) -> Iterator[Writes]:
     log: Writes = []
     real = _io.write
 
-    def recording(path: Path, data: str) -> None:
+    def recording(path: str | Path, data: str) -> None:
+        path = Path(path)  # the backend passes str paths (no pathlib on the start path)
         log.append((str(path.relative_to(root)), data))
         if path.name != "cgroup.subtree_control":
             real(path, data)
@@ -93,7 +94,8 @@ def test_refused_controller_is_remembered_for_set(root: Path, monkeypatch: pytes
     real = _io.write
     tried: list[str] = []
 
-    def refuse_memory(path: Path, data: str) -> None:
+    def refuse_memory(path: str | Path, data: str) -> None:
+        path = Path(path)  # the backend passes str paths
         tried.append(data)
         if "+memory" in data:
             raise SyscallError(16, f'write "{data}" to {path.name}', str(path))
@@ -241,7 +243,8 @@ def test_kill_without_cgroup_kill_freezes(cg: V2Cgroup, writes: Writes) -> None:
     (cg.path / "cgroup.events").write_text("frozen 1\n")
     real_read = _io.read
 
-    def events_follow_freeze(path: Path) -> str | None:
+    def events_follow_freeze(path: str | Path) -> str | None:
+        path = Path(path)  # the backend passes str paths
         if path.name == "cgroup.events":
             return f"frozen {real_read(cg.path / 'cgroup.freeze')}\n"
         return real_read(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,7 +48,7 @@ SAMPLES: list[Frozen] = [
     Stats(),
     Stats(memory_current=1, oom_kills=0, pids_max=-1),
     Pressure(PressureLine(0.5, 0.25, 0.0, 123), None),
-    Write(Path("/x/pids.max"), "10", "max"),
+    Write("/x/pids.max", "10", "max"),
 ]
 
 

@@ -70,8 +70,12 @@ def apply(cgroup: Any, resources: dict[str, Any] | None) -> bool:
     Feature-detected, not version-detected: a backend exposing a "devices" directory gets
     the v1 files; otherwise nothing is written and False is returned.
     """
-    dirs = getattr(cgroup, "dirs", None)
-    d = dirs.get("devices") if isinstance(dirs, dict) else None
+    controller_dir = getattr(cgroup, "controller_dir", None)
+    if controller_dir is not None:
+        d = controller_dir("devices")  # a str: no pathlib on the start path
+    else:
+        dirs = getattr(cgroup, "dirs", None)
+        d = dirs.get("devices") if isinstance(dirs, dict) else None
     if d is None:
         return False
     todo = rules(resources)
