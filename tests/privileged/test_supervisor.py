@@ -358,3 +358,29 @@ def test_concurrent_lifecycles(h: Harness) -> None:
     for cid in ids:
         log = h.root / "containers" / cid / f"{cid}-json.log"
         assert [e.log for e in read_logs(str(log))] == [b"hi\n"]
+
+
+def test_log_config_refused_early_and_rotation(h: Harness) -> None:
+    cid = h.new_id()
+    b = h.bundle(cid, ["sh", "-c", "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done"])
+    with pytest.raises(errors.UnsupportedError, match="syslog"):
+        h.client.create(cid, str(b), log_driver="syslog")
+    with pytest.raises(errors.InvalidArgumentError, match="max-size"):
+        h.client.create(cid, str(b), log_options={"max-size": "ten"})
+    with pytest.raises(errors.InvalidArgumentError, match="log-opt"):
+        h.client.create(cid, str(b), log_options={"frobs": "1"})
+    assert not (h.shims / cid).exists() and h.client.list() == []
+    log = h.root / "rot" / "c-json.log"
+    h.client.create(cid, str(b), log_path=str(log), log_options={"max-size": "2k", "max-file": "3"})
+    h.client.start(cid)
+    assert h.client.wait(cid).exit_status == 0
+    assert sorted(p.name for p in log.parent.iterdir()) == ["c-json.log", "c-json.log.1",
+                                                           "c-json.log.2"]
+    got = [int(e.log.split(b"-")[1]) for e in read_logs(str(log))]
+    assert got == list(range(got[0], 300))  # the newest lines, in order, none lost between files
+    cid2 = h.new_id()
+    h.client.create(cid2, str(h.bundle(cid2, ["echo", "quiet"])), log_driver="none",
+                    log_path=str(h.root / "none.log"))
+    h.client.start(cid2)
+    h.client.wait(cid2)
+    assert not (h.root / "none.log").exists()

@@ -105,10 +105,14 @@ class Ops:
         if init.pid:
             raise errors.AlreadyExistsError("container", self.id)
         log = self.cfg.get("log") or {}
-        if log.get("driver", "json-file") == "json-file" and log.get("path"):
-            from labkit.engine.logs.jsonfile import JsonFileWriter
+        try:
+            if log.get("driver", "json-file") == "json-file" and log.get("path"):
+                from labkit.engine.logs.jsonfile import JsonFileWriter
 
-            init.log = JsonFileWriter.from_options(log["path"], log.get("options") or {})
+                init.log = JsonFileWriter.from_options(log["path"], log.get("options") or {})
+        except BaseException:
+            self.quit = True  # a shim whose create failed ends (see below)
+            raise
         child = self._pipes(init)
         try:
             pid, master = self._create_in_child(child)

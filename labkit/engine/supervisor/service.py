@@ -175,6 +175,7 @@ class TasksService(pb_grpc.TasksServicer):
         cid = check_id(req.id)
         if cid in self.records:
             raise errors.AlreadyExistsError("task", cid)
+        _check_log(req.log)
         bundle = os.path.abspath(req.bundle or ".")
         if not os.path.isfile(os.path.join(bundle, "config.json")):
             raise errors.NotFoundError("bundle", bundle, hint="it needs a config.json")
@@ -366,14 +367,47 @@ class TasksService(pb_grpc.TasksServicer):
             self.queues.discard(q)
 
 
+LOG_DRIVERS = ("json-file", "none")
+
+
+def _check_log(log: pb.LogConfig) -> None:
+    """Refuse a log configuration before anything exists (Docker checks --log-opt early)."""
+    from labkit.engine.logs.jsonfile import parse_size
+
+    driver = log.driver or "json-file"
+    if driver not in LOG_DRIVERS:
+        raise errors.UnsupportedError(f"log driver {driver!r}", "not implemented yet",
+                                      hint=f"use one of: {', '.join(LOG_DRIVERS)}")
+    opts = dict(log.options)
+    unknown = sorted(set(opts) - {"max-size", "max-file", "compress"})
+    if unknown:
+        raise errors.InvalidArgumentError("log-opt", f"unknown option {unknown[0]!r} for {driver}")
+    parse_size(opts.get("max-size", ""))
+    max_file = opts.get("max-file", "1")
+    if not max_file.isdigit() or int(max_file) < 1:
+        raise errors.InvalidArgumentError("log-opt max-file", f"{max_file!r} is not a count >= 1")
+
+
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
-    # The shim is not our child (the template double-forks): poll for it via /proc.
-    end = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < end:
+    # The shim is not our child (the template double-forks): poll for it via /proc; one
+    # that did not end after a failed create is killed (its own start time is checked
+    # first, so a recycled pid is never hit).
+    try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                return
+            start = f.read().rsplit(b")", 1)[-1].split()[19]
+    except OSError:
+        return
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[-1].split()
+        except OSError:
+            return
+        if fields[0] == b"Z" or fields[19] != start:
+            return
         time.sleep(0.005)
+    os.kill(pid, 9)
 
 
 def _exit(cid: str, ex: dict[str, Any]) -> pb.Exit:
