@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
 import select
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
@@ -57,6 +56,9 @@ def _read_frames(fd: int, timeout: float) -> list[tuple[bytes, bytes]]:
 
 
 def _unpickle(payload: bytes) -> BaseException:
+    # Imported here: pickle pulls in re (~2 ms) and is needed only when setup failed.
+    import pickle
+
     try:
         exc = pickle.loads(payload)
     except Exception as err:  # a broken frame must still become a typed error  # noqa: BLE001 - reported, never swallowed
