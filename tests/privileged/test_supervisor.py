@@ -384,3 +384,36 @@ def test_log_config_refused_early_and_rotation(h: Harness) -> None:
     h.client.start(cid2)
     h.client.wait(cid2)
     assert not (h.root / "none.log").exists()
+
+
+def test_rootfs_mounts_are_made_and_undone(h: Harness) -> None:
+    from labkit.engine.images.mounts import Mount
+
+    cid = h.new_id()
+    b = h.bundle(cid, ["sh", "-c", "echo written > /proof; cat /proof"])
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["root"] = {"path": "rootfs", "readonly": False}
+    (b / "config.json").write_text(json.dumps(cfg))
+    upper, work = h.base / f"{cid}-upper", h.base / f"{cid}-work"
+    for d in (b / "rootfs", upper, work):
+        d.mkdir()
+    ovl = Mount("overlay", "overlay", options=(f"lowerdir={h.rootfs()}", f"upperdir={upper}",
+                                                f"workdir={work}"))
+    t = h.client.create(cid, str(b), rootfs=[ovl])
+    assert os.path.ismount(b / "rootfs")
+    io = attach(t.io_socket)
+    h.client.start(cid)
+    assert b"".join(p for _, p in read_frames(io)) == b"written\n"
+    assert h.client.wait(cid).exit_status == 0
+    assert (upper / "proof").read_text() == "written\n"  # the write went to the upper layer
+    h.client.delete(cid)
+    assert not os.path.ismount(b / "rootfs")
+    # a failed create unmounts what it mounted
+    cid2 = h.new_id()
+    b2 = h.bundle(cid2, ["/no/such"])
+    cfg["process"]["args"] = ["/no/such"]
+    (b2 / "config.json").write_text(json.dumps(cfg))
+    (b2 / "rootfs").mkdir()
+    with pytest.raises(ExecutableNotFoundError):
+        h.client.create(cid2, str(b2), rootfs=[ovl])
+    assert not os.path.ismount(b2 / "rootfs")
