@@ -114,12 +114,14 @@ def ps_row(c: Mapping[str, Any], trunc: bool = True, now: float | None = None) -
     """One `docker ps` row (the fields --format sees) from a GET /containers/json entry."""
     now = time.time() if now is None else now
     cid = str(c.get("Id", ""))
-    command = json.dumps(str(c.get("Command", "")), ensure_ascii=False)  # strconv.Quote
+    command = str(c.get("Command", ""))
+    # docker/cli cuts to 20 characters first, then quotes (strconv.Quote).
+    command = json.dumps(ellipsis(command, 20) if trunc else command, ensure_ascii=False)
     names = [n.lstrip("/") for n in c.get("Names") or [] if n.count("/") <= 1]
     created = float(c.get("Created") or 0)
     labels = c.get("Labels") or {}
     return {
-        "Command": ellipsis(command, 20) if trunc else command,
+        "Command": command,
         "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(created)),
         "ID": cid[:12] if trunc else cid,
         "Image": str(c.get("Image", "")),

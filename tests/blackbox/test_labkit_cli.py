@@ -161,3 +161,59 @@ def test_exec_it_gets_a_tty(engine: LabEngine, labkit: Run, name: str) -> None:
         assert status == 4
     finally:
         labkit("rm", "-f", name)
+
+
+def test_same_text_as_the_docker_cli(engine: LabEngine, labkit: Run, name: str) -> None:
+    """labkit and the real Docker CLI print the same for the same daemon state."""
+    import json
+
+    docker = "/usr/local/bin/docker"
+    if not os.access(docker, os.X_OK):
+        pytest.skip("no Docker CLI")
+
+    def dock(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([docker, *args], env=engine.docker_env, capture_output=True,
+                              timeout=60, check=False)
+
+    assert labkit("run", "-d", "--name", name, "busybox", "sh", "-c",
+                  "echo out; echo err >&2; sleep 600").returncode == 0
+    try:
+        fmt = "{{.ID}} {{.Names}} {{.Image}} {{.Command}} {{.State}} {{.Ports}} {{.Labels}}"
+        for args in (["ps", "-a", "--format", fmt], ["ps", "-a", "-q"],
+                     ["ps", "-a", "--no-trunc", "--format", "{{.ID}}\t{{.Command}}"],
+                     ["container", "ls", "-a", "--format", "{{json .Names}}"],
+                     ["inspect", "--format", "{{.State.Status}} {{.Config.Image}}", name],
+                     ["port", name]):
+            ours, theirs = labkit(*args), dock(*args)
+            assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout), args
+        ours, theirs = labkit("logs", name), dock("logs", name)
+        assert (ours.stdout, ours.stderr) == (theirs.stdout, theirs.stderr) == (b"out\n",
+                                                                                b"err\n")
+        assert json.loads(labkit("inspect", name).stdout) == json.loads(dock("inspect",
+                                                                             name).stdout)
+        ours, theirs = labkit("top", name), dock("top", name)
+        assert ours.stdout.split(b"\n")[0].split() == theirs.stdout.split(b"\n")[0].split()
+        ours = labkit("stats", "--no-stream", name)
+        theirs = dock("stats", "--no-stream", name)
+        assert ours.stdout.split(b"\n")[0] == theirs.stdout.split(b"\n")[0]
+    finally:
+        labkit("rm", "-f", name)
+
+
+def test_pause_unpause_kill_wait_restart(labkit: Run, name: str) -> None:
+    assert labkit("run", "-d", "--name", name, "busybox", "sleep", "600").returncode == 0
+    try:
+        assert labkit("pause", name).stdout == f"{name}\n".encode()
+        assert labkit("inspect", "-f", "{{.State.Status}}", name).stdout == b"paused\n"
+        assert labkit("unpause", name).stdout == f"{name}\n".encode()
+        assert labkit("restart", "-t", "1", name).returncode == 0
+        assert labkit("inspect", "-f", "{{.State.Running}}", name).stdout == b"true\n"
+        # sleep is pid 1 in its pid namespace: TERM has no handler there and is ignored
+        assert labkit("kill", "-s", "TERM", name).returncode == 0
+        assert labkit("inspect", "-f", "{{.State.Running}}", name).stdout == b"true\n"
+        assert labkit("kill", name).returncode == 0
+        assert labkit("wait", name).stdout == b"137\n"
+        r = labkit("container", "prune", "-f", "--filter", f"label=lk-none-{name}")
+        assert r.returncode == 0 and b"Total reclaimed space:" in r.stdout
+    finally:
+        labkit("rm", "-f", name)

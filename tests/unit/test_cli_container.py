@@ -111,8 +111,11 @@ def test_format_subset() -> None:
         _fmt.render("{{.Nope}}", row)
 
 
-def test_ellipsis_truncates_command() -> None:
-    assert _fmt.ellipsis('"sh -c while true; do"', 20) == '"sh -c while true; …'
+def test_command_cut_then_quoted_like_docker() -> None:
+    row = _fmt.ps_row({"Command": "sh -c echo out; echo err >&2"}, now=0)
+    assert row["Command"] == '"sh -c echo out; ech…"'
+    assert _fmt.ps_row({"Command": "sh -c echo out; echo err >&2"}, trunc=False,
+                       now=0)["Command"] == '"sh -c echo out; echo err >&2"'
 
 
 def test_ps_quiet_and_format(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
