@@ -308,13 +308,33 @@ VERBS.update({v: _simple(v) for v in ("start", "stop", "kill", "restart", "rm", 
                                        "unpause")})
 
 
+VERB_HELP = {
+    "attach": "Attach local standard input, output, and error streams to a running container",
+    "create": "Create a new container", "exec": "Execute a command in a running container",
+    "inspect": "Display detailed information on one or more containers",
+    "kill": "Kill one or more running containers", "logs": "Fetch the logs of a container",
+    "ls": "List containers", "list": "List containers (alias of ls)",
+    "pause": "Pause all processes within one or more containers",
+    "port": "List port mappings for the container", "prune": "Remove all stopped containers",
+    "ps": "List containers (alias of ls)", "restart": "Restart one or more containers",
+    "rm": "Remove one or more containers", "run": "Create and run a new container from an image",
+    "start": "Start one or more stopped containers",
+    "stats": "Display a live stream of container(s) resource usage statistics",
+    "stop": "Stop one or more running containers",
+    "top": "Display the running processes of a container",
+    "unpause": "Unpause all processes within one or more containers",
+    "wait": "Block until one or more containers stop, then print their exit codes",
+}
+
+
 def run(argv: list[str], prog: str = "labkit container") -> int:
     """Entry from labkit.cli.main: `labkit container VERB ...` or a short form (`labkit ps`)."""
     verb = prog.split()[-1]
     if verb == "container":
         if not argv or argv[0] in ("-h", "--help"):
-            print(f"usage: {prog} COMMAND\n\nManage containers\n\nCommands:\n  "
-                  + "\n  ".join(sorted(VERBS)))
+            print(f"usage: {prog} COMMAND\n\nManage containers\n\nCommands:\n"
+                  + "".join(f"  {v:<9} {VERB_HELP.get(v, '')}\n" for v in sorted(VERBS))
+                  + f"\nRun '{prog} COMMAND --help' for more information on a command.")
             return 0 if argv else 2
         verb, argv, prog = argv[0], argv[1:], f"{prog} {argv[0]}"
     if verb not in VERBS:
