@@ -229,6 +229,10 @@ def test_run_exit_codes_and_bad_input(daemon: Daemon) -> None:
     assert st == 400 and "executable file not found" in out["message"]
     state = daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]
     assert state["ExitCode"] == 127 and state["Status"] == "created"
+    # with --rm, a container that cannot start is removed (moby containerStart)
+    cid = _create(daemon, {"Cmd": ["nosuchcmd"], "HostConfig": {"AutoRemove": True}})
+    assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 400
+    assert daemon.call("GET", f"{V}/containers/{cid}/json")[0] == 404
     # a failed create leaves no directory, no record
     before = set(os.listdir(daemon.base / "root" / "containers"))
     st, out = daemon.call("POST", f"{V}/containers/create", {"Image": "busybox",

@@ -107,6 +107,7 @@ class StartMixin(EngineHooks):
         """POST /containers/{id}/start; NotModifiedError (304) when already running."""
         from labkit.engine.containers.engine import NotModifiedError
         rec = self.get(ref)
+        failure: errors.LabkitError | None = None
         async with self.lock(rec):
             if rec.status in ("running", "paused"):
                 raise NotModifiedError(f"container {rec.id} is already started")
@@ -114,7 +115,15 @@ class StartMixin(EngineHooks):
                 raise errors.ConflictError(f"container {rec.id} is marked for removal")
             rec.manually_stopped = False
             self.backoff.pop(rec.id, None)
-            await self.start_task(rec)
+            try:
+                await self.start_task(rec)
+            except errors.LabkitError as err:
+                if not rec.host_config.get("AutoRemove"):
+                    raise
+                failure = err
+        if failure is not None:  # moby containerStart: an --rm container that cannot start
+            await self._destroy(rec)  # is removed (and `wait condition=removed` returns)
+            raise failure
 
     async def start_task(self, rec: ContainerRecord) -> None:
         """Bundle -> supervisor Create -> attach sessions connect -> Start -> monitor."""
@@ -139,6 +148,10 @@ class StartMixin(EngineHooks):
             stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")),
             log_path=str(rec.log_path), labels={"lk.engine": "daemon"})
         self.io_sockets[rec.id] = task.io_socket
+        size = rec.host_config.get("ConsoleSize") or [0, 0]
+        if cfg.get("Tty") and len(size) == 2 and all(size):  # 28.x sends [h, w] at create
+            with contextlib.suppress(errors.LabkitError):
+                await self.tasks.resize(rec.id, "", size[1], size[0])
         connected = []
         for ready, done in self.pending_io.pop(rec.id, []):
             if not ready.done():
@@ -176,6 +189,8 @@ class StartMixin(EngineHooks):
         self.pending_io.setdefault(rec.id, []).append((ready, done))
         try:
             sock = await ready
+            if not sock:  # removed before it ever started
+                return None
             return await IoSession.connect(sock, "", stdin, stdout, stderr, tty)
         finally:
             if not done.done():

@@ -144,6 +144,9 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             for fut in self.removals.pop(rec.id, []) + self.exits.pop(rec.id, []):
                 if not fut.done():
                     fut.set_result(exit_)
+            for ready, _ in self.pending_io.pop(rec.id, []):  # attach sessions still waiting
+                if not ready.done():
+                    ready.set_result("")  # no socket: the session ends quietly
         self.locks.pop(rec.id, None)
 
     # -- wait ------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ class ExecRecord:
     started: bool = False
     exit_code: int | None = None
     pid: int = 0
+    created: bool = False
+    size: tuple[int, int] | None = None  # a resize that came before the process existed
     done: asyncio.Future[int] | None = field(default=None, repr=False)
 
     def inspect(self) -> dict[str, Any]:
@@ -118,6 +120,9 @@ class ExecMixin(EngineHooks):
         try:
             proc = await self.tasks.exec(rec.id, ex.id, self._process(ex), terminal=ex.tty,
                                          stdin=ex.stdin)
+            ex.created = True
+            if ex.tty and ex.size is not None:  # `docker exec -it` resizes right away
+                await self.tasks.resize(rec.id, ex.id, ex.size[1], ex.size[0])
             if not detach:
                 session = await IoSession.connect(proc.io_socket, ex.id, ex.stdin, ex.stdout,
                                                   ex.stderr, ex.tty)
@@ -160,5 +165,6 @@ class ExecMixin(EngineHooks):
 
     async def exec_resize(self, exec_id: str, h: int, w: int) -> None:
         ex = self.exec_get(exec_id)
-        if ex.running:
+        ex.size = (h, w)
+        if ex.created and ex.exit_code is None:
             await self.tasks.resize(ex.container_id, ex.id, w, h)
