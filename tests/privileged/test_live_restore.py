@@ -31,8 +31,8 @@ COUNTER = ["sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done
 @pytest.fixture
 def h() -> Iterator[Harness]:
     hs = Harness(Path(tempfile.mkdtemp(prefix="lk-lr-")))
-    hs.start()
     try:
+        hs.start()
         yield hs
     finally:
         hs.cleanup()

@@ -31,8 +31,8 @@ pytestmark = pytest.mark.privileged
 @pytest.fixture
 def h() -> Iterator[Harness]:
     hs = Harness(Path(tempfile.mkdtemp(prefix="lk-sv-")))
-    hs.start()
     try:
+        hs.start()
         yield hs
     finally:
         hs.cleanup()

@@ -19,7 +19,6 @@ shims are added; the one-shim figure (one container) is the honest worst case.
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import subprocess
 import sys
@@ -140,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m.shims_pss_kb_total:>11}")
     finally:
         h.cleanup()
-        shutil.rmtree(h.base, ignore_errors=True)
     return 0
 
 
