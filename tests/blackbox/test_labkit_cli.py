@@ -217,3 +217,21 @@ def test_pause_unpause_kill_wait_restart(labkit: Run, name: str) -> None:
         assert r.returncode == 0 and b"Total reclaimed space:" in r.stdout
     finally:
         labkit("rm", "-f", name)
+
+
+def test_run_flags_reach_the_container(labkit: Run, tmp_path: os.PathLike[str]) -> None:
+    env_file = os.path.join(str(tmp_path), "env")
+    with open(env_file, "w") as f:
+        f.write("FROM_FILE=yes\n")
+    r = labkit("run", "--rm", "-h", "box", "-w", "/tmp", "-u", "65534", "-e", "A=1",
+               "--env-file", env_file, "--network", "none", "--memory", "32m",
+               "--pids-limit", "10", "--init", "busybox", "sh", "-c",
+               "hostname; pwd; id -u; echo $A $FROM_FILE; ls /sys/class/net | sort | "
+               "tr '\\n' ' '; echo")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == ["box", "/tmp", "65534", "1 yes", "lo "]
+
+
+def test_entrypoint_override(labkit: Run) -> None:
+    r = labkit("run", "--rm", "--entrypoint", "/bin/echo", "busybox", "via", "entrypoint")
+    assert (r.returncode, r.stdout) == (0, b"via entrypoint\n"), r.stderr
