@@ -229,6 +229,13 @@ def test_run_exit_codes_and_bad_input(daemon: Daemon) -> None:
     assert st == 400 and "executable file not found" in out["message"]
     state = daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]
     assert state["ExitCode"] == 127 and state["Status"] == "created"
+    # "none": its own network namespace with only lo, and lo is up (as Docker's)
+    cid = _create(daemon, {"Cmd": ["ip", "-o", "link"], "HostConfig": {"NetworkMode": "none"}})
+    daemon.call("POST", f"{V}/containers/{cid}/start")
+    assert daemon.call("POST", f"{V}/containers/{cid}/wait")[1]["StatusCode"] == 0
+    _, raw = daemon.call("GET", f"{V}/containers/{cid}/logs?stdout=1")
+    links = b"".join(p for _, p in decode_all(raw)).decode().splitlines()
+    assert len(links) == 1 and "lo:" in links[0] and ",UP" in links[0], links
     # with --rm, a container that cannot start is removed (moby containerStart)
     cid = _create(daemon, {"Cmd": ["nosuchcmd"], "HostConfig": {"AutoRemove": True}})
     assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 400

@@ -148,6 +148,12 @@ class StartMixin(EngineHooks):
             stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")),
             log_path=str(rec.log_path), labels={"lk.engine": "daemon"})
         self.io_sockets[rec.id] = task.io_socket
+        if rec.host_config.get("NetworkMode") != "host" and task.pid:
+            from labkit.engine.containers._net import loopback_up
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, loopback_up, task.pid)
+            except OSError as err:  # a sandbox without lo up still runs; say why
+                log.warning("%s: loopback up: %s", rec.id[:12], err)
         size = rec.host_config.get("ConsoleSize") or [0, 0]
         if cfg.get("Tty") and len(size) == 2 and all(size):  # 28.x sends [h, w] at create
             with contextlib.suppress(errors.LabkitError):
