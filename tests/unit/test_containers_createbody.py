@@ -107,3 +107,12 @@ def test_container_names(name: str, ok: bool) -> None:
 def test_missing_image() -> None:
     with pytest.raises(errors.InvalidArgumentError):
         parse_create({"Cmd": ["true"]})
+
+
+def test_log_config() -> None:
+    spec = parse_create({"Image": "b", "HostConfig": {"LogConfig": {
+        "Type": "json-file", "Config": {"max-size": "1k"}}}})
+    assert spec.host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1k"}}
+    assert parse_create({"Image": "b"}).host_config["LogConfig"]["Type"] == "json-file"
+    with pytest.raises(errors.UnsupportedError):
+        parse_create({"Image": "b", "HostConfig": {"LogConfig": {"Type": "syslog"}}})

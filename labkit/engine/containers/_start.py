@@ -146,7 +146,9 @@ class StartMixin(EngineHooks):
         task = await self.tasks.create(
             rec.id, str(rec.bundle), [mount], terminal=bool(cfg.get("Tty")),
             stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")),
-            log_path=str(rec.log_path), labels={"lk.engine": "daemon"})
+            log_path=str(rec.log_path), labels={"lk.engine": "daemon"},
+            log_driver=rec.host_config["LogConfig"]["Type"],
+            log_options=rec.host_config["LogConfig"]["Config"])
         self.io_sockets[rec.id] = task.io_socket
         if rec.host_config.get("NetworkMode") != "host" and task.pid:
             from labkit.engine.containers._net import loopback_up

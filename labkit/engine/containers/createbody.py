@@ -232,6 +232,17 @@ def _caps(names: list[str] | None, what: str) -> list[str]:
     return out
 
 
+def _log_config(host: dict[str, Any]) -> dict[str, Any]:
+    """HostConfig.LogConfig: json-file (default) or none; other drivers come later."""
+    lc = host.get("LogConfig") or {}
+    check_types(lc, {"Type": S, "Config": MAPS}, "HostConfig.LogConfig.")
+    kind = lc.get("Type") or "json-file"
+    if kind not in ("json-file", "none"):
+        raise errors.UnsupportedError(f"log driver {kind!r}", "only json-file and none for now",
+                                      hint="the other log drivers arrive in a later issue")
+    return {"Type": kind, "Config": dict(lc.get("Config") or {})}
+
+
 @dataclass(slots=True)
 class CreateSpec:
     """A checked create request: name (maybe ''), image ref, Config and HostConfig dicts."""
@@ -298,8 +309,7 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
         "NetworkMode": net, "RestartPolicy": restart, "AutoRemove": bool(host.get("AutoRemove")),
         "CapAdd": _caps(_strslice(host.get("CapAdd")), "HostConfig.CapAdd") or None,
         "CapDrop": _caps(_strslice(host.get("CapDrop")), "HostConfig.CapDrop") or None,
-        "Privileged": False, "Init": host.get("Init"), "LogConfig": {"Type": "json-file",
-                                                                      "Config": {}},
+        "Privileged": False, "Init": host.get("Init"), "LogConfig": _log_config(host),
     })
     for k in ("Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod",
               "MemoryReservation"):

@@ -74,7 +74,8 @@ class FakeTasks:
 
     async def create(self, id: str, bundle: str, rootfs: list[Mount], *, terminal: bool,
                      stdin: bool, stdin_once: bool, log_path: str,
-                     labels: dict[str, str]) -> TaskInfo:
+                     labels: dict[str, str], log_driver: str = "json-file",
+                     log_options: dict[str, str] | None = None) -> TaskInfo:
         self.calls.append(("create", id, ""))
         if (id, "") in self.procs:
             raise errors.AlreadyExistsError("task", id)

@@ -77,12 +77,14 @@ class GrpcTasks:
 
     async def create(self, id: str, bundle: str, rootfs: list[Mount], *, terminal: bool,
                      stdin: bool, stdin_once: bool, log_path: str,
-                     labels: dict[str, str]) -> TaskInfo:
+                     labels: dict[str, str], log_driver: str = "json-file",
+                     log_options: dict[str, str] | None = None) -> TaskInfo:
         req = pb.CreateTaskRequest(
             id=id, bundle=bundle, terminal=terminal, stdin=stdin, stdin_once=stdin_once,
             rootfs=[pb.Mount(type=m.type, source=m.source, options=list(m.options))
                     for m in rootfs],
-            log=pb.LogConfig(driver="json-file", path=log_path), labels=labels)
+            log=pb.LogConfig(driver=log_driver, path=log_path, options=log_options or {}),
+            labels=labels)
         return _task(await self._call("create task", self.stub.Create, req))
 
     async def start(self, id: str, exec_id: str = "") -> ProcInfo:

@@ -49,6 +49,9 @@ async def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
         raise errors.InvalidArgumentError(
             "stdout", "Bad parameters: you must choose at least one stream")
     rec, path = engine.log_path(ref)
+    if (rec.host_config.get("LogConfig") or {}).get("Type") == "none":
+        raise errors.UnsupportedError("logs", "configured logging driver does not support "
+                                      "reading")
     tail_q = q.get("tail", "all")
     tail = -1 if tail_q in ("all", "") else int(tail_q)
     since = int((parse_until(q.get("since")) or 0) * 1e9) if q.get("since") else 0
