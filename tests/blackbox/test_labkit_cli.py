@@ -235,3 +235,19 @@ def test_run_flags_reach_the_container(labkit: Run, tmp_path: os.PathLike[str]) 
 def test_entrypoint_override(labkit: Run) -> None:
     r = labkit("run", "--rm", "--entrypoint", "/bin/echo", "busybox", "via", "entrypoint")
     assert (r.returncode, r.stdout) == (0, b"via entrypoint\n"), r.stderr
+
+
+def test_logs_follow_and_attach(engine: LabEngine, labkit: Run, name: str) -> None:
+    assert labkit("run", "-d", "--name", name, "busybox", "sh", "-c",
+                  "sleep 0.5; for i in 1 2 3; do echo n$i; sleep 0.2; done; exit 4"
+                  ).returncode == 0
+    try:
+        att = subprocess.Popen([LABKIT, "attach", name], env=engine.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        f = labkit("logs", "-f", name, timeout=30)
+        assert (f.returncode, f.stdout) == (0, b"n1\nn2\nn3\n")
+        out, _ = att.communicate(timeout=30)
+        assert att.returncode == 4 and out.endswith(b"n3\n"), out
+        assert labkit("logs", "--tail", "1", name).stdout == b"n3\n"
+    finally:
+        labkit("rm", "-f", name)
