@@ -33,7 +33,11 @@ def supervisor_socket() -> Path:
 
 
 def shims_dir() -> Path:
-    """One directory per shim: its control socket, io socket, pid and exit status."""
+    """One directory per shim: its config, state and exit status.
+
+    The shims' sockets live apart, in run()/s/, under short hashed names: a unix socket
+    path must fit sun_path (108 bytes, unix(7)) and Docker's ids are 64 characters long.
+    """
     return run() / "shims"
 
 
