@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,15 +35,39 @@ async def send_json_lines(request: web.Request, items: AsyncIterator[Any]) -> we
     return resp
 
 
+async def send_wait(request: web.Request, fut: asyncio.Future[Any]) -> web.StreamResponse:
+    """POST /wait: 200 and the headers now (the CLI blocks on them, docker-api.md 3.2), the
+    body when the condition holds; a client that left (`run -d`) is not an error."""
+    resp = await open_stream(request, "application/json")
+    exit_ = await fut
+    with contextlib.suppress(ConnectionError):
+        await resp.write(wait_body(exit_))
+        await resp.write_eof()
+    return resp
+
+
+async def send_chunks(request: web.Request, chunks: AsyncIterator[bytes],
+                      content_type: str) -> web.StreamResponse:
+    """Stream byte chunks (headers at once, as dockerd: `logs -f` on a quiet container)."""
+    resp = await open_stream(request, content_type)
+    with contextlib.suppress(ConnectionError):
+        async for chunk in chunks:
+            await resp.write(chunk)
+        await resp.write_eof()
+    return resp
+
+
 def wait_body(exit_: Any) -> bytes:
     err = {"Message": exit_.error} if exit_.error else None
     return json.dumps({"StatusCode": exit_.exit_status, "Error": err}).encode() + b"\n"
 
 
-async def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
-    """GET /containers/{id}/logs: the json-file records as frames (raw with a tty)."""
+def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
+    """GET /containers/{id}/logs: the json-file records as frames (raw with a tty).
+
+    The checks (streams chosen, container known, driver readable) run now, so their
+    400/404/501 go out before any header; the records come from the returned iterator."""
     from labkit.engine.containers.listing import parse_until
-    from labkit.engine.logs.reader import Follower, log_files, read_logs
 
     stdout, stderr = q.get("stdout", "") in ("1", "true"), q.get("stderr", "") in ("1", "true")
     if not (stdout or stderr):
@@ -53,6 +78,8 @@ async def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
         raise errors.UnsupportedError("logs", "configured logging driver does not support "
                                       "reading")
     tail_q = q.get("tail", "all")
+    if tail_q not in ("all", "") and not tail_q.lstrip("-").isdigit():
+        raise errors.InvalidArgumentError("tail", f"invalid tail value {tail_q!r}")
     tail = -1 if tail_q in ("all", "") else int(tail_q)
     since = int((parse_until(q.get("since")) or 0) * 1e9) if q.get("since") else 0
     until = int((parse_until(q.get("until")) or 0) * 1e9) if q.get("until") else 0
@@ -61,7 +88,14 @@ async def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
     def chunk(e: Any) -> bytes:
         data = (e.time.encode() + b" " + e.log) if stamps else e.log
         return data if tty else encode(STREAMS.get(e.stream, 1), data)
-    if q.get("follow", "") not in ("1", "true"):
+    follow = q.get("follow", "") in ("1", "true")
+    return _records(engine, rec, path, chunk, follow, tail, since, until, stdout, stderr)
+
+
+async def _records(engine: Any, rec: Any, path: str, chunk: Any, follow: bool, tail: int,
+                   since: int, until: int, stdout: bool, stderr: bool) -> AsyncIterator[bytes]:
+    from labkit.engine.logs.reader import Follower, log_files, read_logs
+    if not follow:
         for e in read_logs(path, tail=tail, since=since, until=until, stdout=stdout,
                            stderr=stderr):
             yield chunk(e)
@@ -81,6 +115,8 @@ async def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
             for e in entries:
                 if not until or e.ns <= until:
                     yield chunk(e)
+            if until and time.time_ns() > until:
+                return
             if not entries:
                 if not rec.running or rec.id not in engine.store.by_id:
                     for e in follower.poll():

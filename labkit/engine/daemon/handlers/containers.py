@@ -86,14 +86,7 @@ async def resize(request: web.Request) -> web.Response:
 
 async def wait(request: web.Request) -> web.StreamResponse:
     fut = engine(request).wait_future(cid(request), request.query.get("condition", "not-running"))
-    resp = await streams.open_stream(request, "application/json")
-    exit_ = await fut
-    try:
-        await resp.write(streams.wait_body(exit_))
-        await resp.write_eof()
-    except ConnectionError:
-        pass  # `docker run -d` leaves before the body: fine
-    return resp
+    return await streams.send_wait(request, fut)
 
 
 async def attach(request: web.Request) -> web.StreamResponse:
@@ -105,17 +98,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
 
 async def logs(request: web.Request) -> web.StreamResponse:
     chunks = streams.log_chunks(engine(request), cid(request), request.query)
-    first = await anext(chunks, None)  # 400/404 before the headers
-    resp = await streams.open_stream(request, "application/vnd.docker.raw-stream")
-    try:
-        if first is not None:
-            await resp.write(first)
-        async for chunk in chunks:
-            await resp.write(chunk)
-        await resp.write_eof()
-    except ConnectionError:
-        pass
-    return resp
+    return await streams.send_chunks(request, chunks, "application/vnd.docker.raw-stream")
 
 
 async def stats(request: web.Request) -> web.StreamResponse:
