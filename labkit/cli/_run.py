@@ -34,7 +34,9 @@ def run_container(client: Client, body: dict[str, Any], args: argparse.Namespace
         created = c.create(body, name=args.name)
     except errors.NotFoundError as err:
         if "image" in str(err).lower():
-            _print_err(f"Unable to find image '{body['Image']}' locally")
+            image = str(body["Image"])
+            tagged = image if ":" in image.rsplit("/", 1)[-1] or "@" in image else f"{image}:latest"
+            _print_err(f"Unable to find image '{tagged}' locally")
         _print_err(f"labkit: Error response from daemon: {err}.\nSee '{prog} --help'.")
         return 125
     cid = str(created["Id"])

@@ -164,8 +164,11 @@ def cmd_inspect(argv: list[str], prog: str) -> int:
     for name in args.containers:
         try:
             found.append(client.containers.inspect(name))
-        except errors.NotFoundError:
-            print(f"Error: No such container: {name}", file=sys.stderr)
+        except errors.NotFoundError as err:
+            # `docker inspect` looks at every object type; `docker container inspect` passes
+            # the daemon's answer on
+            print(_daemon_text(err) if "container" in prog.split() else
+                  f"Error: No such object: {name}", file=sys.stderr)
             rc = 1
     if args.format:
         sys.stdout.write("".join(_fmt.render(args.format, obj) + "\n" for obj in found))

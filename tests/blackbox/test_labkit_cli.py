@@ -64,7 +64,7 @@ def test_detached_ps_exec_logs_stop_rm(labkit: Run, name: str) -> None:
     finally:
         assert labkit("rm", "-f", name).returncode == 0
     r = labkit("inspect", name)
-    assert r.returncode == 1 and f"No such container: {name}".encode() in r.stderr
+    assert r.returncode == 1 and f"Error: No such object: {name}".encode() in r.stderr
 
 
 def test_name_conflict_125(labkit: Run, name: str) -> None:
