@@ -22,9 +22,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # not typing's: typing costs ~1.5 ms on the start path
 if TYPE_CHECKING:
-    from typing import Any, TypeVar
-
-    _R = TypeVar("_R", bound="Frozen")
+    from typing import Any, Self
 
 __all__ = ["Frozen", "FrozenInstanceError"]
 
@@ -66,7 +64,7 @@ class Frozen:
     def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, self._astuple())
 
-    def replace(self: _R, **changes: Any) -> _R:
+    def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied, validated again (dataclasses.replace)."""
         for name in changes:
             if name not in self.__slots__:

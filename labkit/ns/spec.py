@@ -26,7 +26,7 @@ PROPAGATION: tuple[str, ...] = ("private", "slave", "shared", "unchanged")
 class IdMap(Frozen):
     """One line of /proc/PID/uid_map or gid_map: ``inside outside count`` (user_namespaces(7))."""
 
-    __slots__ = ("inside", "outside", "count")
+    __slots__ = ("inside", "outside", "count")  # noqa: RUF023 - field order
     __match_args__ = ("inside", "outside", "count")
     inside: int
     outside: int
@@ -48,7 +48,7 @@ class NamespaceSpec(Frozen):
     seconds, e.g. {"monotonic": 3600, "boottime": 0}) to a new time namespace.
     """
 
-    __slots__ = ("new", "join", "hostname", "domainname", "uid_map", "gid_map",
+    __slots__ = ("new", "join", "hostname", "domainname", "uid_map", "gid_map",  # noqa: RUF023 - field order
                  "setgroups_deny", "time_offsets", "propagation")
     __match_args__ = ("new", "join", "hostname", "domainname", "uid_map", "gid_map",
                  "setgroups_deny", "time_offsets", "propagation")

@@ -40,7 +40,7 @@ def test_loads_is_json_loads(doc: Any) -> None:
         for data in (text, text.encode(), "\ufeff".encode() + text.encode(),
                      f" \n\t{text}\r\n "):
             got = fastjson.loads(data)
-            want = json.loads(data if not isinstance(data, bytes) else data)
+            want = json.loads(data)
             assert got == want and type(got) is type(want)
 
 
