@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import sys
 import termios
 
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
 from labkit import errors
 from labkit._sys import consts, syscalls
 from labkit._sys.seccomp import load_bpf
+from labkit._sys.signals import reset_signals
 from labkit.engine.runtime import process, rootfs
 from labkit.ns.apply import child_enter, error_payload, send_frame
 
@@ -181,9 +181,9 @@ def container_init(a: InitArgs) -> NoReturn:
     try:
         cfg = a.cfg
         p = cfg.process
-        # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve (signal(7)).
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
+        # Ignored signals survive execve (signal(7)): whatever ignored what in the chain
+        # that started us (Python ignores SIGPIPE and SIGXFSZ), the container starts clean.
+        reset_signals()
         os.setsid()
         _cloexec_all()
         cgroupns = "cgroup" in cfg.namespaces.new or "cgroup" in cfg.namespaces.join

@@ -22,13 +22,13 @@ import errno
 import fcntl
 import os
 import pickle
-import signal
 import socket
 import termios
 from typing import Any, NoReturn
 
 from labkit import errors
 from labkit._sys.seccomp import load_bpf
+from labkit._sys.signals import reset_signals
 from labkit.engine.runtime import process
 from labkit.ns.apply import child_enter, error_payload, send_frame
 from labkit.ns.spec import NamespaceSpec
@@ -65,11 +65,8 @@ def _report(fd: int, exc: BaseException) -> None:
 def _child(p: dict[str, Any], stdio: tuple[int, int, int], tty: bool, filt: Any,
            sync_w: int, in_userns: bool) -> NoReturn:
     try:
-        # Python ignores SIGPIPE/SIGXFSZ; ignored dispositions survive execve (signal(7)).
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGCHLD,
-                    signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
+        # Ignored dispositions survive execve (signal(7)): start the exec from defaults.
+        reset_signals()
         os.setsid()
         for i, fd in enumerate(stdio):
             os.dup2(fd, i)

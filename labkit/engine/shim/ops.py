@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from labkit import errors
+from labkit._sys.signals import reset_signals
 from labkit.engine.runtime import create as rt_create
 from labkit.engine.runtime import delete as rt_delete
 from labkit.engine.runtime import kill as rt_kill
@@ -39,10 +40,7 @@ def _set_winsize(master: int, rows: int, cols: int) -> None:
 def _default_signals() -> None:
     """Undo the shim's signal setup in a child that goes on to the container: ignored
     dispositions survive execve (signal(7)), and a container must not ignore SIGTERM."""
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD,
-                signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
+    reset_signals()
 
 
 class Ops:
