@@ -6,6 +6,7 @@ helper drives labkit.engine.client and reads /proc through psutil.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,10 +52,40 @@ class Hop:
     ms: float
 
 
-def trace_run(client: Client, image: str = "busybox", cmd: tuple[str, ...] = ("true",)
+def _supervisor_events(sock: str, out: list[Any], ready: threading.Event) -> Any:
+    """Follow the supervisor's Events stream (gRPC) in a thread; returns its client."""
+    from labkit.engine.supervisor.client import SupervisorClient
+
+    sup = SupervisorClient(sock)
+
+    def follow() -> None:
+        try:
+            stream = sup.events()
+            ready.set()
+            for ev in stream:
+                out.append(ev)  # noqa: PERF402 - appended as they arrive
+        except Exception:  # noqa: BLE001,S110 - the stream ends when we close the channel
+            pass
+        finally:
+            ready.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    return sup
+
+
+def trace_run(client: Client, image: str = "busybox", cmd: tuple[str, ...] = ("true",),
+              supervisor_socket: str | None = None
               ) -> tuple[list[Hop], list[dict[str, Any]]]:
-    """Time each API call of one `run --rm` from outside, plus the daemon's own events."""
+    """Time each API call of one `run --rm` from outside, plus the engine's own events: the
+    daemon's (/events) and, given its socket, the supervisor's (gRPC Events), on one clock."""
     c = client.containers
+    sup_events: list[Any] = []
+    sup = None
+    if supervisor_socket is not None:
+        ready = threading.Event()
+        sup = _supervisor_events(supervisor_socket, sup_events, ready)
+        ready.wait(5)
+        time.sleep(0.1)  # let the subscription reach the server before the run starts
     since = time.time()
     hops: list[Hop] = []
 
@@ -81,9 +112,15 @@ def trace_run(client: Client, image: str = "busybox", cmd: tuple[str, ...] = ("t
     until = time.time() + 0.2
     events = [e for e in client.system.events(since=f"{since:.6f}", until=f"{until:.6f}")
               if e.get("id") == cid]
-    t_first = events[0]["timeNano"] if events else 0
-    rows = [{"action": e.get("Action"), "ms_after_create": (e["timeNano"] - t_first) / 1e6}
-            for e in events]
+    merged = [("daemon", str(e.get("Action")), e["timeNano"] / 1e9) for e in events]
+    if sup is not None:
+        sup.close()
+        merged += [("supervisor", ev.topic, ev.timestamp) for ev in sup_events
+                   if ev.id == cid and not ev.exec_id]
+    merged.sort(key=lambda x: x[2])
+    t0 = merged[0][2] if merged else 0.0
+    rows = [{"source": src, "event": what, "ms_after_first": (t - t0) * 1e3}
+            for src, what, t in merged]
     return hops, rows
 
 
