@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import select
 import struct
 
@@ -201,8 +202,6 @@ def recv_frame(sock: int, timeout: float | None = HANDSHAKE_TIMEOUT) -> tuple[by
 
 
 def _raise_pickled(payload: bytes) -> None:
-    import pickle  # only on the error path: pickle imports re (~2 ms on every container start)
-
     exc = pickle.loads(payload)
     if not isinstance(exc, BaseException):
         raise errors.from_errno(errno.EPROTO, "recv", "namespace handshake: not an exception")
@@ -211,8 +210,6 @@ def _raise_pickled(payload: bytes) -> None:
 
 def error_payload(exc: BaseException) -> bytes:
     """Pickle ``exc`` for an ``E`` frame; fall back to an OSError carrying its repr."""
-    import pickle  # only on the error path, as in _raise_pickled
-
     try:
         return pickle.dumps(exc)
     except Exception:  # noqa: BLE001 -- an unpicklable exception must still reach the other side
