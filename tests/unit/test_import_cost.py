@@ -8,7 +8,8 @@ run verb, and the cgroup/config/state work of a start, in a child interpreter wi
 ``-X importtime`` and fails, naming who imported it, when one of those comes back.
 
 Still imported, on purpose or by others: enum (the signal module needs it), ctypes
-(labkit._sys), and pickle with re (labkit.ns.apply imports pickle at module level).
+(labkit._sys), and pickle with re (labkit.ns.apply imports pickle at module level: the
+container init pickles its errors after pivot_root, where a late import cannot work).
 """
 
 from __future__ import annotations
