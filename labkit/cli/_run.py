@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from labkit import errors
@@ -87,16 +89,43 @@ def _stream_until_exit(client: Client, cid: str, hijack: Any, waiter: Any, tty: 
             resize(*size)
         except errors.LabkitError:
             pass
-    with _stream.raw_terminal(0) if tty and stdin else _nullctx():
+    with _stream.raw_terminal(0) if tty and stdin else _nullctx(), _sig_proxy(client, cid, tty):
         how = _stream.pump(hijack, tty, stdin, detach, resize)
     hijack.close()
     if how == "detached":
         waiter.close()
         return 0
-    result = waiter.json() or {}
+    with _sig_proxy(client, cid, tty):
+        result = waiter.json() or {}
     if (err := result.get("Error")) and err.get("Message"):
         _print_err(f"labkit: {err['Message']}")
     return int(result.get("StatusCode", 0))
+
+
+# Docker's --sig-proxy (on by default): signals the CLI gets go to the container, through the
+# kill API.  Not with a tty: there ^C is a byte the container's terminal turns into SIGINT.
+_PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+
+@contextmanager
+def _sig_proxy(client: Client, cid: str, tty: bool) -> Iterator[None]:
+    if tty:
+        yield
+        return
+    import signal
+
+    def forward(signum: int, _frame: Any) -> None:
+        try:
+            client.containers.kill(cid, signal.Signals(signum).name)
+        except errors.LabkitError:
+            pass  # the container may be gone already; its exit ends the run anyway
+
+    old = {name: signal.signal(getattr(signal, name), forward) for name in _PROXIED}
+    try:
+        yield
+    finally:
+        for name, handler in old.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 class _nullctx:

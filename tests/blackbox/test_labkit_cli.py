@@ -251,3 +251,22 @@ def test_logs_follow_and_attach(engine: LabEngine, labkit: Run, name: str) -> No
         assert labkit("logs", "--tail", "1", name).stdout == b"n3\n"
     finally:
         labkit("rm", "-f", name)
+
+
+def test_signals_go_to_the_container(engine: LabEngine) -> None:
+    """--sig-proxy: SIGINT to a foreground `labkit run` reaches the container's process."""
+    import signal
+
+    p = subprocess.Popen([LABKIT, "run", "--rm", "busybox", "sh", "-c",
+                          "trap 'echo got-int; exit 7' INT; echo ready; "
+                          "while true; do sleep 0.1; done"],
+                         env=engine.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=30)
+        assert (p.returncode, out) == (7, b"got-int\n")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
