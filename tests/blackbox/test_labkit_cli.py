@@ -258,8 +258,8 @@ def test_signals_go_to_the_container(engine: LabEngine) -> None:
     import signal
 
     p = subprocess.Popen([LABKIT, "run", "--rm", "busybox", "sh", "-c",
-                          "trap 'echo got-int; exit 7' INT; echo ready; "
-                          "while true; do sleep 0.1; done"],
+                          ("trap 'echo got-int; exit 7' INT; echo ready; "
+                           "while true; do sleep 0.1; done")],
                          env=engine.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert p.stdout is not None and p.stdout.readline() == b"ready\n"
