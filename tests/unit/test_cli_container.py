@@ -222,3 +222,17 @@ def test_first_request_without_daemon_calls_autostart_once(tmp_path: Path) -> No
     finally:
         if "d" in holder:
             holder["d"].server.server_close()
+
+
+def test_client_path_imports_no_heavy_modules() -> None:
+    """`labkit run` must stay fast: no aiohttp, grpc, pandas, rich or http.client on its path."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from labkit.cli import main, container, _run, _stream, _create, _fmt; "
+            "from labkit.engine.client import launch, run; print(' '.join(sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    heavy = {m for m in out if m.split(".")[0] in ("aiohttp", "grpc", "pandas", "rich",
+                                                   "numpy", "matplotlib")}
+    assert heavy == set() and "http.client" not in out and "asyncio" not in out
