@@ -96,3 +96,15 @@ def test_translate_host_network_and_init_and_etc_files() -> None:
     dests = {m["destination"]: m for m in cfg["mounts"]}
     assert dests[ocispec.INIT_PATH]["source"] == "/usr/bin/tini-static"
     assert dests["/etc/hosts"]["source"] == "/x/hosts"
+
+
+def test_merge_image_as_dockerd_stores_it() -> None:
+    image = {"Cmd": ["sh"], "Env": ["PATH=/bin", "A=1"], "WorkingDir": "/w",
+             "Labels": {"x": "1"}}
+    out = ocispec.merge_image({"Cmd": None, "Entrypoint": None, "Env": ["A=2"],
+                               "Labels": {"y": "2"}}, image)
+    assert out["Cmd"] == ["sh"] and out["Env"] == ["PATH=/bin", "A=2"]
+    assert out["WorkingDir"] == "/w" and out["Labels"] == {"x": "1", "y": "2"}
+    # an Entrypoint in the request drops the image's Cmd; the command is unchanged
+    out = ocispec.merge_image({"Cmd": None, "Entrypoint": ["top"]}, image)
+    assert out["Cmd"] is None and ocispec.command(out, image) == ["top"]

@@ -91,14 +91,15 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
     # -- create / remove ---------------------------------------------------------------
     def create(self, spec: CreateSpec) -> ContainerRecord:
         """Write the record and the container's directory; no task yet (Docker's create)."""
-        from labkit.engine.containers.ocispec import command
+        from labkit.engine.containers.ocispec import command, merge_image
         image = self.images.get(spec.image)
         args = command(spec.config, image.container_config)
+        config = merge_image(spec.config, image.container_config)
         cid = new_id()
         name = spec.name or self.store.generate_name(cid)
         d = self.store.root / cid
         rec = ContainerRecord(cid, name, spec.image, image.id, time.time(), args[0], args[1:],
-                              spec.config, spec.host_config, str(d), warnings=spec.warnings)
+                              config, spec.host_config, str(d), warnings=spec.warnings)
         self.store.reserve(rec)
         try:
             d.mkdir(parents=True)

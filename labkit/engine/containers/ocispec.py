@@ -51,6 +51,21 @@ def command(config: dict[str, Any], image: dict[str, Any]) -> list[str]:
     return args
 
 
+def merge_image(config: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:
+    """The request's Config completed from the image's, as dockerd stores it (moby
+    daemon/create.go merge): `docker inspect` then shows the Cmd, Env, WorkingDir that run."""
+    out = dict(config)
+    if not config.get("Entrypoint"):
+        out["Entrypoint"] = image.get("Entrypoint")
+        if not config.get("Cmd"):
+            out["Cmd"] = image.get("Cmd")
+    out["Env"] = merge_env(image.get("Env") or [], config.get("Env") or [], {})
+    for key in ("WorkingDir", "User", "StopSignal"):
+        out[key] = config.get(key) or image.get(key) or ""
+    out["Labels"] = {**(image.get("Labels") or {}), **(config.get("Labels") or {})}
+    return out
+
+
 def merge_env(image_env: list[str], env: list[str], extra: dict[str, str]) -> list[str]:
     """Image Env, then the request's Env (same key replaces), then ``extra`` if unset."""
     out: dict[str, str] = {}
