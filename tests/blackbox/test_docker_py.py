@@ -118,3 +118,35 @@ def test_missing_command_is_127(dc: Any, name: str) -> None:
         assert c.attrs["State"]["ExitCode"] == 127
     finally:
         c.remove(force=True)
+
+
+def test_logs_stream_follow_and_exec_stream(dc: Any, name: str) -> None:
+    c = dc.containers.run("busybox", ["sh", "-c", "for i in 1 2 3; do echo l$i; sleep 0.2; done"],
+                          detach=True, name=name)
+    try:
+        lines = b"".join(c.logs(stream=True, follow=True))
+        assert lines == b"l1\nl2\nl3\n"
+        assert c.wait()["StatusCode"] == 0
+    finally:
+        c.remove(force=True)
+
+
+def test_exec_run_stream_and_demux(dc: Any, name: str) -> None:
+    c = dc.containers.run("busybox", ["sleep", "600"], detach=True, name=name)
+    try:
+        code, (out, err) = c.exec_run(["sh", "-c", "echo o; echo e >&2"], demux=True)
+        assert (code, out, err) == (0, b"o\n", b"e\n")
+        chunks = c.exec_run(["sh", "-c", "echo a; sleep 0.2; echo b"], stream=True).output
+        assert b"".join(chunks) == b"a\nb\n"
+    finally:
+        c.remove(force=True)
+
+
+def test_events_report_the_lifecycle(dc: Any, name: str) -> None:
+    since = int(time.time()) - 1
+    dc.containers.run("busybox", ["true"], name=name, remove=True)
+    until = int(time.time()) + 2
+    actions = [e["Action"] for e in dc.events(since=since, until=until, decode=True,
+                                              filters={"container": name})]
+    assert actions[:1] == ["create"] and "start" in actions and "die" in actions, actions
+    assert actions.index("start") < actions.index("die")
