@@ -279,3 +279,32 @@ def test_run_it_under_a_pty(engine: Any) -> None:
     os.close(fd)
     assert b"mark-42" in out and b"/dev/pts/" in out, out
     assert os.waitstatus_to_exitcode(status) == 9
+
+
+def test_version_and_info(docker: Docker) -> None:
+    r = docker("version", "--format", "{{.Server.APIVersion}}")
+    assert (r.returncode, r.stdout) == (0, b"1.41\n"), r.stderr
+    r = docker("info", "--format", "{{.OSType}}")
+    assert (r.returncode, r.stdout) == (0, b"linux\n"), r.stderr
+
+
+def test_pause_unpause_rename_update_prune(docker: Docker, name: str) -> None:
+    _detached(docker, name, "sleep", "600")
+    renamed = f"{name}-r"
+    try:
+        assert docker("pause", name).stdout == f"{name}\n".encode()
+        assert docker("ps", "--filter", f"name={name}", "--format", "{{.Status}}"
+                      ).stdout.endswith(b"(Paused)\n")
+        assert docker("unpause", name).stdout == f"{name}\n".encode()
+        assert docker("rename", name, renamed).returncode == 0
+        assert docker("inspect", "-f", "{{.Name}}", renamed).stdout == f"/{renamed}\n".encode()
+        r = docker("update", "--memory", "64m", "--memory-swap", "128m", renamed)
+        assert r.returncode == 0, r.stderr
+        assert docker("inspect", "-f", "{{.HostConfig.Memory}}", renamed).stdout == b"67108864\n"
+        assert docker("kill", renamed).returncode == 0
+        assert docker("wait", renamed).stdout == b"137\n"
+        r = docker("container", "prune", "-f")
+        assert r.returncode == 0 and b"Total reclaimed space" in r.stdout
+        assert docker("inspect", renamed).returncode == 1
+    finally:
+        docker("rm", "-f", name, renamed)
