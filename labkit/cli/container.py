@@ -21,7 +21,8 @@ from labkit.engine.client import Client, DaemonUnavailable
 __all__ = ["SHORT_FORMS", "VERBS", "connect", "exit_code_for_start_error", "run"]
 
 SHORT_FORMS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec",
-               "attach", "inspect", "wait", "top", "stats", "port", "pause", "unpause")
+               "attach", "inspect", "wait", "top", "stats", "port", "pause", "unpause",
+               "rename", "update")
 
 
 def connect(autostart: bool = True) -> Client:
@@ -295,11 +296,51 @@ def cmd_prune(argv: list[str], prog: str) -> int:
     return 0
 
 
+def cmd_rename(argv: list[str], prog: str) -> int:
+    p = _verb_parser(prog, "rename", "Rename a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    args = p.parse_args(argv)
+    connect().containers.rename(args.container, args.new_name)
+    return 0
+
+
+def cmd_update(argv: list[str], prog: str) -> int:
+    p = _verb_parser(prog, "update", "Update configuration of one or more containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.add_argument("-m", "--memory", help="memory limit")
+    p.add_argument("--memory-swap", help="memory + swap limit (-1: unlimited swap)")
+    p.add_argument("--cpus", help="number of CPUs")
+    p.add_argument("--pids-limit", type=int, help="pids limit (-1 for unlimited)")
+    p.add_argument("--restart", help="restart policy")
+    args = p.parse_args(argv)
+    body: dict[str, Any] = {}
+    if args.memory:
+        body["Memory"] = _create.parse_memory(args.memory)
+    if args.memory_swap:
+        body["MemorySwap"] = -1 if args.memory_swap == "-1" else _create.parse_memory(
+            args.memory_swap)
+    if args.cpus:
+        body["NanoCpus"] = int(float(args.cpus) * 1e9)
+    if args.pids_limit is not None:
+        body["PidsLimit"] = args.pids_limit
+    if args.restart:
+        body["RestartPolicy"] = _create.parse_restart(args.restart)
+    c = connect().containers
+
+    def update(n: str) -> None:
+        for warning in c.update(n, body).get("Warnings") or []:
+            print(f"WARNING: {warning}", file=sys.stderr)
+
+    return _each(args.containers, update)
+
+
 VERBS: dict[str, Callable[[list[str], str], int]] = {
     "run": cmd_run, "create": lambda a, p: cmd_run(a, p, create_only=True),
     "ps": cmd_ps, "ls": cmd_ps, "list": cmd_ps, "inspect": cmd_inspect, "wait": cmd_wait,
     "logs": cmd_logs, "exec": cmd_exec, "attach": cmd_attach, "top": cmd_top,
-    "stats": cmd_stats, "port": cmd_port, "prune": cmd_prune,
+    "stats": cmd_stats, "port": cmd_port, "prune": cmd_prune, "rename": cmd_rename,
+    "update": cmd_update,
 }
 
 
@@ -320,6 +361,8 @@ VERB_HELP = {
     "pause": "Pause all processes within one or more containers",
     "port": "List port mappings for the container", "prune": "Remove all stopped containers",
     "ps": "List containers (alias of ls)", "restart": "Restart one or more containers",
+    "rename": "Rename a container",
+    "update": "Update configuration (resources, restart policy) of one or more containers",
     "rm": "Remove one or more containers", "run": "Create and run a new container from an image",
     "start": "Start one or more stopped containers",
     "stats": "Display a live stream of container(s) resource usage statistics",

@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # Docker's short forms (`labkit run`, `labkit ps`, ...): the same module reads its verb from prog.
 COMMANDS.update({verb: ("labkit.cli.container", f"= labkit container {verb}") for verb in (
     "run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "attach",
-    "inspect", "wait", "top", "stats", "port", "pause", "unpause")})
+    "inspect", "wait", "top", "stats", "port", "pause", "unpause", "rename", "update")})
 
 
 def _top_parser() -> argparse.ArgumentParser:

@@ -270,3 +270,17 @@ def test_signals_go_to_the_container(engine: LabEngine) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_rename_and_update(labkit: Run, name: str) -> None:
+    assert labkit("run", "-d", "--name", name, "busybox", "sleep", "600").returncode == 0
+    renamed = f"{name}-r"
+    try:
+        assert labkit("rename", name, renamed).returncode == 0
+        r = labkit("update", "--memory", "64m", "--memory-swap", "128m", "--pids-limit", "50",
+                   renamed)
+        assert (r.returncode, r.stdout) == (0, f"{renamed}\n".encode()), r.stderr
+        r = labkit("inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}", renamed)
+        assert r.stdout == b"67108864 50\n"
+    finally:
+        labkit("rm", "-f", name, renamed)
