@@ -40,7 +40,8 @@ clean:
 # A disposable kernel (labkit/vm): tests/vm run INSIDE a qemu VM whose kernel has what this
 # host may lack (cgroup v2 controllers, kprobes, ipvlan).  The image is cached outside the
 # repo ($LABKIT_VM_CACHE, default /var/cache/labkit/vm); vm-clean removes it.
-VM_TESTS ?= tests/vm
+# The VM runs what this host cannot: tests/vm, and the cgroup suites against real v2 controllers.
+VM_TESTS ?= tests/vm tests/conformance tests/privileged/test_cgroups_limits.py
 .PHONY: vm-image test-vm vm-clean
 vm-image: setup
 	$(PY) -m labkit.vm build

@@ -39,6 +39,12 @@ _HINTS: dict[tuple[str, int], str] = {
     ("cpuset.cpus", errno.ERANGE): "no such CPU on this machine (see /sys/devices/system/cpu/online)",
     ("cpuset.mems", errno.ERANGE): "no such memory node (see /sys/devices/system/node/online)",
     ("pids.max", errno.ERANGE): "pids.max is at most PID_MAX_LIMIT (4194304)",
+    # cgroup-v2.rst "No Internal Process Constraint": a non-root cgroup that hands domain
+    # controllers to its children (cgroup.subtree_control) cannot hold processes itself.
+    ("cgroup.procs", errno.EBUSY): (
+        "cgroup v2 'no internal processes' rule: this cgroup enables controllers for its "
+        "children, so processes must go into a leaf child instead"
+    ),
     ("cgroup.procs", errno.ESRCH): "no such process (it exited, or the pid is wrong)",
     ("cgroup.procs", errno.ENOSPC): (
         "v1 cpuset: cpuset.cpus/cpuset.mems of this cgroup are empty"

@@ -116,3 +116,22 @@ def test_memory_current_counts_a_childs_pages(cg: V2Cgroup) -> None:
     during = cg.stats().memory_current or 0
     _go(p)
     assert during - before >= 16 << 20
+
+
+def test_no_internal_processes_rule_is_a_clear_error(cg: V2Cgroup) -> None:
+    # A cgroup that enables controllers for a child may not hold processes (cgroup-v2.rst,
+    # "No Internal Process Constraint"): the kernel says EBUSY, labkit says why.
+    from labkit.errors import SyscallBusyError
+
+    leaf = open_cgroup(f"{cg.name}/leaf")
+    leaf.create()
+    leaf.set(Resources(pids_max=10))  # makes the parent hand the pids controller down
+    p = _child("pass")
+    try:
+        with pytest.raises(SyscallBusyError) as info:
+            cg.add(p.pid)
+        assert "no internal processes" in (info.value.hint or "")
+        leaf.add(p.pid)  # the leaf takes it
+        assert leaf.procs() == [p.pid]
+    finally:
+        _go(p)
