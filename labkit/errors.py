@@ -20,20 +20,20 @@ import errno as _errno
 import os
 
 __all__ = [
-    "LabkitError",
-    "SyscallError",
-    "SyscallPermissionError",
-    "SyscallNotFoundError",
-    "SyscallExistsError",
-    "SyscallBusyError",
-    "SyscallInvalidError",
-    "NotFoundError",
+    "HINTS",
     "AlreadyExistsError",
-    "InvalidStateError",
-    "UnsupportedError",
     "ConflictError",
     "InvalidArgumentError",
-    "HINTS",
+    "InvalidStateError",
+    "LabkitError",
+    "NotFoundError",
+    "SyscallBusyError",
+    "SyscallError",
+    "SyscallExistsError",
+    "SyscallInvalidError",
+    "SyscallNotFoundError",
+    "SyscallPermissionError",
+    "UnsupportedError",
     "from_errno",
 ]
 

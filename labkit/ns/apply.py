@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+
 # Imported up front, never lazily: the runtime's container init reports its errors through
 # error_payload() after pivot_root(2), when the host's Python library is out of reach.
 import pickle
