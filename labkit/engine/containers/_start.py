@@ -78,8 +78,8 @@ class IoSession:
 class StartMixin(EngineHooks):
     """Engine methods for start, attach and restore (see engine.py)."""
 
-    def oci_config(self, rec: ContainerRecord) -> dict[str, Any]:
-        """Translate the record into config.json and write it into the bundle."""
+    def oci_config(self, rec: ContainerRecord, write: bool = True) -> dict[str, Any]:
+        """Translate the record into config.json; write it (and the /etc files) when asked."""
         from labkit.engine.containers.ocispec import translate
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
@@ -91,7 +91,8 @@ class StartMixin(EngineHooks):
                "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"}
         etc_files = {}
         for dest, text in etc.items():
-            (d / dest.rsplit("/", 1)[1]).write_text(text)
+            if write:
+                (d / dest.rsplit("/", 1)[1]).write_text(text)
             etc_files[dest] = str(d / dest.rsplit("/", 1)[1])
         init = self.init_binary if rec.host_config.get("Init") else None
         if rec.host_config.get("Init") and not init:
@@ -99,8 +100,9 @@ class StartMixin(EngineHooks):
                                           hint="apt-get install tini (tini-static)")
         spec = translate(rec.id, rec.config, rec.host_config, image.container_config,
                          layer_lookup(dirs), etc_files=etc_files, init_binary=init)
-        rec.bundle.mkdir(parents=True, exist_ok=True)
-        (rec.bundle / "config.json").write_text(json.dumps(spec, indent=1))
+        if write:  # compact: json's C encoder (indent= falls back to the Python one)
+            rec.bundle.mkdir(parents=True, exist_ok=True)
+            (rec.bundle / "config.json").write_text(json.dumps(spec))
         return spec
 
     async def start(self, ref: str) -> None:
@@ -178,7 +180,7 @@ class StartMixin(EngineHooks):
         rec.pid, rec.started_at, rec.error = started.pid, time.time(), ""
         rec.has_been_started = True
         rec.transition("running")
-        rec.save()
+        rec.save(sync=False)
         self.emit("start", rec)
         self.monitor(rec)
 

@@ -103,7 +103,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         self.store.reserve(rec)
         try:
             d.mkdir(parents=True)
-            self.oci_config(rec)  # user, command: refuse now what start would refuse
+            self.oci_config(rec, write=False)  # user, command: refuse now what start would
             rec.save()
         except BaseException:
             self.store.discard(rec)
@@ -197,7 +197,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             rec.exit_code, rec.oom_killed = exit_.exit_status, exit_.oom_killed
             rec.finished_at, rec.error, rec.pid = exit_.exited_at or time.time(), exit_.error, 0
             rec.transition("exited")
-            rec.save()
+            rec.save(sync=False)
             if exit_.oom_killed:
                 self.emit("oom", rec)
             self.emit("die", rec, exitCode=str(exit_.exit_status))

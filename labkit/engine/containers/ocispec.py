@@ -10,7 +10,6 @@ Files are read through a ``lookup`` callback so unit tests need no rootfs.
 
 from __future__ import annotations
 
-import copy
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -204,4 +203,4 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
     linux["namespaces"] = ns
     linux["resources"] = resources(host)
     linux["cgroupsPath"] = f"lk/{cid}"
-    return copy.deepcopy(spec)
+    return spec  # default_config() built it fresh: nothing shared to copy

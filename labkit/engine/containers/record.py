@@ -98,15 +98,20 @@ class ContainerRecord:
         self.status = to
 
     # -- persistence -------------------------------------------------------------------
-    def save(self) -> None:
-        """Atomically write config.v2.json (temp file, fsync, rename(2))."""
+    def save(self, sync: bool = True) -> None:
+        """Atomically write config.v2.json (temp file, fsync, rename(2)).
+
+        ``sync=False`` skips the fsync for state changes that restore() re-derives from
+        the supervisor anyway (running, exited): a daemon crash loses nothing either way
+        (the page cache survives it), and after a machine crash no container runs."""
         d = Path(self.dir)
         fd, tmp = tempfile.mkstemp(prefix=".config.", dir=d)
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(asdict(self), f)
-                f.flush()
-                os.fsync(f.fileno())
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.rename(tmp, d / "config.v2.json")
         except BaseException:
             try:
