@@ -284,3 +284,10 @@ def test_rename_and_update(labkit: Run, name: str) -> None:
         assert r.stdout == b"67108864 50\n"
     finally:
         labkit("rm", "-f", name, renamed)
+
+
+def test_network_host_shares_the_host_netns(labkit: Run) -> None:
+    r = labkit("run", "--rm", "--network", "host", "busybox", "readlink", "/proc/self/ns/net")
+    assert (r.returncode, r.stdout.decode().strip()) == (0, os.readlink("/proc/self/ns/net"))
+    r = labkit("run", "--rm", "--network", "none", "busybox", "readlink", "/proc/self/ns/net")
+    assert r.returncode == 0 and r.stdout.decode().strip() != os.readlink("/proc/self/ns/net")
