@@ -291,3 +291,24 @@ def test_network_host_shares_the_host_netns(labkit: Run) -> None:
     assert (r.returncode, r.stdout.decode().strip()) == (0, os.readlink("/proc/self/ns/net"))
     r = labkit("run", "--rm", "--network", "none", "busybox", "readlink", "/proc/self/ns/net")
     assert r.returncode == 0 and r.stdout.decode().strip() != os.readlink("/proc/self/ns/net")
+
+
+def test_restart_policy_reaches_the_daemon(labkit: Run, name: str) -> None:
+    import time
+
+    r = labkit("run", "-d", "--name", name, "--restart", "on-failure:2", "busybox", "sh", "-c",
+               "exit 1")
+    assert r.returncode == 0, r.stderr
+    try:
+        fmt = "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}"
+        assert labkit("inspect", "-f", fmt, name).stdout == b"on-failure 2\n"
+        deadline = time.monotonic() + 60
+        state = b""
+        while time.monotonic() < deadline:
+            state = labkit("inspect", "-f", "{{.RestartCount}} {{.State.Status}}", name).stdout
+            if state == b"2 exited\n":
+                break
+            time.sleep(0.2)
+        assert state == b"2 exited\n"
+    finally:
+        labkit("rm", "-f", name)
