@@ -97,10 +97,11 @@ def _command(rec: ContainerRecord) -> str:
     return " ".join([rec.path, *rec.args])
 
 
-def summary(rec: ContainerRecord) -> dict[str, Any]:
-    """One GET /containers/json row."""
+def summary(rec: ContainerRecord, sizes: tuple[int, int] | None = None) -> dict[str, Any]:
+    """One GET /containers/json row; ``sizes`` (rw, rootfs) when the client asked size=1."""
     net = rec.host_config.get("NetworkMode") or "default"
-    return {
+    extra = {"SizeRw": sizes[0], "SizeRootFs": sizes[1]} if sizes is not None else {}
+    return {**extra,
         "Id": rec.id, "Names": [f"/{rec.name}"], "Image": rec.image, "ImageID": rec.image_id,
         "Command": _command(rec), "Created": int(rec.created), "Ports": [],
         "Labels": rec.config.get("Labels") or {},

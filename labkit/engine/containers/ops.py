@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit import errors
@@ -152,6 +153,15 @@ class OpsMixin(EngineHooks):
         if not rec.running:
             raise errors.ConflictError(f"Container {rec.id} is not running")
         await self.tasks.resize(rec.id, "", w, h)
+
+    def sizes(self, rec: Any) -> tuple[int, int]:
+        """(SizeRw, SizeRootFs): the container's upper dir, and that plus its image."""
+        from labkit.engine.images.store import dir_size
+        rw = dir_size(Path(rec.dir) / "upper")
+        try:
+            return rw, rw + self.images.get(rec.image_id).size
+        except errors.NotFoundError:
+            return rw, rw
 
     def log_path(self, ref: str) -> tuple[Any, str]:
         rec = self.get(ref)

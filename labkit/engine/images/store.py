@@ -127,7 +127,8 @@ class ImageStore:
         return self.get(tag)
 
 
-def _dir_size(root: Path) -> int:
+def dir_size(root: Path) -> int:
+    """Bytes of the regular files under ``root`` (lstat, no link following)."""
     total = 0
     for dirpath, _, files in os.walk(root):
         for f in files:
@@ -166,7 +167,7 @@ def ensure_busybox(store: ImageStore | None = None) -> Image:
         "rootfs": {"type": "layers", "diff_ids": [digests.diff_id]},
         "history": [{"created": "1970-01-01T00:00:00Z",
                      "created_by": "labkit: host busybox-static (/bin/busybox)"}],
-        "labkit": {"size": _dir_size(layer)},
+        "labkit": {"size": dir_size(layer)},
     }
     return store.add("busybox:latest", config)
 

@@ -16,9 +16,10 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def list_(request: web.Request) -> web.Response:
-    recs = listing.filter_list(engine(request).store.all(), flag(request, "all"),
+    eng, size = engine(request), flag(request, "size")
+    recs = listing.filter_list(eng.store.all(), flag(request, "all"),
                                integer(request, "limit", -1) or -1, filters(request))
-    return reply([listing.summary(r) for r in recs])
+    return reply([listing.summary(r, eng.sizes(r) if size else None) for r in recs])
 
 
 async def inspect(request: web.Request) -> web.Response:
