@@ -114,7 +114,10 @@ async def serve(sock: Path, ready: asyncio.Event | None = None) -> None:
             raise errors.AlreadyExistsError("daemon", str(sock), hint="another labkit daemon "
                                             "answers there; stop it or set LABKIT_SOCKET")
         sock.unlink()
-    await asyncio.get_running_loop().run_in_executor(None, ensure_busybox)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, ensure_busybox)
+    except errors.LabkitError as err:  # the API still serves; `run busybox` will 404
+        log.warning("no busybox image: %s (hint: %s)", err, err.hint)
     tasks = await connect_supervisor()
     engine = Engine(tasks, init_binary=_init_binary())
     await engine.restore()
