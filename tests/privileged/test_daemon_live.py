@@ -51,6 +51,7 @@ class Daemon:
         self.sock = base / "run" / "labkit.sock"
         self.proc: subprocess.Popen[bytes] | None = None
         self.supervisor_pids: set[int] = set()
+        self.leftover_mounts: list[str] = []
 
     def start(self) -> None:
         log = open(self.base / "daemon.log", "ab")  # noqa: SIM115
@@ -98,19 +99,31 @@ class Daemon:
         _wait_gone(sup)
 
     def stop(self) -> None:
-        """Remove every container through the API, then stop the daemon and supervisor."""
+        """Remove every container through the API, then stop the daemon and supervisor;
+        whatever is left (shims, runtime state, mounts, dirs) is removed even when a step
+        fails, and the leftover mounts are kept in ``leftover_mounts`` for the test."""
         try:
             self.supervisor_pids.add(self.supervisor_pid())
         except (OSError, AssertionError, ValueError):
             pass
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                _, rows = self.call("GET", f"{V}/containers/json?all=1")
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                _, rows = self.call("GET", f"{V}/containers/json?all=1", timeout=30)
                 for r in rows or []:
-                    self.call("DELETE", f"{V}/containers/{r['Id']}?force=1")
-            finally:
-                self.proc.send_signal(signal.SIGTERM)
+                    self.call("DELETE", f"{V}/containers/{r['Id']}?force=1", timeout=30)
+        except OSError:
+            pass
+        finally:
+            self._terminate()
+
+    def _terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
                 self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         for pid in self.supervisor_pids:
             try:
                 if b"labkit.engine.supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes():
@@ -118,8 +131,11 @@ class Daemon:
                     _wait_gone(pid)
             except (FileNotFoundError, ProcessLookupError):
                 pass
+        self.leftover_mounts = _mounts_under(self.base)
+        for m in reversed(self.leftover_mounts):
+            subprocess.run(["umount", "-l", m], check=False)
         from labkit.engine.supervisor.harness import Harness
-        Harness(self.base).cleanup()  # shims, runtime state, the dirs
+        Harness(self.base).cleanup()  # shims, runtime state (cgroups), the dirs
 
 
 def _wait_gone(pid: int) -> None:
@@ -146,7 +162,7 @@ def daemon() -> Iterator[Daemon]:
         yield d
     finally:
         d.stop()
-    assert _mounts_under(base) == []
+    assert d.leftover_mounts == []
 
 
 COUNTER = ["sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done"]
