@@ -344,3 +344,22 @@ def test_frames_roundtrip(frames: list[tuple[int, bytes]]) -> None:
     assert decode_all(b"".join(encode(s, p) for s, p in frames)) == frames
     assert encode(1, b"hi\n") == bytes([1, 0, 0, 0, 0, 0, 0, 3]) + b"hi\n"
     assert struct.calcsize(">BxxxL") == 8
+
+
+def test_attach_logs_without_stream(tmp_path: Path) -> None:
+    async def t(client: TestClient, eng: Engine) -> None:
+        port = client.server.port
+        assert port is not None
+        cid = await create(client, {"Cmd": ["echo", "before"]})
+        wait = await client.post(f"{V}/containers/{cid}/wait?condition=next-exit")
+        await client.post(f"{V}/containers/{cid}/start")
+        await wait.read()
+        loop = asyncio.get_running_loop()
+        s, head = await loop.run_in_executor(None, _raw, port, (
+            f"POST {V}/containers/{cid}/attach?logs=1&stream=0&stdout=1 HTTP/1.1\r\n"
+            "Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n").encode())
+        s.shutdown(socket.SHUT_WR)
+        body = await loop.run_in_executor(None, _read_all, s)
+        s.close()
+        assert head.startswith(b"HTTP/1.1 101") and decode_all(body) == [(1, b"before\n")]
+    run(tmp_path, t)

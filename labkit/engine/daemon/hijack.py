@@ -120,11 +120,13 @@ def _close(transport: Any) -> None:
         transport.close()
 
 
-async def serve(request: web.Request,
-                opener: Callable[[], Awaitable[IoSession | None]]) -> web.StreamResponse:
-    """Upgrade, open the session, pump it; an error after the 101 goes out as stderr text
-    (the status line is gone by then, as with dockerd)."""
+async def serve(request: web.Request, opener: Callable[[], Awaitable[IoSession | None]],
+                prelude: bytes = b"") -> web.StreamResponse:
+    """Upgrade, send ``prelude`` (attach logs=1), open the session, pump it; an error after
+    the 101 goes out as stderr text (the status line is gone by then, as with dockerd)."""
     resp, transport, stdin = await upgrade(request)
+    if prelude:
+        transport.write(prelude)
     try:
         session = await opener()
     except Exception as err:  # noqa: BLE001 - nowhere else to report it

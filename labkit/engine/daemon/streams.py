@@ -14,7 +14,8 @@ from aiohttp import web
 from labkit import errors
 from labkit.engine.daemon.frames import STREAMS, encode
 
-__all__ = ["log_chunks", "open_stream", "send_json_lines", "wait_body"]
+__all__ = ["attach_logs", "log_chunks", "nothing", "open_stream", "send_chunks", "send_json_lines",
+           "send_wait", "wait_body"]
 
 
 async def open_stream(request: web.Request, content_type: str) -> web.StreamResponse:
@@ -55,6 +56,18 @@ async def send_chunks(request: web.Request, chunks: AsyncIterator[bytes],
             await resp.write(chunk)
         await resp.write_eof()
     return resp
+
+
+async def attach_logs(engine: Any, ref: str, q: Any) -> bytes:
+    """attach?logs=1: what the container already printed, framed as the live stream."""
+    want = {"stdout": q.get("stdout", ""), "stderr": q.get("stderr", "")}
+    if not any(v in ("1", "true") for v in want.values()):
+        return b""
+    return b"".join([c async for c in log_chunks(engine, ref, want)])
+
+
+async def nothing() -> None:
+    """attach?stream=0: no live session."""
 
 
 def wait_body(exit_: Any) -> bytes:

@@ -93,8 +93,11 @@ async def wait(request: web.Request) -> web.StreamResponse:
 async def attach(request: web.Request) -> web.StreamResponse:
     eng, ref = engine(request), cid(request)
     eng.get(ref)  # 404 before the upgrade
+    prelude = await streams.attach_logs(eng, ref, request.query) if flag(request, "logs") else b""
+    live = flag(request, "stream")
     return await hijack.serve(request, lambda: eng.attach(
-        ref, flag(request, "stdin"), flag(request, "stdout"), flag(request, "stderr")))
+        ref, flag(request, "stdin"), flag(request, "stdout"), flag(request, "stderr"),
+    ) if live else streams.nothing(), prelude)
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
