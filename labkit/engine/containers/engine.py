@@ -149,6 +149,9 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
                 if not ready.done():
                     ready.set_result("")  # no socket: the session ends quietly
         self.locks.pop(rec.id, None)
+        self.backoff.pop(rec.id, None)
+        for eid in [e for e, x in self.execs.items() if x.container_id == rec.id]:
+            del self.execs[eid]  # dockerd forgets a container's execs with it
 
     # -- wait ------------------------------------------------------------------------------
     def wait_future(self, ref: str, condition: str = "not-running") -> asyncio.Future[ExitInfo]:
