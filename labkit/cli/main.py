@@ -30,9 +30,10 @@ __all__ = ["COMMANDS", "main"]
 # name -> (module, help).  Docker-style verbs will join here as more modules.
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("labkit.cli.doctor", "check what this host's kernel offers labkit"),
-    "bench": ("labkit.cli.bench", "benchmarks (runtime: container start-to-exit latency)"),
+    "bench": ("labkit.cli.bench", "benchmarks: runtime start-to-exit, engine docker-run latency"),
     "vm": ("labkit.cli.vm", "build, boot and use the disposable test VM"),
     "container": ("labkit.cli.container", "manage containers (Docker's verbs: run, ps, exec...)"),
+    "daemon": ("labkit.cli.daemon", "serve the Docker Engine API (the engine's daemon)"),
 }
 # Docker's short forms (`labkit run`, `labkit ps`, ...): the same module reads its verb from prog.
 COMMANDS.update({verb: ("labkit.cli.container", f"= labkit container {verb}") for verb in (
