@@ -1,19 +1,30 @@
-"""`labkit-runtime exec`: run one more process inside a running container (runc exec).
+"""Run one more process inside a running container (runc exec; `docker exec`).
 
-The new process joins what the container's init has: its cgroup, then each namespace the
-config lists, through /proc/<init>/ns/<kind> (setns(2), user first and mnt last, by
-labkit.ns.apply.child_enter; joining the mount namespace also moves root and cwd to the
-container's root).  Joining a pid namespace applies to children only, so, as in create,
-an intermediate forks the process that execs.  It then gets the container's process
-attributes (config.json "process", overridden by --cwd/--env/--user/--tty or replaced by
---process FILE): rlimits, user, capabilities, no_new_privs, seccomp, and execve.
+One implementation for both callers: the shim calls spawn() in-process (as it calls the
+runtime's create/start/kill/delete), and `labkit-runtime exec` (exec_process) wraps it.
+
+    caller ──fork──> middle: join the container's cgroup (cgroups(7): before setns into its
+                     cgroup namespace, so the namespace root is the container's cgroup), then
+                     setns(2) into every namespace the config lists, through
+                     /proc/<init>/ns/<kind> (labkit.ns.apply.child_enter: user first, mnt
+                     last; joining the mount namespace also moves root and cwd to the
+                     container's root), then fork ──> the exec'd process
+                     (a joined pid namespace applies only to children, pid_namespaces(7))
+    middle reports the pid and exits; the process re-parents to the caller (a subreaper).
+
+The process then does what the container init does (runtime.process): rlimits, user and
+capabilities, cwd, PATH lookup, no_new_privs, seccomp, execve.  Errors come back through a
+CLOEXEC pipe as pickled labkit errors (the create frame format); the pipe reaching EOF
+without an error means execve succeeded.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
-import sys
+import socket
+import termios
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
 # any name TYPE_CHECKING as true (the same trick as labkit.ns).
@@ -25,11 +36,12 @@ from labkit import errors
 from labkit._sys import consts, fastjson, syscalls
 from labkit._sys.consts import OCI_NS_NAMES
 from labkit._sys.seccomp import load_bpf
+from labkit._sys.signals import reset_signals
 from labkit.engine.runtime import config as configmod
 from labkit.engine.runtime import process as procmod
 from labkit.engine.runtime import state as statemod
 from labkit.engine.runtime.create import SYNC_TIMEOUT, _kill_reap, _read_frames, _unpickle
-from labkit.engine.runtime.init import _controlling_tty, _report, join_cgroup, open_pty
+from labkit.engine.runtime.init import _cloexec_all, _report, join_cgroup, open_pty
 from labkit.ns.apply import child_enter, send_frame
 from labkit.ns.spec import NamespaceSpec
 
@@ -69,6 +81,7 @@ def build_process(cfg: dict[str, Any], args: list[str], *, process_file: str | N
 
 
 def _join_spec(cfg: dict[str, Any], init_pid: int) -> NamespaceSpec:
+    # Every namespace the config lists, new or joined by path: init is in all of them.
     kinds = []
     for ent in (cfg.get("linux") or {}).get("namespaces") or []:
         kind = OCI_NS_NAMES.get(ent.get("type", ""))
@@ -78,50 +91,163 @@ def _join_spec(cfg: dict[str, Any], init_pid: int) -> NamespaceSpec:
                          propagation="unchanged")
 
 
-def container_pty(init_pid: int) -> tuple[int, int]:
-    """A pty from the container's own devpts (/proc/PID/root/dev/ptmx resolves inside it,
-    proc(5)), so ttyname() works in there; a host pty when it has no devpts."""
+def _container_pty(host_dev: int) -> tuple[int, int]:
+    """A pty from the container's own devpts (we are in its mount namespace now), so that
+    ttyname(3) works inside; a host pty (through ``host_dev``, the host's /dev opened before
+    setns) when the container has no devpts."""
     try:
-        return open_pty(f"/proc/{init_pid}/root/dev/ptmx")
+        return open_pty("/dev/ptmx")
     except errors.SyscallError:
-        return os.openpty()
+        return open_pty("ptmx", dir_fd=host_dev)
 
 
-def _exec_child(proc: dict[str, Any], in_userns: bool, slave: int | None,
-                bpf: tuple[bytes, int] | None, sync_w: int) -> NoReturn:
+def _exec_child(p: dict[str, Any], stdio: tuple[int, int, int], tty: bool,
+                bpf: tuple[bytes, int] | None, sync_w: int, in_userns: bool) -> NoReturn:
     try:
-        if slave is not None:
-            os.setsid()
-            _controlling_tty(slave)
-        if proc.get("rlimits"):
-            procmod.set_rlimits(proc["rlimits"])
-        nnp = bool(proc.get("noNewPrivileges"))
+        # Ignored dispositions survive execve (signal(7)): start the exec from defaults.
+        reset_signals()
+        os.setsid()
+        for i, fd in enumerate(stdio):
+            os.dup2(fd, i)
+        if tty:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        _cloexec_all()  # sync_w is CLOEXEC already: EOF tells the caller execve worked
+        if p.get("rlimits"):
+            procmod.set_rlimits(p["rlimits"])
+        nnp = bool(p.get("noNewPrivileges"))
         if bpf is not None and not nnp:
-            load_bpf(*bpf)
-        procmod.switch_user(proc, in_userns)
-        os.chdir(proc["cwd"])
-        env = list(proc.get("env") or [])
-        path = procmod.lookup(proc["args"][0], env, proc["cwd"])
+            load_bpf(*bpf)  # needs CAP_SYS_ADMIN without no_new_privs: before caps drop
+        procmod.switch_user(p, in_userns)
+        cwd = p.get("cwd") or "/"
+        os.chdir(cwd)
+        env = list(p.get("env") or [])
+        path = procmod.lookup(p["args"][0], env, cwd)
         if nnp:
             procmod.no_new_privs()
         if bpf is not None and nnp:
             load_bpf(*bpf)
-        send_frame(sync_w, b"R")
-        os.close(sync_w)
-    except BaseException as exc:  # noqa: BLE001 - reported to the runtime
+        os.execve(path, p["args"], dict(kv.split("=", 1) for kv in env if "=" in kv))
+    except BaseException as exc:  # noqa: BLE001 -- any failure must reach the caller
         _report(sync_w, exc)
-        os._exit(1)
-    try:
-        os.execve(path, proc["args"], dict(kv.split("=", 1) for kv in env if "=" in kv))
-    except BaseException as exc:  # noqa: BLE001 - the runtime already returned "ready"
-        print(f"labkit-runtime exec: {exc}", file=sys.stderr)
     os._exit(127)
+
+
+def _middle(root: str, container_id: str, p: dict[str, Any],
+            stdio: tuple[int, int, int] | None, console: socket.socket | None,
+            sync_w: int) -> None:
+    """In the middle child: read the state and config, join, fork the process."""
+    st = statemod.load(root, container_id)
+    if not st.pid or not os.path.exists(f"/proc/{st.pid}/ns"):
+        raise errors.InvalidStateError("stopped", "exec", hint="the container is not running")
+    with open(os.path.join(st.dir, statemod.CONFIG_COPY), "rb") as f:
+        cfg = fastjson.loads(f.read(), what=f.name)
+    spec = _join_spec(cfg, st.pid)
+    bpf = None
+    seccomp = (cfg.get("linux") or {}).get("seccomp")
+    if seccomp:
+        from labkit.engine.runtime.seccomp import load_flags, program
+
+        # The compiled BPF cached under the state root: the same program the container's
+        # init loaded, without libseccomp's ~10 ms.
+        bpf = (program(seccomp, os.path.join(root, ".seccomp-cache")), load_flags(seccomp))
+    if st.cgroup:
+        from labkit.cgroups import open_cgroup
+
+        cg = open_cgroup(st.cgroup)
+        if cg.exists():
+            join_cgroup(cg)
+    host_dev = os.open("/dev", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if console else -1
+    child_enter(spec, -1)  # joins only: no id-map handshake, the socket is unused
+    if console is not None:
+        master, slave = _container_pty(host_dev)
+        os.close(host_dev)
+        socket.send_fds(console, [b"m"], [master])  # runc's --console-socket, SCM_RIGHTS
+        os.close(master)
+        stdio = (slave, slave, slave)
+    assert stdio is not None
+    pid = os.fork()
+    if pid == 0:
+        _exec_child(p, stdio, console is not None, bpf, sync_w, "user" in spec.join)
+    send_frame(sync_w, b"P", str(pid).encode())
+
+
+def spawn(root: str, container_id: str, p: dict[str, Any],
+          stdio: tuple[int, int, int] | None, *, tty: bool = False) -> tuple[int, int | None]:
+    """Start process ``p`` (an OCI process object) in running container ``container_id``.
+
+    The runtime's state under ``root`` gives init's pid, the cgroup and the config (which
+    namespaces to join, the seccomp profile).  ``stdio``: the three fds the process gets;
+    with ``tty`` it is None and the middle child opens a pty *in the container's devpts*
+    (after joining its mount namespace), so that ttyname(3) works inside, and sends the
+    master back over a socketpair.  Everything that allocates runs in the forked middle
+    child, so the caller's memory (a long-lived shim's) stays as it was.  The caller must
+    be a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER): the process becomes its child.
+    Returns (host pid, pty master or None).
+    Raises ExecutableNotFoundError (127), ExecutablePermissionError (126),
+    InvalidStateError (not running), InvalidArgumentError, SyscallError.
+    """
+    if not p.get("args"):
+        raise errors.InvalidArgumentError("process.args", "must name a program")
+    r, w = os.pipe2(os.O_CLOEXEC)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if tty else (None, None)
+    mid = os.fork()
+    if mid == 0:
+        code = 1
+        try:
+            os.close(r)
+            _middle(root, container_id, p, stdio, theirs, w)
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 -- any failure must reach the caller
+            _report(w, exc)
+        finally:
+            os._exit(code)
+    os.close(w)
+    master: int | None = None
+    try:
+        try:
+            frames = _read_frames(r, SYNC_TIMEOUT)
+        except BaseException:
+            _kill_reap(mid)  # stuck before reporting: do not wait for it forever
+            raise
+        os.waitpid(mid, 0)
+        if ours is not None:
+            ours.setblocking(False)  # the master was sent before the pid: no wait needed
+            try:
+                _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+                master = fds[0] if fds else None
+            except BlockingIOError:
+                master = None
+    finally:
+        os.close(r)
+        for s in (ours, theirs):
+            if s is not None:
+                s.close()
+    pid = 0
+    for tag, payload in frames:
+        if tag == b"P":
+            pid = int(payload)
+        elif tag == b"E":
+            if pid:  # the process failed before execve and exited: reap it (our child now)
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            if master is not None:
+                os.close(master)
+            raise _unpickle(payload)
+    if not pid or (tty and master is None):
+        if master is not None:
+            os.close(master)
+        raise errors.from_errno(32, "exec", f"container {container_id}",
+                                hint="the helper died without reporting")
+    return pid, master
 
 
 def exec_process(root: str, container_id: str, args: list[str], *, process_file: str | None = None,
                  cwd: str | None = None, env: list[str] | None = None, user: str | None = None,
                  tty: bool = False, detach: bool = False, pid_file: str | None = None) -> int:
-    """Run ``args`` in ``container_id``; returns its exit code (0 at once with ``detach``).
+    """`labkit-runtime exec`: run ``args`` in ``container_id``; returns its exit code (0 at
+    once with ``detach``).
 
     Raises InvalidStateError unless the container is running, InvalidArgumentError for a bad
     process, SyscallError from joining or setting up, ExecutableNotFoundError (127).
@@ -133,70 +259,14 @@ def exec_process(root: str, container_id: str, args: list[str], *, process_file:
         cfg = fastjson.loads(f.read(), what=f.name)
     proc = build_process(cfg, args, process_file=process_file, cwd=cwd, env=env, user=user,
                          tty=tty)
-    if proc.get("terminal") and detach:
+    terminal = bool(proc.get("terminal"))
+    if terminal and detach:
         raise errors.InvalidArgumentError("--tty", "a detached exec cannot have a terminal here",
                                           hint="drop --detach or --tty")
-    spec = _join_spec(cfg, st.pid)
-    bpf = None
-    seccomp = (cfg.get("linux") or {}).get("seccomp")
-    if seccomp:
-        from labkit.engine.runtime.seccomp import load_flags, program
-
-        bpf = (program(seccomp, os.path.join(root, ".seccomp-cache")), load_flags(seccomp))
-    cg = None
-    if st.cgroup:
-        from labkit.cgroups import open_cgroup
-
-        cg = open_cgroup(st.cgroup)
-        if not cg.exists():
-            cg = None
-    master = slave = None
-    if proc.get("terminal"):
-        master, slave = container_pty(st.pid)
     syscalls.prctl(consts.PR_SET_CHILD_SUBREAPER, 1)
-    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(sync_r)
-            if cg is not None:
-                join_cgroup(cg)
-            child_enter(spec, -1)  # joins only: no id-map handshake, the socket is unused
-            child = os.fork()
-            if child == 0:
-                _exec_child(proc, "user" in spec.join, slave, bpf, sync_w)
-            send_frame(sync_w, b"P", str(child).encode())
-            code = 0
-        except BaseException as exc:  # noqa: BLE001 - reported to the runtime
-            _report(sync_w, exc)
-        finally:
-            os._exit(code)
-    os.close(sync_w)
-    if slave is not None:
-        os.close(slave)
-    try:
-        frames = _read_frames(sync_r, SYNC_TIMEOUT)
-    finally:
-        os.close(sync_r)
-        os.waitpid(pid, 0)
-    child_pid = 0
-    failure: BaseException | None = None
-    ready = False
-    for tag, payload in frames:
-        if tag == b"P":
-            child_pid = int(payload)
-        elif tag == b"R":
-            ready = True
-        elif tag == b"E" and failure is None:
-            failure = _unpickle(payload)
-    if failure is not None or not ready:
-        if child_pid:
-            _kill_reap(child_pid)
-        if master is not None:
-            os.close(master)
-        raise failure or errors.from_errno(32, "read", "exec sync pipe",
-                                           hint="the process exited without reporting")
+    # Without a terminal the process gets our own stdin/stdout/stderr.
+    child_pid, master = spawn(root, container_id, proc, None if terminal else (0, 1, 2),
+                              tty=terminal)
     if pid_file:
         from labkit.engine.runtime.create import _write_pid_file
 

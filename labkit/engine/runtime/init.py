@@ -123,15 +123,17 @@ TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 
 
-def open_pty(ptmx: str = "/dev/ptmx") -> tuple[int, int]:
+def open_pty(ptmx: str = "/dev/ptmx", dir_fd: int | None = None) -> tuple[int, int]:
     """(master, slave) of a new pty from the devpts behind ``ptmx``, both close-on-exec.
 
     Inside the container "/dev/ptmx" is its own devpts instance (newinstance), so the slave
     is /dev/pts/N *there* and ttyname() works; TIOCGPTPEER opens the slave from the master
-    without a path lookup (Linux 4.13, ioctl_tty(2)).
+    without a path lookup (Linux 4.13, ioctl_tty(2)).  ``dir_fd``: resolve a relative
+    ``ptmx`` there (openat(2)), e.g. from a /dev opened before setns(2) into another mount
+    namespace.
     """
     try:
-        master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as err:
         raise errors.from_errno(err.errno or 5, "open", ptmx,
                                 hint="process.terminal needs a devpts mount at /dev/pts") from None

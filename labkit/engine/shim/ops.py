@@ -200,7 +200,7 @@ class Ops:
         return {"ok": True, "pid": p.pid}
 
     def _start_exec(self, p: Proc) -> None:
-        from labkit.engine.shim import exec as shim_exec
+        from labkit.engine.runtime import exec as rt_exec
 
         init = self.procs[""]
         if init.status not in ("running", "paused"):
@@ -208,8 +208,8 @@ class Ops:
                                            hint="the container is not running")
         stdio = None if p.terminal else self._pipes(p)
         try:
-            p.pid, master = shim_exec.spawn(init.pid, self.cfg["bundle"], self.id,
-                                            self.runtime_root, p.spec, stdio, tty=p.terminal)
+            p.pid, master = rt_exec.spawn(self.runtime_root, self.id, p.spec, stdio,
+                                          tty=p.terminal)
         except errors.LabkitError as exc:
             p.close_fds()
             code = getattr(exc, "exit_code", None)

@@ -137,7 +137,7 @@ def serve(sock: socket.socket) -> None:
 # What a shim runs, imported in the supervisor *before* the template is forked: the pages
 # are then shared by supervisor, template and every shim, and creating a container imports
 # nothing.
-WARM = ("labkit.engine.shim.server", "labkit.engine.shim.exec", "labkit.engine.runtime.create",
+WARM = ("labkit.engine.shim.server", "labkit.engine.runtime.exec", "labkit.engine.runtime.create",
         "labkit.engine.runtime.init", "labkit.engine.runtime.config",
         "labkit.engine.runtime.seccomp", "labkit.engine.logs.jsonfile", "labkit.cgroups",
         "labkit.engine.runtime.rootfs", "labkit.engine.runtime.process",
