@@ -1,4 +1,4 @@
-"""Mount option translation (runtime.mounts) and rootfs helpers that need no root."""
+"""Mount option translation (images.mountopts, the runtime's too) and rootfs helpers without root."""
 
 from __future__ import annotations
 
@@ -8,25 +8,13 @@ from pathlib import Path
 import pytest
 
 from labkit._sys import consts as C
-from labkit.engine.images.mounts import Mount
-from labkit.engine.runtime import mounts, rootfs
+from labkit.engine.images import mountopts
+from labkit.engine.runtime import rootfs
 from labkit.engine.runtime.spec import default_config
 
 
-@pytest.mark.parametrize("opts", [
-    ("nosuid", "strictatime", "mode=755", "size=65536k"),
-    ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
-    ("ro", "rw", "nodev"), ("rbind", "ro", "rprivate"), ("bind", "nosuid", "rslave"),
-    ("remount", "ro"), ("defaults",), ("relatime", "norelatime", "noatime"),
-])
-def test_agrees_with_images_mount(opts: tuple[str, ...]) -> None:
-    # runtime.mounts duplicates images.mounts for start-up speed; they must not drift.
-    flags, prop, data = mounts.parse(opts)
-    assert (flags | prop, data) == Mount("tmpfs", "x", "/t", opts).flags_and_data()
-
-
 def test_default_spec_mounts_translate() -> None:
-    got = {m["destination"]: mounts.calls(m["type"], m["source"], m["destination"], m.get("options", []))
+    got = {m["destination"]: mountopts.calls(m["type"], m["source"], m["destination"], m.get("options", []))
            for m in default_config()["mounts"]}
     assert got["/dev"] == [("tmpfs", "/dev", "tmpfs", C.MS_NOSUID | C.MS_STRICTATIME,
                             "mode=755,size=65536k")]
@@ -34,8 +22,15 @@ def test_default_spec_mounts_translate() -> None:
                             C.MS_NOSUID | C.MS_NOEXEC | C.MS_NODEV | C.MS_RDONLY, None)]
 
 
+def test_runc_extensions_are_ignored_and_mand_silent_are_flags() -> None:
+    # Words only config.json uses: runc's own extensions never reach the kernel as data.
+    assert mountopts.parse(["tmpcopyup", "mand", "silent", "mode=755", "idmap", "loud"]) == (
+        C.MS_MANDLOCK, 0, "mode=755")
+    assert mountopts.parse(["mand", "nomand", "rslave", "private"]) == (0, C.MS_PRIVATE, "")
+
+
 def test_bind_needs_a_remount_for_flags_and_a_call_for_propagation() -> None:
-    calls = mounts.calls("bind", "/src", "/dst", ["rbind", "ro", "nosuid", "rprivate"])
+    calls = mountopts.calls("bind", "/src", "/dst", ["rbind", "ro", "nosuid", "rprivate"])
     assert calls == [
         ("/src", "/dst", None, C.MS_BIND | C.MS_REC, None),
         (None, "/dst", None, C.MS_BIND | C.MS_REMOUNT | C.MS_RDONLY | C.MS_NOSUID, None),

@@ -29,12 +29,7 @@ if TYPE_CHECKING:
 from labkit import errors
 from labkit._sys import consts as C
 from labkit._sys import syscalls
-from labkit.engine.runtime import mounts
-
-_PROP = {"private": C.MS_PRIVATE, "rprivate": C.MS_PRIVATE | C.MS_REC,
-         "slave": C.MS_SLAVE, "rslave": C.MS_SLAVE | C.MS_REC,
-         "shared": C.MS_SHARED, "rshared": C.MS_SHARED | C.MS_REC,
-         "unbindable": C.MS_UNBINDABLE, "runbindable": C.MS_UNBINDABLE | C.MS_REC}
+from labkit.engine.images import mountopts
 
 # The devices every container gets (runc AllowedDevices / config-linux.md "Default Devices").
 DEFAULT_DEVICES: tuple[tuple[str, int, int], ...] = (
@@ -109,7 +104,7 @@ def locked_flags(path: str) -> int:
 
 
 def _do_mount(typ: str, source: str, dest: str, opts: tuple[str, ...]) -> None:
-    for src, target, fstype, flags, data in mounts.calls(typ, source, dest, opts):
+    for src, target, fstype, flags, data in mountopts.calls(typ, source, dest, opts):
         syscalls.mount(src, target, fstype, flags, data)
 
 
@@ -144,7 +139,7 @@ def _mount_cgroups(dest: str, opts: tuple[str, ...], cgroup_paths: dict[str, str
     # expose the host's whole tree: there each hierarchy is mounted afresh instead, and the
     # kernel roots a new mount at the namespace's root, the container's cgroup
     # (cgroup_namespaces(7)).  Values "fresh:<fstype>:<options>" ask for that.
-    flags, _, _ = mounts.parse(opts)
+    flags, _, _ = mountopts.parse(opts)
     ro = flags & C.MS_RDONLY
     base = flags & (C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC)
     if set(cgroup_paths) == {""}:
@@ -245,7 +240,8 @@ def prepare(cfg: Any, cgroup_paths: dict[str, str]) -> None:
     """Steps 1-3 of the module docstring; ``cfg`` is a validated runtime.config.Config."""
     linux = cfg.linux
     rootfs = cfg.rootfs
-    prop = _PROP.get(linux.get("rootfsPropagation") or "rslave", C.MS_SLAVE | C.MS_REC)
+    # The propagation word's bits from the one option table (0 for an unknown word).
+    prop = mountopts.parse((linux.get("rootfsPropagation") or "rslave",))[1] or C.MS_SLAVE | C.MS_REC
     syscalls.mount(None, "/", None, prop if prop & C.MS_REC else prop | C.MS_REC, None)
     syscalls.mount(rootfs, rootfs, None, C.MS_BIND | C.MS_REC, None)
     mounted_dev = False
