@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from labkit import errors
+from labkit._units import human_duration
 from labkit.engine.containers.record import ZERO_TIME, ContainerRecord, rfc3339
 
 __all__ = [
@@ -58,38 +59,16 @@ def label_match(labels: dict[str, str], want: list[str], unwanted: list[str] = (
     return all(has(s) for s in want) and not any(has(s) for s in unwanted)
 
 
-def _ago(secs: float) -> str:
-    """Go's units.HumanDuration, as `docker ps` prints it."""
-    s = int(secs)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    return f"{h // 24} days"
-
-
 def human_status(rec: ContainerRecord, now: float | None = None) -> str:
     now = now or time.time()
     if rec.status == "running":
-        return f"Up {_ago(now - rec.started_at)}"
+        return f"Up {human_duration(now - rec.started_at)}"
     if rec.status == "paused":
-        return f"Up {_ago(now - rec.started_at)} (Paused)"
+        return f"Up {human_duration(now - rec.started_at)} (Paused)"
     if rec.status == "restarting":
-        return f"Restarting ({rec.exit_code}) {_ago(now - rec.finished_at)} ago"
+        return f"Restarting ({rec.exit_code}) {human_duration(now - rec.finished_at)} ago"
     if rec.status == "exited" and rec.has_been_started:
-        return f"Exited ({rec.exit_code}) {_ago(now - rec.finished_at)} ago"
+        return f"Exited ({rec.exit_code}) {human_duration(now - rec.finished_at)} ago"
     return "Created"
 
 
