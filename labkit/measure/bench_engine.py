@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import errors
+from labkit.measure._bytecode import ensure_compiled
 
 __all__ = [
     "DOCKER",
@@ -194,6 +195,7 @@ def run(runs: int = 20, warmup: int = 2, *, with_dockerd: bool = False,
                                           "warmup >= 0")
     from labkit.lab.engine import LabEngine
 
+    ensure_compiled()
     tmp = Path(tempfile.mkdtemp(prefix="lk-bench-"))
     engine = LabEngine("bn")
     dockerd: _Dockerd | None = None

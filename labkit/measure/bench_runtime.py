@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labkit import errors
+from labkit.measure._bytecode import ensure_compiled
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -193,6 +194,7 @@ def run(runs: int = 30, warmup: int = 3, peers: list[str] | None = None, *,
         InvalidArgumentError: runs < 1 or warmup < 0.
         UnsupportedError: no runtime could write a config.json (no labkit-runtime, no runc).
     """
+    ensure_compiled()
     if runs < 1 or warmup < 0:
         raise errors.InvalidArgumentError("runs/warmup", f"{runs}/{warmup}: need runs >= 1, "
                                           "warmup >= 0")
