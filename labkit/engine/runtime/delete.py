@@ -64,9 +64,14 @@ def delete(root: str, container_id: str, *, force: bool = False) -> None:
         _wait_gone(st.pid, KILL_TIMEOUT)
         st.status = statemod.STOPPED
     if cg is not None and cg.exists():
-        if cg.procs():
-            cg.kill()  # leftovers, e.g. processes that joined the cgroup from outside
-        cg.remove()
+        # remove() refuses while processes are left (it lists them itself, so no procs()
+        # walk of every hierarchy first): leftovers, e.g. processes that joined the cgroup
+        # from outside, are killed and the removal tried again.
+        try:
+            cg.remove()
+        except errors.ConflictError:
+            cg.kill()
+            cg.remove()
     st.transition(statemod.DELETED)
     for name in os.listdir(st.dir):
         os.unlink(os.path.join(st.dir, name))
