@@ -125,15 +125,20 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             await self._kill_and_wait(rec, _signal.SIGKILL, timeout=None)
         await self._destroy(rec)
 
-    async def _destroy(self, rec: ContainerRecord) -> None:
+    async def _destroy(self, rec: ContainerRecord, task_deleted: bool = False) -> None:
+        """Remove the container: its task (unless ``task_deleted``: on_exit just deleted it
+        and nothing started it again since), rootfs mount, record and directory."""
         async with self.lock(rec):
             if rec.id not in self.store.by_id:
                 return
             task = self.monitors.pop(rec.id, None)
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
-            with contextlib.suppress(errors.LabkitError):
-                await self.tasks.delete(rec.id, force=True)
+            if not (task_deleted and rec.status == "exited"):
+                # (AutoRemove's on_exit path skips this: one supervisor round trip less
+                # between the exit and the answer to `wait condition=removed`)
+                with contextlib.suppress(errors.LabkitError):
+                    await self.tasks.delete(rec.id, force=True)
             rootfs = rec.bundle / "rootfs"
             if os.path.ismount(rootfs):  # never rmtree through a live overlay
                 from labkit.engine.images.mounts import unmount
@@ -193,8 +198,10 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         async with self.lock(rec):
             if rec.id not in self.store.by_id:
                 return
+            deleted = False
             with contextlib.suppress(errors.LabkitError):
                 await self.tasks.delete(rec.id, force=True)
+                deleted = True
             self.io_sockets.pop(rec.id, None)
             ran_for = (exit_.exited_at or time.time()) - rec.started_at
             rec.exit_code, rec.oom_killed = exit_.exit_status, exit_.oom_killed
@@ -210,7 +217,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             if self.monitors.get(rec.id) is asyncio.current_task():
                 del self.monitors[rec.id]
         if rec.host_config.get("AutoRemove"):
-            await self._destroy(rec)
+            await self._destroy(rec, task_deleted=deleted)
         elif rp.should_restart(rec.host_config.get("RestartPolicy") or {}, rec.exit_code,
                                rec.restart_count, rec.manually_stopped):
             delay = self.backoff.setdefault(rec.id, rp.Backoff()).next_delay(ran_for)
