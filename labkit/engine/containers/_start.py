@@ -179,7 +179,7 @@ class StartMixin(EngineHooks):
         await self._start_created(rec, task)
 
     async def _create_task(self, rec: ContainerRecord, record_failure: bool = True) -> TaskInfo:
-        """Bundle, rootfs, supervisor Create, loopback up: a task whose process waits.
+        """Bundle, rootfs, supervisor Create: a task whose process waits on its exec fifo.
 
         ``record_failure``: write a missing command's exit code (127) to the record; not
         for a pre-create (start does it again and records it then)."""
@@ -206,13 +206,8 @@ class StartMixin(EngineHooks):
             log_path=str(rec.log_path), labels={"lk.engine": "daemon"},
             log_driver=rec.host_config["LogConfig"]["Type"],
             log_options=rec.host_config["LogConfig"]["Config"])
+        # (lo is up already in a new network namespace: the runtime does that, as runc)
         self.io_sockets[rec.id] = task.io_socket
-        if rec.host_config.get("NetworkMode") != "host" and task.pid:
-            from labkit.engine.containers._net import loopback_up
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, loopback_up, task.pid)
-            except OSError as err:  # a sandbox without lo up still runs; say why
-                log.warning("%s: loopback up: %s", rec.id[:12], err)
         return task
 
     async def _start_created(self, rec: ContainerRecord, task: TaskInfo) -> None:

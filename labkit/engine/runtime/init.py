@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import struct
 import sys
 import termios
 
@@ -87,6 +88,36 @@ def join_cgroup(cgroup: Any) -> None:
         cgroup.add(os.getpid())
 
 
+# netdevice(7): SIOCGIFFLAGS / SIOCSIFFLAGS take a struct ifreq (16-byte name, short flags;
+# sizeof 40 on 64-bit).
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+_IFREQ = struct.Struct("16sh22x")
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in the caller's (new) network namespace.
+
+    A new network namespace starts with ``lo`` down (network_namespaces(7)).  runc does
+    this for every new network namespace (specconv gives it a "loopback" network) and so
+    does crun: Docker's "none" is exactly that, an empty namespace with lo up.  Here, right
+    after unshare(2), it costs two ioctls instead of a setns(2) round trip by the engine.
+    """
+    # Any socket of the namespace takes these ioctls, whatever its family (netdevice(7)):
+    # an AF_UNIX pair from labkit._sys spares the socket module's import (labkit-runtime
+    # keeps its start path light, tests/unit/test_import_cost.py).
+    a, b = syscalls.socketpair()
+    try:
+        flags = _IFREQ.unpack(fcntl.ioctl(a, SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(a, SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | IFF_UP))
+    except OSError as err:
+        raise errors.from_errno(err.errno or 1, "ioctl SIOCSIFFLAGS", "lo",
+                                hint="bringing up the new network namespace's loopback") from None
+    finally:
+        os.close(a)
+        os.close(b)
+
+
 def intermediate(a: InitArgs, cgroup: Any, ns_sock: int) -> NoReturn:
     """The intermediate child: cgroup, namespaces, fork init, report its pid, exit."""
     code = 1
@@ -95,6 +126,8 @@ def intermediate(a: InitArgs, cgroup: Any, ns_sock: int) -> NoReturn:
             join_cgroup(cgroup)
         child_enter(a.cfg.namespaces, ns_sock)
         os.close(ns_sock)
+        if "net" in a.cfg.namespaces.new:
+            loopback_up()
         pid = os.fork()
         if pid == 0:
             container_init(a)
