@@ -394,22 +394,3 @@ def test_run_rm_precreates_the_task_and_never_leaks_it(tmp_path: Path) -> None:
         r = await client.delete(f"{V}/containers/{cid}")
         assert r.status == 204
     run(tmp_path, t)
-
-
-def test_a_precreated_task_never_started_is_dropped(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from labkit.engine.containers import _start
-    monkeypatch.setattr(_start, "PRECREATE_TTL", 0.05)
-
-    async def t(client: TestClient, eng: Engine) -> None:
-        cid = await create(client, {"Cmd": ["sh", "-c", "exit 5"],
-                                    "HostConfig": {"AutoRemove": True}})
-        await eng.precreated[cid]
-        assert len(await eng.tasks.list()) == 1
-        await asyncio.sleep(0.3)
-        assert cid not in eng.precreated and await eng.tasks.list() == []
-        assert (await client.get(f"{V}/containers/{cid}/json")).status == 200
-        wait = asyncio.create_task(client.post(f"{V}/containers/{cid}/wait?condition=removed"))
-        assert (await client.post(f"{V}/containers/{cid}/start")).status == 204
-        assert await (await wait).json() == {"StatusCode": 5, "Error": None}
-    run(tmp_path, t)

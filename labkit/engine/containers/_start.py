@@ -149,8 +149,6 @@ class StartMixin(EngineHooks):
         loop.call_later(PRECREATE_TTL, lambda: loop.create_task(self._expire(rec)))
 
     async def _expire(self, rec: ContainerRecord) -> None:
-        if rec.id not in self.precreated:  # started or removed meanwhile (and the lock of a
-            return  # removed container must not be made again: self.locks would keep it)
         async with self.lock(rec):
             await self.drop_precreated(rec)
 
