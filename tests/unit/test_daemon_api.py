@@ -363,34 +363,3 @@ def test_attach_logs_without_stream(tmp_path: Path) -> None:
         s.close()
         assert head.startswith(b"HTTP/1.1 101") and decode_all(body) == [(1, b"before\n")]
     run(tmp_path, t)
-
-
-def test_run_rm_precreates_the_task_and_never_leaks_it(tmp_path: Path) -> None:
-    """`run --rm`: the task is created at POST /create (its process held until start);
-    start takes that very task over, and a removal or an update before start drops it."""
-    async def t(client: TestClient, eng: Engine) -> None:
-        fake: FakeTasks = eng.tasks  # type: ignore[assignment]
-        rm = {"HostConfig": {"AutoRemove": True}}
-        cid = await create(client, {"Cmd": ["true"], **rm})
-        await eng.precreated[cid]  # the create runs in the background
-        assert fake.calls == [("create", cid, "")]
-        assert (await eng.tasks.list())[0].status == "created"
-        r = await client.delete(f"{V}/containers/{cid}")
-        assert r.status == 204
-        assert cid not in eng.precreated and await eng.tasks.list() == []
-
-        cid = await create(client, {"Cmd": ["sh", "-c", "exit 4"], **rm})
-        wait = asyncio.create_task(client.post(f"{V}/containers/{cid}/wait?condition=removed"))
-        r = await client.post(f"{V}/containers/{cid}/start")
-        assert r.status == 204
-        assert await (await wait).json() == {"StatusCode": 4, "Error": None}
-        assert [c for c in fake.calls if c[1] == cid][:2] == [("create", cid, ""),
-                                                              ("start", cid, "")]
-
-        cid = await create(client, {"Cmd": ["true"], **rm})
-        r = await client.post(f"{V}/containers/{cid}/update", json={"Memory": 64 << 20})
-        assert r.status == 200
-        assert cid not in eng.precreated and await eng.tasks.list() == []
-        r = await client.delete(f"{V}/containers/{cid}")
-        assert r.status == 204
-    run(tmp_path, t)

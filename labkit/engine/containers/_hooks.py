@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from labkit.engine.containers.execs import ExecRecord
     from labkit.engine.containers.record import ContainerRecord
     from labkit.engine.containers.store import ContainerStore
-    from labkit.engine.containers.tasks import ExitInfo, TaskInfo, TaskService
+    from labkit.engine.containers.tasks import ExitInfo, TaskService
     from labkit.engine.images.store import ImageStore
 
 __all__ = ["EngineHooks"]
@@ -33,7 +33,6 @@ class EngineHooks:
         monitors: dict[str, asyncio.Task[None]]
         pending_io: dict[str, list[tuple[asyncio.Future[str], asyncio.Future[None]]]]
         io_sockets: dict[str, str]
-        precreated: dict[str, asyncio.Task[TaskInfo]]
         backoff: dict[str, rp.Backoff]
         execs: dict[str, ExecRecord]
 
@@ -46,6 +45,5 @@ class EngineHooks:
         async def _destroy(self, rec: ContainerRecord,
                            task_deleted: bool = ...) -> None: ...
         async def remove(self, ref: str, force: bool = ...) -> None: ...
-        async def drop_precreated(self, rec: ContainerRecord) -> None: ...
         async def start(self, ref: str) -> None: ...
         def oci_config(self, rec: ContainerRecord, write: bool = ...) -> dict[str, Any]: ...

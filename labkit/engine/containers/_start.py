@@ -20,13 +20,12 @@ from labkit import errors
 from labkit.engine.containers import restart as rp
 from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers.record import ContainerRecord
-from labkit.engine.containers.tasks import ExitInfo, TaskInfo
+from labkit.engine.containers.tasks import ExitInfo
 
 __all__ = ["IoSession", "StartMixin", "layer_lookup"]
 
 log = logging.getLogger("labkit.daemon")
 ATTACH_GRACE = 2.0  # seconds start waits for attach sessions to reach the shim
-PRECREATE_TTL = 30.0  # seconds a pre-created task (`run --rm`) waits for its start
 
 
 def layer_lookup(dirs: list[Path]):  # type: ignore[no-untyped-def]
@@ -128,61 +127,8 @@ class StartMixin(EngineHooks):
             await self._destroy(rec)  # is removed (and `wait condition=removed` returns)
             raise failure
 
-    # -- pre-create: `docker run --rm` -----------------------------------------------------
-    def precreate(self, rec: ContainerRecord) -> None:
-        """Begin the task of an AutoRemove container now, at POST /containers/create.
-
-        `docker run --rm` sends create, then attach and wait, then start: the bundle, the
-        supervisor's Create (shim, runtime create: namespaces, mounts, an init blocked on
-        its exec fifo) then overlap with the client's own round trips instead of following
-        them.  Nothing runs before Start (the fifo holds the process), no event is emitted
-        and the record stays "created"; start_task takes the task over, _destroy and
-        update drop it, and one never started is dropped after PRECREATE_TTL seconds.
-        """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # a synchronous caller (no daemon loop): the usual path
-            return
-        task = loop.create_task(self._create_task(rec, record_failure=False))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read at start
-        self.precreated[rec.id] = task
-        loop.call_later(PRECREATE_TTL, lambda: loop.create_task(self._expire(rec)))
-
-    async def _expire(self, rec: ContainerRecord) -> None:
-        async with self.lock(rec):
-            await self.drop_precreated(rec)
-
-    async def drop_precreated(self, rec: ContainerRecord) -> None:
-        """Delete a pre-created task that will not be started as it is (caller holds the lock)."""
-        pre = self.precreated.pop(rec.id, None)
-        if pre is None:
-            return
-        try:
-            await pre
-        except Exception:  # noqa: BLE001 - it failed: nothing of it is left (see _create_task)
-            return
-        with contextlib.suppress(errors.LabkitError):
-            await self.tasks.delete(rec.id, force=True)
-        self.io_sockets.pop(rec.id, None)
-
     async def start_task(self, rec: ContainerRecord) -> None:
         """Bundle -> supervisor Create -> attach sessions connect -> Start -> monitor."""
-        pre = self.precreated.pop(rec.id, None)
-        task: TaskInfo | None = None
-        if pre is not None:
-            try:
-                task = await pre
-            except Exception:  # noqa: BLE001 - redone below, which raises and records it
-                task = None
-        if task is None:
-            task = await self._create_task(rec)
-        await self._start_created(rec, task)
-
-    async def _create_task(self, rec: ContainerRecord, record_failure: bool = True) -> TaskInfo:
-        """Bundle, rootfs, supervisor Create: a task whose process waits on its exec fifo.
-
-        ``record_failure``: write a missing command's exit code (127) to the record; not
-        for a pre-create (start does it again and records it then)."""
         from labkit.engine.images.overlay import prepare
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
@@ -192,9 +138,8 @@ class StartMixin(EngineHooks):
         if not find_executable(rec.path, proc["env"], layers):
             msg = (f'failed to create shim task: OCI runtime create failed: exec: "{rec.path}": '
                    "executable file not found in $PATH: unknown")
-            if record_failure:
-                rec.exit_code, rec.error = 127, msg
-                rec.save()
+            rec.exit_code, rec.error = 127, msg
+            rec.save()
             raise errors.InvalidArgumentError("Cmd", msg)
         for sub in ("upper", "work", "bundle/rootfs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -208,10 +153,6 @@ class StartMixin(EngineHooks):
             log_options=rec.host_config["LogConfig"]["Config"])
         # (lo is up already in a new network namespace: the runtime does that, as runc)
         self.io_sockets[rec.id] = task.io_socket
-        return task
-
-    async def _start_created(self, rec: ContainerRecord, task: TaskInfo) -> None:
-        cfg = rec.config
         size = rec.host_config.get("ConsoleSize") or [0, 0]
         if cfg.get("Tty") and len(size) == 2 and all(size):  # 28.x sends [h, w] at create
             with contextlib.suppress(errors.LabkitError):

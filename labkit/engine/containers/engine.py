@@ -29,7 +29,7 @@ from labkit.engine.containers.execs import ExecMixin, ExecRecord
 from labkit.engine.containers.ops import OpsMixin
 from labkit.engine.containers.record import ContainerRecord, new_id
 from labkit.engine.containers.store import ContainerStore
-from labkit.engine.containers.tasks import ExitInfo, TaskInfo, TaskService
+from labkit.engine.containers.tasks import ExitInfo, TaskService
 from labkit.engine.images.store import ImageStore
 
 __all__ = ["Engine", "NotModifiedError", "parse_signal"]
@@ -76,7 +76,6 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         self.monitors: dict[str, asyncio.Task[None]] = {}
         self.pending_io: dict[str, list[tuple[asyncio.Future[str], asyncio.Future[None]]]] = {}
         self.io_sockets: dict[str, str] = {}
-        self.precreated: dict[str, asyncio.Task[TaskInfo]] = {}  # see StartMixin.precreate
         self.locks: dict[str, asyncio.Lock] = {}
         self.backoff: dict[str, rp.Backoff] = {}
         self.execs: dict[str, ExecRecord] = {}
@@ -115,8 +114,6 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             raise
         self.store.add(rec)
         self.emit("create", rec)
-        if rec.host_config.get("AutoRemove"):
-            self.precreate(rec)  # `run --rm`: its start follows at once
         return rec
 
     async def remove(self, ref: str, force: bool = False) -> None:
@@ -140,7 +137,6 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             task = self.monitors.pop(rec.id, None)
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
-            await self.drop_precreated(rec)
             if not (task_deleted and rec.status == "exited"):
                 # (AutoRemove's on_exit path skips this: one supervisor round trip less
                 # between the exit and the answer to `wait condition=removed`)

@@ -89,8 +89,6 @@ class OpsMixin(EngineHooks):
         if body.get("NanoCpus"):
             new["CpuQuota"], new["CpuPeriod"] = 0, 0
         validate_resources(new)
-        async with self.lock(rec):
-            await self.drop_precreated(rec)  # its bundle has the old resources
         if rec.status in ("running", "paused"):
             from labkit.engine.containers.ocispec import resources
             res = resources(new)
