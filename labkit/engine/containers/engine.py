@@ -18,7 +18,6 @@ import os
 import shutil
 import signal as _signal
 import time
-from pathlib import Path
 
 from labkit import errors
 from labkit.engine.containers import restart as rp
@@ -147,11 +146,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
                 from labkit.engine.images.mounts import unmount
                 unmount(str(rootfs), detach=True)
             self.store.discard(rec)
-            trashed = self.store.trash(Path(rec.dir))
-            if trashed is None:
-                shutil.rmtree(rec.dir, ignore_errors=True)
-            else:  # its files go in a worker thread, after the answer (store.trash)
-                asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, trashed, True)
+            shutil.rmtree(rec.dir, ignore_errors=True)
             self.emit("destroy", rec)
             exit_ = ExitInfo(rec.exit_code, rec.finished_at, rec.oom_killed, rec.error)
             for fut in self.removals.pop(rec.id, []) + self.exits.pop(rec.id, []):

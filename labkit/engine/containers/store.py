@@ -8,7 +8,6 @@ which the daemon turns into 404 "No such container: X".
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -40,31 +39,9 @@ class ContainerStore:
         self.by_id: dict[str, ContainerRecord] = {}
         self.names: dict[str, str] = {}
 
-    @property
-    def trash_dir(self) -> Path:
-        """Where removed containers' directories wait for their deletion (see trash())."""
-        return self.root.parent / ".containers-removed"
-
-    def trash(self, d: Path) -> Path | None:
-        """Move a removed container's directory out of the store with one rename(2).
-
-        Deleting the files (the rootfs' upper and work dirs, logs, bundle) costs a
-        millisecond or more, and `wait condition=removed` answers after removal: the caller
-        deletes the returned path later, off that path.  A daemon that dies first leaves it
-        to the next load_all().  None when the rename failed (delete ``d`` in place then).
-        """
-        dest = self.trash_dir / d.name
-        try:
-            self.trash_dir.mkdir(exist_ok=True)
-            os.rename(d, dest)
-        except OSError:
-            return None
-        return dest
-
     def load_all(self) -> list[ContainerRecord]:
         """Read every record from disk (daemon start); half-created dirs are removed."""
         self.root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.trash_dir, ignore_errors=True)  # what a previous daemon left
         for d in sorted(self.root.iterdir()):
             if not d.is_dir():
                 continue
