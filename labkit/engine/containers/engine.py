@@ -104,9 +104,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         try:
             d.mkdir(parents=True)
             self.oci_config(rec, write=False)  # user, command: refuse now what start would
-            # An AutoRemove container's record needs no fsync: after a machine crash Docker
-            # removes such containers anyway (a torn record is skipped by load_all).
-            rec.save(sync=not spec.host_config.get("AutoRemove"))
+            rec.save()
         except BaseException:
             self.store.discard(rec)
             shutil.rmtree(d, ignore_errors=True)
@@ -209,8 +207,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             rec.exit_code, rec.oom_killed = exit_.exit_status, exit_.oom_killed
             rec.finished_at, rec.error, rec.pid = exit_.exited_at or time.time(), exit_.error, 0
             rec.transition("exited")
-            if not (deleted and rec.host_config.get("AutoRemove")):
-                rec.save(sync=False)  # (an AutoRemove record is removed right below)
+            rec.save(sync=False)
             if exit_.oom_killed:
                 self.emit("oom", rec)
             self.emit("die", rec, exitCode=str(exit_.exit_status))
