@@ -200,11 +200,16 @@ def test_live_restore_20_containers(daemon: Daemon) -> None:
         info = daemon.call("GET", f"{V}/containers/{cid}/json")[1]
         assert info["State"]["Running"] and info["State"]["Pid"] == pids[cid]
         assert os.path.exists(f"/proc/{pids[cid]}")
-    time.sleep(0.3)
     for cid in ids:
+        # It went on printing while we were down, and after: wait for it (30 s deadline)
+        # rather than count lines after a sleep, which a loaded machine would make flaky.
+        deadline = time.monotonic() + 30
         seq = _logs(daemon, cid)
+        while len(seq) <= before[cid] + 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seq = _logs(daemon, cid)
         assert seq == list(range(len(seq))), f"gap or lost line in {cid[:12]}"
-        assert len(seq) > before[cid] + 5  # it went on printing while we were down
+        assert len(seq) > before[cid] + 5, f"{cid[:12]} stopped printing"
     # exec, stop (with a wait pending), rm -f: all work on adopted containers
     st, out = daemon.call("POST", f"{V}/containers/{ids[0]}/exec",
                           {"Cmd": ["echo", "adopted"], "Detach": True})
