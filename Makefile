@@ -20,7 +20,7 @@ test: setup
 	$(PY) -m pytest --privileged tests $(PYTEST_ARGS)
 	@if command -v qemu-system-x86_64 >/dev/null; then $(MAKE) --no-print-directory test-vm; else echo "make test: no qemu-system-x86_64, skipping the VM tests (tests/vm)"; fi
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
-	  --sanitize-with notebooks/sanitize.cfg notebooks/
+	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks/
 
 test-fast: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
