@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from labkit.engine.runtime.config import CGROUP_PARENT as _SHARED_PARENT
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -35,7 +37,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # The runtime puts containers under the shared parent cgroup "lk" (as Docker uses /docker),
 # creating it on first use and keeping it. A test session that created it removes it at the
 # end, when it is empty; remove() refuses (ConflictError) while any process is inside.
-_SHARED_PARENT = "lk"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import errors
+from labkit.cgroups import open_cgroup
 from labkit.engine.client import Client
 from labkit.engine.client.launch import spawn_daemon, wait_ready
+from labkit.engine.runtime.config import CGROUP_PARENT
 
 __all__ = ["LabEngine", "ProcRow", "process_rows"]
 
@@ -67,6 +69,10 @@ class LabEngine:
         # every engine process we ever saw, with its start time: killed at stop only if the
         # pid still names the same process (pids are reused)
         self.known_pids: dict[int, float] = {}
+        # The containers' shared parent cgroup outlives them; a lab engine that caused it
+        # removes it again at stop (remove() refuses while any process is inside).
+        self._parent_cgroup = open_cgroup(CGROUP_PARENT)
+        self._made_parent = not self._parent_cgroup.exists()
 
     @property
     def docker_env(self) -> dict[str, str]:
@@ -214,6 +220,11 @@ class LabEngine:
         _wait_gone(order)
         _unmount_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
+        if self._made_parent:
+            try:
+                self._parent_cgroup.remove()
+            except (errors.LabkitError, OSError):
+                pass  # another engine's container is still inside: it is theirs now
 
     def __enter__(self) -> LabEngine:  # noqa: PYI034
         return self.start()

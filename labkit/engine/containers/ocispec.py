@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labkit import errors
+from labkit.engine.runtime.config import CGROUP_PARENT
 
 __all__ = [
     "CPU_PERIOD",
@@ -202,5 +203,5 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
         ns.append({"type": "network", "path": netns} if netns else {"type": "network"})
     linux["namespaces"] = ns
     linux["resources"] = resources(host)
-    linux["cgroupsPath"] = f"lk/{cid}"
+    linux["cgroupsPath"] = f"{CGROUP_PARENT}/{cid}"
     return spec  # default_config() built it fresh: nothing shared to copy

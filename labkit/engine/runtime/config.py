@@ -21,6 +21,10 @@ from labkit._sys import fastjson
 from labkit._sys.consts import OCI_NS_NAMES
 from labkit.ns.spec import IdMap, NamespaceSpec
 
+# The parent of every container's cgroup when config.json names none (as Docker uses
+# /docker): created on first use and shared by all containers, so kept afterwards.
+CGROUP_PARENT = "lk"
+
 _RLIMITS = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE",
             "RLIMIT_RSS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS",
             "RLIMIT_LOCKS", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",
@@ -134,7 +138,7 @@ def validate(raw: Any, bundle: str, container_id: str) -> Config:
             hint="do that setup before create (e.g. labkit.engine.net), or use runc")
     linux = want(raw, "linux", dict, "") or {}
     ns = _namespaces(raw, linux)
-    cgpath = want(linux, "cgroupsPath", str, "linux") or f"lk/{container_id}"
+    cgpath = want(linux, "cgroupsPath", str, "linux") or f"{CGROUP_PARENT}/{container_id}"
     for key in ("maskedPaths", "readonlyPaths"):
         _strs(linux, key, "linux")
     prop = want(linux, "rootfsPropagation", str, "linux")
