@@ -19,6 +19,7 @@ from typing import Any
 from labkit import errors
 from labkit.engine.containers import restart as rp
 from labkit.engine.containers._hooks import EngineHooks
+from labkit.engine.containers.lifecycle import LIVE, TRANSITIONS, State, can_move
 from labkit.engine.containers.record import ContainerRecord
 from labkit.engine.containers.tasks import ExitInfo
 
@@ -111,9 +112,9 @@ class StartMixin(EngineHooks):
         rec = self.get(ref)
         failure: errors.LabkitError | None = None
         async with self.lock(rec):
-            if rec.status in ("running", "paused"):
+            if rec.status in (State.RUNNING, State.PAUSED):
                 raise NotModifiedError(f"container {rec.id} is already started")
-            if rec.status == "removing":
+            if not can_move(rec.status, State.RUNNING, TRANSITIONS):  # removing, dead
                 raise errors.ConflictError(f"container {rec.id} is marked for removal")
             rec.manually_stopped = False
             self.backoff.pop(rec.id, None)
@@ -174,8 +175,7 @@ class StartMixin(EngineHooks):
             raise
         rec.pid, rec.started_at, rec.error = started.pid, time.time(), ""
         rec.has_been_started = True
-        rec.transition("running")
-        rec.save(sync=False)
+        rec.transition(State.RUNNING)
         self.emit("start", rec)
         self.monitor(rec)
 
@@ -184,7 +184,7 @@ class StartMixin(EngineHooks):
         """An io session to the container's process; waits for start when not running yet."""
         rec = self.get(ref)
         tty = bool(rec.config.get("Tty"))
-        if rec.status in ("running", "paused"):
+        if rec.status in (State.RUNNING, State.PAUSED):
             sock = self.io_sockets.get(rec.id) or (await self.tasks.state(rec.id)).io_socket
             self.io_sockets[rec.id] = sock
             return await IoSession.connect(sock, "", stdin, stdout, stderr, tty)
@@ -218,26 +218,29 @@ class StartMixin(EngineHooks):
                     await self.tasks.delete(t.id, force=True)
 
     async def _restore_one(self, rec: ContainerRecord, t: Any) -> None:
-        if rec.status == "removing":
+        if rec.status is State.REMOVING:  # rm had begun: finish it; never restart it
             await self._destroy(rec)
-        elif t is not None and t.status in ("running", "paused"):
-            rec.status, rec.pid = t.status, t.pid
+            return
+        if rec.status is State.DEAD:  # kept for `docker rm`, as dockerd keeps them
+            return
+        if t is not None and t.status in ("running", "paused"):
+            rec.pid = t.pid
+            rec.transition(State(t.status))
             self.io_sockets[rec.id] = t.io_socket
-            rec.save()
             self.monitor(rec)
-        elif t is not None and t.status == "stopped":
-            rec.status = "running" if rec.status == "exited" else rec.status
+            return
+        if t is not None and t.status == "stopped":  # it ended while we were away
             await self.on_exit(rec, ExitInfo(t.exit_status, t.exited_at, t.oom_killed))
-        elif t is not None:  # created but never started: the daemon died in between
+            return
+        if t is not None:  # created but never started: the daemon died in between
             with contextlib.suppress(errors.LabkitError):
                 await self.tasks.delete(rec.id, force=True)
-            rec.status = "created"
-            rec.save()
-        elif rec.status in ("running", "paused", "restarting"):
-            rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", 255, time.time(), 0
-            rec.save()
-            if rp.restart_on_daemon_start(rec.host_config.get("RestartPolicy") or {}, False):
+        policy = rec.host_config.get("RestartPolicy") or {}
+        if rec.status in LIVE:  # its task is gone (the machine rebooted, say)
+            rec.exit_code, rec.finished_at, rec.pid = 255, time.time(), 0
+            rec.transition(State.EXITED)
+            if rp.restart_on_daemon_start(policy, False):
                 await self.start(rec.id)
-        elif rec.status == "exited" and rp.restart_on_daemon_start(
-                rec.host_config.get("RestartPolicy") or {}, rec.manually_stopped):
+        elif rec.status is State.EXITED and rp.restart_on_daemon_start(
+                policy, rec.manually_stopped):
             await self.start(rec.id)

@@ -25,6 +25,7 @@ from labkit.engine.containers._start import StartMixin
 from labkit.engine.containers.createbody import CreateSpec, validate_name
 from labkit.engine.containers.events import EventBus
 from labkit.engine.containers.execs import ExecMixin, ExecRecord
+from labkit.engine.containers.lifecycle import State, hold
 from labkit.engine.containers.ops import OpsMixin
 from labkit.engine.containers.record import ContainerRecord, new_id
 from labkit.engine.containers.store import ContainerStore
@@ -116,13 +117,24 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
     async def remove(self, ref: str, force: bool = False) -> None:
         """DELETE /containers/{id}: 409 when running without force; force kills first."""
         rec = self.get(ref)
-        if rec.running and not force:
-            raise errors.ConflictError(
-                f"You cannot remove a running container {rec.id}. Stop the container before "
-                "attempting removal or force remove")
-        rec.manually_stopped = True
-        if rec.running:
-            await self._kill_and_wait(rec, _signal.SIGKILL, timeout=None)
+        async with self.lock(rec):
+            if rec.status is State.REMOVING:
+                raise errors.ConflictError(f"removal of container {rec.id} is already in "
+                                           "progress")
+            if rec.running and not force:
+                raise errors.ConflictError(
+                    f"You cannot remove a running container {rec.id}. Stop the container "
+                    "before attempting removal or force remove")
+            live = rec.status in (State.RUNNING, State.PAUSED)
+            fut = self._exit_future(rec) if live else None
+            # Recorded (fsync) before anything is torn down: a daemon killed from here on
+            # finishes the removal at its next start and never restarts the container.
+            rec.manually_stopped = True
+            rec.transition(State.REMOVING)
+        if fut is not None:
+            await self._signal(rec, _signal.SIGKILL)
+            await asyncio.shield(fut)
+        await hold("rm")
         await self._destroy(rec)
 
     async def _destroy(self, rec: ContainerRecord, task_deleted: bool = False) -> None:
@@ -131,18 +143,24 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         async with self.lock(rec):
             if rec.id not in self.store.by_id:
                 return
+            # (AutoRemove's on_exit path skips the task delete: one supervisor round trip
+            # less between the exit and the answer to `wait condition=removed`)
+            delete_task = not (task_deleted and rec.status is State.EXITED)
+            rec.transition(State.REMOVING)  # recorded before the teardown (lifecycle.DURABLE)
             task = self.monitors.pop(rec.id, None)
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
-            if not (task_deleted and rec.status == "exited"):
-                # (AutoRemove's on_exit path skips this: one supervisor round trip less
-                # between the exit and the answer to `wait condition=removed`)
+            if delete_task:
                 with contextlib.suppress(errors.LabkitError):
                     await self.tasks.delete(rec.id, force=True)
             rootfs = rec.bundle / "rootfs"
-            if os.path.ismount(rootfs):  # never rmtree through a live overlay
-                from labkit.engine.images.mounts import unmount
-                unmount(str(rootfs), detach=True)
+            try:
+                if os.path.ismount(rootfs):  # never rmtree through a live overlay
+                    from labkit.engine.images.mounts import unmount
+                    unmount(str(rootfs), detach=True)
+            except (OSError, errors.LabkitError):
+                rec.transition(State.DEAD)  # moby SetRemovalError: `rm` again finishes it
+                raise
             self.store.discard(rec)
             shutil.rmtree(rec.dir, ignore_errors=True)
             self.emit("destroy", rec)
@@ -170,6 +188,12 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         else:
             table = self.removals if condition == "removed" else self.exits
             table.setdefault(rec.id, []).append(fut)
+        return fut
+
+    def _exit_future(self, rec: ContainerRecord) -> asyncio.Future[ExitInfo]:
+        """Resolved by the task's next exit (on_exit) or the container's removal."""
+        fut: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
+        self.exits.setdefault(rec.id, []).append(fut)
         return fut
 
     # -- the exit path ---------------------------------------------------------------------
@@ -206,8 +230,9 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             ran_for = (exit_.exited_at or time.time()) - rec.started_at
             rec.exit_code, rec.oom_killed = exit_.exit_status, exit_.oom_killed
             rec.finished_at, rec.error, rec.pid = exit_.exited_at or time.time(), exit_.error, 0
-            rec.transition("exited")
-            rec.save(sync=False)
+            # removing/dead: rm has begun (and owns what follows); the exit is only noted
+            going = rec.status in (State.REMOVING, State.DEAD)
+            rec.transition(rec.status if going else State.EXITED)
             if exit_.oom_killed:
                 self.emit("oom", rec)
             self.emit("die", rec, exitCode=str(exit_.exit_status))
@@ -216,6 +241,8 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
                     fut.set_result(exit_)
             if self.monitors.get(rec.id) is asyncio.current_task():
                 del self.monitors[rec.id]
+        if going:
+            return
         if rec.host_config.get("AutoRemove"):
             await self._destroy(rec, task_deleted=deleted)
         elif rp.should_restart(rec.host_config.get("RestartPolicy") or {}, rec.exit_code,
@@ -224,38 +251,49 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             self.monitors[rec.id] = asyncio.create_task(self._restart_later(rec, delay))
 
     async def _restart_later(self, rec: ContainerRecord, delay: float) -> None:
-        rec.transition("restarting")
-        rec.save()
+        async with self.lock(rec):
+            if rec.status is not State.EXITED or rec.manually_stopped:
+                return  # stopped, started or removed since the exit
+            rec.transition(State.RESTARTING)
         await asyncio.sleep(delay)
         async with self.lock(rec):
-            if rec.status != "restarting" or rec.manually_stopped:
+            # State(): read afresh, it may have moved while we slept
+            if State(rec.status) is not State.RESTARTING or rec.manually_stopped:
                 return
             rec.restart_count += 1
             self.monitors.pop(rec.id, None)
             try:
                 await self.start_task(rec)
             except errors.LabkitError as err:
-                rec.status, rec.error = "exited", str(err)
-                rec.save()
+                rec.error = str(err)
+                rec.transition(State.EXITED)
 
     # -- stop / kill / restart / pause ------------------------------------------------------
     async def _kill_and_wait(self, rec: ContainerRecord, sig: int,
                              timeout: float | None) -> bool:
         """Send ``sig``; wait up to ``timeout`` s for the exit; True when it exited."""
-        if rec.status == "restarting":
+        if rec.status is State.RESTARTING:
             async with self.lock(rec):
-                rec.transition("exited")
-                rec.save()
+                if rec.status is State.RESTARTING:
+                    rec.transition(State.EXITED)
             return True
         fut = self.wait_future(rec.id, "not-running")
-        with contextlib.suppress(errors.NotFoundError):
-            await self.tasks.kill(rec.id, sig, all=sig == _signal.SIGKILL)
-        self.emit("kill", rec, signal=str(sig))
+        await self._signal(rec, sig)
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
             return True
         except TimeoutError:
             return False
+
+    async def _signal(self, rec: ContainerRecord, sig: int) -> None:
+        """Send ``sig`` (SIGKILL to every process, as runc kill --all); a paused container
+        is resumed after a SIGKILL so that it can die (moby killWithSignal)."""
+        with contextlib.suppress(errors.NotFoundError):
+            await self.tasks.kill(rec.id, sig, all=sig == _signal.SIGKILL)
+        self.emit("kill", rec, signal=str(sig))
+        if sig == _signal.SIGKILL and rec.status is State.PAUSED:
+            with contextlib.suppress(errors.LabkitError):
+                await self.tasks.resume(rec.id)
 
     async def stop(self, ref: str, timeout: int | None = None) -> None:
         """SIGTERM (or Config.StopSignal), then SIGKILL after ``timeout`` s (default 10)."""
@@ -298,8 +336,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         if rec.status != "running":
             raise not_running(rec)
         await self.tasks.pause(rec.id)
-        rec.transition("paused")
-        rec.save()
+        rec.transition(State.PAUSED)
         self.emit("pause", rec)
 
     async def unpause(self, ref: str) -> None:
@@ -307,8 +344,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         if rec.status != "paused":
             raise errors.ConflictError(f"Container {rec.id} is not paused")
         await self.tasks.resume(rec.id)
-        rec.transition("running")
-        rec.save()
+        rec.transition(State.RUNNING)
         self.emit("unpause", rec)
 
     def rename(self, ref: str, new: str) -> None:

@@ -18,6 +18,7 @@ from labkit import errors
 from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers._start import IoSession, layer_lookup
 from labkit.engine.containers.createbody import SS, STRS, B, S, check_types
+from labkit.engine.containers.lifecycle import EXEC_TRANSITIONS, ExecState, State, move
 
 __all__ = ["EXEC_TYPES", "ExecMixin", "ExecRecord"]
 
@@ -38,13 +39,20 @@ class ExecRecord:
     user: str
     env: list[str]
     workdir: str
-    running: bool = False
-    started: bool = False
+    status: ExecState = ExecState.CREATED  # changed only by transition()
     exit_code: int | None = None
     pid: int = 0
-    created: bool = False
+    has_process: bool = False  # the supervisor holds its process (resize reaches it)
     size: tuple[int, int] | None = None  # a resize that came before the process existed
     done: asyncio.Future[int] | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.status is ExecState.RUNNING
+
+    def transition(self, to: ExecState) -> None:
+        """Move to ``to``; InvalidStateError when lifecycle.EXEC_TRANSITIONS forbids it."""
+        self.status = move(self.status, to, EXEC_TRANSITIONS, "exec")
 
     def inspect(self) -> dict[str, Any]:
         """GET /exec/{id}/json in Docker's shape."""
@@ -64,10 +72,10 @@ class ExecMixin(EngineHooks):
         """Validate the body; 409 when the container is not running or paused."""
         check_types(body, EXEC_TYPES)
         rec = self.get(ref)
-        if rec.status == "paused":
+        if rec.status is State.PAUSED:
             raise errors.ConflictError(f"Container {rec.id} is paused, unpause the container "
                                        "before exec")
-        if rec.status != "running":
+        if rec.status is not State.RUNNING:
             raise errors.ConflictError(f"Container {rec.id} is not running")
         cmd = body.get("Cmd")
         cmd = [cmd] if isinstance(cmd, str) else list(cmd or [])
@@ -109,18 +117,18 @@ class ExecMixin(EngineHooks):
     async def exec_start(self, exec_id: str, detach: bool) -> IoSession | None:
         """Add the process, connect its stream (unless detached), start it, watch its exit."""
         ex = self.exec_get(exec_id)
-        if ex.started:
+        if ex.status is not ExecState.CREATED:
             raise errors.ConflictError(f"Error: Exec command {ex.id} is already running")
         rec = self.get(ex.container_id)
-        if rec.status != "running":
+        if rec.status is not State.RUNNING:
             raise errors.ConflictError(f"Container {rec.id} is not running")
-        ex.started = True
+        ex.transition(ExecState.RUNNING)  # from here on, as moby: a second start is refused
         ex.done = asyncio.get_running_loop().create_future()
         session = None
         try:
             proc = await self.tasks.exec(rec.id, ex.id, self._process(ex), terminal=ex.tty,
                                          stdin=ex.stdin)
-            ex.created = True
+            ex.has_process = True
             if ex.tty and ex.size is not None:  # `docker exec -it` resizes right away
                 await self.tasks.resize(rec.id, ex.id, ex.size[1], ex.size[0])
             if not detach:
@@ -131,13 +139,14 @@ class ExecMixin(EngineHooks):
         except errors.LabkitError as err:
             text = str(err).lower()
             ex.exit_code = 127 if "not found" in text or "no such file" in text else 126
+            ex.transition(ExecState.EXITED)
             ex.done.set_result(ex.exit_code)
             with contextlib.suppress(errors.LabkitError):
                 await self.tasks.delete(rec.id, ex.id)
             if session is not None:
                 session.writer.close()
             raise errors.LabkitError(f"OCI runtime exec failed: {err}") from err
-        ex.pid, ex.running = started.pid, True
+        ex.pid = started.pid
         self.emit(f"exec_start: {' '.join(ex.cmd)}", rec, execID=ex.id)
         asyncio.create_task(self._exec_wait(ex))
         return session
@@ -153,7 +162,8 @@ class ExecMixin(EngineHooks):
                 break
             except Exception:  # noqa: BLE001 - supervisor restarting: live-restore, try again
                 await asyncio.sleep(0.5)
-        ex.exit_code, ex.running = code, False
+        ex.exit_code = code
+        ex.transition(ExecState.EXITED)
         assert ex.done is not None
         if not ex.done.done():
             ex.done.set_result(code)
@@ -166,5 +176,5 @@ class ExecMixin(EngineHooks):
     async def exec_resize(self, exec_id: str, h: int, w: int) -> None:
         ex = self.exec_get(exec_id)
         ex.size = (h, w)
-        if ex.created and ex.exit_code is None:
+        if ex.has_process and ex.exit_code is None:
             await self.tasks.resize(ex.container_id, ex.id, w, h)

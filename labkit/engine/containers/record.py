@@ -6,8 +6,8 @@ record; dockerd uses the same name), the OCI bundle (``bundle/config.json`` and 
 the /etc files bound into the container.  Writes are atomic (temp file, fsync, rename), so a
 daemon killed at any moment leaves either the old record or the new one.
 
-State is an explicit machine (STYLE C11), Docker's statuses: created -> running <-> paused,
-running -> exited (or restarting -> running), anything -> removing -> gone.
+The status is Docker's, and it changes only through ``transition``, which asks lifecycle.py
+whether the move is legal and writes the record (fsync'ed for the moves recovery relies on).
 """
 
 from __future__ import annotations
@@ -22,19 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from labkit import errors
+from labkit.engine.containers.lifecycle import DURABLE, LIVE, TRANSITIONS, State, move
 
-__all__ = ["TRANSITIONS", "ZERO_TIME", "ContainerRecord", "new_id", "rfc3339"]
+__all__ = ["ZERO_TIME", "ContainerRecord", "new_id", "rfc3339"]
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Docker prints for "never"
-
-TRANSITIONS: dict[str, set[str]] = {
-    "created": {"running", "exited", "removing"},
-    "running": {"paused", "exited", "restarting", "removing"},
-    "paused": {"running", "exited", "removing"},
-    "restarting": {"running", "exited", "removing"},
-    "exited": {"running", "restarting", "removing"},
-    "removing": {"exited"},
-}
 
 
 def new_id() -> str:
@@ -65,7 +57,7 @@ class ContainerRecord:
     config: dict[str, Any]
     host_config: dict[str, Any]
     dir: str
-    status: str = "created"
+    status: State = State.CREATED  # changed only by transition()
     pid: int = 0
     exit_code: int = 0
     error: str = ""
@@ -88,14 +80,20 @@ class ContainerRecord:
 
     @property
     def running(self) -> bool:
-        return self.status in ("running", "paused", "restarting")
+        """Docker's State.Running (restarting counts: its task comes back)."""
+        return self.status in LIVE
 
-    # -- the state machine -------------------------------------------------------------
-    def transition(self, to: str) -> None:
-        """Move to ``to`` or raise InvalidStateError (runc stateTransitionError)."""
-        if to != self.status and to not in TRANSITIONS.get(self.status, set()):
-            raise errors.InvalidStateError(self.status, to)
-        self.status = to
+    # -- the state machine (lifecycle.py) ------------------------------------------------
+    def transition(self, to: State) -> None:
+        """Move to ``to`` and write the record; InvalidStateError (nothing changed) when
+        lifecycle.TRANSITIONS forbids it.  DURABLE moves are fsync'ed before we return,
+        so the caller acts on them only once they would survive a crash."""
+        old, self.status = self.status, move(self.status, to, TRANSITIONS)
+        try:
+            self.save(sync=to in DURABLE)
+        except BaseException:
+            self.status = old  # not written: not moved
+            raise
 
     # -- persistence -------------------------------------------------------------------
     def save(self, sync: bool = True) -> None:
@@ -125,8 +123,9 @@ class ContainerRecord:
         """Read ``d``/config.v2.json; InvalidArgumentError when it is corrupt."""
         try:
             raw = json.loads((d / "config.v2.json").read_text())
+            raw["status"] = State(raw.get("status", State.CREATED))
             return cls(**raw)
         except FileNotFoundError:
             raise errors.NotFoundError("container record", str(d)) from None
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, AttributeError) as err:
             raise errors.InvalidArgumentError(str(d / "config.v2.json"), f"corrupt: {err}") from None
