@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from labkit.engine.containers.createbody import parse_create
 from labkit.engine.containers.engine import Engine
 from labkit.engine.containers.fake import FakeTasks
+from labkit.engine.containers.lifecycle import State
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.daemon.app import make_app
 from labkit.engine.daemon.frames import decode_all
@@ -305,15 +306,14 @@ def test_restore_adopts_running_tasks(tmp_path: Path) -> None:
         async with TestClient(TestServer(make_app(eng))) as client:
             cid = await create(client, {"Cmd": ["sleep", "9"]}, "keep")
             await client.post(f"{V}/containers/{cid}/start")
-        for task in eng.monitors.values():  # the daemon "dies"; the fake supervisor lives on
-            task.cancel()
+        eng.close()  # the daemon "dies"; the fake supervisor lives on
         eng2 = Engine(eng.tasks, ContainerStore(tmp_path / "containers"), eng.images)
         await eng2.restore()
-        rec = eng2.get("keep")
-        assert rec.status == "running" and cid in eng2.monitors
-        await eng2.kill("keep", "KILL")
-        await eng2.wait_future("keep", "not-running")
-        assert eng2.get("keep").exit_code == 137
+        rec = eng2.store.get("keep")
+        assert rec.status == "running" and cid in eng2.link.monitors
+        await eng2.control.kill("keep", "KILL")
+        await eng2.containers.wait("keep", "not-running")
+        assert eng2.store.get("keep").exit_code == 137
         await eng.tasks.close()
     asyncio.run(main())
 
@@ -325,15 +325,16 @@ def test_restore_restarts_always_but_not_stopped_unless_stopped(tmp_path: Path) 
         for name, policy in (("al", "always"), ("us", "unless-stopped"), ("no", "no")):
             spec = parse_create({"Image": "busybox", "Cmd": ["sleep", "9"], "HostConfig": {
                 "RestartPolicy": {"Name": policy}}}, name)
-            rec = eng.create(spec)
-            rec.status, rec.has_been_started, rec.manually_stopped = "exited", True, True
-            rec.save()
+            rec = eng.containers.create(spec)
+            rec.has_been_started, rec.manually_stopped = True, True
+            rec.transition(State.EXITED)
             ids[name] = rec.id
         eng2 = Engine(eng.tasks, ContainerStore(tmp_path / "containers"), eng.images)
         await eng2.restore()
-        assert eng2.get("al").status == "running"  # Docker: always comes back with the daemon
-        assert eng2.get("us").status == "exited" and eng2.get("no").status == "exited"
-        await eng2.remove("al", force=True)
+        assert eng2.store.get("al").status == "running"  # Docker: always comes back with the daemon
+        assert eng2.store.get("us").status == "exited"
+        assert eng2.store.get("no").status == "exited"
+        await eng2.control.remove("al", force=True)
         await eng.tasks.close()
     asyncio.run(main())
 

@@ -1,7 +1,9 @@
 """The engine's container model: records, Docker create bodies -> OCI bundles, lifecycle.
 
-``Engine`` (engine.py) is what the daemon's handlers call; it keeps ``ContainerRecord``s in a
-``ContainerStore`` and runs containers through a ``TaskService`` (the supervisor, over gRPC).
+``Engine`` (engine.py) composes the services the daemon's handlers call (containers, control,
+execs, ops, events, ...); each owns its state.  A container's lifecycle is lifecycle.py; its
+record a ``ContainerRecord`` in the ``ContainerStore``; its process a task of the supervisor
+(``TaskService``, over gRPC).
 """
 
 from labkit.engine.containers.createbody import CreateSpec, parse_create, parse_json

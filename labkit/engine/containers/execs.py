@@ -1,7 +1,8 @@
 """Exec instances (POST /containers/{id}/exec, /exec/{id}/start, GET /exec/{id}/json).
 
 An exec is a record in the daemon (dockerd keeps them in memory too) plus a process the
-supervisor adds to the task.  ``ExitCode`` is set before the stream to the client closes:
+supervisor adds to the task.  ``Execs`` owns the exec records: only it adds, changes or
+forgets one (a container's go with it, as dockerd forgets them).  ``ExitCode`` is set before the stream to the client closes:
 the Docker CLI reads it with GET /exec/{id}/json right after (docker-api.md 3.1).
 """
 
@@ -9,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 from labkit import errors
-from labkit.engine.containers._hooks import EngineHooks
-from labkit.engine.containers._start import IoSession, layer_lookup
+from labkit.engine.containers.bundle import Bundles
 from labkit.engine.containers.createbody import SS, STRS, B, S, check_types
+from labkit.engine.containers.events import EventBus
+from labkit.engine.containers.iosession import IoSession
 from labkit.engine.containers.lifecycle import EXEC_TRANSITIONS, ExecState, State, move
+from labkit.engine.containers.record import ContainerRecord
+from labkit.engine.containers.store import ContainerStore
+from labkit.engine.containers.tasks import TaskService
 
-__all__ = ["EXEC_TYPES", "ExecMixin", "ExecRecord"]
+__all__ = ["EXEC_TYPES", "ExecRecord", "Execs"]
 
 EXEC_TYPES = {"User": S, "Privileged": B, "Tty": B, "AttachStdin": B, "AttachStderr": B,
               "AttachStdout": B, "Detach": B, "DetachKeys": S, "Env": STRS, "WorkingDir": S,
@@ -65,13 +69,21 @@ class ExecRecord:
                 "Pid": self.pid}
 
 
-class ExecMixin(EngineHooks):
-    """Engine methods for exec (see engine.py)."""
+class Execs:
+    """Exec instances: create, start (attached or detached), resize, inspect."""
 
-    def exec_create(self, ref: str, body: dict[str, Any]) -> ExecRecord:
+    def __init__(self, store: ContainerStore, tasks: TaskService, bundles: Bundles,
+                 bus: EventBus) -> None:
+        self.store, self.tasks, self.bundles, self.bus = store, tasks, bundles, bus
+        self._execs: dict[str, ExecRecord] = {}
+
+    def _emit(self, action: str, rec: ContainerRecord, **extra: str) -> None:
+        self.bus.emit(action, rec.id, rec.image, rec.name, rec.config.get("Labels"), **extra)
+
+    def create(self, ref: str, body: dict[str, Any]) -> ExecRecord:
         """Validate the body; 409 when the container is not running or paused."""
         check_types(body, EXEC_TYPES)
-        rec = self.get(ref)
+        rec = self.store.get(ref)
         if rec.status is State.PAUSED:
             raise errors.ConflictError(f"Container {rec.id} is paused, unpause the container "
                                        "before exec")
@@ -87,46 +99,39 @@ class ExecMixin(EngineHooks):
                         bool(body.get("AttachStdin")), bool(body.get("AttachStdout")),
                         bool(body.get("AttachStderr")), body.get("User") or "",
                         list(body.get("Env") or []), body.get("WorkingDir") or "")
-        self.execs[ex.id] = ex
-        self.emit(f"exec_create: {' '.join(cmd)}", rec, execID=ex.id)
+        self._execs[ex.id] = ex
+        self._emit(f"exec_create: {' '.join(cmd)}", rec, execID=ex.id)
         return ex
 
-    def exec_get(self, exec_id: str) -> ExecRecord:
-        ex = self.execs.get(exec_id)
+    def get(self, exec_id: str) -> ExecRecord:
+        ex = self._execs.get(exec_id)
         if ex is None:
             raise errors.NotFoundError("exec instance", exec_id)
         return ex
 
-    def _process(self, ex: ExecRecord) -> dict[str, Any]:
-        from labkit.engine.containers.ocispec import merge_env, resolve_user
-        rec = self.get(ex.container_id)
-        spec = json.loads((rec.bundle / "config.json").read_text())
-        proc: dict[str, Any] = spec["process"]
-        image = self.images.get(rec.image_id)
-        proc["env"] = merge_env(proc["env"], ex.env, {})
-        proc["args"] = ex.cmd
-        proc["terminal"] = ex.tty
-        if ex.workdir:
-            proc["cwd"] = ex.workdir
-        if ex.user:
-            from pathlib import Path
-            dirs = [Path(rec.dir) / "upper", *reversed(image.layers)]
-            proc["user"] = resolve_user(ex.user, layer_lookup(dirs))
-        return proc
+    def ids_of(self, cid: str) -> list[str]:
+        """The exec IDs of container ``cid`` (inspect's ExecIDs)."""
+        return [e for e, x in self._execs.items() if x.container_id == cid]
 
-    async def exec_start(self, exec_id: str, detach: bool) -> IoSession | None:
+    def forget_container(self, cid: str) -> None:
+        """The container is gone: dockerd forgets its execs with it."""
+        for eid in self.ids_of(cid):
+            del self._execs[eid]
+
+    async def start(self, exec_id: str, detach: bool) -> IoSession | None:
         """Add the process, connect its stream (unless detached), start it, watch its exit."""
-        ex = self.exec_get(exec_id)
+        ex = self.get(exec_id)
         if ex.status is not ExecState.CREATED:
             raise errors.ConflictError(f"Error: Exec command {ex.id} is already running")
-        rec = self.get(ex.container_id)
+        rec = self.store.get(ex.container_id)
         if rec.status is not State.RUNNING:
             raise errors.ConflictError(f"Container {rec.id} is not running")
         ex.transition(ExecState.RUNNING)  # from here on, as moby: a second start is refused
         ex.done = asyncio.get_running_loop().create_future()
         session = None
         try:
-            proc = await self.tasks.exec(rec.id, ex.id, self._process(ex), terminal=ex.tty,
+            process = self.bundles.exec_process(rec, ex.cmd, ex.env, ex.tty, ex.workdir, ex.user)
+            proc = await self.tasks.exec(rec.id, ex.id, process, terminal=ex.tty,
                                          stdin=ex.stdin)
             ex.has_process = True
             if ex.tty and ex.size is not None:  # `docker exec -it` resizes right away
@@ -147,11 +152,11 @@ class ExecMixin(EngineHooks):
                 session.writer.close()
             raise errors.LabkitError(f"OCI runtime exec failed: {err}") from err
         ex.pid = started.pid
-        self.emit(f"exec_start: {' '.join(ex.cmd)}", rec, execID=ex.id)
-        asyncio.create_task(self._exec_wait(ex))
+        self._emit(f"exec_start: {' '.join(ex.cmd)}", rec, execID=ex.id)
+        asyncio.create_task(self._wait(ex))
         return session
 
-    async def _exec_wait(self, ex: ExecRecord) -> None:
+    async def _wait(self, ex: ExecRecord) -> None:
         while True:
             try:
                 exit_ = await self.tasks.wait(ex.container_id, ex.id)
@@ -170,11 +175,11 @@ class ExecMixin(EngineHooks):
         with contextlib.suppress(errors.LabkitError):
             await self.tasks.delete(ex.container_id, ex.id)
         with contextlib.suppress(errors.NotFoundError):
-            self.emit("exec_die", self.get(ex.container_id), execID=ex.id,
-                      exitCode=str(code))
+            self._emit("exec_die", self.store.get(ex.container_id), execID=ex.id,
+                       exitCode=str(code))
 
-    async def exec_resize(self, exec_id: str, h: int, w: int) -> None:
-        ex = self.exec_get(exec_id)
+    async def resize(self, exec_id: str, h: int, w: int) -> None:
+        ex = self.get(exec_id)
         ex.size = (h, w)
         if ex.has_process and ex.exit_code is None:
             await self.tasks.resize(ex.container_id, ex.id, w, h)

@@ -1,4 +1,8 @@
-"""Engine operations beside the lifecycle: update, prune, top, stats, resize, logs."""
+"""Container operations beside the lifecycle: update, prune, top, stats, resize, sizes, logs.
+
+Owns no state: records are the store's (a host config update is saved on the record), the
+processes the supervisor's.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit import errors
-from labkit.engine.containers._hooks import EngineHooks
+from labkit.engine.containers.control import Control
 from labkit.engine.containers.createbody import (
     HOST_TYPES,
     check_types,
     validate_resources,
     validate_restart,
 )
-from labkit.engine.containers.record import rfc3339
+from labkit.engine.containers.events import EventBus
+from labkit.engine.containers.lifecycle import State
+from labkit.engine.containers.record import ContainerRecord, rfc3339
+from labkit.engine.containers.store import ContainerStore
+from labkit.engine.images.store import ImageStore
 
 if TYPE_CHECKING:
-    from labkit.engine.containers.tasks import TaskStats
+    from labkit.engine.containers.tasks import TaskService, TaskStats
 
-__all__ = ["OpsMixin", "docker_stats", "parse_ps"]
+__all__ = ["Ops", "docker_stats", "parse_ps"]
 
 UPDATABLE = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuQuota", "CpuPeriod",
              "CpuShares", "PidsLimit", "RestartPolicy")
@@ -73,12 +81,17 @@ def parse_ps(out: str, pids: set[int]) -> dict[str, Any]:
     return {"Titles": titles, "Processes": procs}
 
 
-class OpsMixin(EngineHooks):
-    """Engine methods (see engine.py)."""
+class Ops:
+    """update / prune / top / stats / resize / sizes / log paths."""
+
+    def __init__(self, store: ContainerStore, images: ImageStore, tasks: TaskService,
+                 control: Control, bus: EventBus) -> None:
+        self.store, self.images, self.tasks = store, images, tasks
+        self.control, self.bus = control, bus
 
     async def update(self, ref: str, body: dict[str, Any]) -> list[str]:
         check_types(body, HOST_TYPES)
-        rec = self.get(ref)
+        rec = self.store.get(ref)
         new = dict(rec.host_config)
         for k in UPDATABLE:
             if body.get(k) is not None:
@@ -89,14 +102,14 @@ class OpsMixin(EngineHooks):
         if body.get("NanoCpus"):
             new["CpuQuota"], new["CpuPeriod"] = 0, 0
         validate_resources(new)
-        if rec.status in ("running", "paused"):
+        if rec.status in (State.RUNNING, State.PAUSED):
             from labkit.engine.containers.ocispec import resources
             res = resources(new)
             res.pop("devices", None)
             await self.tasks.update(rec.id, res)
         rec.host_config = new
         rec.save()
-        self.emit("update", rec)
+        self.bus.emit("update", rec.id, rec.image, rec.name, rec.config.get("Labels"))
         return []
 
     async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
@@ -111,12 +124,12 @@ class OpsMixin(EngineHooks):
             if not label_match(rec.config.get("Labels") or {}, filters.get("label", []),
                                filters.get("label!", [])):
                 continue
-            await self.remove(rec.id)
+            await self.control.remove(rec.id)
             deleted.append(rec.id)
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
 
     async def top(self, ref: str, ps_args: str = "-ef") -> dict[str, Any]:
-        rec = self.get(ref)
+        rec = self.store.get(ref)
         if not rec.running:
             raise errors.ConflictError(f"Container {rec.id} is not running")
         pids = set(await self.tasks.pids(rec.id))
@@ -129,7 +142,7 @@ class OpsMixin(EngineHooks):
 
     async def stats(self, ref: str, stream: bool,
                     one_shot: bool = False) -> AsyncIterator[dict[str, Any]]:
-        rec = self.get(ref)
+        rec = self.store.get(ref)
         pre = None
         if not rec.running:
             from labkit.engine.containers.tasks import TaskStats
@@ -149,12 +162,12 @@ class OpsMixin(EngineHooks):
                 return
 
     async def resize(self, ref: str, h: int, w: int) -> None:
-        rec = self.get(ref)
+        rec = self.store.get(ref)
         if not rec.running:
             raise errors.ConflictError(f"Container {rec.id} is not running")
         await self.tasks.resize(rec.id, "", w, h)
 
-    def sizes(self, rec: Any) -> tuple[int, int]:
+    def sizes(self, rec: ContainerRecord) -> tuple[int, int]:
         """(SizeRw, SizeRootFs): the container's upper dir, and that plus its image."""
         from labkit.engine.images.store import dir_size
         rw = dir_size(Path(rec.dir) / "upper")
@@ -163,8 +176,8 @@ class OpsMixin(EngineHooks):
         except errors.NotFoundError:
             return rw, rw
 
-    def log_path(self, ref: str) -> tuple[Any, str]:
-        rec = self.get(ref)
+    def log_path(self, ref: str) -> tuple[ContainerRecord, str]:
+        rec = self.store.get(ref)
         if not os.path.exists(rec.log_path):
             rec.log_path.touch()
         return rec, str(rec.log_path)

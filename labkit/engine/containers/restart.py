@@ -7,10 +7,14 @@ stopped (stop, kill, or `docker stop` before a daemon restart) is never restarte
 "always"/"unless-stopped" until it is started again by hand; after a *daemon* restart,
 "always" containers come back even if they had been stopped by hand, "unless-stopped" ones
 do not (Docker's documented difference between the two).
+
+``Restarts`` owns the per-container state: each backoff and each restart that waits it out.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 __all__ = [
@@ -18,6 +22,7 @@ __all__ = [
     "BACKOFF_START",
     "RESET_AFTER",
     "Backoff",
+    "Restarts",
     "restart_on_daemon_start",
     "should_restart",
 ]
@@ -60,3 +65,39 @@ class Backoff:
         else:
             self.delay = min(self.delay * 2, BACKOFF_MAX)
         return self.delay
+
+
+class Restarts:
+    """Pending policy restarts: one backoff and at most one waiting restart per container."""
+
+    def __init__(self) -> None:
+        self._backoff: dict[str, Backoff] = {}
+        self._pending: dict[str, asyncio.Task[None]] = {}
+
+    def schedule(self, cid: str, ran_for: float,
+                 restart: Callable[[float], Awaitable[None]]) -> None:
+        """Run ``restart(delay)`` in the background with the next backoff delay."""
+        delay = self._backoff.setdefault(cid, Backoff()).next_delay(ran_for)
+        self._pending[cid] = asyncio.create_task(self._run(cid, restart(delay)))
+
+    async def _run(self, cid: str, work: Awaitable[None]) -> None:
+        try:
+            await work
+        finally:
+            if self._pending.get(cid) is asyncio.current_task():
+                del self._pending[cid]
+
+    def reset(self, cid: str) -> None:
+        """Started by hand: the backoff starts again from the beginning."""
+        self._backoff.pop(cid, None)
+
+    def cancel(self, cid: str) -> None:
+        """Removed: no restart comes, and its backoff is forgotten."""
+        task = self._pending.pop(cid, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self._backoff.pop(cid, None)
+
+    def close(self) -> None:
+        for task in self._pending.values():
+            task.cancel()

@@ -4,10 +4,14 @@ Resolution order (moby daemon.GetContainer): a full ID, then an exact name (with
 the leading '/'), then a unique ID prefix.  An ambiguous prefix is an InvalidArgumentError
 ("multiple IDs found with provided prefix"), nothing found a NotFoundError("container", ...),
 which the daemon turns into 404 "No such container: X".
+
+State owned here, and changed only here: the records by ID, the names, and one lock per
+container that serializes its lifecycle moves (start, exit, restart, removal).
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -38,6 +42,7 @@ class ContainerStore:
         self.root = Path(root) if root is not None else paths.containers_dir()
         self.by_id: dict[str, ContainerRecord] = {}
         self.names: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def load_all(self) -> list[ContainerRecord]:
         """Read every record from disk (daemon start); half-created dirs are removed."""
@@ -67,8 +72,17 @@ class ContainerStore:
         self.reserve(rec)
         self.by_id[rec.id] = rec
 
+    def lock(self, rec: ContainerRecord) -> asyncio.Lock:
+        """The lock held around each of ``rec``'s lifecycle moves."""
+        return self._locks.setdefault(rec.id, asyncio.Lock())
+
+    def known(self, rec: ContainerRecord) -> bool:
+        """Whether ``rec`` is still a container here (not removed meanwhile)."""
+        return self.by_id.get(rec.id) is rec
+
     def discard(self, rec: ContainerRecord) -> None:
         """Forget rec (its directory is the caller's to remove)."""
+        self._locks.pop(rec.id, None)
         self.by_id.pop(rec.id, None)
         if self.names.get(rec.name) == rec.id:
             del self.names[rec.name]

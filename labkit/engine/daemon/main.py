@@ -140,8 +140,7 @@ async def serve(sock: Path, ready: asyncio.Event | None = None) -> None:
     await stop.wait()
     await watchdog
     await runner.cleanup()  # containers keep running: live-restore
-    for task in engine.monitors.values():
-        task.cancel()
+    engine.close()
     with contextlib.suppress(Exception):
         await tasks.close()
 

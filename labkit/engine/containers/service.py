@@ -1,0 +1,233 @@
+"""The containers service: create, start, attach, wait, the exit path and the removal.
+
+As in dockerd + containerd, ``create`` only writes a record (no task, no cgroup, no mount:
+a failed create leaves nothing behind); ``start`` writes the OCI bundle, asks the supervisor
+to Create the task (it mounts the overlay rootfs and starts a shim), lets waiting attach
+sessions connect to the task's io socket, then Starts it.  One monitor per running container
+(TaskLink) waits for its exit; ``on_exit`` records it, wakes the waiters and applies the
+restart policy.  The daemon never parents a container (live-restore: recovery.py).
+
+This service changes records only through ``ContainerRecord.transition`` (lifecycle.py) and
+owns no table of its own: records and names are the store's, tasks the link's, waiters
+Waiters', backoffs Restarts', execs Execs'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+from labkit import errors
+from labkit.engine.containers import restart as rp
+from labkit.engine.containers.bundle import Bundles, find_executable
+from labkit.engine.containers.createbody import CreateSpec, validate_name
+from labkit.engine.containers.events import EventBus
+from labkit.engine.containers.execs import Execs
+from labkit.engine.containers.iosession import IoSession
+from labkit.engine.containers.lifecycle import TRANSITIONS, State, can_move
+from labkit.engine.containers.record import ContainerRecord, new_id
+from labkit.engine.containers.store import ContainerStore
+from labkit.engine.containers.tasklink import TaskLink
+from labkit.engine.containers.tasks import ExitInfo
+from labkit.engine.containers.waits import Waiters, exit_of
+from labkit.engine.images.store import ImageStore
+
+__all__ = ["Containers", "NotModifiedError"]
+
+
+class NotModifiedError(errors.LabkitError):
+    """Nothing to do (start on a running container): Docker answers 304."""
+
+
+class Containers:
+    """Docker's container lifecycle over the supervisor's tasks."""
+
+    def __init__(self, store: ContainerStore, images: ImageStore, bundles: Bundles,
+                 link: TaskLink, waiters: Waiters, restarts: rp.Restarts, execs: Execs,
+                 bus: EventBus) -> None:
+        self.store, self.images, self.bundles, self.link = store, images, bundles, link
+        self.waiters, self.restarts, self.execs, self.bus = waiters, restarts, execs, bus
+
+    def emit(self, action: str, rec: ContainerRecord, **extra: str) -> None:
+        self.bus.emit(action, rec.id, rec.image, rec.name, rec.config.get("Labels"), **extra)
+
+    # -- create / rename ---------------------------------------------------------------
+    def create(self, spec: CreateSpec) -> ContainerRecord:
+        """Write the record and the container's directory; no task yet (Docker's create)."""
+        from labkit.engine.containers.ocispec import command, merge_image
+        image = self.images.get(spec.image)
+        args = command(spec.config, image.container_config)
+        config = merge_image(spec.config, image.container_config)
+        cid = new_id()
+        name = spec.name or self.store.generate_name(cid)
+        d = self.store.root / cid
+        rec = ContainerRecord(cid, name, spec.image, image.id, time.time(), args[0], args[1:],
+                              config, spec.host_config, str(d), warnings=spec.warnings)
+        self.store.reserve(rec)
+        try:
+            d.mkdir(parents=True)
+            self.bundles.oci_config(rec, write=False)  # user, command: refuse now what start would
+            rec.save()
+        except BaseException:
+            self.store.discard(rec)
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+        self.store.add(rec)
+        self.emit("create", rec)
+        return rec
+
+    def rename(self, ref: str, new: str) -> None:
+        rec = self.store.get(ref)
+        new = validate_name(new)
+        old = rec.name
+        self.store.rename(rec, new)
+        rec.save()
+        self.emit("rename", rec, oldName=f"/{old}")
+
+    # -- start / attach / wait -----------------------------------------------------------
+    async def start(self, ref: str) -> None:
+        """POST /containers/{id}/start; NotModifiedError (304) when already running."""
+        rec = self.store.get(ref)
+        failure: errors.LabkitError | None = None
+        async with self.store.lock(rec):
+            if rec.status in (State.RUNNING, State.PAUSED):
+                raise NotModifiedError(f"container {rec.id} is already started")
+            if not can_move(rec.status, State.RUNNING, TRANSITIONS):  # removing, dead
+                raise errors.ConflictError(f"container {rec.id} is marked for removal")
+            rec.manually_stopped = False
+            self.restarts.reset(rec.id)
+            try:
+                await self.start_task(rec)
+            except errors.LabkitError as err:
+                if not rec.host_config.get("AutoRemove"):
+                    raise
+                failure = err
+        if failure is not None:  # moby containerStart: an --rm container that cannot start
+            await self.destroy(rec)  # is removed (and `wait condition=removed` returns)
+            raise failure
+
+    async def start_task(self, rec: ContainerRecord) -> None:
+        """Bundle -> supervisor Create -> attach sessions connect -> Start -> monitor.
+        The caller holds the container's lock."""
+        from labkit.engine.images.overlay import prepare
+        image = self.images.get(rec.image_id)
+        d = Path(rec.dir)
+        spec = self.bundles.oci_config(rec)
+        if not find_executable(rec.path, spec["process"]["env"], self.bundles.layers(rec)):
+            msg = (f'failed to create shim task: OCI runtime create failed: exec: "{rec.path}": '
+                   "executable file not found in $PATH: unknown")
+            rec.exit_code, rec.error = 127, msg
+            rec.save()
+            raise errors.InvalidArgumentError("Cmd", msg)
+        for sub in ("upper", "work", "bundle/rootfs"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        mount = prepare(list(reversed(image.layers)), d / "upper", d / "work", rec.bundle / "rootfs")
+        try:
+            started = await self.link.launch(rec, mount)
+        except errors.LabkitError as err:
+            rec.exit_code, rec.error = 127 if "not found" in str(err) else 126, str(err)
+            rec.save()
+            raise
+        rec.pid, rec.started_at, rec.error = started.pid, time.time(), ""
+        rec.has_been_started = True
+        rec.transition(State.RUNNING)
+        self.emit("start", rec)
+        self.link.watch(rec, self.on_exit)
+
+    async def attach(self, ref: str, stdin: bool, stdout: bool,
+                     stderr: bool) -> IoSession | None:
+        """An io session to the container's process; waits for start when not running yet."""
+        rec = self.store.get(ref)
+        live = rec.status in (State.RUNNING, State.PAUSED)
+        try:
+            return await self.link.attach(rec, live, stdin, stdout, stderr)
+        finally:
+            if not live:
+                self.emit("attach", rec)
+
+    def wait(self, ref: str, condition: str = "not-running") -> asyncio.Future[ExitInfo]:
+        """A future for POST /wait's condition; resolved synchronously so 404 comes first."""
+        return self.waiters.wait(self.store.get(ref), condition)
+
+    # -- the exit path ---------------------------------------------------------------------
+    async def on_exit(self, rec: ContainerRecord, exit_: ExitInfo) -> None:
+        """Record an exit, wake waiters, then remove (AutoRemove) or restart (policy)."""
+        async with self.store.lock(rec):
+            if not self.store.known(rec):
+                return
+            deleted = await self.link.delete(rec)
+            self.link.exit_seen(rec)
+            ran_for = (exit_.exited_at or time.time()) - rec.started_at
+            rec.exit_code, rec.oom_killed = exit_.exit_status, exit_.oom_killed
+            rec.finished_at, rec.error, rec.pid = exit_.exited_at or time.time(), exit_.error, 0
+            # removing/dead: rm has begun (and owns what follows); the exit is only noted
+            going = rec.status in (State.REMOVING, State.DEAD)
+            rec.transition(rec.status if going else State.EXITED)
+            if exit_.oom_killed:
+                self.emit("oom", rec)
+            self.emit("die", rec, exitCode=str(exit_.exit_status))
+            self.waiters.exited(rec.id, exit_)
+        if going:
+            return
+        if rec.host_config.get("AutoRemove"):
+            await self.destroy(rec, task_deleted=deleted)
+        elif rp.should_restart(rec.host_config.get("RestartPolicy") or {}, rec.exit_code,
+                               rec.restart_count, rec.manually_stopped):
+            self.restarts.schedule(rec.id, ran_for, lambda delay: self._restart_later(rec, delay))
+
+    async def _restart_later(self, rec: ContainerRecord, delay: float) -> None:
+        async with self.store.lock(rec):
+            if rec.status is not State.EXITED or rec.manually_stopped:
+                return  # stopped, started or removed since the exit
+            rec.transition(State.RESTARTING)
+        await asyncio.sleep(delay)
+        async with self.store.lock(rec):
+            # State(): read afresh, it may have moved while we slept
+            if State(rec.status) is not State.RESTARTING or rec.manually_stopped:
+                return
+            rec.restart_count += 1
+            try:
+                await self.start_task(rec)
+            except errors.LabkitError as err:
+                rec.error = str(err)
+                rec.transition(State.EXITED)
+
+    async def give_up_restart(self, rec: ContainerRecord) -> None:
+        """stop/rm of a container waiting out its restart backoff: it stays exited."""
+        async with self.store.lock(rec):
+            if rec.status is State.RESTARTING:
+                rec.transition(State.EXITED)
+
+    # -- removal -----------------------------------------------------------------------------
+    async def destroy(self, rec: ContainerRecord, task_deleted: bool = False) -> None:
+        """Remove the container: its task (unless ``task_deleted``: on_exit just deleted it
+        and nothing started it again since), rootfs mount, record and directory.
+        ``removing`` is recorded first (lifecycle.DURABLE), so a daemon killed half way
+        finishes this at its next start; a teardown that fails leaves it ``dead``."""
+        async with self.store.lock(rec):
+            if not self.store.known(rec):
+                return
+            # (AutoRemove's on_exit path skips the task delete: one supervisor round trip
+            # less between the exit and the answer to `wait condition=removed`)
+            delete_task = not (task_deleted and rec.status is State.EXITED)
+            rec.transition(State.REMOVING)
+            self.link.forget(rec)
+            self.restarts.cancel(rec.id)
+            if delete_task:
+                await self.link.delete(rec)
+            rootfs = rec.bundle / "rootfs"
+            try:
+                if os.path.ismount(rootfs):  # never rmtree through a live overlay
+                    from labkit.engine.images.mounts import unmount
+                    unmount(str(rootfs), detach=True)
+            except (OSError, errors.LabkitError):
+                rec.transition(State.DEAD)  # moby SetRemovalError: `rm` again finishes it
+                raise
+            self.store.discard(rec)
+            shutil.rmtree(rec.dir, ignore_errors=True)
+            self.emit("destroy", rec)
+            self.waiters.removed(rec.id, exit_of(rec))
+        self.execs.forget_container(rec.id)
