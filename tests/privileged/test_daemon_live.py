@@ -385,3 +385,41 @@ def _swallow(fn: Any) -> None:
         fn()
     except OSError:
         pass  # the daemon was killed under the request
+
+
+def _wait_output(d: Daemon, cid: str, text: bytes) -> None:
+    """Until the container printed ``text`` (its traps are installed by then)."""
+    deadline = time.monotonic() + 30
+    while True:
+        _, raw = d.call("GET", f"{V}/containers/{cid}/logs?stdout=1")
+        if text in b"".join(p for _, p in decode_all(raw if isinstance(raw, bytes) else b"")):
+            return
+        assert time.monotonic() < deadline, f"{cid[:12]} never printed {text!r}"
+        time.sleep(0.05)
+
+
+def test_kill_and_stop_semantics_as_docker(daemon: Daemon) -> None:
+    """kill -s KILL answers once the container stopped, other signals once delivered; stop
+    with StopTimeout 0 does not wait for a process that ignores SIGTERM; stop -t -1 lets a
+    TERM handler finish, however long it takes."""
+    trap = ["sh", "-c", "trap '' TERM USR2; echo up; while true; do sleep 0.05; done"]
+    cid = _create(daemon, {"Cmd": trap})
+    assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
+    _wait_output(daemon, cid, b"up")
+    assert daemon.call("POST", f"{V}/containers/{cid}/kill?signal=USR2")[0] == 204
+    assert daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]["Running"]
+    assert daemon.call("POST", f"{V}/containers/{cid}/kill?signal=KILL")[0] == 204
+    state = daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]
+    assert not state["Running"] and state["Status"] == "exited" and state["ExitCode"] == 137
+    cid = _create(daemon, {"Cmd": trap, "StopTimeout": 0})
+    assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
+    _wait_output(daemon, cid, b"up")
+    assert daemon.call("POST", f"{V}/containers/{cid}/stop")[0] == 204
+    assert daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]["ExitCode"] == 137
+    # a TERM handler that takes its time: -t -1 waits for it, so the exit is the handler's
+    slow = ["sh", "-c", "trap 'sleep 1; exit 7' TERM; echo up; while true; do sleep 0.05; done"]
+    cid = _create(daemon, {"Cmd": slow})
+    assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
+    _wait_output(daemon, cid, b"up")
+    assert daemon.call("POST", f"{V}/containers/{cid}/stop?t=-1")[0] == 204
+    assert daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]["ExitCode"] == 7

@@ -18,7 +18,9 @@ from labkit.engine.containers.record import ContainerRecord
 from labkit.engine.containers.service import Containers, NotModifiedError
 from labkit.engine.containers.tasks import TaskService
 
-__all__ = ["Control", "parse_signal"]
+__all__ = ["DEFAULT_STOP_TIMEOUT", "Control", "parse_signal"]
+
+DEFAULT_STOP_TIMEOUT = 10  # seconds, dockerd's default when neither t nor StopTimeout is set
 
 
 def parse_signal(sig: str | int | None, default: int = _signal.SIGKILL) -> int:
@@ -73,22 +75,29 @@ class Control:
                 await self.tasks.resume(rec.id)
 
     async def stop(self, ref: str, timeout: int | None = None) -> None:
-        """SIGTERM (or Config.StopSignal), then SIGKILL after ``timeout`` s (default 10)."""
+        """The stop signal (Config.StopSignal, default SIGTERM), then SIGKILL after
+        ``timeout`` s: the request's ``t``, else Config.StopTimeout, else 10.  A negative
+        timeout waits for ever; 0 sends SIGKILL right after the stop signal (moby
+        containerStop: a context with that deadline, none when negative)."""
         rec = self.store.get(ref)
         if not rec.running:
             raise NotModifiedError(f"container {rec.id} is already stopped")
         rec.manually_stopped = True
         rec.save()
-        t = timeout if timeout is not None else rec.config.get("StopTimeout") or 10
+        t = timeout if timeout is not None else rec.config.get("StopTimeout")
+        t = DEFAULT_STOP_TIMEOUT if t is None else t
         sig = parse_signal(rec.config.get("StopSignal") or None, _signal.SIGTERM)
         if rec.status is State.PAUSED:
             with contextlib.suppress(errors.LabkitError):
                 await self.tasks.resume(rec.id)
-        if t < 0 or not await self._kill_and_wait(rec, sig, t if t >= 0 else None):
+        if not await self._kill_and_wait(rec, sig, None if t < 0 else t):
             await self._kill_and_wait(rec, _signal.SIGKILL, None)
         self.containers.emit("stop", rec)
 
     async def kill(self, ref: str, sig: str | None = None) -> None:
+        """Send a signal (default SIGKILL).  SIGKILL answers once the container has stopped,
+        so an inspect right after shows it not running (moby daemon.Kill waits for it);
+        any other signal answers once delivered."""
         rec = self.store.get(ref)
         if not rec.running:
             raise not_running(rec)
@@ -96,7 +105,10 @@ class Control:
         if n in (_signal.SIGKILL, _signal.SIGTERM):
             rec.manually_stopped = True  # moby: a killed container is not restarted
             rec.save()
-        await self.tasks.kill(rec.id, n, all=n == _signal.SIGKILL)
+        if n == _signal.SIGKILL:
+            await self._kill_and_wait(rec, n, None)
+            return
+        await self.tasks.kill(rec.id, n, all=False)
         self.containers.emit("kill", rec, signal=str(n))
 
     async def restart(self, ref: str, timeout: int | None = None) -> None:
