@@ -130,7 +130,8 @@ def _status_assignments(path: Path) -> list[tuple[int, str]]:
 
 def test_no_status_is_set_outside_the_lifecycle() -> None:
     """Only ContainerRecord.transition and ExecRecord.transition set a status (both via
-    lifecycle.move); the engine and the daemon never assign one themselves."""
+    lifecycle.move; a record's __post_init__ only types its initial one); the engine and
+    the daemon never assign one themselves."""
     root = Path(labkit.__file__).parent / "engine"
     outside = {}
     owners = 0
@@ -138,9 +139,24 @@ def test_no_status_is_set_outside_the_lifecycle() -> None:
         if path.name == "fake.py":  # the fake supervisor's own task states (a test double)
             continue
         for line, func in _status_assignments(path):
-            if func == "transition":
+            if func == "transition" or (path.name, func) == ("record.py", "__post_init__"):
                 owners += 1
             else:
                 outside.setdefault(path.name, []).append(line)
     assert outside == {}
     assert owners >= 2  # the scan does see the two transition() methods
+
+
+def test_removing_and_dead_as_docker_shows_them(tmp_path: Path) -> None:
+    from labkit.engine.containers import listing
+    rec = _record(tmp_path)
+    rec.save()
+    rec.transition(State.REMOVING)
+    assert listing.human_status(rec) == "Removal In Progress"
+    assert listing.inspect(rec)["State"]["Status"] == "removing"
+    rec.transition(State.DEAD)
+    st = listing.inspect(rec)["State"]
+    assert st["Dead"] and st["Status"] == "dead" and not st["Running"]
+    assert listing.human_status(rec) == "Dead"
+    assert listing.filter_list([rec], False, -1, {}) == []  # not running: only with -a
+    assert listing.filter_list([rec], False, -1, {"status": ["dead"]}) == [rec]

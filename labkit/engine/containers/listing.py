@@ -8,9 +8,11 @@ from typing import Any
 
 from labkit import errors
 from labkit._units import human_duration
+from labkit.engine.containers.lifecycle import LIVE, State
 from labkit.engine.containers.record import ZERO_TIME, ContainerRecord, rfc3339
 
 __all__ = [
+    "docker_state",
     "filter_list",
     "human_status",
     "inspect",
@@ -59,15 +61,28 @@ def label_match(labels: dict[str, str], want: list[str], unwanted: list[str] = (
     return all(has(s) for s in want) and not any(has(s) for s in unwanted)
 
 
+def docker_state(rec: ContainerRecord) -> str:
+    """State.Status as Docker shows it: an exited container that never ran is "created"
+    (its start failed: moby keeps it created, with the exit code of the failure)."""
+    if rec.status is State.EXITED and not rec.has_been_started:
+        return str(State.CREATED)
+    return str(rec.status)
+
+
 def human_status(rec: ContainerRecord, now: float | None = None) -> str:
+    """`docker ps`'s STATUS column (moby container.State.String)."""
     now = now or time.time()
-    if rec.status == "running":
+    if rec.status is State.RUNNING:
         return f"Up {human_duration(now - rec.started_at)}"
-    if rec.status == "paused":
+    if rec.status is State.PAUSED:
         return f"Up {human_duration(now - rec.started_at)} (Paused)"
-    if rec.status == "restarting":
+    if rec.status is State.RESTARTING:
         return f"Restarting ({rec.exit_code}) {human_duration(now - rec.finished_at)} ago"
-    if rec.status == "exited" and rec.has_been_started:
+    if rec.status is State.REMOVING:
+        return "Removal In Progress"
+    if rec.status is State.DEAD:
+        return "Dead"
+    if rec.status is State.EXITED and rec.has_been_started:
         return f"Exited ({rec.exit_code}) {human_duration(now - rec.finished_at)} ago"
     return "Created"
 
@@ -84,7 +99,7 @@ def summary(rec: ContainerRecord, sizes: tuple[int, int] | None = None) -> dict[
         "Id": rec.id, "Names": [f"/{rec.name}"], "Image": rec.image, "ImageID": rec.image_id,
         "Command": _command(rec), "Created": int(rec.created), "Ports": [],
         "Labels": rec.config.get("Labels") or {},
-        "State": rec.status if rec.status != "exited" or rec.has_been_started else "created",
+        "State": docker_state(rec),
         "Status": human_status(rec), "HostConfig": {"NetworkMode": net},
         "NetworkSettings": {"Networks": {}}, "Mounts": [],
     }
@@ -92,13 +107,13 @@ def summary(rec: ContainerRecord, sizes: tuple[int, int] | None = None) -> dict[
 
 def inspect(rec: ContainerRecord) -> dict[str, Any]:
     """GET /containers/{id}/json in Docker's shape."""
-    status = rec.status if rec.status != "exited" or rec.has_been_started else "created"
+    status = docker_state(rec)
     return {
         "Id": rec.id, "Created": rfc3339(rec.created), "Path": rec.path, "Args": rec.args,
         "State": {
-            "Status": status, "Running": rec.status in ("running", "paused"),
-            "Paused": rec.status == "paused", "Restarting": rec.status == "restarting",
-            "OOMKilled": rec.oom_killed, "Dead": False, "Pid": rec.pid,
+            "Status": status, "Running": rec.status in (State.RUNNING, State.PAUSED),
+            "Paused": rec.status is State.PAUSED, "Restarting": rec.status is State.RESTARTING,
+            "OOMKilled": rec.oom_killed, "Dead": rec.status is State.DEAD, "Pid": rec.pid,
             "ExitCode": rec.exit_code, "Error": rec.error,
             "StartedAt": rfc3339(rec.started_at) if rec.started_at else ZERO_TIME,
             "FinishedAt": rfc3339(rec.finished_at) if rec.finished_at else ZERO_TIME,
@@ -132,8 +147,8 @@ def filter_list(recs: list[ContainerRecord], all_: bool, limit: int,
     since = resolve(filters["since"][0]).created if filters.get("since") else None
     out = []
     for r in recs:  # newest first
-        state = summary(r)["State"]
-        if not all_ and state not in ("running", "paused", "restarting") and not (
+        state = docker_state(r)
+        if not all_ and r.status not in LIVE and not (
                 filters.get("status") or filters.get("exited")):
             continue
         if filters.get("id") and not any(r.id.startswith(v) for v in filters["id"]):
@@ -143,7 +158,7 @@ def filter_list(recs: list[ContainerRecord], all_: bool, limit: int,
             continue
         if filters.get("status") and state not in filters["status"]:
             continue
-        if filters.get("exited") and not (r.status == "exited" and r.has_been_started
+        if filters.get("exited") and not (r.status is State.EXITED and r.has_been_started
                                           and str(r.exit_code) in filters["exited"]):
             continue
         if filters.get("ancestor") and not any(

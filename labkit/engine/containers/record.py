@@ -69,6 +69,11 @@ class ContainerRecord:
     has_been_started: bool = False
     warnings: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # the initial state, typed (a record built from JSON or by hand says "running");
+        # InvalidArgumentError-worthy values fail here, before any use
+        self.status = State(self.status)
+
     # -- paths -------------------------------------------------------------------------
     @property
     def bundle(self) -> Path:
@@ -122,10 +127,8 @@ class ContainerRecord:
     def load(cls, d: Path) -> ContainerRecord:
         """Read ``d``/config.v2.json; InvalidArgumentError when it is corrupt."""
         try:
-            raw = json.loads((d / "config.v2.json").read_text())
-            raw["status"] = State(raw.get("status", State.CREATED))
-            return cls(**raw)
+            return cls(**json.loads((d / "config.v2.json").read_text()))
         except FileNotFoundError:
             raise errors.NotFoundError("container record", str(d)) from None
-        except (ValueError, TypeError, AttributeError) as err:
+        except (ValueError, TypeError) as err:
             raise errors.InvalidArgumentError(str(d / "config.v2.json"), f"corrupt: {err}") from None
