@@ -345,38 +345,46 @@ def _procs_in_cgroup_of(cid: str) -> list[int]:
     return pids
 
 
-def test_daemon_killed_mid_rm_finishes_the_removal_and_never_restarts(daemon: Daemon) -> None:
-    """rm writes `removing` before it tears anything down: a daemon SIGKILLed in the middle
-    (held there by LABKIT_TEST_HOLD=rm, after the kill, before the teardown) removes the
-    container at its next start instead of restarting it by its "always" policy."""
+@pytest.mark.parametrize("point", ["rm:recorded", "rm:killed"])
+def test_daemon_killed_mid_rm_finishes_the_removal_and_never_restarts(daemon: Daemon,
+                                                                      point: str) -> None:
+    """rm writes `removing` before it kills or tears anything down: a daemon SIGKILLed in
+    the middle (held there by LABKIT_TEST_HOLD: right after the record write, or after the
+    kill too) removes the container at its next start instead of adopting it or restarting
+    it by its "always" policy."""
     cid = _create(daemon, {"Cmd": ["sleep", "300"],
                            "HostConfig": {"RestartPolicy": {"Name": "always"}}})
     assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
     pid = daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]["Pid"]
     daemon.kill9()
-    daemon.env["LABKIT_TEST_HOLD"] = "rm"
+    daemon.env["LABKIT_TEST_HOLD"] = point
     daemon.start()  # adopts the running container
     assert daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]["Pid"] == pid
     rm = threading.Thread(target=lambda: _swallow(lambda: daemon.call(
         "DELETE", f"{V}/containers/{cid}?force=1", timeout=60)), daemon=True)
     rm.start()
     record = daemon.base / "root" / "containers" / cid / "config.v2.json"
+    killed = point == "rm:killed"
     deadline = time.monotonic() + 30
-    while True:  # the record says removing, and the kill has been seen (exit 137 noted)
+    while True:  # the record says removing (and, held after the kill, exit 137 is noted)
         raw = json.loads(record.read_text())
-        if raw["status"] == "removing" and raw["exit_code"] == 137:
+        if raw["status"] == "removing" and (raw["exit_code"] == 137 or not killed):
             break
         assert time.monotonic() < deadline, raw
         time.sleep(0.05)
-    _wait_gone(pid)
-    assert record.exists()  # held: nothing torn down yet
+    if killed:
+        _wait_gone(pid)
+    else:
+        assert os.path.exists(f"/proc/{pid}")  # held before the kill: still running
+    assert record.exists()  # nothing torn down yet
     daemon.kill9()
     del daemon.env["LABKIT_TEST_HOLD"]
     daemon.start()
     assert daemon.call("GET", f"{V}/containers/{cid}/json")[0] == 404
     assert daemon.call("GET", f"{V}/containers/json?all=1")[1] == []
     assert not record.parent.exists()
-    assert _procs_in_cgroup_of(cid) == []  # not started again by its policy
+    _wait_gone(pid)
+    assert _procs_in_cgroup_of(cid) == []  # not adopted, not started again by its policy
     assert _mounts_under(record.parent) == []
 
 

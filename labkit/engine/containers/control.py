@@ -153,8 +153,9 @@ class Control:
             # finishes the removal at its next start and never restarts the container.
             rec.manually_stopped = True
             rec.transition(State.REMOVING)
+        await hold("rm:recorded")
         if fut is not None:
             await self._signal(rec, _signal.SIGKILL)
             await asyncio.shield(fut)
-        await hold("rm")
+        await hold("rm:killed")
         await self.containers.destroy(rec)

@@ -93,7 +93,8 @@ def move(frm: T, to: T, table: Mapping[T, frozenset[T]],
 
 async def hold(point: str) -> None:
     """Tests only: with LABKIT_TEST_HOLD=<point> in the daemon's environment, park here
-    for ever, so a test can SIGKILL the daemon at exactly this point (e.g. "rm": after the
-    removing record is written, before anything is torn down)."""
+    for ever, so a test can SIGKILL the daemon at exactly this point ("rm:recorded": rm
+    wrote `removing`, nothing else happened yet; "rm:killed": the container is dead too,
+    nothing torn down yet)."""
     if os.environ.get(HOLD_ENV) == point:
         await asyncio.Event().wait()
