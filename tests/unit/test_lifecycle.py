@@ -160,3 +160,17 @@ def test_removing_and_dead_as_docker_shows_them(tmp_path: Path) -> None:
     assert listing.human_status(rec) == "Dead"
     assert listing.filter_list([rec], False, -1, {}) == []  # not running: only with -a
     assert listing.filter_list([rec], False, -1, {"status": ["dead"]}) == [rec]
+
+
+def test_start_failure_code_comes_from_the_typed_error() -> None:
+    from labkit.engine.containers.tasks import start_failure_code
+    from labkit.engine.runtime.process import (
+        ExecutableNotFoundError,
+        ExecutablePermissionError,
+    )
+    assert start_failure_code(ExecutableNotFoundError("nosuch")) == 127
+    assert start_failure_code(ExecutablePermissionError("/etc/passwd")) == 126
+    # the type wins over the words
+    assert start_failure_code(ExecutablePermissionError("/x", "not found")) == 126
+    assert start_failure_code(errors.LabkitError("exec: no such file or directory")) == 127
+    assert start_failure_code(errors.LabkitError("permission denied")) == 126

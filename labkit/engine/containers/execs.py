@@ -22,7 +22,7 @@ from labkit.engine.containers.iosession import IoSession
 from labkit.engine.containers.lifecycle import EXEC_TRANSITIONS, ExecState, State, move
 from labkit.engine.containers.record import ContainerRecord
 from labkit.engine.containers.store import ContainerStore
-from labkit.engine.containers.tasks import TaskService
+from labkit.engine.containers.tasks import TaskService, start_failure_code
 
 __all__ = ["EXEC_TYPES", "ExecRecord", "Execs"]
 
@@ -142,8 +142,7 @@ class Execs:
                 session.exit_future = ex.done
             started = await self.tasks.start(rec.id, ex.id)
         except errors.LabkitError as err:
-            text = str(err).lower()
-            ex.exit_code = 127 if "not found" in text or "no such file" in text else 126
+            ex.exit_code = start_failure_code(err)
             ex.transition(ExecState.EXITED)
             ex.done.set_result(ex.exit_code)
             with contextlib.suppress(errors.LabkitError):

@@ -31,7 +31,7 @@ from labkit.engine.containers.lifecycle import TRANSITIONS, State, can_move
 from labkit.engine.containers.record import ContainerRecord, new_id
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.containers.tasklink import TaskLink
-from labkit.engine.containers.tasks import ExitInfo
+from labkit.engine.containers.tasks import ExitInfo, start_failure_code
 from labkit.engine.containers.waits import Waiters, exit_of
 from labkit.engine.images.store import ImageStore
 
@@ -128,7 +128,7 @@ class Containers:
         try:
             started = await self.link.launch(rec, mount)
         except errors.LabkitError as err:
-            rec.exit_code, rec.error = 127 if "not found" in str(err) else 126, str(err)
+            rec.exit_code, rec.error = start_failure_code(err), str(err)
             rec.save()
             raise
         rec.pid, rec.started_at, rec.error = started.pid, time.time(), ""

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from labkit.engine.images.mounts import Mount
 
-__all__ = ["ExitInfo", "ProcInfo", "TaskEvent", "TaskInfo", "TaskService", "TaskStats"]
+__all__ = ["ExitInfo", "ProcInfo", "TaskEvent", "TaskInfo", "TaskService", "TaskStats",
+           "start_failure_code"]
 
 # proto enum Status -> Docker's words
 STATUS_NAMES = {0: "unknown", 1: "created", 2: "running", 3: "paused", 4: "stopped"}
@@ -104,3 +105,16 @@ class TaskService(Protocol):
     async def update(self, id: str, resources: dict[str, Any]) -> None: ...
     def events(self) -> AsyncIterator[TaskEvent]: ...
     async def close(self) -> None: ...
+
+
+def start_failure_code(err: BaseException) -> int:
+    """Docker's exit code for a process that could not be started: 127 (not found) or 126.
+
+    The typed error says which (runtime.process.ExecutableNotFoundError carries exit_code
+    127, ExecutablePermissionError 126).  Only an error that reached us without its type
+    (an older supervisor, a transport that kept only the text) is read by its words."""
+    code = getattr(err, "exit_code", None)
+    if isinstance(code, int) and code in (126, 127):
+        return code
+    text = str(err).lower()
+    return 127 if "not found" in text or "no such file" in text else 126
