@@ -78,11 +78,12 @@ class Restarts:
                  restart: Callable[[float], Awaitable[None]]) -> None:
         """Run ``restart(delay)`` in the background with the next backoff delay."""
         delay = self._backoff.setdefault(cid, Backoff()).next_delay(ran_for)
-        self._pending[cid] = asyncio.create_task(self._run(cid, restart(delay)))
+        self._pending[cid] = asyncio.create_task(self._run(cid, restart, delay))
 
-    async def _run(self, cid: str, work: Awaitable[None]) -> None:
+    async def _run(self, cid: str, restart: Callable[[float], Awaitable[None]],
+                   delay: float) -> None:
         try:
-            await work
+            await restart(delay)
         finally:
             if self._pending.get(cid) is asyncio.current_task():
                 del self._pending[cid]

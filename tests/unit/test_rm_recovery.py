@@ -1,0 +1,76 @@
+"""rm writes `removing` before it acts, and restore finishes an interrupted removal (against
+the fake supervisor; tests/privileged/test_daemon_live.py does it with a SIGKILLed daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from labkit.engine.containers.createbody import parse_create
+from labkit.engine.containers.engine import Engine
+from labkit.engine.containers.fake import FakeTasks
+from labkit.engine.containers.lifecycle import State
+from labkit.engine.containers.store import ContainerStore
+from labkit.engine.images.store import ImageStore
+
+
+def images(tmp: Path) -> ImageStore:
+    layer = tmp / "images" / "layers" / "ab"
+    (layer / "bin").mkdir(parents=True)
+    (layer / "bin" / "sleep").write_text("")
+    store = ImageStore(tmp / "images")
+    store.add("busybox", {"config": {"Cmd": ["sleep", "9"], "Env": ["PATH=/bin"]},
+                          "rootfs": {"type": "layers", "diff_ids": ["sha256:ab"]}})
+    return store
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_restore_finishes_a_removal_and_never_restarts(tmp_path: Path, running: bool) -> None:
+    async def main() -> None:
+        (tmp_path / "run").mkdir()
+        tasks = FakeTasks(tmp_path / "run")
+        eng = Engine(tasks, ContainerStore(tmp_path / "containers"), images(tmp_path))
+        spec = parse_create({"Image": "busybox", "HostConfig": {
+            "RestartPolicy": {"Name": "always"}}}, "doomed")
+        rec = eng.containers.create(spec)
+        await eng.containers.start(rec.id)
+        if not running:  # it was killed already when the daemon died
+            await tasks.kill(rec.id, 9)
+            await eng.waiters.wait(rec, "not-running")
+        eng.close()  # the daemon dies right after rm recorded its intent (as Control.remove)
+        rec.manually_stopped = True
+        rec.transition(State.REMOVING)
+        starts = len([c for c in tasks.calls if c[0] == "start"])
+        eng2 = Engine(tasks, ContainerStore(tmp_path / "containers"), eng.images)
+        await eng2.restore()
+        assert eng2.store.all() == [] and not (tmp_path / "containers" / rec.id).exists()
+        assert await tasks.list() == []  # its task is gone too
+        assert len([c for c in tasks.calls if c[0] == "start"]) == starts  # never restarted
+        eng2.close()
+        await tasks.close()
+    asyncio.run(main())
+
+
+def test_rm_records_removing_before_it_kills(tmp_path: Path) -> None:
+    async def main() -> None:
+        (tmp_path / "run").mkdir()
+        seen: list[str] = []
+
+        class Recording(FakeTasks):
+            async def kill(self, id: str, signal: int, exec_id: str = "",
+                           all: bool = False) -> None:
+                raw = (tmp_path / "containers" / id / "config.v2.json").read_text()
+                seen.append("removing" if '"status": "removing"' in raw else "other")
+                await super().kill(id, signal, exec_id, all)
+        tasks = Recording(tmp_path / "run")
+        eng = Engine(tasks, ContainerStore(tmp_path / "containers"), images(tmp_path))
+        rec = eng.containers.create(parse_create({"Image": "busybox"}, "lk-x"))
+        await eng.containers.start(rec.id)
+        await eng.control.remove(rec.id, force=True)
+        assert seen == ["removing"]  # on disk before the signal went out
+        assert eng.store.all() == []
+        eng.close()
+        await tasks.close()
+    asyncio.run(main())
