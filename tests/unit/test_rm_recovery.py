@@ -74,3 +74,19 @@ def test_rm_records_removing_before_it_kills(tmp_path: Path) -> None:
         eng.close()
         await tasks.close()
     asyncio.run(main())
+
+
+def test_prune_leaves_a_removal_in_progress_to_its_rm(tmp_path: Path) -> None:
+    async def main() -> None:
+        (tmp_path / "run").mkdir()
+        tasks = FakeTasks(tmp_path / "run")
+        eng = Engine(tasks, ContainerStore(tmp_path / "containers"), images(tmp_path))
+        busy = eng.containers.create(parse_create({"Image": "busybox"}, "lk-busy"))
+        idle = eng.containers.create(parse_create({"Image": "busybox"}, "lk-idle"))
+        busy.transition(State.REMOVING)  # an rm is under way (held by its lock, say)
+        out = await eng.ops.prune({})
+        assert out["ContainersDeleted"] == [idle.id]
+        assert [r.id for r in eng.store.all()] == [busy.id]
+        eng.close()
+        await tasks.close()
+    asyncio.run(main())

@@ -117,14 +117,17 @@ class Ops:
         until = parse_until(filters.get("until", [None])[0]) if filters.get("until") else None
         deleted = []
         for rec in list(self.store.all()):
-            if rec.running:
+            if rec.running or rec.status is State.REMOVING:  # (an rm in progress owns it)
                 continue
             if until is not None and rec.created >= until:
                 continue
             if not label_match(rec.config.get("Labels") or {}, filters.get("label", []),
                                filters.get("label!", [])):
                 continue
-            await self.control.remove(rec.id)
+            try:
+                await self.control.remove(rec.id)
+            except (errors.ConflictError, errors.NotFoundError):
+                continue  # started or removed meanwhile: moby's prune skips it too
             deleted.append(rec.id)
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
 
