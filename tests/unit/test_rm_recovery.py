@@ -90,3 +90,26 @@ def test_prune_leaves_a_removal_in_progress_to_its_rm(tmp_path: Path) -> None:
         eng.close()
         await tasks.close()
     asyncio.run(main())
+
+
+def test_update_and_rename_refused_once_rm_began(tmp_path: Path) -> None:
+    from labkit import errors
+
+    async def main() -> None:
+        (tmp_path / "run").mkdir()
+        tasks = FakeTasks(tmp_path / "run")
+        eng = Engine(tasks, ContainerStore(tmp_path / "containers"), images(tmp_path))
+        rec = eng.containers.create(parse_create({"Image": "busybox"}, "lk-going"))
+        rec.transition(State.REMOVING)
+        with pytest.raises(errors.ConflictError, match="marked for removal"):
+            await eng.ops.update(rec.id, {"Memory": 64 << 20})
+        with pytest.raises(errors.ConflictError, match="marked for removal"):
+            eng.containers.rename(rec.id, "lk-other")
+        with pytest.raises(errors.ConflictError, match="marked for removal"):
+            await eng.containers.start(rec.id)
+        with pytest.raises(errors.ConflictError, match="already in progress"):
+            await eng.control.remove(rec.id, force=True)
+        assert rec.name == "lk-going" and rec.host_config.get("Memory") != 64 << 20
+        eng.close()
+        await tasks.close()
+    asyncio.run(main())

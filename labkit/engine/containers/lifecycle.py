@@ -27,8 +27,8 @@ from typing import TypeVar
 
 from labkit import errors
 
-__all__ = ["DURABLE", "EXEC_TRANSITIONS", "HOLD_ENV", "LIVE", "TRANSITIONS", "ExecState",
-           "State", "can_move", "hold", "move"]
+__all__ = ["DURABLE", "EXEC_TRANSITIONS", "GOING", "HOLD_ENV", "LIVE", "TRANSITIONS", "ExecState",
+           "State", "can_move", "hold", "move", "refuse_if_going"]
 
 
 class State(StrEnum):
@@ -72,6 +72,7 @@ EXEC_TRANSITIONS: Mapping[ExecState, frozenset[ExecState]] = {
 }
 
 LIVE = frozenset({_S.RUNNING, _S.PAUSED, _S.RESTARTING})  # has a task, or will again
+GOING = frozenset({_S.REMOVING, _S.DEAD})  # rm has begun: nothing but rm may touch it
 # fsync'ed before acting; running and exited are re-derived from the supervisor by restore
 DURABLE = frozenset(State) - {_S.RUNNING, _S.EXITED}
 HOLD_ENV = "LABKIT_TEST_HOLD"
@@ -89,6 +90,14 @@ def move(frm: T, to: T, table: Mapping[T, frozenset[T]],
     if not can_move(frm, to, table):
         raise errors.InvalidStateError(str(frm), str(to), what)
     return to
+
+
+def refuse_if_going(status: State, cid: str, verb: str) -> None:
+    """ConflictError when rm has begun on the container (moby: "container is marked for
+    removal and cannot be <verb>"): its record is about to go."""
+    if status in GOING:
+        raise errors.ConflictError(f"Container {cid} is marked for removal and cannot be "
+                                   f"{verb}")
 
 
 async def hold(point: str) -> None:

@@ -23,7 +23,7 @@ from labkit.engine.containers.createbody import (
     validate_restart,
 )
 from labkit.engine.containers.events import EventBus
-from labkit.engine.containers.lifecycle import State
+from labkit.engine.containers.lifecycle import State, refuse_if_going
 from labkit.engine.containers.record import ContainerRecord, rfc3339
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.images.store import ImageStore
@@ -92,6 +92,7 @@ class Ops:
     async def update(self, ref: str, body: dict[str, Any]) -> list[str]:
         check_types(body, HOST_TYPES)
         rec = self.store.get(ref)
+        refuse_if_going(rec.status, rec.id, '"update"')
         new = dict(rec.host_config)
         for k in UPDATABLE:
             if body.get(k) is not None:

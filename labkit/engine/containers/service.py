@@ -27,7 +27,13 @@ from labkit.engine.containers.createbody import CreateSpec, validate_name
 from labkit.engine.containers.events import EventBus
 from labkit.engine.containers.execs import Execs
 from labkit.engine.containers.iosession import IoSession
-from labkit.engine.containers.lifecycle import TRANSITIONS, State, can_move
+from labkit.engine.containers.lifecycle import (
+    GOING,
+    TRANSITIONS,
+    State,
+    can_move,
+    refuse_if_going,
+)
 from labkit.engine.containers.record import ContainerRecord, new_id
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.containers.tasklink import TaskLink
@@ -81,6 +87,7 @@ class Containers:
 
     def rename(self, ref: str, new: str) -> None:
         rec = self.store.get(ref)
+        refuse_if_going(rec.status, rec.id, "renamed")
         new = validate_name(new)
         old = rec.name
         self.store.rename(rec, new)
@@ -164,7 +171,7 @@ class Containers:
             rec.exit_code, rec.oom_killed = exit_.exit_status, exit_.oom_killed
             rec.finished_at, rec.error, rec.pid = exit_.exited_at or time.time(), exit_.error, 0
             # removing/dead: rm has begun (and owns what follows); the exit is only noted
-            going = rec.status in (State.REMOVING, State.DEAD)
+            going = rec.status in GOING
             rec.transition(rec.status if going else State.EXITED)
             if exit_.oom_killed:
                 self.emit("oom", rec)
