@@ -1,4 +1,4 @@
-"""The real Docker CLI (/usr/local/bin/docker) drives labkit's daemon over DOCKER_HOST.
+"""The real Docker CLI (`docker` on PATH) drives labkit's daemon over DOCKER_HOST.
 
 Each test checks what a Docker daemon would make the CLI print and exit with.
 """
@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from labkit.measure.peers import docker_cli
 
 pytestmark = pytest.mark.privileged
 
@@ -127,7 +129,7 @@ def test_exec_it_under_a_pty(engine: Any, docker: Docker, name: str) -> None:
     try:
         pid, fd = pty.fork()
         if pid == 0:  # the child: the Docker CLI on a terminal, as a user would run it
-            os.execve("/usr/local/bin/docker", ["docker", "exec", "-it", name, "sh"],
+            os.execve(docker_cli(), ["docker", "exec", "-it", name, "sh"],
                       engine.docker_env)
         out = b""
         os.write(fd, b"tty; echo mark-$((6*7))\r")
@@ -259,7 +261,7 @@ def test_exec_in_stopped_container(docker: Docker, name: str) -> None:
 def test_run_it_under_a_pty(engine: Any) -> None:
     pid, fd = pty.fork()
     if pid == 0:
-        os.execve("/usr/local/bin/docker", ["docker", "run", "-it", "--rm", "busybox", "sh"],
+        os.execve(docker_cli(), ["docker", "run", "-it", "--rm", "busybox", "sh"],
                   engine.docker_env)
     out, sent = b"", False
     deadline = time.monotonic() + 20
