@@ -112,6 +112,33 @@ def test_logs_and_logs_follow(docker: Docker, name: str) -> None:
         docker("rm", "-f", name)
 
 
+def test_logs_compress_rotates_into_gzip_and_reads_back(docker: Docker, name: str) -> None:
+    """--log-opt compress=true: rotated files are gzip; `docker logs` reads across them."""
+    import os
+
+    r = docker("run", "--name", name, "--log-opt", "max-size=2k", "--log-opt", "max-file=3",
+               "--log-opt", "compress=true", "busybox", "sh", "-c",
+               "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done")
+    try:
+        assert r.returncode == 0, r.stderr
+        path = docker("inspect", "-f", "{{.LogPath}}", name).stdout.decode().strip()
+        names = sorted(os.listdir(os.path.dirname(path)))
+        base = os.path.basename(path)
+        assert f"{base}.1.gz" in names and f"{base}.2.gz" in names, names
+        got = docker("logs", name).stdout.decode().split()
+        n = [int(x.split("-")[1]) for x in got]
+        assert n == list(range(n[0], 300)) and n[0] > 0          # newest kept, no gap
+        assert docker("logs", "--tail", "2", name).stdout == b"line-298\nline-299\n"
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_logs_compress_with_one_file_is_refused(docker: Docker, name: str) -> None:
+    r = docker("run", "--rm", "--name", name, "--log-opt", "compress=true", "busybox", "true")
+    assert r.returncode != 0
+    assert b"compress cannot be true when max-file is less than 2" in r.stderr, r.stderr
+
+
 def test_exec_output_and_exit_code(docker: Docker, name: str) -> None:
     _detached(docker, name, "sleep", "600")
     try:
