@@ -61,6 +61,9 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
                     help="also time dockerd (Debian docker.io, installed if missing), run in "
                          "a network namespace of its own")
     en.add_argument("--no-podman", action="store_true", help="skip podman even if installed")
+    en.add_argument("--breakdown", type=_count(0), default=10, metavar="N",
+                    help="then trace N runs with eBPF (proctree) and print CPU per room and "
+                         "wall time per phase (default 10; 0 skips)")
     en.add_argument("--json", action="store_true", help="print rows as JSON, no table")
     return p
 
@@ -82,6 +85,20 @@ def run(argv: list[str], prog: str = "labkit bench") -> int:
             print(bench_engine.to_json(erows, goals))
         else:
             bench_engine.print_table(erows, goals)
+        if args.breakdown:
+            from labkit import errors
+
+            try:
+                summary = bench_engine.breakdown(args.breakdown)
+            except errors.UnsupportedError as err:
+                print(f"breakdown skipped: {err}" + (f" ({err.hint})" if err.hint else ""))
+                return 0
+            if args.json:
+                import json
+
+                print(json.dumps({"breakdown": summary, "runs": args.breakdown}, indent=2))
+            else:
+                bench_engine.print_breakdown(summary, args.breakdown)
         return 0
     from labkit.measure import bench_runtime
 
