@@ -1,4 +1,4 @@
-"""Containers on a cgroup v2 host: the eBPF device filter.
+"""Containers on a cgroup v2 host: the eBPF device filter and the private cgroup namespace.
 
 Run by labkit-runtime from a busybox bundle in the VM, whose cgroup v2 has no devices
 controller files: what stops root in the container (CAP_MKNOD is in Docker's default set)
@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from labkit.cgroups import Mode, detect_mode
+from labkit.engine.containers import ocispec
+from labkit.engine.containers.createbody import parse_create
 from labkit.engine.images.busybox import build_rootfs
 from labkit.engine.runtime import devfilter
 from labkit.engine.runtime.config import CGROUP_PARENT
@@ -140,3 +142,15 @@ def test_the_filter_is_the_containers_own_and_an_allow_rule_lets_the_disk_open(
     assert p.stdout.split() == ["512", "x"], p.stderr  # read allowed by the rule ...
     assert "tee: /dev/lk-disk: Operation not permitted" in p.stderr  # ... write still denied
 
+
+def test_a_container_gets_a_private_cgroup_namespace_by_default(bundle: Bundle) -> None:
+    # The spec the engine builds for `docker run` (ocispec.translate), run by the runtime.
+    req = parse_create({"Image": "busybox", "Cmd": ["cat", "/proc/self/cgroup"],
+                        "HostConfig": {"NetworkMode": "host"}})
+    cid = bundle.new_id()
+    spec = ocispec.translate(cid, req.config, req.host_config, {"Cmd": ["sh"]}, lambda p: None)
+    assert {"type": "cgroup"} in spec["linux"]["namespaces"]
+    bundle.config = spec
+    p = bundle.cli("run", "--bundle", str(bundle.dir), cid)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "0::/\n"  # the container's cgroup is its namespace's root
