@@ -113,3 +113,27 @@ def test_the_verifier_log_is_in_the_error() -> None:
 def test_a_directory_that_is_no_cgroup_is_refused_with_the_reason(scratch: str) -> None:
     with pytest.raises(errors.UnsupportedError, match="attaching it to .* failed"):
         devfilter.attach(scratch, [(True, "a", None, None, "rwm")])
+
+
+def _attach_raw(cgdir: str, rules: list[devfilter.Rule], flags: int) -> None:
+    fd = os.open(cgdir, os.O_RDONLY | os.O_DIRECTORY)
+    prog = bpf.prog_load(bpf.BPF_PROG_TYPE_CGROUP_DEVICE, devfilter.program(rules))
+    try:
+        bpf.prog_attach(fd, prog, bpf.BPF_CGROUP_DEVICE, flags)
+    finally:
+        os.close(prog)
+        os.close(fd)
+
+
+@pytest.mark.parametrize("flags,count", [(bpf.BPF_F_ALLOW_MULTI, 2), (0, 1)])
+def test_every_program_the_cgroup_held_is_replaced(cgdir: str, scratch: str, flags: int,
+                                                   count: int) -> None:
+    allow_all: list[devfilter.Rule] = [(True, "a", None, None, "rwm")]
+    for _ in range(count):
+        _attach_raw(cgdir, allow_all, flags)
+    before = devfilter.attached(cgdir)
+    assert len(before) == count
+    devfilter.attach(cgdir, devices.parse({"devices": [{"allow": False}]}))
+    after = devfilter.attached(cgdir)
+    assert len(after) == 1 and after[0] not in before
+    assert _probe_in(cgdir, scratch) == ["1", "ok", "1", "ok"]
