@@ -183,8 +183,8 @@ def test_parse_keeps_order_and_wildcards() -> None:
     assert got[2:] == [(True, *d) for d in devices.ALLOWED_DEVICES]
 
 
-def test_a_v2_cgroup_gets_the_filter_and_a_refusal_names_why(tmp_path: object,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_v2_cgroup_gets_the_filter_and_v1_without_devices_gets_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[str, list[df.Rule]]] = []
     monkeypatch.setattr(df, "attach", lambda d, rules: seen.append((d, rules)))
 
@@ -201,3 +201,12 @@ def test_a_v2_cgroup_gets_the_filter_and_a_refusal_names_why(tmp_path: object,
             return None
 
     assert devices.apply(V1NoDevices(), None) is False
+
+
+def test_a_real_v2_cgroup_handle_is_attached_at_its_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit.cgroups import V2Cgroup
+
+    seen: list[str] = []
+    monkeypatch.setattr(df, "attach", lambda d, rules: seen.append(d))
+    assert devices.apply(V2Cgroup("/sys/fs/cgroup", "lk/c1"), None) is True
+    assert seen == ["/sys/fs/cgroup/lk/c1"]

@@ -94,7 +94,8 @@ def apply(cgroup: Any, resources: dict[str, Any] | None) -> bool:
         dirs = getattr(cgroup, "dirs", None)
         d = dirs.get("devices") if isinstance(dirs, dict) else None
     if d is None:
-        path = getattr(cgroup, "path", None)
+        # V2Cgroup.dir is a str; .path would import pathlib on the start path
+        path = getattr(cgroup, "dir", None) or getattr(cgroup, "path", None)
         if controller_dir is not None or path is None:
             return False  # per-controller hierarchies without "devices": nothing to enforce with
         devfilter.attach(os.fspath(path), parse(resources))
