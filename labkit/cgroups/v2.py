@@ -67,6 +67,12 @@ class V2Cgroup:
 
         return Path(self._path)
 
+    @property
+    def dir(self) -> str:
+        """This cgroup's directory as a str, for the runtime's start path (no pathlib there):
+        where labkit.engine.runtime.devfilter attaches the device program."""
+        return self._path
+
     def exists(self) -> bool:
         """Whether the cgroup directory exists."""
         return os.path.isdir(self._path)

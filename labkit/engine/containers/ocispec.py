@@ -157,6 +157,14 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+def default_cgroupns_mode() -> str:
+    """Docker's default HostConfig.CgroupnsMode: "private" on cgroup v2, "host" on v1
+    (moby daemon/config: DefaultCgroupNamespaceMode; the v1 controllers' paths would show)."""
+    from labkit.cgroups import Mode, detect_mode
+
+    return "private" if detect_mode() is Mode.UNIFIED else "host"
+
+
 def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dict[str, Any],
               lookup: Lookup, *, etc_files: dict[str, str] | None = None,
               netns: str | None = None, init_binary: str | None = None) -> dict[str, Any]:
@@ -201,6 +209,8 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
     ns = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if host.get("NetworkMode") != "host":
         ns.append({"type": "network", "path": netns} if netns else {"type": "network"})
+    if (host.get("CgroupnsMode") or default_cgroupns_mode()) == "private":
+        ns.append({"type": "cgroup"})
     linux["namespaces"] = ns
     linux["resources"] = resources(host)
     linux["cgroupsPath"] = f"{CGROUP_PARENT}/{cid}"

@@ -185,7 +185,11 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     undo.push(cg.remove)
     undo.push(cg.kill)
     cg.set(resources)
-    device_rules.apply(cg, cfg.linux.get("resources"))
+    if not device_rules.apply(cg, cfg.linux.get("resources")):
+        raise errors.UnsupportedError(
+            "linux.resources.devices", f"cgroup {cfg.cgroup_name} has no devices controller "
+            "to enforce the device rules with; refusing to start the container",
+            hint="mount the v1 devices hierarchy, or use cgroup v2 (eBPF device filter)")
 
     console_fd = None
     if console_socket is not None:
