@@ -88,7 +88,7 @@ class JsonFileWriter:
         self.max_file = max(1, max_file)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         # O_APPEND: a restarted shim (or a reader's truncation) never overwrites lines.
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self.fd).st_size
 
     @classmethod
@@ -121,10 +121,10 @@ class JsonFileWriter:
                 if os.path.exists(older):
                     os.rename(older, f"{self.path}.{n}")
             os.rename(self.path, f"{self.path}.1")
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         else:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                              | os.O_CLOEXEC, 0o640)
+                              | os.O_CLOEXEC, 0o600)
         self.size = 0
 
     def close(self) -> None:
