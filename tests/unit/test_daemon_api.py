@@ -429,3 +429,11 @@ def test_deeply_nested_json_is_400_not_500(tmp_path: Path, depth: int) -> None:
         ok = {"Image": "busybox", "Cmd": ["true"], "Labels": {"a": "b"}}
         assert (await client.post(f"{V}/containers/create", json=ok)).status == 201
     run(tmp_path, t)
+
+
+def test_deeply_nested_filters_query_is_400(tmp_path: Path) -> None:
+    async def t(client: TestClient, eng: Engine) -> None:
+        deep = '{"label": ' + "[" * 1200 + "]" * 1200 + "}"  # fits the 8 KiB request line
+        r = await client.get(f"{V}/containers/json", params={"filters": deep})
+        assert r.status == 400 and "filters" in (await r.json())["message"]
+    run(tmp_path, t)
