@@ -388,12 +388,7 @@ def test_unprivileged_user_cannot_see_state_and_user_1000_still_runs(daemon: Dae
             break
         time.sleep(0.1)
     assert lines[:1] == ["1000"] and "ok" in lines, lines
-    # the modes, as made
-    assert _mode(root) == _mode(run) == 0o711
-    assert _mode(root / "containers") == _mode(cdir) == _mode(root / "images") == 0o700
-    assert _mode(config) == _mode(cdir / "config.v2.json") == _mode(log) == 0o600
-    assert _mode(runtime_state.parent) == 0o700 and _mode(runtime_state) == 0o600
-    # and what nobody can do with them
+    # what nobody can do with the state
     res = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
          "/usr/bin/python3", "-c", PROBE, str(root), str(run), str(root / "containers"),
@@ -402,4 +397,9 @@ def test_unprivileged_user_cannot_see_state_and_user_1000_still_runs(daemon: Dae
     seen = json.loads(res.stdout)
     assert seen == dict.fromkeys(seen, "denied"), seen
     assert len(seen) == 9
+    # the modes, as made
+    assert _mode(root) == _mode(run) == 0o711
+    assert _mode(root / "containers") == _mode(cdir) == _mode(root / "images") == 0o700
+    assert _mode(config) == _mode(cdir / "config.v2.json") == _mode(log) == 0o600
+    assert _mode(runtime_state.parent) == 0o700 and _mode(runtime_state) == 0o600
     assert daemon.call("DELETE", f"{V}/containers/{cid}?force=1")[0] == 204
