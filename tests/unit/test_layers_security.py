@@ -6,6 +6,7 @@ a regression cannot damage the machine running the tests.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -375,3 +376,52 @@ def test_symlink_entry_metadata_is_set_on_the_link_not_its_target(
     assert st.st_mtime == 12345
     if os.geteuid() == 0:
         assert (st.st_uid, st.st_gid) == (1234, 1234)
+
+
+@pytest.mark.parametrize(
+    ("rel", "expect"),
+    [("a/b", "a/b"), ("abs/x", "target/x"), ("rel/x", "target/x"), ("dotdot/x", "x"),
+     ("dangling/x", "made/by/walk/x")],
+)
+def test_rootdir_follow_mode_stays_inside_and_makes_what_is_missing(
+    tmp_path: Path, resolver: str, rel: str, expect: str
+) -> None:
+    """RootDir(follow=True) resolves like scoped_path, with both resolvers, creating the
+    missing directories (also a dangling symlink's target) inside the root only."""
+    from labkit.engine.images import _rootdir
+    root = tmp_path / "root"
+    (root / "target").mkdir(parents=True)
+    os.symlink("/target", root / "abs")
+    os.symlink("target", root / "rel")
+    os.symlink("../../..", root / "dotdot")
+    os.symlink("/made/by/walk", root / "dangling")
+    os.symlink("/loopy", root / "loopy")
+    rd = _rootdir.RootDir(str(root), follow=True)
+    try:
+        fd = rd.dir(rel, create=True)
+        try:
+            assert os.readlink(f"/proc/self/fd/{fd}") == str(root / expect)
+        finally:
+            os.close(fd)
+        with pytest.raises(OSError) as ei:
+            rd.dir("loopy/x", create=True)
+        assert ei.value.errno == errno.ELOOP
+    finally:
+        rd.close()
+    assert sorted(os.listdir(tmp_path)) == ["root"]
+
+
+def test_rootdir_no_follow_mode_refuses_any_symlink(tmp_path: Path, resolver: str) -> None:
+    from labkit.engine.images import _rootdir
+    (tmp_path / "d").mkdir()
+    os.symlink("d", tmp_path / "l")
+    rd = _rootdir.RootDir(str(tmp_path), follow=False)
+    try:
+        with pytest.raises(OSError) as ei:
+            rd.dir("l/x", create=True)
+        assert ei.value.errno == errno.ELOOP
+        assert not (tmp_path / "d/x").exists()
+        os.close(rd.dir("d/new", create=True))
+        assert (tmp_path / "d/new").is_dir()
+    finally:
+        rd.close()
