@@ -363,3 +363,77 @@ def test_attach_logs_without_stream(tmp_path: Path) -> None:
         s.close()
         assert head.startswith(b"HTTP/1.1 101") and decode_all(body) == [(1, b"before\n")]
     run(tmp_path, t)
+
+
+# --- hostile numbers and nesting in bodies (issue 8 §2): 400 naming the field, never 500 ---
+INT64_MAX = (1 << 63) - 1
+BAD_HOST_NUMBERS = [
+    ("Memory", 1 << 63), ("Memory", 10**30), ("Memory", -(1 << 64)), ("Memory", -1),
+    ("MemorySwap", -2), ("MemorySwap", 1 << 70), ("NanoCpus", 1 << 64), ("NanoCpus", -1),
+    ("CpuShares", -5), ("CpuShares", INT64_MAX + 1), ("PidsLimit", -2), ("PidsLimit", 1 << 63),
+    ("CpuQuota", -2), ("CpuPeriod", -1000), ("ShmSize", -1), ("ShmSize", 1 << 63),
+    ("MemoryReservation", -1), ("MemorySwappiness", 101), ("MemorySwappiness", -2),
+    ("OomScoreAdj", 1001), ("BlkioWeight", 1 << 16), ("BlkioWeight", 5),
+    ("CpuRealtimeRuntime", -1), ("KernelMemory", -1),
+]
+
+
+def _deep(depth: int) -> Any:
+    v: Any = "x"
+    for i in range(depth):
+        v = [v] if i % 2 else {"k": v}
+    return v
+
+
+def test_out_of_range_and_negative_limits_are_400_naming_the_field(tmp_path: Path) -> None:
+    async def t(client: TestClient, eng: Engine) -> None:
+        for key, value in BAD_HOST_NUMBERS:
+            r = await client.post(f"{V}/containers/create", json={
+                "Image": "busybox", "HostConfig": {"Memory": 64 << 20, key: value}})
+            msg = (await r.json())["message"]
+            assert r.status == 400 and f"HostConfig.{key}" in msg, (key, value, r.status, msg)
+        # what Docker accepts stays accepted: -1 swap, -1/0 pids, the int64 edge itself
+        for host in ({"Memory": 64 << 20, "MemorySwap": -1}, {"PidsLimit": -1}, {"PidsLimit": 0},
+                     {"CpuQuota": -1}, {"MemorySwappiness": -1}, {"ShmSize": INT64_MAX},
+                     {"Memory": INT64_MAX}):
+            await create(client, {"Cmd": ["true"], "HostConfig": host})
+        r = await client.post(f"{V}/containers/create", json={"Image": "busybox",
+                                                               "StopTimeout": 1 << 63})
+        assert r.status == 400 and "StopTimeout" in (await r.json())["message"]
+        # update: the same limits, the same answers
+        cid = await create(client, {"Cmd": ["sleep", "9"]})
+        for key, value in BAD_HOST_NUMBERS:
+            r = await client.post(f"{V}/containers/{cid}/update", json={key: value})
+            msg = (await r.json())["message"]
+            assert r.status == 400 and key in msg, (key, value, r.status, msg)
+        info = await (await client.get(f"{V}/containers/{cid}/json")).json()
+        assert info["HostConfig"]["Memory"] == 0 and info["HostConfig"]["CpuShares"] == 0
+    run(tmp_path, t)
+
+
+@pytest.mark.parametrize("depth", [65, 2000, 200_000])
+def test_deeply_nested_json_is_400_not_500(tmp_path: Path, depth: int) -> None:
+    raw = json.dumps({"Image": "busybox", "Labels": _deep(depth)}) if depth < 500 else \
+        '{"Image": "busybox", "Labels": ' + "[" * depth + "]" * depth + "}"
+
+    async def t(client: TestClient, eng: Engine) -> None:
+        cid = await create(client, {"Cmd": ["sleep", "9"]})
+        await client.post(f"{V}/containers/{cid}/start")
+        for path in ("/containers/create", f"/containers/{cid}/update",
+                     f"/containers/{cid}/exec"):
+            r = await client.post(f"{V}{path}", data=raw.encode(),
+                                  headers={"Content-Type": "application/json"})
+            msg = (await r.json())["message"]
+            assert r.status == 400 and "nested deeper than" in msg, (path, r.status, msg)
+        # a body of ordinary depth still works
+        ok = {"Image": "busybox", "Cmd": ["true"], "Labels": {"a": "b"}}
+        assert (await client.post(f"{V}/containers/create", json=ok)).status == 201
+    run(tmp_path, t)
+
+
+def test_deeply_nested_filters_query_is_400(tmp_path: Path) -> None:
+    async def t(client: TestClient, eng: Engine) -> None:
+        deep = '{"label": ' + "[" * 1200 + "]" * 1200 + "}"  # fits the 8 KiB request line
+        r = await client.get(f"{V}/containers/json", params={"filters": deep})
+        assert r.status == 400 and "filters" in (await r.json())["message"]
+    run(tmp_path, t)

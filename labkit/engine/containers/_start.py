@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import errors
+from labkit.engine import paths
 from labkit.engine.containers import restart as rp
 from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers.record import ContainerRecord
@@ -101,8 +102,8 @@ class StartMixin(EngineHooks):
         spec = translate(rec.id, rec.config, rec.host_config, image.container_config,
                          layer_lookup(dirs), etc_files=etc_files, init_binary=init)
         if write:  # compact: json's C encoder (indent= falls back to the Python one)
-            rec.bundle.mkdir(parents=True, exist_ok=True)
-            (rec.bundle / "config.json").write_text(json.dumps(spec))
+            rec.bundle.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            paths.write_secret(rec.bundle / "config.json", json.dumps(spec).encode())
         return spec
 
     async def start(self, ref: str) -> None:

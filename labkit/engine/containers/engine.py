@@ -20,6 +20,7 @@ import signal as _signal
 import time
 
 from labkit import errors
+from labkit.engine import paths
 from labkit.engine.containers import restart as rp
 from labkit.engine.containers._start import StartMixin
 from labkit.engine.containers.createbody import CreateSpec, validate_name
@@ -102,7 +103,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
                               config, spec.host_config, str(d), warnings=spec.warnings)
         self.store.reserve(rec)
         try:
-            d.mkdir(parents=True)
+            d.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True)  # the upper dir's setuid files stay ours
             self.oci_config(rec, write=False)  # user, command: refuse now what start would
             rec.save()
         except BaseException:

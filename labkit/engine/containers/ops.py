@@ -14,6 +14,7 @@ from labkit import errors
 from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers.createbody import (
     HOST_TYPES,
+    check_ranges,
     check_types,
     validate_resources,
     validate_restart,
@@ -78,6 +79,7 @@ class OpsMixin(EngineHooks):
 
     async def update(self, ref: str, body: dict[str, Any]) -> list[str]:
         check_types(body, HOST_TYPES)
+        check_ranges(body)  # every limit in the body, also those the merge below skips
         rec = self.get(ref)
         new = dict(rec.host_config)
         for k in UPDATABLE:

@@ -109,7 +109,7 @@ class JsonFileWriter:
         self.compress = compress and self.max_file > 1
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         # O_APPEND: a restarted shim (or a reader's truncation) never overwrites lines.
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self.fd).st_size
 
     @classmethod
@@ -144,7 +144,7 @@ class JsonFileWriter:
                 _gzip_file(f"{self.path}.1")
         else:
             flags |= os.O_TRUNC
-        self.fd = os.open(self.path, flags, 0o640)
+        self.fd = os.open(self.path, flags, 0o600)
         self.size = 0
 
     def close(self) -> None:
@@ -178,11 +178,18 @@ def _gzip_file(src: str) -> None:
     Done in the writer, synchronously, once per max-size bytes: the container's output waits
     in its pipe meanwhile (moby compresses in a goroutine; a thread here would grow every
     shim).  A crash in between leaves ``src`` whole, which the reader also reads."""
+    import contextlib
     import gzip
     import shutil
 
     tmp = f"{src}.gz.tmp"
-    with open(src, "rb") as fin, gzip.open(tmp, "wb", compresslevel=6) as fout:
+    # 0600 like the log itself (it holds what the container printed); O_EXCL: a leftover
+    # of a crash is replaced, never appended to.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with open(src, "rb") as fin, open(fd, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
     os.rename(tmp, f"{src}.gz")
     os.unlink(src)

@@ -163,14 +163,16 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     os.makedirs(root, mode=0o711, exist_ok=True)
     sdir = statemod.container_dir(root, cid)
     try:
-        os.mkdir(sdir, 0o711)
+        os.mkdir(sdir, 0o700)  # init reopens exec.fifo through /proc/self/fd, not this path
     except FileExistsError:
         raise errors.AlreadyExistsError("container", cid,
                                         hint=f"`labkit-runtime delete {cid}` first") from None
     undo.push(_rm_state_dir, sdir)
     # The config as created, for `exec` (runc keeps it in its state too): the bundle may
     # change or vanish while the container runs.
-    with open(os.path.join(sdir, statemod.CONFIG_COPY), "wb") as f:
+    # 0600: the config holds the process's Env (passwords, tokens).
+    with os.fdopen(os.open(os.path.join(sdir, statemod.CONFIG_COPY),
+                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as f:
         f.write(fastjson.dumps(cfg.raw).encode())
     fifo = os.path.join(sdir, statemod.EXEC_FIFO)
     os.mkfifo(fifo, 0o622)
