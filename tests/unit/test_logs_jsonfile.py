@@ -197,6 +197,8 @@ def test_compress_gzips_rotated_files_and_reads_them_back(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "c-json.log", "c-json.log.1.gz", "c-json.log.2.gz"]
     assert gzip.decompress((tmp_path / "c-json.log.1.gz").read_bytes()).startswith(b'{"log":')
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == dict.fromkeys(
+        ("c-json.log", "c-json.log.1.gz", "c-json.log.2.gz"), 0o600)   # what it printed: private
     n = [int(e.log.split()[1]) for e in read_logs(path)]
     assert n == list(range(n[0], 60)) and n[0] > 0          # no gap across gz and plain files
     assert [e.log for e in read_logs(path, tail=12)] == _lines(12, 48)
