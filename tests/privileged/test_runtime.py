@@ -24,6 +24,9 @@ from labkit.engine.runtime.spec import DEFAULT_CAPS
 pytestmark = pytest.mark.privileged
 
 RUNTIME = [sys.executable, "-m", "labkit.engine.runtime"]
+# `-m` puts the working directory first on sys.path: run from this checkout, so the labkit
+# under test is the one these tests belong to.
+REPO = Path(__file__).resolve().parents[2]
 _n = itertools.count()
 
 
@@ -63,7 +66,7 @@ class Bundle:
         # would keep a pipe open (and communicate() waiting) for as long as it runs.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             rc = subprocess.run([*RUNTIME, "--root", str(self.root), *args], stdout=out,
-                                stderr=err, stdin=stdin, cwd="/work/main", timeout=120,
+                                stderr=err, stdin=stdin, cwd=REPO, timeout=120,
                                 check=False).returncode
             out.seek(0)
             err.seek(0)
@@ -465,4 +468,135 @@ def test_sysctl_and_oom_score_adj_then_proc_sys_readonly(bundle: Bundle) -> None
     p = bundle.run(cid)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["500", "1", "readonly"]
+    assert_nothing_left(bundle, cid)
+
+
+# -- OCI hooks ------------------------------------------------------------------------------
+
+def _hook(phase: str, log: Path, script: str = "", **extra: Any) -> dict[str, Any]:
+    """A hook running /bin/sh with argv0 "lk-<phase>": it records its argv0 in order, its
+    stdin, its LK_HOOK variable and its mount namespace, under ``log`` (as it sees it).
+
+    Inside the container /bin/sh is busybox, which picks its applet by argv0: there argv0
+    is "sh" and the name comes as $0 after the script (sh -c SCRIPT NAME)."""
+    body = (f'echo "$0" >> {log}/order; cat > {log}/$0.json; echo "$LK_HOOK" > {log}/$0.env;'
+            f' readlink /proc/self/ns/mnt > {log}/$0.mnt; {script}')
+    args = (["sh", "-c", body, f"lk-{phase}"] if str(log).startswith("/lk-hooks")
+            else [f"lk-{phase}", "-c", body])
+    return {"path": "/bin/sh", "args": args, "env": [f"LK_HOOK=env-{phase}"], **extra}
+
+
+def _hook_bundle(bundle: Bundle, tmp_path: Path, hooks: dict[str, list[dict[str, Any]]]) -> Path:
+    log = tmp_path / "hooklog"
+    log.mkdir()
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["sleep", "1000"]
+    # The container's hooks (startContainer) write to the same directory, bound at /lk-hooks.
+    cfg["mounts"].append({"destination": "/lk-hooks", "type": "bind", "source": str(log),
+                          "options": ["rbind", "rw"]})
+    cfg["hooks"] = hooks
+    bundle.config = cfg
+    return log
+
+
+def test_hooks_run_in_spec_order_with_state_env_args_and_namespaces(bundle: Bundle,
+                                                                      tmp_path: Path) -> None:
+    log = tmp_path / "hooklog"
+    host = [_hook(p, log) for p in ("prestart", "createRuntime", "createContainer")]
+    hooks = {"prestart": [host[0]], "createRuntime": [host[1]], "createContainer": [host[2]],
+             "startContainer": [_hook("startContainer", Path("/lk-hooks"))],
+             "poststart": [_hook("poststart", log)], "poststop": [_hook("poststop", log)]}
+    _hook_bundle(bundle, tmp_path, hooks)
+    cid = bundle.new_id()
+    bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+    pid = json.loads(bundle.cli("state", cid, check=True).stdout)["pid"]
+    assert (log / "order").read_text().split() == ["lk-prestart", "lk-createRuntime",
+                                                   "lk-createContainer"]
+    bundle.cli("start", cid, check=True)
+    bundle.cli("kill", cid, "KILL", check=True)
+    bundle.cli("delete", "--force", cid, check=True)
+    order = (log / "order").read_text().split()
+    assert order == ["lk-prestart", "lk-createRuntime", "lk-createContainer",
+                     "lk-startContainer", "lk-poststart", "lk-poststop"]
+    want_status = {"prestart": "creating", "createRuntime": "creating",
+                   "createContainer": "creating", "startContainer": "created",
+                   "poststart": "running", "poststop": "stopped"}
+    for phase, status in want_status.items():
+        st = json.loads((log / f"lk-{phase}.json").read_text())
+        assert st["id"] == cid and st["bundle"] == str(bundle.dir), phase
+        assert st["status"] == status, phase
+        if status != "stopped":
+            assert st["pid"] == pid, phase
+        assert (log / f"lk-{phase}.env").read_text().strip() == f"env-{phase}"
+    host_mnt = os.readlink("/proc/self/ns/mnt")
+    mnt = {p: (log / f"lk-{p}.mnt").read_text().strip() for p in want_status}
+    # Runtime namespace: prestart, createRuntime, poststart, poststop; the container's own
+    # mount namespace: createContainer (before pivot_root) and startContainer.
+    for phase in ("prestart", "createRuntime", "poststart", "poststop"):
+        assert mnt[phase] == host_mnt, phase
+    assert mnt["createContainer"] != host_mnt
+    assert mnt["startContainer"] == mnt["createContainer"]
+    assert_nothing_left(bundle, cid)
+
+
+@pytest.mark.parametrize("phase", ["prestart", "createRuntime", "createContainer"])
+def test_failing_create_hook_destroys_the_container(bundle: Bundle, tmp_path: Path,
+                                                     phase: str) -> None:
+    log = tmp_path / "hooklog"
+    _hook_bundle(bundle, tmp_path, {phase: [_hook(phase, log, "echo broken-net >&2; exit 3")],
+                                    "poststop": [_hook("poststop", log)]})
+    cid = bundle.new_id()
+    p = bundle.cli("create", "--bundle", str(bundle.dir), cid)
+    assert p.returncode == 1, p.stderr
+    assert f"hooks.{phase}[0] (/bin/sh) failed: exit status 3: broken-net" in p.stderr
+    assert "Traceback" not in p.stderr
+    # runtime.md: the container is destroyed, then poststop runs.
+    assert (log / "order").read_text().split() == [f"lk-{phase}", "lk-poststop"]
+    assert_nothing_left(bundle, cid)
+
+
+def test_hook_timeout_kills_the_hook(bundle: Bundle, tmp_path: Path) -> None:
+    log = tmp_path / "hooklog"
+    # exec: the hook process itself sleeps, so killing it leaves nothing behind.
+    _hook_bundle(bundle, tmp_path, {"createRuntime": [_hook(
+        "createRuntime", log, f"echo $$ > {log}/pid; exec sleep 1000", timeout=1)]})
+    cid = bundle.new_id()
+    p = bundle.cli("create", "--bundle", str(bundle.dir), cid)
+    assert p.returncode == 1
+    assert "hooks.createRuntime[0] (/bin/sh) killed after its timeout of 1s" in p.stderr
+    assert not Path(f"/proc/{(log / 'pid').read_text().strip()}").exists()
+    assert_nothing_left(bundle, cid)
+
+
+def test_failing_start_container_hook_fails_start_and_destroys(bundle: Bundle,
+                                                               tmp_path: Path) -> None:
+    log = tmp_path / "hooklog"
+    _hook_bundle(bundle, tmp_path, {
+        "startContainer": [_hook("startContainer", Path("/lk-hooks"), "exit 4")],
+        "poststop": [_hook("poststop", log)]})
+    cid = bundle.new_id()
+    bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+    p = bundle.cli("start", cid)
+    assert p.returncode == 1 and "hooks.startContainer[0] (/bin/sh) failed: exit status 4" in p.stderr
+    assert (log / "order").read_text().split() == ["lk-startContainer", "lk-poststop"]
+    assert_nothing_left(bundle, cid)
+
+
+def test_failing_poststart_and_poststop_hooks_only_warn(bundle: Bundle, tmp_path: Path) -> None:
+    log = tmp_path / "hooklog"
+    _hook_bundle(bundle, tmp_path, {
+        "poststart": [_hook("poststart", log, "exit 5"), _hook("poststart2", log)],
+        "poststop": [_hook("poststop", log, "exit 6"), _hook("poststop2", log)]})
+    cid = bundle.new_id()
+    bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+    p = bundle.cli("start", cid)
+    assert p.returncode == 0, p.stderr
+    assert "warning: hooks.poststart[0] (/bin/sh) failed: exit status 5" in p.stderr
+    assert json.loads(bundle.cli("state", cid).stdout)["status"] == "running"
+    p = bundle.cli("delete", "--force", cid)
+    assert p.returncode == 0, p.stderr
+    assert "warning: hooks.poststop[0] (/bin/sh) failed: exit status 6" in p.stderr
+    assert (log / "order").read_text().split() == ["lk-poststart", "lk-poststart2",
+                                                   "lk-poststop", "lk-poststop2"]
     assert_nothing_left(bundle, cid)

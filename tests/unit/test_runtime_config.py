@@ -115,10 +115,25 @@ def test_load_reports_bad_json_and_missing_file(tmp_path: Path) -> None:
         config.load(str(tmp_path), "lk-unit")
 
 
-def test_hooks_are_refused_not_skipped(bundle: Path) -> None:
+def test_hooks_are_accepted_and_checked_field_by_field(bundle: Path) -> None:
+    # Hooks were refused while the runtime could not run them; now every phase runs
+    # (tests/privileged/test_runtime.py) and a malformed entry is named.
     cfg = default_config()
-    cfg["hooks"] = {"prestart": [{"path": "/bin/true"}]}
-    with pytest.raises(errors.UnsupportedError, match="hooks"):
-        check(bundle, cfg)
+    cfg["hooks"] = {p: [{"path": "/bin/true", "args": ["true"], "env": ["A=b"], "timeout": 5}]
+                    for p in ("prestart", "createRuntime", "createContainer", "startContainer",
+                              "poststart", "poststop")}
+    assert check(bundle, cfg).hooks["poststop"][0]["path"] == "/bin/true"
+    cfg["hooks"] = {"prestart": []}
+    check(bundle, cfg)
+    for hooks, field in (
+        ({"prestart": [{"args": ["x"]}]}, "hooks.prestart[0].path: is required"),
+        ({"poststop": [{"path": "true"}]}, "hooks.poststop[0].path: 'true' must be an absolute"),
+        ({"poststart": [{"path": "/x", "timeout": 0}]}, "hooks.poststart[0].timeout"),
+        ({"createRuntime": [{"path": "/x", "env": [1]}]}, "hooks.createRuntime[0].env"),
+        ({"onBoot": [{"path": "/x"}]}, "hooks.onBoot: unknown hook phase"),
+        ({"prestart": {"path": "/x"}}, "hooks.prestart: must be an array"),
+    ):
+        cfg["hooks"] = hooks
+        assert field in refused(bundle, cfg)
     cfg["hooks"] = {"prestart": []}
     check(bundle, cfg)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 from labkit import errors
 from labkit._sys import fastjson
 from labkit._sys.consts import OCI_NS_NAMES
+from labkit.engine.runtime import hooks as hookmod
 from labkit.ns.spec import IdMap, NamespaceSpec
 
 # The parent of every container's cgroup when config.json names none (as Docker uses
@@ -84,6 +85,11 @@ class Config:
     def linux(self) -> dict[str, Any]:
         return self.raw.get("linux") or {}
 
+    @property
+    def hooks(self) -> dict[str, Any]:
+        h: dict[str, Any] = self.raw.get("hooks") or {}
+        return h
+
 
 def load(bundle: str, container_id: str) -> Config:
     """Read and validate ``bundle``/config.json.
@@ -129,13 +135,7 @@ def validate(raw: Any, bundle: str, container_id: str) -> Config:
         want(m, "type", str, w)
         want(m, "source", str, w)
         _strs(m, "options", w)
-    hooks = want(raw, "hooks", dict, "") or {}
-    if any(hooks.values()):
-        # Silently skipping a hook (often networking or GPU setup) would start a broken
-        # container; refuse instead (config.md "POSIX-platform Hooks").
-        raise errors.UnsupportedError(
-            "OCI hooks", f"labkit-runtime does not run hooks ({', '.join(sorted(hooks))})",
-            hint="do that setup before create (e.g. labkit.engine.net), or use runc")
+    hookmod.validate(raw.get("hooks"))
     linux = want(raw, "linux", dict, "") or {}
     ns = _namespaces(raw, linux)
     cgpath = want(linux, "cgroupsPath", str, "linux") or f"{CGROUP_PARENT}/{container_id}"

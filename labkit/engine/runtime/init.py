@@ -38,7 +38,7 @@ from labkit import errors
 from labkit._sys import consts, syscalls
 from labkit._sys.seccomp import load_bpf
 from labkit._sys.signals import reset_signals
-from labkit.engine.runtime import process, rootfs
+from labkit.engine.runtime import hooks, process, rootfs
 from labkit.ns.apply import child_enter, error_payload, send_frame
 
 
@@ -49,6 +49,7 @@ class InitArgs:
         "cfg",
         "console_sock",
         "fifo_fd",
+        "hooks_fd",
         "host_cgroups",
         "pty",
         "seccomp",
@@ -56,7 +57,8 @@ class InitArgs:
     )
 
     def __init__(self, cfg: Any, sync_w: int, fifo_fd: int, pty: bool,
-                 console_sock: int | None, seccomp: Any, host_cgroups: bool) -> None:
+                 console_sock: int | None, seccomp: Any, host_cgroups: bool,
+                 hooks_fd: int | None = None) -> None:
         self.cfg = cfg
         self.sync_w = sync_w
         self.fifo_fd = fifo_fd
@@ -64,6 +66,7 @@ class InitArgs:
         self.console_sock = console_sock
         self.seccomp = seccomp
         self.host_cgroups = host_cgroups
+        self.hooks_fd = hooks_fd
 
 
 def _report(fd: int, exc: BaseException) -> None:
@@ -211,6 +214,46 @@ def _controlling_tty(slave: int) -> None:
         os.close(slave)
 
 
+def _read_to_eof(fd: int) -> bytes:
+    data = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _create_hooks(a: InitArgs) -> bytes:
+    """Mounts are made, pivot_root is next: let the runtime run prestart and createRuntime,
+    then run createContainer here (runtime.md "Lifecycle" steps 4-6).  Returns the state
+    for startContainer (b"" without hooks)."""
+    if a.hooks_fd is None:
+        return b""
+    send_frame(a.sync_w, b"H")
+    data = _read_to_eof(a.hooks_fd)
+    os.close(a.hooks_fd)
+    creating, sep, created = data.partition(b"\n")
+    if not sep:
+        raise errors.from_errno(32, "read", "hooks pipe",  # EPIPE
+                                hint="the runtime gave up before createContainer (a hook failed?)")
+    hooks.run_phase(a.cfg.hooks, "createContainer", creating)
+    return created
+
+
+def _start_hooks(cfg_hooks: dict[str, Any], state: bytes, fifo: int) -> None:
+    """startContainer, in the container just before execve; on failure tell `start` why
+    through the exec fifo ("1" + message instead of "0") and exit: the container stops."""
+    if not cfg_hooks.get("startContainer"):
+        return
+    try:
+        hooks.run_phase(cfg_hooks, "startContainer", state)
+    except BaseException as exc:  # noqa: BLE001 - reported to `start`, never swallowed
+        msg = str(exc).encode()[:4000]
+        os.write(fifo, b"1" + msg)
+        os.close(fifo)
+        os._exit(1)
+
+
 def container_init(a: InitArgs) -> NoReturn:
     """pid 1 of the container: set everything up, say ready, wait for start, execve."""
     try:
@@ -224,6 +267,7 @@ def container_init(a: InitArgs) -> NoReturn:
         cgroupns = "cgroup" in cfg.namespaces.new or "cgroup" in cfg.namespaces.join
         cgroup_dirs = rootfs.host_cgroup_dirs(cgroupns=cgroupns) if a.host_cgroups else {}
         rootfs.prepare(cfg, cgroup_dirs)
+        started = _create_hooks(a)
         # The host's /proc, kept open across pivot_root, to reopen exec.fifo by its fd
         # without depending on the container mounting a /proc of its own.
         hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -263,6 +307,7 @@ def container_init(a: InitArgs) -> NoReturn:
     try:
         # Blocks until `start` opens the fifo for reading (fifo(7)), then tells it we go.
         fd = os.open(f"self/fd/{a.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=hostproc)
+        _start_hooks(cfg.hooks, started, fd)
         os.write(fd, b"0")
         os.close(fd)
         os.close(hostproc)
