@@ -60,12 +60,12 @@ class Bundle:
             cfg["process"]["terminal"] = terminal
         self.config = cfg
 
-    def cli(self, *args: str, check: bool = False, stdin: Any = subprocess.DEVNULL
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = False, stdin: Any = subprocess.DEVNULL,
+            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         # Files, not pipes: a detached container inherits the runtime's stdout/stderr and
         # would keep a pipe open (and communicate() waiting) for as long as it runs.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            rc = subprocess.run([*RUNTIME, "--root", str(self.root), *args], stdout=out,
+            rc = subprocess.run([*prefix, *RUNTIME, "--root", str(self.root), *args], stdout=out,
                                 stderr=err, stdin=stdin, cwd=REPO, timeout=120,
                                 check=False).returncode
             out.seek(0)
@@ -599,4 +599,50 @@ def test_failing_poststart_and_poststop_hooks_only_warn(bundle: Bundle, tmp_path
     assert "warning: hooks.poststop[0] (/bin/sh) failed: exit status 6" in p.stderr
     assert (log / "order").read_text().split() == ["lk-poststart", "lk-poststart2",
                                                    "lk-poststop", "lk-poststop2"]
+    assert_nothing_left(bundle, cid)
+
+
+# -- linux.rootfsPropagation ----------------------------------------------------------------
+
+def _optional_fields(mountinfo: str, target: str) -> list[str]:
+    """proc(5) mountinfo: the optional fields (shared:N, master:N, unbindable) of ``target``."""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if fields[4] == target:
+            return fields[6:fields.index("-")]
+    raise AssertionError(f"{target} not in mountinfo:\n{mountinfo}")
+
+
+@pytest.mark.parametrize("mode", ["private", "rprivate", "slave", "rslave", "shared", "rshared",
+                                  "unbindable", "runbindable"])
+def test_rootfs_propagation_is_applied_to_the_new_root(bundle: Bundle, mode: str) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    cfg["linux"]["rootfsPropagation"] = mode
+    cfg["process"]["args"] = ["cat", "/proc/self/mountinfo"]
+    bundle.config = cfg
+    cid = bundle.new_id()
+    # The runtime runs in a mount namespace whose "/" is shared, as on a systemd host: a
+    # shared parent is what made pivot_root fail with EINVAL, and what a slave follows.
+    p = bundle.cli(
+        "run", "--bundle", str(bundle.dir), cid,
+        prefix=("unshare", "--mount", "--propagation", "shared", "--"))
+    assert p.returncode == 0, p.stderr
+    root, proc = _optional_fields(p.stdout, "/"), _optional_fields(p.stdout, "/proc")
+    kinds = {f.split(":")[0] for f in root}
+    if mode in ("private", "rprivate"):
+        assert root == []
+    elif mode in ("slave", "rslave"):
+        assert kinds == {"master"}
+    elif mode in ("shared", "rshared"):
+        assert "shared" in kinds
+    else:
+        assert "unbindable" in kinds
+    # The recursive modes reach the mounts below "/" too.
+    if mode == "rshared":
+        assert any(f.startswith("shared:") for f in proc)
+    if mode == "runbindable":
+        assert "unbindable" in proc
+    if mode in ("shared", "unbindable"):
+        assert not any(f.startswith(("shared:", "unbindable")) for f in proc)
     assert_nothing_left(bundle, cid)

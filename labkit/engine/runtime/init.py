@@ -282,6 +282,7 @@ def container_init(a: InitArgs) -> NoReturn:
             ready = str(master).encode()
         elif a.console_sock is not None:
             _terminal_from_console_socket(a.console_sock)
+        rootfs.apply_propagation(cfg)  # last mount change: after the /dev/console bind
         if p.get("rlimits"):
             process.set_rlimits(p["rlimits"])
         if p.get("oomScoreAdj") is not None:
