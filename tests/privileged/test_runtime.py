@@ -646,3 +646,26 @@ def test_rootfs_propagation_is_applied_to_the_new_root(bundle: Bundle, mode: str
     if mode in ("shared", "unbindable"):
         assert not any(f.startswith(("shared:", "unbindable")) for f in proc)
     assert_nothing_left(bundle, cid)
+
+
+# -- memory knobs of cgroup v1 ----------------------------------------------------------------
+
+def test_swappiness_and_disable_oom_killer_applied_kernel_memory_warned(bundle: Bundle) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    cfg["linux"]["resources"]["memory"] = {"limit": 64 << 20, "swappiness": 7,
+                                           "disableOOMKiller": True, "kernel": 32 << 20}
+    cfg["process"]["args"] = ["sh", "-c", ("cat /sys/fs/cgroup/memory/memory.swappiness;"
+                              " grep oom_kill_disable /sys/fs/cgroup/memory/memory.oom_control")]
+    bundle.config = cfg
+    cid = bundle.new_id()
+    p = bundle.run(cid)
+    if not Path("/sys/fs/cgroup/memory").is_dir():  # a cgroup v2 host: refused, named
+        assert p.returncode == 1 and "linux.resources.memory.swappiness" in p.stderr
+        assert_nothing_left(bundle, cid)
+        return
+    assert p.returncode == 0, p.stderr
+    # Read back from inside: the container's own cgroup files.
+    assert p.stdout.split() == ["7", "oom_kill_disable", "1"]
+    assert "warning: linux.resources.memory.kernel is ignored" in p.stderr
+    assert_nothing_left(bundle, cid)

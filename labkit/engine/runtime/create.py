@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import sys
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
 # any name TYPE_CHECKING as true (the same trick as labkit.ns).
@@ -146,6 +147,10 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
     from labkit.cgroups import Resources, open_cgroup
 
     resources = Resources.from_oci(cfg.linux.get("resources"))
+    from labkit.cgroups._oci import warnings as resource_warnings
+
+    for msg in resource_warnings(cfg.linux.get("resources")):
+        print(f"labkit-runtime: warning: {msg}", file=sys.stderr)  # runc warns, and goes on
     device_rules.rules(cfg.linux.get("resources"))  # validate now, apply after mkdir
     filt = None
     if cfg.linux.get("seccomp"):
