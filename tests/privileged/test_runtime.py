@@ -669,3 +669,117 @@ def test_swappiness_and_disable_oom_killer_applied_kernel_memory_warned(bundle: 
     assert p.stdout.split() == ["7", "oom_kill_disable", "1"]
     assert "warning: linux.resources.memory.kernel is ignored" in p.stderr
     assert_nothing_left(bundle, cid)
+
+
+# -- namespaces joined by path, and no mount namespace --------------------------------------
+
+class Sleeper:
+    """`unshare <flags> sleep 1000`: namespaces made by the test, to be joined by path."""
+
+    def __init__(self, *flags: str) -> None:
+        # "ready" is printed after unshare(2): the namespaces exist once it is read.
+        self.proc = subprocess.Popen(["unshare", *flags, "sh", "-c", "echo ready; exec sleep 1000"],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "ready\n"
+        self.proc.stdout.close()
+
+    def ns(self, kind: str) -> str:
+        return f"/proc/{self.proc.pid}/ns/{kind}"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _set_namespace(cfg: dict[str, Any], typ: str, path: str | None) -> None:
+    nss = [n for n in cfg["linux"]["namespaces"] if n["type"] != typ]
+    if path is not None:
+        nss.append({"type": typ, "path": path})
+    cfg["linux"]["namespaces"] = nss
+
+
+def test_hostname_set_in_a_joined_uts_namespace(bundle: Bundle) -> None:
+    sleeper = Sleeper("--uts", "--net")
+    try:
+        cfg = bundle.config
+        cfg["process"]["terminal"] = False
+        cfg["hostname"] = "lk-joined-uts"
+        _set_namespace(cfg, "uts", sleeper.ns("uts"))
+        _set_namespace(cfg, "network", sleeper.ns("net"))
+        cfg["process"]["args"] = ["sh", "-c", "hostname; readlink /proc/self/ns/uts; readlink /proc/self/ns/net"]
+        bundle.config = cfg
+        cid = bundle.new_id()
+        p = bundle.run(cid)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["lk-joined-uts", os.readlink(sleeper.ns("uts")),
+                                    os.readlink(sleeper.ns("net"))]
+        # Set in the joined namespace itself, not only seen by the container; the host's
+        # name is untouched.
+        out = subprocess.run(["nsenter", "--uts", "-t", str(sleeper.proc.pid), "hostname"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == "lk-joined-uts"
+        assert os.uname().nodename != "lk-joined-uts"
+        assert_nothing_left(bundle, cid)
+    finally:
+        sleeper.stop()
+
+
+def test_hostname_without_a_uts_namespace_is_refused(bundle: Bundle) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    _set_namespace(cfg, "uts", None)
+    bundle.config = cfg
+    cid = bundle.new_id()
+    p = bundle.run(cid)
+    assert p.returncode == 1 and "hostname: setting the hostname requires a new or joined UTS" in p.stderr
+    assert_nothing_left(bundle, cid)
+
+
+def test_joined_mount_namespace(bundle: Bundle) -> None:
+    sleeper = Sleeper("--mount", "--propagation", "private")
+    try:
+        cfg = bundle.config
+        cfg["process"]["terminal"] = False
+        _set_namespace(cfg, "mount", sleeper.ns("mnt"))
+        cfg["process"]["args"] = ["sh", "-c", ("readlink /proc/self/ns/mnt; cat /proc/1/comm;"
+                                  " ls /bin/busybox")]
+        bundle.config = cfg
+        cid = bundle.new_id()
+        p = bundle.run(cid)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == [os.readlink(sleeper.ns("mnt")), "sh", "/bin/busybox"]
+        assert_nothing_left(bundle, cid)
+    finally:
+        sleeper.stop()
+
+
+def test_without_a_mount_namespace_the_container_is_a_chroot(bundle: Bundle) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    _set_namespace(cfg, "mount", None)
+    bundle.config = cfg
+    cid = bundle.new_id()
+    p = bundle.cli("create", "--bundle", str(bundle.dir), cid)
+    # Mounts would land in the host's mount table: refused by name.
+    assert p.returncode == 1 and "mounts: needs a mount namespace" in p.stderr
+    assert_nothing_left(bundle, cid)
+    cfg["mounts"] = []
+    cfg["root"]["readonly"] = False
+    del cfg["linux"]["maskedPaths"], cfg["linux"]["readonlyPaths"]
+    cfg["process"]["args"] = ["sleep", "1000"]
+    bundle.config = cfg
+    marker = bundle.dir / "rootfs" / "lk-chroot-marker"
+    try:
+        bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+        pid = json.loads(bundle.cli("state", cid, check=True).stdout)["pid"]
+        assert os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+        assert os.readlink(f"/proc/{pid}/root") == str(bundle.dir / "rootfs")
+        bundle.cli("start", cid, check=True)
+        # exec follows the container into its root: "/" there is the bundle's rootfs.
+        p = bundle.cli("exec", cid, "sh", "-c", "echo inside > /lk-chroot-marker; cat /lk-chroot-marker")
+        assert p.returncode == 0 and p.stdout == "inside\n", p.stderr
+        assert marker.read_text() == "inside\n"
+        bundle.cli("delete", "--force", cid, check=True)
+    finally:
+        marker.unlink(missing_ok=True)
+    assert_nothing_left(bundle, cid)

@@ -293,9 +293,8 @@ def pivot(rootfs: str) -> None:
     os.chdir("/")
 
 
-def finalize(cfg: Any) -> None:
-    """Step 5: sysctls, masked paths, read-only paths, read-only root (after pivot_root)."""
-    linux = cfg.linux
+def _sysctls(linux: dict[str, Any]) -> None:
+    # /proc/sys/net and /proc/sys/kernel (ipc, uts) show the namespaces of the writer.
     for key, value in (linux.get("sysctl") or {}).items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
@@ -303,6 +302,25 @@ def finalize(cfg: Any) -> None:
                 f.write(value)
         except OSError as err:
             raise errors.from_errno(err.errno or errno.EIO, "write sysctl", f"{key}={value}") from None
+
+
+def enter_chroot(cfg: Any) -> None:
+    """No mount namespace of its own (config.own_mounts): sysctls through the runtime's
+    /proc, then chroot(2) into the rootfs.  No mount is made (config.py refuses what needs
+    one).  A chroot is weaker than pivot_root: a process keeping CAP_SYS_CHROOT can leave
+    it (chroot(2) NOTES), which is why a mount namespace is the default."""
+    _sysctls(cfg.linux)
+    try:
+        os.chroot(cfg.rootfs)
+    except OSError as err:
+        raise errors.from_errno(err.errno or errno.EIO, "chroot", cfg.rootfs) from None
+    os.chdir("/")
+
+
+def finalize(cfg: Any) -> None:
+    """Step 5: sysctls, masked paths, read-only paths, read-only root (after pivot_root)."""
+    linux = cfg.linux
+    _sysctls(linux)
     for path in linux.get("readonlyPaths") or []:
         if not os.path.exists(path):
             continue
@@ -323,4 +341,4 @@ def finalize(cfg: Any) -> None:
                        None)
 
 
-__all__ = ["apply_propagation", "finalize", "host_cgroup_dirs", "pivot", "prepare", "secure_join"]
+__all__ = ["apply_propagation", "enter_chroot", "finalize", "host_cgroup_dirs", "pivot", "prepare", "secure_join"]
