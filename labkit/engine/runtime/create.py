@@ -256,6 +256,7 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     master_no: int | None = None
     buf = bytearray()
     timeout: float | None = SYNC_TIMEOUT
+    hooks_asked = False
     try:
         while True:
             frame = _next_frame(sync_r, buf, timeout)
@@ -270,7 +271,11 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
                 master_no = int(payload) if payload else None
             elif tag == b"E" and failure is None:
                 failure = _unpickle(payload)
-            elif tag == b"H" and hooks_w is not None and init_pid and map_error is None:
+            elif tag == b"H":
+                hooks_asked = True
+            # The intermediate sends "P" right after forking init, but init may say "H"
+            # first: the hooks need init's pid, so they wait for both.
+            if hooks_asked and init_pid and hooks_w is not None and map_error is None:
                 w, hooks_w = hooks_w, None  # _create_hooks closes it, success or not
                 _create_hooks(cid, cfg, init_pid, w)
                 timeout = _container_hooks_timeout(cfg.hooks)
