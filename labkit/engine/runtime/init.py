@@ -23,6 +23,7 @@ out of reach, so every module init needs is imported at the top of this file.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import struct
@@ -268,7 +269,7 @@ def _create_hooks(a: InitArgs) -> bytes:
     os.close(a.hooks_fd)
     creating, sep, created = data.partition(b"\n")
     if not sep:
-        raise errors.from_errno(32, "read", "hooks pipe",  # EPIPE
+        raise errors.from_errno(errno.EPIPE, "read", "hooks pipe",
                                 hint="the runtime gave up before createContainer (a hook failed?)")
     hooks.run_phase(a.cfg.hooks, "createContainer", creating)
     return created
