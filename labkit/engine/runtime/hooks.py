@@ -20,7 +20,8 @@ print a warning and the remaining hooks still run.
 Each hook gets the container state (runtime.md "State") as JSON on its stdin, its ``env``
 (the runtime's environment when the field is absent, as runc does), ``args`` as argv
 (``args[0]`` is argv0; ``[path]`` when absent) and is killed with SIGKILL after ``timeout``
-seconds.  Its stdout and stderr go to a memfd whose tail is quoted in the error.
+seconds.  Its stdout and stderr go to a memfd whose tail is quoted in the error; the
+runtime's other descriptors are close-on-exec (PEP 446, init.py _cloexec_all).
 
 Everything here may run in the container init after pivot_root, where no module can be
 imported any more (init.py imports this module at its top): system calls and what is
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
@@ -41,13 +43,14 @@ if TYPE_CHECKING:
 
 from labkit import errors
 from labkit._sys import fastjson
-from labkit._sys.signals import reset_signals
 
 # In the order runtime.md runs them.
 PHASES: tuple[str, ...] = ("prestart", "createRuntime", "createContainer", "startContainer",
                            "poststart", "poststop")
 # Phases whose failure only warns (runtime.md "Lifecycle" steps 9 and 13).
 WARN_ONLY = frozenset({"poststart", "poststop"})
+# Every signal a process may catch (SIGKILL and SIGSTOP cannot be changed).
+_SIGDEF = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 # How much of a failed hook's output the error quotes.
 OUTPUT_TAIL = 2048
 
@@ -127,19 +130,13 @@ def run_one(hook: dict[str, Any], what: str, state: bytes) -> None:
     try:
         os.write(stdin, state)
         os.lseek(stdin, 0, os.SEEK_SET)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child execs or exits
-            try:
-                # The runtime (Python) ignores SIGPIPE and SIGXFSZ: the hook starts clean.
-                reset_signals()
-                os.dup2(stdin, 0)
-                os.dup2(out, 1)
-                os.dup2(out, 2)
-                os.closerange(3, 1 << 20)
-                os.execve(path, args, env)
-            except BaseException as exc:  # noqa: BLE001 - reported through the output memfd
-                os.write(2, f"exec {path}: {exc}".encode())
-            os._exit(127)
+        # posix_spawn(3), not fork: the caller may be a threaded process (the supervisor
+        # calls delete() in-process), where only async-signal-safe code may run between
+        # fork and exec.  Signals back to SIG_DFL and unblocked: the runtime (Python)
+        # ignores SIGPIPE and SIGXFSZ, and ignored signals survive execve (signal(7)).
+        pid = os.posix_spawn(path, args, env, setsigmask=(), setsigdef=_SIGDEF, file_actions=[
+            (os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out, 1),
+            (os.POSIX_SPAWN_DUP2, out, 2)])
         _wait(pid, what, path, timeout, out)
     finally:
         os.close(stdin)
@@ -181,7 +178,7 @@ def run_phase(hooks: dict[str, Any] | None, phase: str, state: bytes) -> None:
             if phase not in WARN_ONLY:
                 raise
             print(f"labkit-runtime: warning: {exc}", file=sys.stderr)
-        except OSError as exc:  # fork/memfd refused: a hook that could not run
+        except OSError as exc:  # posix_spawn (exec) or memfd refused: it could not run
             if phase not in WARN_ONLY:
                 raise HookError(f"{what} ({hook['path']}) could not run: {exc}") from None
             print(f"labkit-runtime: warning: {what}: {exc}", file=sys.stderr)
