@@ -569,6 +569,25 @@ def test_hook_timeout_kills_the_hook(bundle: Bundle, tmp_path: Path) -> None:
     assert_nothing_left(bundle, cid)
 
 
+def test_start_container_hook_cannot_reach_the_hosts_proc_through_init(bundle: Bundle,
+                                                                      tmp_path: Path) -> None:
+    # The hook is the container's own binary, run while init still waits to exec: the
+    # init's descriptors (the host's /proc among them) must be out of its reach.
+    log = tmp_path / "hooklog"
+    probe = ("for f in /proc/1/fd/*; do readlink $f; done > /lk-hooks/init-fds 2>&1;"
+             " cat /proc/1/environ > /lk-hooks/environ 2>&1; true")
+    _hook_bundle(bundle, tmp_path, {"startContainer": [
+        {"path": "/bin/sh", "args": ["sh", "-c", probe]}]})
+    cid = bundle.new_id()
+    bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+    bundle.cli("start", cid, check=True)
+    fds = (log / "init-fds").read_text().split()
+    assert "/proc" not in fds and not any(f.endswith("exec.fifo") for f in fds), fds
+    assert "Permission denied" in (log / "environ").read_text()
+    bundle.cli("delete", "--force", cid, check=True)
+    assert_nothing_left(bundle, cid)
+
+
 def test_failing_start_container_hook_fails_start_and_destroys(bundle: Bundle,
                                                                tmp_path: Path) -> None:
     log = tmp_path / "hooklog"

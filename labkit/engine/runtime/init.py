@@ -281,6 +281,10 @@ def _start_hooks(cfg_hooks: dict[str, Any], state: bytes, fifo: int) -> None:
     if not cfg_hooks.get("startContainer"):
         return
     try:
+        # Not dumpable while the container's hook runs: /proc/1 (fds, mem, environ) of
+        # its init is then out of its reach (ptrace access mode checks, proc(5)); the
+        # execve of the program restores it (prctl(2) PR_SET_DUMPABLE).
+        syscalls.prctl(consts.PR_SET_DUMPABLE, 0)
         hooks.run_phase(cfg_hooks, "startContainer", state)
     except BaseException as exc:  # noqa: BLE001 - reported to `start`, never swallowed
         msg = str(exc).encode()[:4000]
@@ -350,10 +354,14 @@ def container_init(a: InitArgs) -> NoReturn:
     try:
         # Blocks until `start` opens the fifo for reading (fifo(7)), then tells it we go.
         fd = os.open(f"self/fd/{a.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=hostproc)
+        # The host's /proc must be gone before any container code runs (a startContainer
+        # hook is the container's own binary): through /proc/1/fd it would reach
+        # /proc/1/root of the host.
+        os.close(hostproc)
+        os.close(a.fifo_fd)
         _start_hooks(cfg.hooks, started, fd)
         os.write(fd, b"0")
         os.close(fd)
-        os.close(hostproc)
         envd = dict(kv.split("=", 1) for kv in env if "=" in kv)
         os.execve(path, p["args"], envd)
     except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
