@@ -785,6 +785,8 @@ def test_without_a_mount_namespace_the_container_is_a_chroot(bundle: Bundle) -> 
     cfg["mounts"] = []
     cfg["root"]["readonly"] = False
     del cfg["linux"]["maskedPaths"], cfg["linux"]["readonlyPaths"]
+    for key in ("bounding", "effective", "permitted"):  # it would leave the chroot
+        cfg["process"]["capabilities"][key].remove("CAP_SYS_CHROOT")
     cfg["process"]["args"] = ["sleep", "1000"]
     bundle.config = cfg
     marker = bundle.dir / "rootfs" / "lk-chroot-marker"

@@ -168,4 +168,7 @@ def test_mount_namespace_joined_or_left_out(bundle: Path) -> None:
     for key, val in (("devices", [{"path": "/dev/x", "type": "c", "major": 1, "minor": 3}]),
                      ("rootfsPropagation", "shared")):
         assert f"linux.{key}: needs a mount namespace" in refused(bundle, dict(cfg, linux=dict(cfg["linux"], **{key: val})))
+    # A chroot is all that holds the container: CAP_SYS_CHROOT would get it out.
+    assert "process.capabilities.bounding: CAP_SYS_CHROOT" in refused(bundle, cfg)
+    cfg["process"]["capabilities"]["bounding"].remove("CAP_SYS_CHROOT")
     assert not config.own_mounts(check(bundle, cfg))

@@ -223,6 +223,14 @@ def _no_mount_namespace(raw: dict[str, Any], linux: dict[str, Any]) -> None:
             raise _bad(field, "needs a mount namespace: without one (none in linux.namespaces) "
                        "it would change the host's mounts",
                        hint='add {"type": "mount"} to linux.namespaces, or drop the field')
+    bounding = ((raw.get("process") or {}).get("capabilities") or {}).get("bounding") or []
+    if "CAP_SYS_CHROOT" in bounding:
+        # chroot(2) NOTES: a process that may call chroot can leave a chroot (chroot into a
+        # subdirectory, then walk up with ".."), and here the chroot is all there is.
+        raise _bad("process.capabilities.bounding",
+                   "CAP_SYS_CHROOT would let the container leave its root: without a mount "
+                   "namespace (none in linux.namespaces) the root is only a chroot",
+                   hint='drop CAP_SYS_CHROOT, or add {"type": "mount"} to linux.namespaces')
 
 
 def own_mounts(cfg: Config) -> bool:
