@@ -32,7 +32,7 @@ V1_FILES: dict[str, dict[str, str]] = {
     "memory": {"memory.limit_in_bytes": _V1_UNLIMITED, "memory.memsw.limit_in_bytes": _V1_UNLIMITED,
                "memory.soft_limit_in_bytes": _V1_UNLIMITED, "memory.usage_in_bytes": "0",
                "memory.max_usage_in_bytes": "0", "memory.memsw.usage_in_bytes": "0",
-               "memory.failcnt": "0",
+               "memory.failcnt": "0", "memory.swappiness": "60",
                "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"},
     "pids": {"pids.max": "max", "pids.current": "0"},
     "freezer": {"freezer.state": "THAWED"},

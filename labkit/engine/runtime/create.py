@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import sys
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
 # any name TYPE_CHECKING as true (the same trick as labkit.ns).
@@ -28,6 +29,7 @@ from labkit import errors
 from labkit._sys import consts, fastjson, syscalls
 from labkit.engine.runtime import config as configmod
 from labkit.engine.runtime import devices as device_rules
+from labkit.engine.runtime import hooks as hookmod
 from labkit.engine.runtime import state as statemod
 
 # How long the runtime waits for init to report (a live init answers in milliseconds; this
@@ -35,23 +37,32 @@ from labkit.engine.runtime import state as statemod
 SYNC_TIMEOUT = 60.0
 
 
-def _read_frames(fd: int, timeout: float) -> list[tuple[bytes, bytes]]:
-    """Read ``fd`` until EOF (every writer exited or closed it) and split it into frames."""
-    buf = b""
+def _next_frame(fd: int, buf: bytearray, timeout: float | None) -> tuple[bytes, bytes] | None:
+    """The next frame (tag, payload) from ``fd``, reading as needed; None at EOF (every
+    writer exited or closed it).  ``buf`` carries what was read past the frame."""
     while True:
+        if len(buf) >= 5:
+            n = int.from_bytes(buf[1:5], "big")
+            if len(buf) >= 5 + n:
+                frame = (bytes(buf[:1]), bytes(buf[5:5 + n]))
+                del buf[:5 + n]
+                return frame
         ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
             raise errors.from_errno(errno.ETIMEDOUT, "read", "container init sync pipe",
                                     hint=f"init did not report within {timeout:.0f}s")
         chunk = os.read(fd, 65536)
         if not chunk:
-            break
+            return None
         buf += chunk
+
+
+def _read_frames(fd: int, timeout: float) -> list[tuple[bytes, bytes]]:
+    """Every frame on ``fd`` until EOF (exec.py reads its child's report this way)."""
+    buf = bytearray()
     frames = []
-    while len(buf) >= 5:
-        n = int.from_bytes(buf[1:5], "big")
-        frames.append((buf[:1], buf[5:5 + n]))
-        buf = buf[5 + n:]
+    while (frame := _next_frame(fd, buf, timeout)) is not None:
+        frames.append(frame)
     return frames
 
 
@@ -136,6 +147,10 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
     from labkit.cgroups import Resources, open_cgroup
 
     resources = Resources.from_oci(cfg.linux.get("resources"))
+    from labkit.cgroups._oci import warnings as resource_warnings
+
+    for msg in resource_warnings(cfg.linux.get("resources")):
+        print(f"labkit-runtime: warning: {msg}", file=sys.stderr)  # runc warns, and goes on
     device_rules.rules(cfg.linux.get("resources"))  # validate now, apply after mkdir
     filt = None
     if cfg.linux.get("seccomp"):
@@ -149,8 +164,13 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
     try:
         return _create(root, container_id, cfg, cg, resources, filt, undo, pid_file,
                        console_socket, cfg.terminal and console_socket is None)
-    except BaseException:
+    except BaseException as exc:
         undo.run()
+        if isinstance(exc, hookmod.HookError):
+            # runtime.md "Lifecycle": a failed create-time hook destroys the container
+            # (step 12, the undo above), then the poststop hooks run (step 13).
+            hookmod.run_phase(cfg.hooks, "poststop",
+                              hookmod.state_json(hook_state(container_id, cfg, statemod.STOPPED, 0)))
         raise
 
 
@@ -210,15 +230,25 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     syscalls.prctl(consts.PR_SET_CHILD_SUBREAPER, 1)
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     ns_parent, ns_child = syscalls.socketpair()
+    # Hooks before pivot_root need a way back to init: it sends "H" once its mounts are
+    # made and waits on this pipe for the state the hooks read (with init's host pid, which
+    # it cannot see from inside its pid namespace); EOF without it means "give up".
+    hooks_r = hooks_w = None
+    if hookmod.has(cfg.hooks, "prestart", "createRuntime", "createContainer", "startContainer"):
+        hooks_r, hooks_w = os.pipe2(os.O_CLOEXEC)
     uses_cgroupfs = any(m.get("type") == "cgroup" for m in cfg.raw.get("mounts") or [])
-    args = InitArgs(cfg, sync_w, fifo_fd, pty, console_fd, filt, uses_cgroupfs)
+    args = InitArgs(cfg, sync_w, fifo_fd, pty, console_fd, filt, uses_cgroupfs, hooks_r)
     pid = os.fork()
     if pid == 0:
         os.close(sync_r)
         os.close(ns_parent)
+        if hooks_w is not None:
+            os.close(hooks_w)  # else init would never see EOF on hooks_r
         intermediate(args, cg, ns_child)
     os.close(sync_w)
     os.close(ns_child)
+    if hooks_r is not None:
+        os.close(hooks_r)
     map_error: BaseException | None = None
     try:
         parent_serve(pid, cfg.namespaces, ns_parent)
@@ -226,24 +256,40 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
         map_error = exc
     finally:
         os.close(ns_parent)
-    try:
-        frames = _read_frames(sync_r, SYNC_TIMEOUT)
-    finally:
-        os.close(sync_r)
-        os.waitpid(pid, 0)
     init_pid = 0
     failure: BaseException | None = None
     ready = False
     master_no: int | None = None
-    for tag, payload in frames:
-        if tag == b"P":
-            init_pid = int(payload)
-            undo.push(_kill_reap, init_pid)
-        elif tag == b"R":
-            ready = True
-            master_no = int(payload) if payload else None
-        elif tag == b"E" and failure is None:
-            failure = _unpickle(payload)
+    buf = bytearray()
+    timeout: float | None = SYNC_TIMEOUT
+    hooks_asked = False
+    try:
+        while True:
+            frame = _next_frame(sync_r, buf, timeout)
+            if frame is None:
+                break
+            tag, payload = frame
+            if tag == b"P":
+                init_pid = int(payload)
+                undo.push(_kill_reap, init_pid)
+            elif tag == b"R":
+                ready = True
+                master_no = int(payload) if payload else None
+            elif tag == b"E" and failure is None:
+                failure = _unpickle(payload)
+            elif tag == b"H":
+                hooks_asked = True
+            # The intermediate sends "P" right after forking init, but init may say "H"
+            # first: the hooks need init's pid, so they wait for both.
+            if hooks_asked and init_pid and hooks_w is not None and map_error is None:
+                w, hooks_w = hooks_w, None  # _create_hooks closes it, success or not
+                _create_hooks(cid, cfg, init_pid, w)
+                timeout = _container_hooks_timeout(cfg.hooks)
+    finally:
+        os.close(sync_r)
+        if hooks_w is not None:
+            os.close(hooks_w)
+        os.waitpid(pid, 0)
     # A refused id map is the root cause; the child's EPIPE/handshake error follows from it.
     if map_error is not None:
         raise map_error
@@ -273,6 +319,39 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
         _write_pid_file(pid_file, init_pid)
     undo.steps.clear()
     return st, master
+
+
+def hook_state(cid: str, cfg: configmod.Config, status: str, pid: int) -> dict[str, Any]:
+    """The state a hook reads before state.json exists (runtime.md "State")."""
+    return {"ociVersion": statemod.OCI_VERSION, "id": cid, "status": status, "pid": pid,
+            "bundle": cfg.bundle, "annotations": dict(cfg.raw.get("annotations") or {})}
+
+
+def _create_hooks(cid: str, cfg: configmod.Config, init_pid: int, hooks_w: int) -> None:
+    """Run prestart and createRuntime here (the runtime's namespaces), then hand init the
+    state for createContainer and startContainer, and close the pipe (init reads to EOF)."""
+    try:
+        creating = hookmod.state_json(hook_state(cid, cfg, statemod.CREATING, init_pid))
+        # runtime.md: prestart hooks run in the create operation, before createRuntime.
+        hookmod.run_phase(cfg.hooks, "prestart", creating)
+        hookmod.run_phase(cfg.hooks, "createRuntime", creating)
+        created = hookmod.state_json(hook_state(cid, cfg, statemod.CREATED, init_pid))
+        data = creating + b"\n" + created  # compact JSON holds no raw newline
+        while data:
+            data = data[os.write(hooks_w, data):]
+    finally:
+        os.close(hooks_w)
+
+
+def _container_hooks_timeout(hooks: dict[str, Any]) -> float | None:
+    # init now runs the createContainer hooks before it reports: wait for as long as their
+    # timeouts allow, and without a limit when one of them has none (config.md: optional).
+    total = SYNC_TIMEOUT
+    for h in hooks.get("createContainer") or []:
+        if h.get("timeout") is None:
+            return None
+        total += h["timeout"]
+    return total
 
 
 def _write_pid_file(path: str, pid: int) -> None:
