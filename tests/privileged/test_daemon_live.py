@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from labkit.engine.daemon.frames import decode_all
+from labkit.engine.shim.stdcopy import decode_all
 
 pytestmark = pytest.mark.privileged
 V = "/v1.41"

@@ -11,8 +11,10 @@ import pytest
 from labkit import errors
 from labkit.engine.client import APIError, Client, DaemonUnavailable
 from labkit.engine.client.fake import FakeDaemon, js
-from labkit.engine.client.streams import FrameDecoder, demux_all, frame
+from labkit.engine.client.streams import demux_all
 from labkit.engine.client.transport import error_from_response
+from labkit.engine.shim.stdcopy import Decoder as FrameDecoder
+from labkit.engine.shim.stdcopy import encode as frame
 
 
 @pytest.fixture

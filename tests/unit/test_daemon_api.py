@@ -18,8 +18,8 @@ from labkit.engine.containers.engine import Engine
 from labkit.engine.containers.fake import FakeTasks
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.daemon.app import make_app
-from labkit.engine.daemon.frames import decode_all
 from labkit.engine.images.store import ImageStore
+from labkit.engine.shim.stdcopy import decode_all
 
 V = "/v1.41"
 
@@ -340,7 +340,7 @@ def test_restore_restarts_always_but_not_stopped_unless_stopped(tmp_path: Path) 
 
 @pytest.mark.parametrize("frames", [[(1, b"a")], [(2, b"err\n"), (1, b"x" * 70000)]])
 def test_frames_roundtrip(frames: list[tuple[int, bytes]]) -> None:
-    from labkit.engine.daemon.frames import encode
+    from labkit.engine.shim.stdcopy import encode
     assert decode_all(b"".join(encode(s, p) for s, p in frames)) == frames
     assert encode(1, b"hi\n") == bytes([1, 0, 0, 0, 0, 0, 0, 3]) + b"hi\n"
     assert struct.calcsize(">BxxxL") == 8

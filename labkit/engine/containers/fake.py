@@ -13,7 +13,6 @@ import builtins
 import contextlib
 import json
 import os
-import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 from labkit import errors
 from labkit.engine.containers.tasks import ExitInfo, ProcInfo, TaskEvent, TaskInfo, TaskStats
 from labkit.engine.images.mounts import Mount
+from labkit.engine.shim import stdcopy
 
 __all__ = ["FakeTasks"]
 
@@ -95,7 +95,7 @@ class FakeTasks:
                                 "stderr", "time": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z",
                                                                 time.gmtime())}) + "\n")
         for w in p.writers:
-            w.write(struct.pack(">BxxxL", stream, len(data)) + data)
+            w.write(stdcopy.encode(stream, data))
 
     async def _run(self, p: _Proc) -> None:
         args, code = p.args, 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
 # any name TYPE_CHECKING as true (the same trick as labkit.ns).
@@ -29,6 +28,7 @@ from labkit._sys import consts, fastjson, syscalls
 from labkit.engine.runtime import config as configmod
 from labkit.engine.runtime import devices as device_rules
 from labkit.engine.runtime import state as statemod
+from labkit.ns.frames import read_to_eof
 
 # How long the runtime waits for init to report (a live init answers in milliseconds; this
 # only bounds one stuck in a mount or a fuse filesystem).
@@ -36,23 +36,8 @@ SYNC_TIMEOUT = 60.0
 
 
 def _read_frames(fd: int, timeout: float) -> list[tuple[bytes, bytes]]:
-    """Read ``fd`` until EOF (every writer exited or closed it) and split it into frames."""
-    buf = b""
-    while True:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            raise errors.from_errno(errno.ETIMEDOUT, "read", "container init sync pipe",
-                                    hint=f"init did not report within {timeout:.0f}s")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        buf += chunk
-    frames = []
-    while len(buf) >= 5:
-        n = int.from_bytes(buf[1:5], "big")
-        frames.append((buf[:1], buf[5:5 + n]))
-        buf = buf[5 + n:]
-    return frames
+    """Every frame init and the intermediate wrote, up to EOF (every writer exited)."""
+    return read_to_eof(fd, timeout, "container init sync pipe")
 
 
 def _unpickle(payload: bytes) -> BaseException:

@@ -42,7 +42,8 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from labkit.engine.shim.protocol import encode, unframe
+from labkit.engine.shim.protocol import encode
+from labkit.engine.shim.stdcopy import Decoder
 from labkit.engine.supervisor.api import supervisor_pb2 as pb
 from labkit.engine.supervisor.api import supervisor_pb2_grpc as pbg
 from labkit.engine.supervisor.errmap import to_native
@@ -281,7 +282,6 @@ def attach(io_socket: str, exec_id: str = "", *, stdin: bool = False, stdout: bo
 
 def read_frames(s: socket.socket) -> Iterator[tuple[int, bytes]]:
     """(stream, payload) frames from an attached socket until the shim closes it."""
-    buf = b""
+    dec = Decoder()
     while data := s.recv(65536):
-        frames, buf = unframe(buf + data)
-        yield from frames
+        yield from dec.feed(data)
