@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from fakes.tasks import FakeTasks
 
 from labkit.engine.containers.createbody import parse_create
 from labkit.engine.containers.engine import Engine
-from labkit.engine.containers.fake import FakeTasks
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.daemon.app import make_app
 from labkit.engine.images.store import ImageStore
