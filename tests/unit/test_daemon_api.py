@@ -299,6 +299,35 @@ def test_events_stream_and_filters(tmp_path: Path) -> None:
     run(tmp_path, t)
 
 
+def test_missing_command_is_found_by_the_runtime_and_is_127(tmp_path: Path) -> None:
+    # the daemon no longer searches PATH in the image layers: the runtime does, once, and
+    # its typed error (exit_code 127) becomes Docker's answer and the recorded exit code
+    async def t(client: TestClient, eng: Engine) -> None:
+        cid = await create(client, {"Cmd": ["nosuch"]})
+        r = await client.post(f"{V}/containers/{cid}/start")
+        body = await r.json()
+        assert r.status == 400 and "executable file not found in $PATH" in body["message"]
+        assert 'exec: "nosuch"' in body["message"]
+        state = (await (await client.get(f"{V}/containers/{cid}/json")).json())["State"]
+        assert state["ExitCode"] == 127 and "executable file not found" in state["Error"]
+        assert [c for c in eng.tasks.calls if c[0] == "create"] == [("create", cid, "")]  # type: ignore[attr-defined]
+    run(tmp_path, t)
+
+
+def test_hostname_is_one_value_everywhere(tmp_path: Path) -> None:
+    async def t(client: TestClient, eng: Engine) -> None:
+        cid = await create(client, {"Cmd": ["true"]})
+        spec = eng.oci_config(eng.get(cid))
+        rec = eng.get(cid)
+        assert spec["hostname"] == cid[:12]
+        assert f"HOSTNAME={cid[:12]}" in spec["process"]["env"]
+        assert (Path(rec.dir) / "hostname").read_text() == f"{cid[:12]}\n"
+        named = await create(client, {"Cmd": ["true"], "Hostname": "lk-h"})
+        spec = eng.oci_config(eng.get(named))
+        assert spec["hostname"] == "lk-h" and "HOSTNAME=lk-h" in spec["process"]["env"]
+    run(tmp_path, t)
+
+
 def test_restore_adopts_running_tasks(tmp_path: Path) -> None:
     async def main() -> None:
         eng = make_engine(tmp_path)
@@ -362,33 +391,4 @@ def test_attach_logs_without_stream(tmp_path: Path) -> None:
         body = await loop.run_in_executor(None, _read_all, s)
         s.close()
         assert head.startswith(b"HTTP/1.1 101") and decode_all(body) == [(1, b"before\n")]
-    run(tmp_path, t)
-
-
-def test_missing_command_is_found_by_the_runtime_and_is_127(tmp_path: Path) -> None:
-    # the daemon no longer searches PATH in the image layers: the runtime does, once, and
-    # its typed error (exit_code 127) becomes Docker's answer and the recorded exit code
-    async def t(client: TestClient, eng: Engine) -> None:
-        cid = await create(client, {"Cmd": ["nosuch"]})
-        r = await client.post(f"{V}/containers/{cid}/start")
-        body = await r.json()
-        assert r.status == 400 and "executable file not found in $PATH" in body["message"]
-        assert 'exec: "nosuch"' in body["message"]
-        state = (await (await client.get(f"{V}/containers/{cid}/json")).json())["State"]
-        assert state["ExitCode"] == 127 and "executable file not found" in state["Error"]
-        assert [c for c in eng.tasks.calls if c[0] == "create"] == [("create", cid, "")]  # type: ignore[attr-defined]
-    run(tmp_path, t)
-
-
-def test_hostname_is_one_value_everywhere(tmp_path: Path) -> None:
-    async def t(client: TestClient, eng: Engine) -> None:
-        cid = await create(client, {"Cmd": ["true"]})
-        spec = eng.oci_config(eng.get(cid))
-        rec = eng.get(cid)
-        assert spec["hostname"] == cid[:12]
-        assert f"HOSTNAME={cid[:12]}" in spec["process"]["env"]
-        assert (Path(rec.dir) / "hostname").read_text() == f"{cid[:12]}\n"
-        named = await create(client, {"Cmd": ["true"], "Hostname": "lk-h"})
-        spec = eng.oci_config(eng.get(named))
-        assert spec["hostname"] == "lk-h" and "HOSTNAME=lk-h" in spec["process"]["env"]
     run(tmp_path, t)

@@ -78,6 +78,15 @@ def merge_env(image_env: list[str], env: list[str], extra: dict[str, str]) -> li
     return list(out.values())
 
 
+def container_hostname(cid: str, config: dict[str, Any], host: dict[str, Any]) -> str:
+    """The container's hostname, decided once here, in the daemon: config.json's
+    ``hostname`` (which the runtime only applies), the HOSTNAME variable and /etc/hostname
+    all take this one value.  Config.Hostname, else the host's name with the host's network
+    (moby daemon/container.go), else the short id, as Docker does."""
+    return str(config.get("Hostname") or (
+        socket.gethostname() if host.get("NetworkMode") == "host" else cid[:12]))
+
+
 def _table(text: str | None) -> list[list[str]]:
     return [line.split(":") for line in (text or "").splitlines() if line and line[0] != "#"]
 
@@ -156,15 +165,6 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
     if pids:
         res["pids"] = {"limit": pids}
     return res
-
-
-def container_hostname(cid: str, config: dict[str, Any], host: dict[str, Any]) -> str:
-    """The container's hostname, decided once here, in the daemon: config.json's
-    ``hostname`` (which the runtime only applies), the HOSTNAME variable and /etc/hostname
-    all take this one value.  Config.Hostname, else the host's name with the host's network
-    (moby daemon/container.go), else the short id, as Docker does."""
-    return str(config.get("Hostname") or (
-        socket.gethostname() if host.get("NetworkMode") == "host" else cid[:12]))
 
 
 def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dict[str, Any],
