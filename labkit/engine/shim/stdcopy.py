@@ -48,14 +48,27 @@ def split(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
 
 
 class Decoder:
-    """Incremental decoder: feed bytes as they arrive, get whole (stream, payload) frames."""
+    """Incremental decoder: feed bytes as they arrive, get whole (stream, payload) frames.
+
+    Bytes are appended to one bytearray and a consumed prefix is cut once per feed, so a
+    large frame arriving in many reads costs linear time, not a copy per read."""
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        frames, self._buf = split(self._buf + data if self._buf else data)
-        return frames
+        self._buf += data
+        out: list[tuple[int, bytes]] = []
+        buf, i, size = self._buf, 0, HEADER.size
+        while len(buf) - i >= size:
+            stream, n = HEADER.unpack_from(buf, i)
+            if len(buf) - i - size < n:
+                break
+            out.append((stream, bytes(buf[i + size:i + size + n])))
+            i += size + n
+        if i:
+            del buf[:i]
+        return out
 
     @property
     def pending(self) -> int:
