@@ -42,10 +42,10 @@ clean:
 VM_TESTS ?= tests/vm tests/conformance tests/privileged/test_cgroups_limits.py
 .PHONY: vm-image test-vm vm-clean
 vm-image: setup
-	$(PY) -m labkit.vm build
+	$(PY) -m labkit.cli vm build
 
 test-vm: setup
-	$(PY) -m labkit.vm run -- python -m pytest --privileged -p no:cacheprovider -q $(VM_TESTS)
+	$(PY) -m labkit.cli vm run -- python -m pytest --privileged -p no:cacheprovider -q $(VM_TESTS)
 
 vm-clean:
-	$(PY) -m labkit.vm clean || rm -rf "$${LABKIT_VM_CACHE:-/var/cache/labkit/vm}"
+	$(PY) -m labkit.cli vm clean || rm -rf "$${LABKIT_VM_CACHE:-/var/cache/labkit/vm}"

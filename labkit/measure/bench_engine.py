@@ -16,7 +16,7 @@ Candidates, interleaved round-robin (the first one rotates each round; warm-up r
   (root here lacks CAP_SYS_RESOURCE, so podman's default rlimits fail) and ``--runtime runc``
   (its default, crun, refuses hybrid cgroup hosts); the imported image is removed after.
 
-labkit's daemon is a throw-away one in /tmp/lk-bn-* (labkit.lab.engine), so the host's
+labkit's daemon is a throw-away one in /tmp/lk-bn-* (labkit.measure.sandbox), so the host's
 /run/labkit is not touched.  The busybox image reaches dockerd and podman as labkit's own
 busybox layer (``docker import`` / ``podman import``).  Targets (labkit >= 3x faster than
 dockerd and podman; labkit run within 1.5x of the Docker CLI) are reported, never asserted.
@@ -181,7 +181,7 @@ def run(runs: int = 20, warmup: int = 2, *, with_dockerd: bool = False,
     if runs < 1 or warmup < 0:
         raise errors.InvalidArgumentError("runs/warmup", f"{runs}/{warmup}: need runs >= 1, "
                                           "warmup >= 0")
-    from labkit.lab.engine import LabEngine
+    from labkit.measure.sandbox import LabEngine
 
     ensure_compiled()
     tmp = Path(tempfile.mkdtemp(prefix="lk-bench-"))

@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -337,3 +338,35 @@ def test_pause_unpause_rename_update_prune(docker: Docker, name: str) -> None:
         assert docker("inspect", renamed).returncode == 1
     finally:
         docker("rm", "-f", name, renamed)
+
+
+def test_events_since_answer_after_a_daemon_restart(name: str) -> None:
+    """`docker events --since` after a SIGKILLed daemon came back: the journal answers."""
+    from labkit.lab.engine import LabEngine
+
+    cli = shutil.which("docker") or "/usr/local/bin/docker"
+    if not os.access(cli, os.X_OK):
+        pytest.skip("no Docker CLI")
+    eng = LabEngine("ev")  # its own daemon: the session's one keeps running for the others
+    try:
+        eng.start()
+
+        def docker(*args: str) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run([cli, *args], env=eng.docker_env, capture_output=True,
+                                  timeout=60, check=False)
+
+        since = str(int(time.time()) - 1)
+        r = docker("run", "--name", name, "--network", "none", "busybox", "true")
+        assert r.returncode == 0, r.stderr
+        fmt = ("events", "--since", since, "--filter", f"container={name}",
+               "--format", "{{.Action}}")
+        before = docker(*fmt, "--until", str(time.time())).stdout.split()
+        assert before[:1] == [b"create"] and b"start" in before and b"die" in before, before
+        eng.crash()
+        eng.start()
+        after = docker(*fmt, "--until", str(time.time()))
+        assert after.returncode == 0, after.stderr
+        assert after.stdout.split()[:len(before)] == before
+        assert docker("rm", name).returncode == 0
+    finally:
+        eng.stop()

@@ -22,10 +22,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
-from labkit.engine.daemon.frames import decode_all
+from labkit.engine.shim.stdcopy import decode_all
 
 pytestmark = pytest.mark.privileged
 V = "/v1.41"
@@ -181,6 +182,38 @@ def _logs(d: Daemon, cid: str) -> list[int]:
     assert st == 200
     text = b"".join(p for _, p in decode_all(raw if isinstance(raw, bytes) else b""))
     return [int(x) for x in text.split()]
+
+
+def _events(d: Daemon, since: float, until: float, filters: str = "") -> list[dict[str, Any]]:
+    q = f"since={since:.3f}&until={until:.3f}" + (f"&filters={quote(filters)}" if filters else "")
+    st, raw = d.call("GET", f"{V}/events?{q}")
+    assert st == 200
+    if isinstance(raw, dict):  # exactly one event: call() parsed it
+        return [raw]
+    text = raw.decode() if isinstance(raw, bytes) else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_events_since_survive_a_daemon_restart(daemon: Daemon) -> None:
+    t0 = time.time()
+    name = f"lk-ev-{os.getpid()}"
+    cid = _create(daemon, {"Cmd": ["true"]}, name)
+    assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
+    assert daemon.call("POST", f"{V}/containers/{cid}/wait")[0] == 200
+    t1 = time.time()
+    before = [e["Action"] for e in _events(daemon, t0, t1) if e["id"] == cid]
+    assert before[:2] == ["create", "start"] and "die" in before
+    daemon.kill9()  # nothing of the daemon's memory survives
+    daemon.start()
+    after = _events(daemon, t0, t1)
+    assert [e["Action"] for e in after if e["id"] == cid] == before
+    assert all(e["Actor"]["Attributes"]["name"] == name for e in after if e["id"] == cid)
+    # filters apply to the replayed events too; the journal is private
+    only_die = _events(daemon, t0, time.time(), '{"event":["die"]}')
+    assert [e["Action"] for e in only_die if e["id"] == cid] == ["die"]
+    journal = daemon.base / "root" / "events" / "events.log"
+    assert journal.stat().st_mode & 0o777 == 0o600
+    assert daemon.call("DELETE", f"{V}/containers/{cid}")[0] == 204
 
 
 def test_live_restore_20_containers(daemon: Daemon) -> None:

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import cgroups as fake
 
-from labkit.cgroups import IoLimit, Mode, Resources, V1Cgroup, _io, fake, open_cgroup
+from labkit.cgroups import IoLimit, Mode, Resources, V1Cgroup, _io, open_cgroup
 from labkit.errors import (
     AlreadyExistsError,
     ConflictError,

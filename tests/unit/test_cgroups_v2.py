@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import cgroups as fake
 
-from labkit.cgroups import IoLimit, Mode, Resources, V2Cgroup, _io, fake, open_cgroup
+from labkit.cgroups import IoLimit, Mode, Resources, V2Cgroup, _io, open_cgroup
 from labkit.errors import (
     ConflictError,
     InvalidArgumentError,

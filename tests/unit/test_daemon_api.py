@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from fakes.tasks import FakeTasks
 
 from labkit.engine.containers.createbody import parse_create
 from labkit.engine.containers.engine import Engine
-from labkit.engine.containers.fake import FakeTasks
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.daemon.app import make_app
-from labkit.engine.daemon.frames import decode_all
 from labkit.engine.images.store import ImageStore
+from labkit.engine.shim.stdcopy import decode_all
 
 V = "/v1.41"
 
@@ -299,6 +299,35 @@ def test_events_stream_and_filters(tmp_path: Path) -> None:
     run(tmp_path, t)
 
 
+def test_missing_command_is_found_by_the_runtime_and_is_127(tmp_path: Path) -> None:
+    # the daemon no longer searches PATH in the image layers: the runtime does, once, and
+    # its typed error (exit_code 127) becomes Docker's answer and the recorded exit code
+    async def t(client: TestClient, eng: Engine) -> None:
+        cid = await create(client, {"Cmd": ["nosuch"]})
+        r = await client.post(f"{V}/containers/{cid}/start")
+        body = await r.json()
+        assert r.status == 400 and "executable file not found in $PATH" in body["message"]
+        assert 'exec: "nosuch"' in body["message"]
+        state = (await (await client.get(f"{V}/containers/{cid}/json")).json())["State"]
+        assert state["ExitCode"] == 127 and "executable file not found" in state["Error"]
+        assert [c for c in eng.tasks.calls if c[0] == "create"] == [("create", cid, "")]  # type: ignore[attr-defined]
+    run(tmp_path, t)
+
+
+def test_hostname_is_one_value_everywhere(tmp_path: Path) -> None:
+    async def t(client: TestClient, eng: Engine) -> None:
+        cid = await create(client, {"Cmd": ["true"]})
+        spec = eng.oci_config(eng.get(cid))
+        rec = eng.get(cid)
+        assert spec["hostname"] == cid[:12]
+        assert f"HOSTNAME={cid[:12]}" in spec["process"]["env"]
+        assert (Path(rec.dir) / "hostname").read_text() == f"{cid[:12]}\n"
+        named = await create(client, {"Cmd": ["true"], "Hostname": "lk-h"})
+        spec = eng.oci_config(eng.get(named))
+        assert spec["hostname"] == "lk-h" and "HOSTNAME=lk-h" in spec["process"]["env"]
+    run(tmp_path, t)
+
+
 def test_restore_adopts_running_tasks(tmp_path: Path) -> None:
     async def main() -> None:
         eng = make_engine(tmp_path)
@@ -340,7 +369,7 @@ def test_restore_restarts_always_but_not_stopped_unless_stopped(tmp_path: Path) 
 
 @pytest.mark.parametrize("frames", [[(1, b"a")], [(2, b"err\n"), (1, b"x" * 70000)]])
 def test_frames_roundtrip(frames: list[tuple[int, bytes]]) -> None:
-    from labkit.engine.daemon.frames import encode
+    from labkit.engine.shim.stdcopy import encode
     assert decode_all(b"".join(encode(s, p) for s, p in frames)) == frames
     assert encode(1, b"hi\n") == bytes([1, 0, 0, 0, 0, 0, 0, 3]) + b"hi\n"
     assert struct.calcsize(">BxxxL") == 8

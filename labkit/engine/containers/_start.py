@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,20 +42,6 @@ def layer_lookup(dirs: list[Path]):  # type: ignore[no-untyped-def]
     return lookup
 
 
-def find_executable(name: str, env: list[str], dirs: list[Path]) -> bool:
-    """Whether ``name`` resolves in the rootfs layers ``dirs`` (runc's LookPath, in the image)."""
-    def exists(path: str) -> bool:
-        for d in dirs:
-            p = d / path.lstrip("/")
-            if os.path.lexists(p):
-                return True
-        return False
-    if "/" in name:
-        return exists(name)
-    path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
-    return any(exists(os.path.join(p or "/", name)) for p in path.split(":"))
-
-
 class IoSession:
     """One attach (or exec) stream: the shim's io socket, framed stdcopy output."""
 
@@ -81,13 +66,11 @@ class StartMixin(EngineHooks):
 
     def oci_config(self, rec: ContainerRecord, write: bool = True) -> dict[str, Any]:
         """Translate the record into config.json; write it (and the /etc files) when asked."""
-        from labkit.engine.containers.ocispec import translate
+        from labkit.engine.containers.ocispec import container_hostname, translate
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
         dirs = [d / "upper", *reversed(image.layers)]
-        import socket
-        hostname = rec.config.get("Hostname") or (
-            socket.gethostname() if rec.host_config.get("NetworkMode") == "host" else rec.id[:12])
+        hostname = container_hostname(rec.id, rec.config, rec.host_config)
         etc = {"/etc/hostname": f"{hostname}\n", "/etc/resolv.conf": "",
                "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"}
         etc_files = {}
@@ -133,25 +116,29 @@ class StartMixin(EngineHooks):
         from labkit.engine.images.overlay import prepare
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
-        spec = self.oci_config(rec)
-        proc = spec["process"]
-        layers = [d / "upper", *reversed(image.layers)]
-        if not find_executable(rec.path, proc["env"], layers):
-            msg = (f'failed to create shim task: OCI runtime create failed: exec: "{rec.path}": '
-                   "executable file not found in $PATH: unknown")
-            rec.exit_code, rec.error = 127, msg
-            rec.save()
-            raise errors.InvalidArgumentError("Cmd", msg)
+        self.oci_config(rec)
         for sub in ("upper", "work", "bundle/rootfs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         mount = prepare(list(reversed(image.layers)), d / "upper", d / "work", rec.bundle / "rootfs")
         cfg = rec.config
-        task = await self.tasks.create(
-            rec.id, str(rec.bundle), [mount], terminal=bool(cfg.get("Tty")),
-            stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")),
-            log_path=str(rec.log_path), labels={"lk.engine": "daemon"},
-            log_driver=rec.host_config["LogConfig"]["Type"],
-            log_options=rec.host_config["LogConfig"]["Config"])
+        try:
+            task = await self.tasks.create(
+                rec.id, str(rec.bundle), [mount], terminal=bool(cfg.get("Tty")),
+                stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")),
+                log_path=str(rec.log_path), labels={"lk.engine": "daemon"},
+                log_driver=rec.host_config["LogConfig"]["Type"],
+                log_options=rec.host_config["LogConfig"]["Config"])
+        except errors.LabkitError as err:
+            # PATH is searched once, by the runtime's init inside the container's own mounts
+            # (runc's LookPath); its typed error carries 126/127 (moby
+            # translateContainerdStartErr: exit code set, an invalid-parameter error).
+            code = getattr(err, "exit_code", None)
+            if code not in (126, 127):
+                raise
+            msg = f"failed to create shim task: OCI runtime create failed: {err}: unknown"
+            rec.exit_code, rec.error = code, msg
+            rec.save()
+            raise errors.InvalidArgumentError("Cmd", msg) from None
         # (lo is up already in a new network namespace: the runtime does that, as runc)
         self.io_sockets[rec.id] = task.io_socket
         size = rec.host_config.get("ConsoleSize") or [0, 0]

@@ -61,12 +61,12 @@ def start_supervisor() -> int:
 
 
 async def connect_supervisor(timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    from labkit.engine.containers.grpc_tasks import GrpcTasks
+    from labkit.engine.supervisor.client import TasksClient
     sock = paths.supervisor_socket()
     if not socket_answers(sock):
         pid = start_supervisor()
         log.info("started supervisor pid %d", pid)
-    tasks = GrpcTasks(str(sock))
+    tasks = TasksClient(sock)
     if not await tasks.ready(timeout):
         raise errors.UnsupportedError(
             "supervisor", f"no answer on {sock} after {timeout:.0f}s",

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from labkit import errors
-from labkit.engine.daemon.frames import STREAMS, encode
+from labkit.engine.shim.stdcopy import STREAMS, encode
 
 T = TypeVar("T")
 
@@ -103,7 +103,7 @@ def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
 
     def chunk(e: Any) -> bytes:
         data = (e.time.encode() + b" " + e.log) if stamps else e.log
-        return data if tty else encode(STREAMS.get(e.stream, 1), data)
+        return data if tty or not data else encode(STREAMS.get(e.stream, 1), data)
     follow = q.get("follow", "") in ("1", "true")
     return _records(engine, rec, path, chunk, follow, tail, since, until, stdout, stderr)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import sys
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
@@ -31,39 +30,16 @@ from labkit.engine.runtime import config as configmod
 from labkit.engine.runtime import devices as device_rules
 from labkit.engine.runtime import hooks as hookmod
 from labkit.engine.runtime import state as statemod
+from labkit.ns.frames import Reader, read_to_eof
 
 # How long the runtime waits for init to report (a live init answers in milliseconds; this
 # only bounds one stuck in a mount or a fuse filesystem).
 SYNC_TIMEOUT = 60.0
 
 
-def _next_frame(fd: int, buf: bytearray, timeout: float | None) -> tuple[bytes, bytes] | None:
-    """The next frame (tag, payload) from ``fd``, reading as needed; None at EOF (every
-    writer exited or closed it).  ``buf`` carries what was read past the frame."""
-    while True:
-        if len(buf) >= 5:
-            n = int.from_bytes(buf[1:5], "big")
-            if len(buf) >= 5 + n:
-                frame = (bytes(buf[:1]), bytes(buf[5:5 + n]))
-                del buf[:5 + n]
-                return frame
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            raise errors.from_errno(errno.ETIMEDOUT, "read", "container init sync pipe",
-                                    hint=f"init did not report within {timeout:.0f}s")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return None
-        buf += chunk
-
-
 def _read_frames(fd: int, timeout: float) -> list[tuple[bytes, bytes]]:
-    """Every frame on ``fd`` until EOF (exec.py reads its child's report this way)."""
-    buf = bytearray()
-    frames = []
-    while (frame := _next_frame(fd, buf, timeout)) is not None:
-        frames.append(frame)
-    return frames
+    """Every frame init and the intermediate wrote, up to EOF (every writer exited)."""
+    return read_to_eof(fd, timeout, "container init sync pipe")
 
 
 def _unpickle(payload: bytes) -> BaseException:
@@ -260,12 +236,12 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     failure: BaseException | None = None
     ready = False
     master_no: int | None = None
-    buf = bytearray()
+    reader = Reader(sync_r, "container init sync pipe")
     timeout: float | None = SYNC_TIMEOUT
     hooks_asked = False
     try:
         while True:
-            frame = _next_frame(sync_r, buf, timeout)
+            frame = reader.next(timeout)
             if frame is None:
                 break
             tag, payload = frame

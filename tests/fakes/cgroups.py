@@ -3,7 +3,7 @@
 A real cgroupfs fills a new directory with control files; a plain directory does not.  So
 after ``create()`` on a fake tree, call ``populate(cg)`` to write the files the kernel would
 have made (with the kernel's initial contents), then check what set() wrote with
-``read(cg, "memory.max")``.  Not imported by labkit.cgroups (tests only).
+``read(cg, "memory.max")``.
 
     root = fake.make_tree(tmp_path, Mode.UNIFIED)
     cg = open_cgroup("lk-t/c1", root=root, mode=Mode.UNIFIED); cg.create(); fake.populate(cg)
