@@ -16,11 +16,9 @@ lab: setup
 	cd notebooks && $(VENV)/bin/jupyter lab --allow-root --no-browser --ip=127.0.0.1 \
 	  --ServerApp.root_dir=$(CURDIR)/notebooks
 
+# Every stage runs even when one before it failed; the end names each stage that failed.
 test: setup
-	$(PY) -m pytest --privileged tests $(PYTEST_ARGS)
-	@if command -v qemu-system-x86_64 >/dev/null; then $(MAKE) --no-print-directory test-vm; else echo "make test: no qemu-system-x86_64, skipping the VM tests (tests/vm)"; fi
-	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
-	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks/
+	@scripts/test-stages.sh $(PY) $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -44,10 +42,10 @@ clean:
 VM_TESTS ?= tests/vm tests/conformance tests/privileged/test_cgroups_limits.py
 .PHONY: vm-image test-vm vm-clean
 vm-image: setup
-	$(PY) -m labkit.vm build
+	$(PY) -m labkit.cli vm build
 
 test-vm: setup
-	$(PY) -m labkit.vm run -- python -m pytest --privileged -p no:cacheprovider -q $(VM_TESTS)
+	$(PY) -m labkit.cli vm run -- python -m pytest --privileged -p no:cacheprovider -q $(VM_TESTS)
 
 vm-clean:
-	$(PY) -m labkit.vm clean || rm -rf "$${LABKIT_VM_CACHE:-/var/cache/labkit/vm}"
+	$(PY) -m labkit.cli vm clean || rm -rf "$${LABKIT_VM_CACHE:-/var/cache/labkit/vm}"

@@ -24,6 +24,11 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# --- the Docker CLI -------------------------------------------------------------------
+# The real Docker CLI is one of labkit's test clients (tests/blackbox, notebook 04).  Where a
+# machine has none on PATH, Debian's docker.io brings it; its daemon is not started.
+command -v docker >/dev/null || { say "installing the Docker CLI (docker.io, daemon not started)"; labkit/measure/install-docker-io.sh; }
+
 # --- kernel headers for bcc ------------------------------------------------------------
 scripts/kernel-headers.sh
 

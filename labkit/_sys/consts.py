@@ -96,3 +96,4 @@ SYS_NR: dict[str, dict[str, int]] = {
 # Numbers from 424 on are the same on every architecture (asm-generic/unistd.h).
 for _nrs in SYS_NR.values():
     _nrs["pidfd_getfd"] = 438
+    _nrs["openat2"] = 437

@@ -294,6 +294,8 @@ _FLAGS: dict[str, Callable[[], bool]] = {
     # clone3(2) and pidfd_open(2) both arrived in Linux 5.3.
     "HAS_CLONE3": lambda: kernel_version() >= (5, 3),
     "HAS_PIDFD": lambda: kernel_version() >= (5, 3),
+    # openat2(2) with RESOLVE_IN_ROOT / RESOLVE_NO_SYMLINKS arrived in Linux 5.6.
+    "HAS_OPENAT2": lambda: kernel_version() >= (5, 6),
     **{f"HAS_NS_{k.upper()}": functools.partial(has_namespace, k) for k in NAMESPACE_KINDS},
 }
 __all__ += list(_FLAGS)

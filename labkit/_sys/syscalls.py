@@ -99,6 +99,12 @@ def mknod(path: str, mode: int, dev: int) -> None:
     _call(lambda: lib.mknod(p, mode, dev), "mknod", path)
 
 
+def mknodat(dirfd: int, name: str, mode: int, dev: int) -> None:
+    """mknodat(2): make the node ``name`` in the directory behind ``dirfd`` (a final name in
+    a directory already checked, so nothing on the way can be swapped for a symlink)."""
+    _os_call(lambda: os.mknod(name, mode, dev, dir_fd=dirfd), "mknodat", name)
+
+
 def _nr(name: str) -> int:
     # uname(2)'s machine field, which is what platform.machine() returns on Linux; the
     # platform module costs ~1 ms to import on labkit-runtime's start path.

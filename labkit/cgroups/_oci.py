@@ -45,6 +45,23 @@ def _intval(what: str, value: Any) -> int:
     return value
 
 
+def warnings(res: Any) -> list[str]:
+    """What linux.resources asks that is deliberately not applied, one warning each.
+
+    Kernel memory limits (memory.kernel, memory.kernelTCP): cgroup v1 kmem accounting
+    limits are deprecated and gone from current kernels (memory-v1.rst; Linux 6.1 removed
+    kmem.limit_in_bytes); runc logs "kernel memory settings are ignored" and goes on.
+    """
+    memory = _obj("memory", _obj("linux.resources", res).get("memory"))
+    out = []
+    for key in ("kernel", "kernelTCP"):
+        if memory.get(key) is not None:
+            _intval(f"memory.{key}", memory[key])
+            out.append(f"linux.resources.memory.{key} is ignored: kernel memory limits are "
+                       "deprecated and not supported by this kernel's cgroups")
+    return out
+
+
 def parse_oci(res: Any) -> dict[str, Any]:
     """Validate types and collect Resources keyword arguments; ranges are Resources' job."""
     from labkit.cgroups.base import IoLimit
@@ -66,6 +83,20 @@ def parse_oci(res: Any) -> dict[str, Any]:
             raise errors.InvalidArgumentError(
                 f"{section}.{key}", f"must be a string, not {type(val).__name__}")
         out[fld] = val
+    memory = _obj("memory", top.get("memory"))
+    swappiness = memory.get("swappiness")
+    if swappiness is not None:
+        swappiness = _intval("memory.swappiness", swappiness)
+        # -1 (uint64 max once Go has cast it) means "unset", as in runc's fs/memory.go.
+        if swappiness not in (-1, (1 << 64) - 1):
+            out["memory_swappiness"] = swappiness  # 0..100 is Resources' check
+    oom = memory.get("disableOOMKiller")
+    if oom is not None:
+        if not isinstance(oom, bool):
+            raise errors.InvalidArgumentError(
+                "memory.disableOOMKiller", f"must be a boolean, not {type(oom).__name__}")
+        if oom:
+            out["oom_kill_disable"] = True  # false: the kernel's default, nothing to write
     pids = _obj("pids", top.get("pids"))
     if pids.get("limit") is not None:
         limit = _intval("pids.limit", pids["limit"])

@@ -91,7 +91,9 @@ class Resources(Frozen):
     memory_swap_max has Docker's meaning: memory+swap in total (v1 memory.memsw), and is
     converted to swap alone for v2.  cpu_weight is the v2 scale (1..10000, default 100);
     cpu_shares (v1 scale 2..262144, default 1024) is accepted instead and converted.
-    io_weight is the OCI/Docker blkio scale (10..1000).
+    io_weight is the OCI/Docker blkio scale (10..1000).  memory_swappiness (0..100, v1
+    memory.swappiness) and oom_kill_disable (v1 memory.oom_control) exist on cgroup v1
+    only: a v2 backend refuses them (UnsupportedError) rather than ignore them.
 
     Raises:
         InvalidArgumentError: a field has the wrong type or range; names the field.
@@ -99,10 +101,11 @@ class Resources(Frozen):
 
     __slots__ = ("memory_max", "memory_swap_max", "memory_reservation", "cpu_quota_us",  # noqa: RUF023 - field order
                  "cpu_period_us", "cpu_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems",
-                 "pids_max", "io_weight", "io_limits")
+                 "pids_max", "io_weight", "io_limits", "memory_swappiness", "oom_kill_disable")
     __match_args__ = ("memory_max", "memory_swap_max", "memory_reservation", "cpu_quota_us",
                       "cpu_period_us", "cpu_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems",
-                      "pids_max", "io_weight", "io_limits")
+                      "pids_max", "io_weight", "io_limits", "memory_swappiness",
+                      "oom_kill_disable")
     memory_max: int | None
     memory_swap_max: int | None
     memory_reservation: int | None
@@ -115,6 +118,8 @@ class Resources(Frozen):
     pids_max: int | None
     io_weight: int | None
     io_limits: tuple[IoLimit, ...]
+    memory_swappiness: int | None
+    oom_kill_disable: bool | None
 
     def __init__(
         self, memory_max: int | None = None, memory_swap_max: int | None = None,
@@ -123,6 +128,7 @@ class Resources(Frozen):
         cpu_shares: int | None = None, cpuset_cpus: str | None = None,
         cpuset_mems: str | None = None, pids_max: int | None = None,
         io_weight: int | None = None, io_limits: tuple[IoLimit, ...] = (),
+        memory_swappiness: int | None = None, oom_kill_disable: bool | None = None,
     ) -> None:
         _set(self, "memory_max", memory_max)
         _set(self, "memory_swap_max", memory_swap_max)
@@ -136,6 +142,14 @@ class Resources(Frozen):
         _set(self, "pids_max", pids_max)
         _set(self, "io_weight", io_weight)
         _set(self, "io_limits", io_limits)
+        _set(self, "memory_swappiness", memory_swappiness)
+        _set(self, "oom_kill_disable", oom_kill_disable)
+        if self.memory_swappiness is not None:
+            # memory-v1.rst 5.3: 0..100 (runc: "valid memory swappiness range is 0-100").
+            _int("memory_swappiness", self.memory_swappiness, lo=0, hi=100)
+        if self.oom_kill_disable is not None and not isinstance(self.oom_kill_disable, bool):
+            raise errors.InvalidArgumentError(
+                "oom_kill_disable", f"must be a boolean, not {type(self.oom_kill_disable).__name__}")
         if self.memory_max is not None:
             _int("memory_max", self.memory_max, lo=1, allow_unlimited=True)
         if self.memory_swap_max is not None:

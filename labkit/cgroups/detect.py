@@ -9,7 +9,7 @@ libcrun_get_cgroup_mode (cgroups(7), "Cgroups version 1 and version 2"):
 * root is a tmpfs of v1 controller mounts                        -> LEGACY
 
 For fake trees in tests, pass ``fstype=`` (a function path -> magic) or skip detection by
-giving the mode to open_cgroup(); labkit.cgroups.fake.marker_fstype derives the magic from
+giving the mode to open_cgroup(); tests/fakes/cgroups.py (marker_fstype) derives the magic from
 marker files so a tmp_path tree can be "detected" too.
 """
 

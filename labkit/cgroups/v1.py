@@ -252,7 +252,8 @@ class V1Cgroup:
 
     def _plan_memory(self, r: Resources, plan: list[_ops.Write], w: _ops.WriteFn) -> None:
         mem, swap = r.memory_max, r.memory_swap_max
-        if mem is None and swap is None and r.memory_reservation is None:
+        if (mem is None and swap is None and r.memory_reservation is None
+                and r.memory_swappiness is None and r.oom_kill_disable is None):
             return
         d = self._dir("memory", "memory limits")
         has_memsw = os.path.exists(_join(d, "memory.memsw.limit_in_bytes"))
@@ -279,6 +280,13 @@ class V1Cgroup:
         if r.memory_reservation is not None:
             w("memory", "memory.soft_limit_in_bytes", str(r.memory_reservation),
               "memory_reservation")
+        if r.memory_swappiness is not None:
+            w("memory", "memory.swappiness", str(r.memory_swappiness), "memory_swappiness")
+        if r.oom_kill_disable is not None:
+            # memory-v1.rst 10: writing 1 to memory.oom_control disables the OOM killer;
+            # tasks then wait at the limit instead of being killed.
+            w("memory", "memory.oom_control", "1" if r.oom_kill_disable else "0",
+              "oom_kill_disable")
 
     # --- readings ----------------------------------------------------------------------------
     def stats(self) -> Stats:

@@ -67,6 +67,12 @@ class V2Cgroup:
 
         return Path(self._path)
 
+    @property
+    def dir(self) -> str:
+        """This cgroup's directory as a str, for the runtime's start path (no pathlib there):
+        where labkit.engine.runtime.devfilter attaches the device program."""
+        return self._path
+
     def exists(self) -> bool:
         """Whether the cgroup directory exists."""
         return os.path.isdir(self._path)
@@ -178,10 +184,12 @@ class V2Cgroup:
         """Apply ``r``: every file is checked first, then written; a refused write is undone.
 
         Raises:
-            UnsupportedError: a needed controller is not enabled (only for fields set).
+            UnsupportedError: a needed controller is not enabled (only for fields set);
+                memory_swappiness or oom_kill_disable (no cgroup v2 equivalent).
             InvalidArgumentError: memory_swap_max below memory_max.
             SyscallError: the kernel refused a value; names the file and the value.
         """
+        _refuse_v1_only(r)
         plan: list[_ops.Write] = []
 
         def w(ctrl: str, fname: str, data: str, why: str) -> None:
@@ -342,3 +350,20 @@ def _old_io_max(f: str, device: str) -> str:
         if line.split()[:1] == [device]:
             return line.strip()
     return f"{device} " + " ".join(f"{k}=max" for k in _IO_MAX_KEYS)
+
+
+def _refuse_v1_only(r: Resources) -> None:
+    # cgroup-v2.rst has no per-cgroup swappiness (reclaim follows the global
+    # vm.swappiness) and no switch for the OOM killer (memory.oom.group only chooses to kill
+    # the whole group): refuse, never accept and ignore.  Leaving the killer on is v2's only
+    # behaviour, so oom_kill_disable=False is fine.
+    if r.memory_swappiness is not None:
+        raise errors.UnsupportedError(
+            "memory_swappiness (linux.resources.memory.swappiness)",
+            "cgroup v2 has no per-cgroup swappiness; the kernel uses vm.swappiness",
+            hint="leave it unset on a cgroup v2 host")
+    if r.oom_kill_disable:
+        raise errors.UnsupportedError(
+            "oom_kill_disable (linux.resources.memory.disableOOMKiller)",
+            "cgroup v2 cannot disable the OOM killer for a cgroup",
+            hint="leave it unset on a cgroup v2 host; memory.oom.group only groups the kill")

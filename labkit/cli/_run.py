@@ -19,7 +19,7 @@ from typing import Any
 from labkit import errors
 from labkit.cli import _fmt, _stream
 from labkit.engine.client import Client
-from labkit.engine.client.streams import FrameDecoder
+from labkit.engine.shim.stdcopy import Decoder
 
 __all__ = ["attach", "exec_in", "logs", "run_container", "start_attached", "stats"]
 
@@ -200,7 +200,7 @@ def logs(client: Client, args: argparse.Namespace) -> int:
     resp = client.containers.logs(args.container, follow=args.follow, tail=args.tail,
                                   since=args.since, until=args.until,
                                   timestamps=args.timestamps)
-    dec = FrameDecoder()
+    dec = Decoder()
     try:
         while data := resp.read1():
             if tty:

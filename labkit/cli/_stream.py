@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from labkit import errors
-from labkit.engine.client.streams import FrameDecoder
 from labkit.engine.client.transport import Hijack
+from labkit.engine.shim.stdcopy import Decoder
 
 __all__ = ["DEFAULT_DETACH", "parse_detach_keys", "pump", "raw_terminal", "terminal_size"]
 
@@ -80,7 +80,7 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[n:]
 
 
-def _drain(h: Hijack, dec: FrameDecoder, tty: bool, seconds: float) -> None:
+def _drain(h: Hijack, dec: Decoder, tty: bool, seconds: float) -> None:
     """Copy output until the daemon closes the stream or ``seconds`` pass."""
     import time
 
@@ -108,7 +108,7 @@ def pump(h: Hijack, tty: bool, stdin: bool, detach: bytes = DEFAULT_DETACH,
         sel.register(0, selectors.EVENT_READ, "in")
     else:
         h.close_write()  # nothing to send: tell the daemon at once, as the Docker CLI does
-    dec = FrameDecoder()
+    dec = Decoder()
     old_winch: Any = None
     if tty and on_resize is not None and hasattr(signal, "SIGWINCH"):
         def winch(_sig: int, _frm: Any) -> None:

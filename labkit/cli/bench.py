@@ -31,7 +31,8 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
         "runtime", help="start-to-exit time of `X run` for labkit-runtime and peers",
         description="Time `X run --bundle B ID` of a busybox /bin/true container for "
                     "labkit-runtime and each peer, interleaved round-robin.",
-        epilog="example: labkit bench runtime -n 30 --peers runc,crun")
+        epilog="example: labkit bench runtime -n 30 --peers runc,crun --bundles labkit,runc "
+               "--hosts cold,warm")
     rt.add_argument("-n", "--runs", type=_count(1), default=30,
                     help="timed runs per runtime (default 30)")
     rt.add_argument("--warmup", type=_count(0), default=3,
@@ -39,6 +40,14 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
     rt.add_argument("--peers", default=DEFAULT_PEERS,
                     help=f"comma-separated peer runtimes (default {DEFAULT_PEERS}); "
                          "'' for none")
+    rt.add_argument("--bundles", default="labkit,runc",
+                    help="whose `spec` writes config.json: labkit (seccomp), runc (none); "
+                         "default both")
+    rt.add_argument("--hosts", default="cold,warm",
+                    help="host conditions: cold (cgroup attach idle), warm (a helper keeps it "
+                         "busy); default both")
+    rt.add_argument("--no-floor", action="store_true",
+                    help="leave out the floor row (labkit-runtime's interpreter doing nothing)")
     rt.add_argument("--json", action="store_true", help="print rows as JSON, no table")
     en = sub.add_parser(
         "engine", help="`run --rm --network none busybox true` end to end: labkit vs peers",
@@ -52,6 +61,9 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
                     help="also time dockerd (Debian docker.io, installed if missing), run in "
                          "a network namespace of its own")
     en.add_argument("--no-podman", action="store_true", help="skip podman even if installed")
+    en.add_argument("--breakdown", type=_count(0), default=10, metavar="N",
+                    help="then trace N runs with eBPF (proctree) and print CPU per room and "
+                         "wall time per phase (default 10; 0 skips)")
     en.add_argument("--json", action="store_true", help="print rows as JSON, no table")
     return p
 
@@ -73,11 +85,26 @@ def run(argv: list[str], prog: str = "labkit bench") -> int:
             print(bench_engine.to_json(erows, goals))
         else:
             bench_engine.print_table(erows, goals)
+        if args.breakdown:
+            from labkit import errors
+
+            try:
+                summary = bench_engine.breakdown(args.breakdown)
+            except errors.UnsupportedError as err:
+                print(f"breakdown skipped: {err}" + (f" ({err.hint})" if err.hint else ""))
+                return 0
+            if args.json:
+                import json
+
+                print(json.dumps({"breakdown": summary, "runs": args.breakdown}, indent=2))
+            else:
+                bench_engine.print_breakdown(summary, args.breakdown)
         return 0
     from labkit.measure import bench_runtime
 
     rows = bench_runtime.run(runs=args.runs, warmup=args.warmup, peers=peers(args.peers),
-                             progress=not args.json)
+                             progress=not args.json, bundles=tuple(peers(args.bundles)),
+                             hosts=tuple(peers(args.hosts)), floor=not args.no_floor)
     if args.json:
         import json
 

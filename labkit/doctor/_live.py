@@ -16,7 +16,7 @@ from typing import Any
 
 from labkit import errors
 from labkit.doctor._check import VM, Check
-from labkit.engine.net._rtnl import off_loop
+from labkit.ns.rtnl import off_loop
 
 __all__ = ["LIVE_CHECKS"]
 

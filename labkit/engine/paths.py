@@ -9,7 +9,19 @@ environment, so every path is computed from these two functions, never hard-code
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+# Who may see what (the CVE-2021-41091 lesson: a host user must not walk into a container's
+# upper dir and run a setuid file made there, nor read config.json, which holds Env).
+# LABKIT_ROOT and LABKIT_RUN may be crossed (0711: clients reach the socket by its name) but
+# not listed; everything per container, per image and per runtime state is the owner's only.
+# The directories that must stay readable to a container's non-root user (a layer's own
+# root, the upper dir, the rootfs mount point) are *below* these and keep their modes: the
+# kernel reaches them through the overlay mount, not by walking these host paths.
+ROOT_MODE = 0o711
+PRIVATE_DIR_MODE = 0o700
+SECRET_FILE_MODE = 0o600
 
 
 def root() -> Path:
@@ -54,3 +66,53 @@ def containers_dir() -> Path:
 def images_dir() -> Path:
     """The image store (blobs/sha256, unpacked layers)."""
     return root() / "images"
+
+
+def make_dir(path: Path, mode: int) -> Path:
+    """Make ``path`` (and missing parents) and give it exactly ``mode``.
+
+    mkdir(2) creates it with ``mode`` masked by the umask, never wider, so there is no
+    moment when others may enter; the chmod then only restores bits a umask removed (a
+    0711 under umask 077) or narrows a directory an older labkit made 0755.
+    """
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+    return path
+
+
+def secure_state() -> None:
+    """Create the state roots with their modes, and fix an existing install's (daemon start).
+
+    LABKIT_ROOT and LABKIT_RUN 0711; containers/, images/ and every containers/<id>/ 0700;
+    the files there that carry secrets (config.v2.json, bundle/config.json, the json-file
+    logs) 0600.  Symlinks are never followed: these are the owner's own directories.
+    """
+    make_dir(root(), ROOT_MODE)
+    make_dir(run(), ROOT_MODE)
+    make_dir(containers_dir(), PRIVATE_DIR_MODE)
+    make_dir(images_dir(), PRIVATE_DIR_MODE)
+    for d in containers_dir().iterdir():
+        if d.is_symlink() or not d.is_dir():
+            continue
+        os.chmod(d, PRIVATE_DIR_MODE)
+        secrets = [d / "config.v2.json", d / "bundle" / "config.json", *d.glob("*-json.log*")]
+        for f in secrets:
+            if not f.is_symlink() and f.is_file():
+                os.chmod(f, SECRET_FILE_MODE)
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write ``path`` as a 0600 file, atomically (a temp file made 0600 by open(2), then
+    rename(2)): an older, wider file of that name is replaced, not reused with its mode."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 SECRET_FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -14,6 +14,21 @@ namespace, see unshare(1)), and that wrapper is timed with it; the wrapper alone
 ``true`` in crun's place) and plain ``unshare -m true`` are timed too and reported, so the
 reader can subtract them.
 
+Two bundles and two host conditions, each combination timed in the same interleaved run:
+
+* bundle ``labkit``: config.json from ``labkit-runtime spec`` (Docker's seccomp profile, which
+  runc compiles with libseccomp on every start); bundle ``runc``: from ``runc spec`` (no
+  seccomp, fewer mounts);
+* host ``cold``: nothing else touches cgroups; host ``warm``: a helper process moves itself
+  between two cgroups in a loop.  On this kernel the first cgroup attach after a quiet spell
+  waits 5-15 ms for an RCU grace period (cgroup_attach_lock / percpu_rwsem), which a busy
+  host does not pay; the helper is SIGSTOPped during the cold rounds.
+
+Beside wall time (fork to exit), each row gives the CPU time the runtime and the processes it
+waited for used (wait4(2) rusage: user + system), so a start that is short only because it
+runs on the other core is visible.  A floor row times labkit-runtime's own interpreter doing
+nothing (``python -c pass``): what any Python runtime pays before its first line runs.
+
 Overhead of the tool: one fork+exec of the runtime per run; nothing else runs meanwhile.
 The target "labkit-runtime no slower than runc" is reported as a ratio, never asserted.
 """
@@ -23,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,11 +54,13 @@ from labkit.measure._bytecode import ensure_compiled
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["BenchRow", "Runner", "make_bundle", "print_table", "row_dict", "run", "runners",
-           "summarize"]
+__all__ = ["BUNDLES", "HOSTS", "BenchRow", "Runner", "make_bundle", "print_table", "row_dict",
+           "run", "runners", "summarize"]
 
 LABKIT_RUNTIME = "labkit-runtime"
 UNIFIED = "/sys/fs/cgroup/unified"
+BUNDLES = ("labkit", "runc")  # whose `spec` wrote config.json
+HOSTS = ("cold", "warm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +105,9 @@ class BenchRow:
     ratio_to_runc: float | None
     note: str
     samples_ms: tuple[float, ...] = ()
+    bundle: str = "labkit"
+    host: str = "cold"
+    cpu_ms: float | None = None  # median user+system CPU of one start (wait4 rusage)
 
 
 def _is_hybrid() -> bool:
@@ -117,10 +138,27 @@ def _labkit_runtime() -> str | None:
     return _find_labkit_runtime()[0]
 
 
-def runners(peers: list[str]) -> list[Runner]:
-    """labkit-runtime first, then each peer; crun wrapped (plus overhead rows) on hybrid hosts."""
+def _interpreter(script: str | None) -> str | None:
+    """The interpreter named by a console script's #! line (labkit-runtime's python)."""
+    if script is None:
+        return None
+    try:
+        with open(script, "rb") as fh:
+            first = fh.readline().decode(errors="replace")
+    except OSError:
+        return None
+    return first[2:].strip().split()[0] if first.startswith("#!") else None
+
+
+def runners(peers: list[str], *, floor: bool = False) -> list[Runner]:
+    """labkit-runtime first, then each peer; crun wrapped (plus overhead rows) on hybrid hosts;
+    with ``floor``, labkit-runtime's interpreter doing nothing, as a row of its own."""
     path, why = _find_labkit_runtime()
     out = [Runner(LABKIT_RUNTIME, path, note=why)]
+    py = _interpreter(path) if floor else None
+    if py is not None:
+        out.append(Runner("python -c pass", py, baseline=(py, "-c", "pass"),
+                          note="floor: labkit-runtime's interpreter, doing nothing"))
     hybrid = _is_hybrid()
     for name in peers:
         binary = shutil.which(name)
@@ -137,12 +175,20 @@ def runners(peers: list[str]) -> list[Runner]:
     return out
 
 
-def make_bundle(dest: Path) -> Path:
-    """An OCI bundle at ``dest``: busybox rootfs + config.json running /bin/true, no terminal."""
+def make_bundle(dest: Path, flavour: str = "labkit") -> Path:
+    """An OCI bundle at ``dest``: busybox rootfs + config.json running /bin/true, no terminal.
+
+    ``flavour`` "labkit": the config of ``labkit-runtime spec`` (``runc spec``'s if that
+    fails); "runc": the config of ``runc spec`` only (UnsupportedError without runc)."""
     from labkit.engine.images.busybox import build_rootfs
 
+    if flavour not in BUNDLES:
+        raise errors.InvalidArgumentError("bundle", f"{flavour!r}: one of {', '.join(BUNDLES)}")
+    if flavour == "runc" and not shutil.which("runc"):
+        raise errors.UnsupportedError("the runc bundle", "runc is not installed",
+                                      hint="apt-get install runc")
     build_rootfs(dest / "rootfs")
-    lk = _labkit_runtime()
+    lk = _labkit_runtime() if flavour == "labkit" else None
     for spec_cmd in ([lk, "spec", "--bundle", str(dest)] if lk else None,
                      ["runc", "spec", "--bundle", str(dest)]):
         if spec_cmd is None or (spec_cmd[0] == "runc" and not shutil.which("runc")):
@@ -163,7 +209,8 @@ def make_bundle(dest: Path) -> Path:
 
 
 def summarize(name: str, samples_ms: list[float], runc_median: float | None,
-              note: str = "") -> BenchRow:
+              note: str = "", *, cpu_ms: list[float] | None = None, bundle: str = "labkit",
+              host: str = "cold") -> BenchRow:
     """Median, p10, p90 of the samples (statistics.quantiles, exclusive method)."""
     med = statistics.median(samples_ms)
     if len(samples_ms) >= 2:
@@ -172,78 +219,153 @@ def summarize(name: str, samples_ms: list[float], runc_median: float | None,
     else:
         p10 = p90 = med
     ratio = med / runc_median if runc_median else None
-    return BenchRow(name, "ok", len(samples_ms), med, p10, p90, ratio, note, tuple(samples_ms))
+    cpu = statistics.median(cpu_ms) if cpu_ms else None
+    return BenchRow(name, "ok", len(samples_ms), med, p10, p90, ratio, note, tuple(samples_ms),
+                    bundle, host, cpu)
 
 
-def _time_one(r: Runner, bundle: Path, cid: str) -> tuple[float, str | None]:
-    t0 = time.perf_counter_ns()
-    proc = subprocess.run(r.argv(bundle, cid), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    ms = (time.perf_counter_ns() - t0) / 1e6
-    if proc.returncode != 0:
-        first = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-        return ms, f"exit {proc.returncode}: {first[:120]}"
-    return ms, None
+def _time_one(r: Runner, bundle: Path, cid: str) -> tuple[float, float, str | None]:
+    """(wall ms, CPU ms of the runtime and what it waited for, error or None)."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter_ns()
+        proc = subprocess.Popen(r.argv(bundle, cid), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        # wait4 rather than Popen.wait: the rusage of the child and of every descendant it
+        # reaped (the container's process, the runtime's own forks), see getrusage(2).
+        _, status, ru = os.wait4(proc.pid, 0)
+        ms = (time.perf_counter_ns() - t0) / 1e6
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu = (ru.ru_utime + ru.ru_stime) * 1e3
+        if proc.returncode != 0:
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines() or ["?"]
+            return ms, cpu, f"exit {proc.returncode}: {lines[-1][:120]}"
+    return ms, cpu, None
+
+
+class _Warmer:
+    """The "warm" host: a child moving itself between two cgroups (lk-bench-warm-PID-a/b) in
+    a loop, so cgroup attach is never idle; SIGSTOPped while cold rounds run."""
+
+    def __init__(self) -> None:
+        self.names = [f"lk-bench-warm-{os.getpid()}-{x}" for x in "ab"]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from labkit.cgroups import open_cgroup
+
+        for n in self.names:
+            open_cgroup(n).create()
+        code = ("import sys\nfrom labkit.cgroups import open_cgroup\n"
+                "cgs = [open_cgroup(n) for n in sys.argv[1:]]\n"
+                "while True:\n    for c in cgs:\n        c.add_self()\n")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, *self.names])
+        self.pause()
+
+    def pause(self) -> None:
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        from labkit.cgroups import open_cgroup
+
+        if self.proc is not None:
+            self.proc.kill()  # our own child, by pid
+            self.proc.wait()
+            self.proc = None
+        for n in self.names:
+            try:
+                open_cgroup(n).remove()
+            except errors.LabkitError:
+                pass
 
 
 def run(runs: int = 30, warmup: int = 3, peers: list[str] | None = None, *,
-        progress: bool = True, console: Console | None = None) -> list[BenchRow]:
-    """Build the bundle, time every runtime round-robin, clean up, return one row each.
+        progress: bool = True, console: Console | None = None,
+        bundles: tuple[str, ...] = ("labkit",), hosts: tuple[str, ...] = ("cold",),
+        floor: bool = False) -> list[BenchRow]:
+    """Build the bundles, time every runtime round-robin in every (bundle, host) condition,
+    clean up, return one row per runtime and condition.
 
     Raises:
-        InvalidArgumentError: runs < 1 or warmup < 0.
+        InvalidArgumentError: runs < 1, warmup < 0, an unknown bundle or host.
         UnsupportedError: no runtime could write a config.json (no labkit-runtime, no runc).
     """
     ensure_compiled()
     if runs < 1 or warmup < 0:
         raise errors.InvalidArgumentError("runs/warmup", f"{runs}/{warmup}: need runs >= 1, "
                                           "warmup >= 0")
-    all_runners = runners(["runc", "crun"] if peers is None else peers)
+    for what, got, known in (("bundle", bundles, BUNDLES), ("host", hosts, HOSTS)):
+        bad = [x for x in got if x not in known] or ([] if got else ["(none)"])
+        if bad:
+            raise errors.InvalidArgumentError(what, f"{bad[0]!r}: one of {', '.join(known)}")
+    all_runners = runners(["runc", "crun"] if peers is None else peers, floor=floor)
     active = [r for r in all_runners if r.binary is not None]
-    samples: dict[str, list[float]] = {r.name: [] for r in active}
-    failed: dict[str, str] = {}
+    groups = [(b, h) for b in bundles for h in hosts]
+    samples: dict[tuple[str, str, str], list[float]] = {}
+    cpu: dict[tuple[str, str, str], list[float]] = {}
+    failed: dict[tuple[str, str, str], str] = {}
     leftovers: list[tuple[Runner, str]] = []
     current: tuple[Runner, str] | None = None  # the run in flight, if we are interrupted
     tmp = Path(tempfile.mkdtemp(prefix="lk-bench-"))
+    warmer = _Warmer() if "warm" in hosts and active else None
     try:
-        bundle = make_bundle(tmp / "bundle") if active else tmp
+        paths = {b: make_bundle(tmp / f"bundle-{b}", b) if active else tmp for b in bundles}
+        if warmer is not None:
+            warmer.start()
         rounds = warmup + runs
-        bar = _progress(progress, console, rounds * len(active))
+        bar = _progress(progress, console, rounds * len(active) * len(groups))
         for i in range(rounds):
-            # Rotate the starting runtime each round, so none always runs first.
-            order = active[i % len(active):] + active[:i % len(active)] if active else []
-            for r in order:
-                if r.name in failed:
-                    bar.advance()
-                    continue
-                cid = f"lk-bench-{os.getpid()}-{r.name.replace(' ', '_')}-{i}"
-                current = (r, cid)
-                ms, err = _time_one(r, bundle, cid)
-                current = None
-                if err is not None:
-                    failed[r.name] = err
-                    leftovers.append((r, cid))
-                elif i >= warmup:
-                    samples[r.name].append(ms)
-                bar.advance(r.name)
+            # Rotate the starting condition and runtime each round, so none always runs first.
+            for bundle, host in groups[i % len(groups):] + groups[:i % len(groups)]:
+                if warmer is not None:
+                    (warmer.resume if host == "warm" else warmer.pause)()
+                order = active[i % len(active):] + active[:i % len(active)] if active else []
+                for r in order:
+                    key = (r.name, bundle, host)
+                    if key in failed:
+                        bar.advance()
+                        continue
+                    cid = f"lk-bench-{os.getpid()}-{r.name.replace(' ', '_')}-{i}"
+                    current = (r, cid)
+                    ms, cpu_ms, err = _time_one(r, paths[bundle], cid)
+                    current = None
+                    if err is not None:
+                        failed[key] = err
+                        leftovers.append((r, cid))
+                    elif i >= warmup:
+                        samples.setdefault(key, []).append(ms)
+                        cpu.setdefault(key, []).append(cpu_ms)
+                    bar.advance(f"{r.name}, {bundle} bundle, {host}")
         bar.close()
     finally:
+        if warmer is not None:
+            warmer.stop()
         if current is not None:
             leftovers.append(current)
         for r, cid in leftovers:
             if (argv := r.delete_argv(cid)) is not None:
                 subprocess.run(argv, capture_output=True, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
-    runc_med = statistics.median(samples["runc"]) if samples.get("runc") else None
     rows = []
-    for r in all_runners:
-        if r.binary is None:
-            rows.append(BenchRow(r.name, "not installed", 0, None, None, None, None, r.note))
-        elif r.name in failed:
-            rows.append(BenchRow(r.name, f"failed: {failed[r.name]}", 0, None, None, None, None,
-                                 r.note))
-        else:
-            rows.append(summarize(r.name, samples[r.name], runc_med, r.note))
+    for bundle, host in groups:
+        runc = samples.get(("runc", bundle, host))
+        runc_med = statistics.median(runc) if runc else None
+        for r in all_runners:
+            key = (r.name, bundle, host)
+            if r.binary is None:
+                rows.append(BenchRow(r.name, "not installed", 0, None, None, None, None, r.note,
+                                     (), bundle, host))
+            elif key in failed:
+                rows.append(BenchRow(r.name, f"failed: {failed[key]}", 0, None, None, None,
+                                     None, r.note, (), bundle, host))
+            else:
+                rows.append(summarize(r.name, samples[key], runc_med, r.note, cpu_ms=cpu[key],
+                                      bundle=bundle, host=host))
     return rows
 
 
@@ -280,7 +402,8 @@ def row_dict(row: BenchRow) -> dict[str, object]:
 
 
 def print_table(rows: list[BenchRow], console: Console | None = None) -> None:
-    """median / p10 / p90 in ms and the ratio to runc, one line per runtime."""
+    """median / p10 / p90 in ms, CPU per start and the ratio to runc, one line per runtime
+    and condition (bundle, host)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -290,13 +413,14 @@ def print_table(rows: list[BenchRow], console: Console | None = None) -> None:
     console = console or Console()
     n = max((r.runs for r in rows), default=0)
     table = Table(title=f"runtime start-to-exit, /bin/true in busybox (n={n})")
-    for col in ("runtime", "status", "median ms", "p10 ms", "p90 ms", "x runc", "note"):
+    for col in ("runtime", "bundle", "host", "status", "median ms", "p10 ms", "p90 ms",
+                "cpu ms", "x runc", "note"):
         table.add_column(col, justify="right" if "ms" in col or col == "x runc" else "left",
                          no_wrap=col == "runtime")
     for r in rows:
         colour = "green" if r.status == "ok" else ("yellow" if r.status == "not installed"
                                                    else "red")
         ratio = f"{r.ratio_to_runc:.2f}" if r.ratio_to_runc is not None else "-"
-        table.add_row(r.runtime, f"[{colour}]{r.status}[/{colour}]", ms(r.median_ms),
-                      ms(r.p10_ms), ms(r.p90_ms), ratio, r.note)
+        table.add_row(r.runtime, r.bundle, r.host, f"[{colour}]{r.status}[/{colour}]",
+                      ms(r.median_ms), ms(r.p10_ms), ms(r.p90_ms), ms(r.cpu_ms), ratio, r.note)
     console.print(table)

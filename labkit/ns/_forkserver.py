@@ -27,7 +27,8 @@ from typing import IO, Any
 from labkit import errors
 from labkit._sys import syscalls
 from labkit.ns import apply
-from labkit.ns._proc import Child, Frames, await_exec, helper_env
+from labkit.ns._proc import Child, await_exec, helper_env
+from labkit.ns.frames import Reader
 from labkit.ns.spec import NamespaceSpec
 
 __all__ = ["ServedProcess", "request", "shutdown", "spawn_served"]
@@ -263,7 +264,7 @@ def spawn_served(
         st_theirs.close()
         for fd in opened:
             os.close(fd)
-    frames = Frames(st_ours.fileno())
+    frames = Reader(st_ours.fileno(), "fork server status")
     with ours:
         first = frames.next()
         if first is None or first[0] != b"H":

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Self
 import labkit
 from labkit import errors
 from labkit.ns import apply
+from labkit.ns.frames import Reader
 
 if TYPE_CHECKING:
     from labkit.ns._forkserver import ServedProcess
 
-__all__ = ["Child", "Frames", "await_exec", "helper_env"]
+__all__ = ["Child", "await_exec", "helper_env"]
 
 # Where the labkit package lives, so the helper imports this very copy of it even when the
 # caller's sys.path came from a notebook's cwd rather than an installed distribution.
@@ -103,32 +104,9 @@ def helper_env() -> dict[str, str]:
     return env
 
 
-class Frames:
-    """Reads consecutive frames from a SOCK_STREAM socket, keeping what was read ahead."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd, self.buf = fd, b""
-
-    def next(self) -> tuple[bytes, bytes] | None:
-        """The next (tag, payload), or None at EOF."""
-        while True:
-            if len(self.buf) >= 5:
-                n = int.from_bytes(self.buf[1:5], "big")
-                if len(self.buf) >= 5 + n:
-                    tag, payload = self.buf[:1], self.buf[5:5 + n]
-                    self.buf = self.buf[5 + n:]
-                    return tag, payload
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                if self.buf:
-                    raise errors.from_errno(32, "recv", "spawn: truncated frame from the helper")
-                return None
-            self.buf += chunk
-
-
 def await_exec(fd: int) -> int:
     """Read P+pid, then EOF (exec happened) or E (setup or execve failed: raise it)."""
-    frames = Frames(fd)
+    frames = Reader(fd, "spawn helper")
     pid: int | None = None
     while (frame := frames.next()) is not None:
         tag, payload = frame

@@ -32,11 +32,10 @@ import os
 # Imported up front, never lazily: the runtime's container init reports its errors through
 # error_payload() after pivot_root(2), when the host's Python library is out of reach.
 import pickle
-import select
-import struct
 
 from labkit import errors
 from labkit._sys import consts, syscalls
+from labkit.ns import frames
 from labkit.ns.spec import KINDS, IdMap, NamespaceSpec
 
 __all__ = [
@@ -167,8 +166,8 @@ LINUX = LinuxSyscalls()
 # -- framing -------------------------------------------------------------------------------
 
 def send_frame(sock: int, tag: bytes, payload: bytes = b"") -> None:
-    """Write one frame (tag, length, payload) in a single write(2)."""
-    data = tag + struct.pack("!I", len(payload)) + payload
+    """Write one frame (labkit.ns.frames) in a single write(2)."""
+    data = frames.pack(tag, payload)
     try:
         while data:
             data = data[os.write(sock, data):]
@@ -181,27 +180,14 @@ def send_frame(sock: int, tag: bytes, payload: bytes = b"") -> None:
 def recv_frame(sock: int, timeout: float | None = HANDSHAKE_TIMEOUT) -> tuple[bytes, bytes]:
     """Read one frame; EOF or a timeout raises SyscallError (never blocks forever).
 
-    Reads in large chunks so a SOCK_SEQPACKET message is never truncated; callers keep the
-    protocol strictly alternating, so nothing past the frame is ever read.
+    Callers keep the protocol strictly alternating, so nothing past the frame is ever read.
     """
-    buf = b""
-    while len(buf) < 5 or len(buf) < 5 + struct.unpack("!I", buf[1:5])[0]:
-        if timeout is not None:
-            ready, _, _ = select.select([sock], [], [], timeout)
-            if not ready:
-                raise errors.from_errno(
-                    errno.ETIMEDOUT, "recv", "namespace handshake",
-                    hint=f"the peer did not answer within {timeout:.0f}s")
-        try:
-            chunk = os.read(sock, 1 << 16)
-        except OSError as err:
-            raise errors.from_errno(err.errno or errno.EIO, "recv", "namespace handshake") from None
-        if not chunk:
-            raise errors.from_errno(
-                errno.EPIPE, "recv", "namespace handshake",
-                hint="the other side closed the socket: it exited (see its stderr)")
-        buf += chunk
-    return buf[:1], buf[5:]
+    frame = frames.Reader(sock, "namespace handshake").next(timeout)
+    if frame is None:
+        raise errors.from_errno(
+            errno.EPIPE, "recv", "namespace handshake",
+            hint="the other side closed the socket: it exited (see its stderr)")
+    return frame
 
 
 def _raise_pickled(payload: bytes) -> None:

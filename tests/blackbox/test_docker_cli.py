@@ -1,4 +1,4 @@
-"""The real Docker CLI (/usr/local/bin/docker) drives labkit's daemon over DOCKER_HOST.
+"""The real Docker CLI (`docker` on PATH) drives labkit's daemon over DOCKER_HOST.
 
 Each test checks what a Docker daemon would make the CLI print and exit with.
 """
@@ -9,12 +9,15 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from labkit.measure.peers import docker_cli
 
 pytestmark = pytest.mark.privileged
 
@@ -110,6 +113,33 @@ def test_logs_and_logs_follow(docker: Docker, name: str) -> None:
         docker("rm", "-f", name)
 
 
+def test_logs_compress_rotates_into_gzip_and_reads_back(docker: Docker, name: str) -> None:
+    """--log-opt compress=true: rotated files are gzip; `docker logs` reads across them."""
+    import os
+
+    r = docker("run", "--name", name, "--log-opt", "max-size=2k", "--log-opt", "max-file=3",
+               "--log-opt", "compress=true", "busybox", "sh", "-c",
+               "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done")
+    try:
+        assert r.returncode == 0, r.stderr
+        path = docker("inspect", "-f", "{{.LogPath}}", name).stdout.decode().strip()
+        names = sorted(os.listdir(os.path.dirname(path)))
+        base = os.path.basename(path)
+        assert f"{base}.1.gz" in names and f"{base}.2.gz" in names, names
+        got = docker("logs", name).stdout.decode().split()
+        n = [int(x.split("-")[1]) for x in got]
+        assert n == list(range(n[0], 300)) and n[0] > 0          # newest kept, no gap
+        assert docker("logs", "--tail", "2", name).stdout == b"line-298\nline-299\n"
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_logs_compress_with_one_file_is_refused(docker: Docker, name: str) -> None:
+    r = docker("run", "--rm", "--name", name, "--log-opt", "compress=true", "busybox", "true")
+    assert r.returncode != 0
+    assert b"compress cannot be true when max-file is less than 2" in r.stderr, r.stderr
+
+
 def test_exec_output_and_exit_code(docker: Docker, name: str) -> None:
     _detached(docker, name, "sleep", "600")
     try:
@@ -127,7 +157,7 @@ def test_exec_it_under_a_pty(engine: Any, docker: Docker, name: str) -> None:
     try:
         pid, fd = pty.fork()
         if pid == 0:  # the child: the Docker CLI on a terminal, as a user would run it
-            os.execve("/usr/local/bin/docker", ["docker", "exec", "-it", name, "sh"],
+            os.execve(docker_cli(), ["docker", "exec", "-it", name, "sh"],
                       engine.docker_env)
         out = b""
         os.write(fd, b"tty; echo mark-$((6*7))\r")
@@ -259,7 +289,7 @@ def test_exec_in_stopped_container(docker: Docker, name: str) -> None:
 def test_run_it_under_a_pty(engine: Any) -> None:
     pid, fd = pty.fork()
     if pid == 0:
-        os.execve("/usr/local/bin/docker", ["docker", "run", "-it", "--rm", "busybox", "sh"],
+        os.execve(docker_cli(), ["docker", "run", "-it", "--rm", "busybox", "sh"],
                   engine.docker_env)
     out, sent = b"", False
     deadline = time.monotonic() + 20
@@ -308,3 +338,35 @@ def test_pause_unpause_rename_update_prune(docker: Docker, name: str) -> None:
         assert docker("inspect", renamed).returncode == 1
     finally:
         docker("rm", "-f", name, renamed)
+
+
+def test_events_since_answer_after_a_daemon_restart(name: str) -> None:
+    """`docker events --since` after a SIGKILLed daemon came back: the journal answers."""
+    from labkit.lab.engine import LabEngine
+
+    cli = shutil.which("docker") or "/usr/local/bin/docker"
+    if not os.access(cli, os.X_OK):
+        pytest.skip("no Docker CLI")
+    eng = LabEngine("ev")  # its own daemon: the session's one keeps running for the others
+    try:
+        eng.start()
+
+        def docker(*args: str) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run([cli, *args], env=eng.docker_env, capture_output=True,
+                                  timeout=60, check=False)
+
+        since = str(int(time.time()) - 1)
+        r = docker("run", "--name", name, "--network", "none", "busybox", "true")
+        assert r.returncode == 0, r.stderr
+        fmt = ("events", "--since", since, "--filter", f"container={name}",
+               "--format", "{{.Action}}")
+        before = docker(*fmt, "--until", str(time.time())).stdout.split()
+        assert before[:1] == [b"create"] and b"start" in before and b"die" in before, before
+        eng.crash()
+        eng.start()
+        after = docker(*fmt, "--until", str(time.time()))
+        assert after.returncode == 0, after.stderr
+        assert after.stdout.split()[:len(before)] == before
+        assert docker("rm", name).returncode == 0
+    finally:
+        eng.stop()

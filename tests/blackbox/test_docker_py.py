@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import docker  # the dev extra installs it: a real client never skips
 import pytest
 
 from labkit.lab.engine import LabEngine
 
 pytestmark = pytest.mark.privileged
-docker = pytest.importorskip("docker")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from labkit.lab.engine import LabEngine
+from labkit.measure.peers import docker_cli
 
 pytestmark = pytest.mark.privileged
 
@@ -167,9 +168,7 @@ def test_same_text_as_the_docker_cli(engine: LabEngine, labkit: Run, name: str) 
     """labkit and the real Docker CLI print the same for the same daemon state."""
     import json
 
-    docker = "/usr/local/bin/docker"
-    if not os.access(docker, os.X_OK):
-        pytest.skip("no Docker CLI")
+    docker = docker_cli()
 
     def dock(*args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([docker, *args], env=engine.docker_env, capture_output=True,

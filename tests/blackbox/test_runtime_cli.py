@@ -76,3 +76,35 @@ def test_probe_inside_container(tmp_path: Path) -> None:
     finally:
         if (tmp_path / "state" / cid).exists():
             rt("--root", str(tmp_path / "state"), "delete", "--force", cid)
+
+
+@pytest.mark.privileged
+def test_run_with_hooks_and_a_shared_root(tmp_path: Path) -> None:
+    """`labkit-runtime run` as a user calls it: a createRuntime hook sees the state on stdin,
+    poststop runs after the container is gone, rootfsPropagation shared is applied."""
+    from labkit.engine.images.busybox import build_rootfs
+
+    b = tmp_path / "b"
+    b.mkdir()
+    build_rootfs(b / "rootfs")
+    rt("spec", "--bundle", str(b))
+    log = tmp_path / "log"
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["sh", "-c", "awk '$5 == \"/\" {print $7}' /proc/self/mountinfo"]
+    cfg["linux"]["rootfsPropagation"] = "shared"
+    cfg["hooks"] = {phase: [{"path": "/bin/sh", "args": ["sh", "-c", f"cat >> {log}; echo >> {log}"],
+                             "timeout": 30}] for phase in ("createRuntime", "poststop")}
+    (b / "config.json").write_text(json.dumps(cfg))
+    cid = f"lk-bbh-{os.getpid()}"
+    p = rt("--root", str(tmp_path / "state"), "run", "--bundle", str(b), cid)
+    try:
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.startswith("shared:")
+        states = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [(s["id"], s["status"]) for s in states] == [(cid, "creating"), (cid, "stopped")]
+        assert states[0]["pid"] > 0 and states[0]["bundle"] == str(b)
+    finally:
+        if (tmp_path / "state" / cid).exists():
+            rt("--root", str(tmp_path / "state"), "delete", "--force", cid)
+    assert not (tmp_path / "state" / cid).exists()

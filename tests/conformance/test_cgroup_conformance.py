@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fakes import cgroups as fake
 
 from labkit.cgroups import (
     Cgroup,
@@ -29,7 +30,6 @@ from labkit.cgroups import (
     V2Cgroup,
     _io,
     detect_mode,
-    fake,
 )
 from labkit.errors import AlreadyExistsError, ConflictError, LabkitError, UnsupportedError
 

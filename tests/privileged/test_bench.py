@@ -47,8 +47,38 @@ def test_cli_bench_json() -> None:
     import sys
 
     out = subprocess.run([sys.executable, "-m", "labkit.cli.main", "bench", "runtime", "-n", "2",
-                          "--warmup", "0", "--peers", "", "--json"],
+                          "--warmup", "0", "--peers", "", "--bundles", "labkit", "--hosts", "cold",
+                          "--no-floor", "--json"],
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert [r["runtime"] for r in rows] == ["labkit-runtime"]
+
+
+@pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed")
+def test_bench_runtime_both_bundles_both_hosts_with_cpu() -> None:
+    from labkit.cgroups import open_cgroup
+
+    rows = bench_runtime.run(runs=2, warmup=0, peers=["runc"], progress=False,
+                             bundles=("labkit", "runc"), hosts=("cold", "warm"), floor=True)
+    got = {(r.runtime, r.bundle, r.host): r for r in rows}
+    for bundle in ("labkit", "runc"):
+        for host in ("cold", "warm"):
+            for name in ("labkit-runtime", "runc", "python -c pass"):
+                r = got[(name, bundle, host)]
+                assert r.status == "ok", r
+                assert r.runs == 2 and r.cpu_ms is not None and r.cpu_ms > 0
+            assert got[("runc", bundle, host)].ratio_to_runc == 1.0
+    # the warm helper's cgroups are gone
+    for x in "ab":
+        assert not open_cgroup(f"lk-bench-warm-{os.getpid()}-{x}").exists()
+    assert _containers("runc") == []
+
+
+def test_bench_runtime_refuses_an_unknown_condition() -> None:
+    from labkit.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="host"):
+        bench_runtime.run(runs=1, hosts=("tepid",), progress=False)
+    with pytest.raises(InvalidArgumentError, match="bundle"):
+        bench_runtime.run(runs=1, bundles=("podman",), progress=False)

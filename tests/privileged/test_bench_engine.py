@@ -30,3 +30,18 @@ def test_bench_engine_smoke_labkit_only() -> None:
         assert goal.ratio is not None and goal.ratio > 0
     # Its throw-away engine dir (/tmp/lk-bn-*) is gone.
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "lk-bn-*"))) <= before
+
+
+def test_breakdown_puts_every_room_of_a_run_on_the_table() -> None:
+    """proctree traces two real runs: each of labkit's rooms used CPU, every phase is cut."""
+    from labkit.measure import breakdown as bd
+
+    summary = bench_engine.breakdown(2)
+    cpu = summary["cpu_ms"]
+    for room in ("docker CLI", "daemon", "supervisor", "shim", "runtime", "container"):
+        assert cpu[room] is not None and cpu[room] > 0, (room, cpu)
+    assert cpu["labkit"] == pytest.approx(sum(cpu[r] for r in bd.LABKIT_ROOMS), rel=0.5)
+    phases = summary["phase_ms"]
+    assert all(v is not None and v >= 0 for v in phases.values()), phases
+    wall = summary["wall_ms"]["run"]
+    assert wall is not None and sum(v for v in phases.values() if v) <= wall * 1.01

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -21,10 +22,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
-from labkit.engine.daemon.frames import decode_all
+from labkit.engine.shim.stdcopy import decode_all
 
 pytestmark = pytest.mark.privileged
 V = "/v1.41"
@@ -180,6 +182,38 @@ def _logs(d: Daemon, cid: str) -> list[int]:
     assert st == 200
     text = b"".join(p for _, p in decode_all(raw if isinstance(raw, bytes) else b""))
     return [int(x) for x in text.split()]
+
+
+def _events(d: Daemon, since: float, until: float, filters: str = "") -> list[dict[str, Any]]:
+    q = f"since={since:.3f}&until={until:.3f}" + (f"&filters={quote(filters)}" if filters else "")
+    st, raw = d.call("GET", f"{V}/events?{q}")
+    assert st == 200
+    if isinstance(raw, dict):  # exactly one event: call() parsed it
+        return [raw]
+    text = raw.decode() if isinstance(raw, bytes) else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_events_since_survive_a_daemon_restart(daemon: Daemon) -> None:
+    t0 = time.time()
+    name = f"lk-ev-{os.getpid()}"
+    cid = _create(daemon, {"Cmd": ["true"]}, name)
+    assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
+    assert daemon.call("POST", f"{V}/containers/{cid}/wait")[0] == 200
+    t1 = time.time()
+    before = [e["Action"] for e in _events(daemon, t0, t1) if e["id"] == cid]
+    assert before[:2] == ["create", "start"] and "die" in before
+    daemon.kill9()  # nothing of the daemon's memory survives
+    daemon.start()
+    after = _events(daemon, t0, t1)
+    assert [e["Action"] for e in after if e["id"] == cid] == before
+    assert all(e["Actor"]["Attributes"]["name"] == name for e in after if e["id"] == cid)
+    # filters apply to the replayed events too; the journal is private
+    only_die = _events(daemon, t0, time.time(), '{"event":["die"]}')
+    assert [e["Action"] for e in only_die if e["id"] == cid] == ["die"]
+    journal = daemon.base / "root" / "events" / "events.log"
+    assert journal.stat().st_mode & 0o777 == 0o600
+    assert daemon.call("DELETE", f"{V}/containers/{cid}")[0] == 204
 
 
 def test_live_restore_20_containers(daemon: Daemon) -> None:
@@ -431,3 +465,76 @@ def test_kill_and_stop_semantics_as_docker(daemon: Daemon) -> None:
     _wait_output(daemon, cid, b"up")
     assert daemon.call("POST", f"{V}/containers/{cid}/stop?t=-1")[0] == 204
     assert daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"]["ExitCode"] == 7
+
+
+# --- state modes (issue 8 §2): a local user other than root sees nothing -----------------
+# The test dir is opened up to 0755 first, so only labkit's own modes stand between nobody
+# and the state: it must not list containers/, read a bundle's config.json (it holds Env),
+# nor reach a container's upper dir (where a setuid file made inside the container would
+# wait, CVE-2021-41091's pattern).  A container running as a non-root user must still work:
+# the 0700s are above its rootfs, not on it.
+NOBODY = 65534
+PROBE = r"""
+import json, os, sys
+out = {}
+for name, fn in (("list_root", lambda: os.listdir(sys.argv[1])),
+                 ("list_run", lambda: os.listdir(sys.argv[2])),
+                 ("list_containers", lambda: os.listdir(sys.argv[3])),
+                 ("read_config", lambda: open(sys.argv[4], "rb").read()),
+                 ("stat_upper", lambda: os.stat(sys.argv[5])),
+                 ("list_upper", lambda: os.listdir(sys.argv[5])),
+                 ("read_log", lambda: open(sys.argv[6], "rb").read()),
+                 ("read_runtime_state", lambda: open(sys.argv[7], "rb").read()),
+                 ("list_images", lambda: os.listdir(sys.argv[8]))):
+    try:
+        fn()
+        out[name] = "allowed"
+    except PermissionError:
+        out[name] = "denied"
+    except OSError as err:
+        out[name] = f"other: {err}"
+print(json.dumps(out))
+"""
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(os.lstat(p).st_mode)
+
+
+def test_unprivileged_user_cannot_see_state_and_user_1000_still_runs(daemon: Daemon) -> None:
+    daemon.base.chmod(0o755)  # mkdtemp made it 0700: take that shield away
+    script = "id -u; cat /etc/hostname; ls / >/dev/null; echo ok > /tmp/f && cat /tmp/f; sleep 30"
+    cid = _create(daemon, {"Cmd": ["sh", "-c", script],
+                           "User": "1000", "Env": ["PASSWORD=hunter2"]})
+    assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
+    root, run = daemon.base / "root", daemon.base / "run"
+    cdir = root / "containers" / cid
+    config = cdir / "bundle" / "config.json"
+    assert b"hunter2" in config.read_bytes()
+    runtime_state = next((run / "runtime").rglob("state.json"))
+    log = cdir / f"{cid}-json.log"
+    # the container, running as uid 1000, reads its rootfs and writes to it
+    lines: list[str] = []
+    for _ in range(300):
+        _, raw = daemon.call("GET", f"{V}/containers/{cid}/logs?stdout=1&stderr=1")
+        frames = decode_all(raw if isinstance(raw, bytes) else b"")  # no output yet: empty
+        lines = b"".join(p for _, p in frames).decode().split()
+        if "ok" in lines:
+            break
+        time.sleep(0.1)
+    assert lines[:1] == ["1000"] and "ok" in lines, lines
+    # what nobody can do with the state
+    res = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         "/usr/bin/python3", "-c", PROBE, str(root), str(run), str(root / "containers"),
+         str(config), str(cdir / "upper"), str(log), str(runtime_state), str(root / "images")],
+        capture_output=True, text=True, check=True, timeout=60)
+    seen = json.loads(res.stdout)
+    assert seen == dict.fromkeys(seen, "denied"), seen
+    assert len(seen) == 9
+    # the modes, as made
+    assert _mode(root) == _mode(run) == 0o711
+    assert _mode(root / "containers") == _mode(cdir) == _mode(root / "images") == 0o700
+    assert _mode(config) == _mode(cdir / "config.v2.json") == _mode(log) == 0o600
+    assert _mode(runtime_state.parent) == 0o700 and _mode(runtime_state) == 0o600
+    assert daemon.call("DELETE", f"{V}/containers/{cid}?force=1")[0] == 204

@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 from labkit.engine.logs import read_logs
-from labkit.engine.supervisor.api import supervisor_pb2 as pb
 from labkit.engine.supervisor.client import attach, read_frames
 from labkit.engine.supervisor.harness import Harness
+from labkit.engine.supervisor.records import TaskEvent, TaskInfo
 
 pytestmark = pytest.mark.privileged
 
@@ -44,7 +44,7 @@ def counts(h: Harness, cid: str) -> list[int]:
     return [int(e.log) for e in read_logs(str(log))]
 
 
-def start_counters(h: Harness, n: int) -> dict[str, pb.Task]:
+def start_counters(h: Harness, n: int) -> dict[str, TaskInfo]:
     b = h.bundle("counter", COUNTER)
     tasks = {}
     for _ in range(n):
@@ -54,7 +54,7 @@ def start_counters(h: Harness, n: int) -> dict[str, pb.Task]:
     return tasks
 
 
-def kill_and_restore(h: Harness, tasks: dict[str, pb.Task], pause: float) -> dict[str, int]:
+def kill_and_restore(h: Harness, tasks: dict[str, TaskInfo], pause: float) -> dict[str, int]:
     """SIGKILL the supervisor, let the containers print on alone, start it again.
 
     Returns, per container, how many lines its log held before the restart: each of them
@@ -80,15 +80,15 @@ def kill_and_restore(h: Harness, tasks: dict[str, pb.Task], pause: float) -> dic
     return during
 
 
-def check_restored(h: Harness, tasks: dict[str, pb.Task]) -> None:
+def check_restored(h: Harness, tasks: dict[str, TaskInfo]) -> None:
     listed = {t.id: t for t in h.client.list()}
     assert set(listed) == set(tasks)
     for cid, t in tasks.items():
-        assert listed[cid].status == pb.RUNNING, cid
+        assert listed[cid].status == "running", cid
         assert listed[cid].pid == t.pid and listed[cid].shim_pid == t.shim_pid
 
 
-def stop_and_check_logs(h: Harness, tasks: dict[str, pb.Task], seen: dict[str, int]) -> None:
+def stop_and_check_logs(h: Harness, tasks: dict[str, TaskInfo], seen: dict[str, int]) -> None:
     """Stop every counter; its log must count 0, 1, 2, ... with no gap or repeat, and hold
     at least the ``seen`` lines that were there before the last restart."""
     for cid in tasks:
@@ -132,7 +132,7 @@ def test_restore_twice_and_exit_while_down(h: Harness) -> None:
     kill_and_restore(h, tasks, pause=0.6)  # `short` exits while no supervisor runs
     ex = h.client.wait(short)
     assert ex.exit_status == 9
-    assert h.client.state(short).status == pb.STOPPED
+    assert h.client.state(short).status == "stopped"
     h.client.delete(short)
     seen = kill_and_restore(h, tasks, pause=0.3)
     check_restored(h, tasks)
@@ -148,7 +148,7 @@ def test_dead_shim_is_reported_and_cleaned(h: Harness) -> None:
     os.kill(t.pid, signal.SIGKILL)  # (as an orphan of init); we end it ourselves
     h.start()
     st = h.client.state(cid)
-    assert st.status == pb.STOPPED
+    assert st.status == "stopped"
     ex = h.client.wait(cid)
     assert ex.exit_status == 255 and "shim died" in ex.error
     h.client.delete(cid)
@@ -162,7 +162,7 @@ def test_20_containers_survive_supervisor_sigkill(h: Harness) -> None:
     lines = kill_and_restore(h, tasks, pause=1.0)
     check_restored(h, tasks)
     # the restored supervisor has re-subscribed to every shim: exits reach its event stream
-    seen: list[pb.Event] = []
+    seen: list[TaskEvent] = []
     stream = h.client.events()
 
     def read() -> None:

@@ -24,6 +24,9 @@ from labkit.engine.runtime.spec import DEFAULT_CAPS
 pytestmark = pytest.mark.privileged
 
 RUNTIME = [sys.executable, "-m", "labkit.engine.runtime"]
+# `-m` puts the working directory first on sys.path: run from this checkout, so the labkit
+# under test is the one these tests belong to.
+REPO = Path(__file__).resolve().parents[2]
 _n = itertools.count()
 
 
@@ -57,13 +60,13 @@ class Bundle:
             cfg["process"]["terminal"] = terminal
         self.config = cfg
 
-    def cli(self, *args: str, check: bool = False, stdin: Any = subprocess.DEVNULL
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = False, stdin: Any = subprocess.DEVNULL,
+            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         # Files, not pipes: a detached container inherits the runtime's stdout/stderr and
         # would keep a pipe open (and communicate() waiting) for as long as it runs.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            rc = subprocess.run([*RUNTIME, "--root", str(self.root), *args], stdout=out,
-                                stderr=err, stdin=stdin, cwd="/work/main", timeout=120,
+            rc = subprocess.run([*prefix, *RUNTIME, "--root", str(self.root), *args], stdout=out,
+                                stderr=err, stdin=stdin, cwd=REPO, timeout=120,
                                 check=False).returncode
             out.seek(0)
             err.seek(0)
@@ -465,4 +468,339 @@ def test_sysctl_and_oom_score_adj_then_proc_sys_readonly(bundle: Bundle) -> None
     p = bundle.run(cid)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["500", "1", "readonly"]
+    assert_nothing_left(bundle, cid)
+
+
+# -- OCI hooks ------------------------------------------------------------------------------
+
+def _hook(phase: str, log: Path, script: str = "", **extra: Any) -> dict[str, Any]:
+    """A hook running /bin/sh with argv0 "lk-<phase>": it records its argv0 in order, its
+    stdin, its LK_HOOK variable and its mount namespace, under ``log`` (as it sees it).
+
+    Inside the container /bin/sh is busybox, which picks its applet by argv0: there argv0
+    is "sh" and the name comes as $0 after the script (sh -c SCRIPT NAME)."""
+    body = (f'echo "$0" >> {log}/order; cat > {log}/$0.json; echo "$LK_HOOK" > {log}/$0.env;'
+            f' readlink /proc/self/ns/mnt > {log}/$0.mnt; {script}')
+    args = (["sh", "-c", body, f"lk-{phase}"] if str(log).startswith("/lk-hooks")
+            else [f"lk-{phase}", "-c", body])
+    return {"path": "/bin/sh", "args": args, "env": [f"LK_HOOK=env-{phase}"], **extra}
+
+
+def _hook_bundle(bundle: Bundle, tmp_path: Path, hooks: dict[str, list[dict[str, Any]]]) -> Path:
+    log = tmp_path / "hooklog"
+    log.mkdir()
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["sleep", "1000"]
+    # The container's hooks (startContainer) write to the same directory, bound at /lk-hooks.
+    cfg["mounts"].append({"destination": "/lk-hooks", "type": "bind", "source": str(log),
+                          "options": ["rbind", "rw"]})
+    cfg["hooks"] = hooks
+    bundle.config = cfg
+    return log
+
+
+def test_hooks_run_in_spec_order_with_state_env_args_and_namespaces(bundle: Bundle,
+                                                                      tmp_path: Path) -> None:
+    log = tmp_path / "hooklog"
+    host = [_hook(p, log) for p in ("prestart", "createRuntime", "createContainer")]
+    hooks = {"prestart": [host[0]], "createRuntime": [host[1]], "createContainer": [host[2]],
+             "startContainer": [_hook("startContainer", Path("/lk-hooks"))],
+             "poststart": [_hook("poststart", log)], "poststop": [_hook("poststop", log)]}
+    _hook_bundle(bundle, tmp_path, hooks)
+    cid = bundle.new_id()
+    bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+    pid = json.loads(bundle.cli("state", cid, check=True).stdout)["pid"]
+    assert (log / "order").read_text().split() == ["lk-prestart", "lk-createRuntime",
+                                                   "lk-createContainer"]
+    bundle.cli("start", cid, check=True)
+    bundle.cli("kill", cid, "KILL", check=True)
+    bundle.cli("delete", "--force", cid, check=True)
+    order = (log / "order").read_text().split()
+    assert order == ["lk-prestart", "lk-createRuntime", "lk-createContainer",
+                     "lk-startContainer", "lk-poststart", "lk-poststop"]
+    want_status = {"prestart": "creating", "createRuntime": "creating",
+                   "createContainer": "creating", "startContainer": "created",
+                   "poststart": "running", "poststop": "stopped"}
+    for phase, status in want_status.items():
+        st = json.loads((log / f"lk-{phase}.json").read_text())
+        assert st["id"] == cid and st["bundle"] == str(bundle.dir), phase
+        assert st["status"] == status, phase
+        if status != "stopped":
+            assert st["pid"] == pid, phase
+        assert (log / f"lk-{phase}.env").read_text().strip() == f"env-{phase}"
+    host_mnt = os.readlink("/proc/self/ns/mnt")
+    mnt = {p: (log / f"lk-{p}.mnt").read_text().strip() for p in want_status}
+    # Runtime namespace: prestart, createRuntime, poststart, poststop; the container's own
+    # mount namespace: createContainer (before pivot_root) and startContainer.
+    for phase in ("prestart", "createRuntime", "poststart", "poststop"):
+        assert mnt[phase] == host_mnt, phase
+    assert mnt["createContainer"] != host_mnt
+    assert mnt["startContainer"] == mnt["createContainer"]
+    assert_nothing_left(bundle, cid)
+
+
+@pytest.mark.parametrize("phase", ["prestart", "createRuntime", "createContainer"])
+def test_failing_create_hook_destroys_the_container(bundle: Bundle, tmp_path: Path,
+                                                     phase: str) -> None:
+    log = tmp_path / "hooklog"
+    _hook_bundle(bundle, tmp_path, {phase: [_hook(phase, log, "echo broken-net >&2; exit 3")],
+                                    "poststop": [_hook("poststop", log)]})
+    cid = bundle.new_id()
+    p = bundle.cli("create", "--bundle", str(bundle.dir), cid)
+    assert p.returncode == 1, p.stderr
+    assert f"hooks.{phase}[0] (/bin/sh) failed: exit status 3: broken-net" in p.stderr
+    assert "Traceback" not in p.stderr
+    # runtime.md: the container is destroyed, then poststop runs.
+    assert (log / "order").read_text().split() == [f"lk-{phase}", "lk-poststop"]
+    assert_nothing_left(bundle, cid)
+
+
+def test_hook_timeout_kills_the_hook(bundle: Bundle, tmp_path: Path) -> None:
+    log = tmp_path / "hooklog"
+    # exec: the hook process itself sleeps, so killing it leaves nothing behind.
+    _hook_bundle(bundle, tmp_path, {"createRuntime": [_hook(
+        "createRuntime", log, f"echo $$ > {log}/pid; exec sleep 1000", timeout=1)]})
+    cid = bundle.new_id()
+    p = bundle.cli("create", "--bundle", str(bundle.dir), cid)
+    assert p.returncode == 1
+    assert "hooks.createRuntime[0] (/bin/sh) killed after its timeout of 1s" in p.stderr
+    assert not Path(f"/proc/{(log / 'pid').read_text().strip()}").exists()
+    assert_nothing_left(bundle, cid)
+
+
+def test_start_container_hook_cannot_reach_the_hosts_proc_through_init(bundle: Bundle,
+                                                                      tmp_path: Path) -> None:
+    # The hook is the container's own binary, run while init still waits to exec: the
+    # init's descriptors (the host's /proc among them) must be out of its reach.
+    log = tmp_path / "hooklog"
+    probe = ("for f in /proc/1/fd/*; do readlink $f; done > /lk-hooks/init-fds 2>&1;"
+             " cat /proc/1/environ > /lk-hooks/environ 2>&1; true")
+    _hook_bundle(bundle, tmp_path, {"startContainer": [
+        {"path": "/bin/sh", "args": ["sh", "-c", probe]}]})
+    cid = bundle.new_id()
+    bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+    bundle.cli("start", cid, check=True)
+    fds = (log / "init-fds").read_text().split()
+    assert "/proc" not in fds and not any(f.endswith("exec.fifo") for f in fds), fds
+    assert "Permission denied" in (log / "environ").read_text()
+    bundle.cli("delete", "--force", cid, check=True)
+    assert_nothing_left(bundle, cid)
+
+
+def test_failing_start_container_hook_fails_start_and_destroys(bundle: Bundle,
+                                                               tmp_path: Path) -> None:
+    log = tmp_path / "hooklog"
+    _hook_bundle(bundle, tmp_path, {
+        "startContainer": [_hook("startContainer", Path("/lk-hooks"), "exit 4")],
+        "poststop": [_hook("poststop", log)]})
+    cid = bundle.new_id()
+    bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+    p = bundle.cli("start", cid)
+    assert p.returncode == 1 and "hooks.startContainer[0] (/bin/sh) failed: exit status 4" in p.stderr
+    assert (log / "order").read_text().split() == ["lk-startContainer", "lk-poststop"]
+    assert_nothing_left(bundle, cid)
+
+
+def test_failing_poststart_and_poststop_hooks_only_warn(bundle: Bundle, tmp_path: Path) -> None:
+    log = tmp_path / "hooklog"
+    _hook_bundle(bundle, tmp_path, {
+        "poststart": [_hook("poststart", log, "exit 5"), _hook("poststart2", log)],
+        "poststop": [_hook("poststop", log, "exit 6"), _hook("poststop2", log)]})
+    cid = bundle.new_id()
+    bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+    p = bundle.cli("start", cid)
+    assert p.returncode == 0, p.stderr
+    assert "warning: hooks.poststart[0] (/bin/sh) failed: exit status 5" in p.stderr
+    assert json.loads(bundle.cli("state", cid).stdout)["status"] == "running"
+    p = bundle.cli("delete", "--force", cid)
+    assert p.returncode == 0, p.stderr
+    assert "warning: hooks.poststop[0] (/bin/sh) failed: exit status 6" in p.stderr
+    assert (log / "order").read_text().split() == ["lk-poststart", "lk-poststart2",
+                                                   "lk-poststop", "lk-poststop2"]
+    assert_nothing_left(bundle, cid)
+
+
+# -- linux.rootfsPropagation ----------------------------------------------------------------
+
+def _optional_fields(mountinfo: str, target: str) -> list[str]:
+    """proc(5) mountinfo: the optional fields (shared:N, master:N, unbindable) of ``target``."""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if fields[4] == target:
+            return fields[6:fields.index("-")]
+    raise AssertionError(f"{target} not in mountinfo:\n{mountinfo}")
+
+
+@pytest.mark.parametrize("mode", ["private", "rprivate", "slave", "rslave", "shared", "rshared",
+                                  "unbindable", "runbindable"])
+def test_rootfs_propagation_is_applied_to_the_new_root(bundle: Bundle, mode: str) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    cfg["linux"]["rootfsPropagation"] = mode
+    cfg["process"]["args"] = ["cat", "/proc/self/mountinfo"]
+    bundle.config = cfg
+    cid = bundle.new_id()
+    # The runtime runs in a mount namespace whose "/" is shared, as on a systemd host: a
+    # shared parent is what made pivot_root fail with EINVAL, and what a slave follows.
+    p = bundle.cli(
+        "run", "--bundle", str(bundle.dir), cid,
+        prefix=("unshare", "--mount", "--propagation", "shared", "--"))
+    assert p.returncode == 0, p.stderr
+    root, proc = _optional_fields(p.stdout, "/"), _optional_fields(p.stdout, "/proc")
+    kinds = {f.split(":")[0] for f in root}
+    if mode in ("private", "rprivate"):
+        assert root == []
+    elif mode in ("slave", "rslave"):
+        assert kinds == {"master"}
+    elif mode in ("shared", "rshared"):
+        assert "shared" in kinds
+    else:
+        assert "unbindable" in kinds
+    # The recursive modes reach the mounts below "/" too.
+    if mode == "rshared":
+        assert any(f.startswith("shared:") for f in proc)
+    if mode == "runbindable":
+        assert "unbindable" in proc
+    if mode in ("shared", "unbindable"):
+        assert not any(f.startswith(("shared:", "unbindable")) for f in proc)
+    assert_nothing_left(bundle, cid)
+
+
+# -- memory knobs of cgroup v1 ----------------------------------------------------------------
+
+def test_swappiness_and_disable_oom_killer_applied_kernel_memory_warned(bundle: Bundle) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    cfg["linux"]["resources"]["memory"] = {"limit": 64 << 20, "swappiness": 7,
+                                           "disableOOMKiller": True, "kernel": 32 << 20}
+    cfg["process"]["args"] = ["sh", "-c", ("cat /sys/fs/cgroup/memory/memory.swappiness;"
+                              " grep oom_kill_disable /sys/fs/cgroup/memory/memory.oom_control")]
+    bundle.config = cfg
+    cid = bundle.new_id()
+    p = bundle.run(cid)
+    if not Path("/sys/fs/cgroup/memory").is_dir():  # a cgroup v2 host: refused, named
+        assert p.returncode == 1 and "linux.resources.memory.swappiness" in p.stderr
+        assert_nothing_left(bundle, cid)
+        return
+    assert p.returncode == 0, p.stderr
+    # Read back from inside: the container's own cgroup files.
+    assert p.stdout.split() == ["7", "oom_kill_disable", "1"]
+    assert "warning: linux.resources.memory.kernel is ignored" in p.stderr
+    assert_nothing_left(bundle, cid)
+
+
+# -- namespaces joined by path, and no mount namespace --------------------------------------
+
+class Sleeper:
+    """`unshare <flags> sleep 1000`: namespaces made by the test, to be joined by path."""
+
+    def __init__(self, *flags: str) -> None:
+        # "ready" is printed after unshare(2): the namespaces exist once it is read.
+        self.proc = subprocess.Popen(["unshare", *flags, "sh", "-c", "echo ready; exec sleep 1000"],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "ready\n"
+        self.proc.stdout.close()
+
+    def ns(self, kind: str) -> str:
+        return f"/proc/{self.proc.pid}/ns/{kind}"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _set_namespace(cfg: dict[str, Any], typ: str, path: str | None) -> None:
+    nss = [n for n in cfg["linux"]["namespaces"] if n["type"] != typ]
+    if path is not None:
+        nss.append({"type": typ, "path": path})
+    cfg["linux"]["namespaces"] = nss
+
+
+def test_hostname_set_in_a_joined_uts_namespace(bundle: Bundle) -> None:
+    sleeper = Sleeper("--uts", "--net")
+    try:
+        cfg = bundle.config
+        cfg["process"]["terminal"] = False
+        cfg["hostname"] = "lk-joined-uts"
+        _set_namespace(cfg, "uts", sleeper.ns("uts"))
+        _set_namespace(cfg, "network", sleeper.ns("net"))
+        cfg["process"]["args"] = ["sh", "-c", "hostname; readlink /proc/self/ns/uts; readlink /proc/self/ns/net"]
+        bundle.config = cfg
+        cid = bundle.new_id()
+        p = bundle.run(cid)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["lk-joined-uts", os.readlink(sleeper.ns("uts")),
+                                    os.readlink(sleeper.ns("net"))]
+        # Set in the joined namespace itself, not only seen by the container; the host's
+        # name is untouched.
+        out = subprocess.run(["nsenter", "--uts", "-t", str(sleeper.proc.pid), "hostname"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == "lk-joined-uts"
+        assert os.uname().nodename != "lk-joined-uts"
+        assert_nothing_left(bundle, cid)
+    finally:
+        sleeper.stop()
+
+
+def test_hostname_without_a_uts_namespace_is_refused(bundle: Bundle) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    _set_namespace(cfg, "uts", None)
+    bundle.config = cfg
+    cid = bundle.new_id()
+    p = bundle.run(cid)
+    assert p.returncode == 1 and "hostname: setting the hostname requires a new or joined UTS" in p.stderr
+    assert_nothing_left(bundle, cid)
+
+
+def test_joined_mount_namespace(bundle: Bundle) -> None:
+    sleeper = Sleeper("--mount", "--propagation", "private")
+    try:
+        cfg = bundle.config
+        cfg["process"]["terminal"] = False
+        _set_namespace(cfg, "mount", sleeper.ns("mnt"))
+        cfg["process"]["args"] = ["sh", "-c", ("readlink /proc/self/ns/mnt; cat /proc/1/comm;"
+                                  " ls /bin/busybox")]
+        bundle.config = cfg
+        cid = bundle.new_id()
+        p = bundle.run(cid)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == [os.readlink(sleeper.ns("mnt")), "sh", "/bin/busybox"]
+        assert_nothing_left(bundle, cid)
+    finally:
+        sleeper.stop()
+
+
+def test_without_a_mount_namespace_the_container_is_a_chroot(bundle: Bundle) -> None:
+    cfg = bundle.config
+    cfg["process"]["terminal"] = False
+    _set_namespace(cfg, "mount", None)
+    bundle.config = cfg
+    cid = bundle.new_id()
+    p = bundle.cli("create", "--bundle", str(bundle.dir), cid)
+    # Mounts would land in the host's mount table: refused by name.
+    assert p.returncode == 1 and "mounts: needs a mount namespace" in p.stderr
+    assert_nothing_left(bundle, cid)
+    cfg["mounts"] = []
+    cfg["root"]["readonly"] = False
+    del cfg["linux"]["maskedPaths"], cfg["linux"]["readonlyPaths"]
+    for key in ("bounding", "effective", "permitted"):  # it would leave the chroot
+        cfg["process"]["capabilities"][key].remove("CAP_SYS_CHROOT")
+    cfg["process"]["args"] = ["sleep", "1000"]
+    bundle.config = cfg
+    marker = bundle.dir / "rootfs" / "lk-chroot-marker"
+    try:
+        bundle.cli("create", "--bundle", str(bundle.dir), cid, check=True)
+        pid = json.loads(bundle.cli("state", cid, check=True).stdout)["pid"]
+        assert os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+        assert os.readlink(f"/proc/{pid}/root") == str(bundle.dir / "rootfs")
+        bundle.cli("start", cid, check=True)
+        # exec follows the container into its root: "/" there is the bundle's rootfs.
+        p = bundle.cli("exec", cid, "sh", "-c", "echo inside > /lk-chroot-marker; cat /lk-chroot-marker")
+        assert p.returncode == 0 and p.stdout == "inside\n", p.stderr
+        assert marker.read_text() == "inside\n"
+        bundle.cli("delete", "--force", cid, check=True)
+    finally:
+        marker.unlink(missing_ok=True)
     assert_nothing_left(bundle, cid)

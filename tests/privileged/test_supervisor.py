@@ -21,9 +21,9 @@ import pytest
 from labkit import errors
 from labkit.engine.logs import read_logs
 from labkit.engine.runtime.process import ExecutableNotFoundError
-from labkit.engine.supervisor.api import supervisor_pb2 as pb
 from labkit.engine.supervisor.client import attach, read_frames
 from labkit.engine.supervisor.harness import Harness
+from labkit.engine.supervisor.records import ExitInfo, TaskEvent
 
 pytestmark = pytest.mark.privileged
 
@@ -44,7 +44,7 @@ def cgroup_exists(cid: str) -> bool:
                for c in ("memory", "pids", "cpu", "freezer", "unified"))
 
 
-def run(h: Harness, args: list[str], **kw: object) -> tuple[str, pb.Exit]:
+def run(h: Harness, args: list[str], **kw: object) -> tuple[str, ExitInfo]:
     cid = h.new_id()
     h.client.create(cid, str(h.bundle(cid, args)), **kw)
     h.client.start(cid)
@@ -57,7 +57,7 @@ def test_exit_codes(h: Harness, script: str, code: int) -> None:
     assert ex.exit_status == code
     assert ex.exited_at > 0 and not ex.oom_killed
     t = h.client.state(cid)
-    assert t.status == pb.STOPPED and t.exit_status == code
+    assert t.status == "stopped" and t.exit_status == code
     assert h.client.delete(cid).exit_status == code
     assert not (h.shims / cid).exists()
 
@@ -65,9 +65,9 @@ def test_exit_codes(h: Harness, script: str, code: int) -> None:
 def test_kill_running_task_is_137(h: Harness) -> None:
     cid = h.new_id()
     t = h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
-    assert t.status == pb.CREATED and t.pid > 0 and t.shim_pid > 0
+    assert t.status == "created" and t.pid > 0 and t.shim_pid > 0
     h.client.start(cid)
-    assert h.client.state(cid).status == pb.RUNNING
+    assert h.client.state(cid).status == "running"
     h.client.kill(cid, signal.SIGKILL)
     assert h.client.wait(cid).exit_status == 137
     h.client.delete(cid)
@@ -134,7 +134,7 @@ def test_terminal_output_is_one_stream(h: Harness) -> None:
                                           terminal=True)), terminal=True)
     assert t.terminal
     io = attach(t.io_socket)
-    h.client.resize(cid, 100, 30)
+    h.client.resize(cid, "", 100, 30)
     h.client.start(cid)
     frames = list(read_frames(io))
     assert {s for s, _ in frames} == {1}
@@ -149,7 +149,7 @@ def test_exec_exit_code_output_and_missing(h: Harness) -> None:
     t = h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
     h.client.start(cid)
     p = h.client.exec(cid, "e1", h.process(["sh", "-c", "echo in-$(hostname); exit 5"]))
-    assert p.status == pb.CREATED
+    assert p.status == "created"
     io = attach(t.io_socket, "e1")
     started = h.client.start(cid, "e1")
     assert started.pid > 0
@@ -170,7 +170,7 @@ def test_exec_exit_code_output_and_missing(h: Harness) -> None:
     assert h.client.delete(cid, exec_id="e1").exit_status == 5
     with pytest.raises(errors.NotFoundError):
         h.client.wait(cid, "e1")
-    assert h.client.state(cid).status == pb.RUNNING
+    assert h.client.state(cid).status == "running"
 
 
 def test_pause_resume_stats_pids_update(h: Harness) -> None:
@@ -184,13 +184,13 @@ def test_pause_resume_stats_pids_update(h: Harness) -> None:
     h.client.update(cid, {"pids": {"limit": 42}})
     assert h.client.stats(cid).pids_limit == 42
     h.client.pause(cid)
-    assert h.client.state(cid).status == pb.PAUSED
+    assert h.client.state(cid).status == "paused"
     assert Path(f"/proc/{t.pid}/status").read_text().count("State:\tD") + \
         Path(f"/proc/{t.pid}/status").read_text().count("State:\tS") == 1
     with pytest.raises(errors.InvalidStateError):
         h.client.pause(cid)
     h.client.resume(cid)
-    assert h.client.state(cid).status == pb.RUNNING
+    assert h.client.state(cid).status == "running"
     with pytest.raises(errors.InvalidStateError):
         h.client.resume(cid)
     h.client.pause(cid)
@@ -225,7 +225,7 @@ def test_errors_are_typed(h: Harness) -> None:
 
 
 def test_events_stream_and_concurrent_waiters(h: Harness) -> None:
-    seen: list[pb.Event] = []
+    seen: list[TaskEvent] = []
     stream = h.client.events()
 
     def read() -> None:
@@ -266,7 +266,7 @@ def test_exec_with_terminal_and_stdin(h: Harness) -> None:
     p = h.client.exec(cid, "t1", h.process(["sh", "-c", "stty size; tty; read x; echo got-$x; exit 6"],
                                            terminal=True), terminal=True, stdin=True)
     io = attach(p.io_socket, "t1", stdin=True)
-    h.client.resize(cid, 90, 20, exec_id="t1")
+    h.client.resize(cid, "t1", 90, 20)
     h.client.start(cid, "t1")
     io.sendall(b"abc\n")
     text = b"".join(pl for s, pl in read_frames(io))
@@ -290,7 +290,7 @@ def test_exec_stdin_pipe_half_close(h: Harness) -> None:
 
 
 def test_oom_kill_is_recorded_and_announced(h: Harness) -> None:
-    seen: list[pb.Event] = []
+    seen: list[TaskEvent] = []
     stream = h.client.events()
 
     def read() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import cgroups as fake
 
-from labkit.cgroups import Mode, V1Cgroup, V2Cgroup, controllers, detect_mode, fake, open_cgroup
+from labkit.cgroups import Mode, V1Cgroup, V2Cgroup, controllers, detect_mode, open_cgroup
 from labkit.errors import UnsupportedError
 
 CG2, TMPFS, CG1, EXT4 = 0x63677270, 0x01021994, 0x27E0EB, 0xEF53

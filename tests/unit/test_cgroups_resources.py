@@ -113,3 +113,30 @@ def test_bad_names(name: Any) -> None:
 
 def test_good_name() -> None:
     assert check_name("lk-abc/ctr1") == "lk-abc/ctr1"
+
+
+def test_from_oci_swappiness_and_oom_killer() -> None:
+    r = Resources.from_oci({"memory": {"swappiness": 0, "disableOOMKiller": True}})
+    assert r == Resources(memory_swappiness=0, oom_kill_disable=True)
+    # -1 (and Go's uint64 of it) means unset, as does disableOOMKiller false (runc).
+    unset = {"memory": {"swappiness": -1, "disableOOMKiller": False}}
+    assert Resources.from_oci(unset) == Resources()
+    assert Resources.from_oci({"memory": {"swappiness": (1 << 64) - 1}}) == Resources()
+    with pytest.raises(InvalidArgumentError) as exc:
+        Resources.from_oci({"memory": {"swappiness": 101}})
+    assert exc.value.what == "memory_swappiness" and "0..100" in str(exc.value)
+    with pytest.raises(InvalidArgumentError) as exc:
+        Resources.from_oci({"memory": {"disableOOMKiller": 1}})
+    assert exc.value.what == "memory.disableOOMKiller"
+
+
+def test_kernel_memory_limits_only_warn() -> None:
+    from labkit.cgroups._oci import warnings
+
+    assert warnings(None) == [] and warnings({"memory": {"limit": 1 << 20}}) == []
+    got = warnings({"memory": {"kernel": 1 << 20, "kernelTCP": 1 << 20}})
+    assert [w.split(" ")[0] for w in got] == ["linux.resources.memory.kernel",
+                                              "linux.resources.memory.kernelTCP"]
+    assert all("ignored" in w for w in got)
+    with pytest.raises(InvalidArgumentError):
+        warnings({"memory": {"kernel": "1m"}})

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import cgroups as fake
 
-from labkit.cgroups import IoLimit, Mode, Resources, V1Cgroup, _io, fake, open_cgroup
+from labkit.cgroups import IoLimit, Mode, Resources, V1Cgroup, _io, open_cgroup
 from labkit.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -292,3 +293,9 @@ def test_remove_refuses_with_processes_then_removes(cg: V1Cgroup, root: Path) ->
 def test_pressure_is_unsupported_on_v1(cg: V1Cgroup) -> None:
     with pytest.raises(UnsupportedError):
         cg.pressure("cpu")
+
+
+def test_swappiness_and_oom_killer_written(cg: V1Cgroup, root: Path, writes: Writes) -> None:
+    cg.set(Resources(memory_swappiness=0, oom_kill_disable=True))
+    assert writes == [("memory/lk-t/c1/memory.swappiness", "0"),
+                      ("memory/lk-t/c1/memory.oom_control", "1")]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fakes import cgroups as fake
 
-from labkit.cgroups import IoLimit, Mode, Resources, V2Cgroup, _io, fake, open_cgroup
+from labkit.cgroups import IoLimit, Mode, Resources, V2Cgroup, _io, open_cgroup
 from labkit.errors import (
     ConflictError,
     InvalidArgumentError,
@@ -276,3 +278,14 @@ def test_add_self_writes_zero_to_cgroup_procs(cg: V2Cgroup, writes: Writes, root
     assert writes == [("lk-t/c1/cgroup.procs", "0")]
     with pytest.raises(NotFoundError):
         V2Cgroup(root, "lk-t/none").add_self()
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"memory_swappiness": 10}, "linux.resources.memory.swappiness"),
+    ({"oom_kill_disable": True}, "linux.resources.memory.disableOOMKiller")])
+def test_v1_only_memory_knobs_are_refused(cg: V2Cgroup, writes: Writes, kwargs: dict[str, Any],
+                                          field: str) -> None:
+    with pytest.raises(UnsupportedError, match=field):
+        cg.set(Resources(memory_max=64 << 20, **kwargs))
+    assert writes == []  # refused before anything was written
+    cg.set(Resources(oom_kill_disable=False))  # the killer on: v2's only behaviour

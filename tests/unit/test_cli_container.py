@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes.daemon import FakeDaemon, js
 
 from labkit import errors
 from labkit.cli import _create, _fmt
 from labkit.cli.main import main
-from labkit.engine.client.fake import FakeDaemon, js
-from labkit.engine.client.streams import frame
+from labkit.engine.shim.stdcopy import encode as frame
 
 
 @pytest.fixture

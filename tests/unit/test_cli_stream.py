@@ -10,8 +10,8 @@ import pytest
 
 from labkit import errors
 from labkit.cli import _stream
-from labkit.engine.client.streams import frame
 from labkit.engine.client.transport import Hijack
+from labkit.engine.shim.stdcopy import encode as frame
 
 
 def test_pump_demuxes_and_half_closes(capfd: pytest.CaptureFixture[str]) -> None:

@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes.daemon import FakeDaemon, js
 
 from labkit import errors
 from labkit.engine.client import APIError, Client, DaemonUnavailable
-from labkit.engine.client.fake import FakeDaemon, js
-from labkit.engine.client.streams import FrameDecoder, demux_all, frame
+from labkit.engine.client.streams import demux_all
 from labkit.engine.client.transport import error_from_response
+from labkit.engine.shim.stdcopy import Decoder as FrameDecoder
+from labkit.engine.shim.stdcopy import encode as frame
 
 
 @pytest.fixture

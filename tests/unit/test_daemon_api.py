@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from fakes.tasks import FakeTasks
 
 from labkit.engine.containers.createbody import parse_create
 from labkit.engine.containers.engine import Engine
-from labkit.engine.containers.fake import FakeTasks
 from labkit.engine.containers.lifecycle import State
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.daemon.app import make_app
-from labkit.engine.daemon.frames import decode_all
 from labkit.engine.images.store import ImageStore
+from labkit.engine.shim.stdcopy import decode_all
 
 V = "/v1.41"
 
@@ -300,6 +300,35 @@ def test_events_stream_and_filters(tmp_path: Path) -> None:
     run(tmp_path, t)
 
 
+def test_missing_command_is_found_by_the_runtime_and_is_127(tmp_path: Path) -> None:
+    # the daemon no longer searches PATH in the image layers: the runtime does, once, and
+    # its typed error (exit_code 127) becomes Docker's answer and the recorded exit code
+    async def t(client: TestClient, eng: Engine) -> None:
+        cid = await create(client, {"Cmd": ["nosuch"]})
+        r = await client.post(f"{V}/containers/{cid}/start")
+        body = await r.json()
+        assert r.status == 400 and "executable file not found in $PATH" in body["message"]
+        assert 'exec: "nosuch"' in body["message"]
+        state = (await (await client.get(f"{V}/containers/{cid}/json")).json())["State"]
+        assert state["ExitCode"] == 127 and "executable file not found" in state["Error"]
+        assert [c for c in eng.tasks.calls if c[0] == "create"] == [("create", cid, "")]  # type: ignore[attr-defined]
+    run(tmp_path, t)
+
+
+def test_hostname_is_one_value_everywhere(tmp_path: Path) -> None:
+    async def t(client: TestClient, eng: Engine) -> None:
+        cid = await create(client, {"Cmd": ["true"]})
+        spec = eng.bundles.oci_config(eng.store.get(cid))
+        rec = eng.store.get(cid)
+        assert spec["hostname"] == cid[:12]
+        assert f"HOSTNAME={cid[:12]}" in spec["process"]["env"]
+        assert (Path(rec.dir) / "hostname").read_text() == f"{cid[:12]}\n"
+        named = await create(client, {"Cmd": ["true"], "Hostname": "lk-h"})
+        spec = eng.bundles.oci_config(eng.store.get(named))
+        assert spec["hostname"] == "lk-h" and "HOSTNAME=lk-h" in spec["process"]["env"]
+    run(tmp_path, t)
+
+
 def test_restore_adopts_running_tasks(tmp_path: Path) -> None:
     async def main() -> None:
         eng = make_engine(tmp_path)
@@ -341,7 +370,7 @@ def test_restore_restarts_always_but_not_stopped_unless_stopped(tmp_path: Path) 
 
 @pytest.mark.parametrize("frames", [[(1, b"a")], [(2, b"err\n"), (1, b"x" * 70000)]])
 def test_frames_roundtrip(frames: list[tuple[int, bytes]]) -> None:
-    from labkit.engine.daemon.frames import encode
+    from labkit.engine.shim.stdcopy import encode
     assert decode_all(b"".join(encode(s, p) for s, p in frames)) == frames
     assert encode(1, b"hi\n") == bytes([1, 0, 0, 0, 0, 0, 0, 3]) + b"hi\n"
     assert struct.calcsize(">BxxxL") == 8
@@ -363,4 +392,78 @@ def test_attach_logs_without_stream(tmp_path: Path) -> None:
         body = await loop.run_in_executor(None, _read_all, s)
         s.close()
         assert head.startswith(b"HTTP/1.1 101") and decode_all(body) == [(1, b"before\n")]
+    run(tmp_path, t)
+
+
+# --- hostile numbers and nesting in bodies (issue 8 §2): 400 naming the field, never 500 ---
+INT64_MAX = (1 << 63) - 1
+BAD_HOST_NUMBERS = [
+    ("Memory", 1 << 63), ("Memory", 10**30), ("Memory", -(1 << 64)), ("Memory", -1),
+    ("MemorySwap", -2), ("MemorySwap", 1 << 70), ("NanoCpus", 1 << 64), ("NanoCpus", -1),
+    ("CpuShares", -5), ("CpuShares", INT64_MAX + 1), ("PidsLimit", -2), ("PidsLimit", 1 << 63),
+    ("CpuQuota", -2), ("CpuPeriod", -1000), ("ShmSize", -1), ("ShmSize", 1 << 63),
+    ("MemoryReservation", -1), ("MemorySwappiness", 101), ("MemorySwappiness", -2),
+    ("OomScoreAdj", 1001), ("BlkioWeight", 1 << 16), ("BlkioWeight", 5),
+    ("CpuRealtimeRuntime", -1), ("KernelMemory", -1),
+]
+
+
+def _deep(depth: int) -> Any:
+    v: Any = "x"
+    for i in range(depth):
+        v = [v] if i % 2 else {"k": v}
+    return v
+
+
+def test_out_of_range_and_negative_limits_are_400_naming_the_field(tmp_path: Path) -> None:
+    async def t(client: TestClient, eng: Engine) -> None:
+        for key, value in BAD_HOST_NUMBERS:
+            r = await client.post(f"{V}/containers/create", json={
+                "Image": "busybox", "HostConfig": {"Memory": 64 << 20, key: value}})
+            msg = (await r.json())["message"]
+            assert r.status == 400 and f"HostConfig.{key}" in msg, (key, value, r.status, msg)
+        # what Docker accepts stays accepted: -1 swap, -1/0 pids, the int64 edge itself
+        for host in ({"Memory": 64 << 20, "MemorySwap": -1}, {"PidsLimit": -1}, {"PidsLimit": 0},
+                     {"CpuQuota": -1}, {"MemorySwappiness": -1}, {"ShmSize": INT64_MAX},
+                     {"Memory": INT64_MAX}):
+            await create(client, {"Cmd": ["true"], "HostConfig": host})
+        r = await client.post(f"{V}/containers/create", json={"Image": "busybox",
+                                                               "StopTimeout": 1 << 63})
+        assert r.status == 400 and "StopTimeout" in (await r.json())["message"]
+        # update: the same limits, the same answers
+        cid = await create(client, {"Cmd": ["sleep", "9"]})
+        for key, value in BAD_HOST_NUMBERS:
+            r = await client.post(f"{V}/containers/{cid}/update", json={key: value})
+            msg = (await r.json())["message"]
+            assert r.status == 400 and key in msg, (key, value, r.status, msg)
+        info = await (await client.get(f"{V}/containers/{cid}/json")).json()
+        assert info["HostConfig"]["Memory"] == 0 and info["HostConfig"]["CpuShares"] == 0
+    run(tmp_path, t)
+
+
+@pytest.mark.parametrize("depth", [65, 2000, 200_000])
+def test_deeply_nested_json_is_400_not_500(tmp_path: Path, depth: int) -> None:
+    raw = json.dumps({"Image": "busybox", "Labels": _deep(depth)}) if depth < 500 else \
+        '{"Image": "busybox", "Labels": ' + "[" * depth + "]" * depth + "}"
+
+    async def t(client: TestClient, eng: Engine) -> None:
+        cid = await create(client, {"Cmd": ["sleep", "9"]})
+        await client.post(f"{V}/containers/{cid}/start")
+        for path in ("/containers/create", f"/containers/{cid}/update",
+                     f"/containers/{cid}/exec"):
+            r = await client.post(f"{V}{path}", data=raw.encode(),
+                                  headers={"Content-Type": "application/json"})
+            msg = (await r.json())["message"]
+            assert r.status == 400 and "nested deeper than" in msg, (path, r.status, msg)
+        # a body of ordinary depth still works
+        ok = {"Image": "busybox", "Cmd": ["true"], "Labels": {"a": "b"}}
+        assert (await client.post(f"{V}/containers/create", json=ok)).status == 201
+    run(tmp_path, t)
+
+
+def test_deeply_nested_filters_query_is_400(tmp_path: Path) -> None:
+    async def t(client: TestClient, eng: Engine) -> None:
+        deep = '{"label": ' + "[" * 1200 + "]" * 1200 + "}"  # fits the 8 KiB request line
+        r = await client.get(f"{V}/containers/json", params={"filters": deep})
+        assert r.status == 400 and "filters" in (await r.json())["message"]
     run(tmp_path, t)

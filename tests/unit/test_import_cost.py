@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakes import cgroups as fake
 
-from labkit.cgroups import Mode, fake
+from labkit.cgroups import Mode
 from labkit.engine.runtime.spec import default_config
 
 # Modules that must not be imported on the start path.
@@ -84,7 +85,7 @@ def bundle(tmp_path: Path) -> Path:
 def test_start_path_imports_no_heavy_module(bundle: Path, tmp_path: Path) -> None:
     sdir = tmp_path / "state" / "lk-import-cost"
     sdir.mkdir(parents=True)
-    # Fake cgroup trees made here: labkit.cgroups.fake (test scaffolding) uses pathlib.
+    # Fake cgroup trees made here: tests/fakes/cgroups.py (test scaffolding) uses pathlib.
     v1_root = fake.make_tree(tmp_path / "v1", Mode.HYBRID)
     v2_root = fake.make_tree(tmp_path / "v2", Mode.UNIFIED)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPROFILEIMPORTTIME"}

@@ -257,10 +257,10 @@ def test_corrupt_gzip_body_is_refused(tmp_path: Path) -> None:
 def test_overlay_whiteout_without_privilege_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(path: str, mode: int, dev: int) -> None:
-        raise errors.from_errno(1, "mknod", path)
+    def refuse(dirfd: int, path: str, mode: int, dev: int) -> None:
+        raise errors.from_errno(1, "mknodat", path)
 
-    monkeypatch.setattr(syscalls, "mknod", refuse)
+    monkeypatch.setattr(syscalls, "mknodat", refuse)
     blob = write(tmp_path / "w.tar", [ti("a", data=b"x"), ti(".wh.gone")])
     with pytest.raises(errors.UnsupportedError) as ei:
         layers.apply_layer(blob, tmp_path / "L")

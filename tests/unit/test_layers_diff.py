@@ -126,3 +126,32 @@ def test_missing_source_and_bad_compression(tmp_path: Path) -> None:
     with pytest.raises(errors.InvalidArgumentError, match="compression"):
         diff.write_layer(tmp_path / "d", tmp_path / "l.tar", compression="lz4")
     assert not (tmp_path / "l.tar").exists()
+
+
+def test_directory_swapped_for_symlink_while_packing_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running container swaps upper/a for a symlink to a host directory between the
+    listing and the descent (CVE-2018-15664's pattern): the host file never enters the
+    layer; the packing stops with ConflictError instead."""
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host/secret").write_bytes(b"host secret\n")
+    src = tmp_path / "upper"
+    (src / "a").mkdir(parents=True)
+    (src / "a/secret").write_bytes(b"container file\n")
+    real = diff.classify_mode
+    swapped: list[bool] = []
+
+    def classify_then_swap(mode: int, rdev: int) -> str:
+        kind = real(mode, rdev)
+        if not swapped:  # the first entry listed is "a"
+            swapped.append(True)
+            os.rename(src / "a", src / "a.moved")
+            os.symlink(tmp_path / "host", src / "a")
+        return kind
+
+    monkeypatch.setattr(diff, "classify_mode", classify_then_swap)
+    out = tmp_path / "l.tar"
+    with pytest.raises(errors.ConflictError, match="changed while it was being read"):
+        diff.write_layer(src, out, compression="none")
+    assert not out.exists()

@@ -181,3 +181,97 @@ def test_follow_generator_tail_then_new_then_stop(tmp_path: Path) -> None:
         seen.append(e.log)
     assert seen == [b"3\n", b"4\n", b"new\n"]
     w.close()
+
+
+def _lines(n: int, start: int = 0) -> list[bytes]:
+    return [f"line {i:05d}\n".encode() for i in range(start, start + n)]
+
+
+def test_compress_gzips_rotated_files_and_reads_them_back(tmp_path: Path) -> None:
+    import gzip
+
+    path = str(tmp_path / "c-json.log")
+    w = JsonFileWriter.from_options(path, {"max-size": "400", "max-file": "3", "compress": "true"})
+    write(w, "stdout", *_lines(60))
+    w.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "c-json.log", "c-json.log.1.gz", "c-json.log.2.gz"]
+    assert gzip.decompress((tmp_path / "c-json.log.1.gz").read_bytes()).startswith(b'{"log":')
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == dict.fromkeys(
+        ("c-json.log", "c-json.log.1.gz", "c-json.log.2.gz"), 0o600)   # what it printed: private
+    n = [int(e.log.split()[1]) for e in read_logs(path)]
+    assert n == list(range(n[0], 60)) and n[0] > 0          # no gap across gz and plain files
+    assert [e.log for e in read_logs(path, tail=12)] == _lines(12, 48)
+
+
+@pytest.mark.parametrize(("opts", "field"), [
+    ({"compress": "yes"}, "log-opt compress"),
+    ({"compress": "true"}, "log-opt compress"),                  # max-file 1: nothing to compress
+    ({"compress": "true", "max-file": "1"}, "log-opt compress"),
+    ({"max-file": "0"}, "log-opt max-file"),
+    ({"colour": "blue"}, "log-opt"),
+])
+def test_bad_log_options_are_refused_by_name(tmp_path: Path, opts: dict[str, str],
+                                             field: str) -> None:
+    with pytest.raises(InvalidArgumentError) as ei:
+        JsonFileWriter.from_options(str(tmp_path / "l"), opts)
+    assert ei.value.what == field
+    assert not (tmp_path / "l").exists()
+
+
+def test_a_crash_between_gzip_and_unlink_reads_the_plain_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "l")
+    w = JsonFileWriter(path)
+    write(w, "stdout", *_lines(3))
+    w.close()
+    import os
+    os.rename(path, path + ".1")
+    (tmp_path / "l.1.gz").write_bytes(b"torn gzip")        # the half-written member
+    w = JsonFileWriter(path)
+    write(w, "stdout", *_lines(2, 3))
+    w.close()
+    assert [e.log for e in read_logs(path)] == _lines(5)
+
+
+def test_tail_reads_backwards_across_blocks_and_files(tmp_path: Path) -> None:
+    path = str(tmp_path / "l")
+    w = JsonFileWriter(path, max_size=200_000, max_file=3)
+    write(w, "stdout", *_lines(5000))                        # several 64 KiB blocks, rotated
+    w.close()
+    assert [e.log for e in read_logs(path, tail=3)] == _lines(3, 4997)
+    full = read_logs(path)
+    for tail in (1, 999, 1500, 2500):                        # inside one file, and across two
+        assert read_logs(path, tail=tail) == full[-tail:]
+    assert read_logs(path, tail=10**6) == full
+
+
+def test_tail_with_since_stops_at_older_records(tmp_path: Path) -> None:
+    path = str(tmp_path / "l")
+    w = JsonFileWriter(path, max_size=300, max_file=5)
+    for i in range(30):
+        w.write("stdout", f"{i}\n".encode(), T0 + i * 10**9)
+    w.close()
+    got = [e.log for e in read_logs(path, tail=100, since=T0 + 25 * 10**9)]
+    assert got == [f"{i}\n".encode() for i in range(25, 30)]
+
+
+def test_follower_reads_a_bounded_piece_per_poll_and_starts_at_a_record_end(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "l")
+    w = JsonFileWriter(path)
+    write(w, "stdout", *_lines(1000))
+    w.close()
+    with open(path, "ab") as fh:                             # a record being written
+        fh.write(b'{"log":"tor')
+    f = Follower(path, max_read=4096)
+    end = f.line_end()
+    assert end == len(Path(path).read_bytes().rsplit(b"\n", 1)[0]) + 1
+    f.seek(0)
+    got, polls = [], 0
+    while True:
+        polls += 1
+        got += f.poll()
+        if not f.more:
+            break
+    assert [e.log for e in got] == _lines(1000) and polls > 5
+    f.close()

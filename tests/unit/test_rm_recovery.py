@@ -7,10 +7,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from fakes.tasks import FakeTasks
 
 from labkit.engine.containers.createbody import parse_create
 from labkit.engine.containers.engine import Engine
-from labkit.engine.containers.fake import FakeTasks
 from labkit.engine.containers.lifecycle import State
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.images.store import ImageStore

@@ -68,10 +68,10 @@ def test_missing_rootfs_names_the_path(bundle: Path) -> None:
     (lambda c: c["mounts"].append({"destination": "relative"}), "mounts[7].destination"),
     (lambda c: c["mounts"].append({"destination": "/x", "options": [1]}), "mounts[7].options[0]"),
     (lambda c: c["linux"].__setitem__("namespaces", [{"type": "pid"}]),
-     "linux.namespaces: a new mount namespace is required"),
+     "mounts: needs a mount namespace"),
     (lambda c: c["linux"]["namespaces"].append({"type": "pid"}), "listed twice"),
     (lambda c: c["linux"]["namespaces"].remove({"type": "uts"}),
-     "hostname: setting the hostname requires a new UTS namespace"),
+     "hostname: setting the hostname requires a new or joined UTS namespace"),
     (lambda c: c["linux"].__setitem__("uidMappings", [{"containerID": 0, "hostID": 1, "size": 1}]),
      "linux.uidMappings: id mappings need a new user namespace"),
     (lambda c: c["linux"].__setitem__("rootfsPropagation", "sideways"),
@@ -115,10 +115,60 @@ def test_load_reports_bad_json_and_missing_file(tmp_path: Path) -> None:
         config.load(str(tmp_path), "lk-unit")
 
 
-def test_hooks_are_refused_not_skipped(bundle: Path) -> None:
+def test_hooks_are_accepted_and_checked_field_by_field(bundle: Path) -> None:
+    # Hooks were refused while the runtime could not run them; now every phase runs
+    # (tests/privileged/test_runtime.py) and a malformed entry is named.
     cfg = default_config()
-    cfg["hooks"] = {"prestart": [{"path": "/bin/true"}]}
-    with pytest.raises(errors.UnsupportedError, match="hooks"):
-        check(bundle, cfg)
+    cfg["hooks"] = {p: [{"path": "/bin/true", "args": ["true"], "env": ["A=b"], "timeout": 5}]
+                    for p in ("prestart", "createRuntime", "createContainer", "startContainer",
+                              "poststart", "poststop")}
+    assert check(bundle, cfg).hooks["poststop"][0]["path"] == "/bin/true"
     cfg["hooks"] = {"prestart": []}
     check(bundle, cfg)
+    for hooks, field in (
+        ({"prestart": [{"args": ["x"]}]}, "hooks.prestart[0].path: is required"),
+        ({"poststop": [{"path": "true"}]}, "hooks.poststop[0].path: 'true' must be an absolute"),
+        ({"poststart": [{"path": "/x", "timeout": 0}]}, "hooks.poststart[0].timeout"),
+        ({"createRuntime": [{"path": "/x", "env": [1]}]}, "hooks.createRuntime[0].env"),
+        ({"onBoot": [{"path": "/x"}]}, "hooks.onBoot: unknown hook phase"),
+        ({"prestart": {"path": "/x"}}, "hooks.prestart: must be an array"),
+    ):
+        cfg["hooks"] = hooks
+        assert field in refused(bundle, cfg)
+    cfg["hooks"] = {"prestart": []}
+    check(bundle, cfg)
+
+
+def test_hostname_in_a_joined_uts_namespace_is_set_by_init(bundle: Path) -> None:
+    cfg = default_config()
+    cfg["linux"]["namespaces"].remove({"type": "uts"})
+    cfg["linux"]["namespaces"].append({"type": "uts", "path": "/proc/self/ns/uts"})
+    cfg["domainname"] = "lk.example"
+    c = check(bundle, cfg)
+    assert c.namespaces.hostname is None  # not child_enter's job: it only names a new one
+    assert config.joined_uts_names(c) == ("labkit", "lk.example")
+    assert config.joined_uts_names(check(bundle, default_config())) == (None, None)
+
+
+def test_mount_namespace_joined_or_left_out(bundle: Path) -> None:
+    cfg = default_config()
+    cfg["linux"]["namespaces"].remove({"type": "mount"})
+    cfg["linux"]["namespaces"].append({"type": "mount", "path": "/proc/self/ns/mnt"})
+    assert config.own_mounts(check(bundle, cfg))
+    cfg["linux"]["namespaces"].pop()
+    # Without one, whatever needs a mount is refused by name; the rest is a chroot.
+    for field in ("mounts", "root.readonly", "linux.maskedPaths", "linux.readonlyPaths"):
+        assert f"{field}: needs a mount namespace" in refused(bundle, cfg)
+        if field == "mounts":
+            cfg["mounts"] = []
+        elif field == "root.readonly":
+            cfg["root"]["readonly"] = False
+        else:
+            del cfg["linux"][field.split(".")[1]]
+    for key, val in (("devices", [{"path": "/dev/x", "type": "c", "major": 1, "minor": 3}]),
+                     ("rootfsPropagation", "shared")):
+        assert f"linux.{key}: needs a mount namespace" in refused(bundle, dict(cfg, linux=dict(cfg["linux"], **{key: val})))
+    # A chroot is all that holds the container: CAP_SYS_CHROOT would get it out.
+    assert "process.capabilities.bounding: CAP_SYS_CHROOT" in refused(bundle, cfg)
+    cfg["process"]["capabilities"]["bounding"].remove("CAP_SYS_CHROOT")
+    assert not config.own_mounts(check(bundle, cfg))

@@ -12,7 +12,7 @@ import pytest
 from labkit.engine.logs import JsonFileWriter, read_logs
 from labkit.engine.shim import proc as procmod
 from labkit.engine.shim.proc import IoClient, Proc
-from labkit.engine.shim.protocol import unframe
+from labkit.engine.shim.stdcopy import split as unframe
 
 
 def pair() -> tuple[IoClient, socket.socket]:

@@ -1,4 +1,4 @@
-"""The shim's control protocol codec: JSON lines, typed errors across the socket, frames."""
+"""The shim's control protocol codec: JSON lines, typed errors across the socket."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from labkit.engine.shim.protocol import (
     encode,
     error_from_dict,
     error_to_dict,
-    frame,
     reply_error,
-    unframe,
 )
 
 
@@ -81,12 +79,3 @@ def test_check_reply() -> None:
         check_reply(reply_error(errors.InvalidStateError("a", "b")))
     with pytest.raises(errors.SyscallError):
         check_reply({"ok": False})
-
-
-def test_frames_roundtrip_and_partial() -> None:
-    data = frame(1, b"hello\n") + frame(2, b"") + frame(2, b"err")
-    assert data[:8] == bytes([1, 0, 0, 0, 0, 0, 0, 6])
-    frames, rest = unframe(data + frame(1, b"partial")[:9])
-    assert frames == [(1, b"hello\n"), (2, b""), (2, b"err")]
-    assert rest == frame(1, b"partial")[:9]
-    assert unframe(rest + frame(1, b"partial")[9:]) == ([(1, b"partial")], b"")

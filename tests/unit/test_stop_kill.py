@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from fakes.tasks import FakeTasks
 
 from labkit import errors
 from labkit.engine.containers.engine import Engine
-from labkit.engine.containers.fake import FakeTasks
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.daemon.app import make_app
 from labkit.engine.images.store import ImageStore

@@ -1,24 +1,23 @@
 """A container's OCI bundle: config.json and the /etc files, read from its image's layers.
 
 Stateless: ``Bundles`` only holds what every bundle needs (the image store, the static init
-binary for --init).  Files are looked up in the layers top first, as the container's
-overlay would show them (runc's LookPath, in the image).
+binary for --init).  Files (passwd, group) are looked up in the layers top first, as the
+container's overlay would show them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from labkit import errors
+from labkit.engine import paths
 from labkit.engine.containers.record import ContainerRecord
 from labkit.engine.images.store import ImageStore
 
-__all__ = ["Bundles", "find_executable", "layer_lookup"]
+__all__ = ["Bundles", "layer_lookup"]
 
 
 def layer_lookup(dirs: list[Path]) -> Callable[[str], str | None]:
@@ -35,20 +34,6 @@ def layer_lookup(dirs: list[Path]) -> Callable[[str], str | None]:
     return lookup
 
 
-def find_executable(name: str, env: list[str], dirs: list[Path]) -> bool:
-    """Whether ``name`` resolves in the rootfs layers ``dirs`` (runc's LookPath, in the image)."""
-    def exists(path: str) -> bool:
-        for d in dirs:
-            p = d / path.lstrip("/")
-            if os.path.lexists(p):
-                return True
-        return False
-    if "/" in name:
-        return exists(name)
-    path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
-    return any(exists(os.path.join(p or "/", name)) for p in path.split(":"))
-
-
 class Bundles:
     """Translate records into OCI bundles (ocispec.translate) against the image store."""
 
@@ -62,11 +47,10 @@ class Bundles:
 
     def oci_config(self, rec: ContainerRecord, write: bool = True) -> dict[str, Any]:
         """Translate the record into config.json; write it (and the /etc files) when asked."""
-        from labkit.engine.containers.ocispec import translate
+        from labkit.engine.containers.ocispec import container_hostname, translate
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
-        hostname = rec.config.get("Hostname") or (
-            socket.gethostname() if rec.host_config.get("NetworkMode") == "host" else rec.id[:12])
+        hostname = container_hostname(rec.id, rec.config, rec.host_config)
         etc = {"/etc/hostname": f"{hostname}\n", "/etc/resolv.conf": "",
                "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"}
         etc_files = {}
@@ -81,8 +65,8 @@ class Bundles:
         spec = translate(rec.id, rec.config, rec.host_config, image.container_config,
                          layer_lookup(self.layers(rec)), etc_files=etc_files, init_binary=init)
         if write:  # compact: json's C encoder (indent= falls back to the Python one)
-            rec.bundle.mkdir(parents=True, exist_ok=True)
-            (rec.bundle / "config.json").write_text(json.dumps(spec))
+            rec.bundle.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            paths.write_secret(rec.bundle / "config.json", json.dumps(spec).encode())
         return spec
 
     def exec_process(self, rec: ContainerRecord, cmd: list[str], env: list[str], tty: bool,

@@ -30,6 +30,7 @@ __all__ = [
     "CONFIG_TYPES",
     "HOST_TYPES",
     "CreateSpec",
+    "check_ranges",
     "check_types",
     "parse_create",
     "parse_json",
@@ -93,19 +94,35 @@ def _ok(v: Any, gotype: str) -> bool:
         return isinstance(v, str)
     if gotype == B:
         return isinstance(v, bool)
-    if gotype in (I, I64, "uint16", "uint64"):
-        return isinstance(v, int) and not isinstance(v, bool) and \
-            (v >= 0 or not gotype.startswith("uint"))
+    if gotype in INT_RANGES:
+        return int_in_range(v, gotype)
     if gotype in (STRS, SS):
         return (gotype == SS and isinstance(v, str)) or \
             (isinstance(v, list) and all(isinstance(x, str) for x in v))
     if gotype == MAPS:
         return isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
     if gotype == "[2]uint":
-        return isinstance(v, list) and all(isinstance(x, int) and x >= 0 for x in v)
+        return isinstance(v, list) and all(int_in_range(x, "uint") for x in v)
     if gotype == ANY_LIST:
         return isinstance(v, list)
     return isinstance(v, dict)
+
+
+# Go's integer types by their ranges (int and uint are 64 bits on amd64 and arm64).
+# encoding/json refuses a number outside its field's range with the same
+# UnmarshalTypeError as a wrong type: "cannot unmarshal number 1e+30 into ... of type int64".
+INT_RANGES: dict[str, tuple[int, int]] = {
+    I64: (-(1 << 63), (1 << 63) - 1), I: (-(1 << 63), (1 << 63) - 1),
+    "uint16": (0, (1 << 16) - 1), "uint64": (0, (1 << 64) - 1), "uint": (0, (1 << 64) - 1),
+}
+
+
+def int_in_range(v: Any, gotype: str) -> bool:
+    """True when ``v`` is a JSON integer (not a bool, not a float) that fits Go's ``gotype``."""
+    if not isinstance(v, int) or isinstance(v, bool):
+        return False
+    lo, hi = INT_RANGES[gotype]
+    return lo <= v <= hi
 
 
 def _type_error(path: str, v: Any, gotype: str) -> errors.InvalidArgumentError:
@@ -115,9 +132,14 @@ def _type_error(path: str, v: Any, gotype: str) -> errors.InvalidArgumentError:
     elif gotype in (STRS, SS) and isinstance(v, list):
         bad = next(x for x in v if not isinstance(x, str))
         v, gotype = bad, S
+    elif gotype == "[2]uint" and isinstance(v, list):
+        v = next(x for x in v if not int_in_range(x, "uint"))
     shown = {OBJ: "struct", ANY_LIST: "[]struct"}.get(gotype, gotype)
+    kind = _json_kind(v)
+    if kind == "number":
+        kind = f"number {v}"  # Go names the number it could not fit
     return errors.InvalidArgumentError(
-        path, f"json: cannot unmarshal {_json_kind(v)} into Go struct field "
+        path, f"json: cannot unmarshal {kind} into Go struct field "
               f"ContainerConfigWrapper.{path} of type {shown}")
 
 
@@ -128,14 +150,41 @@ def check_types(obj: dict[str, Any], table: dict[str, str], prefix: str = "") ->
             raise _type_error(prefix + key, obj[key], gotype)
 
 
+# No Docker body nests deeper than a handful of levels; a much deeper one is an attack on
+# the parser (json recurses in C and raises RecursionError near Python's recursion limit,
+# and anything that later walks the value recursively would fail the same way).
+MAX_JSON_DEPTH = 64
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``value`` nests lists/objects deeper than ``limit`` (walked without recursion)."""
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        v, depth = todo.pop()
+        if isinstance(v, (list, dict)):
+            if depth > limit:
+                return True
+            todo.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
+def _deep() -> errors.InvalidArgumentError:
+    return errors.InvalidArgumentError(
+        "request body", f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or InvalidArgumentError (dockerd answers 400)."""
     if not raw.strip():
         raise errors.InvalidArgumentError("request body", "invalid JSON: empty body (EOF)")
     try:
         body = json.loads(raw)
-    except ValueError as err:
+    except ValueError as err:  # also a number of more than sys.get_int_max_str_digits()
         raise errors.InvalidArgumentError("request body", f"invalid JSON: {err}") from None
+    except RecursionError:
+        raise _deep() from None
+    if _too_deep(body):
+        raise _deep()
     if not isinstance(body, dict):
         raise errors.InvalidArgumentError(
             "request body", f"json: cannot unmarshal {_json_kind(body)} into Go value of "
@@ -213,6 +262,57 @@ def validate_resources(h: dict[str, Any], ncpu: int | None = None) -> None:
             "HostConfig.CpuQuota", "CPU cfs quota can not be less than 1ms (i.e. 1000)")
     if (h.get("PidsLimit") or 0) < -1:
         raise errors.InvalidArgumentError("HostConfig.PidsLimit", "must be -1, 0 or positive")
+    check_ranges(h)
+
+
+# Lowest value each limit accepts; below it the kernel would be handed nonsense (a negative
+# byte count, share, or period).  -1 means "unlimited" where Docker gives it that meaning.
+_LOWEST: dict[str, tuple[int, str]] = {
+    "MemorySwap": (-1, "must be -1 (unlimited swap), 0 (twice Memory) or a size in bytes"),
+    "MemoryReservation": (0, "must be 0 (none) or a size in bytes"),
+    "KernelMemory": (0, "must be 0 (none) or a size in bytes"),
+    "KernelMemoryTCP": (0, "must be 0 (none) or a size in bytes"),
+    "ShmSize": (0, "SHM size can not be less than 0"),
+    "CpuShares": (0, "must be 0 (the default, 1024) or a positive weight"),
+    "CpuQuota": (-1, "must be -1 (unlimited), 0 or a quota in microseconds"),
+    "CpuRealtimePeriod": (0, "must be 0 or a period in microseconds"),
+    "CpuRealtimeRuntime": (0, "must be 0 or a runtime in microseconds"),
+    "CpuCount": (0, "must be 0 or a CPU count"),
+    "CpuPercent": (0, "must be 0 or a percentage"),
+    "MemorySwappiness": (-1, "Invalid value: {v}, valid memory swappiness range is 0-100"),
+}
+
+
+def check_ranges(h: dict[str, Any]) -> None:
+    """Negative and out-of-range limits (moby verifyPlatformContainerResources wording where
+    moby has one); InvalidArgumentError naming the HostConfig field."""
+    for key, (lowest, why) in _LOWEST.items():
+        v = h.get(key)
+        if isinstance(v, int) and v < lowest:
+            msg = why.format(v=v) if "{v}" in why else f"{why} (got {v})"
+            raise errors.InvalidArgumentError(f"HostConfig.{key}", msg)
+    res = h.get("MemoryReservation") or 0
+    if 0 < res < MIN_MEMORY:
+        raise errors.InvalidArgumentError("HostConfig.MemoryReservation",
+                                          "Minimum memory reservation allowed is 6MB")
+    swappiness = h.get("MemorySwappiness")
+    if isinstance(swappiness, int) and swappiness > 100:
+        raise errors.InvalidArgumentError(
+            "HostConfig.MemorySwappiness",
+            f"Invalid value: {swappiness}, valid memory swappiness range is 0-100")
+    oom = h.get("OomScoreAdj") or 0
+    if not -1000 <= oom <= 1000:
+        raise errors.InvalidArgumentError(
+            "HostConfig.OomScoreAdj", f"Invalid value {oom}, range for oom score adj is "
+                                      "[-1000, 1000]")
+    weight = h.get("BlkioWeight") or 0
+    if weight and not 10 <= weight <= 1000:
+        raise errors.InvalidArgumentError("HostConfig.BlkioWeight",
+                                          "Range of blkio weight is from 10 to 1000")
+    rt_period, rt_runtime = h.get("CpuRealtimePeriod") or 0, h.get("CpuRealtimeRuntime") or 0
+    if rt_period and rt_runtime > rt_period:
+        raise errors.InvalidArgumentError(
+            "HostConfig.CpuRealtimeRuntime", "cpu-rt-runtime cannot be higher than cpu-rt-period")
 
 
 def _caps(names: list[str] | None, what: str) -> list[str]:

@@ -48,9 +48,9 @@ class Engine:
         self.link = TaskLink(tasks)
         self.waiters = Waiters()
         self.restarts = Restarts()
-        bundles = Bundles(self.images, init_binary)
-        self.execs = Execs(self.store, tasks, bundles, self.bus)
-        self.containers = Containers(self.store, self.images, bundles, self.link, self.waiters,
+        self.bundles = Bundles(self.images, init_binary)
+        self.execs = Execs(self.store, tasks, self.bundles, self.bus)
+        self.containers = Containers(self.store, self.images, self.bundles, self.link, self.waiters,
                                      self.restarts, self.execs, self.bus)
         self.control = Control(self.containers, tasks)
         self.ops = Ops(self.store, self.images, tasks, self.control, self.bus)

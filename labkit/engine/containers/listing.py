@@ -32,6 +32,8 @@ def parse_filters(raw: str | None) -> dict[str, list[str]]:
         data = json.loads(raw)
     except ValueError as err:
         raise errors.InvalidArgumentError("filters", f"invalid filter: {err}") from None
+    except RecursionError:  # a query nested thousands deep: a 400, not the parser's 500
+        raise errors.InvalidArgumentError("filters", "invalid filter: nested too deep") from None
     if not isinstance(data, dict):
         raise errors.InvalidArgumentError("filters", "must be a JSON object")
     out: dict[str, list[str]] = {}

@@ -22,6 +22,7 @@ __all__ = [
     "INIT_PATH",
     "capabilities",
     "command",
+    "container_hostname",
     "merge_env",
     "resolve_user",
     "resources",
@@ -75,6 +76,15 @@ def merge_env(image_env: list[str], env: list[str], extra: dict[str, str]) -> li
     for key, val in extra.items():
         out.setdefault(key, f"{key}={val}")
     return list(out.values())
+
+
+def container_hostname(cid: str, config: dict[str, Any], host: dict[str, Any]) -> str:
+    """The container's hostname, decided once here, in the daemon: config.json's
+    ``hostname`` (which the runtime only applies), the HOSTNAME variable and /etc/hostname
+    all take this one value.  Config.Hostname, else the host's name with the host's network
+    (moby daemon/container.go), else the short id, as Docker does."""
+    return str(config.get("Hostname") or (
+        socket.gethostname() if host.get("NetworkMode") == "host" else cid[:12]))
 
 
 def _table(text: str | None) -> list[list[str]]:
@@ -157,6 +167,14 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+def default_cgroupns_mode() -> str:
+    """Docker's default HostConfig.CgroupnsMode: "private" on cgroup v2, "host" on v1
+    (moby daemon/config: DefaultCgroupNamespaceMode; the v1 controllers' paths would show)."""
+    from labkit.cgroups import Mode, detect_mode
+
+    return "private" if detect_mode() is Mode.UNIFIED else "host"
+
+
 def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dict[str, Any],
               lookup: Lookup, *, etc_files: dict[str, str] | None = None,
               netns: str | None = None, init_binary: str | None = None) -> dict[str, Any]:
@@ -166,20 +184,18 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
     /etc/hosts, /etc/resolv.conf to host files to bind in (as Docker does), ``netns`` is a
     network namespace path to join, ``init_binary`` a static init (tini) for HostConfig.Init.
     """
-    from labkit.engine.runtime.spec import DEFAULT_CAPS, default_config
+    from labkit.engine.runtime.spec import DEFAULT_CAPS, DEFAULT_PATH, default_config
 
     spec = default_config()
     args = command(config, image)
-    hostname = config.get("Hostname") or (
-        # with the host's network, Docker shows the host's name (moby daemon/container.go)
-        socket.gethostname() if host.get("NetworkMode") == "host" else cid[:12])
+    hostname = container_hostname(cid, config, host)
     tty = bool(config.get("Tty"))
     extra = {"HOSTNAME": hostname}
     if tty:
         extra["TERM"] = "xterm"
     env = merge_env(image.get("Env") or [], config.get("Env") or [], extra)
     if not any(e.startswith("PATH=") for e in env):
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        env.insert(0, f"PATH={DEFAULT_PATH}")
     caps = capabilities(DEFAULT_CAPS, host.get("CapAdd"), host.get("CapDrop"))
     proc = spec["process"]
     proc.update({
@@ -201,6 +217,8 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
     ns = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if host.get("NetworkMode") != "host":
         ns.append({"type": "network", "path": netns} if netns else {"type": "network"})
+    if (host.get("CgroupnsMode") or default_cgroupns_mode()) == "private":
+        ns.append({"type": "cgroup"})
     linux["namespaces"] = ns
     linux["resources"] = resources(host)
     linux["cgroupsPath"] = f"{CGROUP_PARENT}/{cid}"

@@ -18,6 +18,7 @@ from labkit import errors
 from labkit.engine.containers.control import Control
 from labkit.engine.containers.createbody import (
     HOST_TYPES,
+    check_ranges,
     check_types,
     validate_resources,
     validate_restart,
@@ -91,6 +92,7 @@ class Ops:
 
     async def update(self, ref: str, body: dict[str, Any]) -> list[str]:
         check_types(body, HOST_TYPES)
+        check_ranges(body)  # every limit in the body, also those the merge below skips
         rec = self.store.get(ref)
         refuse_if_going(rec.status, rec.id, '"update"')
         new = dict(rec.host_config)

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from labkit import errors
+from labkit.engine import paths
 from labkit.engine.containers import restart as rp
-from labkit.engine.containers.bundle import Bundles, find_executable
+from labkit.engine.containers.bundle import Bundles
 from labkit.engine.containers.createbody import CreateSpec, validate_name
 from labkit.engine.containers.events import EventBus
 from labkit.engine.containers.execs import Execs
@@ -74,7 +75,7 @@ class Containers:
                               config, spec.host_config, str(d), warnings=spec.warnings)
         self.store.reserve(rec)
         try:
-            d.mkdir(parents=True)
+            d.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True)  # the upper dir's setuid files stay ours
             self.bundles.oci_config(rec, write=False)  # user, command: refuse now what start would
             rec.save()
         except BaseException:
@@ -122,18 +123,25 @@ class Containers:
         from labkit.engine.images.overlay import prepare
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
-        spec = self.bundles.oci_config(rec)
-        if not find_executable(rec.path, spec["process"]["env"], self.bundles.layers(rec)):
-            msg = (f'failed to create shim task: OCI runtime create failed: exec: "{rec.path}": '
-                   "executable file not found in $PATH: unknown")
-            rec.exit_code, rec.error = 127, msg
-            rec.save()
-            raise errors.InvalidArgumentError("Cmd", msg)
+        self.bundles.oci_config(rec)
         for sub in ("upper", "work", "bundle/rootfs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         mount = prepare(list(reversed(image.layers)), d / "upper", d / "work", rec.bundle / "rootfs")
         try:
-            started = await self.link.launch(rec, mount)
+            await self.link.create(rec, mount)
+        except errors.LabkitError as err:
+            # PATH is searched once, by the runtime's init inside the container's own mounts
+            # (runc's LookPath); its typed error carries 126/127 (moby
+            # translateContainerdStartErr: exit code set, an invalid-parameter error).
+            code = getattr(err, "exit_code", None)
+            if code not in (126, 127):
+                raise
+            msg = f"failed to create shim task: OCI runtime create failed: {err}: unknown"
+            rec.exit_code, rec.error = code, msg
+            rec.save()
+            raise errors.InvalidArgumentError("Cmd", msg) from None
+        try:
+            started = await self.link.start(rec)
         except errors.LabkitError as err:
             rec.exit_code, rec.error = start_failure_code(err), str(err)
             rec.save()

@@ -46,7 +46,7 @@ class ContainerStore:
 
     def load_all(self) -> list[ContainerRecord]:
         """Read every record from disk (daemon start); half-created dirs are removed."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         for d in sorted(self.root.iterdir()):
             if not d.is_dir():
                 continue

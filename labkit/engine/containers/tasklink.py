@@ -3,8 +3,8 @@
 State owned here: each task's io socket, the attach sessions waiting for a container to
 start, and the one monitor per running container that waits for its exit.
 
-The order matters for `docker run`: the CLI attaches *before* it starts, so ``launch``
-creates the task, hands its io socket to every attach session waiting for it and lets them
+The order matters for `docker run`: the CLI attaches *before* it starts, so ``create``
+makes the task, hands its io socket to every attach session waiting for it and lets them
 connect (the shim then has its readers) before the process is released with Start.
 """
 
@@ -40,9 +40,8 @@ class TaskLink:
         self.monitors: dict[str, asyncio.Task[None]] = {}
 
     # -- start -----------------------------------------------------------------------------
-    async def launch(self, rec: ContainerRecord, rootfs: Mount) -> ProcInfo:
-        """Create the task, let waiting attach sessions connect, Start it.  A Start that
-        fails deletes the task again (nothing is left to clean up)."""
+    async def create(self, rec: ContainerRecord, rootfs: Mount) -> None:
+        """Create the task and let waiting attach sessions connect to its io socket."""
         cfg = rec.config
         task = await self.tasks.create(
             rec.id, str(rec.bundle), [rootfs], terminal=bool(cfg.get("Tty")),
@@ -63,6 +62,10 @@ class TaskLink:
                 connected.append(done)
         if connected:
             await asyncio.wait(connected, timeout=ATTACH_GRACE)
+
+    async def start(self, rec: ContainerRecord) -> ProcInfo:
+        """Start the created task; one that fails to start is deleted again (nothing is
+        left to clean up)."""
         try:
             return await self.tasks.start(rec.id)
         except errors.LabkitError:

@@ -1,84 +1,29 @@
 """What the engine needs from the supervisor, as a Protocol (containerd's Tasks service).
 
-The daemon talks to ``TaskService``; the real implementation is ``GrpcTasks`` (the gRPC
-service of labkit/engine/supervisor/api/supervisor.proto over a unix socket) and unit tests
-use a fake.  Results are small frozen records so nothing above this file sees protobuf.
+The daemon talks to ``TaskService``; the real implementation is the supervisor's own
+client, labkit.engine.supervisor.client.TasksClient (supervisor.proto over a unix socket),
+and unit tests use tests/fakes/tasks.py.  Results are the small frozen records of
+labkit.engine.supervisor.records, re-exported here, so nothing above sees protobuf.
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from labkit.engine.images.mounts import Mount
+from labkit.engine.supervisor.records import (
+    STATUS_NAMES,
+    ExitInfo,
+    ProcInfo,
+    TaskEvent,
+    TaskInfo,
+    TaskStats,
+)
 
-__all__ = ["ExitInfo", "ProcInfo", "TaskEvent", "TaskInfo", "TaskService", "TaskStats",
+__all__ = ["STATUS_NAMES", "ExitInfo", "ProcInfo", "TaskEvent", "TaskInfo", "TaskService", "TaskStats",
            "start_failure_code"]
-
-# proto enum Status -> Docker's words
-STATUS_NAMES = {0: "unknown", 1: "created", 2: "running", 3: "paused", 4: "stopped"}
-
-
-@dataclass(frozen=True, slots=True)
-class TaskInfo:
-    id: str
-    pid: int
-    status: str
-    io_socket: str = ""
-    exit_status: int = 0
-    exited_at: float = 0.0
-    oom_killed: bool = False
-    started_at: float = 0.0
-    shim_pid: int = 0
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ProcInfo:
-    id: str
-    exec_id: str
-    pid: int
-    status: str
-    io_socket: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ExitInfo:
-    exit_status: int
-    exited_at: float = 0.0
-    oom_killed: bool = False
-    error: str = ""
-    pid: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TaskStats:
-    read_at: float = 0.0
-    memory_usage: int = 0
-    memory_limit: int = 0
-    memory_max_usage: int = 0
-    cpu_usage_ns: int = 0
-    cpu_user_ns: int = 0
-    cpu_system_ns: int = 0
-    system_cpu_ns: int = 0
-    online_cpus: int = 0
-    throttled_periods: int = 0
-    throttled_ns: int = 0
-    pids_current: int = 0
-    pids_limit: int = 0
-    oom_kills: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TaskEvent:
-    topic: str
-    id: str
-    exec_id: str = ""
-    pid: int = 0
-    exit_status: int = 0
-    timestamp: float = 0.0
 
 
 class TaskService(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from labkit.engine.containers.iosession import IoSession
-from labkit.engine.daemon.frames import HEADER, STDERR, encode
+from labkit.engine.shim.stdcopy import HEADER, STDERR, encode
 
 __all__ = ["Stdin", "pump", "serve", "upgrade"]
 

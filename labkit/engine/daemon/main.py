@@ -46,8 +46,11 @@ def start_supervisor() -> int:
     """Spawn the supervisor in its own session (it must outlive us); returns its pid."""
     exe = shutil.which("labkit-supervisor")
     argv = [exe] if exe else [sys.executable, "-m", "labkit.engine.supervisor"]
-    paths.run().mkdir(parents=True, exist_ok=True)
-    logf = open(paths.run() / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    paths.make_dir(paths.run(), paths.ROOT_MODE)
+    # 0600 from open(2) itself: the log may quote a task's config; handed to the child
+    logf = os.fdopen(os.open(paths.run() / "supervisor.log",
+                             os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                             paths.SECRET_FILE_MODE), "ab")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                             start_new_session=True, close_fds=True)
     logf.close()
@@ -58,12 +61,12 @@ def start_supervisor() -> int:
 
 
 async def connect_supervisor(timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    from labkit.engine.containers.grpc_tasks import GrpcTasks
+    from labkit.engine.supervisor.client import TasksClient
     sock = paths.supervisor_socket()
     if not socket_answers(sock):
         pid = start_supervisor()
         log.info("started supervisor pid %d", pid)
-    tasks = GrpcTasks(str(sock))
+    tasks = TasksClient(sock)
     if not await tasks.ready(timeout):
         raise errors.UnsupportedError(
             "supervisor", f"no answer on {sock} after {timeout:.0f}s",
@@ -107,8 +110,7 @@ async def serve(sock: Path, ready: asyncio.Event | None = None) -> None:
     from labkit.engine.daemon.app import make_app
     from labkit.engine.images.store import ensure_busybox
 
-    for d in (paths.root(), paths.run(), paths.containers_dir()):
-        d.mkdir(parents=True, exist_ok=True)
+    paths.secure_state()  # 0711 roots, 0700 state dirs: also fixes an older install's modes
     if sock.exists() or sock.is_symlink():
         if socket_answers(sock):
             raise errors.AlreadyExistsError("daemon", str(sock), hint="another labkit daemon "

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from labkit import errors
-from labkit.engine.daemon.frames import STREAMS, encode
+from labkit.engine.shim.stdcopy import STREAMS, encode
 
-__all__ = ["attach_logs", "log_chunks", "nothing", "open_stream", "send_chunks", "send_json_lines",
+T = TypeVar("T")
+
+__all__ = ["attach_logs", "in_thread", "log_chunks", "nothing", "open_stream", "send_chunks", "send_json_lines",
            "send_wait", "wait_body"]
 
 
@@ -100,41 +103,60 @@ def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
 
     def chunk(e: Any) -> bytes:
         data = (e.time.encode() + b" " + e.log) if stamps else e.log
-        return data if tty else encode(STREAMS.get(e.stream, 1), data)
+        return data if tty or not data else encode(STREAMS.get(e.stream, 1), data)
     follow = q.get("follow", "") in ("1", "true")
     return _records(engine, rec, path, chunk, follow, tail, since, until, stdout, stderr)
 
 
 async def _records(engine: Any, rec: Any, path: str, chunk: Any, follow: bool, tail: int,
                    since: int, until: int, stdout: bool, stderr: bool) -> AsyncIterator[bytes]:
-    from labkit.engine.logs.reader import Follower, log_files, read_logs
+    from labkit.engine.logs.reader import Follower, scan
     if not follow:
-        for e in read_logs(path, tail=tail, since=since, until=until, stdout=stdout,
-                           stderr=stderr):
+        async for e in in_thread(scan(path, tail=tail, since=since, until=until, stdout=stdout,
+                                      stderr=stderr)):
             yield chunk(e)
         return
-    # Follow: one reader from the start of the current file, so nothing falls between the
-    # backlog and the live part; older rotations first (as labkit.engine.logs.reader.follow).
-    follower = Follower(path, since=since, stdout=stdout, stderr=stderr)
+    # Follow: the follower holds the current file from the last whole record on; the backlog
+    # is everything before that point (older rotations first), so nothing falls between the
+    # two.  Every read happens in a worker thread, a bounded piece at a time.
+    follower = Follower(path, since=since, stdout=stdout, stderr=stderr, max_read=1 << 20)
     try:
-        backlog = [e for f in log_files(path)[:-1]
-                   for e in read_logs(f, since=since, stdout=stdout, stderr=stderr)]
-        backlog += follower.poll()
-        backlog = [e for e in backlog if not until or e.ns <= until]
-        for e in backlog[len(backlog) - tail:] if tail > 0 else backlog if tail < 0 else []:
+        end = await asyncio.to_thread(follower.line_end)
+        async for e in in_thread(scan(path, tail=tail, since=since, until=until, stdout=stdout,
+                                      stderr=stderr, end=end)):
             yield chunk(e)
         while True:
-            entries = follower.poll()
+            entries = await asyncio.to_thread(follower.poll)
             for e in entries:
                 if not until or e.ns <= until:
                     yield chunk(e)
             if until and time.time_ns() > until:
                 return
-            if not entries:
+            if not entries and not follower.more:
                 if not rec.running or rec.id not in engine.store.by_id:
-                    for e in follower.poll():
+                    for e in await asyncio.to_thread(follower.poll):
                         yield chunk(e)
                     return
                 await asyncio.sleep(0.1)
     finally:
         follower.close()
+
+
+async def in_thread(items: Iterator[T], batch: int = 512) -> AsyncIterator[T]:
+    """Pull a blocking iterator (file reads) in a worker thread, ``batch`` items at a time,
+    so that reading a large log never stalls the event loop: `docker ps` and every other
+    request go on while a 1 GiB `docker logs` streams.  The iterator is closed at the end,
+    also when the client goes away mid-stream."""
+    def take() -> list[T]:
+        return list(itertools.islice(items, batch))
+    try:
+        while True:
+            got = await asyncio.to_thread(take)
+            if not got:
+                return
+            for item in got:
+                yield item
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)

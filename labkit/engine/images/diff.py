@@ -14,6 +14,7 @@ into a base layer.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tarfile
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import errors
-from labkit.engine.images import _tario
+from labkit.engine.images import _rootdir, _tario
 from labkit.engine.images._layerplan import (
     OVERLAY_XATTR_PREFIX,
     WH_OPAQUE,
@@ -70,27 +71,85 @@ def _is_opaque(path: str) -> bool:
         return False  # no such xattr, or no right to read trusted.* (then it was not ours)
 
 
-def _walk(root: str, rel: str = "") -> Iterator[tuple[str, os.stat_result, str]]:
-    """(relative path, lstat, kind) for everything under root, sorted, parents first."""
-    here = os.path.join(root, rel) if rel else root
-    for name in sorted(os.listdir(here)):
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One entry met by ``_walk``: ``at`` names it for calls without an ``*at`` form
+    (/proc/self/fd/<parent fd>/<name>, valid while the walk is on it)."""
+
+    rel: str
+    st: os.stat_result
+    kind: str
+    dirfd: int
+    name: str
+
+    @property
+    def at(self) -> str:
+        return _rootdir.proc_path(self.dirfd, self.name)
+
+
+def _walk(root: str) -> Iterator[_Entry]:
+    """Everything under root, sorted, parents first.
+
+    The upper dir may belong to a running container, whose processes can swap any directory
+    for a symlink while we read: every directory is opened relative to its parent's fd with
+    O_NOFOLLOW and checked to be the inode just listed, so a swap is never followed to host
+    files (the CVE-2018-15664 pattern, there against docker cp).
+    """
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield from _walk_fd(fd, "")
+    finally:
+        os.close(fd)
+
+
+def _open_same(dirfd: int, name: str, st: os.stat_result, flags: int) -> int:
+    """Open ``name`` in ``dirfd`` without following it; refuse it if it is no longer the
+    inode ``st`` describes (swapped since it was listed)."""
+    changed = errors.ConflictError(f"{name} changed while it was being read; stop the "
+                                   "container or retry")
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise changed from err
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise changed from err
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise changed
+    return fd
+
+
+def _walk_fd(dirfd: int, rel: str) -> Iterator[_Entry]:
+    lfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dirfd)
+    try:
+        names = sorted(os.listdir(lfd))
+    finally:
+        os.close(lfd)
+    for name in names:
         r = os.path.join(rel, name) if rel else name
-        st = os.lstat(os.path.join(root, r))
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
         kind = classify_mode(st.st_mode, st.st_rdev)
-        yield r, st, kind
+        yield _Entry(r, st, kind, dirfd, name)
         if kind == "dir":
-            yield from _walk(root, r)
+            sub = _open_same(dirfd, name, st, os.O_PATH | os.O_DIRECTORY)
+            try:
+                yield from _walk_fd(sub, r)
+            finally:
+                os.close(sub)
 
 
 def changes(upper: str | Path) -> list[Change]:
     """List an upper dir's entries as changes, sorted (for a notebook table)."""
     root = os.fspath(upper)
     out: list[Change] = []
-    for rel, _, kind in _walk(root):
-        if kind == "dir" and _is_opaque(os.path.join(root, rel)):
-            out.append(Change(rel, "opaque"))
+    for ent in _walk(root):
+        if ent.kind == "dir" and _is_opaque(ent.at):
+            out.append(Change(ent.rel, "opaque"))
         else:
-            out.append(Change(rel, kind))
+            out.append(Change(ent.rel, ent.kind))
     return out
 
 
@@ -148,16 +207,16 @@ def write_layer(
     seen: dict[tuple[int, int], str] = {}
     with (_tario.write_blob(Path(out), compression) as (stream, tar_hash, blob_hash),
           tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tf):
-        for rel, st, kind in _walk(root):
-            _add(tf, root, rel, st, kind, mtime, seen)
+        for ent in _walk(root):
+            _add(tf, ent, mtime, seen)
     media = _tario.MEDIA_TYPES[compression]
     return LayerDigests(tar_hash.digest, blob_hash.digest, blob_hash.size, media)
 
 
-def _add(tf: tarfile.TarFile, root: str, rel: str, st: os.stat_result, kind: str,
-         mtime: int | None, seen: dict[tuple[int, int], str]) -> None:
+def _add(tf: tarfile.TarFile, ent: _Entry, mtime: int | None,
+         seen: dict[tuple[int, int], str]) -> None:
     """Append the tar entries for one upper-dir entry."""
-    path = os.path.join(root, rel)
+    rel, st, kind, path = ent.rel, ent.st, ent.kind, ent.at
     if kind == "whiteout":
         ti = _info(whiteout_name(rel), st, mtime)
         ti.mode = 0o644
@@ -182,10 +241,11 @@ def _add(tf: tarfile.TarFile, root: str, rel: str, st: os.stat_result, kind: str
             return
         seen[key] = rel
         ti.size = st.st_size
-        with open(path, "rb") as f:
+        fd = _open_same(ent.dirfd, ent.name, st, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
             tf.addfile(ti, f)
     elif kind == "symlink":
-        ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(path)
+        ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(ent.name, dir_fd=ent.dirfd)
         tf.addfile(ti)
     else:
         # fifos and device nodes are legal in a layer (layer.md); labkit's own apply_layer

@@ -39,7 +39,7 @@ from typing import IO
 from labkit import errors
 from labkit._sys import syscalls
 from labkit.engine.images import _layerplan as P
-from labkit.engine.images import _tario
+from labkit.engine.images import _rootdir, _tario
 from labkit.engine.images._layerplan import LayerEntry
 from labkit.engine.images.overlay import OPAQUE_XATTR
 
@@ -195,15 +195,27 @@ def apply_layer(
     return plan.digests
 
 
-def _remove(path: str) -> None:
+def _remove(dirfd: int, name: str) -> bool:
+    """Delete ``name`` in the directory ``dirfd`` (a tree too) without following it; True
+    when something was there."""
     try:
-        st = os.lstat(path)
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except FileNotFoundError:
-        return
+        return False
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
+        shutil.rmtree(name, dir_fd=dirfd)  # the fd-based rmtree: it never follows a symlink
     else:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dirfd)
+    return True
+
+
+def _listdir(dirfd: int) -> list[str]:
+    """The names in the directory behind the O_PATH fd ``dirfd`` (listdir needs a read fd)."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dirfd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
 
 
 def _needs_root(what: str) -> errors.UnsupportedError:
@@ -212,116 +224,208 @@ def _needs_root(what: str) -> errors.UnsupportedError:
         hint="run as root, or apply_layer(..., whiteouts='flatten') onto a plain rootfs")
 
 
+def _bad_path(e: LayerEntry, err: OSError) -> errors.InvalidArgumentError:
+    why = {errno.ELOOP: "a symlink", errno.ENOTDIR: "a non-directory",
+           errno.EXDEV: "a path leaving the root"}.get(err.errno or 0, os.strerror(err.errno or 0))
+    return errors.InvalidArgumentError(
+        f"layer member {e.member!r}", f"its path {e.path!r} goes through {why} in the "
+        "destination; nothing is written through it",
+        hint="the layer tar is malformed or hostile")
+
+
 class _Writer:
-    """Writes entries under ``root``; remembers what it made (whiteouts spare those)."""
+    """Writes entries under ``root``; remembers what it made (whiteouts spare those).
+
+    Every write is an ``*at`` call on a directory fd from ``_rootdir.RootDir`` and one final
+    name, never following a symlink in that name (O_NOFOLLOW, AT_SYMLINK_NOFOLLOW): a later
+    entry or a concurrent writer that swaps a directory for a symlink cannot redirect a
+    chmod, chown, utime, xattr or data write outside the root.
+    """
 
     def __init__(self, root: str, *, flatten: bool, owner: bool) -> None:
-        self.root, self.flatten, self.owner = root, flatten, owner
+        self.flatten, self.owner = flatten, owner
+        # A flattened rootfs follows lower layers' symlinks inside the root; a new overlay
+        # layer directory refuses every symlink on the way (it made all of its directories).
+        self.root = _rootdir.RootDir(root, follow=flatten)
         self.created: set[str] = set()
-        self.dirs: list[tuple[str, LayerEntry]] = []
-        self.opaque: list[str] = []
+        # Directory mode and mtime are set at the end (children come first); the inode is
+        # kept so a directory replaced in the meantime is not touched.
+        self.dirs: list[tuple[LayerEntry, tuple[int, int]]] = []
+        self.opaque: list[LayerEntry] = []
 
-    def place(self, e: LayerEntry, *, create: bool = True) -> str:
-        """The host path for ``e.path``: its parent resolved inside root, created if missing."""
-        parent_rel, base = os.path.split(e.path)
-        parent = scoped_path(self.root, parent_rel)
-        if not create:
-            return os.path.join(parent, base)
+    def close(self) -> None:
+        self.root.close()
+
+    def _parent(self, e: LayerEntry, rel: str, *, create: bool) -> tuple[int, str]:
         try:
-            os.makedirs(parent, mode=0o755, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as err:
-            raise errors.InvalidArgumentError(
-                f"layer member {e.member!r}", f"its parent {parent_rel!r} is not a directory "
-                "in the destination") from err
-        return os.path.join(parent, base)
+            return self.root.parent(rel, create=create)
+        except FileNotFoundError:
+            raise
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV, errno.EEXIST):
+                raise _bad_path(e, err) from err
+            raise
 
-    def meta(self, path: str, e: LayerEntry, *, chmod: bool = True) -> None:
-        if self.owner:
-            os.lchown(path, e.uid, e.gid)
-        if chmod:  # after chown, which clears setuid/setgid bits (chown(2))
-            os.chmod(path, e.mode, follow_symlinks=False)
+    def _xattrs(self, e: LayerEntry, target: int | str) -> None:
         for name, value in e.xattrs:
             try:
-                os.setxattr(path, name, value, follow_symlinks=False)
+                if isinstance(target, int):
+                    os.setxattr(target, name, value)  # fsetxattr on the file written
+                else:
+                    os.setxattr(target, name, value, follow_symlinks=False)
             except OSError as err:
                 if err.errno in (errno.EPERM, errno.ENOTSUP) and os.geteuid() != 0:
                     continue  # trusted.*/security.* need root; an unprivileged unpack skips them
-                raise errors.from_errno(err.errno or 0, "setxattr", f"{path} {name}") from err
+                raise errors.from_errno(err.errno or 0, "setxattr", f"{e.path} {name}") from err
+
+    def _meta_at(self, dirfd: int, name: str, e: LayerEntry) -> None:
+        """Owner and xattrs of ``name`` in ``dirfd``, never following it (dirs, symlinks)."""
+        if self.owner:
+            os.chown(name, e.uid, e.gid, dir_fd=dirfd, follow_symlinks=False)  # fchownat
+        if e.xattrs:
+            self._xattrs(e, _rootdir.proc_path(dirfd, name))  # lsetxattr: no *at form
 
     def write(self, e: LayerEntry, data: IO[bytes] | None) -> None:
         if e.kind == P.OPAQUE:
             self._opaque(e)
             return
-        # A flattened whiteout only deletes: it must not create the directories above it.
-        path = self.place(e, create=not (e.kind == P.WHITEOUT and self.flatten))
         if e.kind == P.WHITEOUT:
-            self._whiteout(e, path)
+            self._whiteout(e)
             return
+        pfd, base = self._parent(e, e.path, create=True)
+        try:
+            self._write_at(e, pfd, base, data)
+        finally:
+            os.close(pfd)
+
+    def _write_at(self, e: LayerEntry, pfd: int, base: str, data: IO[bytes] | None) -> None:
         self.created.add(e.path)
         if e.kind == P.DIR:
-            if not os.path.isdir(path) or os.path.islink(path):
-                _remove(path)
-                os.mkdir(path, 0o700)
-            self.meta(path, e, chmod=False)
-            self.dirs.append((path, e))  # mode and mtime at the end: children come first
+            try:
+                st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                _remove(pfd, base)
+                os.mkdir(base, 0o700, dir_fd=pfd)
+                st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            self._meta_at(pfd, base, e)
+            self.dirs.append((e, (st.st_dev, st.st_ino)))
             return
-        _remove(path)
+        _remove(pfd, base)
         if e.kind == P.FILE:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600)
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=pfd)
             with os.fdopen(fd, "wb") as out:
                 if data is not None:
                     shutil.copyfileobj(data, out, 1 << 20)
-            self.meta(path, e)
+                out.flush()
+                # Metadata through the open fd: it names the file written, wherever its
+                # directory has been moved to meanwhile.
+                if self.owner:
+                    os.chown(fd, e.uid, e.gid)
+                os.chmod(fd, e.mode)  # after chown, which clears setuid/setgid (chown(2))
+                self._xattrs(e, fd)
+                os.utime(fd, (e.mtime, e.mtime))
         elif e.kind == P.SYMLINK:
-            os.symlink(e.link, path)
-            self.meta(path, e, chmod=False)  # symlink modes mean nothing on Linux
+            os.symlink(e.link, base, dir_fd=pfd)
+            self._meta_at(pfd, base, e)  # symlink modes mean nothing on Linux
+            os.utime(base, (e.mtime, e.mtime), dir_fd=pfd, follow_symlinks=False)
         elif e.kind == P.HARDLINK:
-            link_parent, link_base = os.path.split(e.link)
-            src = os.path.join(scoped_path(self.root, link_parent), link_base)
-            os.link(src, path, follow_symlinks=False)
-            return  # the inode's metadata is the target's
-        os.utime(path, (e.mtime, e.mtime), follow_symlinks=False)
+            try:
+                sfd, sbase = self._parent(e, e.link, create=False)
+                try:
+                    # linkat(2) without AT_SYMLINK_FOLLOW links the name itself, never a target.
+                    os.link(sbase, base, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
+                finally:
+                    os.close(sfd)
+            except FileNotFoundError as err:
+                raise errors.InvalidArgumentError(
+                    f"layer member {e.member!r}", f"hardlink target {e.link!r} is no longer "
+                    "in the destination (its directory was moved or replaced)") from err
+            # the inode's metadata is the target's
 
-    def _whiteout(self, e: LayerEntry, path: str) -> None:
+    def _whiteout(self, e: LayerEntry) -> None:
         if e.path in self.created:
             return  # layer.md: a whiteout applies only to the layers below, not its own files
-        if self.flatten:
-            _remove(path)
-            return
-        _remove(path)
-        # overlayfs.rst: a whiteout is a character device with 0/0 device number.
+        # A flattened whiteout only deletes: it must not create the directories above it.
         try:
-            syscalls.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
-        except errors.SyscallPermissionError as err:
-            raise _needs_root("mknod (CAP_MKNOD)") from err
+            pfd, base = self._parent(e, e.path, create=not self.flatten)
+        except (FileNotFoundError, errors.InvalidArgumentError):
+            if self.flatten:
+                return  # nothing below to delete (or not a directory there)
+            raise
+        try:
+            _remove(pfd, base)
+            if self.flatten:
+                return
+            # overlayfs.rst: a whiteout is a character device with 0/0 device number.
+            try:
+                syscalls.mknodat(pfd, base, stat.S_IFCHR, os.makedev(0, 0))
+            except errors.SyscallPermissionError as err:
+                raise _needs_root("mknod (CAP_MKNOD)") from err
+        finally:
+            os.close(pfd)
 
     def _opaque(self, e: LayerEntry) -> None:
-        path = scoped_path(self.root, e.path)
         if not self.flatten:
-            self.opaque.append(path)  # set after the directory entry itself is written
+            self.opaque.append(e)  # set after the directory entry itself is written
             return
-        if not os.path.isdir(path):
-            return
-        for name in os.listdir(path):
-            rel = os.path.normpath(os.path.join(e.path, name))
-            if rel not in self.created:
-                _remove(os.path.join(path, name))
+        try:
+            dfd = self.root.dir(e.path)
+        except OSError:
+            return  # nothing there (or not a directory): nothing below to hide
+        try:
+            for name in _listdir(dfd):
+                rel = os.path.normpath(os.path.join(e.path, name))
+                if rel not in self.created:
+                    _remove(dfd, name)
+        finally:
+            os.close(dfd)
 
     def finish(self) -> None:
-        for path in self.opaque:
-            os.makedirs(path, mode=0o755, exist_ok=True)
+        for e in self.opaque:
             try:
-                os.setxattr(path, OPAQUE_XATTR, b"y", follow_symlinks=False)
+                dfd = self.root.dir(e.path, create=True)
+            except OSError as err:
+                raise _bad_path(e, err) from err
+            try:
+                rfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+            finally:
+                os.close(dfd)
+            try:
+                os.setxattr(rfd, OPAQUE_XATTR, b"y")  # fsetxattr on the directory itself
             except PermissionError as err:
                 raise _needs_root("trusted.* xattrs (CAP_SYS_ADMIN)") from err
-        for path, e in reversed(self.dirs):
-            os.chmod(path, e.mode)
-            os.utime(path, (e.mtime, e.mtime), follow_symlinks=False)
+            finally:
+                os.close(rfd)
+        for e, ident in reversed(self.dirs):
+            try:
+                pfd, base = self.root.parent(e.path)
+            except OSError:
+                continue  # a later entry replaced a directory above it: not ours any more
+            try:
+                st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+                if (st.st_dev, st.st_ino) != ident or not stat.S_ISDIR(st.st_mode):
+                    continue  # replaced (by a symlink, say) since: never touch what is there
+                # fchmodat/utimensat with AT_SYMLINK_NOFOLLOW on one name in a checked dir.
+                os.chmod(base, e.mode, dir_fd=pfd, follow_symlinks=False)
+                os.utime(base, (e.mtime, e.mtime), dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            finally:
+                os.close(pfd)
 
 
 def _extract(blob: str | Path, root: str, plan: LayerPlan, *, flatten: bool, owner: bool) -> None:
     w = _Writer(root, flatten=flatten, owner=owner)
+    try:
+        _extract_into(w, blob, plan)
+    finally:
+        w.close()
+
+
+def _extract_into(w: _Writer, blob: str | Path, plan: LayerPlan) -> None:
     i = 0
     with _tario.open_blob(Path(blob)) as (tf, blob_hash, tar_hash, _):
         for ti in tf:

@@ -38,7 +38,7 @@ def normalize_ref(ref: str) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -154,7 +154,7 @@ def ensure_busybox(store: ImageStore | None = None) -> Image:
             return img
     except errors.NotFoundError:
         pass
-    store.root.mkdir(parents=True, exist_ok=True)
+    store.root.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lk-bb-", dir=store.root) as tmp:
         blob = Path(tmp) / "layer.tar"
         digests = pack_rootfs_layer(blob, compression="none")  # unpacked at once: skip gzip

@@ -7,7 +7,9 @@ On disk (moby daemon/logger/jsonfilelog), one JSON object per line::
 ``log`` is the line *with* its newline (a partial line, flushed because it grew past
 PARTIAL_MAX or because the stream ended, has none); ``time`` is RFC 3339 with nanoseconds,
 trailing zeros trimmed (Go's time.RFC3339Nano).  With ``max-size`` the file is rotated to
-``<path>.1`` ... ``<path>.<max-file - 1>`` (oldest last), as Docker's loggerutils does.
+``<path>.1`` ... ``<path>.<max-file - 1>`` (oldest last), as Docker's loggerutils does; with
+``compress`` the rotated files are gzip members ``<path>.1.gz`` ... (moby refuses compress with
+max-file < 2: there would be no rotated file to compress).
 
 The writer imports only os/json/time: it runs in every shim, which must stay small.
 """
@@ -37,6 +39,22 @@ def parse_size(text: str) -> int:
         raise InvalidArgumentError("log-opt max-size", f"{text!r} is not a size",
                                    hint="a number with an optional unit k, m or g (e.g. 10m)")
     return int(float(num) * _UNITS[unit])
+
+
+# Go's strconv.ParseBool, which moby uses for --log-opt compress.
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def parse_bool(text: str, what: str) -> bool:
+    """Go's strconv.ParseBool: "1", "t", "true", ... / "0", "f", "false", ...; else an error."""
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    from labkit.errors import InvalidArgumentError
+
+    raise InvalidArgumentError(what, f"{text!r} is not a boolean", hint="true or false")
 
 
 def rfc3339nano(ns: int) -> str:
@@ -80,26 +98,25 @@ class LineSplitter:
 
 
 class JsonFileWriter:
-    """Append records to ``path`` with Docker's rotation (max-size bytes, max-file files)."""
+    """Append records to ``path`` with Docker's rotation (max-size bytes, max-file files),
+    rotated files gzip-compressed when ``compress``."""
 
-    def __init__(self, path: str, *, max_size: int = -1, max_file: int = 1) -> None:
+    def __init__(self, path: str, *, max_size: int = -1, max_file: int = 1,
+                 compress: bool = False) -> None:
         self.path = path
         self.max_size = max_size
         self.max_file = max(1, max_file)
+        self.compress = compress and self.max_file > 1
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         # O_APPEND: a restarted shim (or a reader's truncation) never overwrites lines.
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self.fd).st_size
 
     @classmethod
     def from_options(cls, path: str, options: dict[str, str]) -> JsonFileWriter:
-        """Build from Docker's --log-opt map (max-size, max-file)."""
-        max_file = options.get("max-file", "1")
-        if not max_file.isdigit() or int(max_file) < 1:
-            from labkit.errors import InvalidArgumentError
-
-            raise InvalidArgumentError("log-opt max-file", f"{max_file!r} is not a count >= 1")
-        return cls(path, max_size=parse_size(options.get("max-size", "")), max_file=int(max_file))
+        """Build from Docker's --log-opt map (max-size, max-file, compress)."""
+        max_size, max_file, compress = check_options(options)
+        return cls(path, max_size=max_size, max_file=max_file, compress=compress)
 
     def write(self, stream: str, msg: bytes, ns: int | None = None) -> None:
         """Write one record; ``msg`` is one message from LineSplitter."""
@@ -115,19 +132,64 @@ class JsonFileWriter:
 
     def _rotate(self) -> None:
         os.close(self.fd)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         if self.max_file > 1:
+            ext = ".gz" if self.compress else ""
             for n in range(self.max_file - 1, 1, -1):
-                older = f"{self.path}.{n - 1}"
+                older = f"{self.path}.{n - 1}{ext}"
                 if os.path.exists(older):
-                    os.rename(older, f"{self.path}.{n}")
+                    os.rename(older, f"{self.path}.{n}{ext}")
             os.rename(self.path, f"{self.path}.1")
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            if self.compress:
+                _gzip_file(f"{self.path}.1")
         else:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                              | os.O_CLOEXEC, 0o640)
+            flags |= os.O_TRUNC
+        self.fd = os.open(self.path, flags, 0o600)
         self.size = 0
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def check_options(options: dict[str, str]) -> tuple[int, int, bool]:
+    """Docker's json-file --log-opt map -> (max_size, max_file, compress); a bad value is an
+    InvalidArgumentError naming the option (the supervisor checks before a shim exists)."""
+    from labkit.errors import InvalidArgumentError
+
+    unknown = sorted(set(options) - {"max-size", "max-file", "compress"})
+    if unknown:
+        raise InvalidArgumentError("log-opt", f"unknown log opt '{unknown[0]}' for json-file "
+                                   "log driver")
+    max_file = options.get("max-file", "1")
+    if not max_file.isdigit() or int(max_file) < 1:
+        raise InvalidArgumentError("log-opt max-file", f"{max_file!r} is not a count >= 1")
+    compress = parse_bool(options.get("compress", "false"), "log-opt compress")
+    if compress and int(max_file) < 2:
+        raise InvalidArgumentError("log-opt compress",
+                                   "compress cannot be true when max-file is less than 2")
+    return parse_size(options.get("max-size", "")), int(max_file), compress
+
+
+def _gzip_file(src: str) -> None:
+    """``src`` -> ``src.gz`` (written aside, then renamed), ``src`` removed.
+
+    Done in the writer, synchronously, once per max-size bytes: the container's output waits
+    in its pipe meanwhile (moby compresses in a goroutine; a thread here would grow every
+    shim).  A crash in between leaves ``src`` whole, which the reader also reads."""
+    import contextlib
+    import gzip
+    import shutil
+
+    tmp = f"{src}.gz.tmp"
+    # 0600 like the log itself (it holds what the container printed); O_EXCL: a leftover
+    # of a crash is replaced, never appended to.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with open(src, "rb") as fin, open(fd, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    os.rename(tmp, f"{src}.gz")
+    os.unlink(src)

@@ -28,7 +28,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from labkit import errors
-from labkit.engine.net._rtnl import off_loop as _off_loop
+from labkit.ns.rtnl import off_loop as _off_loop
 
 __all__ = [
     "IPVLAN_MODES",

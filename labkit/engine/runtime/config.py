@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 from labkit import errors
 from labkit._sys import fastjson
 from labkit._sys.consts import OCI_NS_NAMES
+from labkit.engine.runtime import hooks as hookmod
 from labkit.ns.spec import IdMap, NamespaceSpec
 
 # The parent of every container's cgroup when config.json names none (as Docker uses
@@ -84,6 +85,11 @@ class Config:
     def linux(self) -> dict[str, Any]:
         return self.raw.get("linux") or {}
 
+    @property
+    def hooks(self) -> dict[str, Any]:
+        h: dict[str, Any] = self.raw.get("hooks") or {}
+        return h
+
 
 def load(bundle: str, container_id: str) -> Config:
     """Read and validate ``bundle``/config.json.
@@ -129,13 +135,7 @@ def validate(raw: Any, bundle: str, container_id: str) -> Config:
         want(m, "type", str, w)
         want(m, "source", str, w)
         _strs(m, "options", w)
-    hooks = want(raw, "hooks", dict, "") or {}
-    if any(hooks.values()):
-        # Silently skipping a hook (often networking or GPU setup) would start a broken
-        # container; refuse instead (config.md "POSIX-platform Hooks").
-        raise errors.UnsupportedError(
-            "OCI hooks", f"labkit-runtime does not run hooks ({', '.join(sorted(hooks))})",
-            hint="do that setup before create (e.g. labkit.engine.net), or use runc")
+    hookmod.validate(raw.get("hooks"))
     linux = want(raw, "linux", dict, "") or {}
     ns = _namespaces(raw, linux)
     cgpath = want(linux, "cgroupsPath", str, "linux") or f"{CGROUP_PARENT}/{container_id}"
@@ -208,6 +208,45 @@ def _process(p: dict[str, Any]) -> None:
             raise _bad(rw, f"soft limit {soft} is above hard limit {hard}")
 
 
+def _no_mount_namespace(raw: dict[str, Any], linux: dict[str, Any]) -> None:
+    # config-linux.md: a namespace type left out is inherited from the runtime.  Without a
+    # mount namespace of its own every mount would land in the host's table and outlive the
+    # container, so the container is only chroot(2)ed into root.path (runc falls back to
+    # chroot too), and what needs a mount is refused by name (runc refuses maskedPaths).
+    needs = (("mounts", raw.get("mounts")), ("root.readonly", (raw.get("root") or {}).get("readonly")),
+             ("linux.maskedPaths", linux.get("maskedPaths")),
+             ("linux.readonlyPaths", linux.get("readonlyPaths")),
+             ("linux.devices", linux.get("devices")),
+             ("linux.rootfsPropagation", linux.get("rootfsPropagation")))
+    for field, val in needs:
+        if val:
+            raise _bad(field, "needs a mount namespace: without one (none in linux.namespaces) "
+                       "it would change the host's mounts",
+                       hint='add {"type": "mount"} to linux.namespaces, or drop the field')
+    bounding = ((raw.get("process") or {}).get("capabilities") or {}).get("bounding") or []
+    if "CAP_SYS_CHROOT" in bounding:
+        # chroot(2) NOTES: a process that may call chroot can leave a chroot (chroot into a
+        # subdirectory, then walk up with ".."), and here the chroot is all there is.
+        raise _bad("process.capabilities.bounding",
+                   "CAP_SYS_CHROOT would let the container leave its root: without a mount "
+                   "namespace (none in linux.namespaces) the root is only a chroot",
+                   hint='drop CAP_SYS_CHROOT, or add {"type": "mount"} to linux.namespaces')
+
+
+def own_mounts(cfg: Config) -> bool:
+    """True when the container has a mount namespace (new or joined): pivot_root and mounts;
+    False: a chroot in the runtime's mount namespace (see _no_mount_namespace)."""
+    return "mnt" in cfg.namespaces.new or "mnt" in cfg.namespaces.join
+
+
+def joined_uts_names(cfg: Config) -> tuple[str | None, str | None]:
+    """(hostname, domainname) init sets itself: those of a UTS namespace joined by path
+    (a new one gets them from labkit.ns.apply.child_enter)."""
+    if "uts" not in cfg.namespaces.join:
+        return None, None
+    return cfg.raw.get("hostname") or None, cfg.raw.get("domainname") or None
+
+
 def _namespaces(raw: dict[str, Any], linux: dict[str, Any]) -> NamespaceSpec:
     new: set[str] = set()
     join: dict[str, str] = {}
@@ -229,11 +268,8 @@ def _namespaces(raw: dict[str, Any], linux: dict[str, Any]) -> NamespaceSpec:
             join[kind] = path
         else:
             new.add(kind)
-    if "mnt" not in new:
-        # pivot_root and every mount below happen in the container's own mount namespace;
-        # without one they would land on the host (runc refuses this too).
-        raise _bad("linux.namespaces", "a new mount namespace is required",
-                   hint='add {"type": "mount"} to linux.namespaces')
+    if "mnt" not in new and "mnt" not in join:
+        _no_mount_namespace(raw, linux)
     maps: dict[str, tuple[IdMap, ...]] = {}
     for key in ("uidMappings", "gidMappings"):
         out = []
@@ -249,10 +285,12 @@ def _namespaces(raw: dict[str, Any], linux: dict[str, Any]) -> NamespaceSpec:
         raise _bad("linux.uidMappings", "id mappings need a new user namespace",
                    hint='add {"type": "user"} to linux.namespaces')
     hostname = raw.get("hostname")
-    if hostname and "uts" not in new:
-        # crun: "hostname requires the UTS namespace"; changing the host's name is a bug.
-        raise _bad("hostname", "setting the hostname requires a new UTS namespace",
-                   hint='add {"type": "uts"} to linux.namespaces')
+    for key in ("hostname", "domainname"):
+        if raw.get(key) and "uts" not in new and "uts" not in join:
+            # crun: "hostname requires the UTS namespace"; changing the host's name is a bug.
+            # In a UTS namespace joined by path, init sets it there (joined_uts_names).
+            raise _bad(key, f"setting the {key} requires a new or joined UTS namespace",
+                       hint='add {"type": "uts"} to linux.namespaces')
     offsets: dict[str, int] = {}
     for clock, val in (want(linux, "timeOffsets", dict, "linux") or {}).items():
         if not isinstance(val, dict):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
-import select
+import sys
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
 # any name TYPE_CHECKING as true (the same trick as labkit.ns).
@@ -28,7 +28,9 @@ from labkit import errors
 from labkit._sys import consts, fastjson, syscalls
 from labkit.engine.runtime import config as configmod
 from labkit.engine.runtime import devices as device_rules
+from labkit.engine.runtime import hooks as hookmod
 from labkit.engine.runtime import state as statemod
+from labkit.ns.frames import Reader, read_to_eof
 
 # How long the runtime waits for init to report (a live init answers in milliseconds; this
 # only bounds one stuck in a mount or a fuse filesystem).
@@ -36,23 +38,8 @@ SYNC_TIMEOUT = 60.0
 
 
 def _read_frames(fd: int, timeout: float) -> list[tuple[bytes, bytes]]:
-    """Read ``fd`` until EOF (every writer exited or closed it) and split it into frames."""
-    buf = b""
-    while True:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            raise errors.from_errno(errno.ETIMEDOUT, "read", "container init sync pipe",
-                                    hint=f"init did not report within {timeout:.0f}s")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        buf += chunk
-    frames = []
-    while len(buf) >= 5:
-        n = int.from_bytes(buf[1:5], "big")
-        frames.append((buf[:1], buf[5:5 + n]))
-        buf = buf[5 + n:]
-    return frames
+    """Every frame init and the intermediate wrote, up to EOF (every writer exited)."""
+    return read_to_eof(fd, timeout, "container init sync pipe")
 
 
 def _unpickle(payload: bytes) -> BaseException:
@@ -136,6 +123,10 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
     from labkit.cgroups import Resources, open_cgroup
 
     resources = Resources.from_oci(cfg.linux.get("resources"))
+    from labkit.cgroups._oci import warnings as resource_warnings
+
+    for msg in resource_warnings(cfg.linux.get("resources")):
+        print(f"labkit-runtime: warning: {msg}", file=sys.stderr)  # runc warns, and goes on
     device_rules.rules(cfg.linux.get("resources"))  # validate now, apply after mkdir
     filt = None
     if cfg.linux.get("seccomp"):
@@ -149,8 +140,13 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
     try:
         return _create(root, container_id, cfg, cg, resources, filt, undo, pid_file,
                        console_socket, cfg.terminal and console_socket is None)
-    except BaseException:
+    except BaseException as exc:
         undo.run()
+        if isinstance(exc, hookmod.HookError):
+            # runtime.md "Lifecycle": a failed create-time hook destroys the container
+            # (step 12, the undo above), then the poststop hooks run (step 13).
+            hookmod.run_phase(cfg.hooks, "poststop",
+                              hookmod.state_json(hook_state(container_id, cfg, statemod.STOPPED, 0)))
         raise
 
 
@@ -163,14 +159,16 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     os.makedirs(root, mode=0o711, exist_ok=True)
     sdir = statemod.container_dir(root, cid)
     try:
-        os.mkdir(sdir, 0o711)
+        os.mkdir(sdir, 0o700)  # init reopens exec.fifo through /proc/self/fd, not this path
     except FileExistsError:
         raise errors.AlreadyExistsError("container", cid,
                                         hint=f"`labkit-runtime delete {cid}` first") from None
     undo.push(_rm_state_dir, sdir)
     # The config as created, for `exec` (runc keeps it in its state too): the bundle may
     # change or vanish while the container runs.
-    with open(os.path.join(sdir, statemod.CONFIG_COPY), "wb") as f:
+    # 0600: the config holds the process's Env (passwords, tokens).
+    with os.fdopen(os.open(os.path.join(sdir, statemod.CONFIG_COPY),
+                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as f:
         f.write(fastjson.dumps(cfg.raw).encode())
     fifo = os.path.join(sdir, statemod.EXEC_FIFO)
     os.mkfifo(fifo, 0o622)
@@ -185,7 +183,11 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     undo.push(cg.remove)
     undo.push(cg.kill)
     cg.set(resources)
-    device_rules.apply(cg, cfg.linux.get("resources"))
+    if not device_rules.apply(cg, cfg.linux.get("resources")):
+        raise errors.UnsupportedError(
+            "linux.resources.devices", f"cgroup {cfg.cgroup_name} has no devices controller "
+            "to enforce the device rules with; refusing to start the container",
+            hint="mount the v1 devices hierarchy, or use cgroup v2 (eBPF device filter)")
 
     console_fd = None
     if console_socket is not None:
@@ -204,15 +206,25 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
     syscalls.prctl(consts.PR_SET_CHILD_SUBREAPER, 1)
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     ns_parent, ns_child = syscalls.socketpair()
+    # Hooks before pivot_root need a way back to init: it sends "H" once its mounts are
+    # made and waits on this pipe for the state the hooks read (with init's host pid, which
+    # it cannot see from inside its pid namespace); EOF without it means "give up".
+    hooks_r = hooks_w = None
+    if hookmod.has(cfg.hooks, "prestart", "createRuntime", "createContainer", "startContainer"):
+        hooks_r, hooks_w = os.pipe2(os.O_CLOEXEC)
     uses_cgroupfs = any(m.get("type") == "cgroup" for m in cfg.raw.get("mounts") or [])
-    args = InitArgs(cfg, sync_w, fifo_fd, pty, console_fd, filt, uses_cgroupfs)
+    args = InitArgs(cfg, sync_w, fifo_fd, pty, console_fd, filt, uses_cgroupfs, hooks_r)
     pid = os.fork()
     if pid == 0:
         os.close(sync_r)
         os.close(ns_parent)
+        if hooks_w is not None:
+            os.close(hooks_w)  # else init would never see EOF on hooks_r
         intermediate(args, cg, ns_child)
     os.close(sync_w)
     os.close(ns_child)
+    if hooks_r is not None:
+        os.close(hooks_r)
     map_error: BaseException | None = None
     try:
         parent_serve(pid, cfg.namespaces, ns_parent)
@@ -220,24 +232,40 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
         map_error = exc
     finally:
         os.close(ns_parent)
-    try:
-        frames = _read_frames(sync_r, SYNC_TIMEOUT)
-    finally:
-        os.close(sync_r)
-        os.waitpid(pid, 0)
     init_pid = 0
     failure: BaseException | None = None
     ready = False
     master_no: int | None = None
-    for tag, payload in frames:
-        if tag == b"P":
-            init_pid = int(payload)
-            undo.push(_kill_reap, init_pid)
-        elif tag == b"R":
-            ready = True
-            master_no = int(payload) if payload else None
-        elif tag == b"E" and failure is None:
-            failure = _unpickle(payload)
+    reader = Reader(sync_r, "container init sync pipe")
+    timeout: float | None = SYNC_TIMEOUT
+    hooks_asked = False
+    try:
+        while True:
+            frame = reader.next(timeout)
+            if frame is None:
+                break
+            tag, payload = frame
+            if tag == b"P":
+                init_pid = int(payload)
+                undo.push(_kill_reap, init_pid)
+            elif tag == b"R":
+                ready = True
+                master_no = int(payload) if payload else None
+            elif tag == b"E" and failure is None:
+                failure = _unpickle(payload)
+            elif tag == b"H":
+                hooks_asked = True
+            # The intermediate sends "P" right after forking init, but init may say "H"
+            # first: the hooks need init's pid, so they wait for both.
+            if hooks_asked and init_pid and hooks_w is not None and map_error is None:
+                w, hooks_w = hooks_w, None  # _create_hooks closes it, success or not
+                _create_hooks(cid, cfg, init_pid, w)
+                timeout = _container_hooks_timeout(cfg.hooks)
+    finally:
+        os.close(sync_r)
+        if hooks_w is not None:
+            os.close(hooks_w)
+        os.waitpid(pid, 0)
     # A refused id map is the root cause; the child's EPIPE/handshake error follows from it.
     if map_error is not None:
         raise map_error
@@ -267,6 +295,39 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
         _write_pid_file(pid_file, init_pid)
     undo.steps.clear()
     return st, master
+
+
+def hook_state(cid: str, cfg: configmod.Config, status: str, pid: int) -> dict[str, Any]:
+    """The state a hook reads before state.json exists (runtime.md "State")."""
+    return {"ociVersion": statemod.OCI_VERSION, "id": cid, "status": status, "pid": pid,
+            "bundle": cfg.bundle, "annotations": dict(cfg.raw.get("annotations") or {})}
+
+
+def _create_hooks(cid: str, cfg: configmod.Config, init_pid: int, hooks_w: int) -> None:
+    """Run prestart and createRuntime here (the runtime's namespaces), then hand init the
+    state for createContainer and startContainer, and close the pipe (init reads to EOF)."""
+    try:
+        creating = hookmod.state_json(hook_state(cid, cfg, statemod.CREATING, init_pid))
+        # runtime.md: prestart hooks run in the create operation, before createRuntime.
+        hookmod.run_phase(cfg.hooks, "prestart", creating)
+        hookmod.run_phase(cfg.hooks, "createRuntime", creating)
+        created = hookmod.state_json(hook_state(cid, cfg, statemod.CREATED, init_pid))
+        data = creating + b"\n" + created  # compact JSON holds no raw newline
+        while data:
+            data = data[os.write(hooks_w, data):]
+    finally:
+        os.close(hooks_w)
+
+
+def _container_hooks_timeout(hooks: dict[str, Any]) -> float | None:
+    # init now runs the createContainer hooks before it reports: wait for as long as their
+    # timeouts allow, and without a limit when one of them has none (config.md: optional).
+    total = SYNC_TIMEOUT
+    for h in hooks.get("createContainer") or []:
+        if h.get("timeout") is None:
+            return None
+        total += h["timeout"]
+    return total
 
 
 def _write_pid_file(path: str, pid: int) -> None:

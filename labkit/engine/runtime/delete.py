@@ -12,6 +12,7 @@ import os
 import select
 
 from labkit import errors
+from labkit.engine.runtime import hooks as hookmod
 from labkit.engine.runtime import state as statemod
 
 KILL_TIMEOUT = 10.0
@@ -72,7 +73,14 @@ def delete(root: str, container_id: str, *, force: bool = False) -> None:
         except errors.ConflictError:
             cg.kill()
             cg.remove()
+    # Read before the state directory (and its config.json copy) goes.
+    cfg_hooks = hookmod.from_state_dir(st.dir)
+    stopped = st.oci()
     st.transition(statemod.DELETED)
     for name in os.listdir(st.dir):
         os.unlink(os.path.join(st.dir, name))
     os.rmdir(st.dir)
+    if cfg_hooks.get("poststop"):
+        # runtime.md "Lifecycle" step 13: after the container is destroyed, before delete
+        # returns; a failure only warns.
+        hookmod.run_phase(cfg_hooks, "poststop", hookmod.state_json(stopped, statemod.STOPPED))

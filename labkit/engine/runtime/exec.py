@@ -158,6 +158,10 @@ def _middle(root: str, container_id: str, p: dict[str, Any],
             join_cgroup(cg)
     host_dev = os.open("/dev", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if console else -1
     child_enter(spec, -1)  # joins only: no id-map handshake, the socket is unused
+    if "mnt" not in spec.join:
+        # No mount namespace of its own: the container is a chroot (config.py); follow it.
+        os.chroot(f"/proc/{st.pid}/root")
+        os.chdir("/")
     if console is not None:
         master, slave = _container_pty(host_dev)
         os.close(host_dev)

@@ -22,6 +22,8 @@ out of reach, so every module init needs is imported at the top of this file.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import os
 import struct
@@ -36,9 +38,11 @@ if TYPE_CHECKING:
 
 from labkit import errors
 from labkit._sys import consts, syscalls
+from labkit._sys.libc import libc
 from labkit._sys.seccomp import load_bpf
 from labkit._sys.signals import reset_signals
-from labkit.engine.runtime import process, rootfs
+from labkit.engine.runtime import config as configmod
+from labkit.engine.runtime import hooks, process, rootfs
 from labkit.ns.apply import child_enter, error_payload, send_frame
 
 
@@ -49,6 +53,7 @@ class InitArgs:
         "cfg",
         "console_sock",
         "fifo_fd",
+        "hooks_fd",
         "host_cgroups",
         "pty",
         "seccomp",
@@ -56,7 +61,8 @@ class InitArgs:
     )
 
     def __init__(self, cfg: Any, sync_w: int, fifo_fd: int, pty: bool,
-                 console_sock: int | None, seccomp: Any, host_cgroups: bool) -> None:
+                 console_sock: int | None, seccomp: Any, host_cgroups: bool,
+                 hooks_fd: int | None = None) -> None:
         self.cfg = cfg
         self.sync_w = sync_w
         self.fifo_fd = fifo_fd
@@ -64,6 +70,7 @@ class InitArgs:
         self.console_sock = console_sock
         self.seccomp = seccomp
         self.host_cgroups = host_cgroups
+        self.hooks_fd = hooks_fd
 
 
 def _report(fd: int, exc: BaseException) -> None:
@@ -139,10 +146,24 @@ def intermediate(a: InitArgs, cgroup: Any, ns_sock: int) -> NoReturn:
         os._exit(code)
 
 
+# close_range(2): the same number on every architecture (asm-generic/unistd.h).
+_NR_CLOSE_RANGE, _CLOSE_RANGE_CLOEXEC = 436, 1 << 2
+
+
 def _cloexec_all(keep: int = 2) -> None:
     # runc closes (marks CLOEXEC) every fd it did not mean to pass: whatever the caller
     # leaked must not reach the container.
-    for name in os.listdir("/proc/self/fd"):
+    try:
+        names = os.listdir("/proc/self/fd")
+    except FileNotFoundError:
+        # No /proc here (an exec into a chroot container): close_range(2) with
+        # CLOSE_RANGE_CLOEXEC (Linux 5.11) marks them all without listing them.
+        c_long = ctypes.c_long
+        if libc().syscall(c_long(_NR_CLOSE_RANGE), c_long(keep + 1), c_long(0xFFFFFFFF),
+                          c_long(_CLOSE_RANGE_CLOEXEC)) != 0:
+            raise errors.from_errno(ctypes.get_errno(), "close_range", "CLOSE_RANGE_CLOEXEC") from None
+        return
+    for name in names:
         fd = int(name)
         if fd > keep:
             try:
@@ -179,15 +200,18 @@ def open_pty(ptmx: str = "/dev/ptmx", dir_fd: int | None = None) -> tuple[int, i
     return master, slave
 
 
-def _console(slave: int) -> None:
+def _console(slave: int, own_mounts: bool = True) -> None:
     # runc: the container's terminal is also its /dev/console (a bind of /dev/pts/N).
+    # Not without a mount namespace of its own: the bind would land on the host.
+    if not own_mounts:
+        return
     target = "/dev/console"
     if not os.path.exists(target):
         os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
     syscalls.mount(os.ttyname(slave), target, None, consts.MS_BIND, None)
 
 
-def _terminal_from_console_socket(sock: int) -> None:
+def _terminal_from_console_socket(sock: int, own_mounts: bool = True) -> None:
     """A pty in the container's devpts: master over ``sock`` (SCM_RIGHTS), slave as our tty."""
     import socket
 
@@ -199,7 +223,7 @@ def _terminal_from_console_socket(sock: int) -> None:
         s.detach()
         os.close(sock)
         os.close(master)
-    _console(slave)
+    _console(slave, own_mounts)
     _controlling_tty(slave)
 
 
@@ -209,6 +233,64 @@ def _controlling_tty(slave: int) -> None:
         os.dup2(slave, fd)
     if slave > 2:
         os.close(slave)
+
+
+def _set_joined_uts_names(cfg: Any) -> None:
+    """hostname/domainname in a UTS namespace joined by path (a new one got them in
+    child_enter): the config names them for the container, wherever its namespace came from."""
+    hostname, domainname = configmod.joined_uts_names(cfg)
+    hint = "the joined UTS namespace must be owned by the container's user namespace"
+    try:
+        if hostname is not None:
+            syscalls.sethostname(hostname)
+        if domainname is not None:
+            syscalls.setdomainname(domainname)
+    except errors.SyscallPermissionError as err:
+        raise errors.from_errno(err.errno or 1, err.syscall, err.filename, hint=hint) from None
+
+
+def _read_to_eof(fd: int) -> bytes:
+    data = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _create_hooks(a: InitArgs) -> bytes:
+    """Mounts are made, pivot_root is next: let the runtime run prestart and createRuntime,
+    then run createContainer here (runtime.md "Lifecycle" steps 4-6).  Returns the state
+    for startContainer (b"" without hooks)."""
+    if a.hooks_fd is None:
+        return b""
+    send_frame(a.sync_w, b"H")
+    data = _read_to_eof(a.hooks_fd)
+    os.close(a.hooks_fd)
+    creating, sep, created = data.partition(b"\n")
+    if not sep:
+        raise errors.from_errno(errno.EPIPE, "read", "hooks pipe",
+                                hint="the runtime gave up before createContainer (a hook failed?)")
+    hooks.run_phase(a.cfg.hooks, "createContainer", creating)
+    return created
+
+
+def _start_hooks(cfg_hooks: dict[str, Any], state: bytes, fifo: int) -> None:
+    """startContainer, in the container just before execve; on failure tell `start` why
+    through the exec fifo ("1" + message instead of "0") and exit: the container stops."""
+    if not cfg_hooks.get("startContainer"):
+        return
+    try:
+        # Not dumpable while the container's hook runs: /proc/1 (fds, mem, environ) of
+        # its init is then out of its reach (ptrace access mode checks, proc(5)); the
+        # execve of the program restores it (prctl(2) PR_SET_DUMPABLE).
+        syscalls.prctl(consts.PR_SET_DUMPABLE, 0)
+        hooks.run_phase(cfg_hooks, "startContainer", state)
+    except BaseException as exc:  # noqa: BLE001 - reported to `start`, never swallowed
+        msg = str(exc).encode()[:4000]
+        os.write(fifo, b"1" + msg)
+        os.close(fifo)
+        os._exit(1)
 
 
 def container_init(a: InitArgs) -> NoReturn:
@@ -221,23 +303,32 @@ def container_init(a: InitArgs) -> NoReturn:
         reset_signals()
         os.setsid()
         _cloexec_all()
-        cgroupns = "cgroup" in cfg.namespaces.new or "cgroup" in cfg.namespaces.join
-        cgroup_dirs = rootfs.host_cgroup_dirs(cgroupns=cgroupns) if a.host_cgroups else {}
-        rootfs.prepare(cfg, cgroup_dirs)
+        _set_joined_uts_names(cfg)
+        own = configmod.own_mounts(cfg)
+        if own:
+            cgroupns = "cgroup" in cfg.namespaces.new or "cgroup" in cfg.namespaces.join
+            cgroup_dirs = rootfs.host_cgroup_dirs(cgroupns=cgroupns) if a.host_cgroups else {}
+            rootfs.prepare(cfg, cgroup_dirs)
+        started = _create_hooks(a)
         # The host's /proc, kept open across pivot_root, to reopen exec.fifo by its fd
         # without depending on the container mounting a /proc of its own.
         hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        rootfs.pivot(cfg.rootfs)
-        rootfs.finalize(cfg)
+        if own:
+            rootfs.pivot(cfg.rootfs)
+            rootfs.finalize(cfg)
+        else:
+            rootfs.enter_chroot(cfg)
         ready = b""
         if a.pty:
             # The runtime takes the master with pidfd_getfd(2): the number is in "R".
             master, slave = open_pty()
-            _console(slave)
+            _console(slave, own)
             _controlling_tty(slave)
             ready = str(master).encode()
         elif a.console_sock is not None:
-            _terminal_from_console_socket(a.console_sock)
+            _terminal_from_console_socket(a.console_sock, own)
+        if own:
+            rootfs.apply_propagation(cfg)  # last mount change: after the /dev/console bind
         if p.get("rlimits"):
             process.set_rlimits(p["rlimits"])
         if p.get("oomScoreAdj") is not None:
@@ -263,9 +354,14 @@ def container_init(a: InitArgs) -> NoReturn:
     try:
         # Blocks until `start` opens the fifo for reading (fifo(7)), then tells it we go.
         fd = os.open(f"self/fd/{a.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=hostproc)
+        # The host's /proc must be gone before any container code runs (a startContainer
+        # hook is the container's own binary): through /proc/1/fd it would reach
+        # /proc/1/root of the host.
+        os.close(hostproc)
+        os.close(a.fifo_fd)
+        _start_hooks(cfg.hooks, started, fd)
         os.write(fd, b"0")
         os.close(fd)
-        os.close(hostproc)
         envd = dict(kv.split("=", 1) for kv in env if "=" in kv)
         os.execve(path, p["args"], envd)
     except BaseException as exc:  # noqa: BLE001 - reported, never swallowed

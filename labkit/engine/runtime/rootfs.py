@@ -3,15 +3,16 @@
 Runs in the container init (already in its own mount namespace), in runc's order
 (libcontainer/rootfs_linux.go prepareRootfs/finalizeRootfs):
 
-1. "/" becomes rslave (or linux.rootfsPropagation) so nothing we mount reaches the host,
-   while host unmounts still reach us; the rootfs is bind-mounted onto itself so it is a
+1. "/" becomes rslave (or linux.rootfsPropagation when pivot_root allows it) so nothing we
+   mount reaches the host, while host unmounts still reach us; the rootfs is bind-mounted onto itself so it is a
    mount point, which pivot_root(2) requires;
 2. config "mounts" in order, each destination resolved inside the rootfs without following
    symlinks out of it;
 3. /dev: the standard device nodes (mknod, or bind-mounted from the host inside a user
    namespace, where mknod is not allowed), /dev/fd & co, /dev/ptmx -> pts/ptmx;
 4. pivot_root(".", "."), then the old root, now stacked under the new one, is detached;
-5. sysctls, maskedPaths, readonlyPaths, and finally root.readonly.
+5. sysctls, maskedPaths, readonlyPaths, and finally root.readonly;
+6. linux.rootfsPropagation on the new "/" (apply_propagation, after init's last mount).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ DEV_SYMLINKS: tuple[tuple[str, str], ...] = (
     ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
     ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx"),
 )
+
+# Propagations that pivot_root(2) and the rootfs self-bind accept on "/" (see prepare).
+_PIVOT_SAFE = ("private", "rprivate", "slave", "rslave")
 
 # statvfs(3) ST_* -> MS_* : a bind remount must repeat the flags the kernel locked on the
 # mount (nosuid/nodev/noexec/atime in a user namespace), or it fails with EPERM.
@@ -240,9 +244,15 @@ def prepare(cfg: Any, cgroup_paths: dict[str, str]) -> None:
     """Steps 1-3 of the module docstring; ``cfg`` is a validated runtime.config.Config."""
     linux = cfg.linux
     rootfs = cfg.rootfs
-    # The propagation word's bits from the one option table (0 for an unknown word).
-    prop = mountopts.parse((linux.get("rootfsPropagation") or "rslave",))[1] or C.MS_SLAVE | C.MS_REC
-    syscalls.mount(None, "/", None, prop if prop & C.MS_REC else prop | C.MS_REC, None)
+    # Until pivot_root, "/" is made (recursively) rslave, or private/slave as asked.  Not
+    # shared: pivot_root(2) fails with EINVAL when new_root, its parent mount or the
+    # current root is MS_SHARED, and the rootfs bind below would propagate to the host's
+    # peers.  Not unbindable: the bind of the rootfs onto itself would then fail (EINVAL,
+    # mount(2)).  Shared and unbindable are applied to the new root afterwards
+    # (apply_propagation), as crun and runc do.
+    word = linux.get("rootfsPropagation") or "rslave"
+    prop = mountopts.parse((word if word in _PIVOT_SAFE else "rslave",))[1]
+    syscalls.mount(None, "/", None, prop | C.MS_REC, None)
     syscalls.mount(rootfs, rootfs, None, C.MS_BIND | C.MS_REC, None)
     mounted_dev = False
     for entry in cfg.raw.get("mounts") or []:
@@ -254,6 +264,14 @@ def prepare(cfg: Any, cgroup_paths: dict[str, str]) -> None:
     cwd = secure_join(rootfs, cfg.process.get("cwd", "/"))
     if not os.path.isdir(cwd):
         _mkdirs(cwd)  # runc creates a missing cwd (while the rootfs is still writable)
+
+
+def apply_propagation(cfg: Any) -> None:
+    """linux.rootfsPropagation on the container's "/" (after pivot_root and every mount of
+    ours: under runbindable, later bind mounts from the tree would fail)."""
+    word = cfg.linux.get("rootfsPropagation")
+    if word:
+        syscalls.mount(None, "/", None, mountopts.parse((word,))[1], None)
 
 
 def pivot(rootfs: str) -> None:
@@ -275,9 +293,8 @@ def pivot(rootfs: str) -> None:
     os.chdir("/")
 
 
-def finalize(cfg: Any) -> None:
-    """Step 5: sysctls, masked paths, read-only paths, read-only root (after pivot_root)."""
-    linux = cfg.linux
+def _sysctls(linux: dict[str, Any]) -> None:
+    # /proc/sys/net and /proc/sys/kernel (ipc, uts) show the namespaces of the writer.
     for key, value in (linux.get("sysctl") or {}).items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
@@ -285,6 +302,25 @@ def finalize(cfg: Any) -> None:
                 f.write(value)
         except OSError as err:
             raise errors.from_errno(err.errno or errno.EIO, "write sysctl", f"{key}={value}") from None
+
+
+def enter_chroot(cfg: Any) -> None:
+    """No mount namespace of its own (config.own_mounts): sysctls through the runtime's
+    /proc, then chroot(2) into the rootfs.  No mount is made (config.py refuses what needs
+    one).  A chroot is weaker than pivot_root: a process keeping CAP_SYS_CHROOT can leave
+    it (chroot(2) NOTES), which is why a mount namespace is the default."""
+    _sysctls(cfg.linux)
+    try:
+        os.chroot(cfg.rootfs)
+    except OSError as err:
+        raise errors.from_errno(err.errno or errno.EIO, "chroot", cfg.rootfs) from None
+    os.chdir("/")
+
+
+def finalize(cfg: Any) -> None:
+    """Step 5: sysctls, masked paths, read-only paths, read-only root (after pivot_root)."""
+    linux = cfg.linux
+    _sysctls(linux)
     for path in linux.get("readonlyPaths") or []:
         if not os.path.exists(path):
             continue
@@ -305,4 +341,4 @@ def finalize(cfg: Any) -> None:
                        None)
 
 
-__all__ = ["finalize", "host_cgroup_dirs", "pivot", "prepare", "secure_join"]
+__all__ = ["apply_propagation", "enter_chroot", "finalize", "host_cgroup_dirs", "pivot", "prepare", "secure_join"]

@@ -115,7 +115,9 @@ def run(root: str, container_id: str, bundle: str, *, detach: bool = False,
     try:
         start(root, container_id)
     except BaseException:
-        delete(root, container_id, force=True)
+        # A failed startContainer hook has already destroyed it (start.py).
+        if os.path.isdir(statemod.container_dir(root, container_id)):
+            delete(root, container_id, force=True)
         raise
     if detach:
         return 0

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from labkit.engine.logs.jsonfile import JsonFileWriter, LineSplitter
-from labkit.engine.shim.protocol import frame
+from labkit.engine.shim.stdcopy import encode as frame
 
 CLIENT_MAX = 16 << 20
 STREAMS = {1: "stdout", 2: "stderr"}

@@ -99,20 +99,3 @@ def check_reply(msg: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(err, dict):
         raise errors.from_errno(_errno.EPROTO, "shim reply", str(msg)[:200])
     raise error_from_dict(err)
-
-
-def frame(stream: int, payload: bytes) -> bytes:
-    """Docker's stdcopy frame: [stream u8][0 0 0][len u32 BE][payload] (see supervisor.proto)."""
-    return bytes((stream, 0, 0, 0)) + len(payload).to_bytes(4, "big") + payload
-
-
-def unframe(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
-    """Split ``buf`` into complete frames and the unconsumed rest."""
-    out = []
-    while len(buf) >= 8:
-        n = int.from_bytes(buf[4:8], "big")
-        if len(buf) < 8 + n:
-            break
-        out.append((buf[0], buf[8:8 + n]))
-        buf = buf[8 + n:]
-    return out, buf

@@ -47,8 +47,8 @@ async def _serve(template: object, paths: object) -> None:
     from labkit.engine.supervisor.service import TasksService
 
     sock = p.supervisor_socket()
-    sock.parent.mkdir(parents=True, exist_ok=True)
-    p.shims_dir().mkdir(parents=True, exist_ok=True)
+    sock.parent.mkdir(mode=p.ROOT_MODE, parents=True, exist_ok=True)
+    p.make_dir(p.shims_dir(), p.PRIVATE_DIR_MODE)  # shim configs carry the task's Env
     if sock.exists():
         sock.unlink()  # a previous supervisor's (we hold no lock: one supervisor per LABKIT_RUN)
     service = TasksService(template, str(p.shims_dir()), str(p.runtime_root()),  # type: ignore[arg-type]

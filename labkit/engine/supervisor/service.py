@@ -372,20 +372,13 @@ LOG_DRIVERS = ("json-file", "none")
 
 def _check_log(log: pb.LogConfig) -> None:
     """Refuse a log configuration before anything exists (Docker checks --log-opt early)."""
-    from labkit.engine.logs.jsonfile import parse_size
+    from labkit.engine.logs.jsonfile import check_options
 
     driver = log.driver or "json-file"
     if driver not in LOG_DRIVERS:
         raise errors.UnsupportedError(f"log driver {driver!r}", "not implemented yet",
                                       hint=f"use one of: {', '.join(LOG_DRIVERS)}")
-    opts = dict(log.options)
-    unknown = sorted(set(opts) - {"max-size", "max-file", "compress"})
-    if unknown:
-        raise errors.InvalidArgumentError("log-opt", f"unknown option {unknown[0]!r} for {driver}")
-    parse_size(opts.get("max-size", ""))
-    max_file = opts.get("max-file", "1")
-    if not max_file.isdigit() or int(max_file) < 1:
-        raise errors.InvalidArgumentError("log-opt max-file", f"{max_file!r} is not a count >= 1")
+    check_options(dict(log.options))
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:

@@ -5,7 +5,9 @@ neither the daemon nor the supervisor needs grpcio-tools at run time.  protoc ru
 repository root as its include path, so the generated code imports the messages module by
 its package path (``from labkit.engine.supervisor.api import supervisor_pb2``) rather than
 as a top-level module.  ``--check`` regenerates into a temporary directory and exits 1 when
-the committed files differ (a unit test runs it).
+the committed files differ (a unit test runs it).  The stubs refuse protobuf and grpcio
+older than the versions that generated them: after regenerating, raise the minimums in
+pyproject.toml and environment.yml to match (tests/unit/test_stub_versions.py checks).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A real cgroupfs fills a new directory with control files; a plain directory does not.  So
 after ``create()`` on a fake tree, call ``populate(cg)`` to write the files the kernel would
 have made (with the kernel's initial contents), then check what set() wrote with
-``read(cg, "memory.max")``.  Not imported by labkit.cgroups (tests only).
+``read(cg, "memory.max")``.
 
     root = fake.make_tree(tmp_path, Mode.UNIFIED)
     cg = open_cgroup("lk-t/c1", root=root, mode=Mode.UNIFIED); cg.create(); fake.populate(cg)
@@ -32,7 +32,7 @@ V1_FILES: dict[str, dict[str, str]] = {
     "memory": {"memory.limit_in_bytes": _V1_UNLIMITED, "memory.memsw.limit_in_bytes": _V1_UNLIMITED,
                "memory.soft_limit_in_bytes": _V1_UNLIMITED, "memory.usage_in_bytes": "0",
                "memory.max_usage_in_bytes": "0", "memory.memsw.usage_in_bytes": "0",
-               "memory.failcnt": "0",
+               "memory.failcnt": "0", "memory.swappiness": "60",
                "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"},
     "pids": {"pids.max": "max", "pids.current": "0"},
     "freezer": {"freezer.state": "THAWED"},

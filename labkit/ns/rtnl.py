@@ -1,4 +1,8 @@
-"""Shared glue for pyroute2's synchronous API."""
+"""Glue for pyroute2's synchronous API (netns and links), shared by engine/net and doctor.
+
+It lives in labkit.ns, the room of network namespaces, so the doctor (listed above the
+engine in DESIGN.md) can use it without reaching into labkit.engine.net.
+"""
 
 from __future__ import annotations
 

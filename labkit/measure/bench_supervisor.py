@@ -1,6 +1,6 @@
 """Engine-side benchmark: start of /bin/true through the supervisor, against `crun run`.
 
-    python -m labkit.engine.supervisor.bench [--runs 20] [--containers 0,10,100]
+    python -m labkit.measure.bench_supervisor [--runs 20] [--containers 0,10,100]
 
 Workload: labkit.measure.bench_runtime.make_bundle (busybox rootfs, /bin/true, no tty).
 "engine" is Create + Start + Wait from the gRPC client (client -> supervisor -> template

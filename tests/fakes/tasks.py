@@ -13,7 +13,6 @@ import builtins
 import contextlib
 import json
 import os
-import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from typing import Any
 from labkit import errors
 from labkit.engine.containers.tasks import ExitInfo, ProcInfo, TaskEvent, TaskInfo, TaskStats
 from labkit.engine.images.mounts import Mount
+from labkit.engine.runtime.process import ExecutableNotFoundError
+from labkit.engine.shim import stdcopy
 
 __all__ = ["FakeTasks"]
 
@@ -80,6 +81,8 @@ class FakeTasks:
         if (id, "") in self.procs:
             raise errors.AlreadyExistsError("task", id)
         spec = json.loads((Path(bundle) / "config.json").read_text())
+        if spec["process"]["args"][0] == "nosuch":  # the runtime's init searches PATH
+            raise ExecutableNotFoundError("nosuch")
         p = _Proc(id, spec["process"]["args"], log_path, str(self.dir / f"{id[:12]}.io"),
                   terminal)
         await self._serve(p)
@@ -95,7 +98,7 @@ class FakeTasks:
                                 "stderr", "time": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z",
                                                                 time.gmtime())}) + "\n")
         for w in p.writers:
-            w.write(struct.pack(">BxxxL", stream, len(data)) + data)
+            w.write(stdcopy.encode(stream, data))
 
     async def _run(self, p: _Proc) -> None:
         args, code = p.args, 0
