@@ -333,7 +333,7 @@ def breakdown(runs: int = 10, progress: Callable[[str], None] | None = None
     Raises:
         UnsupportedError: no Docker CLI, or the probe cannot load (no bcc, not root).
     """
-    from labkit.lab.engine import LabEngine
+    from labkit.measure.sandbox import LabEngine
     from labkit.measure import breakdown as bd
     from labkit.measure.peers import docker_cli
 
