@@ -8,11 +8,9 @@ started or deleted, a running one paused, killed or (forced) deleted, a stopped 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import socket
-import termios
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +18,7 @@ from labkit import errors
 from labkit._sys.signals import reset_signals
 from labkit.engine.runtime import create as rt_create
 from labkit.engine.runtime import delete as rt_delete
+from labkit.engine.runtime import exec as rt_exec
 from labkit.engine.runtime import kill as rt_kill
 from labkit.engine.runtime import start as rt_start
 from labkit.engine.runtime import state as rt_state
@@ -29,12 +28,6 @@ from labkit.engine.shim.protocol import check_reply, decode, encode, reply_error
 
 if TYPE_CHECKING:
     from labkit.engine.shim.server import CtlConn
-
-
-def _set_winsize(master: int, rows: int, cols: int) -> None:
-    # tty_ioctl(4) TIOCSWINSZ: struct winsize {rows, cols, xpixel, ypixel} (u16 each)
-    ws = b"".join(v.to_bytes(2, "little") for v in (rows, cols, 0, 0))
-    fcntl.ioctl(master, termios.TIOCSWINSZ, ws)
 
 
 def _default_signals() -> None:
@@ -128,6 +121,8 @@ class Ops:
                 os.close(init.stdin_w)
             init.outs, init.master, init.stdin_w = {master: 1}, master, master
             init.terminal = True
+            if init.winsize is not None:  # asked for before create: init waits for start
+                rt_exec.set_winsize(master, *init.winsize)
         init.pid = pid
         self.by_pid[pid] = init
         self.watch_output(init)
@@ -200,15 +195,18 @@ class Ops:
         return {"ok": True, "pid": p.pid}
 
     def _start_exec(self, p: Proc) -> None:
-        from labkit.engine.runtime import exec as rt_exec
-
         init = self.procs[""]
         if init.status not in ("running", "paused"):
             raise errors.InvalidStateError(init.status, "exec",
                                            hint="the container is not running")
         stdio = None if p.terminal else self._pipes(p)
+        spec = p.spec
+        if p.terminal and p.winsize is not None:
+            # The runtime sizes the pty before the process exists (OCI consoleSize): a
+            # resize applied after spawn() returns would race the process's first ioctl.
+            spec = {**spec, "consoleSize": {"height": p.winsize[0], "width": p.winsize[1]}}
         try:
-            p.pid, master = rt_exec.spawn(self.runtime_root, self.id, p.spec, stdio,
+            p.pid, master = rt_exec.spawn(self.runtime_root, self.id, spec, stdio,
                                           tty=p.terminal)
         except errors.LabkitError as exc:
             p.close_fds()
@@ -221,8 +219,6 @@ class Ops:
                 os.close(fd)
         if master is not None:
             p.master, p.outs, p.stdin_w = master, {master: 1}, master
-            if p.winsize is not None:  # a resize that came before start
-                _set_winsize(master, *p.winsize)
         self.by_pid[p.pid] = p
         self.watch_output(p)
 
@@ -278,12 +274,16 @@ class Ops:
     def op_resize(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         p = self.proc(req)
         rows, cols = int(req.get("height") or 24), int(req.get("width") or 80)
+        if not (0 <= rows <= 0xFFFF and 0 <= cols <= 0xFFFF):
+            raise errors.InvalidArgumentError("resize", f"{rows}x{cols} is not a terminal size")
+        if not p.terminal or p.status == "stopped":
+            raise errors.InvalidStateError("no terminal" if not p.terminal else p.status,
+                                           "resize", "process")
+        # Remembered in any case: a pty made later (an exec's, at start; the init's, at
+        # create) gets the last size asked for before its process runs.
+        p.winsize = (rows, cols)
         if p.master is not None:
-            _set_winsize(p.master, rows, cols)
-        elif p.terminal and p.status == "created":
-            p.winsize = (rows, cols)  # an exec's pty is made at start (in the container)
-        else:
-            raise errors.InvalidStateError("no terminal", "resize", "process")
+            rt_exec.set_winsize(p.master, rows, cols)
         return {"ok": True}
 
     def op_close_stdin(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class Proc:
         self.stdin_w: int | None = None  # pipe write end, or the pty master
         self.outs: dict[int, int] = {}  # fd -> stream (1 stdout, 2 stderr)
         self.master: int | None = None
-        self.winsize: tuple[int, int] | None = None  # (rows, cols) asked before start
+        self.winsize: tuple[int, int] | None = None  # (rows, cols) last asked for
         self.log: JsonFileWriter | None = None
         self.split = {1: LineSplitter(), 2: LineSplitter()}
         self.clients: list[IoClient] = []
