@@ -24,6 +24,9 @@ from labkit.engine.runtime.spec import DEFAULT_CAPS
 pytestmark = pytest.mark.privileged
 
 RUNTIME = [sys.executable, "-m", "labkit.engine.runtime"]
+# `python -m` puts its cwd first on sys.path: run from this checkout, so that the labkit
+# under test is this tree's (a fixed path would test another checkout's runtime).
+REPO = str(Path(__file__).resolve().parents[2])
 _n = itertools.count()
 
 
@@ -63,7 +66,7 @@ class Bundle:
         # would keep a pipe open (and communicate() waiting) for as long as it runs.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             rc = subprocess.run([*RUNTIME, "--root", str(self.root), *args], stdout=out,
-                                stderr=err, stdin=stdin, cwd="/work/main", timeout=120,
+                                stderr=err, stdin=stdin, cwd=REPO, timeout=120,
                                 check=False).returncode
             out.seek(0)
             err.seek(0)

@@ -20,8 +20,10 @@ from labkit.engine.runtime import create as rt_create
 from labkit.engine.runtime import delete as rt_delete
 from labkit.engine.runtime import exec as rt_exec
 from labkit.engine.runtime import kill as rt_kill
+from labkit.engine.runtime import pause as rt_pause
 from labkit.engine.runtime import start as rt_start
-from labkit.engine.runtime import state as rt_state
+from labkit.engine.runtime import stats as rt_stats
+from labkit.engine.runtime import update as rt_update
 from labkit.engine.shim import layout
 from labkit.engine.shim.proc import Proc
 from labkit.engine.shim.protocol import check_reply, decode, encode, reply_error
@@ -68,15 +70,6 @@ class Ops:
             raise errors.NotFoundError("exec", eid) if eid else errors.NotFoundError(
                 "container", self.id)
         return p
-
-    def cgroup(self) -> Any:
-        from labkit.cgroups import open_cgroup
-
-        try:
-            st = rt_state.load(self.runtime_root, self.id)
-        except errors.NotFoundError:
-            return None
-        return open_cgroup(st.cgroup) if st.cgroup else None
 
     def _pipes(self, p: Proc) -> tuple[int, int, int]:
         """Create the process's stdio; return the three child ends."""
@@ -248,10 +241,8 @@ class Ops:
                                            hint="the process is not running")
         if p.exec_id:
             os.kill(p.pid, sig)
-        else:
+        else:  # (SIGKILL to a paused container thaws it: the runtime's kill does that)
             rt_kill.kill(self.runtime_root, self.id, sig, all=bool(req.get("all")))
-            if p.status == "paused" and sig == signal.SIGKILL:
-                self._freeze(False)  # a frozen task cannot die (cgroup freezer)
         return {"ok": True}
 
     def op_wait(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
@@ -290,34 +281,18 @@ class Ops:
         self.proc(req).close_stdin()
         return {"ok": True}
 
-    # -- cgroup --------------------------------------------------------------------------
-    def _cg(self) -> Any:
-        cg = self.cgroup()
-        if cg is None or not cg.exists():
-            raise errors.NotFoundError("cgroup of container", self.id)
-        return cg
-
+    # -- the runtime's other verbs ------------------------------------------------------
     def op_pids(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
-        return {"ok": True, "pids": self._cg().procs()}
+        return {"ok": True, "pids": rt_stats.pids(self.runtime_root, self.id)}
 
     def op_stats(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
-        s = self._cg().stats()
-        return {"ok": True, **{k: getattr(s, k) for k in s.__slots__}}
-
-    def _freeze(self, frozen: bool) -> None:
-        self._cg().freeze(frozen)
-        try:
-            st = rt_state.load(self.runtime_root, self.id)
-            st.status = rt_state.PAUSED if frozen else rt_state.RUNNING
-            st.save()
-        except errors.NotFoundError:
-            pass
+        return {"ok": True, **rt_stats.stats(self.runtime_root, self.id)}
 
     def op_pause(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         init = self.procs[""]
         if init.status != "running":
             raise errors.InvalidStateError(init.status, "paused")
-        self._freeze(True)
+        rt_pause.pause(self.runtime_root, self.id)
         init.status = "paused"
         self.save_state()
         self.emit("/tasks/paused", init)
@@ -327,16 +302,15 @@ class Ops:
         init = self.procs[""]
         if init.status != "paused":
             raise errors.InvalidStateError(init.status, "running")
-        self._freeze(False)
+        rt_pause.resume(self.runtime_root, self.id)
         init.status = "running"
         self.save_state()
         self.emit("/tasks/resumed", init)
         return {"ok": True}
 
     def op_update(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
-        from labkit.cgroups import Resources
-
-        self._cg().set(Resources.from_oci(req.get("resources") or {}))
+        res = req.get("resources")
+        rt_update.update(self.runtime_root, self.id, res if res is not None else {})
         return {"ok": True}
 
     # -- teardown ------------------------------------------------------------------------
@@ -356,9 +330,10 @@ class Ops:
             self.procs.pop(p.exec_id, None)
             return {"ok": True, **p.exit_dict()}
         if p.pid and p.status != "stopped":
-            os.kill(p.pid, signal.SIGKILL)
-            if p.status == "paused":
-                self._freeze(False)
+            try:
+                rt_kill.kill(self.runtime_root, self.id, signal.SIGKILL)  # thaws a paused one
+            except (errors.InvalidStateError, errors.NotFoundError):
+                pass  # it died meanwhile (its exit is still ours to reap below)
             self._wait_for(p)
         for e in [e for k, e in self.procs.items() if k and e.status != "stopped"]:
             self._wait_for(e, kill=True)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labkit import errors
+from labkit.engine.runtime import stats as rt_stats
 from labkit.engine.shim import layout
 from labkit.engine.shim.ops import Ops
 from labkit.engine.shim.proc import IoClient, Proc
@@ -163,8 +164,7 @@ class Shim(Ops):
 
     def _oom_kills(self) -> int:
         try:
-            cg = self.cgroup()
-            return (cg.stats().oom_kills or 0) if cg is not None and cg.exists() else 0
+            return rt_stats.oom_kills(self.runtime_root, self.id)
         except errors.LabkitError:
             return 0
 
