@@ -24,6 +24,7 @@ from labkit.engine.runtime import pause as rt_pause
 from labkit.engine.runtime import start as rt_start
 from labkit.engine.runtime import stats as rt_stats
 from labkit.engine.runtime import update as rt_update
+from labkit.engine.runtime.state import Status
 from labkit.engine.shim import layout
 from labkit.engine.shim.proc import Proc
 from labkit.engine.shim.protocol import check_reply, decode, encode, reply_error
@@ -174,14 +175,15 @@ class Ops:
 
     def op_start(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         p = self.proc(req)
-        if p.status != "created":
-            raise errors.InvalidStateError(p.status, "running",
+        if p.status != Status.CREATED:
+            raise errors.InvalidStateError(p.status, Status.RUNNING,
                                            "exec" if p.exec_id else "container")
         if p.exec_id:
             self._start_exec(p)
         else:
             rt_start.start(self.runtime_root, self.id)
-        p.status, p.started_at = "running", time.time()
+        p.move(Status.RUNNING)
+        p.started_at = time.time()
         if not p.exec_id:
             self.save_state()
         self.emit("/tasks/exec-started" if p.exec_id else "/tasks/start", p)
@@ -189,7 +191,7 @@ class Ops:
 
     def _start_exec(self, p: Proc) -> None:
         init = self.procs[""]
-        if init.status not in ("running", "paused"):
+        if init.status not in (Status.RUNNING, Status.PAUSED):
             raise errors.InvalidStateError(init.status, "exec",
                                            hint="the container is not running")
         stdio = None if p.terminal else self._pipes(p)
@@ -205,7 +207,8 @@ class Ops:
             p.close_fds()
             code = getattr(exc, "exit_code", None)
             if code is not None:  # Docker: exec of a missing program ends with 126/127
-                p.status, p.exit_status, p.error, p.exited_at = "stopped", code, str(exc), time.time()
+                p.move(Status.STOPPED)
+                p.exit_status, p.error, p.exited_at = code, str(exc), time.time()
             raise
         finally:
             for fd in stdio or ():
@@ -224,7 +227,7 @@ class Ops:
         spec = req.get("process")
         if not isinstance(spec, dict) or not spec.get("args"):
             raise errors.InvalidArgumentError("process", "an OCI process object with args")
-        if self.procs[""].status not in ("running", "paused"):
+        if self.procs[""].status not in (Status.RUNNING, Status.PAUSED):
             raise errors.InvalidStateError(self.procs[""].status, "exec",
                                            hint="the container is not running")
         p = Proc(eid, terminal=bool(req.get("terminal") or spec.get("terminal")), spec=spec,
@@ -236,7 +239,7 @@ class Ops:
     def op_kill(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         p = self.proc(req)
         sig = int(req.get("signal") or signal.SIGTERM)
-        if p.status == "stopped" or not p.pid:
+        if p.status == Status.STOPPED or not p.pid:
             raise errors.InvalidStateError(p.status, "signalled",
                                            hint="the process is not running")
         if p.exec_id:
@@ -247,7 +250,7 @@ class Ops:
 
     def op_wait(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
         p = self.proc(req)
-        if p.status == "stopped":
+        if p.status == Status.STOPPED:
             return {"ok": True, **p.exit_dict()}
         p.waiters.append(conn)
         return None
@@ -267,7 +270,7 @@ class Ops:
         rows, cols = int(req.get("height") or 24), int(req.get("width") or 80)
         if not (0 <= rows <= 0xFFFF and 0 <= cols <= 0xFFFF):
             raise errors.InvalidArgumentError("resize", f"{rows}x{cols} is not a terminal size")
-        if not p.terminal or p.status == "stopped":
+        if not p.terminal or p.status == Status.STOPPED:
             raise errors.InvalidStateError("no terminal" if not p.terminal else p.status,
                                            "resize", "process")
         # Remembered in any case: a pty made later (an exec's, at start; the init's, at
@@ -290,20 +293,20 @@ class Ops:
 
     def op_pause(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         init = self.procs[""]
-        if init.status != "running":
-            raise errors.InvalidStateError(init.status, "paused")
+        if init.status != Status.RUNNING:
+            raise errors.InvalidStateError(init.status, Status.PAUSED)
         rt_pause.pause(self.runtime_root, self.id)
-        init.status = "paused"
+        init.move(Status.PAUSED)
         self.save_state()
         self.emit("/tasks/paused", init)
         return {"ok": True}
 
     def op_resume(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         init = self.procs[""]
-        if init.status != "paused":
-            raise errors.InvalidStateError(init.status, "running")
+        if init.status != Status.PAUSED:
+            raise errors.InvalidStateError(init.status, Status.RUNNING)
         rt_pause.resume(self.runtime_root, self.id)
-        init.status = "running"
+        init.move(Status.RUNNING)
         self.save_state()
         self.emit("/tasks/resumed", init)
         return {"ok": True}
@@ -317,25 +320,25 @@ class Ops:
     def op_delete(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
         p = self.proc(req)
         force = bool(req.get("force"))
-        if p.status in ("running", "paused") and not force:
+        if p.status in (Status.RUNNING, Status.PAUSED) and not force:
             raise errors.InvalidStateError(p.status, "deleted",
                                            "exec" if p.exec_id else "container",
                                            hint="stop it first, or force")
         if p.exec_id:
-            if p.status != "stopped" and p.pid:
+            if p.status != Status.STOPPED and p.pid:
                 os.kill(p.pid, signal.SIGKILL)
                 self._wait_for(p)
-            if p.status == "created":
+            if p.status == Status.CREATED:
                 p.close_fds()  # never started: its pty or pipes are all that exists
             self.procs.pop(p.exec_id, None)
             return {"ok": True, **p.exit_dict()}
-        if p.pid and p.status != "stopped":
+        if p.pid and p.status != Status.STOPPED:
             try:
                 rt_kill.kill(self.runtime_root, self.id, signal.SIGKILL)  # thaws a paused one
             except (errors.InvalidStateError, errors.NotFoundError):
                 pass  # it died meanwhile (its exit is still ours to reap below)
             self._wait_for(p)
-        for e in [e for k, e in self.procs.items() if k and e.status != "stopped"]:
+        for e in [e for k, e in self.procs.items() if k and e.status != Status.STOPPED]:
             self._wait_for(e, kill=True)
         try:
             rt_delete.delete(self.runtime_root, self.id, force=True)
@@ -364,7 +367,7 @@ class Ops:
 
     def op_shutdown(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
         init = self.procs[""]
-        if init.status in ("running", "paused", "created") and init.pid and not req.get("force"):
+        if init.status != Status.STOPPED and init.pid and not req.get("force"):
             raise errors.InvalidStateError(init.status, "shutdown", "shim")
         conn.send({"ok": True})
         self.quit = True
