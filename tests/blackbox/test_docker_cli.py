@@ -308,3 +308,31 @@ def test_pause_unpause_rename_update_prune(docker: Docker, name: str) -> None:
         assert docker("inspect", renamed).returncode == 1
     finally:
         docker("rm", "-f", name, renamed)
+
+
+def test_run_of_a_non_executable_is_126_in_the_cli_and_in_inspect(docker: Docker,
+                                                                   name: str) -> None:
+    try:
+        r = docker("run", "--name", name, "busybox", "/etc/passwd", timeout=20)
+        assert r.returncode == 126 and b"permission denied" in r.stderr, (r.stdout, r.stderr)
+        # the daemon's record says so too (the runtime's typed error, carried to the daemon)
+        st = docker("inspect", "-f", "{{.State.ExitCode}} {{.State.Status}}", name)
+        assert st.stdout.split() == [b"126", b"created"], st.stderr
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_exec_exit_codes_come_from_the_typed_error_not_its_text(docker: Docker,
+                                                                 name: str) -> None:
+    _detached(docker, name, "sleep", "600")
+    try:
+        assert docker("exec", name, "no-such-command").returncode == 127
+        assert docker("exec", name, "/no/such/file").returncode == 127
+        assert docker("exec", name, "/etc/passwd").returncode == 126
+        # a file that exists but cannot be executed, whose name reads "not found": its
+        # error text says "not found", its type says 126
+        assert docker("exec", name, "sh", "-c", "echo > '/bin/not found'").returncode == 0
+        r = docker("exec", name, "/bin/not found")
+        assert r.returncode == 126, (r.stdout, r.stderr)
+    finally:
+        docker("rm", "-f", name)
