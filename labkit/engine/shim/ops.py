@@ -335,8 +335,13 @@ class Ops:
         if p.pid and p.status != Status.STOPPED:
             try:
                 rt_kill.kill(self.runtime_root, self.id, signal.SIGKILL)  # thaws a paused one
-            except (errors.InvalidStateError, errors.NotFoundError):
+            except errors.InvalidStateError:
                 pass  # it died meanwhile (its exit is still ours to reap below)
+            except errors.NotFoundError:  # no runtime state left: our child all the same
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self._wait_for(p)
         for e in [e for k, e in self.procs.items() if k and e.status != Status.STOPPED]:
             self._wait_for(e, kill=True)
