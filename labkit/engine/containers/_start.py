@@ -129,16 +129,15 @@ class StartMixin(EngineHooks):
                 log_driver=rec.host_config["LogConfig"]["Type"],
                 log_options=rec.host_config["LogConfig"]["Config"])
         except errors.LabkitError as err:
-            # PATH is searched once, by the runtime's init inside the container's own mounts
-            # (runc's LookPath); its typed error carries 126/127 (moby
-            # translateContainerdStartErr: exit code set, an invalid-parameter error).
-            code = getattr(err, "exit_code", None)
-            if code not in (126, 127):
+            code = getattr(err, "exit_code", None)  # the runtime's typed 127/126
+            if code is None:
                 raise
-            msg = f"failed to create shim task: OCI runtime create failed: {err}: unknown"
-            rec.exit_code, rec.error = code, msg
+            # moby translateContainerdStartErr: an invalid config (400), Docker's wording
+            msg = ("failed to create task for container: failed to create shim task: OCI "
+                   f"runtime create failed: unable to start container process: {err}: unknown")
+            rec.exit_code, rec.error = int(code), msg
             rec.save()
-            raise errors.InvalidArgumentError("Cmd", msg) from None
+            raise errors.InvalidArgumentError("Cmd", msg) from err
         # (lo is up already in a new network namespace: the runtime does that, as runc)
         self.io_sockets[rec.id] = task.io_socket
         size = rec.host_config.get("ConsoleSize") or [0, 0]
@@ -157,7 +156,8 @@ class StartMixin(EngineHooks):
         except errors.LabkitError as err:
             with contextlib.suppress(errors.LabkitError):
                 await self.tasks.delete(rec.id, force=True)
-            rec.exit_code, rec.error = 127 if "not found" in str(err) else 126, str(err)
+            code = getattr(err, "exit_code", None)  # typed by the runtime, not read from text
+            rec.exit_code, rec.error = 126 if code is None else int(code), str(err)
             rec.save()
             raise
         rec.pid, rec.started_at, rec.error = started.pid, time.time(), ""

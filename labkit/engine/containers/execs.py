@@ -129,8 +129,8 @@ class ExecMixin(EngineHooks):
                 session.exit_future = ex.done
             started = await self.tasks.start(rec.id, ex.id)
         except errors.LabkitError as err:
-            text = str(err).lower()
-            ex.exit_code = 127 if "not found" in text or "no such file" in text else 126
+            code = getattr(err, "exit_code", None)  # typed by the runtime, not read from text
+            ex.exit_code = 126 if code is None else int(code)
             ex.done.set_result(ex.exit_code)
             with contextlib.suppress(errors.LabkitError):
                 await self.tasks.delete(rec.id, ex.id)
