@@ -333,9 +333,9 @@ def breakdown(runs: int = 10, progress: Callable[[str], None] | None = None
     Raises:
         UnsupportedError: no Docker CLI, or the probe cannot load (no bcc, not root).
     """
-    from labkit.lab.engine import LabEngine
     from labkit.measure import breakdown as bd
     from labkit.measure.peers import docker_cli
+    from labkit.measure.sandbox import LabEngine
 
     if runs < 1:
         raise errors.InvalidArgumentError("breakdown", f"{runs}: need >= 1 traced run")

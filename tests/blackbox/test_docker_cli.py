@@ -9,7 +9,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -344,9 +343,7 @@ def test_events_since_answer_after_a_daemon_restart(name: str) -> None:
     """`docker events --since` after a SIGKILLed daemon came back: the journal answers."""
     from labkit.lab.engine import LabEngine
 
-    cli = shutil.which("docker") or "/usr/local/bin/docker"
-    if not os.access(cli, os.X_OK):
-        pytest.skip("no Docker CLI")
+    cli = docker_cli()
     eng = LabEngine("ev")  # its own daemon: the session's one keeps running for the others
     try:
         eng.start()
@@ -370,3 +367,31 @@ def test_events_since_answer_after_a_daemon_restart(name: str) -> None:
         assert docker("rm", name).returncode == 0
     finally:
         eng.stop()
+
+
+def test_run_of_a_non_executable_is_126_in_the_cli_and_in_inspect(docker: Docker,
+                                                                   name: str) -> None:
+    try:
+        r = docker("run", "--name", name, "busybox", "/etc/passwd", timeout=20)
+        assert r.returncode == 126 and b"permission denied" in r.stderr, (r.stdout, r.stderr)
+        # the daemon's record says so too (the runtime's typed error, carried to the daemon)
+        st = docker("inspect", "-f", "{{.State.ExitCode}} {{.State.Status}}", name)
+        assert st.stdout.split() == [b"126", b"created"], st.stderr
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_exec_exit_codes_come_from_the_typed_error_not_its_text(docker: Docker,
+                                                                 name: str) -> None:
+    _detached(docker, name, "sleep", "600")
+    try:
+        assert docker("exec", name, "no-such-command").returncode == 127
+        assert docker("exec", name, "/no/such/file").returncode == 127
+        assert docker("exec", name, "/etc/passwd").returncode == 126
+        # a file that exists but cannot be executed, whose name reads "not found": its
+        # error text says "not found", its type says 126
+        assert docker("exec", name, "sh", "-c", "echo > '/bin/not found'").returncode == 0
+        r = docker("exec", name, "/bin/not found")
+        assert r.returncode == 126, (r.stdout, r.stderr)
+    finally:
+        docker("rm", "-f", name)

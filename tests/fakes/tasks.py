@@ -174,9 +174,10 @@ class FakeTasks:
         task = self._get(id)
         p = _Proc(id, process["args"], task.log_path + ".exec", str(self.dir / f"{exec_id[:12]}.io"),
                   terminal)
-        if p.args[0] == "nosuch":
-            raise errors.NotFoundError("executable", 'exec: "nosuch": executable file not found '
-                                       "in $PATH")
+        if p.args[0] == "nosuch":  # the runtime's typed error (exit code 127), as the shim's
+            from labkit.engine.runtime.process import ExecutableNotFoundError
+
+            raise ExecutableNotFoundError("nosuch")
         await self._serve(p)
         self.procs[(id, exec_id)] = p
         return ProcInfo(id, exec_id, 0, "created", p.io_socket)

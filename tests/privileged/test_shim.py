@@ -25,6 +25,7 @@ import pytest
 
 from labkit.engine.shim.protocol import decode, encode
 from labkit.engine.supervisor.client import attach as attach_io
+from labkit.engine.supervisor.client import read_frames
 from labkit.engine.supervisor.harness import Harness
 
 pytestmark = pytest.mark.privileged
@@ -137,3 +138,68 @@ def test_docker_length_ids_under_a_long_run_dir() -> None:
     finally:
         hs.cleanup()
         assert hs.leftover_cgroups() == []
+
+
+# A parent whose shims hold spawn() back until the exec'd process has *exited* (a zombie,
+# unreaped: the shim is the one that would reap it).  Whatever the shim does with the pty
+# after spawn() returns comes strictly after the process ran: only a size applied before
+# the process was released can reach it.  This is the ordering a loaded host produced at
+# random (issue 8: `stty size` printed an error instead of "20 90"), made certain.
+SLOW_PTY_PARENT = textwrap.dedent("""
+    import json, sys, time
+    from labkit.engine.runtime import exec as rt_exec
+    from labkit.engine.shim.template import Template
+
+    real = rt_exec.spawn
+
+    def spawn_then_wait_for_exit(*a, **kw):
+        pid, master = real(*a, **kw)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.01)
+        return pid, master
+
+    rt_exec.spawn = spawn_then_wait_for_exit
+    t = Template()
+    print(t.spawn(json.loads(sys.argv[1])), flush=True)
+    time.sleep(1000)
+""")
+
+
+def test_resize_before_exec_start_applies_before_the_process_runs(h: Harness) -> None:
+    cid = h.new_id("sh")
+    sdir = h.shims / cid
+    cfg = {"id": cid, "dir": str(sdir), "bundle": str(h.bundle(cid, ["sleep", "1000"])),
+           "runtime_root": str(h.run / "runtime"),
+           "log": {"driver": "json-file", "path": str(h.base / "c.log")}}
+    parent = subprocess.Popen([sys.executable, "-c", SLOW_PTY_PARENT, json.dumps(cfg)],
+                              stdout=subprocess.PIPE, env=h.env)
+    assert parent.stdout is not None
+    shim = psutil.Process(int(parent.stdout.readline()))
+    ctl = sdir / "ctl.sock"
+    try:
+        assert call(ctl, {"op": "create"})["ok"] and call(ctl, {"op": "start"})["ok"]
+        proc = {"args": ["stty", "size"], "cwd": "/", "terminal": True,
+                "env": ["PATH=/bin:/usr/bin"], "user": {"uid": 0, "gid": 0}}
+        assert call(ctl, {"op": "exec", "exec_id": "t1", "process": proc, "terminal": True})["ok"]
+        assert call(ctl, {"op": "resize", "exec_id": "t1", "width": 90, "height": 20})["ok"]
+        # a second resize before start: the last one asked for wins
+        assert call(ctl, {"op": "resize", "exec_id": "t1", "width": 91, "height": 21})["ok"]
+        io = attach_io(str(sdir / "io.sock"), "t1")
+        assert call(ctl, {"op": "start", "exec_id": "t1"})["ok"]
+        out = b"".join(pl for _, pl in read_frames(io))
+        assert out == b"21 91\r\n", out
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(ctl))
+            s.sendall(encode({"op": "wait", "exec_id": "t1"}))
+            assert decode(s.makefile("rb").readline())["exit_status"] == 0
+        assert call(ctl, {"op": "delete", "force": True})["ok"]
+        shim.wait(10)
+    finally:
+        parent.kill()
+        parent.wait()
+        if shim.is_running() and shim.status() != "zombie":
+            shim.send_signal(signal.SIGKILL)

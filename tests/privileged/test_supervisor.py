@@ -198,6 +198,32 @@ def test_pause_resume_stats_pids_update(h: Harness) -> None:
     assert ex.exit_status == 137
 
 
+def test_update_pause_and_kill_go_through_the_runtime(h: Harness) -> None:
+    cid = h.new_id()
+    h.client.create(cid, str(h.bundle(cid, ["sleep", "1000"])))
+    h.client.start(cid)
+    h.client.update(cid, {"memory": {"limit": 48 << 20}, "pids": {"limit": 17}})
+    assert Path(f"/sys/fs/cgroup/memory/lk/{cid}/memory.limit_in_bytes").read_text() == \
+        f"{48 << 20}\n"
+    p = h.client.exec(cid, "m1", h.process(["cat", "/sys/fs/cgroup/pids/pids.max"]))
+    io = attach(p.io_socket, "m1")  # before start: an exec's output is not logged
+    h.client.start(cid, "m1")
+    assert b"".join(pl for _, pl in read_frames(io)) == b"17\n"
+    # what update cannot apply is refused by name, typed, and nothing changes
+    with pytest.raises(errors.UnsupportedError, match="linux.resources.memory.swappiness"):
+        h.client.update(cid, {"memory": {"limit": 64 << 20, "swappiness": 10}})
+    assert h.client.stats(cid).pids_limit == 17
+    # the runtime's own record follows pause/resume (its verbs ran, not a cgroup write)
+    runtime_state = h.run / "runtime" / cid / "state.json"
+    h.client.pause(cid)
+    assert json.loads(runtime_state.read_text())["status"] == "paused"
+    h.client.resume(cid)
+    assert json.loads(runtime_state.read_text())["status"] == "running"
+    h.client.pause(cid)
+    h.client.kill(cid, signal.SIGKILL)  # the runtime's kill thaws a frozen task to let it die
+    assert h.client.wait(cid).exit_status == 137
+
+
 def test_errors_are_typed(h: Harness) -> None:
     with pytest.raises(errors.NotFoundError):
         h.client.state("lk-nosuch")

@@ -172,5 +172,5 @@ def test_start_failure_code_comes_from_the_typed_error() -> None:
     assert start_failure_code(ExecutablePermissionError("/etc/passwd")) == 126
     # the type wins over the words
     assert start_failure_code(ExecutablePermissionError("/x", "not found")) == 126
-    assert start_failure_code(errors.LabkitError("exec: no such file or directory")) == 127
+    assert start_failure_code(errors.LabkitError("exec: no such file or directory")) == 126  # untyped: never read from text
     assert start_failure_code(errors.LabkitError("permission denied")) == 126

@@ -100,3 +100,13 @@ def test_list_ids_only_containers(tmp_path: Path) -> None:
     (tmp_path / "junk").mkdir()
     assert S.list_ids(str(tmp_path)) == ["lk-unit"]
     assert S.list_ids(str(tmp_path / "none")) == []
+
+
+def test_status_is_an_enum_read_back_from_json(tmp_path: Path) -> None:
+    st = S.State("lk-x", "/b", "running", dir=str(tmp_path))
+    assert st.status is S.Status.RUNNING
+    st.save()
+    assert S.load(str(tmp_path.parent), tmp_path.name).status is S.Status.RUNNING
+    assert json.loads((tmp_path / "state.json").read_text())["status"] == "running"
+    with pytest.raises(errors.InvalidArgumentError, match="'runnin' is not a container status"):
+        S.State("lk-x", "/b", "runnin")

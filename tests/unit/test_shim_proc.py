@@ -88,3 +88,24 @@ def test_exit_dict_and_info() -> None:
     info = p.info()
     assert info["exec_id"] == "e2" and info["exit_status"] == 137 and info["terminal"]
     assert p.exit_dict()["pid"] == 42
+
+
+def test_status_is_typed_and_moves_only_along_the_runtime_machine() -> None:
+    import json
+
+    from labkit import errors
+    from labkit.engine.runtime.state import Status
+
+    init, ex = Proc(""), Proc("e1")
+    assert init.status is Status.CREATED
+    with pytest.raises(errors.InvalidStateError, match="container state transition from created to paused"):
+        init.move(Status.PAUSED)  # a created init cannot be paused
+    init.move(Status.RUNNING)
+    init.move(Status.PAUSED)
+    init.move(Status.STOPPED)
+    with pytest.raises(errors.InvalidStateError, match="exec state transition from stopped to running"):
+        ex.move(Status.STOPPED)
+        ex.move(Status.RUNNING)  # an exec that failed to start never runs
+    assert ex.status is Status.STOPPED
+    # on the wire (control protocol, state.json) it is the plain word
+    assert json.loads(json.dumps(init.info()))["status"] == "stopped"

@@ -136,10 +136,11 @@ class Containers:
             code = getattr(err, "exit_code", None)
             if code not in (126, 127):
                 raise
-            msg = f"failed to create shim task: OCI runtime create failed: {err}: unknown"
+            msg = ("failed to create task for container: failed to create shim task: OCI "
+                   f"runtime create failed: unable to start container process: {err}: unknown")
             rec.exit_code, rec.error = code, msg
             rec.save()
-            raise errors.InvalidArgumentError("Cmd", msg) from None
+            raise errors.InvalidArgumentError("Cmd", msg) from err
         try:
             started = await self.link.start(rec)
         except errors.LabkitError as err:

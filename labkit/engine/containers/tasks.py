@@ -56,10 +56,8 @@ def start_failure_code(err: BaseException) -> int:
     """Docker's exit code for a process that could not be started: 127 (not found) or 126.
 
     The typed error says which (runtime.process.ExecutableNotFoundError carries exit_code
-    127, ExecutablePermissionError 126).  Only an error that reached us without its type
-    (an older supervisor, a transport that kept only the text) is read by its words."""
+    127, ExecutablePermissionError 126, through the shim and the supervisor); any other
+    failure to start is 126, as moby gives a start that failed for another reason.  Never
+    read from the message: a file named "not found" that cannot run is 126."""
     code = getattr(err, "exit_code", None)
-    if isinstance(code, int) and code in (126, 127):
-        return code
-    text = str(err).lower()
-    return 127 if "not found" in text or "no such file" in text else 126
+    return code if isinstance(code, int) and code in (126, 127) else 126

@@ -1,4 +1,5 @@
-"""labkit-runtime: runc's command line (spec, create, start, state, kill, delete, run, list).
+"""labkit-runtime: runc's command line (spec, create, start, state, kill, delete, run, list,
+pause, resume, exec, update).
 
     labkit-runtime [--root DIR] COMMAND [OPTIONS] ARGS
 
@@ -28,6 +29,12 @@ commands:
   pause   ID / resume ID                            freeze / thaw (cgroup freezer)
   exec    [--tty] [--detach] [--cwd DIR] [--env K=V]... [--user UID[:GID]] [--pid-file F]
           [--process FILE] ID [CMD ARGS...]              run another process inside
+  update  [--memory N] [--memory-swap N] [--memory-reservation N] [--cpu-quota N]
+          [--cpu-period N] [--cpu-share N] [--cpuset-cpus L] [--cpuset-mems L]
+          [--pids-limit N] [--blkio-weight N] ID    change the cgroup limits of a live container
+  update  -r resources.json|- ID                    the same from OCI linux.resources JSON
+  ps      [--format json|table] ID                  the pids in the container's cgroup
+  events  --stats ID                                its cgroup counters once, as JSON
 """
 
 # option -> (canonical name, takes a value)
@@ -44,8 +51,19 @@ _OPTS = {
     "--tty": ("tty", False), "-t": ("tty", False), "--cwd": ("cwd", True),
     "--env": ("env", True), "-e": ("env", True), "--user": ("user", True), "-u": ("user", True),
     "--process": ("process", True), "-p": ("process", True),
+    "--resources": ("resources", True), "-r": ("resources", True),
+    # runc update's flags (runtime/update.py FLAGS)
+    "--memory": ("memory", True), "--memory-swap": ("memory_swap", True),
+    "--memory-reservation": ("memory_reservation", True), "--cpu-quota": ("cpu_quota", True),
+    "--cpu-period": ("cpu_period", True), "--cpu-share": ("cpu_share", True),
+    "--cpuset-cpus": ("cpuset_cpus", True), "--cpuset-mems": ("cpuset_mems", True),
+    "--pids-limit": ("pids_limit", True), "--blkio-weight": ("blkio_weight", True),
+    "--stats": ("stats", False),
 }
 _MULTI = frozenset({"env"})
+_UPDATE_ONLY = frozenset({"resources", "memory", "memory_swap", "memory_reservation",
+                          "cpu_quota", "cpu_period", "cpu_share", "cpuset_cpus", "cpuset_mems",
+                          "pids_limit", "blkio_weight"})
 
 
 class UsageError(Exception):
@@ -105,6 +123,12 @@ def dispatch(cmd: str, opts: dict[str, object], args: list[str]) -> int:
     bundle = str(opts.get("bundle") or ".")
     pid_file = opts.get("pid_file")
     console = opts.get("console_socket")
+    if cmd != "update":
+        stray = sorted(k for k in opts if k in _UPDATE_ONLY)
+        if stray:  # accepted means applied: a limit flag on another command is refused
+            raise UsageError(f"--{stray[0].replace('_', '-')} is an option of update only")
+    if cmd != "events" and opts.get("stats"):
+        raise UsageError("--stats is an option of events only")
     if cmd == "run":
         from labkit.engine.runtime.run import run
 
@@ -175,6 +199,42 @@ def dispatch(cmd: str, opts: dict[str, object], args: list[str]) -> int:
             env=list(opts.get("env") or []),  # type: ignore[call-overload]
             user=str(opts["user"]) if opts.get("user") else None, tty=bool(opts.get("tty")),
             detach=bool(opts.get("detach")), pid_file=str(pid_file) if pid_file else None)
+    elif cmd == "update":
+        from labkit.engine.runtime import update as updatemod
+
+        flags = {k: str(v) for k, v in opts.items() if k in updatemod.FLAGS}
+        res_file = opts.get("resources")
+        if res_file and flags:
+            raise UsageError("give either -r/--resources or the limit flags, not both")
+        if res_file:
+            res = updatemod.read_resources(str(res_file))
+        elif flags:
+            res = updatemod.resources_from_flags(flags)
+        else:
+            raise UsageError("update needs -r/--resources or at least one limit flag")
+        updatemod.update(root, _one_id(args, cmd), res)
+    elif cmd == "ps":
+        import json
+
+        from labkit.engine.runtime.stats import pids
+
+        found = pids(root, _one_id(args, cmd))
+        fmt = opts.get("format") or "table"
+        if fmt == "json":
+            print(json.dumps(found))
+        elif fmt == "table":
+            print("\n".join(["PID", *map(str, found)]))
+        else:
+            raise UsageError(f"unknown format {fmt!r} (table or json)")
+    elif cmd == "events":
+        import json
+
+        from labkit.engine.runtime.stats import stats
+
+        if not opts.get("stats"):
+            raise UsageError("events streams nothing here: use events --stats ID")
+        cid = _one_id(args, cmd)
+        print(json.dumps({"type": "stats", "id": cid, "data": stats(root, cid)}))
     elif cmd == "spec":
         from labkit.engine.runtime.spec import write_spec
 

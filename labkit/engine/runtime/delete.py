@@ -63,7 +63,7 @@ def delete(root: str, container_id: str, *, force: bool = False) -> None:
         except ProcessLookupError:
             pass
         _wait_gone(st.pid, KILL_TIMEOUT)
-        st.status = statemod.STOPPED
+        st.transition(statemod.STOPPED)
     if cg is not None and cg.exists():
         # remove() refuses while processes are left (it lists them itself, so no procs()
         # walk of every hierarchy first): leftovers, e.g. processes that joined the cgroup

@@ -24,6 +24,7 @@ import fcntl
 import os
 import signal
 import socket
+import struct
 import termios
 
 # typing costs ~1.5 ms to import; annotations are strings here (PEP 563), and mypy treats
@@ -89,6 +90,31 @@ def _join_spec(cfg: dict[str, Any], init_pid: int) -> NamespaceSpec:
             kinds.append(kind)
     return NamespaceSpec(join={k: f"/proc/{init_pid}/ns/{k}" for k in kinds},
                          propagation="unchanged")
+
+
+def console_size(p: dict[str, Any]) -> tuple[int, int] | None:
+    """(rows, cols) from process.consoleSize (config.md "consoleSize"), None when absent.
+
+    InvalidArgumentError for anything but two integers in 0..65535 (struct winsize holds
+    unsigned shorts, ioctl_tty(2))."""
+    cs = p.get("consoleSize")
+    if cs is None:
+        return None
+    if not isinstance(cs, dict):
+        raise errors.InvalidArgumentError("process.consoleSize", "must be an object")
+    out = []
+    for key in ("height", "width"):
+        v = cs.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0xFFFF:
+            raise errors.InvalidArgumentError(f"process.consoleSize.{key}",
+                                              f"{v!r} is not an integer in 0..65535")
+        out.append(v)
+    return out[0], out[1]
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    """TIOCSWINSZ (ioctl_tty(2)): struct winsize {rows, cols, xpixel, ypixel}, u16 each."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 def _container_pty(host_dev: int) -> tuple[int, int]:
@@ -165,6 +191,11 @@ def _middle(root: str, container_id: str, p: dict[str, Any],
     if console is not None:
         master, slave = _container_pty(host_dev)
         os.close(host_dev)
+        size = console_size(p)
+        if size is not None:
+            # Before the process exists: its first TIOCGWINSZ (`stty size`) must see the
+            # size asked for before start, not 0x0 (a resize after spawn() races it).
+            set_winsize(master, *size)
         socket.send_fds(console, [b"m"], [master])  # runc's --console-socket, SCM_RIGHTS
         os.close(master)
         stdio = (slave, slave, slave)
@@ -186,12 +217,14 @@ def spawn(root: str, container_id: str, p: dict[str, Any],
     master back over a socketpair.  Everything that allocates runs in the forked middle
     child, so the caller's memory (a long-lived shim's) stays as it was.  The caller must
     be a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER): the process becomes its child.
+    With ``tty``, ``p["consoleSize"]`` is applied to the pty before the process is forked.
     Returns (host pid, pty master or None).
     Raises ExecutableNotFoundError (127), ExecutablePermissionError (126),
     InvalidStateError (not running), InvalidArgumentError, SyscallError.
     """
     if not p.get("args"):
         raise errors.InvalidArgumentError("process.args", "must name a program")
+    console_size(p)  # refuse a bad size here, not in the middle child
     r, w = os.pipe2(os.O_CLOEXEC)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if tty else (None, None)
     mid = os.fork()

@@ -27,17 +27,21 @@ def parse_signal(text: str) -> int:
 
 
 def kill(root: str, container_id: str, sig: int = signal.SIGTERM, *, all: bool = False) -> None:
-    """Signal ``container_id``; InvalidStateError unless it is created, running or paused."""
+    """Signal ``container_id``; InvalidStateError unless it is created, running or paused.
+
+    SIGKILL to a paused container thaws it too, so that it dies."""
     st = statemod.load(root, container_id)
     if not st.alive():
         raise errors.InvalidStateError(st.status, "signalled",
                                        hint="the container is not running")
     pids = [st.pid]
-    if all and st.cgroup:
+    cg = None
+    if st.cgroup and (all or st.status == statemod.PAUSED):
         from labkit.cgroups import open_cgroup
 
         cg = open_cgroup(st.cgroup)
-        pids = cg.procs() if cg.exists() else pids
+        if all and cg.exists():
+            pids = cg.procs()
     # pidfd_send_signal(2) through a pidfd opened after the start-time check: the pid
     # cannot be recycled between check and signal.
     for pid in pids:
@@ -51,3 +55,8 @@ def kill(root: str, container_id: str, sig: int = signal.SIGTERM, *, all: bool =
             pass
         finally:
             os.close(fd)
+    if sig == signal.SIGKILL and st.status == statemod.PAUSED and cg is not None and cg.exists():
+        # A frozen task cannot die (cgroup-v1/freezer-subsystem.rst; cgroup.freeze in v2
+        # likewise): thaw so the SIGKILL is acted on, as runc does.  The container then
+        # stops; state.json is not rewritten, its status is recomputed from the kernel.
+        cg.freeze(False)

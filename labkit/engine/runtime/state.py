@@ -18,6 +18,7 @@ one, so a recycled pid is never mistaken for our init (runc does the same).
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 
@@ -31,11 +32,27 @@ from labkit import errors
 from labkit._sys import fastjson
 
 OCI_VERSION = "1.0.2"
+
+
+class Status(enum.StrEnum):
+    """A container's status (runtime.md "State"), also the status of a process the shim
+    owns (containerd's process states: created, running, paused, stopped).  A str, so it
+    is written to JSON and compared with what a reader loaded as its plain value."""
+
+    CREATING = "creating"
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    DELETED = "deleted"
+
+
 CREATING, CREATED, RUNNING, PAUSED, STOPPED, DELETED = (
-    "creating", "created", "running", "paused", "stopped", "deleted")
+    Status.CREATING, Status.CREATED, Status.RUNNING, Status.PAUSED, Status.STOPPED,
+    Status.DELETED)
 
 # STYLE C11 (runc stateTransitionError, containerd init_state.go).
-TRANSITIONS: dict[str, frozenset[str]] = {
+TRANSITIONS: dict[Status, frozenset[Status]] = {
     CREATING: frozenset({CREATED, STOPPED, DELETED}),
     CREATED: frozenset({RUNNING, STOPPED, DELETED}),
     RUNNING: frozenset({PAUSED, STOPPED}),
@@ -89,12 +106,12 @@ class State:
     __slots__ = ("annotations", "bundle", "cgroup", "created", "dir", "id", "init_start",
                  "owner", "pid", "rootfs", "status")
 
-    def __init__(self, id: str, bundle: str, status: str = CREATING, pid: int = 0,
+    def __init__(self, id: str, bundle: str, status: str = Status.CREATING, pid: int = 0,
                  annotations: dict[str, str] | None = None, rootfs: str = "", cgroup: str = "",
                  created: str = "", init_start: int = 0, owner: str = "", dir: str = "") -> None:
         self.id = id
         self.bundle = bundle
-        self.status = status
+        self.status = to_status(status)
         self.pid = pid
         self.annotations = dict(annotations or {})
         self.rootfs = rootfs
@@ -112,11 +129,9 @@ class State:
         return {k: getattr(self, k) for k in self._SAVED}
 
     # -- the state machine ---------------------------------------------------------------
-    def transition(self, to: str) -> None:
+    def transition(self, to: Status) -> None:
         """Move to ``to`` or raise InvalidStateError(frm, to)."""
-        if to != self.status and to not in TRANSITIONS[self.status]:
-            raise errors.InvalidStateError(self.status, to)
-        self.status = to
+        self.status = check_move(self.status, to)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self) -> None:
@@ -132,7 +147,7 @@ class State:
             os.close(fd)
         os.rename(tmp, path)
 
-    def refresh(self, procfs: str = "/proc") -> str:
+    def refresh(self, procfs: str = "/proc") -> Status:
         """Recompute ``status`` from the kernel (see the module docstring) and return it."""
         if self.status in (CREATED, RUNNING, PAUSED):
             seen = proc_start_time(self.pid, procfs) if self.pid else None
@@ -160,6 +175,22 @@ class State:
             "owner": self.owner,
             "annotations": dict(self.annotations),
         }
+
+
+def to_status(value: str) -> Status:
+    """``value`` (as read from JSON) as a Status; InvalidArgumentError for anything else."""
+    try:
+        return Status(value)
+    except ValueError:
+        raise errors.InvalidArgumentError("status", f"{value!r} is not a container status",
+                                          hint=", ".join(s.value for s in Status)) from None
+
+
+def check_move(frm: Status, to: Status, what: str = "container") -> Status:
+    """``to`` when TRANSITIONS allows frm -> to (or it is no move); else InvalidStateError."""
+    if to != frm and to not in TRANSITIONS[frm]:
+        raise errors.InvalidStateError(frm, to, what)
+    return to
 
 
 def container_dir(root: str, container_id: str) -> str:

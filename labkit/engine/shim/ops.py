@@ -8,11 +8,9 @@ started or deleted, a running one paused, killed or (forced) deleted, a stopped 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import socket
-import termios
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,21 +18,19 @@ from labkit import errors
 from labkit._sys.signals import reset_signals
 from labkit.engine.runtime import create as rt_create
 from labkit.engine.runtime import delete as rt_delete
+from labkit.engine.runtime import exec as rt_exec
 from labkit.engine.runtime import kill as rt_kill
+from labkit.engine.runtime import pause as rt_pause
 from labkit.engine.runtime import start as rt_start
-from labkit.engine.runtime import state as rt_state
+from labkit.engine.runtime import stats as rt_stats
+from labkit.engine.runtime import update as rt_update
+from labkit.engine.runtime.state import Status
 from labkit.engine.shim import layout
 from labkit.engine.shim.proc import Proc
 from labkit.engine.shim.protocol import check_reply, decode, encode, reply_error
 
 if TYPE_CHECKING:
     from labkit.engine.shim.server import CtlConn
-
-
-def _set_winsize(master: int, rows: int, cols: int) -> None:
-    # tty_ioctl(4) TIOCSWINSZ: struct winsize {rows, cols, xpixel, ypixel} (u16 each)
-    ws = b"".join(v.to_bytes(2, "little") for v in (rows, cols, 0, 0))
-    fcntl.ioctl(master, termios.TIOCSWINSZ, ws)
 
 
 def _default_signals() -> None:
@@ -75,15 +71,6 @@ class Ops:
             raise errors.NotFoundError("exec", eid) if eid else errors.NotFoundError(
                 "container", self.id)
         return p
-
-    def cgroup(self) -> Any:
-        from labkit.cgroups import open_cgroup
-
-        try:
-            st = rt_state.load(self.runtime_root, self.id)
-        except errors.NotFoundError:
-            return None
-        return open_cgroup(st.cgroup) if st.cgroup else None
 
     def _pipes(self, p: Proc) -> tuple[int, int, int]:
         """Create the process's stdio; return the three child ends."""
@@ -128,6 +115,8 @@ class Ops:
                 os.close(init.stdin_w)
             init.outs, init.master, init.stdin_w = {master: 1}, master, master
             init.terminal = True
+            if init.winsize is not None:  # asked for before create: init waits for start
+                rt_exec.set_winsize(master, *init.winsize)
         init.pid = pid
         self.by_pid[pid] = init
         self.watch_output(init)
@@ -186,43 +175,46 @@ class Ops:
 
     def op_start(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         p = self.proc(req)
-        if p.status != "created":
-            raise errors.InvalidStateError(p.status, "running",
+        if p.status != Status.CREATED:
+            raise errors.InvalidStateError(p.status, Status.RUNNING,
                                            "exec" if p.exec_id else "container")
         if p.exec_id:
             self._start_exec(p)
         else:
             rt_start.start(self.runtime_root, self.id)
-        p.status, p.started_at = "running", time.time()
+        p.move(Status.RUNNING)
+        p.started_at = time.time()
         if not p.exec_id:
             self.save_state()
         self.emit("/tasks/exec-started" if p.exec_id else "/tasks/start", p)
         return {"ok": True, "pid": p.pid}
 
     def _start_exec(self, p: Proc) -> None:
-        from labkit.engine.runtime import exec as rt_exec
-
         init = self.procs[""]
-        if init.status not in ("running", "paused"):
+        if init.status not in (Status.RUNNING, Status.PAUSED):
             raise errors.InvalidStateError(init.status, "exec",
                                            hint="the container is not running")
         stdio = None if p.terminal else self._pipes(p)
+        spec = p.spec
+        if p.terminal and p.winsize is not None:
+            # The runtime sizes the pty before the process exists (OCI consoleSize): a
+            # resize applied after spawn() returns would race the process's first ioctl.
+            spec = {**spec, "consoleSize": {"height": p.winsize[0], "width": p.winsize[1]}}
         try:
-            p.pid, master = rt_exec.spawn(self.runtime_root, self.id, p.spec, stdio,
+            p.pid, master = rt_exec.spawn(self.runtime_root, self.id, spec, stdio,
                                           tty=p.terminal)
         except errors.LabkitError as exc:
             p.close_fds()
             code = getattr(exc, "exit_code", None)
             if code is not None:  # Docker: exec of a missing program ends with 126/127
-                p.status, p.exit_status, p.error, p.exited_at = "stopped", code, str(exc), time.time()
+                p.move(Status.STOPPED)
+                p.exit_status, p.error, p.exited_at = code, str(exc), time.time()
             raise
         finally:
             for fd in stdio or ():
                 os.close(fd)
         if master is not None:
             p.master, p.outs, p.stdin_w = master, {master: 1}, master
-            if p.winsize is not None:  # a resize that came before start
-                _set_winsize(master, *p.winsize)
         self.by_pid[p.pid] = p
         self.watch_output(p)
 
@@ -235,7 +227,7 @@ class Ops:
         spec = req.get("process")
         if not isinstance(spec, dict) or not spec.get("args"):
             raise errors.InvalidArgumentError("process", "an OCI process object with args")
-        if self.procs[""].status not in ("running", "paused"):
+        if self.procs[""].status not in (Status.RUNNING, Status.PAUSED):
             raise errors.InvalidStateError(self.procs[""].status, "exec",
                                            hint="the container is not running")
         p = Proc(eid, terminal=bool(req.get("terminal") or spec.get("terminal")), spec=spec,
@@ -247,20 +239,18 @@ class Ops:
     def op_kill(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         p = self.proc(req)
         sig = int(req.get("signal") or signal.SIGTERM)
-        if p.status == "stopped" or not p.pid:
+        if p.status == Status.STOPPED or not p.pid:
             raise errors.InvalidStateError(p.status, "signalled",
                                            hint="the process is not running")
         if p.exec_id:
             os.kill(p.pid, sig)
-        else:
+        else:  # (SIGKILL to a paused container thaws it: the runtime's kill does that)
             rt_kill.kill(self.runtime_root, self.id, sig, all=bool(req.get("all")))
-            if p.status == "paused" and sig == signal.SIGKILL:
-                self._freeze(False)  # a frozen task cannot die (cgroup freezer)
         return {"ok": True}
 
     def op_wait(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
         p = self.proc(req)
-        if p.status == "stopped":
+        if p.status == Status.STOPPED:
             return {"ok": True, **p.exit_dict()}
         p.waiters.append(conn)
         return None
@@ -278,89 +268,82 @@ class Ops:
     def op_resize(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         p = self.proc(req)
         rows, cols = int(req.get("height") or 24), int(req.get("width") or 80)
+        if not (0 <= rows <= 0xFFFF and 0 <= cols <= 0xFFFF):
+            raise errors.InvalidArgumentError("resize", f"{rows}x{cols} is not a terminal size")
+        if not p.terminal or p.status == Status.STOPPED:
+            raise errors.InvalidStateError("no terminal" if not p.terminal else p.status,
+                                           "resize", "process")
+        # Remembered in any case: a pty made later (an exec's, at start; the init's, at
+        # create) gets the last size asked for before its process runs.
+        p.winsize = (rows, cols)
         if p.master is not None:
-            _set_winsize(p.master, rows, cols)
-        elif p.terminal and p.status == "created":
-            p.winsize = (rows, cols)  # an exec's pty is made at start (in the container)
-        else:
-            raise errors.InvalidStateError("no terminal", "resize", "process")
+            rt_exec.set_winsize(p.master, rows, cols)
         return {"ok": True}
 
     def op_close_stdin(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         self.proc(req).close_stdin()
         return {"ok": True}
 
-    # -- cgroup --------------------------------------------------------------------------
-    def _cg(self) -> Any:
-        cg = self.cgroup()
-        if cg is None or not cg.exists():
-            raise errors.NotFoundError("cgroup of container", self.id)
-        return cg
-
+    # -- the runtime's other verbs ------------------------------------------------------
     def op_pids(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
-        return {"ok": True, "pids": self._cg().procs()}
+        return {"ok": True, "pids": rt_stats.pids(self.runtime_root, self.id)}
 
     def op_stats(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
-        s = self._cg().stats()
-        return {"ok": True, **{k: getattr(s, k) for k in s.__slots__}}
-
-    def _freeze(self, frozen: bool) -> None:
-        self._cg().freeze(frozen)
-        try:
-            st = rt_state.load(self.runtime_root, self.id)
-            st.status = rt_state.PAUSED if frozen else rt_state.RUNNING
-            st.save()
-        except errors.NotFoundError:
-            pass
+        return {"ok": True, **rt_stats.stats(self.runtime_root, self.id)}
 
     def op_pause(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         init = self.procs[""]
-        if init.status != "running":
-            raise errors.InvalidStateError(init.status, "paused")
-        self._freeze(True)
-        init.status = "paused"
+        if init.status != Status.RUNNING:
+            raise errors.InvalidStateError(init.status, Status.PAUSED)
+        rt_pause.pause(self.runtime_root, self.id)
+        init.move(Status.PAUSED)
         self.save_state()
         self.emit("/tasks/paused", init)
         return {"ok": True}
 
     def op_resume(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         init = self.procs[""]
-        if init.status != "paused":
-            raise errors.InvalidStateError(init.status, "running")
-        self._freeze(False)
-        init.status = "running"
+        if init.status != Status.PAUSED:
+            raise errors.InvalidStateError(init.status, Status.RUNNING)
+        rt_pause.resume(self.runtime_root, self.id)
+        init.move(Status.RUNNING)
         self.save_state()
         self.emit("/tasks/resumed", init)
         return {"ok": True}
 
     def op_update(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
-        from labkit.cgroups import Resources
-
-        self._cg().set(Resources.from_oci(req.get("resources") or {}))
+        res = req.get("resources")
+        rt_update.update(self.runtime_root, self.id, res if res is not None else {})
         return {"ok": True}
 
     # -- teardown ------------------------------------------------------------------------
     def op_delete(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
         p = self.proc(req)
         force = bool(req.get("force"))
-        if p.status in ("running", "paused") and not force:
+        if p.status in (Status.RUNNING, Status.PAUSED) and not force:
             raise errors.InvalidStateError(p.status, "deleted",
                                            "exec" if p.exec_id else "container",
                                            hint="stop it first, or force")
         if p.exec_id:
-            if p.status != "stopped" and p.pid:
+            if p.status != Status.STOPPED and p.pid:
                 os.kill(p.pid, signal.SIGKILL)
                 self._wait_for(p)
-            if p.status == "created":
+            if p.status == Status.CREATED:
                 p.close_fds()  # never started: its pty or pipes are all that exists
             self.procs.pop(p.exec_id, None)
             return {"ok": True, **p.exit_dict()}
-        if p.pid and p.status != "stopped":
-            os.kill(p.pid, signal.SIGKILL)
-            if p.status == "paused":
-                self._freeze(False)
+        if p.pid and p.status != Status.STOPPED:
+            try:
+                rt_kill.kill(self.runtime_root, self.id, signal.SIGKILL)  # thaws a paused one
+            except errors.InvalidStateError:
+                pass  # it died meanwhile (its exit is still ours to reap below)
+            except errors.NotFoundError:  # no runtime state left: our child all the same
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self._wait_for(p)
-        for e in [e for k, e in self.procs.items() if k and e.status != "stopped"]:
+        for e in [e for k, e in self.procs.items() if k and e.status != Status.STOPPED]:
             self._wait_for(e, kill=True)
         try:
             rt_delete.delete(self.runtime_root, self.id, force=True)
@@ -389,7 +372,7 @@ class Ops:
 
     def op_shutdown(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any] | None:
         init = self.procs[""]
-        if init.status in ("running", "paused", "created") and init.pid and not req.get("force"):
+        if init.status != Status.STOPPED and init.pid and not req.get("force"):
             raise errors.InvalidStateError(init.status, "shutdown", "shim")
         conn.send({"ok": True})
         self.quit = True

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from labkit.engine.logs.jsonfile import JsonFileWriter, LineSplitter
+from labkit.engine.runtime.state import Status, check_move
 from labkit.engine.shim.stdcopy import encode as frame
 
 CLIENT_MAX = 16 << 20
@@ -68,7 +69,7 @@ class Proc:
                  spec: dict[str, Any] | None = None, want_stdin: bool = False) -> None:
         self.exec_id = exec_id
         self.pid = 0
-        self.status = "created"
+        self.status = Status.CREATED
         self.terminal = terminal
         self.stdin_once = stdin_once
         self.want_stdin = want_stdin
@@ -76,7 +77,7 @@ class Proc:
         self.stdin_w: int | None = None  # pipe write end, or the pty master
         self.outs: dict[int, int] = {}  # fd -> stream (1 stdout, 2 stderr)
         self.master: int | None = None
-        self.winsize: tuple[int, int] | None = None  # (rows, cols) asked before start
+        self.winsize: tuple[int, int] | None = None  # (rows, cols) last asked for
         self.log: JsonFileWriter | None = None
         self.split = {1: LineSplitter(), 2: LineSplitter()}
         self.clients: list[IoClient] = []
@@ -86,6 +87,12 @@ class Proc:
         self.started_at = 0.0
         self.oom_killed = False
         self.error = ""
+
+    # -- state --------------------------------------------------------------------------
+    def move(self, to: Status) -> None:
+        """Change status along the runtime's machine (state.TRANSITIONS), or raise
+        InvalidStateError: the only place a shim process's status is set."""
+        self.status = check_move(self.status, to, "exec" if self.exec_id else "container")
 
     # -- output -------------------------------------------------------------------------
     def output(self, stream: int, data: bytes) -> list[IoClient]:
@@ -166,4 +173,4 @@ class Proc:
     def info(self) -> dict[str, Any]:
         return {"exec_id": self.exec_id, "pid": self.pid, "status": self.status,
                 "terminal": self.terminal, "started_at": self.started_at, **(
-                    self.exit_dict() if self.status == "stopped" else {})}
+                    self.exit_dict() if self.status == Status.STOPPED else {})}

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from labkit import errors
+from labkit.engine.runtime import stats as rt_stats
+from labkit.engine.runtime.state import Status
 from labkit.engine.shim import layout
 from labkit.engine.shim.ops import Ops
 from labkit.engine.shim.proc import IoClient, Proc
@@ -144,7 +146,7 @@ class Shim(Ops):
             self.unwatch(fd)
         proc.close_fds()
         proc.exit_status, proc.exited_at, proc.error = code, time.time(), error
-        proc.status = "stopped"
+        proc.move(Status.STOPPED)
         if proc.exec_id == "":
             proc.oom_killed = self._oom_kills() > 0
             # exit.json alone marks the stop (state.json is not rewritten: one fsync less
@@ -163,8 +165,7 @@ class Shim(Ops):
 
     def _oom_kills(self) -> int:
         try:
-            cg = self.cgroup()
-            return (cg.stats().oom_kills or 0) if cg is not None and cg.exists() else 0
+            return rt_stats.oom_kills(self.runtime_root, self.id)
         except errors.LabkitError:
             return 0
 
@@ -262,7 +263,7 @@ class Shim(Ops):
             c.stdin, c.stdout, c.stderr = (bool(h.get(k)) for k in ("stdin", "stdout", "stderr"))
             c.proc = p
             p.clients.append(c)
-            if p.status == "stopped":
+            if p.status == Status.STOPPED:
                 self.drop_client(c)
             elif rest:
                 self._io_event_data(c, rest)

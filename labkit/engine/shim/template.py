@@ -137,14 +137,9 @@ def serve(sock: socket.socket) -> None:
 # What a shim runs, imported in the supervisor *before* the template is forked: the pages
 # are then shared by supervisor, template and every shim, and creating a container imports
 # nothing.  Only what a shim runs: every resident page of the template is mapped by every
-# shim and counts in its PSS, used or not (issue 3).
-WARM = ("labkit.engine.shim.server", "labkit.engine.runtime.exec", "labkit.engine.runtime.create",
-        "labkit.engine.runtime.init", "labkit.engine.runtime.config",
-        "labkit.engine.runtime.seccomp", "labkit.engine.logs.jsonfile", "labkit.cgroups",
-        "labkit.engine.runtime.rootfs", "labkit.engine.runtime.process",
-        "labkit.engine.runtime.start", "labkit.engine.runtime.kill",
-        "labkit.engine.runtime.delete", "labkit.engine.shim.ops", "labkit._sys.fs",
-        "labkit.cgroups._oci", "labkit.cgroups._ops", "labkit.cgroups._io",
+# shim and counts in its PSS, used or not (issue 3).  The runtime's own lazy imports are
+# the runtime's to list (runtime/warm.py).
+WARM = ("labkit.engine.shim.server", "labkit.engine.shim.ops", "labkit.engine.logs.jsonfile",
         "encodings.ascii", "pickle", "tty")
 
 # Warmed in the supervisor only, *after* the template is forked: layout.short_sockets (the
@@ -154,7 +149,7 @@ SUPERVISOR_WARM = ("hashlib",)
 
 
 def warm_up() -> None:
-    """Import WARM and what the runtime and cgroups import lazily on the create path.
+    """Import WARM and what the runtime imports lazily on the create path.
 
     Anything imported later is imported in every shim (or its create child) again: it costs
     milliseconds on the start path and private memory in each shim (found by diffing
@@ -162,16 +157,11 @@ def warm_up() -> None:
     """
     import importlib
 
+    from labkit.engine.runtime import warm
+
     for name in WARM:
         importlib.import_module(name)
-    from labkit import errors
-    from labkit.cgroups import Resources, open_cgroup
-
-    Resources.from_oci({})
-    try:
-        open_cgroup("lk/warm-up")  # imports this host's backend; caches the cgroup mode
-    except errors.LabkitError:
-        pass  # no cgroups here: create will say so with a proper error
+    warm.warm_up()
 
 
 class Template:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import grpc
 
 from labkit import errors
-from labkit.engine.runtime.state import check_id
+from labkit.engine.runtime.state import Status, check_id
 from labkit.engine.shim import layout
 from labkit.engine.shim.template import Template
 from labkit.engine.supervisor import shims
@@ -30,8 +30,9 @@ from labkit.engine.supervisor.api import supervisor_pb2_grpc as pb_grpc
 from labkit.engine.supervisor.errmap import to_grpc
 from labkit.engine.supervisor.hoststats import to_stats
 
-STATUS = {"created": pb.CREATED, "running": pb.RUNNING, "paused": pb.PAUSED,
-          "stopped": pb.STOPPED}
+# A shim's status travels as the Status's value (JSON); "unknown" marks a busy shim.
+STATUS = {Status.CREATED: pb.CREATED, Status.RUNNING: pb.RUNNING, Status.PAUSED: pb.PAUSED,
+          Status.STOPPED: pb.STOPPED}
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 STATE_TIMEOUT = 5.0  # List/State give up on one busy shim after this many seconds
 
@@ -129,7 +130,7 @@ class TasksService(pb_grpc.TasksServicer):
             except TimeoutError:  # busy shim: what its state file says, marked unknown
                 st = layout.read_json(os.path.join(r.dir, layout.STATE)) or {}
                 return {**st, "status": "unknown"}
-        return {"status": "stopped", "shim_pid": 0, **r.gone}
+        return {"status": Status.STOPPED, "shim_pid": 0, **r.gone}
 
     def task(self, r: Record, st: dict[str, Any]) -> pb.Task:
         return pb.Task(id=r.id, pid=int(st.get("pid") or 0), status=STATUS.get(st.get("status", ""), pb.UNKNOWN),
@@ -158,7 +159,7 @@ class TasksService(pb_grpc.TasksServicer):
                 await self.subscribe(r)
                 st = await shims.call(r.ctl, {"op": "state"})
                 r.shim_pid = int(st.get("shim_pid") or 0)
-                if st.get("status") == "stopped":
+                if st.get("status") == Status.STOPPED:
                     self.broadcast({"topic": "/tasks/exit", "id": name, **st})
             except shims.ShimGoneError:
                 r.gone = r.dead_exit()
@@ -208,7 +209,7 @@ class TasksService(pb_grpc.TasksServicer):
             layout.remove_sockets(r.cfg)
             await loop.run_in_executor(None, self.cleanup_rootfs, r)
             raise
-        return self.task(r, {"status": "created", "pid": rep["pid"], "shim_pid": r.shim_pid})
+        return self.task(r, {"status": Status.CREATED, "pid": rep["pid"], "shim_pid": r.shim_pid})
 
     def mount_rootfs(self, r: Record) -> None:
         from labkit.engine.images.mounts import Mount, mount_all
@@ -239,7 +240,7 @@ class TasksService(pb_grpc.TasksServicer):
     async def Kill(self, req: pb.KillRequest, ctx: Any) -> pb.Empty:
         r = self.rec(req.id)
         if r.gone is not None:
-            raise errors.InvalidStateError("stopped", "signalled", hint="the task is not running")
+            raise errors.InvalidStateError(Status.STOPPED, "signalled", hint="the task is not running")
         await shims.call(r.ctl, {"op": "kill", "exec_id": req.exec_id,
                                  "signal": req.signal or 15, "all": req.all})
         return pb.Empty()
@@ -317,7 +318,7 @@ class TasksService(pb_grpc.TasksServicer):
     async def _simple(self, cid: str, op: str, **kw: Any) -> dict[str, Any]:
         r = self.rec(cid)
         if r.gone is not None:
-            raise errors.InvalidStateError("stopped", op, hint="the task's shim is gone")
+            raise errors.InvalidStateError(Status.STOPPED, op, hint="the task's shim is gone")
         return await shims.call(r.ctl, {"op": op, **kw})
 
     @rpc
