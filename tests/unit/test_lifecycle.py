@@ -172,5 +172,6 @@ def test_start_failure_code_comes_from_the_typed_error() -> None:
     assert start_failure_code(ExecutablePermissionError("/etc/passwd")) == 126
     # the type wins over the words
     assert start_failure_code(ExecutablePermissionError("/x", "not found")) == 126
-    assert start_failure_code(errors.LabkitError("exec: no such file or directory")) == 126  # untyped: never read from text
+    # an untyped error is never read by its words
+    assert start_failure_code(errors.LabkitError("exec: no such file or directory")) == 126
     assert start_failure_code(errors.LabkitError("permission denied")) == 126
