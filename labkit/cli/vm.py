@@ -196,7 +196,7 @@ def run_command(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m labkit.vm``)."""
+    """The `labkit vm` verbs on their own (``python -m labkit.cli vm`` reaches them too)."""
     p = argparse.ArgumentParser(prog="labkit vm", description=__doc__.splitlines()[0])
     add_arguments(p)
     return run_command(p.parse_args(argv))

@@ -43,7 +43,7 @@ def _qemus(marker: str) -> list[int]:
 
 def test_cli_run_returns_status_and_streams() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "labkit.vm", "run", "--",
+        [sys.executable, "-m", "labkit.cli", "vm", "run", "--",
          "sh", "-c", "echo out; uname -r; echo err >&2; exit 3"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout, stderr = proc.communicate(timeout=1700)
