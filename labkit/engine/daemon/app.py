@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from labkit.engine.daemon import errmap
+from labkit.engine.daemon.handlers import archive as a
 from labkit.engine.daemon.handlers import containers as c
 from labkit.engine.daemon.handlers import execs as x
 from labkit.engine.daemon.handlers import images as i
@@ -45,6 +46,10 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/exec/{id}/json", x.inspect), ("POST", "/exec/{id}/resize", x.resize),
     ("GET", "/images/json", i.list_), ("POST", "/images/create", i.pull),
     ("GET", "/images/{name:.+}/json", i.inspect),
+    ("HEAD", "/containers/{id}/archive", a.head_archive),
+    ("GET", "/containers/{id}/archive", a.get_archive),
+    ("PUT", "/containers/{id}/archive", a.put_archive),
+    ("GET", "/containers/{id}/export", a.export),
 )
 
 
