@@ -18,12 +18,15 @@ from labkit import errors
 from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers._start import IoSession, layer_lookup
 from labkit.engine.containers.createbody import SS, STRS, B, S, check_types
+from labkit.engine.containers.detachkeys import parse_detach_keys
 
 __all__ = ["EXEC_TYPES", "ExecMixin", "ExecRecord"]
 
 EXEC_TYPES = {"User": S, "Privileged": B, "Tty": B, "AttachStdin": B, "AttachStderr": B,
               "AttachStdout": B, "Detach": B, "DetachKeys": S, "Env": STRS, "WorkingDir": S,
               "Cmd": SS}
+
+_CANON = {k.lower(): k for k in EXEC_TYPES}
 
 
 @dataclass(slots=True)
@@ -44,6 +47,7 @@ class ExecRecord:
     pid: int = 0
     created: bool = False
     size: tuple[int, int] | None = None  # a resize that came before the process existed
+    detach_keys: str = ""  # the create body's DetachKeys ("" -> the daemon's default)
     done: asyncio.Future[int] | None = field(default=None, repr=False)
 
     def inspect(self) -> dict[str, Any]:
@@ -53,7 +57,8 @@ class ExecRecord:
                                   "arguments": self.cmd[1:], "privileged": False,
                                   "user": self.user},
                 "OpenStdin": self.stdin, "OpenStderr": self.stderr, "OpenStdout": self.stdout,
-                "CanRemove": False, "ContainerID": self.container_id, "DetachKeys": "",
+                "CanRemove": False, "ContainerID": self.container_id,
+                "DetachKeys": self.detach_keys,
                 "Pid": self.pid}
 
 
@@ -62,6 +67,9 @@ class ExecMixin(EngineHooks):
 
     def exec_create(self, ref: str, body: dict[str, Any]) -> ExecRecord:
         """Validate the body; 409 when the container is not running or paused."""
+        # Go's encoding/json matches field names case-insensitively (docker-py sends
+        # "detachKeys"); exact spellings win, as there.
+        body = {k if k in EXEC_TYPES else _CANON.get(k.lower(), k): v for k, v in body.items()}
         check_types(body, EXEC_TYPES)
         rec = self.get(ref)
         if rec.status == "paused":
@@ -73,12 +81,19 @@ class ExecMixin(EngineHooks):
         cmd = [cmd] if isinstance(cmd, str) else list(cmd or [])
         if not cmd:
             raise errors.InvalidArgumentError("Cmd", "No exec command specified")
+        if body.get("DetachKeys"):
+            try:
+                parse_detach_keys(body["DetachKeys"])
+            except errors.InvalidArgumentError:  # moby daemon/exec.go wording
+                raise errors.InvalidArgumentError(
+                    "DetachKeys", f"Invalid escape keys ({body['DetachKeys']}) provided") from None
         if body.get("Privileged"):
             raise errors.UnsupportedError("exec --privileged", "privileged is not offered")
         ex = ExecRecord(secrets.token_hex(32), rec.id, cmd, bool(body.get("Tty")),
                         bool(body.get("AttachStdin")), bool(body.get("AttachStdout")),
                         bool(body.get("AttachStderr")), body.get("User") or "",
-                        list(body.get("Env") or []), body.get("WorkingDir") or "")
+                        list(body.get("Env") or []), body.get("WorkingDir") or "",
+                        detach_keys=body.get("DetachKeys") or "")
         self.execs[ex.id] = ex
         self.emit(f"exec_create: {' '.join(cmd)}", rec, execID=ex.id)
         return ex

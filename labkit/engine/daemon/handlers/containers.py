@@ -92,12 +92,14 @@ async def wait(request: web.Request) -> web.StreamResponse:
 
 async def attach(request: web.Request) -> web.StreamResponse:
     eng, ref = engine(request), cid(request)
-    eng.get(ref)  # 404 before the upgrade
+    rec = eng.get(ref)  # 404 before the upgrade
+    keys = hijack.attach_detach_keys(request.query.get("detachKeys"), rec.config.get("Tty"))
     prelude = await streams.attach_logs(eng, ref, request.query) if flag(request, "logs") else b""
     live = flag(request, "stream")
     return await hijack.serve(request, lambda: eng.attach(
         ref, flag(request, "stdin"), flag(request, "stdout"), flag(request, "stderr"),
-    ) if live else streams.nothing(), prelude)
+    ) if live else streams.nothing(), prelude, detach_keys=keys,
+        on_detach=lambda: eng.emit("detach", rec), tty=bool(rec.config.get("Tty")))
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
