@@ -214,3 +214,54 @@ def test_put_archive_refuses_a_hostile_tar(engine: LabEngine, box: str) -> None:
     with pytest.raises(docker.errors.APIError) as exc:
         ctr.put_archive("/bin/sh", b"")
     assert "extraction point is not a directory" in str(exc.value)
+
+
+def test_diff_lists_docker_kinds(cli: Docker, box: str, name: str) -> None:
+    _sh(cli, box, "echo x > /etc/new; echo y >> /etc/passwd; rm /bin/ls; mkdir -p /tmp/a/b")
+    r = cli("diff", box)
+    assert r.returncode == 0, r.stderr
+    # runtime mount points (/etc/hosts, /etc/hostname, /etc/resolv.conf) are not changes
+    assert r.stdout.decode().splitlines() == [
+        "C /bin", "D /bin/ls", "C /etc", "A /etc/new", "C /etc/passwd", "C /tmp", "A /tmp/a",
+        "A /tmp/a/b"]
+    assert cli("stop", "-t", "0", box).returncode == 0
+    assert cli("diff", box).stdout.decode().splitlines()[:2] == ["C /bin", "D /bin/ls"]
+    r = cli("create", "--name", f"{name}-fresh", "busybox", "true")
+    try:
+        assert (cli("diff", f"{name}-fresh").stdout, r.returncode) == (b"", 0)
+    finally:
+        cli("rm", f"{name}-fresh")
+
+
+def test_export_is_the_whole_filesystem(cli: Docker, box: str) -> None:
+    _sh(cli, box, "echo exported > /marker; rm /bin/ls")
+    r = cli("export", box)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tf:
+        names = tf.getnames()
+        marker = tf.extractfile("marker")
+        assert marker is not None and marker.read() == b"exported\n"
+    assert "bin/sh" in names and "bin/ls" not in names and "etc/passwd" in names
+    assert not any(n.startswith(("/", "./")) for n in names)
+
+
+def test_system_df_and_prune_space_reclaimed(engine: LabEngine, cli: Docker,
+                                             name: str) -> None:
+    r = cli("run", "--name", name, "--label", f"lk-df={name}", "busybox", "sh", "-c",
+            "head -c 100000 /dev/zero > /blob")
+    assert r.returncode == 0, r.stderr
+    client = _docker_py(engine)
+    df = client.df()
+    row = next(c for c in df["Containers"] if c["Names"] == [f"/{name}"])
+    assert row["SizeRw"] >= 100000 and row["SizeRootFs"] > row["SizeRw"]
+    busybox = next(i for i in df["Images"] if "busybox:latest" in i["RepoTags"])
+    assert busybox["Containers"] >= 1 and df["LayersSize"] >= busybox["Size"] > 0
+    assert (df["Volumes"], df["BuildCache"]) == ([], [])
+    r = cli("system", "df")
+    assert r.returncode == 0 and b"Containers" in r.stdout, r.stderr
+    import docker as dockerpy
+    with pytest.raises(dockerpy.errors.APIError) as exc:
+        client.containers.prune(filters={"nosuch": "x"})
+    assert exc.value.status_code == 400 and "invalid filter 'nosuch'" in str(exc.value)
+    got = client.containers.prune(filters={"label": f"lk-df={name}"})
+    assert len(got["ContainersDeleted"]) == 1 and got["SpaceReclaimed"] >= 100000

@@ -17,6 +17,7 @@ from labkit.engine.daemon import errmap
 from labkit.engine.daemon.handlers import archive as a
 from labkit.engine.daemon.handlers import containers as c
 from labkit.engine.daemon.handlers import execs as x
+from labkit.engine.daemon.handlers import fsinfo as f
 from labkit.engine.daemon.handlers import images as i
 from labkit.engine.daemon.handlers import system as s
 from labkit.engine.daemon.params import reply
@@ -50,6 +51,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/containers/{id}/archive", a.get_archive),
     ("PUT", "/containers/{id}/archive", a.put_archive),
     ("GET", "/containers/{id}/export", a.export),
+    ("GET", "/containers/{id}/changes", f.changes), ("GET", "/system/df", f.system_df),
 )
 
 
