@@ -26,7 +26,7 @@ from typing import Any
 
 from labkit.engine.containers.record import ContainerRecord
 
-__all__ = ["RootView", "open_root"]
+__all__ = ["RootView", "container_lock", "emit", "open_root"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,18 @@ class RootView:
 
     fd: int
     path: str
+
+
+def container_lock(eng: Any, rec: ContainerRecord) -> Any:
+    """The container's lifecycle lock (start and removal take it too).  The store owns
+    per-container locks in the services layout; the Engine did before it."""
+    store_lock = getattr(eng.store, "lock", None)
+    return store_lock(rec) if store_lock is not None else eng.lock(rec)
+
+
+def emit(eng: Any, action: str, rec: ContainerRecord, **extra: str) -> None:
+    """A container event on the engine's bus (docker events)."""
+    eng.bus.emit(action, rec.id, rec.image, rec.name, rec.config.get("Labels"), **extra)
 
 
 def _mount_private(eng: Any, rec: ContainerRecord) -> str:
@@ -66,7 +78,7 @@ async def open_root(eng: Any, rec: ContainerRecord) -> AsyncIterator[RootView]:
         finally:
             os.close(fd)
         return
-    async with eng.lock(rec):
+    async with container_lock(eng, rec):
         import asyncio
         path = await asyncio.to_thread(_mount_private, eng, rec)
         try:

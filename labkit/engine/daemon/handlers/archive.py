@@ -20,7 +20,7 @@ from aiohttp import web
 from labkit import errors
 from labkit._sys.inroot import open_in_root
 from labkit.engine.containers import archive as ar
-from labkit.engine.containers.fsview import RootView, open_root
+from labkit.engine.containers.fsview import RootView, emit, open_root
 from labkit.engine.daemon.params import cid, engine, flag, reply
 
 PATH_STAT = "X-Docker-Container-Path-Stat"
@@ -59,7 +59,7 @@ async def _stream(request: web.Request, resp: web.StreamResponse,
 
 async def head_archive(request: web.Request) -> web.Response:
     eng, ref, path = engine(request), cid(request), _path(request)
-    rec = eng.get(ref)
+    rec = eng.store.get(ref)
     try:
         async with open_root(eng, rec) as root:
             with ar.resolve_resource(root.fd, path, ref) as res:
@@ -71,7 +71,7 @@ async def head_archive(request: web.Request) -> web.Response:
 
 async def get_archive(request: web.Request) -> web.StreamResponse:
     eng, ref, path = engine(request), cid(request), _path(request)
-    rec = eng.get(ref)
+    rec = eng.store.get(ref)
     try:
         async with open_root(eng, rec) as root:
             with ar.resolve_resource(root.fd, path, ref) as res:
@@ -79,7 +79,7 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
                 resp = web.StreamResponse(headers={
                     PATH_STAT: ar.stat_header(st), "Content-Type": "application/x-tar"})
                 await resp.prepare(request)
-                eng.emit("archive-path", rec)
+                emit(eng, "archive-path", rec)
                 await _stream(request, resp, lambda out: ar.write_resource(res, out))
     except ar.PathNotFoundError as err:
         return _not_found(err)
@@ -126,7 +126,7 @@ def _put(rec: Any, root: RootView, path: str, ref: str, blob: str, no_overwrite:
 
 async def put_archive(request: web.Request) -> web.Response:
     eng, ref, path = engine(request), cid(request), _path(request)
-    rec = eng.get(ref)
+    rec = eng.store.get(ref)
     with tempfile.NamedTemporaryFile(prefix=".lk-put-", dir=rec.dir) as spool:
         async for chunk in request.content.iter_chunked(1 << 16):
             spool.write(chunk)
@@ -138,17 +138,17 @@ async def put_archive(request: web.Request) -> web.Response:
                                         flag(request, "copyUIDGID"))
         except ar.PathNotFoundError as err:
             return _not_found(err)
-    eng.emit("extract-to-dir", rec)
+    emit(eng, "extract-to-dir", rec)
     return web.Response(status=200)
 
 
 async def export(request: web.Request) -> web.StreamResponse:
     eng, ref = engine(request), cid(request)
-    rec = eng.get(ref)
+    rec = eng.store.get(ref)
     async with open_root(eng, rec) as root:
         resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
         await resp.prepare(request)
-        eng.emit("export", rec)
+        emit(eng, "export", rec)
         await _stream(request, resp, lambda out: ar.write_export(root.fd, out))
     await resp.write_eof()
     return resp

@@ -99,7 +99,9 @@ async def attach(request: web.Request) -> web.StreamResponse:
     return await hijack.serve(request, lambda: eng.attach(
         ref, flag(request, "stdin"), flag(request, "stdout"), flag(request, "stderr"),
     ) if live else streams.nothing(), prelude, detach_keys=keys,
-        on_detach=lambda: eng.emit("detach", rec), tty=bool(rec.config.get("Tty")))
+        on_detach=lambda: eng.bus.emit("detach", rec.id, rec.image, rec.name,
+                                       rec.config.get("Labels")),
+        tty=bool(rec.config.get("Tty")))
 
 
 async def logs(request: web.Request) -> web.StreamResponse:

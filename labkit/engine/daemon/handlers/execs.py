@@ -35,7 +35,9 @@ async def start(request: web.Request) -> web.StreamResponse:
 
     def detached() -> None:
         with contextlib.suppress(errors.NotFoundError):
-            eng.emit("exec_detach", eng.get(ex.container_id), execID=ex.id)
+            rec = eng.store.get(ex.container_id)
+            eng.bus.emit("exec_detach", rec.id, rec.image, rec.name, rec.config.get("Labels"),
+                         execID=ex.id)
     keys = hijack.parse_detach_keys(ex.detach_keys) if ex.detach_keys else \
         hijack.DEFAULT_DETACH_KEYS
     return await hijack.serve(request, open_, detach_keys=keys if ex.tty else b"",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,27 @@ from labkit.engine.daemon.serialize import image_summary
 
 def _changes(eng: Any, rec: Any) -> list[dict[str, object]]:
     image = eng.images.get(rec.image_id)
-    spec = eng.oci_config(rec, write=False)
-    skip = [m["destination"] for m in spec.get("mounts", [])]
+    try:  # the runtime made these mount points; a container never started has none
+        spec = json.loads((Path(rec.dir) / "bundle" / "config.json").read_text())
+    except (OSError, ValueError):
+        spec = {}
+    skip = [m.get("destination", "") for m in spec.get("mounts", [])]
     return container_changes(Path(rec.dir) / "upper", list(reversed(image.layers)), skip)
+
+
+def _sizes(eng: Any, rec: Any) -> tuple[int, int]:
+    """(SizeRw, SizeRootFs): the upper dir, and that plus the image."""
+    from labkit.engine.images.store import dir_size
+    rw = dir_size(Path(rec.dir) / "upper")
+    try:
+        return rw, rw + eng.images.get(rec.image_id).size
+    except errors.NotFoundError:
+        return rw, rw
 
 
 async def changes(request: web.Request) -> web.Response:
     eng = engine(request)
-    rec = eng.get(cid(request))
+    rec = eng.store.get(cid(request))
     out = await asyncio.to_thread(_changes, eng, rec)
     return reply(out or None)  # moby answers null for no changes (a nil slice)
 
@@ -50,7 +64,7 @@ def _df(eng: Any) -> dict[str, Any]:
     out_ctrs = []
     for r in recs:
         try:
-            out_ctrs.append(listing.summary(r, eng.sizes(r)))
+            out_ctrs.append(listing.summary(r, _sizes(eng, r)))
         except errors.NotFoundError:
             continue  # removed meanwhile
     return {"LayersSize": sum(sizes.values()), "Images": out_images, "Containers": out_ctrs,
