@@ -265,3 +265,20 @@ def test_system_df_and_prune_space_reclaimed(engine: LabEngine, cli: Docker,
     assert exc.value.status_code == 400 and "invalid filter 'nosuch'" in str(exc.value)
     got = client.containers.prune(filters={"label": f"lk-df={name}"})
     assert len(got["ContainersDeleted"]) == 1 and got["SpaceReclaimed"] >= 100000
+
+
+def test_cp_archive_flag_takes_the_containers_user(cli: Docker, name: str, tmp: Path) -> None:
+    r = cli("create", "--name", name, "--user", "123:456", "busybox", "true")
+    assert r.returncode == 0, r.stderr
+    try:
+        (tmp / "owned").write_text("x\n")
+        os.chown(tmp / "owned", 7, 8)
+        assert cli("cp", "-a", str(tmp / "owned"), f"{name}:/tmp/a").returncode == 0
+        assert cli("cp", str(tmp / "owned"), f"{name}:/tmp/plain").returncode == 0
+        out = cli("export", name).stdout
+        with tarfile.open(fileobj=io.BytesIO(out)) as tf:
+            a, plain = tf.getmember("tmp/a"), tf.getmember("tmp/plain")
+        assert (a.uid, a.gid) == (123, 456)
+        assert (plain.uid, plain.gid) == (7, 8)  # moby's default: the tar's owner
+    finally:
+        cli("rm", "-f", name)

@@ -178,3 +178,48 @@ def test_invalid_detach_keys_are_docker_400s(engine: LabEngine, cli: Docker,
         assert "Invalid detach keys (nope) provided" in resp.json()["message"]
     finally:
         cli("rm", "-f", name)
+
+
+def _detached(sock: socket.socket, keys: list[bytes]) -> bool:
+    """docker-py's check: after the keys, a write to the unix socket fails (EPIPE)."""
+    for k in keys:
+        sock.sendall(k)
+        time.sleep(0.3)
+    try:
+        for _ in range(20):  # the close may take a moment to reach us
+            sock.sendall(b"make sure the socket is closed\n")
+            time.sleep(0.1)
+    except OSError:
+        return True
+    return False
+
+
+def test_attach_socket_stdin_only_detaches(engine: LabEngine, cli: Docker, name: str) -> None:
+    api = _docker_py(engine).api
+    assert cli("run", "-dit", "--name", name, "busybox", "cat").returncode == 0
+    try:
+        for params, keys in (({"stdin": 1, "stream": 1}, [b"\x10", b"\x11"]),
+                             ({"stdin": 1, "stream": 1, "detachKeys": "ctrl-x"}, [b"\x18"])):
+            sock = api.attach_socket(name, params)._sock
+            try:
+                assert _detached(sock, keys)
+            finally:
+                sock.close()
+        assert _running(cli, name)
+        events = api.events(since=int(time.time()) - 60, until=int(time.time()) + 1,
+                            decode=True, filters={"container": name})
+        assert [e["Action"] for e in events].count("detach") == 2
+    finally:
+        cli("rm", "-f", name)
+
+
+def test_without_tty_the_keys_are_data(engine: LabEngine, ctr: Any) -> None:
+    api = ctr.client.api
+    ex = api.exec_create(ctr.id, ["sh", "-c", "cat > /tmp/raw"], stdin=True)
+    sock = api.exec_start(ex["Id"], socket=True)._sock
+    sock.sendall(b"a\x10\x11b")
+    sock.shutdown(socket.SHUT_WR)  # stdin EOF: cat ends, the stream closes
+    _recv_until_closed(sock)
+    sock.close()
+    assert ctr.exec_run(["od", "-An", "-c", "/tmp/raw"]).output.split() == \
+        [b"a", b"020", b"021", b"b"]
