@@ -32,6 +32,7 @@ import base64
 import contextlib
 import errno
 import json
+import logging
 import os
 import posixpath
 import stat
@@ -46,6 +47,8 @@ from labkit.engine.containers.record import rfc3339
 
 __all__ = ["PathStat", "TarWriter", "extract", "go_file_mode", "path_stat",
            "resolve_resource", "stat_header"]
+
+log = logging.getLogger("labkit.daemon")
 
 # Go's os.FileMode type and permission-extra bits (src/io/fs/fileinfo.go)
 GO_DIR, GO_SYMLINK, GO_DEVICE, GO_PIPE = 1 << 31, 1 << 27, 1 << 26, 1 << 25
@@ -209,13 +212,20 @@ class TarWriter:
                          dir_fd=dirfd)
             try:
                 for child in sorted(os.listdir(fd)):
+                    prefix = member.rstrip("/")
                     try:
                         cst = os.stat(child, dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # gone meanwhile: a live container keeps changing
-                    prefix = member.rstrip("/")
-                    self.add(fd, child, f"{prefix}/{child}" if member != "/" else f"/{child}",
-                             cst)
+                        self.add(fd, child, f"{prefix}/{child}" if member != "/" else
+                                 f"/{child}", cst)
+                    except (FileNotFoundError, NotADirectoryError) as err:
+                        # gone or swapped meanwhile (a live container keeps changing; an
+                        # entry turned symlink fails the O_NOFOLLOW open): moby's tarballer
+                        # also skips what it cannot add and goes on
+                        log.info("archive: skipping %s/%s: %s", prefix, child, err)
+                    except OSError as err:
+                        if err.errno != errno.ELOOP:
+                            raise
+                        log.info("archive: skipping %s/%s: %s", prefix, child, err)
             finally:
                 os.close(fd)
             return
