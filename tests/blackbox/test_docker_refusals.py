@@ -33,3 +33,21 @@ def test_create_refusals_in_dockers_words(engine: LabEngine, name: str, flags: l
     ps = subprocess.run([exe, "ps", "-aq", "--filter", f"name={name}"], env=engine.docker_env,
                         capture_output=True, timeout=60, check=False)
     assert ps.stdout == b""  # nothing was created
+
+
+def test_attach_and_exec_refusals_in_dockers_words(engine: LabEngine, name: str) -> None:
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=f"unix://{engine.socket}", version="1.41")
+    ctr = client.containers.run("busybox", ["sleep", "600"], name=name, detach=True)
+    try:
+        ctr.pause()
+        with pytest.raises(docker.errors.APIError) as exc:
+            ctr.attach_socket(params={"stdin": 1, "stream": 1})
+        assert exc.value.status_code == 409
+        assert "You cannot attach to a paused container, unpause it first" in str(exc.value)
+        with pytest.raises(docker.errors.APIError) as exc:
+            ctr.exec_run("true")
+        assert exc.value.status_code == 409 and "is paused, unpause the container" in \
+            str(exc.value)
+    finally:
+        ctr.remove(force=True)

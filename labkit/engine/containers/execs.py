@@ -75,6 +75,9 @@ class ExecMixin(EngineHooks):
         if rec.status == "paused":
             raise errors.ConflictError(f"Container {rec.id} is paused, unpause the container "
                                        "before exec")
+        if rec.status == "restarting":  # moby errContainerIsRestarting
+            raise errors.ConflictError(f"Container {rec.id} is restarting, wait until the "
+                                       "container is running")
         if rec.status != "running":
             raise errors.ConflictError(f"Container {rec.id} is not running")
         cmd = body.get("Cmd")

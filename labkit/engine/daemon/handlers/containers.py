@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from labkit import errors
 from labkit.engine.containers import listing, parse_create
 from labkit.engine.daemon import hijack, streams
 from labkit.engine.daemon.params import body, cid, engine, filters, flag, integer, reply
@@ -92,7 +93,12 @@ async def wait(request: web.Request) -> web.StreamResponse:
 
 async def attach(request: web.Request) -> web.StreamResponse:
     eng, ref = engine(request), cid(request)
-    rec = eng.get(ref)  # 404 before the upgrade
+    rec = eng.get(ref)  # 404 and 409 before the upgrade (moby containerAttach's words)
+    if rec.status == "paused":
+        raise errors.ConflictError("You cannot attach to a paused container, unpause it first")
+    if rec.status == "restarting":
+        raise errors.ConflictError("You cannot attach to a restarting container, wait until "
+                                   "it is running")
     keys = hijack.attach_detach_keys(request.query.get("detachKeys"), rec.config.get("Tty"))
     prelude = await streams.attach_logs(eng, ref, request.query) if flag(request, "logs") else b""
     live = flag(request, "stream")
