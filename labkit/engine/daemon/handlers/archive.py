@@ -8,8 +8,8 @@ client that goes away closes the pipe; the writer then stops on EPIPE.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -24,6 +24,11 @@ from labkit.engine.containers.fsview import RootView, emit, open_root
 from labkit.engine.daemon.params import cid, engine, flag, reply
 
 PATH_STAT = "X-Docker-Container-Path-Stat"
+log = logging.getLogger("labkit.daemon")
+
+
+class _Aborted(Exception):
+    """A streamed tar failed after its 200 went out; the connection was closed."""
 
 
 def _path(request: web.Request) -> str:
@@ -53,8 +58,15 @@ async def _stream(request: web.Request, resp: web.StreamResponse,
             while chunk := await loop.run_in_executor(None, src.read, 1 << 16):
                 await resp.write(chunk)
     finally:
-        with contextlib.suppress(BrokenPipeError, ConnectionError):
+        try:
             await fut
+        except (BrokenPipeError, ConnectionError):
+            pass  # the client went away
+        except Exception as err:  # the status line is gone: cut the stream
+            log.warning("%s %s: the tar stream failed: %s", request.method, request.path, err)
+            if request.transport is not None:
+                request.transport.close()  # the client sees a truncated body, not a success
+            raise _Aborted() from err
 
 
 async def head_archive(request: web.Request) -> web.Response:
@@ -83,6 +95,8 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
                 await _stream(request, resp, lambda out: ar.write_resource(res, out))
     except ar.PathNotFoundError as err:
         return _not_found(err)
+    except (_Aborted, ConnectionError):  # cut short, or the client went away
+        return resp
     await resp.write_eof()
     return resp
 
@@ -145,10 +159,13 @@ async def put_archive(request: web.Request) -> web.Response:
 async def export(request: web.Request) -> web.StreamResponse:
     eng, ref = engine(request), cid(request)
     rec = eng.store.get(ref)
-    async with open_root(eng, rec) as root:
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
-        await resp.prepare(request)
-        emit(eng, "export", rec)
-        await _stream(request, resp, lambda out: ar.write_export(root.fd, out))
+    try:
+        async with open_root(eng, rec) as root:
+            resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
+            await resp.prepare(request)
+            emit(eng, "export", rec)
+            await _stream(request, resp, lambda out: ar.write_export(root.fd, out))
+    except (_Aborted, ConnectionError):  # cut short, or the client went away
+        return resp
     await resp.write_eof()
     return resp
