@@ -282,3 +282,28 @@ def test_cp_archive_flag_takes_the_containers_user(cli: Docker, name: str, tmp: 
         assert (plain.uid, plain.gid) == (7, 8)  # moby's default: the tar's owner
     finally:
         cli("rm", "-f", name)
+
+
+def _all_clis() -> list[str]:
+    """Every distinct docker CLI on PATH (e.g. 28.x in /usr/local/bin, Debian's 20.10)."""
+    seen: dict[str, str] = {}
+    for d in os.environ.get("PATH", "").split(":"):
+        exe = os.path.join(d, "docker")
+        if os.access(exe, os.X_OK):
+            seen.setdefault(os.path.realpath(exe), exe)
+    return list(seen.values()) or ["docker"]
+
+
+@pytest.mark.parametrize("exe", _all_clis())
+def test_cp_round_trip_with_each_cli(engine: LabEngine, box: str, tmp: Path, exe: str) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([exe, *args], env=engine.docker_env, capture_output=True,
+                              timeout=60, check=False)
+    (tmp / "src").mkdir()
+    (tmp / "src/f").write_text("round trip\n")
+    assert run("cp", str(tmp / "src"), f"{box}:/rt").returncode == 0
+    r = run("cp", f"{box}:/rt/.", str(tmp / "back"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp / "back/f").read_text() == "round trip\n"
+    r = run("cp", f"{box}:/rt/nope", str(tmp / "x"))
+    assert r.returncode == 1 and b"/rt/nope" in r.stderr
