@@ -307,3 +307,15 @@ def test_cp_round_trip_with_each_cli(engine: LabEngine, box: str, tmp: Path, exe
     assert (tmp / "back/f").read_text() == "round trip\n"
     r = run("cp", f"{box}:/rt/nope", str(tmp / "x"))
     assert r.returncode == 1 and b"/rt/nope" in r.stderr
+
+
+def test_cp_into_a_read_only_rootfs_is_refused(cli: Docker, name: str, tmp: Path) -> None:
+    assert cli("create", "--read-only", "--name", name, "busybox", "true").returncode == 0
+    try:
+        (tmp / "f").write_text("x\n")
+        r = cli("cp", str(tmp / "f"), f"{name}:/tmp/")
+        assert r.returncode == 1
+        assert b"container rootfs is marked read-only" in r.stderr
+        assert cli("cp", f"{name}:/tmp/f", "-").returncode == 1  # nothing was written
+    finally:
+        cli("rm", "-f", name)
