@@ -56,6 +56,9 @@ def _mount_private(eng: Any, rec: ContainerRecord) -> str:
     for sub in ("upper", "work", ".lk-view"):
         (d / sub).mkdir(mode=0o700, exist_ok=True)
     target = d / ".lk-view"
+    if os.path.ismount(target):  # left by a daemon that died mid-copy: never stack on it
+        _unmount(str(target))
+        target.mkdir(mode=0o700, exist_ok=True)
     mount_overlay(list(reversed(image.layers)), d / "upper", d / "work", target)
     return str(target)
 
