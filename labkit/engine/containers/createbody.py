@@ -336,11 +336,19 @@ def _log_config(host: dict[str, Any]) -> dict[str, Any]:
     """HostConfig.LogConfig: json-file (default) or none; other drivers come later."""
     lc = host.get("LogConfig") or {}
     check_types(lc, {"Type": S, "Config": MAPS}, "HostConfig.LogConfig.")
-    kind = lc.get("Type") or "json-file"
-    if kind not in ("json-file", "none"):
-        raise errors.UnsupportedError(f"log driver {kind!r}", "only json-file and none for now",
-                                      hint="the other log drivers arrive in a later issue")
-    return {"Type": kind, "Config": dict(lc.get("Config") or {})}
+    from labkit.engine.containers.logconfig import check_log_config
+    return check_log_config(lc)  # moby's checks and words (logconfig.py)
+
+
+class NetworkNotFoundError(errors.NotFoundError):
+    """A network the create body names does not exist: 404 in libnetwork's words."""
+
+    def __init__(self, name: str, hint: str | None = None) -> None:
+        super().__init__("network", name, hint)
+        self.message = f"network {name} not found"
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.name, self.hint))
 
 
 @dataclass(slots=True)
@@ -382,10 +390,13 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
         raise errors.UnsupportedError("NetworkMode container:", "sharing another container's "
                                       "network namespace is not offered yet")
     if net not in NETWORK_MODES:
-        raise errors.NotFoundError("network", net)
+        raise NetworkNotFoundError(net)
     if net == "bridge":  # "default" (every `docker run`) stays quiet
         warnings.append("labkit: bridge networking arrives in a later issue; the container "
                         "gets its own network namespace with only loopback")
+    if body.get("StopSignal"):  # moby verifyContainerSettings: "Invalid signal: X", 400
+        from labkit.engine.containers.engine import parse_signal
+        parse_signal(body["StopSignal"])
     restart = validate_restart(host.get("RestartPolicy") or {}, bool(host.get("AutoRemove")))
     validate_resources(host)
     config: dict[str, Any] = {

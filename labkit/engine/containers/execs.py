@@ -17,6 +17,7 @@ from typing import Any
 from labkit import errors
 from labkit.engine.containers.bundle import Bundles
 from labkit.engine.containers.createbody import SS, STRS, B, S, check_types
+from labkit.engine.containers.detachkeys import parse_detach_keys
 from labkit.engine.containers.events import EventBus
 from labkit.engine.containers.iosession import IoSession
 from labkit.engine.containers.lifecycle import EXEC_TRANSITIONS, ExecState, State, move
@@ -29,6 +30,8 @@ __all__ = ["EXEC_TYPES", "ExecRecord", "Execs"]
 EXEC_TYPES = {"User": S, "Privileged": B, "Tty": B, "AttachStdin": B, "AttachStderr": B,
               "AttachStdout": B, "Detach": B, "DetachKeys": S, "Env": STRS, "WorkingDir": S,
               "Cmd": SS}
+
+_CANON = {k.lower(): k for k in EXEC_TYPES}
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class ExecRecord:
     pid: int = 0
     has_process: bool = False  # the supervisor holds its process (resize reaches it)
     size: tuple[int, int] | None = None  # a resize that came before the process existed
+    detach_keys: str = ""  # the create body's DetachKeys ("" -> the daemon's default)
     done: asyncio.Future[int] | None = field(default=None, repr=False)
 
     @property
@@ -65,7 +69,8 @@ class ExecRecord:
                                   "arguments": self.cmd[1:], "privileged": False,
                                   "user": self.user},
                 "OpenStdin": self.stdin, "OpenStderr": self.stderr, "OpenStdout": self.stdout,
-                "CanRemove": False, "ContainerID": self.container_id, "DetachKeys": "",
+                "CanRemove": False, "ContainerID": self.container_id,
+                "DetachKeys": self.detach_keys,
                 "Pid": self.pid}
 
 
@@ -82,23 +87,36 @@ class Execs:
 
     def create(self, ref: str, body: dict[str, Any]) -> ExecRecord:
         """Validate the body; 409 when the container is not running or paused."""
+        # Go's encoding/json matches field names case-insensitively (docker-py sends
+        # "detachKeys"); exact spellings win, as there.
+        body = {k if k in EXEC_TYPES else _CANON.get(k.lower(), k): v for k, v in body.items()}
         check_types(body, EXEC_TYPES)
         rec = self.store.get(ref)
         if rec.status is State.PAUSED:
             raise errors.ConflictError(f"Container {rec.id} is paused, unpause the container "
                                        "before exec")
+        if rec.status is State.RESTARTING:  # moby errContainerIsRestarting
+            raise errors.ConflictError(f"Container {rec.id} is restarting, wait until the "
+                                       "container is running")
         if rec.status is not State.RUNNING:
             raise errors.ConflictError(f"Container {rec.id} is not running")
         cmd = body.get("Cmd")
         cmd = [cmd] if isinstance(cmd, str) else list(cmd or [])
         if not cmd:
             raise errors.InvalidArgumentError("Cmd", "No exec command specified")
+        if body.get("DetachKeys"):
+            try:
+                parse_detach_keys(body["DetachKeys"])
+            except errors.InvalidArgumentError:  # moby daemon/exec.go wording
+                raise errors.InvalidArgumentError(
+                    "DetachKeys", f"Invalid escape keys ({body['DetachKeys']}) provided") from None
         if body.get("Privileged"):
             raise errors.UnsupportedError("exec --privileged", "privileged is not offered")
         ex = ExecRecord(secrets.token_hex(32), rec.id, cmd, bool(body.get("Tty")),
                         bool(body.get("AttachStdin")), bool(body.get("AttachStdout")),
                         bool(body.get("AttachStderr")), body.get("User") or "",
-                        list(body.get("Env") or []), body.get("WorkingDir") or "")
+                        list(body.get("Env") or []), body.get("WorkingDir") or "",
+                        detach_keys=body.get("DetachKeys") or "")
         self._execs[ex.id] = ex
         self._emit(f"exec_create: {' '.join(cmd)}", rec, execID=ex.id)
         return ex

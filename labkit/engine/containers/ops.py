@@ -117,8 +117,11 @@ class Ops:
 
     async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         from labkit.engine.containers.listing import label_match, parse_until
+        for key in filters:  # moby containersAcceptedFilters, filters.Validate wording
+            if key not in ("label", "label!", "until"):
+                raise errors.InvalidArgumentError("invalid filter", f"invalid filter '{key}'")
         until = parse_until(filters.get("until", [None])[0]) if filters.get("until") else None
-        deleted = []
+        deleted, reclaimed = [], 0
         for rec in list(self.store.all()):
             if rec.running or rec.status is State.REMOVING:  # (an rm in progress owns it)
                 continue
@@ -127,12 +130,14 @@ class Ops:
             if not label_match(rec.config.get("Labels") or {}, filters.get("label", []),
                                filters.get("label!", [])):
                 continue
+            rw = self.sizes(rec)[0]  # moby: SpaceReclaimed sums the removed SizeRw
             try:
                 await self.control.remove(rec.id)
             except (errors.ConflictError, errors.NotFoundError):
                 continue  # started or removed meanwhile: moby's prune skips it too
             deleted.append(rec.id)
-        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
+            reclaimed += rw
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     async def top(self, ref: str, ps_args: str = "-ef") -> dict[str, Any]:
         rec = self.store.get(ref)

@@ -14,8 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from labkit.engine.daemon import errmap
+from labkit.engine.daemon.handlers import archive as a
 from labkit.engine.daemon.handlers import containers as c
 from labkit.engine.daemon.handlers import execs as x
+from labkit.engine.daemon.handlers import fsinfo as f
 from labkit.engine.daemon.handlers import images as i
 from labkit.engine.daemon.handlers import system as s
 from labkit.engine.daemon.params import reply
@@ -45,6 +47,11 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/exec/{id}/json", x.inspect), ("POST", "/exec/{id}/resize", x.resize),
     ("GET", "/images/json", i.list_), ("POST", "/images/create", i.pull),
     ("GET", "/images/{name:.+}/json", i.inspect),
+    ("HEAD", "/containers/{id}/archive", a.head_archive),
+    ("GET", "/containers/{id}/archive", a.get_archive),
+    ("PUT", "/containers/{id}/archive", a.put_archive),
+    ("GET", "/containers/{id}/export", a.export),
+    ("GET", "/containers/{id}/changes", f.changes), ("GET", "/system/df", f.system_df),
 )
 
 

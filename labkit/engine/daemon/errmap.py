@@ -37,8 +37,8 @@ def status_of(err: BaseException) -> int:
 
 def message_of(err: BaseException) -> str:
     """Docker's wording where Docker has one; otherwise labkit's message with its hint."""
-    if isinstance(err, errors.NotFoundError):
-        text = f"No such {err.kind}: {err.name}"
+    if isinstance(err, errors.NotFoundError):  # a subclass may carry moby's own words
+        text = getattr(err, "message", None) or f"No such {err.kind}: {err.name}"
     elif isinstance(err, errors.InvalidArgumentError):
         text = err.problem if err.what in err.problem or err.what in (
             "request body", "name", "Cmd", "signal", "container") else \

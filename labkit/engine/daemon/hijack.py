@@ -17,13 +17,32 @@ from typing import Any
 
 from aiohttp import web
 
+from labkit.engine.containers.detachkeys import (
+    DEFAULT_DETACH_KEYS,
+    DetachMatcher,
+    parse_detach_keys,
+)
 from labkit.engine.containers.iosession import IoSession
 from labkit.engine.shim.stdcopy import HEADER, STDERR, encode
 
-__all__ = ["Stdin", "pump", "serve", "upgrade"]
+__all__ = ["DEFAULT_DETACH_KEYS", "DetachMatcher", "Stdin", "attach_detach_keys",
+           "parse_detach_keys", "pump", "serve", "upgrade"]
 
 HEADERS = {"Content-Type": "application/vnd.docker.raw-stream", "Connection": "Upgrade",
            "Upgrade": "tcp"}
+def attach_detach_keys(query: str | None, tty: Any) -> bytes:
+    """The detach sequence for an attach: the query's ``detachKeys`` or the default; none
+    without a TTY (moby copies non-TTY stdin as is).  400 for an invalid spelling."""
+    from labkit import errors
+    if not tty:
+        return b""
+    if not query:
+        return DEFAULT_DETACH_KEYS
+    try:
+        return parse_detach_keys(query)
+    except errors.InvalidArgumentError:  # moby daemon/attach.go wording
+        raise errors.InvalidArgumentError(
+            "detachKeys", f"Invalid detach keys ({query}) provided") from None
 
 
 class Stdin(asyncio.Protocol):
@@ -77,8 +96,15 @@ async def upgrade(request: web.Request) -> tuple[web.StreamResponse, Any, Stdin]
     return resp, transport, stdin
 
 
-async def pump(session: IoSession | None, transport: Any, stdin: Stdin) -> None:
-    """Copy shim -> client (framed or raw) and client -> shim until the process's output ends."""
+async def pump(session: IoSession | None, transport: Any, stdin: Stdin,
+               detach_keys: bytes = b"", on_detach: Callable[[], None] | None = None, *,
+               tty: bool = False) -> None:
+    """Copy shim -> client (framed or raw) and client -> shim until the process's output
+    ends; ``detach_keys`` (empty: none) end the client's side early (module doc).
+
+    ``tty``: the process has a terminal.  Then the client's EOF is not passed on: moby
+    closes a container's stdin on a client's EOF only without a TTY (CopyStreams
+    ``CloseStdin && !TTY``), and a CLI that detaches by its own key check just closes."""
     if session is None or session.error:
         if session is not None and transport is not None and not transport.is_closing():
             transport.write(encode(STDERR, session.error.encode()))
@@ -87,11 +113,22 @@ async def pump(session: IoSession | None, transport: Any, stdin: Stdin) -> None:
         _close(transport)
         return
 
+    matcher = DetachMatcher(detach_keys) if detach_keys else None
+
     async def to_shim() -> None:
         while (chunk := await stdin.queue.get()) is not None:
-            session.writer.write(chunk)
-            await session.writer.drain()
-        if session.writer.can_write_eof():
+            hit = False
+            if matcher is not None:
+                chunk, hit = matcher.feed(chunk)
+            if chunk:
+                session.writer.write(chunk)
+                await session.writer.drain()
+            if hit:
+                _close(transport)  # the client is gone; its output is drained below
+                if on_detach is not None:
+                    on_detach()
+                return  # and no EOF to the shim: the process keeps its stdin
+        if not tty and session.writer.can_write_eof():
             session.writer.write_eof()
 
     feeder = asyncio.create_task(to_shim())
@@ -121,7 +158,9 @@ def _close(transport: Any) -> None:
 
 
 async def serve(request: web.Request, opener: Callable[[], Awaitable[IoSession | None]],
-                prelude: bytes = b"") -> web.StreamResponse:
+                prelude: bytes = b"", *, detach_keys: bytes = b"",
+                on_detach: Callable[[], None] | None = None,
+                tty: bool = False) -> web.StreamResponse:
     """Upgrade, send ``prelude`` (attach logs=1), open the session, pump it; an error after
     the 101 goes out as stderr text (the status line is gone by then, as with dockerd)."""
     resp, transport, stdin = await upgrade(request)
@@ -135,5 +174,5 @@ async def serve(request: web.Request, opener: Callable[[], Awaitable[IoSession |
             transport.write(encode(STDERR, f"Error: {message_of(err)}\n".encode()))
         _close(transport)
         return resp
-    await pump(session, transport, stdin)
+    await pump(session, transport, stdin, detach_keys, on_detach, tty=tty)
     return resp

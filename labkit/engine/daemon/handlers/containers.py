@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from labkit import errors
 from labkit.engine.containers import listing, parse_create
+from labkit.engine.containers.lifecycle import State
 from labkit.engine.daemon import hijack, streams
 from labkit.engine.daemon.params import body, cid, engine, filters, flag, integer, reply
 
@@ -92,12 +94,21 @@ async def wait(request: web.Request) -> web.StreamResponse:
 
 async def attach(request: web.Request) -> web.StreamResponse:
     eng, ref = engine(request), cid(request)
-    eng.store.get(ref)  # 404 before the upgrade
+    rec = eng.store.get(ref)  # 404 and 409 before the upgrade (moby containerAttach's words)
+    if rec.status == State.PAUSED:
+        raise errors.ConflictError("You cannot attach to a paused container, unpause it first")
+    if rec.status == State.RESTARTING:
+        raise errors.ConflictError("You cannot attach to a restarting container, wait until "
+                                   "it is running")
+    keys = hijack.attach_detach_keys(request.query.get("detachKeys"), rec.config.get("Tty"))
     prelude = await streams.attach_logs(eng, ref, request.query) if flag(request, "logs") else b""
     live = flag(request, "stream")
     return await hijack.serve(request, lambda: eng.containers.attach(
         ref, flag(request, "stdin"), flag(request, "stdout"), flag(request, "stderr"),
-    ) if live else streams.nothing(), prelude)
+    ) if live else streams.nothing(), prelude, detach_keys=keys,
+        on_detach=lambda: eng.bus.emit("detach", rec.id, rec.image, rec.name,
+                                       rec.config.get("Labels")),
+        tty=bool(rec.config.get("Tty")))
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
