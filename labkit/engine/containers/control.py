@@ -13,6 +13,7 @@ import contextlib
 import signal as _signal
 
 from labkit import errors
+from labkit.engine.containers.createbody import parse_signal
 from labkit.engine.containers.lifecycle import State, hold
 from labkit.engine.containers.record import ContainerRecord
 from labkit.engine.containers.service import Containers, NotModifiedError
@@ -21,22 +22,6 @@ from labkit.engine.containers.tasks import TaskService
 __all__ = ["DEFAULT_STOP_TIMEOUT", "Control", "parse_signal"]
 
 DEFAULT_STOP_TIMEOUT = 10  # seconds, dockerd's default when neither t nor StopTimeout is set
-
-
-def parse_signal(sig: str | int | None, default: int = _signal.SIGKILL) -> int:
-    """'KILL', 'SIGKILL', '9' or 9 -> 9; InvalidArgumentError for an unknown signal."""
-    if sig in (None, ""):
-        return default
-    if isinstance(sig, int) or str(sig).isdigit():
-        n = int(sig)
-        if 0 < n < 65:
-            return n
-    else:
-        name = str(sig).upper()
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        if hasattr(_signal.Signals, name):
-            return int(_signal.Signals[name])
-    raise errors.InvalidArgumentError("signal", f"Invalid signal: {sig}")
 
 
 def not_running(rec: ContainerRecord) -> errors.ConflictError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal as _signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +197,25 @@ def _strslice(v: Any) -> list[str] | None:
     if v is None:
         return None
     return [v] if isinstance(v, str) else list(v)
+
+
+def parse_signal(sig: str | int | None, default: int = _signal.SIGKILL) -> int:
+    """'KILL', 'SIGKILL', '9' or 9 -> 9; InvalidArgumentError for an unknown signal.
+
+    Here, with the other checks of what a client sends: create validates StopSignal with
+    it, and the stop/kill verbs (control.py) parse with it too."""
+    if sig in (None, ""):
+        return default
+    if isinstance(sig, int) or str(sig).isdigit():
+        n = int(sig)
+        if 0 < n < 65:
+            return n
+    else:
+        name = str(sig).upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if hasattr(_signal.Signals, name):
+            return int(_signal.Signals[name])
+    raise errors.InvalidArgumentError("signal", f"Invalid signal: {sig}")
 
 
 def validate_name(name: str) -> str:
@@ -395,7 +415,6 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
         warnings.append("labkit: bridge networking arrives in a later issue; the container "
                         "gets its own network namespace with only loopback")
     if body.get("StopSignal"):  # moby verifyContainerSettings: "Invalid signal: X", 400
-        from labkit.engine.containers.engine import parse_signal
         parse_signal(body["StopSignal"])
     restart = validate_restart(host.get("RestartPolicy") or {}, bool(host.get("AutoRemove")))
     validate_resources(host)
