@@ -113,3 +113,53 @@ def test_update_and_rename_refused_once_rm_began(tmp_path: Path) -> None:
         eng.close()
         await tasks.close()
     asyncio.run(main())
+
+
+def test_an_unreadable_record_is_moved_aside_and_its_task_left_running(tmp_path: Path) -> None:
+    """Issue 8 (nothing lost): a corrupt config.v2.json costs neither the running container
+    nor the record's bytes; the daemon says so in `docker info` and its log."""
+    from labkit.engine.daemon import serialize
+
+    async def main() -> None:
+        (tmp_path / "run").mkdir()
+        tasks = FakeTasks(tmp_path / "run")
+        eng = Engine(tasks, ContainerStore(tmp_path / "containers"), images(tmp_path))
+        rec = eng.containers.create(parse_create({"Image": "busybox"}, "lk-torn"))
+        await eng.containers.start(rec.id)
+        eng.close()  # the daemon dies; then its record is damaged (a torn write, a bad disk)
+        record = tmp_path / "containers" / rec.id / "config.v2.json"
+        record.write_bytes(b'{"id": "' + rec.id.encode() + b'", "sta')
+        for _ in range(2):  # and the daemon starts, twice
+            eng2 = Engine(tasks, ContainerStore(tmp_path / "containers"), eng.images)
+            await eng2.restore()
+            [t] = await tasks.list()
+            assert (t.id, t.status) == (rec.id, "running")  # left running, not force-deleted
+            assert eng2.store.all() == []
+            assert not record.exists() and (tmp_path / "containers" / rec.id).is_dir()
+            [aside] = record.parent.glob("config.v2.json.unreadable-*")
+            assert aside.read_bytes().endswith(b'"sta')        # the bytes are kept
+            [warning] = serialize.info(eng2)["Warnings"]
+            assert rec.id in warning and aside.name in warning and "left running" in warning
+            eng2.close()
+        assert not any(c[0] == "delete" for c in tasks.calls)
+        await tasks.close()
+    asyncio.run(main())
+
+
+def test_a_record_less_dir_is_removed_only_without_a_task(tmp_path: Path) -> None:
+    async def main() -> None:
+        (tmp_path / "run").mkdir()
+        tasks = FakeTasks(tmp_path / "run")
+        eng = Engine(tasks, ContainerStore(tmp_path / "containers"), images(tmp_path))
+        rec = eng.containers.create(parse_create({"Image": "busybox"}, "lk-live"))
+        await eng.containers.start(rec.id)
+        eng.close()
+        (tmp_path / "containers" / rec.id / "config.v2.json").unlink()  # lost, task alive
+        (tmp_path / "containers" / "deadbeef").mkdir()                  # a create that died
+        eng2 = Engine(tasks, ContainerStore(tmp_path / "containers"), eng.images)
+        await eng2.restore()
+        assert (tmp_path / "containers" / rec.id).is_dir()
+        assert not (tmp_path / "containers" / "deadbeef").exists()
+        eng2.close()
+        await tasks.close()
+    asyncio.run(main())

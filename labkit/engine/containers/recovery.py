@@ -7,7 +7,9 @@ Per record (moby daemon.restore, with Docker's restart-on-daemon-start rules):
 - its task stopped while no daemon ran: the exit path runs now (policy included);
 - no task (or one created but never started): exited, and started again when the
   policy says so at daemon start.
-A task with no record (a create that died before its record) is deleted.
+A task with no record (a create that died before its record) is deleted; a task whose
+record is unreadable is left running and reported (logged, and in `docker info`'s
+Warnings): the record was moved aside, and only its owner can say what to do with it.
 """
 
 from __future__ import annotations
@@ -31,16 +33,22 @@ log = logging.getLogger("labkit.daemon")
 async def restore(containers: Containers) -> None:
     """Load every record, adopt running tasks, finish what died meanwhile."""
     tasks = containers.link.tasks
-    records = containers.store.load_all()
     found = {t.id: t for t in await tasks.list()}
+    records = containers.store.load_all(keep=frozenset(found))
     for rec in records:
         t = found.pop(rec.id, None)
         try:
             await _restore_one(containers, rec, t)
         except Exception as err:  # noqa: BLE001 - one broken record must not stop the daemon
             log.warning("restore %s: %s", rec.id[:12], err)
-    for t in found.values():  # a task whose create never reached a record
-        if t.labels.get("lk.engine") == "daemon":
+    unreadable = containers.store.unreadable
+    for t in found.values():
+        if t.id in unreadable:  # never force-deleted: its record may yet be repaired
+            unreadable[t.id] += f"; its task (pid {t.pid}, {t.status}) is left running"
+            log.error("container %s: record unreadable, task pid %d left running", t.id[:12],
+                      t.pid)
+            continue
+        if t.labels.get("lk.engine") == "daemon":  # a create that never reached a record
             with contextlib.suppress(errors.LabkitError):
                 await tasks.delete(t.id, force=True)
 

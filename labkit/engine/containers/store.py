@@ -12,12 +12,17 @@ container that serializes its lifecycle moves (start, exit, restart, removal).
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import shutil
+import time
 from pathlib import Path
 
 from labkit import errors
 from labkit.engine import paths
 from labkit.engine.containers.record import ContainerRecord
+
+log = logging.getLogger("labkit.daemon")
 
 __all__ = ["ContainerStore", "name_conflict"]
 
@@ -43,23 +48,51 @@ class ContainerStore:
         self.by_id: dict[str, ContainerRecord] = {}
         self.names: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # id -> where its unreadable record was moved (load_all); the daemon reports these
+        self.unreadable: dict[str, str] = {}
 
-    def load_all(self) -> list[ContainerRecord]:
-        """Read every record from disk (daemon start); half-created dirs are removed."""
+    def load_all(self, keep: frozenset[str] = frozenset()) -> list[ContainerRecord]:
+        """Read every record from disk (daemon start).
+
+        A directory with no record is a create that died before writing it, and is removed,
+        unless ``keep`` names it (the supervisor still has a task of that id) or a record
+        was moved aside there before.  An unreadable record is moved aside (renamed
+        ``config.v2.json.unreadable-<unix time>``, its bytes kept for whoever repairs it),
+        logged, and listed in ``unreadable``; the directory stays, since a running task
+        may still use its bundle and log."""
         self.root.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         for d in sorted(self.root.iterdir()):
             if not d.is_dir():
                 continue
-            if not (d / "config.v2.json").exists():
-                shutil.rmtree(d, ignore_errors=True)  # a create that died before its record
+            record = d / "config.v2.json"
+            aside = sorted(d.glob(f"{record.name}.unreadable-*"))
+            if not record.exists():
+                if aside:
+                    self.unreadable[d.name] = str(aside[-1])
+                elif d.name not in keep:
+                    shutil.rmtree(d, ignore_errors=True)  # a create that died before its record
                 continue
             try:
                 rec = ContainerRecord.load(d)
-            except errors.LabkitError:
+            except errors.LabkitError as err:
+                self.unreadable[d.name] = self._move_aside(record, err)
                 continue
             self.by_id[rec.id] = rec
             self.names[rec.name] = rec.id
         return list(self.by_id.values())
+
+    @staticmethod
+    def _move_aside(record: Path, err: errors.LabkitError) -> str:
+        moved = record.with_name(f"{record.name}.unreadable-{int(time.time())}")
+        try:
+            os.rename(record, moved)
+        except OSError as exc:
+            log.error("container record %s is unreadable (%s) and could not be moved aside: %s",
+                      record, err, exc)
+            return str(record)
+        log.error("container record %s is unreadable (%s): moved aside to %s", record, err,
+                  moved.name)
+        return str(moved)
 
     def reserve(self, rec: ContainerRecord) -> None:
         """Claim rec.name for rec.id; ConflictError with Docker's text when taken."""

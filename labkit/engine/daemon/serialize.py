@@ -83,7 +83,8 @@ def info(engine: Any) -> dict[str, Any]:
         "InitBinary": "tini-static", "SecurityOptions": ["name=seccomp,profile=default"],
         "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                   "ControlAvailable": False, "Error": "", "RemoteManagers": None},
-        "Warnings": [],
+        "Warnings": [f"WARNING: container {cid}: record unreadable, moved aside to {what}"
+                     for cid, what in sorted(engine.store.unreadable.items())],
     }
 
 
