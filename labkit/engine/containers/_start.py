@@ -84,9 +84,9 @@ class StartMixin(EngineHooks):
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
         dirs = [d / "upper", *reversed(image.layers)]
-        import socket
-        hostname = rec.config.get("Hostname") or (
-            socket.gethostname() if rec.host_config.get("NetworkMode") == "host" else rec.id[:12])
+        from labkit.engine.containers.ocihost import store_peer  # opts: hostname, peer
+        from labkit.engine.containers.ocispec import container_hostname
+        hostname = container_hostname(rec.id, rec.config, rec.host_config)
         etc = {"/etc/hostname": f"{hostname}\n", "/etc/resolv.conf": "",
                "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"}
         etc_files = {}
@@ -99,7 +99,8 @@ class StartMixin(EngineHooks):
             raise errors.UnsupportedError("HostConfig.Init", "no static init binary found",
                                           hint="apt-get install tini (tini-static)")
         spec = translate(rec.id, rec.config, rec.host_config, image.container_config,
-                         layer_lookup(dirs), etc_files=etc_files, init_binary=init)
+                         layer_lookup(dirs), etc_files=etc_files, init_binary=init,
+                         peer=store_peer(self.store, running=write))
         if write:  # compact: json's C encoder (indent= falls back to the Python one)
             rec.bundle.mkdir(parents=True, exist_ok=True)
             (rec.bundle / "config.json").write_text(json.dumps(spec))

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from labkit import errors
+from labkit.engine.containers.ocihost import Peer
+from labkit.engine.containers.ocihost import apply as apply_host
 from labkit.engine.runtime.config import CGROUP_PARENT
 
 __all__ = [
@@ -22,7 +24,9 @@ __all__ = [
     "INIT_PATH",
     "capabilities",
     "command",
+    "container_hostname",
     "merge_env",
+    "merge_healthcheck",
     "resolve_user",
     "resources",
     "translate",
@@ -63,6 +67,27 @@ def merge_image(config: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]
     for key in ("WorkingDir", "User", "StopSignal"):
         out[key] = config.get(key) or image.get(key) or ""
     out["Labels"] = {**(image.get("Labels") or {}), **(config.get("Labels") or {})}
+    if not config.get("Shell") and image.get("Shell"):
+        out["Shell"] = image["Shell"]
+    out["Healthcheck"] = merge_healthcheck(config.get("Healthcheck"), image.get("Healthcheck"))
+    if out["Healthcheck"] is None:
+        out.pop("Healthcheck")
+    return out
+
+
+def merge_healthcheck(mine: dict[str, Any] | None,
+                      image: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The request's Healthcheck completed from the image's (moby daemon/commit.go merge):
+    no Test inherits the image's test, a zero duration or count inherits the image's."""
+    if mine is None:
+        return dict(image) if image else None
+    out = dict(mine)
+    if image:
+        if not out.get("Test"):
+            out["Test"] = image.get("Test") or []
+        for key in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
+            if not out.get(key) and image.get(key):
+                out[key] = image[key]
     return out
 
 
@@ -149,6 +174,9 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
             cpu["period"] = host["CpuPeriod"]
     if host.get("CpuShares"):
         cpu["shares"] = host["CpuShares"]
+    for key, oci in (("CpusetCpus", "cpus"), ("CpusetMems", "mems")):
+        if host.get(key):
+            cpu[oci] = host[key]
     if cpu:
         res["cpu"] = cpu
     pids = host.get("PidsLimit")
@@ -157,22 +185,32 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+def container_hostname(cid: str, config: dict[str, Any], host: dict[str, Any]) -> str:
+    """Config.Hostname, else the host's name when sharing its network or UTS namespace
+    (moby daemon/container.go), else the short id."""
+    if config.get("Hostname"):
+        return str(config["Hostname"])
+    if host.get("NetworkMode") == "host" or host.get("UTSMode") == "host":
+        return socket.gethostname()
+    return cid[:12]
+
+
 def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dict[str, Any],
               lookup: Lookup, *, etc_files: dict[str, str] | None = None,
-              netns: str | None = None, init_binary: str | None = None) -> dict[str, Any]:
+              netns: str | None = None, init_binary: str | None = None,
+              peer: Peer | None = None) -> dict[str, Any]:
     """The complete config.json for container ``cid``.
 
     ``image`` is the image config's ``config`` object, ``etc_files`` maps /etc/hostname,
     /etc/hosts, /etc/resolv.conf to host files to bind in (as Docker does), ``netns`` is a
-    network namespace path to join, ``init_binary`` a static init (tini) for HostConfig.Init.
+    network namespace path to join, ``init_binary`` a static init (tini) for HostConfig.Init,
+    ``peer`` resolves ``container:NAME`` pid/ipc modes to the pid whose namespace is joined.
     """
     from labkit.engine.runtime.spec import DEFAULT_CAPS, default_config
 
     spec = default_config()
     args = command(config, image)
-    hostname = config.get("Hostname") or (
-        # with the host's network, Docker shows the host's name (moby daemon/container.go)
-        socket.gethostname() if host.get("NetworkMode") == "host" else cid[:12])
+    hostname = container_hostname(cid, config, host)
     tty = bool(config.get("Tty"))
     extra = {"HOSTNAME": hostname}
     if tty:
@@ -181,6 +219,8 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     caps = capabilities(DEFAULT_CAPS, host.get("CapAdd"), host.get("CapDrop"))
+    if host.get("Privileged"):  # moby WithCapabilities: every capability, drops ignored
+        caps = capabilities((), ["ALL"], None)
     proc = spec["process"]
     proc.update({
         "terminal": tty, "args": args, "env": env,
@@ -204,4 +244,5 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
     linux["namespaces"] = ns
     linux["resources"] = resources(host)
     linux["cgroupsPath"] = f"{CGROUP_PARENT}/{cid}"
+    apply_host(spec, cid, host, lookup, peer)
     return spec  # default_config() built it fresh: nothing shared to copy

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit import errors
+from labkit.engine.containers import hostopts
 from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers.createbody import (
     HOST_TYPES,
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
     from labkit.engine.containers.tasks import TaskStats
 
 __all__ = ["OpsMixin", "docker_stats", "parse_ps"]
-
-UPDATABLE = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuQuota", "CpuPeriod",
-             "CpuShares", "PidsLimit", "RestartPolicy")
-
 
 def docker_stats(rec: Any, now: TaskStats, pre: TaskStats | None) -> dict[str, Any]:
     """One GET /containers/{id}/stats object (moby types.StatsJSON, cgroup v1 fields)."""
@@ -80,15 +77,15 @@ class OpsMixin(EngineHooks):
         check_types(body, HOST_TYPES)
         rec = self.get(ref)
         new = dict(rec.host_config)
-        for k in UPDATABLE:
-            if body.get(k) is not None:
-                new[k] = body[k]
-        if "RestartPolicy" in body and body["RestartPolicy"] is not None:
+        asked = hostopts.update_fields(body)  # opts: refuse what is not applied
+        new.update(asked)
+        if "RestartPolicy" in asked:
             new["RestartPolicy"] = validate_restart(body["RestartPolicy"],
                                                     bool(new.get("AutoRemove")))
         if body.get("NanoCpus"):
             new["CpuQuota"], new["CpuPeriod"] = 0, 0
         validate_resources(new)
+        hostopts.check_cpuset(new)  # opts
         if rec.status in ("running", "paused"):
             from labkit.engine.containers.ocispec import resources
             res = resources(new)

@@ -1,0 +1,196 @@
+"""Every `docker run` option that shapes the container's kernel view is applied, checked from
+inside the container with the real Docker CLI, or refused with the option named (issue 8 §3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.privileged
+
+Docker = Callable[..., subprocess.CompletedProcess[bytes]]
+
+
+def run(docker: Docker, *args: str) -> str:
+    r = docker("run", "--rm", *args)
+    assert r.returncode == 0, (args, r.stderr)
+    return r.stdout.decode()
+
+
+def status(docker: Docker, *args: str) -> dict[str, str]:
+    """/proc/self/status fields of a container started with ``args``."""
+    out = run(docker, *args, "busybox", "cat", "/proc/self/status")
+    return {k: v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines())}
+
+
+def test_ulimit_sysctl_oom_score_adj_groups(docker: Docker) -> None:
+    out = run(docker, "--ulimit", "nofile=512:1024", "--ulimit", "core=-1",
+              "--sysctl", "kernel.shmmax=123456", "--sysctl", "net.ipv4.ip_forward=1",
+              "--oom-score-adj", "432", "--group-add", "123", "--group-add", "nogroup",
+              "busybox", "sh", "-c",
+              "ulimit -n; ulimit -Hn; ulimit -c; cat /proc/sys/kernel/shmmax "
+              "/proc/sys/net/ipv4/ip_forward /proc/self/oom_score_adj; id -G")
+    lines = out.split("\n")
+    assert lines[:6] == ["512", "1024", "unlimited", "123456", "1", "432"], out
+    assert {"0", "65534", "123"} <= set(lines[6].split()), out  # root, nogroup, 123
+
+
+def test_security_opts(docker: Docker, tmp_path: Path) -> None:
+    default = status(docker)
+    assert (default["NoNewPrivs"], default["Seccomp"]) == ("0", "2")  # Docker's defaults
+    nnp = status(docker, "--security-opt", "no-new-privileges")
+    assert nnp["NoNewPrivs"] == "1"
+    assert status(docker, "--security-opt", "no-new-privileges=false")["NoNewPrivs"] == "0"
+    assert status(docker, "--security-opt", "seccomp=unconfined")["Seccomp"] == "0"
+    profile = tmp_path / "deny-chmod.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 1}]}))
+    r = docker("run", "--rm", "--security-opt", f"seccomp={profile}", "busybox",
+               "sh", "-c", "touch /tmp/f; chmod 600 /tmp/f; echo rc=$?")
+    assert b"rc=1" in r.stdout and b"Operation not permitted" in r.stderr, r
+    r = docker("run", "--rm", "busybox", "sh", "-c", "touch /tmp/f; chmod 600 /tmp/f; echo rc=$?")
+    assert r.stdout == b"rc=0\n", r
+
+
+def test_lsm_option_without_the_lsm_is_a_warning(docker: Docker) -> None:
+    if os.path.exists("/sys/fs/selinux/enforce"):
+        pytest.skip("this host enforces SELinux: labkit refuses labels there")
+    r = docker("run", "--rm", "--security-opt", "label=level:s0", "busybox", "true")
+    assert r.returncode == 0 and b"SELinux is not enabled" in r.stderr, r
+
+
+def test_shm_tmpfs_ipc_none(docker: Docker) -> None:
+    out = run(docker, "--shm-size", "32m", "busybox", "df", "-k", "/dev/shm")
+    assert out.splitlines()[1].split()[1] == "32768", out
+    out = run(docker, "--tmpfs", "/run:size=1m,mode=700,exec", "busybox",
+              "grep", " /run ", "/proc/mounts")
+    fields = out.split()
+    assert fields[2] == "tmpfs" and "size=1024k" in fields[3] and "mode=700" in fields[3]
+    assert "nosuid" in fields[3] and "noexec" not in fields[3], out
+    r = docker("run", "--rm", "--ipc", "none", "busybox", "ls", "/dev/shm")
+    assert r.returncode == 1 and b"No such file" in r.stderr, r
+
+
+def test_cpuset(docker: Docker) -> None:
+    cpu = str(max(os.sched_getaffinity(0)))
+    assert status(docker, "--cpuset-cpus", cpu)["Cpus_allowed_list"] == cpu
+    r = docker("run", "--rm", "--cpuset-cpus", "4095", "busybox", "true")
+    assert r.returncode == 125 and b"Requested CPUs are not available" in r.stderr, r
+
+
+def test_pid_uts_ipc_host(docker: Docker) -> None:
+    assert run(docker, "busybox", "sh", "-c", "echo $$") == "1\n"
+    assert run(docker, "--pid", "host", "busybox", "sh", "-c", "echo $$") != "1\n"
+    assert run(docker, "--uts", "host", "busybox", "hostname") == socket.gethostname() + "\n"
+    ipc = run(docker, "--ipc", "host", "busybox", "readlink", "/proc/self/ns/ipc")
+    assert ipc.strip() == os.readlink("/proc/self/ns/ipc")
+    r = docker("run", "--rm", "--uts", "host", "--hostname", "x", "busybox", "true")
+    assert r.returncode == 125 and b"hostname and the UTS mode" in r.stderr, r
+
+
+def test_pid_and_ipc_of_another_container(docker: Docker, name: str) -> None:
+    r = docker("run", "-d", "--name", name, "--ipc", "shareable", "busybox",
+               "sh", "-c", "echo shared > /dev/shm/x; sleep 600")
+    assert r.returncode == 0, r.stderr
+    other = f"{name}-private"
+    try:
+        out = run(docker, "--pid", f"container:{name}", "--ipc", f"container:{name}",
+                  "busybox", "sh", "-c", "ps -o args; readlink /proc/self/ns/ipc")
+        assert "sleep 600" in out, out
+        donor = docker("exec", name, "readlink", "/proc/self/ns/ipc").stdout.decode()
+        assert out.endswith(donor), (out, donor)
+        assert docker("run", "-d", "--name", other, "busybox", "sleep", "600").returncode == 0
+        r = docker("run", "--rm", "--ipc", f"container:{other}", "busybox", "true")
+        assert r.returncode != 0 and b"non-shareable IPC" in r.stderr, r
+        r = docker("run", "--rm", "--pid", "container:lk-no-such", "busybox", "true")
+        assert r.returncode == 125 and b"No such container: lk-no-such" in r.stderr, r
+    finally:
+        docker("rm", "-f", name, other)
+
+
+def test_cgroupns_and_cgroup_parent(docker: Docker, name: str) -> None:
+    out = run(docker, "--cgroupns", "private", "busybox", "cat", "/proc/self/cgroup")
+    assert all(ln.endswith(":/") for ln in out.splitlines()), out
+    parent = f"{name}-parent"
+    try:
+        out = run(docker, "--cgroup-parent", parent, "busybox", "cat", "/proc/self/cgroup")
+        assert f":/{parent}/" in out, out
+    finally:
+        for d in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
+            d.rmdir()
+
+
+def test_devices_and_device_cgroup_rules(docker: Docker) -> None:
+    if not Path("/dev/fuse").is_char_device():
+        pytest.skip("no /dev/fuse on this host")
+    out = run(docker, "--device", "/dev/fuse:/dev/lkfuse:r", "busybox", "sh", "-c",
+              "ls -l /dev/lkfuse; exec 3</dev/lkfuse && echo read-ok; "
+              "(exec 4>/dev/lkfuse) || echo write-denied")
+    assert out.startswith("crw") and "10, 229" in out, out
+    assert "read-ok" in out and "write-denied" in out, out
+    probe = "mknod /dev/lkf c 10 229; exec 3<>/dev/lkf && echo opened"
+    r = docker("run", "--rm", "busybox", "sh", "-c", probe)
+    assert b"opened" not in r.stdout and b"not permitted" in r.stderr, r
+    out = run(docker, "--device-cgroup-rule", "c 10:229 rw", "busybox", "sh", "-c", probe)
+    assert "opened" in out, out
+
+
+def test_privileged(docker: Docker) -> None:
+    st = status(docker, "--privileged")
+    with open("/proc/self/status") as f:  # every capability this host can give
+        bnd = next(ln.split()[1] for ln in f if ln.startswith("CapBnd:"))
+    assert st["Seccomp"] == "0" and st["CapEff"] == bnd, st
+    host_dev = next(p.name for p in sorted(Path("/dev").iterdir())
+                    if p.is_block_device() or p.name == "fuse")
+    out = run(docker, "--privileged", "busybox", "sh", "-c",
+              f"ls /dev/{host_dev}; grep ' /sys ' /proc/mounts; grep -c ' /proc/sys ' "
+              "/proc/mounts || true")
+    lines = out.splitlines()
+    assert lines[0] == f"/dev/{host_dev}" and " rw," in lines[1] and lines[2] == "0", out
+    out = run(docker, "busybox", "sh", "-c", "grep ' /sys ' /proc/mounts")
+    assert " ro," in out, out
+
+
+def test_refusals_name_the_option(docker: Docker) -> None:
+    r = docker("run", "--rm", "--oom-kill-disable", "busybox", "true")
+    assert r.returncode == 125 and b"OomKillDisable" in r.stderr, r
+    r = docker("run", "--rm", "--sysctl", "kernel.shm_rmid_forced=1", "--ipc", "host",
+               "busybox", "true")
+    assert r.returncode == 125 and b"hosts ipc namespace" in r.stderr, r
+
+
+def test_inspect_shows_dockers_defaults(docker: Docker, name: str) -> None:
+    assert docker("create", "--name", name, "busybox", "true").returncode == 0
+    try:
+        r = docker("inspect", "-f", "{{.HostConfig.IpcMode}} {{.HostConfig.ShmSize}} "
+                   "{{json .HostConfig.MaskedPaths}}", name)
+        ipc, shm, masked = r.stdout.decode().split(" ", 2)
+        assert (ipc, shm) == ("private", "67108864") and "/proc/kcore" in masked, r
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_update_applies_cpuset_and_refuses_what_it_cannot(docker: Docker, name: str) -> None:
+    assert docker("run", "-d", "--name", name, "busybox", "sleep", "600").returncode == 0
+    try:
+        cpu = str(min(os.sched_getaffinity(0)))
+        r = docker("update", "--cpuset-cpus", cpu, name)
+        assert r.returncode == 0, r.stderr
+        r = docker("exec", name, "grep", "Cpus_allowed_list", "/proc/1/status")
+        assert r.stdout.split()[-1].decode() == cpu, r
+        r = docker("update", "--blkio-weight", "300", name)
+        assert r.returncode != 0 and b"BlkioWeight" in r.stderr, r
+        r = docker("update", "--memory", "64m", "--memory-swap", "128m", name)
+        assert r.returncode == 0, r.stderr
+        r = docker("inspect", "-f", "{{.HostConfig.CpusetCpus}} {{.HostConfig.Memory}}", name)
+        assert r.stdout.decode().split() == [cpu, str(64 << 20)], r
+    finally:
+        docker("rm", "-f", name)
