@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from labkit.engine.containers import restart as rp
     from labkit.engine.containers.events import EventBus
     from labkit.engine.containers.execs import ExecRecord
+    from labkit.engine.containers.health import HealthMonitor
     from labkit.engine.containers.record import ContainerRecord
     from labkit.engine.containers.store import ContainerStore
     from labkit.engine.containers.tasks import ExitInfo, TaskService
@@ -35,6 +36,7 @@ class EngineHooks:
         io_sockets: dict[str, str]
         backoff: dict[str, rp.Backoff]
         execs: dict[str, ExecRecord]
+        health: HealthMonitor
 
         def get(self, ref: str) -> ContainerRecord: ...
         def lock(self, rec: ContainerRecord) -> asyncio.Lock: ...

@@ -179,6 +179,7 @@ class StartMixin(EngineHooks):
         rec.save(sync=False)
         self.emit("start", rec)
         self.monitor(rec)
+        self.health.start(rec)  # opts
 
     async def attach(self, ref: str, stdin: bool, stdout: bool,
                      stderr: bool) -> IoSession | None:
@@ -226,6 +227,7 @@ class StartMixin(EngineHooks):
             self.io_sockets[rec.id] = t.io_socket
             rec.save()
             self.monitor(rec)
+            self.health.start(rec)  # opts
         elif t is not None and t.status == "stopped":
             rec.status = "running" if rec.status == "exited" else rec.status
             await self.on_exit(rec, ExitInfo(t.exit_status, t.exited_at, t.oom_killed))

@@ -25,6 +25,7 @@ from labkit.engine.containers._start import StartMixin
 from labkit.engine.containers.createbody import CreateSpec, validate_name
 from labkit.engine.containers.events import EventBus
 from labkit.engine.containers.execs import ExecMixin, ExecRecord
+from labkit.engine.containers.health import HealthMonitor
 from labkit.engine.containers.ops import OpsMixin
 from labkit.engine.containers.record import ContainerRecord, new_id
 from labkit.engine.containers.store import ContainerStore
@@ -78,6 +79,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         self.locks: dict[str, asyncio.Lock] = {}
         self.backoff: dict[str, rp.Backoff] = {}
         self.execs: dict[str, ExecRecord] = {}
+        self.health = HealthMonitor(self)  # opts: health checks
 
     def lock(self, rec: ContainerRecord) -> asyncio.Lock:
         return self.locks.setdefault(rec.id, asyncio.Lock())
@@ -134,6 +136,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
             task = self.monitors.pop(rec.id, None)
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
+            self.health.stop(rec.id)  # opts
             if not (task_deleted and rec.status == "exited"):
                 # (AutoRemove's on_exit path skips this: one supervisor round trip less
                 # between the exit and the answer to `wait condition=removed`)
@@ -198,6 +201,7 @@ class Engine(StartMixin, ExecMixin, OpsMixin):
         async with self.lock(rec):
             if rec.id not in self.store.by_id:
                 return
+            self.health.stop(rec.id)  # opts
             deleted = False
             with contextlib.suppress(errors.LabkitError):
                 await self.tasks.delete(rec.id, force=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from labkit import errors
 from labkit._units import human_duration
+from labkit.engine.containers.health import health_suffix
 from labkit.engine.containers.record import ZERO_TIME, ContainerRecord, rfc3339
 
 __all__ = [
@@ -62,7 +63,7 @@ def label_match(labels: dict[str, str], want: list[str], unwanted: list[str] = (
 def human_status(rec: ContainerRecord, now: float | None = None) -> str:
     now = now or time.time()
     if rec.status == "running":
-        return f"Up {human_duration(now - rec.started_at)}"
+        return f"Up {human_duration(now - rec.started_at)}{health_suffix(rec.health)}"
     if rec.status == "paused":
         return f"Up {human_duration(now - rec.started_at)} (Paused)"
     if rec.status == "restarting":
@@ -102,6 +103,7 @@ def inspect(rec: ContainerRecord) -> dict[str, Any]:
             "ExitCode": rec.exit_code, "Error": rec.error,
             "StartedAt": rfc3339(rec.started_at) if rec.started_at else ZERO_TIME,
             "FinishedAt": rfc3339(rec.finished_at) if rec.finished_at else ZERO_TIME,
+            **({"Health": rec.health} if rec.health else {}),
         },
         "Image": rec.image_id, "ResolvConfPath": f"{rec.dir}/resolv.conf",
         "HostnamePath": f"{rec.dir}/hostname", "HostsPath": f"{rec.dir}/hosts",
@@ -149,6 +151,9 @@ def filter_list(recs: list[ContainerRecord], all_: bool, limit: int,
         if filters.get("ancestor") and not any(
                 a in (r.image, r.image_id) or r.image_id.startswith("sha256:" + a)
                 or f"{a}:latest" == r.image for a in filters["ancestor"]):
+            continue
+        if filters.get("health") and (r.health or {}).get("Status", "none") not in filters[
+                "health"]:
             continue
         if not label_match(r.config.get("Labels") or {}, filters.get("label", [])):
             continue

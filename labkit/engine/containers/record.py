@@ -76,6 +76,7 @@ class ContainerRecord:
     manually_stopped: bool = False
     has_been_started: bool = False
     warnings: list[str] = field(default_factory=list)
+    health: dict[str, Any] | None = None  # State.Health (health.py), when it has a probe
 
     # -- paths -------------------------------------------------------------------------
     @property
