@@ -194,3 +194,19 @@ def test_update_applies_cpuset_and_refuses_what_it_cannot(docker: Docker, name: 
         assert r.stdout.decode().split() == [cpu, str(64 << 20)], r
     finally:
         docker("rm", "-f", name)
+
+
+def test_blkio_throttle_in_the_cgroup_and_unapplied_resources_refused(docker: Docker) -> None:
+    disk = next((d.name for d in sorted(Path("/sys/block").iterdir())
+                 if Path(f"/dev/{d.name}").is_block_device()), None)
+    if disk is None:
+        pytest.skip("no block device here")
+    rdev = os.stat(f"/dev/{disk}").st_rdev
+    out = run(docker, "--device-read-bps", f"/dev/{disk}:1mb", "busybox", "sh", "-c",
+              "cat /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device 2>/dev/null || "
+              "cat /sys/fs/cgroup/io.max")
+    assert f"{os.major(rdev)}:{os.minor(rdev)} " in out and "1048576" in out, out
+    r = docker("run", "--rm", "--blkio-weight", "300", "busybox", "true")
+    assert r.returncode == 125 and b"BlkioWeight" in r.stderr, r
+    r = docker("run", "--rm", "--memory-swappiness", "10", "busybox", "true")
+    assert r.returncode == 125 and b"MemorySwappiness" in r.stderr, r

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,11 +67,41 @@ def spec_of(host: dict[str, Any], peer: Any = None, **config: Any) -> dict[str, 
     ({"Tmpfs": {"//": ""}}, "destination can't be '/'"),
     ({"Tmpfs": {"/run": "size=1m,bogus"}}, "invalid tmpfs option 'bogus'"),
     ({"MaskedPaths": ["proc/kcore"]}, "absolute path"),
+    ({"BlkioWeight": 300}, "BlkioWeight is not supported by labkit"),
+    ({"MemorySwappiness": 10}, "MemorySwappiness is not supported"),
+    ({"KernelMemory": 1 << 30}, "KernelMemory is not supported"),
+    ({"CpuRealtimeRuntime": 1000}, "CpuRealtimeRuntime is not supported"),
+    ({"DeviceRequests": [{"Count": -1}]}, "DeviceRequests is not supported"),
+    ({"CpuCount": 2}, "Windows option"),
+    ({"StorageOpt": {"size": "1G"}}, "StorageOpt is not supported"),
+    ({"Isolation": "hyperv"}, "Invalid isolation: 'hyperv' - linux only supports 'default'"),
+    ({"Runtime": "kata"}, "Unknown runtime specified kata"),
+    ({"BlkioDeviceReadBps": [{"Path": "/dev/null", "Rate": 1}]}, "not a block device"),
+    ({"BlkioDeviceWriteIOps": [{"Path": "/dev/nope", "Rate": 1}]}, "No such file"),
 ])
 def test_refused_with_a_named_400(host: dict[str, Any], message: str) -> None:
     with pytest.raises(errors.InvalidArgumentError) as info:
         create(host)
     assert message in str(info.value)
+
+
+def test_zero_values_ask_for_nothing() -> None:
+    create({"BlkioWeight": 0, "MemorySwappiness": -1, "KernelMemory": 0, "CpuCount": 0,
+            "DeviceRequests": None, "Isolation": "", "Runtime": ""})
+
+
+def test_blkio_throttles() -> None:
+    disk = next((f"/dev/{d.name}" for d in sorted(Path("/sys/block").iterdir())
+                 if Path(f"/dev/{d.name}").is_block_device()), None)
+    if disk is None:
+        pytest.skip("no block device here")
+    rdev = os.stat(disk).st_rdev
+    s = spec_of({"BlkioDeviceReadBps": [{"Path": disk, "Rate": 1 << 20}],
+                 "BlkioDeviceWriteIOps": [{"Path": disk, "Rate": 50}]})
+    blk = s["linux"]["resources"]["blockIO"]
+    assert blk["throttleReadBpsDevice"] == [{"major": os.major(rdev), "minor": os.minor(rdev),
+                                             "rate": 1 << 20}]
+    assert blk["throttleWriteIOPSDevice"][0]["rate"] == 50
 
 
 def test_uts_host_conflicts_with_hostname() -> None:

@@ -69,6 +69,9 @@ HOST_TYPES: dict[str, str] = {
     "OomKillDisable": B, "PidsLimit": I64, "Ulimits": ANY_LIST, "CpuCount": I64,
     "CpuPercent": I64, "IOMaximumIOps": "uint64", "IOMaximumBandwidth": "uint64",
     "Mounts": ANY_LIST, "MaskedPaths": STRS, "ReadonlyPaths": STRS, "Init": B,
+    "BlkioWeightDevice": ANY_LIST, "BlkioDeviceReadBps": ANY_LIST,
+    "BlkioDeviceWriteBps": ANY_LIST, "BlkioDeviceReadIOps": ANY_LIST,
+    "BlkioDeviceWriteIOps": ANY_LIST,
 }
 RESTART_TYPES = {"Name": S, "MaximumRetryCount": I}
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")

@@ -134,6 +134,13 @@ class HealthMonitor:
         assert cmd is not None
         eng = self.engine
         ex = eng.exec_create(rec.id, {"Cmd": cmd, "AttachStdout": True, "AttachStderr": True})
+        try:
+            return await self._run_exec(rec, hc, ex)
+        finally:
+            eng.execs.pop(ex.id, None)  # dockerd keeps no finished probe execs around
+
+    async def _run_exec(self, rec: Any, hc: dict[str, Any], ex: Any) -> tuple[int, str]:
+        eng = self.engine
         session = await eng.exec_start(ex.id, detach=False)
         out = bytearray()
         truncated = False
@@ -164,7 +171,6 @@ class HealthMonitor:
         finally:
             if session is not None:
                 session.writer.close()
-            eng.execs.pop(ex.id, None)  # dockerd keeps no finished probe execs around
         text = out.decode(errors="replace") + ("..." if truncated else "")
         return int(ex.done.result()), text
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from typing import Any
 
 from labkit import errors
@@ -315,6 +316,60 @@ def _check_paths(host: dict[str, Any]) -> None:
                 raise _bad(f"HostConfig.{key}", f"{p!r} must be an absolute path without '..'")
 
 
+# Resources labkit does not apply at create: refused when they ask for anything (the CLI
+# sends every field, zero when the flag was not given).  Why, per field:
+_NOT_APPLIED = {
+    "BlkioWeight": "block I/O weights need the BFQ scheduler's cgroup files; labkit does not "
+                   "set them",
+    "BlkioWeightDevice": "per-device block I/O weights are not applied by labkit",
+    "CpuRealtimePeriod": "real-time CPU scheduling (cpu.rt_*) is not applied by labkit",
+    "CpuRealtimeRuntime": "real-time CPU scheduling (cpu.rt_*) is not applied by labkit",
+    "DeviceRequests": "device requests (GPUs) need a device driver labkit does not have",
+    "KernelMemory": "kernel memory limits are deprecated and not applied",
+    "KernelMemoryTCP": "kernel TCP memory limits are not applied by labkit",
+    "MemorySwappiness": "memory.swappiness is not applied by labkit-runtime yet",
+    "CpuCount": "CpuCount is a Windows option",
+    "CpuPercent": "CpuPercent is a Windows option",
+    "IOMaximumIOps": "IOMaximumIOps is a Windows option",
+    "IOMaximumBandwidth": "IOMaximumBandwidth is a Windows option",
+    "StorageOpt": "storage options (overlay quota) are not applied by labkit",
+    "VolumeDriver": "volume drivers are not offered",
+}
+THROTTLES = {"BlkioDeviceReadBps": "throttleReadBpsDevice",
+             "BlkioDeviceWriteBps": "throttleWriteBpsDevice",
+             "BlkioDeviceReadIOps": "throttleReadIOPSDevice",
+             "BlkioDeviceWriteIOps": "throttleWriteIOPSDevice"}
+
+
+def _check_resources(host: dict[str, Any]) -> None:
+    for key, why in _NOT_APPLIED.items():
+        val = host.get(key)
+        if key == "MemorySwappiness" and val == -1:
+            continue  # the CLI's "unset"
+        if val not in (None, 0, "", False, [], {}):
+            raise _bad(f"HostConfig.{key}", f"{key} is not supported by labkit: {why}")
+    if (host.get("Isolation") or "default") != "default":
+        raise _bad("Isolation", f"Invalid isolation: {host['Isolation']!r} - linux only "
+                                "supports 'default'")
+    if host.get("Runtime") not in (None, ""):
+        raise _bad("Runtime", f"Unknown runtime specified {host['Runtime']}",
+                   hint="labkit runs every container with labkit-runtime")
+    for key in THROTTLES:
+        for i, ent in enumerate(host.get(key) or []):
+            w = f"HostConfig.{key}[{i}]"
+            if not isinstance(ent, dict) or not isinstance(ent.get("Path"), str):
+                raise _bad(w, "must be an object {Path, Rate}")
+            rate = ent.get("Rate")
+            if isinstance(rate, bool) or not isinstance(rate, int) or rate < 0:
+                raise _bad(w, "Rate must be a non-negative integer")
+            try:
+                st = os.stat(ent["Path"])
+            except OSError as err:
+                raise _bad(w, f"{ent['Path']}: {err.strerror}") from None
+            if not stat.S_ISBLK(st.st_mode):
+                raise _bad(w, f"{ent['Path']} is not a block device")
+
+
 def check_healthcheck(hc: Any) -> dict[str, Any] | None:
     """Config.Healthcheck checked (moby verifyContainerSettings), or None when absent."""
     if hc is None:
@@ -368,6 +423,7 @@ def check(host: dict[str, Any], config: dict[str, Any], *, cgroup_v2: bool) -> l
                    or not parent.strip("/")):
         raise _bad("CgroupParent", f"invalid cgroup parent {parent!r}",
                    hint="a path below the cgroup root, like lk-parent or /lk/web")
+    _check_resources(host)
     _check_cpuset(host)
     _check_devices(host)
     _check_ulimits(host)

@@ -134,7 +134,9 @@ def _namespaces(spec: dict[str, Any], host: dict[str, Any], peer: Peer | None) -
             return {"type": kind, "path": f"/proc/{peer(mode[10:], kind)}/ns/{kind}"}
         return {"type": kind}
     linux = spec["linux"]
-    keep = [n for n in linux["namespaces"] if n["type"] not in ("pid", "ipc", "uts", "cgroup")]
+    # (a record from before CgroupnsMode was stored keeps the cgroup namespace default)
+    mine = ("pid", "ipc", "uts", "cgroup") if "CgroupnsMode" in host else ("pid", "ipc", "uts")
+    keep = [n for n in linux["namespaces"] if n["type"] not in mine]
     wanted = [ns("pid", host.get("PidMode") or ""), ns("ipc", host.get("IpcMode") or ""),
               ns("uts", host.get("UTSMode") or "")]
     if host.get("CgroupnsMode") == "private":

@@ -10,6 +10,7 @@ Files are read through a ``lookup`` callback so unit tests need no rootfs.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -179,6 +180,12 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
             cpu[oci] = host[key]
     if cpu:
         res["cpu"] = cpu
+    from labkit.engine.containers.hostopts import THROTTLES
+    for key, oci in THROTTLES.items():  # [{Path, Rate}] -> [{major, minor, rate}]
+        for ent in host.get(key) or []:
+            rdev = os.stat(ent["Path"]).st_rdev
+            res.setdefault("blockIO", {}).setdefault(oci, []).append(
+                {"major": os.major(rdev), "minor": os.minor(rdev), "rate": ent["Rate"]})
     pids = host.get("PidsLimit")
     if pids:
         res["pids"] = {"limit": pids}
