@@ -134,6 +134,9 @@ def test_create_time_defaults() -> None:
     p = create({"Privileged": True}).host_config
     assert p["Privileged"] is True and p["MaskedPaths"] is None and p["ReadonlyPaths"] is None
     assert create({"MaskedPaths": []}).host_config["MaskedPaths"] == []
+    # moby's zero values where the body said nothing, as `docker inspect` prints them
+    assert (h["PidMode"], h["UTSMode"], h["SecurityOpt"], h["Devices"], h["OomKillDisable"],
+            h["CpusetCpus"], h["Ulimits"]) == ("", "", None, [], False, "", None)
 
 
 def test_lsm_options_warn_where_the_host_has_no_such_lsm(monkeypatch: Any) -> None:

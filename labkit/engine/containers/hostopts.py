@@ -399,6 +399,23 @@ def check_healthcheck(hc: Any) -> dict[str, Any] | None:
     return out
 
 
+# What `docker inspect` shows for the fields a create body left out (moby's zero values),
+# so templates like {{.HostConfig.PidMode}} print "" rather than "<no value>".
+INSPECT_DEFAULTS: dict[str, Any] = {
+    "CapAdd": None, "CapDrop": None, "GroupAdd": None, "OomScoreAdj": 0, "PidMode": "",
+    "Privileged": False, "PublishAllPorts": False, "ReadonlyRootfs": False, "SecurityOpt": None,
+    "UTSMode": "", "UsernsMode": "", "Isolation": "", "CpuShares": 0, "Memory": 0,
+    "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0, "BlkioWeightDevice": [],
+    "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None, "BlkioDeviceReadIOps": None,
+    "BlkioDeviceWriteIOps": None, "CpuPeriod": 0, "CpuQuota": 0, "CpuRealtimePeriod": 0,
+    "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "", "Devices": [],
+    "DeviceCgroupRules": None, "DeviceRequests": None, "KernelMemory": 0,
+    "KernelMemoryTCP": 0, "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None,
+    "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0,
+    "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
+}
+
+
 def check(host: dict[str, Any], config: dict[str, Any], *, cgroup_v2: bool) -> list[str]:
     """Validate ``host`` (HostConfig, already type-checked) in place; return warnings."""
     warnings: list[str] = []
@@ -430,6 +447,10 @@ def check(host: dict[str, Any], config: dict[str, Any], *, cgroup_v2: bool) -> l
     _check_sysctls(host)
     _check_tmpfs(host)
     _check_paths(host)
+    for key, value in INSPECT_DEFAULTS.items():
+        if host.get(key) is None and value is not None:
+            host[key] = value
+        host.setdefault(key, value)
     return warnings
 
 
