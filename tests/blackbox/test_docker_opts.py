@@ -9,6 +9,7 @@ import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,3 +211,29 @@ def test_blkio_throttle_in_the_cgroup_and_unapplied_resources_refused(docker: Do
     assert r.returncode == 125 and b"BlkioWeight" in r.stderr, r
     r = docker("run", "--rm", "--memory-swappiness", "10", "busybox", "true")
     assert r.returncode == 125 and b"MemorySwappiness" in r.stderr, r
+
+
+def test_masked_and_readonly_paths_through_the_api(engine: Any, name: str) -> None:
+    docker = pytest.importorskip("docker")
+    api = docker.APIClient(base_url=f"unix://{engine.socket}", version="1.41")
+    script = ("cat /etc/passwd | wc -c; touch /tmp/x 2>&1 || true; "
+              "grep -c ' /proc/timer_list ' /proc/mounts || true")
+    try:
+        c = api.create_container("busybox", ["sh", "-c", script], name=name, host_config={
+            "MaskedPaths": ["/etc/passwd"], "ReadonlyPaths": ["/tmp"]})
+        assert api.inspect_container(c)["HostConfig"]["MaskedPaths"] == ["/etc/passwd"]
+        api.start(c)
+        assert api.wait(c)["StatusCode"] == 0
+        out = api.logs(c).decode().splitlines()
+        assert out[0] == "0" and "Read-only file system" in out[1], out
+        assert out[2] == "0", out  # the default masked /proc/timer_list is not masked now
+    finally:
+        api.remove_container(name, force=True)
+    try:
+        c = api.create_container("busybox", ["true"], name=name,
+                                 host_config={"Privileged": True})
+        hc = api.inspect_container(c)["HostConfig"]
+        assert hc["MaskedPaths"] is None and hc["ReadonlyPaths"] is None
+    finally:
+        api.remove_container(name, force=True)
+        api.close()

@@ -48,6 +48,7 @@ _TMPFS_FLAGS = frozenset((
     "rslave", "unbindable", "runbindable", "defaults"))
 _TMPFS_DATA = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol", "huge")
 _LABEL_KEYS = ("user", "role", "type", "level", "filetype")
+_TMPFS_VALUE_RE = re.compile(r"^[A-Za-z0-9:._%+-]+$")  # no separators or NULs for mount(2)
 
 
 def _bad(what: str, problem: str, hint: str | None = None) -> errors.InvalidArgumentError:
@@ -267,7 +268,9 @@ def _check_ulimits(host: dict[str, Any]) -> None:
 
 
 def _check_sysctls(host: dict[str, Any]) -> None:
-    for key in host.get("Sysctls") or {}:
+    for key, value in (host.get("Sysctls") or {}).items():
+        if "\0" in value:
+            raise _bad("Sysctls", f"sysctl {key!r}: the value holds a NUL byte")
         parts = key.split(".")
         if not key or "/" in key or "" in parts:
             raise _bad("Sysctls", f"invalid sysctl name {key!r}")
@@ -298,7 +301,9 @@ def _check_tmpfs(host: dict[str, Any]) -> None:
             raise _bad("Tmpfs", f"{dest!r} must not contain '..'")
         for word in filter(None, (opts or "").split(",")):
             key, eq, _ = word.partition("=")
-            if not (word in _TMPFS_FLAGS or (eq and key in _TMPFS_DATA)):
+            value = word.partition("=")[2]
+            if not (word in _TMPFS_FLAGS or (eq and key in _TMPFS_DATA
+                                             and _TMPFS_VALUE_RE.match(value))):
                 raise _bad("Tmpfs", f"invalid tmpfs option {word!r} for {dest}",
                            hint="tmpfs takes size=, mode=, uid=, gid=, nr_inodes= and "
                                 "mount flags (ro, noexec, ...)")

@@ -37,6 +37,8 @@ def parse_profile(text: str) -> dict[str, Any]:
         prof = json.loads(text)
     except ValueError as err:
         raise _bad(f"Decoding seccomp profile failed: {err}") from None
+    except RecursionError:  # a hostile profile nested past the interpreter's stack
+        raise _bad("Decoding seccomp profile failed: nested too deeply") from None
     if not isinstance(prof, dict):
         raise _bad("Decoding seccomp profile failed: not a JSON object")
     if not isinstance(prof.get("defaultAction"), str) or not prof["defaultAction"]:
