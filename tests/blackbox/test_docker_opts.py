@@ -237,3 +237,14 @@ def test_masked_and_readonly_paths_through_the_api(engine: Any, name: str) -> No
     finally:
         api.remove_container(name, force=True)
         api.close()
+
+
+def test_add_host_dns_and_domainname(docker: Docker) -> None:
+    out = run(docker, "--add-host", "lkhost:10.1.2.3", "--dns", "9.9.9.9", "--dns-search",
+              "example.com", "--dns-option", "ndots:2", "--domainname", "lab.example",
+              "busybox", "sh", "-c", "cat /etc/hosts /etc/resolv.conf /proc/sys/kernel/domainname")
+    assert "10.1.2.3\tlkhost\n" in out, out
+    assert "nameserver 9.9.9.9\nsearch example.com\noptions ndots:2\n" in out, out
+    assert out.endswith("lab.example\n"), out
+    r = docker("run", "--rm", "--link", "x:y", "busybox", "true")
+    assert r.returncode == 125 and b"links" in r.stderr, r

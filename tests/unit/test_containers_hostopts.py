@@ -71,6 +71,11 @@ def spec_of(host: dict[str, Any], peer: Any = None, **config: Any) -> dict[str, 
     ({"SecurityOpt": ["seccomp=" + "[" * 100000]}, "nested too deeply"),
     ({"MaskedPaths": ["proc/kcore"]}, "absolute path"),
     ({"BlkioWeight": 300}, "BlkioWeight is not supported by labkit"),
+    ({"Links": ["db:db"]}, "legacy container links"),
+    ({"ExtraHosts": ["foo:not-an-ip"]}, 'invalid IP address in add-host: "not-an-ip"'),
+    ({"ExtraHosts": ["foo:host-gateway"]}, "host-gateway"),
+    ({"Dns": ["8.8.8.x"]}, "8.8.8.x is not an ip address"),
+    ({"DnsSearch": ["a b"]}, "invalid resolv.conf entry"),
     ({"MemorySwappiness": 10}, "MemorySwappiness is not supported"),
     ({"KernelMemory": 1 << 30}, "KernelMemory is not supported"),
     ({"CpuRealtimeRuntime": 1000}, "CpuRealtimeRuntime is not supported"),
@@ -105,6 +110,29 @@ def test_blkio_throttles() -> None:
     assert blk["throttleReadBpsDevice"] == [{"major": os.major(rdev), "minor": os.minor(rdev),
                                              "rate": 1 << 20}]
     assert blk["throttleWriteIOPSDevice"][0]["rate"] == 50
+
+
+def test_config_fields_refused() -> None:
+    with pytest.raises(errors.InvalidArgumentError, match="anonymous volumes"):
+        create({}, Volumes={"/data": {}})
+    with pytest.raises(errors.InvalidArgumentError, match="MAC address"):
+        create({}, MacAddress="02:42:ac:11:00:02")
+
+
+def test_etc_files_and_domainname() -> None:
+    s = create({"ExtraHosts": ["foo:10.1.2.3", "v6:[::1]"], "Dns": ["9.9.9.9"],
+                "DnsSearch": ["example.com"], "DnsOptions": ["ndots:2"]},
+               Hostname="box", Domainname="lab.example")
+    files = ocispec.etc_files_text("c" * 64, s.config, s.host_config)
+    assert files["/etc/hostname"] == "box\n"
+    assert files["/etc/hosts"].endswith("10.1.2.3\tfoo\n::1\tv6\n")
+    assert files["/etc/resolv.conf"] == ("nameserver 9.9.9.9\nsearch example.com\n"
+                                         "options ndots:2\n")
+    spec = ocispec.translate("c" * 64, s.config, s.host_config, {}, lookup)
+    assert (spec["hostname"], spec["domainname"]) == ("box", "lab.example")
+    plain = create({})
+    assert ocispec.etc_files_text("c" * 64, plain.config, plain.host_config)[
+        "/etc/resolv.conf"] == ""
 
 
 def test_uts_host_conflicts_with_hostname() -> None:

@@ -84,11 +84,9 @@ class StartMixin(EngineHooks):
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
         dirs = [d / "upper", *reversed(image.layers)]
-        from labkit.engine.containers.ocihost import store_peer  # opts: hostname, peer
-        from labkit.engine.containers.ocispec import container_hostname
-        hostname = container_hostname(rec.id, rec.config, rec.host_config)
-        etc = {"/etc/hostname": f"{hostname}\n", "/etc/resolv.conf": "",
-               "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"}
+        from labkit.engine.containers.ocihost import store_peer  # opts: /etc files, peer
+        from labkit.engine.containers.ocispec import etc_files_text
+        etc = etc_files_text(rec.id, rec.config, rec.host_config)
         etc_files = {}
         for dest, text in etc.items():
             if write:

@@ -327,7 +327,8 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
         "Privileged": bool(host.get("Privileged")), "Init": host.get("Init"),
         "LogConfig": _log_config(host),
     })
-    warnings += hostopts.check(host_config, config, cgroup_v2=_cgroup_v2())
+    warnings += hostopts.check(host_config, {**config, "MacAddress": body.get("MacAddress")},
+                               cgroup_v2=_cgroup_v2())
     for k in ("Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod",
               "MemoryReservation"):
         host_config[k] = host.get(k) or 0

@@ -421,6 +421,41 @@ INSPECT_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _ip(text: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_names(host: dict[str, Any], config: dict[str, Any]) -> None:
+    """Links, anonymous volumes, MAC address, /etc/hosts and resolv.conf entries."""
+    if host.get("Links"):
+        raise _bad("HostConfig.Links", "legacy container links are not offered by labkit "
+                                       "(they need bridge networking)", hint="drop --link")
+    if config.get("Volumes"):
+        raise _bad("Volumes", "anonymous volumes arrive with the volumes issue",
+                   hint="run without -v /path")
+    if config.get("MacAddress"):
+        raise _bad("MacAddress", "labkit containers have no network interface to give a MAC "
+                                 "address to", hint="drop --mac-address")
+    for entry in host.get("ExtraHosts") or []:
+        name, sep, ip = entry.partition(":")
+        if ip == "host-gateway":
+            raise _bad("ExtraHosts", "host-gateway needs bridge networking, which labkit does "
+                                     "not offer yet")
+        if not sep or not name or not _ip(ip.strip("[]")):
+            raise _bad("ExtraHosts", f'invalid IP address in add-host: "{ip or entry}"')
+    for ip in host.get("Dns") or []:
+        if not _ip(ip):
+            raise _bad("Dns", f"{ip} is not an ip address")
+    for word in (host.get("DnsSearch") or []) + (host.get("DnsOptions") or []):
+        if not word or any(c.isspace() for c in word):
+            raise _bad("DnsSearch/DnsOptions", f"invalid resolv.conf entry {word!r}")
+
+
 def check(host: dict[str, Any], config: dict[str, Any], *, cgroup_v2: bool) -> list[str]:
     """Validate ``host`` (HostConfig, already type-checked) in place; return warnings."""
     warnings: list[str] = []
@@ -446,6 +481,7 @@ def check(host: dict[str, Any], config: dict[str, Any], *, cgroup_v2: bool) -> l
         raise _bad("CgroupParent", f"invalid cgroup parent {parent!r}",
                    hint="a path below the cgroup root, like lk-parent or /lk/web")
     _check_resources(host)
+    _check_names(host, config)
     _check_cpuset(host)
     _check_devices(host)
     _check_ulimits(host)

@@ -144,6 +144,7 @@ def _namespaces(spec: dict[str, Any], host: dict[str, Any], peer: Peer | None) -
     linux["namespaces"] = [n for n in wanted if n] + keep
     if host.get("UTSMode") == "host":
         spec.pop("hostname", None)  # the host's own name: nothing to set
+        spec.pop("domainname", None)
 
 
 def _shm(spec: dict[str, Any], host: dict[str, Any], peer: Peer | None) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "capabilities",
     "command",
     "container_hostname",
+    "etc_files_text",
     "merge_env",
     "merge_healthcheck",
     "resolve_user",
@@ -202,6 +203,30 @@ def container_hostname(cid: str, config: dict[str, Any], host: dict[str, Any]) -
     return cid[:12]
 
 
+def etc_files_text(cid: str, config: dict[str, Any], host: dict[str, Any]) -> dict[str, str]:
+    """The /etc/hostname, /etc/hosts and /etc/resolv.conf bound into the container: ExtraHosts
+    appended to hosts, Dns/DnsSearch/DnsOptions as resolv.conf (moby libnetwork etchosts and
+    resolvconf); with the host's network and no Dns given, the host's resolv.conf."""
+    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
+    for entry in host.get("ExtraHosts") or []:
+        name, _, ip = entry.partition(":")
+        hosts += f"{ip.strip('[]')}\t{name}\n"
+    lines = [f"nameserver {ip}" for ip in host.get("Dns") or []]
+    if host.get("DnsSearch"):
+        lines.append("search " + " ".join(host["DnsSearch"]))
+    if host.get("DnsOptions"):
+        lines.append("options " + " ".join(host["DnsOptions"]))
+    resolv = "".join(f"{ln}\n" for ln in lines)
+    if not host.get("Dns") and host.get("NetworkMode") == "host":
+        try:
+            with open("/etc/resolv.conf") as f:
+                resolv = f.read() + resolv
+        except OSError:
+            pass
+    return {"/etc/hostname": f"{container_hostname(cid, config, host)}\n",
+            "/etc/resolv.conf": resolv, "/etc/hosts": hosts}
+
+
 def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dict[str, Any],
               lookup: Lookup, *, etc_files: dict[str, str] | None = None,
               netns: str | None = None, init_binary: str | None = None,
@@ -240,6 +265,8 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
         spec["mounts"].append({"destination": INIT_PATH, "type": "bind", "source": init_binary,
                                "options": ["rbind", "ro"]})
     spec["hostname"] = hostname
+    if config.get("Domainname"):
+        spec["domainname"] = config["Domainname"]
     spec["root"] = {"path": "rootfs", "readonly": bool(host.get("ReadonlyRootfs"))}
     for dest, src in sorted((etc_files or {}).items()):
         spec["mounts"].append({"destination": dest, "type": "bind", "source": src,
