@@ -61,6 +61,10 @@ def test_healthy_log_ps_and_event(docker: Docker, name: str, detached: Any) -> N
     r = docker("events", "--since", str(since), "--until", str(int(time.time()) + 1),
                "--filter", f"container={name}", "--format", "{{.Action}}")
     assert "health_status: healthy" in r.stdout.decode().splitlines(), r
+    r = docker("events", "--since", str(since), "--until", str(int(time.time()) + 1),
+               "--filter", f"container={name}", "--filter", "event=health_status",
+               "--format", "{{.Action}}")
+    assert set(r.stdout.decode().split("\n")) - {""} == {"health_status: healthy"}, r
     # the log keeps the last 5 results
     _until(lambda: len(health(docker, name)["Log"]) == 5)
     assert len(health(docker, name)["Log"]) == 5
@@ -128,3 +132,23 @@ def test_invalid_healthcheck_is_400(engine: LabEngine) -> None:
     assert info.value.status_code == 400
     assert "Interval in Healthcheck cannot be less than 1ms" in str(info.value)
     dc.close()
+
+
+def test_docker_py_kernel_view_options(engine: LabEngine) -> None:
+    docker = pytest.importorskip("docker")
+    dc = docker.DockerClient(base_url=f"unix://{engine.socket}", version="1.41")
+    try:
+        out = dc.containers.run(
+            "busybox", ["sh", "-c", ("ulimit -n; cat /proc/sys/kernel/msgmax; id -G; "
+                                     "grep NoNewPrivs /proc/self/status; df -k /dev/shm")],
+            remove=True, ulimits=[docker.types.Ulimit(name="nofile", soft=333, hard=444)],
+            sysctls={"kernel.msgmax": "9999"}, group_add=[1000, "nogroup"],
+            security_opt=["no-new-privileges"], shm_size="4m").decode().splitlines()
+        assert out[:2] == ["333", "9999"], out
+        assert {"1000", "65534"} <= set(out[2].split()), out
+        assert out[3].split() == ["NoNewPrivs:", "1"] and out[5].split()[1] == "4096", out
+        with pytest.raises(docker.errors.APIError) as info:
+            dc.containers.run("busybox", ["true"], remove=True, oom_kill_disable=True)
+        assert info.value.status_code == 400 and "OomKillDisable" in str(info.value)
+    finally:
+        dc.close()
