@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from labkit import errors
-from labkit.engine.containers import hostopts, ocihost, ocispec, seccompconv
+from labkit.engine.containers import hostopts, ocihost, ocispec, resopts, seccompconv
 from labkit.engine.containers.createbody import parse_create
 
 FILES = {"/etc/passwd": "root:x:0:0::/root:/bin/sh\n",
@@ -338,13 +338,13 @@ def test_update_fields() -> None:
     cli = {k: 0 for k in ("CpuShares", "BlkioWeight", "KernelMemory", "CpuCount")}
     cli.update({"Memory": 64 << 20, "CgroupParent": "", "Devices": None, "Ulimits": None,
                 "MemorySwappiness": None, "RestartPolicy": {"Name": "", "MaximumRetryCount": 0}})
-    assert hostopts.update_fields(cli) == {"Memory": 64 << 20}
-    assert hostopts.update_fields({"CpusetCpus": "0", "PidsLimit": 0}) == {
+    assert resopts.update_fields(cli) == {"Memory": 64 << 20}
+    assert resopts.update_fields({"CpusetCpus": "0", "PidsLimit": 0}) == {
         "CpusetCpus": "0", "PidsLimit": 0}
     with pytest.raises(errors.InvalidArgumentError, match="cannot update BlkioWeight"):
-        hostopts.update_fields({"BlkioWeight": 300})
+        resopts.update_fields({"BlkioWeight": 300})
     with pytest.raises(errors.InvalidArgumentError, match="unknown update field.*Bogus"):
-        hostopts.update_fields({"Bogus": 1})
+        resopts.update_fields({"Bogus": 1})
 
 
 def test_healthcheck_merge_with_the_image() -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from labkit import errors
 from labkit.engine.containers import hostopts
+from labkit.engine.containers.health import check_healthcheck
 
 __all__ = [
     "CONFIG_TYPES",
@@ -313,7 +314,7 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
     }
     if body.get("Shell"):
         config["Shell"] = _strslice(body["Shell"])
-    health = hostopts.check_healthcheck(body.get("Healthcheck"))
+    health = check_healthcheck(body.get("Healthcheck"))
     if health is not None:
         config["Healthcheck"] = health
     for i, e in enumerate(config["Env"]):

@@ -26,7 +26,8 @@ from typing import Any
 from labkit import errors
 from labkit.engine.containers.record import rfc3339
 
-__all__ = ["HealthMonitor", "go_duration", "health_suffix", "probe_command"]
+__all__ = ["HealthMonitor", "check_healthcheck", "go_duration", "health_suffix",
+           "probe_command"]
 
 log = logging.getLogger("labkit.daemon")
 
@@ -38,6 +39,38 @@ DEFAULT_RETRIES = 3
 MAX_LOG = 5
 MAX_OUTPUT = 4096
 _FRAME = 8  # stdcopy header: stream byte, 3 zero bytes, big-endian length
+
+
+MIN_DURATION = 1_000_000  # moby container.MinimumDuration: 1ms, in ns
+
+
+def check_healthcheck(hc: Any) -> dict[str, Any] | None:
+    """Config.Healthcheck checked (moby verifyContainerSettings), or None when absent."""
+    if hc is None:
+        return None
+    if not isinstance(hc, dict):
+        raise errors.InvalidArgumentError("Healthcheck", "must be an object")
+    test = hc.get("Test") or []
+    if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
+        raise errors.InvalidArgumentError("Healthcheck.Test", "must be an array of strings")
+    if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+        raise errors.InvalidArgumentError("Healthcheck.Test", f"unknown healthcheck type {test[0]!r}",
+                   hint='use ["CMD", prog, args...], ["CMD-SHELL", "command"] or ["NONE"]')
+    if test and test[0] != "NONE" and len(test) < 2:
+        raise errors.InvalidArgumentError("Healthcheck.Test", f"{test[0]} needs a command")
+    out: dict[str, Any] = {"Test": list(test)}
+    for key in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
+        v = hc.get(key) or 0
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise errors.InvalidArgumentError(f"Healthcheck.{key}", "must be an integer")
+        if key == "Retries":
+            if v < 0:
+                raise errors.InvalidArgumentError("Healthcheck", "Retries in Healthcheck cannot be negative")
+        elif v and v < MIN_DURATION:
+            raise errors.InvalidArgumentError("Healthcheck", f"{key} in Healthcheck cannot be less than 1ms")
+        if v or key != "StartInterval":
+            out[key] = v
+    return out
 
 
 def probe_command(config: dict[str, Any]) -> list[str] | None:

@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from typing import Any
 
 from labkit import errors
+from labkit.engine.containers.resopts import INSPECT_DEFAULTS, check_cpuset, check_resources
 
 __all__ = [
     "DEFAULT_SHM_SIZE",
     "ULIMITS",
     "SecurityOpts",
     "check",
-    "check_healthcheck",
-    "cpu_list",
     "parse_security_opts",
 ]
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024  # moby config.DefaultShmSize
-MIN_DURATION = 1_000_000  # moby container.MinimumDuration: 1ms, in ns
 # go-units ulimitNameMapping: the names `--ulimit` and HostConfig.Ulimits know.
 ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
            "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
@@ -183,46 +180,7 @@ def _check_namespaces(host: dict[str, Any], config: dict[str, Any], cgroup_v2: b
     host["CgroupnsMode"] = cgns or ("private" if cgroup_v2 else "host")  # moby's defaults
 
 
-# -- resources, devices, limits ------------------------------------------------------------
-def cpu_list(text: str) -> set[int]:
-    """cpuset(7) list format "0-2,4" -> {0,1,2,4}; ValueError when malformed."""
-    out: set[int] = set()
-    for part in text.split(","):
-        lo, sep, hi = part.partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
-            raise ValueError(text)
-        a, b = int(lo), int(hi) if sep else int(lo)
-        if b < a:
-            raise ValueError(text)
-        out.update(range(a, b + 1))
-    return out
-
-
-def _online(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip() or "0"
-    except OSError:
-        return "0"
-
-
-def _check_cpuset(host: dict[str, Any]) -> None:
-    for key, what, path, noun in (
-            ("CpusetCpus", "cpus", "/sys/devices/system/cpu/online", "CPUs"),
-            ("CpusetMems", "mems", "/sys/devices/system/node/online", "memory nodes")):
-        val = host.get(key) or ""
-        if not val:
-            continue
-        try:
-            want = cpu_list(val)
-        except ValueError:
-            raise _bad(f"HostConfig.{key}", f"Invalid value {val} for cpuset {what}") from None
-        have = _online(path)
-        if not want <= cpu_list(have):
-            raise _bad(f"HostConfig.{key}", f"Requested {noun} are not available - requested "
-                                            f"{val}, available: {have}")
-
-
+# -- devices, limits, mounts ------------------------------------------------------------
 def _check_devices(host: dict[str, Any]) -> None:
     for i, dev in enumerate(host.get("Devices") or []):
         w = f"HostConfig.Devices[{i}]"
@@ -321,106 +279,6 @@ def _check_paths(host: dict[str, Any]) -> None:
                 raise _bad(f"HostConfig.{key}", f"{p!r} must be an absolute path without '..'")
 
 
-# Resources labkit does not apply at create: refused when they ask for anything (the CLI
-# sends every field, zero when the flag was not given).  Why, per field:
-_NOT_APPLIED = {
-    "BlkioWeight": "block I/O weights need the BFQ scheduler's cgroup files; labkit does not "
-                   "set them",
-    "BlkioWeightDevice": "per-device block I/O weights are not applied by labkit",
-    "CpuRealtimePeriod": "real-time CPU scheduling (cpu.rt_*) is not applied by labkit",
-    "CpuRealtimeRuntime": "real-time CPU scheduling (cpu.rt_*) is not applied by labkit",
-    "DeviceRequests": "device requests (GPUs) need a device driver labkit does not have",
-    "KernelMemory": "kernel memory limits are deprecated and not applied",
-    "KernelMemoryTCP": "kernel TCP memory limits are not applied by labkit",
-    "MemorySwappiness": "memory.swappiness is not applied by labkit-runtime yet",
-    "CpuCount": "CpuCount is a Windows option",
-    "CpuPercent": "CpuPercent is a Windows option",
-    "IOMaximumIOps": "IOMaximumIOps is a Windows option",
-    "IOMaximumBandwidth": "IOMaximumBandwidth is a Windows option",
-    "StorageOpt": "storage options (overlay quota) are not applied by labkit",
-    "VolumeDriver": "volume drivers are not offered",
-}
-THROTTLES = {"BlkioDeviceReadBps": "throttleReadBpsDevice",
-             "BlkioDeviceWriteBps": "throttleWriteBpsDevice",
-             "BlkioDeviceReadIOps": "throttleReadIOPSDevice",
-             "BlkioDeviceWriteIOps": "throttleWriteIOPSDevice"}
-
-
-def _check_resources(host: dict[str, Any]) -> None:
-    for key, why in _NOT_APPLIED.items():
-        val = host.get(key)
-        if key == "MemorySwappiness" and val == -1:
-            continue  # the CLI's "unset"
-        if val not in (None, 0, "", False, [], {}):
-            raise _bad(f"HostConfig.{key}", f"{key} is not supported by labkit: {why}")
-    if (host.get("Isolation") or "default") != "default":
-        raise _bad("Isolation", f"Invalid isolation: {host['Isolation']!r} - linux only "
-                                "supports 'default'")
-    if host.get("Runtime") not in (None, ""):
-        raise _bad("Runtime", f"Unknown runtime specified {host['Runtime']}",
-                   hint="labkit runs every container with labkit-runtime")
-    for key in THROTTLES:
-        for i, ent in enumerate(host.get(key) or []):
-            w = f"HostConfig.{key}[{i}]"
-            if not isinstance(ent, dict) or not isinstance(ent.get("Path"), str):
-                raise _bad(w, "must be an object {Path, Rate}")
-            rate = ent.get("Rate")
-            if isinstance(rate, bool) or not isinstance(rate, int) or rate < 0:
-                raise _bad(w, "Rate must be a non-negative integer")
-            try:
-                st = os.stat(ent["Path"])
-            except OSError as err:
-                raise _bad(w, f"{ent['Path']}: {err.strerror}") from None
-            if not stat.S_ISBLK(st.st_mode):
-                raise _bad(w, f"{ent['Path']} is not a block device")
-
-
-def check_healthcheck(hc: Any) -> dict[str, Any] | None:
-    """Config.Healthcheck checked (moby verifyContainerSettings), or None when absent."""
-    if hc is None:
-        return None
-    if not isinstance(hc, dict):
-        raise _bad("Healthcheck", "must be an object")
-    test = hc.get("Test") or []
-    if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
-        raise _bad("Healthcheck.Test", "must be an array of strings")
-    if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
-        raise _bad("Healthcheck.Test", f"unknown healthcheck type {test[0]!r}",
-                   hint='use ["CMD", prog, args...], ["CMD-SHELL", "command"] or ["NONE"]')
-    if test and test[0] != "NONE" and len(test) < 2:
-        raise _bad("Healthcheck.Test", f"{test[0]} needs a command")
-    out: dict[str, Any] = {"Test": list(test)}
-    for key in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
-        v = hc.get(key) or 0
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise _bad(f"Healthcheck.{key}", "must be an integer")
-        if key == "Retries":
-            if v < 0:
-                raise _bad("Healthcheck", "Retries in Healthcheck cannot be negative")
-        elif v and v < MIN_DURATION:
-            raise _bad("Healthcheck", f"{key} in Healthcheck cannot be less than 1ms")
-        if v or key != "StartInterval":
-            out[key] = v
-    return out
-
-
-# What `docker inspect` shows for the fields a create body left out (moby's zero values),
-# so templates like {{.HostConfig.PidMode}} print "" rather than "<no value>".
-INSPECT_DEFAULTS: dict[str, Any] = {
-    "CapAdd": None, "CapDrop": None, "GroupAdd": None, "OomScoreAdj": 0, "PidMode": "",
-    "Privileged": False, "PublishAllPorts": False, "ReadonlyRootfs": False, "SecurityOpt": None,
-    "UTSMode": "", "UsernsMode": "", "Isolation": "", "CpuShares": 0, "Memory": 0,
-    "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0, "BlkioWeightDevice": [],
-    "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None, "BlkioDeviceReadIOps": None,
-    "BlkioDeviceWriteIOps": None, "CpuPeriod": 0, "CpuQuota": 0, "CpuRealtimePeriod": 0,
-    "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "", "Devices": [],
-    "DeviceCgroupRules": None, "DeviceRequests": None, "KernelMemory": 0,
-    "KernelMemoryTCP": 0, "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None,
-    "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0,
-    "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
-}
-
-
 def _ip(text: str) -> bool:
     import ipaddress
     try:
@@ -483,9 +341,9 @@ def check(host: dict[str, Any], config: dict[str, Any], *, cgroup_v2: bool) -> l
                    or not parent.strip("/")):
         raise _bad("CgroupParent", f"invalid cgroup parent {parent!r}",
                    hint="a path below the cgroup root, like lk-parent or /lk/web")
-    _check_resources(host)
+    check_resources(host)
     _check_names(host, config)
-    _check_cpuset(host)
+    check_cpuset(host)
     _check_devices(host)
     _check_ulimits(host)
     _check_sysctls(host)
@@ -496,48 +354,3 @@ def check(host: dict[str, Any], config: dict[str, Any], *, cgroup_v2: bool) -> l
             host[key] = value
         host.setdefault(key, value)
     return warnings
-
-
-# -- POST /containers/{id}/update ----------------------------------------------------------
-# moby UpdateConfig = Resources + RestartPolicy.  labkit applies these to a running
-# container (cgroup files through the supervisor) and to the record:
-UPDATE_APPLIED = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuQuota",
-                  "CpuPeriod", "CpuShares", "PidsLimit", "CpusetCpus", "CpusetMems",
-                  "RestartPolicy")
-# ... and refuses these when they ask for anything (the CLI sends every field, zero when
-# the flag was not given, so a zero value asks for nothing):
-UPDATE_REFUSED = ("CgroupParent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
-                  "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
-                  "CpuRealtimePeriod", "CpuRealtimeRuntime", "Devices", "DeviceCgroupRules",
-                  "DeviceRequests", "KernelMemory", "KernelMemoryTCP", "MemorySwappiness",
-                  "OomKillDisable", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps",
-                  "IOMaximumBandwidth")
-
-
-def _asks(key: str, value: Any) -> bool:
-    if key == "MemorySwappiness" and value == -1:
-        return False  # the CLI's "unset"
-    if key == "RestartPolicy" and isinstance(value, dict):
-        return bool(value.get("Name") or value.get("MaximumRetryCount"))
-    return value not in (None, 0, "", False) and value != [] and value != {}
-
-
-def update_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """The fields of an update body that change something; 400 naming any field that
-    labkit cannot change (or does not know) but that asks for a change."""
-    refused = sorted(k for k, v in body.items() if _asks(k, v) and k not in UPDATE_APPLIED)
-    if refused:
-        unknown = [k for k in refused if k not in UPDATE_REFUSED]
-        why = (f"unknown update field(s) {', '.join(unknown)}" if unknown else
-               "labkit cannot change these on an existing container")
-        raise _bad(", ".join(refused), f"cannot update {', '.join(refused)}: {why}",
-                   hint="updatable: " + ", ".join(UPDATE_APPLIED))
-    out = {k: v for k, v in body.items() if k in UPDATE_APPLIED and _asks(k, v)}
-    if body.get("PidsLimit") is not None:  # a pointer in moby: 0 and -1 mean unlimited
-        out["PidsLimit"] = body["PidsLimit"]
-    return out
-
-
-def check_cpuset(host: dict[str, Any]) -> None:
-    """CpusetCpus/CpusetMems well-formed and present on this host (400 otherwise)."""
-    _check_cpuset(host)

@@ -181,7 +181,7 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
             cpu[oci] = host[key]
     if cpu:
         res["cpu"] = cpu
-    from labkit.engine.containers.hostopts import THROTTLES
+    from labkit.engine.containers.resopts import THROTTLES
     for key, oci in THROTTLES.items():  # [{Path, Rate}] -> [{major, minor, rate}]
         for ent in host.get(key) or []:
             rdev = os.stat(ent["Path"]).st_rdev

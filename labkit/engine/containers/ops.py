@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit import errors
-from labkit.engine.containers import hostopts
+from labkit.engine.containers import resopts
 from labkit.engine.containers._hooks import EngineHooks
 from labkit.engine.containers.createbody import (
     HOST_TYPES,
@@ -77,7 +77,7 @@ class OpsMixin(EngineHooks):
         check_types(body, HOST_TYPES)
         rec = self.get(ref)
         new = dict(rec.host_config)
-        asked = hostopts.update_fields(body)  # opts: refuse what is not applied
+        asked = resopts.update_fields(body)  # opts: refuse what is not applied
         new.update(asked)
         if "RestartPolicy" in asked:
             new["RestartPolicy"] = validate_restart(body["RestartPolicy"],
@@ -85,7 +85,7 @@ class OpsMixin(EngineHooks):
         if body.get("NanoCpus"):
             new["CpuQuota"], new["CpuPeriod"] = 0, 0
         validate_resources(new)
-        hostopts.check_cpuset(new)  # opts
+        resopts.check_cpuset(new)  # opts
         if rec.status in ("running", "paused"):
             from labkit.engine.containers.ocispec import resources
             res = resources(new)
