@@ -158,6 +158,10 @@ def test_privileged(docker: Docker) -> None:
     assert lines[0] == f"/dev/{host_dev}" and " rw," in lines[1] and lines[2] == "0", out
     out = run(docker, "busybox", "sh", "-c", "grep ' /sys ' /proc/mounts")
     assert " ro," in out, out
+    mount = "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted"
+    assert run(docker, "--privileged", "busybox", "sh", "-c", mount) == "mounted\n"
+    r = docker("run", "--rm", "busybox", "sh", "-c", mount)
+    assert r.returncode != 0 and b"mounted" not in r.stdout, r
 
 
 def test_refusals_name_the_option(docker: Docker) -> None:
