@@ -330,27 +330,3 @@ def test_supervisor_killed_under_a_running_daemon(daemon: Daemon) -> None:
     assert waiter["r"] == (200, {"StatusCode": 137, "Error": None})
     seq = _logs(daemon, ids[1])
     assert seq == list(range(len(seq)))
-
-
-def test_health_checks_resume_after_a_daemon_restart(daemon: Daemon) -> None:
-    hc = {"Test": ["CMD-SHELL", "echo alive"], "Interval": 500_000_000}
-    cid = _create(daemon, {"Cmd": ["sleep", "600"], "Healthcheck": hc}, f"lk-hc-{os.getpid()}")
-    assert daemon.call("POST", f"{V}/containers/{cid}/start")[0] == 204
-
-    def health() -> dict[str, Any]:
-        return daemon.call("GET", f"{V}/containers/{cid}/json")[1]["State"].get("Health") or {}
-    deadline = time.monotonic() + 30
-    while health().get("Status") != "healthy":
-        assert time.monotonic() < deadline, health()
-        time.sleep(0.1)
-    daemon.kill9()
-    daemon.start()
-    # adopted: monitored again from "starting" (moby initHealthMonitor on restore), and the
-    # probes run in the adopted container
-    last = health()["Log"][-1]["Start"]
-    deadline = time.monotonic() + 30
-    while not ((h := health()).get("Status") == "healthy" and h["Log"][-1]["Start"] > last):
-        assert time.monotonic() < deadline, h
-        time.sleep(0.1)
-    assert h["Log"][-1]["Output"] == "alive\n"
-    assert daemon.call("DELETE", f"{V}/containers/{cid}?force=1")[0] == 204
