@@ -47,7 +47,6 @@ def spec_of(host: dict[str, Any], peer: Any = None, **config: Any) -> dict[str, 
     ({"ShmSize": -1}, "SHM size can not be less than 0"),
     ({"IpcMode": "host", "ShmSize": 1 << 20}, "ShmSize"),
     ({"OomScoreAdj": 1001}, "range for oom score adj is [-1000, 1000]"),
-    ({"OomKillDisable": True}, "OomKillDisable"),
     ({"CgroupParent": "../../escape"}, "invalid cgroup parent"),
     ({"CpusetCpus": "0-"}, "Invalid value 0- for cpuset cpus"),
     ({"CpusetCpus": "4096"}, "Requested CPUs are not available"),
@@ -77,7 +76,7 @@ def spec_of(host: dict[str, Any], peer: Any = None, **config: Any) -> dict[str, 
     ({"ExtraHosts": ["foo:host-gateway"]}, "host-gateway"),
     ({"Dns": ["8.8.8.x"]}, "8.8.8.x is not an ip address"),
     ({"DnsSearch": ["a b"]}, "invalid resolv.conf entry"),
-    ({"MemorySwappiness": 10}, "MemorySwappiness is not supported"),
+    ({"MemorySwappiness": 101}, "valid memory swappiness range is 0-100"),
     ({"KernelMemory": 1 << 30}, "KernelMemory is not supported"),
     ({"CpuRealtimeRuntime": 1000}, "CpuRealtimeRuntime is not supported"),
     ({"DeviceRequests": [{"Count": -1}]}, "DeviceRequests is not supported"),
@@ -92,6 +91,32 @@ def test_refused_with_a_named_400(host: dict[str, Any], message: str) -> None:
     with pytest.raises(errors.InvalidArgumentError) as info:
         create(host)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("runtime_has_it", [True, False])
+def test_v1_memory_knobs_applied_refused_or_discarded(monkeypatch: Any,
+                                                      runtime_has_it: bool) -> None:
+    from labkit.engine.containers import createbody
+    monkeypatch.setattr(resopts, "runtime_applies", lambda slot: runtime_has_it)
+    monkeypatch.setattr(createbody, "_cgroup_v2", lambda: False)  # a v1 host, whatever this is
+    host = {"OomKillDisable": True, "MemorySwappiness": 10, "Memory": 64 << 20}
+    if runtime_has_it:
+        s = create(dict(host))
+        mem = ocispec.resources(s.host_config)["memory"]
+        assert mem["disableOOMKiller"] is True and mem["swappiness"] == 10
+    else:
+        for key in ("OomKillDisable", "MemorySwappiness"):
+            with pytest.raises(errors.InvalidArgumentError, match=f"{key} is not supported"):
+                create({key: host[key]})
+    # cgroup v2 has no such files: dockerd's warning, and the value discarded
+    warnings: list[str] = []
+    h = dict(host)
+    resopts.check_resources(h, cgroup_v2=True, warnings=warnings)
+    assert (h["OomKillDisable"], h["MemorySwappiness"]) == (False, None)
+    assert "Your kernel does not support OomKillDisable. OomKillDisable discarded." in warnings
+    assert any("Memory swappiness discarded" in w for w in warnings)
+    assert "memory" not in ocispec.resources({"OomKillDisable": False,
+                                              "MemorySwappiness": -1})
 
 
 def test_zero_values_ask_for_nothing() -> None:

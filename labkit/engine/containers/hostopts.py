@@ -333,15 +333,12 @@ def check(host: dict[str, Any], config: dict[str, Any], *, cgroup_v2: bool) -> l
     if not -1000 <= adj <= 1000:
         raise _bad("oom score adj", f"Invalid value {adj}, range for oom score adj is "
                                     "[-1000, 1000]")
-    if host.get("OomKillDisable"):
-        raise _bad("OomKillDisable", "labkit-runtime cannot disable the OOM killer "
-                                     "(memory.oom_control) yet", hint="drop --oom-kill-disable")
     parent = host.get("CgroupParent") or ""
     if parent and (not _CGROUP_PARENT_RE.match(parent) or ".." in parent.split("/")
                    or not parent.strip("/")):
         raise _bad("CgroupParent", f"invalid cgroup parent {parent!r}",
                    hint="a path below the cgroup root, like lk-parent or /lk/web")
-    check_resources(host)
+    check_resources(host, cgroup_v2, warnings)
     _check_names(host, config)
     check_cpuset(host)
     _check_devices(host)

@@ -166,6 +166,10 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
         res["memory"] = {"limit": mem, "swap": -1 if swap == -1 else (swap or 2 * mem)}
     if host.get("MemoryReservation"):
         res.setdefault("memory", {})["reservation"] = host["MemoryReservation"]
+    if host.get("OomKillDisable"):  # (resopts refused these where the runtime cannot)
+        res.setdefault("memory", {})["disableOOMKiller"] = True
+    if host.get("MemorySwappiness") not in (None, -1):
+        res.setdefault("memory", {})["swappiness"] = host["MemorySwappiness"]
     cpu: dict[str, Any] = {}
     if host.get("NanoCpus"):
         cpu = {"period": CPU_PERIOD, "quota": host["NanoCpus"] * CPU_PERIOD // 10**9}

@@ -72,6 +72,7 @@ _NOT_APPLIED = {
     "KernelMemory": "kernel memory limits are deprecated and not applied",
     "KernelMemoryTCP": "kernel TCP memory limits are not applied by labkit",
     "MemorySwappiness": "memory.swappiness is not applied by labkit-runtime yet",
+    "OomKillDisable": "labkit-runtime cannot disable the OOM killer (memory.oom_control) yet",
     "CpuCount": "CpuCount is a Windows option",
     "CpuPercent": "CpuPercent is a Windows option",
     "IOMaximumIOps": "IOMaximumIOps is a Windows option",
@@ -85,12 +86,47 @@ THROTTLES = {"BlkioDeviceReadBps": "throttleReadBpsDevice",
              "BlkioDeviceWriteIOps": "throttleWriteIOPSDevice"}
 
 
-def check_resources(host: dict[str, Any]) -> None:
+# Applied through the runtime's cgroup Resources where it has the field (cgroup v1 only):
+# HostConfig field -> Resources slot.
+_V1_MEMORY = {"MemorySwappiness": "memory_swappiness", "OomKillDisable": "oom_kill_disable"}
+_V2_DISCARDED = {  # moby verifyPlatformContainerResources, where the kernel has no such file
+    "MemorySwappiness": "Your kernel does not support memory swappiness capabilities or the "
+                        "cgroup is not mounted. Memory swappiness discarded.",
+    "OomKillDisable": "Your kernel does not support OomKillDisable. OomKillDisable discarded."}
+
+
+def runtime_applies(slot: str) -> bool:
+    """Whether labkit's cgroup Resources (what labkit-runtime applies) has ``slot``."""
+    from labkit.cgroups.base import Resources
+    return slot in getattr(Resources, "__slots__", ())
+
+
+def _memory_v1(host: dict[str, Any], cgroup_v2: bool, warnings: list[str]) -> None:
+    """MemorySwappiness and OomKillDisable: applied on v1 when the runtime can, discarded
+    with Docker's warning on v2 (no such cgroup files), refused otherwise."""
+    for key, slot in _V1_MEMORY.items():
+        val = host.get(key)
+        if val in (None, -1, False):
+            continue  # unset (the CLI's -1 / false)
+        if key == "MemorySwappiness" and not 0 <= val <= 100:
+            raise _bad(f"HostConfig.{key}", f"Invalid value: {val}, valid memory swappiness "
+                                            "range is 0-100")
+        if cgroup_v2:
+            warnings.append(_V2_DISCARDED[key])
+            host[key] = None if key == "MemorySwappiness" else False
+        elif not runtime_applies(slot):
+            raise _bad(f"HostConfig.{key}", f"{key} is not supported by labkit: "
+                                            f"{_NOT_APPLIED[key]}")
+
+
+def check_resources(host: dict[str, Any], cgroup_v2: bool = False,
+                    warnings: list[str] | None = None) -> None:
     """Refuse the resource fields labkit does not apply; check the blkio throttles."""
+    _memory_v1(host, cgroup_v2, warnings if warnings is not None else [])
     for key, why in _NOT_APPLIED.items():
         val = host.get(key)
-        if key == "MemorySwappiness" and val == -1:
-            continue  # the CLI's "unset"
+        if key in _V1_MEMORY:
+            continue  # _memory_v1's
         if val not in (None, 0, "", False, [], {}):
             raise _bad(f"HostConfig.{key}", f"{key} is not supported by labkit: {why}")
     if (host.get("Isolation") or "default") != "default":
