@@ -250,9 +250,9 @@ def _log_config(host: dict[str, Any]) -> dict[str, Any]:
 
 def _cgroup_v2() -> bool:
     """Whether the host mounts cgroup v2 alone (Docker's private-cgroupns default there)."""
-    from labkit.cgroups.detect import Mode, detect_mode
+    from labkit.cgroups import Mode, detect_mode  # (the package's name: tests patch it there)
     try:
-        return detect_mode() == Mode.UNIFIED
+        return detect_mode() is Mode.UNIFIED
     except errors.UnsupportedError:
         return False
 
