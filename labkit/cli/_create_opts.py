@@ -160,7 +160,8 @@ def apply_flags(args: argparse.Namespace, body: dict[str, Any]) -> None:
         host["OomScoreAdj"] = args.oom_score_adj
     if args.shm_size:
         host["ShmSize"] = parse_memory(args.shm_size)
-    lists = {"SecurityOpt": [_security_opt(o) for o in args.security_opt], "DeviceCgroupRules": args.device_cgroup_rule,
+    lists = {"SecurityOpt": [_security_opt(o) for o in args.security_opt],
+             "DeviceCgroupRules": args.device_cgroup_rule,
              "GroupAdd": args.group_add, "CapAdd": args.cap_add, "CapDrop": args.cap_drop}
     host.update({k: v for k, v in lists.items() if v})
     if args.ulimit:

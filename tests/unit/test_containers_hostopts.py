@@ -267,8 +267,9 @@ def test_devices_and_rules() -> None:
     s = spec_of({"Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/xnull",
                               "CgroupPermissions": "rw"}],
                  "DeviceCgroupRules": ["c 1:5 r", "b *:* m"]})
+    dev = s["linux"]["devices"][0]
     assert {"path": "/dev/xnull", "type": "c", "major": 1, "minor": 3} == {
-        k: v for k, v in s["linux"]["devices"][0].items() if k in ("path", "type", "major", "minor")}
+        k: v for k, v in dev.items() if k in ("path", "type", "major", "minor")}
     rules = s["linux"]["resources"]["devices"]
     assert rules[0] == {"allow": False, "access": "rwm"}
     assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"} in rules

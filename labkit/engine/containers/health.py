@@ -54,8 +54,9 @@ def check_healthcheck(hc: Any) -> dict[str, Any] | None:
     if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
         raise errors.InvalidArgumentError("Healthcheck.Test", "must be an array of strings")
     if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
-        raise errors.InvalidArgumentError("Healthcheck.Test", f"unknown healthcheck type {test[0]!r}",
-                   hint='use ["CMD", prog, args...], ["CMD-SHELL", "command"] or ["NONE"]')
+        raise errors.InvalidArgumentError(
+            "Healthcheck.Test", f"unknown healthcheck type {test[0]!r}",
+            hint='use ["CMD", prog, args...], ["CMD-SHELL", "command"] or ["NONE"]')
     if test and test[0] != "NONE" and len(test) < 2:
         raise errors.InvalidArgumentError("Healthcheck.Test", f"{test[0]} needs a command")
     out: dict[str, Any] = {"Test": list(test)}
@@ -65,10 +66,12 @@ def check_healthcheck(hc: Any) -> dict[str, Any] | None:
             raise errors.InvalidArgumentError(f"Healthcheck.{key}", "must be an integer")
         if key == "Retries":
             if v < 0:
-                raise errors.InvalidArgumentError("Healthcheck", "Retries in Healthcheck cannot be negative")
+                raise errors.InvalidArgumentError(
+                    "Healthcheck", "Retries in Healthcheck cannot be negative")
         elif v and v < MIN_DURATION:
-            raise errors.InvalidArgumentError("Healthcheck", f"{key} in Healthcheck cannot be less than 1ms")
-        if v or key != "StartInterval":
+            raise errors.InvalidArgumentError(
+                "Healthcheck", f"{key} in Healthcheck cannot be less than 1ms")
+        if v:  # moby HealthConfig: every field but Test is omitempty
             out[key] = v
     return out
 
