@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from labkit import errors
+from labkit.cli._create_opts import VALUE_OPTS, add_flags, apply_flags
 
 __all__ = [
     "RUN_VALUE_OPTS",
@@ -30,7 +31,7 @@ RUN_VALUE_OPTS = {"-e", "--env", "--env-file", "-w", "--workdir", "-u", "--user"
                   "--stop-timeout", "--cidfile", "--platform", "--pull", "--log-driver",
                   "--log-opt", "-p", "--publish", "-v", "--volume", "--mount", "--tmpfs",
                   "--cap-add", "--cap-drop", "--memory-swap", "--cpu-shares", "--cpuset-cpus",
-                  "--shm-size"}
+                  "--shm-size"} | VALUE_OPTS
 _SHORT_VALUE = {o[1] for o in RUN_VALUE_OPTS if len(o) == 2}
 
 
@@ -80,6 +81,7 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--stop-timeout", type=int, help="timeout (in seconds) to stop a container")
     a("-a", "--attach", action="append", default=[], help="attach to STDIN, STDOUT or STDERR")
     a("--detach-keys", help="override the key sequence for detaching a container")
+    add_flags(p)  # health checks, security, namespaces, devices, limits
     a("--help", action="help", help="print usage")
 
 
@@ -169,4 +171,5 @@ def create_body(args: argparse.Namespace, image: str, cmd: list[str]) -> dict[st
         body["StopSignal"] = args.stop_signal
     if args.stop_timeout is not None:
         body["StopTimeout"] = args.stop_timeout
+    apply_flags(args, body)
     return body

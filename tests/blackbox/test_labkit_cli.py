@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable
 
 import pytest
@@ -309,5 +310,28 @@ def test_restart_policy_reaches_the_daemon(labkit: Run, name: str) -> None:
                 break
             time.sleep(0.2)
         assert state == b"2 exited\n"
+    finally:
+        labkit("rm", "-f", name)
+
+
+def test_run_health_and_kernel_view_flags(labkit: Run, name: str) -> None:
+    r = labkit("run", "-d", "--name", name, "--health-cmd", "echo fine", "--health-interval",
+               "1s", "--ulimit", "nofile=300:400", "--sysctl", "kernel.shmmni=1000",
+               "--security-opt", "no-new-privileges", "--shm-size", "8m", "busybox",
+               "sleep", "600")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = labkit("exec", name, "sh", "-c", "ulimit -n; cat /proc/sys/kernel/shmmni; "
+                   "grep NoNewPrivs /proc/self/status; df -k /dev/shm | tail -1")
+        lines = r.stdout.decode().splitlines()
+        assert lines[:2] == ["300", "1000"] and lines[2].split() == ["NoNewPrivs:", "1"], r
+        assert lines[3].split()[1] == "8192", r
+        deadline = time.monotonic() + 30
+        while b"(healthy)" not in (ps := labkit("ps", "--filter", f"name={name}",
+                                                "--format", "{{.Status}}")).stdout:
+            assert time.monotonic() < deadline, ps
+            time.sleep(0.1)
+        r = labkit("inspect", "--format", "{{.State.Health.Status}}", name)
+        assert r.stdout == b"healthy\n", r
     finally:
         labkit("rm", "-f", name)

@@ -68,7 +68,7 @@ def test_on_failure_with_count_is_kept() -> None:
 
 
 @pytest.mark.parametrize("host,cls", [
-    ({"Privileged": True}, errors.UnsupportedError),
+    ({"KernelMemory": 1 << 30}, errors.InvalidArgumentError),
     ({"Binds": ["/a:/b"]}, errors.UnsupportedError),
     ({"NetworkMode": "container:x"}, errors.UnsupportedError),
     ({"NetworkMode": "mynet"}, errors.NotFoundError),

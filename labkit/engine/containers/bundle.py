@@ -15,6 +15,7 @@ from typing import Any
 from labkit import errors
 from labkit.engine import paths
 from labkit.engine.containers.record import ContainerRecord
+from labkit.engine.containers.store import ContainerStore
 from labkit.engine.images.store import ImageStore
 
 __all__ = ["Bundles", "layer_lookup"]
@@ -37,9 +38,11 @@ def layer_lookup(dirs: list[Path]) -> Callable[[str], str | None]:
 class Bundles:
     """Translate records into OCI bundles (ocispec.translate) against the image store."""
 
-    def __init__(self, images: ImageStore, init_binary: str | None = None) -> None:
+    def __init__(self, images: ImageStore, init_binary: str | None = None,
+                 store: ContainerStore | None = None) -> None:
         self.images = images
         self.init_binary = init_binary
+        self.store = store  # resolves PidMode/IpcMode container:NAME (ocihost.store_peer)
 
     def layers(self, rec: ContainerRecord) -> list[Path]:
         """The container's rootfs layers, top first (its own upper dir, then the image's)."""
@@ -47,12 +50,11 @@ class Bundles:
 
     def oci_config(self, rec: ContainerRecord, write: bool = True) -> dict[str, Any]:
         """Translate the record into config.json; write it (and the /etc files) when asked."""
-        from labkit.engine.containers.ocispec import container_hostname, translate
+        from labkit.engine.containers.ocihost import store_peer
+        from labkit.engine.containers.ocispec import etc_files_text, translate
         image = self.images.get(rec.image_id)
         d = Path(rec.dir)
-        hostname = container_hostname(rec.id, rec.config, rec.host_config)
-        etc = {"/etc/hostname": f"{hostname}\n", "/etc/resolv.conf": "",
-               "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"}
+        etc = etc_files_text(rec.id, rec.config, rec.host_config)
         etc_files = {}
         for dest, text in etc.items():
             if write:
@@ -62,8 +64,10 @@ class Bundles:
         if rec.host_config.get("Init") and not init:
             raise errors.UnsupportedError("HostConfig.Init", "no static init binary found",
                                           hint="apt-get install tini (tini-static)")
+        peer = store_peer(self.store, running=write) if self.store is not None else None
         spec = translate(rec.id, rec.config, rec.host_config, image.container_config,
-                         layer_lookup(self.layers(rec)), etc_files=etc_files, init_binary=init)
+                         layer_lookup(self.layers(rec)), etc_files=etc_files, init_binary=init,
+                         peer=peer)
         if write:  # compact: json's C encoder (indent= falls back to the Python one)
             rec.bundle.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
             paths.write_secret(rec.bundle / "config.json", json.dumps(spec).encode())

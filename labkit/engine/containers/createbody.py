@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit import errors
+from labkit.engine.containers import hostopts
+from labkit.engine.containers.healthcheck import check_healthcheck
 
 __all__ = [
     "CONFIG_TYPES",
@@ -70,6 +72,9 @@ HOST_TYPES: dict[str, str] = {
     "OomKillDisable": B, "PidsLimit": I64, "Ulimits": ANY_LIST, "CpuCount": I64,
     "CpuPercent": I64, "IOMaximumIOps": "uint64", "IOMaximumBandwidth": "uint64",
     "Mounts": ANY_LIST, "MaskedPaths": STRS, "ReadonlyPaths": STRS, "Init": B,
+    "BlkioWeightDevice": ANY_LIST, "BlkioDeviceReadBps": ANY_LIST,
+    "BlkioDeviceWriteBps": ANY_LIST, "BlkioDeviceReadIOps": ANY_LIST,
+    "BlkioDeviceWriteIOps": ANY_LIST,
 }
 RESTART_TYPES = {"Name": S, "MaximumRetryCount": I}
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
@@ -371,6 +376,15 @@ class NetworkNotFoundError(errors.NotFoundError):
         return (type(self), (self.name, self.hint))
 
 
+def _cgroup_v2() -> bool:
+    """Whether the host mounts cgroup v2 alone (Docker's private-cgroupns default there)."""
+    from labkit.cgroups import Mode, detect_mode  # (the package's name: tests patch it there)
+    try:
+        return detect_mode() is Mode.UNIFIED
+    except errors.UnsupportedError:
+        return False
+
+
 @dataclass(slots=True)
 class CreateSpec:
     """A checked create request: name (maybe ''), image ref, Config and HostConfig dicts."""
@@ -397,9 +411,6 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
         raise errors.InvalidArgumentError("Image", "no image given: specify an image to create "
                                                    "a container from")
     warnings: list[str] = []
-    if host.get("Privileged"):
-        raise errors.UnsupportedError("HostConfig.Privileged", "privileged containers are not "
-                                      "offered by labkit", hint="use --cap-add for what you need")
     if host.get("Binds") or host.get("Mounts") or host.get("VolumesFrom"):
         raise errors.UnsupportedError("HostConfig.Binds/Mounts", "volumes and bind mounts arrive "
                                       "with the volumes issue", hint="run without -v / --mount")
@@ -431,6 +442,11 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
         "Labels": dict(body.get("Labels") or {}), "ExposedPorts": body.get("ExposedPorts"),
         "StopSignal": body.get("StopSignal") or "", "StopTimeout": body.get("StopTimeout"),
     }
+    if body.get("Shell"):
+        config["Shell"] = _strslice(body["Shell"])
+    health = check_healthcheck(body.get("Healthcheck"))
+    if health is not None:
+        config["Healthcheck"] = health
     for i, e in enumerate(config["Env"]):
         if not e or e.startswith("="):
             raise errors.InvalidArgumentError(f"Env[{i}]", f"invalid environment variable: {e!r}")
@@ -439,8 +455,11 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
         "NetworkMode": net, "RestartPolicy": restart, "AutoRemove": bool(host.get("AutoRemove")),
         "CapAdd": _caps(_strslice(host.get("CapAdd")), "HostConfig.CapAdd") or None,
         "CapDrop": _caps(_strslice(host.get("CapDrop")), "HostConfig.CapDrop") or None,
-        "Privileged": False, "Init": host.get("Init"), "LogConfig": _log_config(host),
+        "Privileged": bool(host.get("Privileged")), "Init": host.get("Init"),
+        "LogConfig": _log_config(host),
     })
+    warnings += hostopts.check(host_config, {**config, "MacAddress": body.get("MacAddress")},
+                               cgroup_v2=_cgroup_v2())
     for k in ("Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod",
               "MemoryReservation"):
         host_config[k] = host.get(k) or 0

@@ -23,6 +23,7 @@ from labkit.engine.containers.bundle import Bundles
 from labkit.engine.containers.control import Control, parse_signal
 from labkit.engine.containers.events import EventBus
 from labkit.engine.containers.execs import Execs
+from labkit.engine.containers.health import HealthMonitor
 from labkit.engine.containers.ops import Ops
 from labkit.engine.containers.record import ContainerRecord
 from labkit.engine.containers.restart import Restarts
@@ -48,10 +49,11 @@ class Engine:
         self.link = TaskLink(tasks)
         self.waiters = Waiters()
         self.restarts = Restarts()
-        self.bundles = Bundles(self.images, init_binary)
+        self.bundles = Bundles(self.images, init_binary, self.store)
         self.execs = Execs(self.store, tasks, self.bundles, self.bus)
+        self.health = HealthMonitor(self.execs, tasks, self.bus)
         self.containers = Containers(self.store, self.images, self.bundles, self.link, self.waiters,
-                                     self.restarts, self.execs, self.bus)
+                                     self.restarts, self.execs, self.bus, self.health)
         self.control = Control(self.containers, tasks)
         self.ops = Ops(self.store, self.images, tasks, self.control, self.bus)
 

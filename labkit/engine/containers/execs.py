@@ -131,6 +131,10 @@ class Execs:
         """The exec IDs of container ``cid`` (inspect's ExecIDs)."""
         return [e for e, x in self._execs.items() if x.container_id == cid]
 
+    def forget(self, exec_id: str) -> None:
+        """Drop one exec record (a health probe's, once it ended)."""
+        self._execs.pop(exec_id, None)
+
     def forget_container(self, cid: str) -> None:
         """The container is gone: dockerd forgets its execs with it."""
         for eid in self.ids_of(cid):

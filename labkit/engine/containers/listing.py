@@ -8,6 +8,7 @@ from typing import Any
 
 from labkit import errors
 from labkit._units import human_duration
+from labkit.engine.containers.healthcheck import health_suffix
 from labkit.engine.containers.lifecycle import LIVE, State
 from labkit.engine.containers.record import ZERO_TIME, ContainerRecord, rfc3339
 
@@ -75,7 +76,7 @@ def human_status(rec: ContainerRecord, now: float | None = None) -> str:
     """`docker ps`'s STATUS column (moby container.State.String)."""
     now = now or time.time()
     if rec.status is State.RUNNING:
-        return f"Up {human_duration(now - rec.started_at)}"
+        return f"Up {human_duration(now - rec.started_at)}{health_suffix(rec.health)}"
     if rec.status is State.PAUSED:
         return f"Up {human_duration(now - rec.started_at)} (Paused)"
     if rec.status is State.RESTARTING:
@@ -119,6 +120,7 @@ def inspect(rec: ContainerRecord) -> dict[str, Any]:
             "ExitCode": rec.exit_code, "Error": rec.error,
             "StartedAt": rfc3339(rec.started_at) if rec.started_at else ZERO_TIME,
             "FinishedAt": rfc3339(rec.finished_at) if rec.finished_at else ZERO_TIME,
+            **({"Health": rec.health} if rec.health else {}),
         },
         "Image": rec.image_id, "ResolvConfPath": f"{rec.dir}/resolv.conf",
         "HostnamePath": f"{rec.dir}/hostname", "HostsPath": f"{rec.dir}/hosts",
@@ -166,6 +168,9 @@ def filter_list(recs: list[ContainerRecord], all_: bool, limit: int,
         if filters.get("ancestor") and not any(
                 a in (r.image, r.image_id) or r.image_id.startswith("sha256:" + a)
                 or f"{a}:latest" == r.image for a in filters["ancestor"]):
+            continue
+        if filters.get("health") and (r.health or {}).get("Status", "none") not in filters[
+                "health"]:
             continue
         if not label_match(r.config.get("Labels") or {}, filters.get("label", [])):
             continue

@@ -10,11 +10,14 @@ Files are read through a ``lookup`` callback so unit tests need no rootfs.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from labkit import errors
+from labkit.engine.containers.ocihost import Peer
+from labkit.engine.containers.ocihost import apply as apply_host
 from labkit.engine.runtime.config import CGROUP_PARENT
 
 __all__ = [
@@ -23,7 +26,9 @@ __all__ = [
     "capabilities",
     "command",
     "container_hostname",
+    "etc_files_text",
     "merge_env",
+    "merge_healthcheck",
     "resolve_user",
     "resources",
     "translate",
@@ -64,6 +69,27 @@ def merge_image(config: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]
     for key in ("WorkingDir", "User", "StopSignal"):
         out[key] = config.get(key) or image.get(key) or ""
     out["Labels"] = {**(image.get("Labels") or {}), **(config.get("Labels") or {})}
+    if not config.get("Shell") and image.get("Shell"):
+        out["Shell"] = image["Shell"]
+    out["Healthcheck"] = merge_healthcheck(config.get("Healthcheck"), image.get("Healthcheck"))
+    if out["Healthcheck"] is None:
+        out.pop("Healthcheck")
+    return out
+
+
+def merge_healthcheck(mine: dict[str, Any] | None,
+                      image: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The request's Healthcheck completed from the image's (moby daemon/commit.go merge):
+    no Test inherits the image's test, a zero duration or count inherits the image's."""
+    if mine is None:
+        return dict(image) if image else None
+    out = dict(mine)
+    if image:
+        if not out.get("Test"):
+            out["Test"] = image.get("Test") or []
+        for key in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
+            if not out.get(key) and image.get(key):
+                out[key] = image[key]
     return out
 
 
@@ -81,10 +107,10 @@ def merge_env(image_env: list[str], env: list[str], extra: dict[str, str]) -> li
 def container_hostname(cid: str, config: dict[str, Any], host: dict[str, Any]) -> str:
     """The container's hostname, decided once here, in the daemon: config.json's
     ``hostname`` (which the runtime only applies), the HOSTNAME variable and /etc/hostname
-    all take this one value.  Config.Hostname, else the host's name with the host's network
-    (moby daemon/container.go), else the short id, as Docker does."""
-    return str(config.get("Hostname") or (
-        socket.gethostname() if host.get("NetworkMode") == "host" else cid[:12]))
+    all take this one value.  Config.Hostname, else the host's name when sharing the host's
+    network or UTS namespace (moby daemon/container.go), else the short id, as Docker does."""
+    shares_host = "host" in (host.get("NetworkMode"), host.get("UTSMode"))
+    return str(config.get("Hostname") or (socket.gethostname() if shares_host else cid[:12]))
 
 
 def _table(text: str | None) -> list[list[str]]:
@@ -149,6 +175,10 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
         res["memory"] = {"limit": mem, "swap": -1 if swap == -1 else (swap or 2 * mem)}
     if host.get("MemoryReservation"):
         res.setdefault("memory", {})["reservation"] = host["MemoryReservation"]
+    if host.get("OomKillDisable"):  # (resopts refused these where the runtime cannot)
+        res.setdefault("memory", {})["disableOOMKiller"] = True
+    if host.get("MemorySwappiness") not in (None, -1):
+        res.setdefault("memory", {})["swappiness"] = host["MemorySwappiness"]
     cpu: dict[str, Any] = {}
     if host.get("NanoCpus"):
         cpu = {"period": CPU_PERIOD, "quota": host["NanoCpus"] * CPU_PERIOD // 10**9}
@@ -159,8 +189,17 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
             cpu["period"] = host["CpuPeriod"]
     if host.get("CpuShares"):
         cpu["shares"] = host["CpuShares"]
+    for key, oci in (("CpusetCpus", "cpus"), ("CpusetMems", "mems")):
+        if host.get(key):
+            cpu[oci] = host[key]
     if cpu:
         res["cpu"] = cpu
+    from labkit.engine.containers.resopts import THROTTLES
+    for key, oci in THROTTLES.items():  # [{Path, Rate}] -> [{major, minor, rate}]
+        for ent in host.get(key) or []:
+            rdev = os.stat(ent["Path"]).st_rdev
+            res.setdefault("blockIO", {}).setdefault(oci, []).append(
+                {"major": os.major(rdev), "minor": os.minor(rdev), "rate": ent["Rate"]})
     pids = host.get("PidsLimit")
     if pids:
         res["pids"] = {"limit": pids}
@@ -175,14 +214,40 @@ def default_cgroupns_mode() -> str:
     return "private" if detect_mode() is Mode.UNIFIED else "host"
 
 
+def etc_files_text(cid: str, config: dict[str, Any], host: dict[str, Any]) -> dict[str, str]:
+    """The /etc/hostname, /etc/hosts and /etc/resolv.conf bound into the container: ExtraHosts
+    appended to hosts, Dns/DnsSearch/DnsOptions as resolv.conf (moby libnetwork etchosts and
+    resolvconf); with the host's network and no Dns given, the host's resolv.conf."""
+    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
+    for entry in host.get("ExtraHosts") or []:
+        name, _, ip = entry.partition(":")
+        hosts += f"{ip.strip('[]')}\t{name}\n"
+    lines = [f"nameserver {ip}" for ip in host.get("Dns") or []]
+    if host.get("DnsSearch"):
+        lines.append("search " + " ".join(host["DnsSearch"]))
+    if host.get("DnsOptions"):
+        lines.append("options " + " ".join(host["DnsOptions"]))
+    resolv = "".join(f"{ln}\n" for ln in lines)
+    if not host.get("Dns") and host.get("NetworkMode") == "host":
+        try:
+            with open("/etc/resolv.conf") as f:
+                resolv = f.read() + resolv
+        except OSError:
+            pass
+    return {"/etc/hostname": f"{container_hostname(cid, config, host)}\n",
+            "/etc/resolv.conf": resolv, "/etc/hosts": hosts}
+
+
 def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dict[str, Any],
               lookup: Lookup, *, etc_files: dict[str, str] | None = None,
-              netns: str | None = None, init_binary: str | None = None) -> dict[str, Any]:
+              netns: str | None = None, init_binary: str | None = None,
+              peer: Peer | None = None) -> dict[str, Any]:
     """The complete config.json for container ``cid``.
 
     ``image`` is the image config's ``config`` object, ``etc_files`` maps /etc/hostname,
     /etc/hosts, /etc/resolv.conf to host files to bind in (as Docker does), ``netns`` is a
-    network namespace path to join, ``init_binary`` a static init (tini) for HostConfig.Init.
+    network namespace path to join, ``init_binary`` a static init (tini) for HostConfig.Init,
+    ``peer`` resolves ``container:NAME`` pid/ipc modes to the pid whose namespace is joined.
     """
     from labkit.engine.runtime.spec import DEFAULT_CAPS, DEFAULT_PATH, default_config
 
@@ -197,6 +262,8 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, f"PATH={DEFAULT_PATH}")
     caps = capabilities(DEFAULT_CAPS, host.get("CapAdd"), host.get("CapDrop"))
+    if host.get("Privileged"):  # moby WithCapabilities: every capability, drops ignored
+        caps = capabilities((), ["ALL"], None)
     proc = spec["process"]
     proc.update({
         "terminal": tty, "args": args, "env": env,
@@ -209,6 +276,8 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
         spec["mounts"].append({"destination": INIT_PATH, "type": "bind", "source": init_binary,
                                "options": ["rbind", "ro"]})
     spec["hostname"] = hostname
+    if config.get("Domainname"):
+        spec["domainname"] = config["Domainname"]
     spec["root"] = {"path": "rootfs", "readonly": bool(host.get("ReadonlyRootfs"))}
     for dest, src in sorted((etc_files or {}).items()):
         spec["mounts"].append({"destination": dest, "type": "bind", "source": src,
@@ -222,4 +291,5 @@ def translate(cid: str, config: dict[str, Any], host: dict[str, Any], image: dic
     linux["namespaces"] = ns
     linux["resources"] = resources(host)
     linux["cgroupsPath"] = f"{CGROUP_PARENT}/{cid}"
+    apply_host(spec, cid, host, lookup, peer)
     return spec  # default_config() built it fresh: nothing shared to copy

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit import errors
+from labkit.engine.containers import resopts
 from labkit.engine.containers.control import Control
 from labkit.engine.containers.createbody import (
     HOST_TYPES,
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
     from labkit.engine.containers.tasks import TaskService, TaskStats
 
 __all__ = ["Ops", "docker_stats", "parse_ps"]
-
-UPDATABLE = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuQuota", "CpuPeriod",
-             "CpuShares", "PidsLimit", "RestartPolicy")
-
 
 def docker_stats(rec: Any, now: TaskStats, pre: TaskStats | None) -> dict[str, Any]:
     """One GET /containers/{id}/stats object (moby types.StatsJSON, cgroup v1 fields)."""
@@ -96,15 +93,15 @@ class Ops:
         rec = self.store.get(ref)
         refuse_if_going(rec.status, rec.id, '"update"')
         new = dict(rec.host_config)
-        for k in UPDATABLE:
-            if body.get(k) is not None:
-                new[k] = body[k]
-        if "RestartPolicy" in body and body["RestartPolicy"] is not None:
+        asked = resopts.update_fields(body)  # opts: refuse what is not applied
+        new.update(asked)
+        if "RestartPolicy" in asked:
             new["RestartPolicy"] = validate_restart(body["RestartPolicy"],
                                                     bool(new.get("AutoRemove")))
         if body.get("NanoCpus"):
             new["CpuQuota"], new["CpuPeriod"] = 0, 0
         validate_resources(new)
+        resopts.check_cpuset(new)
         if rec.status in (State.RUNNING, State.PAUSED):
             from labkit.engine.containers.ocispec import resources
             res = resources(new)

@@ -68,6 +68,7 @@ class ContainerRecord:
     manually_stopped: bool = False
     has_been_started: bool = False
     warnings: list[str] = field(default_factory=list)
+    health: dict[str, Any] | None = None  # State.Health (health.py), when it has a probe
 
     def __post_init__(self) -> None:
         # the initial state, typed (a record built from JSON or by hand says "running");

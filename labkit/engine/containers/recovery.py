@@ -64,6 +64,7 @@ async def _restore_one(containers: Containers, rec: ContainerRecord, t: TaskInfo
         rec.transition(State(t.status))
         containers.link.adopt(rec, t)
         containers.link.watch(rec, containers.on_exit)
+        containers.health.start(rec)
         return
     if t is not None and t.status == "stopped":
         await containers.on_exit(rec, ExitInfo(t.exit_status, t.exited_at, t.oom_killed))
