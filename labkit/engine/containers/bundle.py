@@ -8,6 +8,8 @@ container's overlay would show them.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,15 +24,38 @@ __all__ = ["Bundles", "layer_lookup"]
 
 
 def layer_lookup(dirs: list[Path]) -> Callable[[str], str | None]:
-    """Read a file as the container would see it: the first of ``dirs`` (top first)."""
+    """Read a file as the container would see it: the first of ``dirs`` (top first) that has
+    it.  Each layer is read as its own root (images._rootdir, RESOLVE_IN_ROOT): a symlink in
+    an image (``etc -> /etc``, ``passwd -> /etc/shadow``) resolves inside that layer, never
+    on the host, whose files an image must not get the daemon to read."""
+    from labkit.engine.images._rootdir import RootDir
+
+    def read(root: Path, path: str) -> str | None:
+        try:
+            rd = RootDir(str(root), follow=True)
+        except OSError:
+            return None
+        try:
+            dirfd, name = rd.parent(path)
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=dirfd)
+            finally:
+                os.close(dirfd)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    return None  # a fifo or device would block or leak: not a passwd file
+                return f.read(1 << 20).decode(errors="replace")
+        except OSError:
+            return None
+        finally:
+            rd.close()
+
     def lookup(path: str) -> str | None:
         for d in dirs:
-            p = d / path.lstrip("/")
-            if p.is_file():
-                try:
-                    return p.read_text(errors="replace")
-                except OSError:
-                    return None
+            text = read(d, path)
+            if text is not None:
+                return text
         return None
     return lookup
 
