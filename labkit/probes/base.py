@@ -22,7 +22,8 @@ from labkit import errors
 from labkit._sys import features
 from labkit._sys.syscalls import mount
 
-__all__ = ["BccProbe", "Probe", "ensure_tracefs", "load_bpf", "require_tracepoint"]
+__all__ = ["BccProbe", "Probe", "ensure_tracefs", "load_bpf", "load_event_probe",
+           "require_tracepoint"]
 
 R = TypeVar("R")
 
@@ -108,6 +109,28 @@ def load_bpf(text: str, tool: str) -> Any:
             hint += f" (only the nearest headers are linked: {near})"
         raise errors.UnsupportedError(tool, f"bcc could not compile/load it: {err}",
                                       hint=hint) from err
+
+
+P = TypeVar("P", bound="BccProbe[Any]")
+
+
+def load_event_probe(cls: type[P], text: str, tool: str,
+                     tracepoints: tuple[tuple[str, str], ...], table: str = "events") -> P:
+    """Check root and each (category, event) tracepoint, compile ``text``, wrap it in
+    ``cls`` and open its perf buffer ``table``; the probe is closed if that fails.
+
+    TRACEPOINT_PROBE functions attach themselves when bcc loads them: only the perf buffer
+    is left to open."""
+    require_root(tool)
+    for category, event in tracepoints:
+        require_tracepoint(category, event, tool)
+    probe = cls(load_bpf(text, tool), tool)
+    try:
+        probe._open_events(table)
+    except BaseException:
+        probe.close()
+        raise
+    return probe
 
 
 def attach_tracepoint(bpf: Any, tp: str, fn_name: str, tool: str) -> None:

@@ -134,13 +134,5 @@ def attach(opts: Options | None = None) -> ExecProbe:
         UnsupportedError: no bcc, not root, no tracefs or no sched tracepoints.
     """
     opts = opts or Options()
-    base.require_root(TOOL)
-    base.require_tracepoint("sched", "sched_process_exec", TOOL)
-    probe = ExecProbe(base.load_bpf(render(opts), TOOL), TOOL)
-    try:
-        # TRACEPOINT_PROBE functions auto-attach when bcc loads them; the perf buffer is ours.
-        probe._open_events("events")
-    except BaseException:
-        probe.close()
-        raise
-    return probe
+    return base.load_event_probe(ExecProbe, render(opts), TOOL,
+                                 (("sched", "sched_process_exec"),))

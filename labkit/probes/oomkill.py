@@ -141,12 +141,4 @@ def attach(opts: Options | None = None) -> OomProbe:
             where to find a kernel that has it).
     """
     opts = opts or Options()
-    base.require_root(TOOL)
-    base.require_tracepoint("oom", "mark_victim", TOOL)
-    probe = OomProbe(base.load_bpf(render(opts), TOOL), TOOL)
-    try:
-        probe._open_events("events")
-    except BaseException:
-        probe.close()
-        raise
-    return probe
+    return base.load_event_probe(OomProbe, render(opts), TOOL, (("oom", "mark_victim"),))

@@ -178,14 +178,6 @@ def attach() -> ProcTreeProbe:
     Raises:
         UnsupportedError: no bcc, not root, no tracefs or no sched tracepoints.
     """
-    base.require_root(TOOL)
-    for event in ("sched_switch", "sched_process_fork", "sched_process_exec",
-                  "sched_process_exit"):
-        base.require_tracepoint("sched", event, TOOL)
-    probe = ProcTreeProbe(base.load_bpf(render(), TOOL), TOOL)
-    try:
-        probe._open_events("events")
-    except BaseException:
-        probe.close()
-        raise
-    return probe
+    events = ("sched_switch", "sched_process_fork", "sched_process_exec", "sched_process_exit")
+    return base.load_event_probe(ProcTreeProbe, render(), TOOL,
+                                 tuple(("sched", e) for e in events))
