@@ -93,6 +93,11 @@ class Bundles:
         spec = translate(rec.id, rec.config, rec.host_config, image.container_config,
                          layer_lookup(self.layers(rec)), etc_files=etc_files, init_binary=init,
                          peer=peer)
+        if rec.mounts:  # -v / --mount / VOLUME: over whatever else sits at that destination
+            from labkit.engine.volumes.oci import to_oci
+            dests = {m["Destination"] for m in rec.mounts}
+            spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in dests]
+            spec["mounts"] += to_oci(rec.mounts)
         if write:  # compact: json's C encoder (indent= falls back to the Python one)
             rec.bundle.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
             paths.write_secret(rec.bundle / "config.json", json.dumps(spec).encode())

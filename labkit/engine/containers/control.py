@@ -121,8 +121,9 @@ class Control:
         rec.transition(State.RUNNING)
         self.containers.emit("unpause", rec)
 
-    async def remove(self, ref: str, force: bool = False) -> None:
-        """DELETE /containers/{id}: 409 when running without force; force kills first."""
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """DELETE /containers/{id}: 409 when running without force; force kills first;
+        ``volumes`` (rm -v) removes the container's anonymous volumes too."""
         rec = self.store.get(ref)
         async with self.store.lock(rec):
             if rec.status is State.REMOVING:
@@ -143,4 +144,4 @@ class Control:
             await self._signal(rec, _signal.SIGKILL)
             await asyncio.shield(fut)
         await hold("rm:killed")
-        await self.containers.destroy(rec)
+        await self.containers.destroy(rec, volumes=volumes)

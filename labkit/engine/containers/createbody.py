@@ -28,6 +28,7 @@ from typing import Any
 from labkit import errors
 from labkit.engine.containers import hostopts
 from labkit.engine.containers.healthcheck import check_healthcheck
+from labkit.engine.volumes import spec as volspec
 
 __all__ = [
     "CONFIG_TYPES",
@@ -394,6 +395,7 @@ class CreateSpec:
     config: dict[str, Any]
     host_config: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # volumes.spec.parse_all
 
 
 def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
@@ -411,9 +413,10 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
         raise errors.InvalidArgumentError("Image", "no image given: specify an image to create "
                                                    "a container from")
     warnings: list[str] = []
-    if host.get("Binds") or host.get("Mounts") or host.get("VolumesFrom"):
-        raise errors.UnsupportedError("HostConfig.Binds/Mounts", "volumes and bind mounts arrive "
-                                      "with the volumes issue", hint="run without -v / --mount")
+    if host.get("VolumesFrom"):
+        raise errors.UnsupportedError("HostConfig.VolumesFrom", "--volumes-from is not offered "
+                                      "by labkit", hint="name the volumes with -v instead")
+    mounts = volspec.parse_all(host, body.get("Volumes"))
     if host.get("PortBindings") or host.get("PublishAllPorts"):
         warnings.append("labkit: port publishing arrives with bridge networking; -p is ignored")
     net = host.get("NetworkMode") or "default"
@@ -464,4 +467,4 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
               "MemoryReservation"):
         host_config[k] = host.get(k) or 0
     host_config["PidsLimit"] = host.get("PidsLimit")
-    return CreateSpec(name, image, config, host_config, warnings)
+    return CreateSpec(name, image, config, host_config, warnings, mounts)

@@ -54,6 +54,7 @@ class Engine:
         self.health = HealthMonitor(self.execs, tasks, self.bus)
         self.containers = Containers(self.store, self.images, self.bundles, self.link, self.waiters,
                                      self.restarts, self.execs, self.bus, self.health)
+        self.volumes = self.containers.volumes  # (the VolumeStore asks containers who uses what)
         self.control = Control(self.containers, tasks)
         self.ops = Ops(self.store, self.images, tasks, self.control, self.bus)
 

@@ -289,16 +289,13 @@ def _ip(text: str) -> bool:
 
 
 def _check_names(host: dict[str, Any], config: dict[str, Any]) -> None:
-    """Links, anonymous volumes, MAC address, /etc/hosts and resolv.conf entries."""
+    """Links, MAC address, /etc/hosts and resolv.conf entries."""
     if host.get("Cgroup"):
         raise _bad("HostConfig.Cgroup", "joining another container's cgroup is not offered by "
                                         "labkit", hint="use CgroupParent")
     if host.get("Links"):
         raise _bad("HostConfig.Links", "legacy container links are not offered by labkit "
                                        "(they need bridge networking)", hint="drop --link")
-    if config.get("Volumes"):
-        raise _bad("Volumes", "anonymous volumes arrive with the volumes issue",
-                   hint="run without -v /path")
     if config.get("MacAddress"):
         raise _bad("MacAddress", "labkit containers have no network interface to give a MAC "
                                  "address to", hint="drop --mac-address")

@@ -94,6 +94,11 @@ def _command(rec: ContainerRecord) -> str:
     return " ".join([rec.path, *rec.args])
 
 
+def _mounts(rec: ContainerRecord) -> list[dict[str, Any]]:
+    from labkit.engine.volumes.spec import public
+    return [public(m) for m in rec.mounts]
+
+
 def summary(rec: ContainerRecord, sizes: tuple[int, int] | None = None) -> dict[str, Any]:
     """One GET /containers/json row; ``sizes`` (rw, rootfs) when the client asked size=1."""
     net = rec.host_config.get("NetworkMode") or "default"
@@ -104,7 +109,7 @@ def summary(rec: ContainerRecord, sizes: tuple[int, int] | None = None) -> dict[
         "Labels": rec.config.get("Labels") or {},
         "State": docker_state(rec),
         "Status": human_status(rec), "HostConfig": {"NetworkMode": net},
-        "NetworkSettings": {"Networks": {}}, "Mounts": [],
+        "NetworkSettings": {"Networks": {}}, "Mounts": _mounts(rec),
     }
 
 
@@ -130,7 +135,7 @@ def inspect(rec: ContainerRecord) -> dict[str, Any]:
         "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": f"{rec.dir}/upper",
                                                      "WorkDir": f"{rec.dir}/work",
                                                      "MergedDir": f"{rec.bundle}/rootfs"}},
-        "Mounts": [], "Config": rec.config,
+        "Mounts": _mounts(rec), "Config": rec.config,
         "NetworkSettings": {"Bridge": "", "SandboxID": "", "HairpinMode": False,
                             "Ports": {}, "SandboxKey": "", "IPAddress": "", "Gateway": "",
                             "MacAddress": "", "Networks": {}},

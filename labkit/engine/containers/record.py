@@ -69,6 +69,7 @@ class ContainerRecord:
     has_been_started: bool = False
     warnings: list[str] = field(default_factory=list)
     health: dict[str, Any] | None = None  # State.Health (health.py), when it has a probe
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # volumes/spec.py mount points
 
     def __post_init__(self) -> None:
         # the initial state, typed (a record built from JSON or by hand says "running");

@@ -42,6 +42,8 @@ from labkit.engine.containers.tasklink import TaskLink
 from labkit.engine.containers.tasks import ExitInfo, start_failure_code
 from labkit.engine.containers.waits import Waiters, exit_of
 from labkit.engine.images.store import ImageStore
+from labkit.engine.volumes import VolumeStore
+from labkit.engine.volumes import spec as volspec
 
 __all__ = ["Containers", "NotModifiedError"]
 
@@ -55,10 +57,16 @@ class Containers:
 
     def __init__(self, store: ContainerStore, images: ImageStore, bundles: Bundles,
                  link: TaskLink, waiters: Waiters, restarts: rp.Restarts, execs: Execs,
-                 bus: EventBus, health: HealthMonitor) -> None:
+                 bus: EventBus, health: HealthMonitor, volumes: VolumeStore | None = None) -> None:
         self.store, self.images, self.bundles, self.link = store, images, bundles, link
         self.waiters, self.restarts, self.execs, self.bus = waiters, restarts, execs, bus
         self.health = health
+        self.volumes = volumes or VolumeStore(users=self.volume_users)
+
+    def volume_users(self, name: str) -> list[str]:
+        """IDs of the containers (running or not) whose mounts name volume ``name``."""
+        return [r.id for r in self.store.all()
+                if any(m.get("Name") == name for m in r.mounts if m.get("Type") == "volume")]
 
     def emit(self, action: str, rec: ContainerRecord, **extra: str) -> None:
         self.bus.emit(action, rec.id, rec.image, rec.name, rec.config.get("Labels"), **extra)
@@ -75,7 +83,15 @@ class Containers:
         d = self.store.root / cid
         rec = ContainerRecord(cid, name, spec.image, image.id, time.time(), args[0], args[1:],
                               config, spec.host_config, str(d), warnings=spec.warnings)
+        # the image's VOLUMEs too, where no -v / --mount / request Volumes covers them
+        taken = {m["Destination"] for m in spec.mounts}
+        points = spec.mounts + volspec.from_volumes(image.container_config.get("Volumes"), taken)
         self.store.reserve(rec)
+        try:
+            rec.mounts = self.volumes.resolve(points)  # held until the record names them
+        except BaseException:
+            self.store.discard(rec)
+            raise
         try:
             d.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True)  # the upper dir's setuid files stay ours
             self.bundles.oci_config(rec, write=False)  # user, command: refuse now what start would
@@ -83,8 +99,11 @@ class Containers:
         except BaseException:
             self.store.discard(rec)
             shutil.rmtree(d, ignore_errors=True)
+            self.volumes.release(rec.mounts)
+            self.volumes.remove_anonymous(rec.mounts)
             raise
         self.store.add(rec)
+        self.volumes.release(rec.mounts)
         self.emit("create", rec)
         return rec
 
@@ -193,7 +212,7 @@ class Containers:
         if going:
             return
         if rec.host_config.get("AutoRemove"):
-            await self.destroy(rec, task_deleted=deleted)
+            await self.destroy(rec, task_deleted=deleted, volumes=True)
         elif rp.should_restart(rec.host_config.get("RestartPolicy") or {}, rec.exit_code,
                                rec.restart_count, rec.manually_stopped):
             self.restarts.schedule(rec.id, ran_for, lambda delay: self._restart_later(rec, delay))
@@ -222,7 +241,8 @@ class Containers:
                 rec.transition(State.EXITED)
 
     # -- removal -----------------------------------------------------------------------------
-    async def destroy(self, rec: ContainerRecord, task_deleted: bool = False) -> None:
+    async def destroy(self, rec: ContainerRecord, task_deleted: bool = False,
+                      volumes: bool = False) -> None:
         """Remove the container: its task (unless ``task_deleted``: on_exit just deleted it
         and nothing started it again since), rootfs mount, record and directory.
         ``removing`` is recorded first (lifecycle.DURABLE), so a daemon killed half way
@@ -252,6 +272,8 @@ class Containers:
             # work dirs waits in the kernel for the superblock's teardown (8-70 ms measured
             # here), which would stall every other request on the event loop.
             await asyncio.to_thread(shutil.rmtree, rec.dir, True)
+            if volumes:  # rm -v, --rm: the anonymous volumes go with the container
+                await asyncio.to_thread(self.volumes.remove_anonymous, rec.mounts)
             self.emit("destroy", rec)
             self.waiters.removed(rec.id, exit_of(rec))
         self.execs.forget_container(rec.id)

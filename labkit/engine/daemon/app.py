@@ -20,6 +20,7 @@ from labkit.engine.daemon.handlers import execs as x
 from labkit.engine.daemon.handlers import fsinfo as f
 from labkit.engine.daemon.handlers import images as i
 from labkit.engine.daemon.handlers import system as s
+from labkit.engine.daemon.handlers import volumes as v
 from labkit.engine.daemon.params import reply
 from labkit.engine.daemon.serialize import API_VERSION
 
@@ -52,6 +53,9 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("PUT", "/containers/{id}/archive", a.put_archive),
     ("GET", "/containers/{id}/export", a.export),
     ("GET", "/containers/{id}/changes", f.changes), ("GET", "/system/df", f.system_df),
+    ("GET", "/volumes", v.list_), ("POST", "/volumes/create", v.create),
+    ("POST", "/volumes/prune", v.prune), ("GET", "/volumes/{name}", v.inspect),
+    ("DELETE", "/volumes/{name}", v.remove),
 )
 
 

@@ -59,7 +59,8 @@ async def unpause(request: web.Request) -> web.Response:
 
 
 async def remove(request: web.Request) -> web.Response:
-    await engine(request).control.remove(cid(request), force=flag(request, "force"))
+    await engine(request).control.remove(cid(request), force=flag(request, "force"),
+                                         volumes=flag(request, "v"))
     return web.Response(status=204)
 
 

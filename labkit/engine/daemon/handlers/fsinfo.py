@@ -45,8 +45,8 @@ async def changes(request: web.Request) -> web.Response:
 
 def _df(eng: Any) -> dict[str, Any]:
     """moby types.DiskUsage: images with their container counts and shared sizes,
-    containers with SizeRw/SizeRootFs, the unique layers' total; no volumes or build cache
-    (labkit has neither yet)."""
+    containers with SizeRw/SizeRootFs, the unique layers' total, volumes with UsageData;
+    no build cache (labkit has none yet)."""
     from labkit.engine.images.store import dir_size
     recs = eng.store.all()
     images = eng.images.list()
@@ -68,7 +68,7 @@ def _df(eng: Any) -> dict[str, Any]:
         except errors.NotFoundError:
             continue  # removed meanwhile
     return {"LayersSize": sum(sizes.values()), "Images": out_images, "Containers": out_ctrs,
-            "Volumes": [], "BuildCache": []}
+            "Volumes": eng.volumes.usage(), "BuildCache": []}
 
 
 async def system_df(request: web.Request) -> web.Response:
