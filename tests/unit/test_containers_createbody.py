@@ -69,7 +69,8 @@ def test_on_failure_with_count_is_kept() -> None:
 
 @pytest.mark.parametrize("host,cls", [
     ({"KernelMemory": 1 << 30}, errors.InvalidArgumentError),
-    ({"Binds": ["/a:/b"]}, errors.UnsupportedError),
+    ({"VolumesFrom": ["other"]}, errors.UnsupportedError),
+    ({"Binds": ["a/b:/b"]}, errors.InvalidArgumentError),
     ({"NetworkMode": "container:x"}, errors.UnsupportedError),
     ({"NetworkMode": "mynet"}, errors.NotFoundError),
     ({"Memory": 1024}, errors.InvalidArgumentError),

@@ -139,8 +139,10 @@ def test_blkio_throttles() -> None:
 
 
 def test_config_fields_refused() -> None:
-    with pytest.raises(errors.InvalidArgumentError, match="anonymous volumes"):
-        create({}, Volumes={"/data": {}})
+    # Config.Volumes is applied now (anonymous volumes): a relative path is refused by name
+    assert create({}, Volumes={"/data": {}}).mounts[0]["Destination"] == "/data"
+    with pytest.raises(errors.InvalidArgumentError, match="must be absolute"):
+        create({}, Volumes={"data": {}})
     with pytest.raises(errors.InvalidArgumentError, match="MAC address"):
         create({}, MacAddress="02:42:ac:11:00:02")
 

@@ -111,8 +111,11 @@ def test_errors_map_to_docker_statuses(tmp_path: Path) -> None:
                                                "RestartPolicy": {"Name": "always"}}})
         assert r.status == 409
         r = await client.post(f"{V}/containers/create", json={
-            "Image": "busybox", "HostConfig": {"Binds": ["/:/host"]}})
+            "Image": "busybox", "HostConfig": {"VolumesFrom": ["other"]}})
         assert r.status == 501
+        r = await client.post(f"{V}/containers/create", json={
+            "Image": "busybox", "HostConfig": {"Binds": ["/:/"]}})
+        assert r.status == 400 and "destination can't be '/'" in (await r.json())["message"]
         r = await client.post(f"{V}/containers/{cid}/exec", json={"Cmd": ["true"]})
         assert r.status == 409 and "is not running" in (await r.json())["message"]
         r = await client.post(f"{V}/images/create?fromImage=nosuch&tag=latest")
