@@ -130,7 +130,7 @@ def test_store_list_filters_remove_prune(tmp_path: Path) -> None:
     st.create("idle", labels={"env": "dev"})
     st.create("other")
     (Path(st.mountpoint("idle")) / "f").write_bytes(b"x" * 1000)
-    names = lambda f: [v["Name"] for v in st.list(f)]  # noqa: E731
+    names = lambda f: [v["Name"] for v in st.list(f)]
     assert names({}) == ["busy", "idle", "other"]
     assert names({"name": ["id"]}) == ["idle"]
     assert names({"label": ["env"]}) == ["busy", "idle"]
