@@ -113,6 +113,12 @@ def test_rm_v_removes_anonymous(docker: Docker, name: str, vol: str) -> None:
     names = _ok(docker("volume", "ls", "-q")).split()
     assert anon not in names and vol in names
     _ok(docker("volume", "rm", vol))
+    # --rm takes the anonymous volumes with it too (as Docker's AutoRemove)
+    before = set(_ok(docker("volume", "ls", "-q")).split())
+    out = _ok(docker("run", "--rm", "-v", "/anon", "busybox", "sh", "-c",
+                     "echo x > /anon/f && cat /anon/f"))
+    assert out == "x\n"
+    assert set(_ok(docker("volume", "ls", "-q")).split()) == before
 
 
 def test_docker_py(engine: LabEngine, name: str, vol: str) -> None:
@@ -126,6 +132,8 @@ def test_docker_py(engine: LabEngine, name: str, vol: str) -> None:
                                     volumes={vol: {"bind": "/v", "mode": "rw"}}, remove=True)
         assert out == b"py\n"
         assert Path(v.attrs["Mountpoint"], "f").read_text() == "py\n"
+        row = next(x for x in client.df()["Volumes"] if x["Name"] == vol)
+        assert row["UsageData"] == {"Size": 3, "RefCount": 0}
         v.remove()
         assert vol not in [x.name for x in client.volumes.list()]
     finally:
