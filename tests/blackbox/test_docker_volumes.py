@@ -103,6 +103,30 @@ def test_bind_readonly_and_tmpfs(docker: Docker, name: str) -> None:
     assert r.returncode != 0 and b"destination can't be '/'" in r.stderr
 
 
+def test_copy_up_and_nocopy(docker: Docker, name: str, vol: str) -> None:
+    """A new empty volume takes the image's content at its mount point (owners, modes,
+    symlinks kept); ``nocopy`` keeps it empty; a volume with data is never overwritten."""
+    def listing(*args: str) -> list[str]:
+        out = _ok(docker("run", "--rm", *args, "busybox", "ls", "-ln", "--full-time", "/etc"))
+        # (hostname, hosts, resolv.conf are each container's own files, bound over /etc)
+        return [ln for ln in out.splitlines()[1:]
+                if ln.split()[-1] not in ("hostname", "hosts", "resolv.conf")]
+    want = listing()
+    got = listing("-v", f"{vol}:/etc")
+    assert got == want and any(ln.endswith(" passwd") for ln in got)
+    _ok(docker("run", "--rm", "-v", f"{vol}:/etc", "busybox", "rm", "/etc/passwd"))
+    got = _ok(docker("run", "--rm", "-v", f"{vol}:/etc", "busybox", "ls", "/etc"))
+    assert "passwd" not in got  # not empty: no second copy
+    _ok(docker("volume", "rm", vol))
+    out = _ok(docker("run", "--rm", "-v", f"{vol}:/etc:nocopy", "busybox", "ls", "-A", "/etc"))
+    assert out == ""
+    _ok(docker("volume", "rm", vol))
+    out = _ok(docker("run", "--rm", "--mount", f"type=volume,source={vol},target=/etc,"
+                     "volume-nocopy", "busybox", "ls", "-A", "/etc"))
+    assert out == ""
+    _ok(docker("volume", "rm", vol))
+
+
 def test_rm_v_removes_anonymous(docker: Docker, name: str, vol: str) -> None:
     _ok(docker("create", "--name", f"{name}-b", "-v", "/anon", "-v", f"{vol}:/named",
                "busybox", "true"))

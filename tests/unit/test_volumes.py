@@ -173,3 +173,41 @@ def test_resolve_holds_and_cleans(tmp_path: Path) -> None:
     with pytest.raises(errors.InvalidArgumentError):
         st.resolve(bad)
     assert [v["Name"] for v in st.list()] == ["named"]
+
+
+def test_copy_tree_keeps_links_modes_owners(tmp_path: Path) -> None:
+    from labkit.engine.volumes.copyup import copy_tree
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_text("x")
+    os.chmod(src / "sub" / "f", 0o4751)
+    (src / "escape").symlink_to("/etc")  # copied as a link, never followed
+    (src / "sub").chmod(0o750)
+    dst.mkdir()
+    sfd, dfd = os.open(src, os.O_RDONLY), os.open(dst, os.O_RDONLY)
+    try:
+        copy_tree(sfd, dfd)
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+    assert os.readlink(dst / "escape") == "/etc" and (dst / "escape").is_symlink()
+    assert (dst / "sub" / "f").read_text() == "x"
+    assert stat.S_IMODE(os.stat(dst / "sub" / "f").st_mode) == 0o4751
+    assert stat.S_IMODE(os.stat(dst / "sub").st_mode) == 0o750
+    assert os.stat(dst / "sub" / "f").st_mtime_ns == os.stat(src / "sub" / "f").st_mtime_ns
+
+
+def test_populate_only_when_empty(tmp_path: Path) -> None:
+    st = VolumeStore(tmp_path / "volumes")
+    st.create("vv")
+    src = tmp_path / "img"
+    src.mkdir()
+    (src / "a").write_text("1")
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        assert st.populate("vv", fd) is True
+        (src / "b").write_text("2")
+        assert st.populate("vv", fd) is False  # has data now: never copied over
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(st.mountpoint("vv"))) == ["a"]

@@ -15,6 +15,7 @@ Waiters', backoffs Restarts', execs Execs'.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
@@ -95,9 +96,12 @@ class Containers:
         try:
             d.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True)  # the upper dir's setuid files stay ours
             self.bundles.oci_config(rec, write=False)  # user, command: refuse now what start would
+            if any(m["Type"] == "volume" and not m.get("NoCopy") for m in rec.mounts):
+                self._copy_up(rec)
             rec.save()
         except BaseException:
             self.store.discard(rec)
+            self._unmount_view(d)
             shutil.rmtree(d, ignore_errors=True)
             self.volumes.release(rec.mounts)
             self.volumes.remove_anonymous(rec.mounts)
@@ -106,6 +110,41 @@ class Containers:
         self.volumes.release(rec.mounts)
         self.emit("create", rec)
         return rec
+
+    def _copy_up(self, rec: ContainerRecord) -> None:
+        """Docker's copy-up at create: what the image holds at a volume's mount point goes
+        into the volume while it is empty (not with ``nocopy``).  The image is seen through
+        the container's own overlay, mounted privately for the copy (fsview.py)."""
+        from labkit._sys.inroot import open_in_root
+        from labkit.engine.containers.fsview import _mount_private
+        path = _mount_private(self, rec)
+        try:
+            root = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for m in rec.mounts:
+                    if m["Type"] != "volume" or m.get("NoCopy"):
+                        continue
+                    try:
+                        src = open_in_root(root, m["Destination"], os.O_RDONLY | os.O_DIRECTORY)
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue  # nothing there in the image: nothing to copy
+                    try:
+                        self.volumes.populate(m["Name"], src)
+                    finally:
+                        os.close(src)
+            finally:
+                os.close(root)
+        finally:
+            self._unmount_view(Path(rec.dir))
+
+    @staticmethod
+    def _unmount_view(d: Path) -> None:
+        view = d / ".lk-view"
+        if os.path.ismount(view):
+            from labkit.engine.containers.fsview import _unmount
+            _unmount(str(view))
+        with contextlib.suppress(OSError):
+            view.rmdir()
 
     def rename(self, ref: str, new: str) -> None:
         rec = self.store.get(ref)

@@ -18,7 +18,7 @@ from labkit.engine.volumes.names import validate_name
 __all__ = ["PRIVATE_KEYS", "from_binds", "from_mounts", "from_volumes", "parse_all", "public"]
 
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
-PRIVATE_KEYS = ("Anonymous", "Recursive", "Options", "Labels", "Create")
+PRIVATE_KEYS = ("Anonymous", "Recursive", "Options", "Labels", "Create", "NoCopy")
 _MOUNT_KEYS = {"Type", "Source", "Target", "ReadOnly", "Consistency", "BindOptions",
                "VolumeOptions", "TmpfsOptions"}
 _BIND_KEYS = {"Propagation", "NonRecursive"}
@@ -48,10 +48,10 @@ def check_target(target: Any, what: str, typ: str) -> str:
 
 
 def _volume(name: str, dest: str, rw: bool, mode: str, labels: dict[str, str] | None = None,
-            ) -> dict[str, Any]:
+            nocopy: bool = False) -> dict[str, Any]:
     return {"Type": "volume", "Name": name, "Source": "", "Destination": dest,
             "Driver": "local", "Mode": mode, "RW": rw, "Propagation": "",
-            "Anonymous": not name, "Labels": labels or {}}
+            "Anonymous": not name, "Labels": labels or {}, "NoCopy": nocopy}
 
 
 def _bind(src: str, dest: str, rw: bool, mode: str, propagation: str, recursive: bool = True,
@@ -87,7 +87,7 @@ def from_binds(binds: list[str]) -> list[dict[str, Any]]:
             elif word in PROPAGATIONS:
                 propagation = word
             elif word == "nocopy":
-                continue  # labkit never copies image content into a volume: nocopy holds
+                continue  # applied below: no copy-up of the image's content (copyup.py)
             elif word in ("z", "Z"):
                 raise _bad(what, f"mode {word!r} relabels for SELinux, which labkit does not "
                                  "use", hint="drop :z / :Z")
@@ -104,7 +104,8 @@ def from_binds(binds: list[str]) -> list[dict[str, Any]]:
             if propagation:
                 raise _bad(what, f"invalid mode: {mode} (propagation is for bind mounts)")
             validate_name(src)
-            out.append(_volume(src, check_target(dest, what, "volume"), rw, mode or "z"))
+            out.append(_volume(src, check_target(dest, what, "volume"), rw, mode or "z",
+                               nocopy="nocopy" in seen))
     return out
 
 
@@ -164,7 +165,8 @@ def _one_mount(m: Any, i: int) -> dict[str, Any]:
         if src:
             validate_name(src)
         return _volume(src, dest, rw, "", _labels(opts.get("Labels"),
-                                                  f"{what}.VolumeOptions.Labels"))
+                                                  f"{what}.VolumeOptions.Labels"),
+                       nocopy=bool(opts.get("NoCopy")))
     if src:
         raise _bad(what, 'invalid mount config for type "tmpfs": field Source must not be '
                          "specified")

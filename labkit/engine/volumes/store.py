@@ -311,3 +311,19 @@ class VolumeStore:
                     self.remove(p["Name"])
                 except (errors.ConflictError, errors.NotFoundError):
                     continue
+
+    def populate(self, name: str, src_fd: int) -> bool:
+        """Copy the directory ``src_fd`` (the image's content at a mount point) into volume
+        ``name`` if the volume is still empty (Docker's copy-up); True when copied.  Under
+        the store's lock: two containers created at once with one new volume copy once."""
+        from labkit.engine.volumes.copyup import copy_tree, is_empty
+        with self._lock:
+            data = self.mountpoint(name)
+            if not is_empty(str(data)):
+                return False
+            dst = os.open(data, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                copy_tree(src_fd, dst)
+            finally:
+                os.close(dst)
+            return True
