@@ -1,0 +1,187 @@
+"""docker save / load / import on the image store: round trip, diff_id check, hostile tars."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from labkit import errors
+from labkit.engine.images.archive import import_rootfs, load_archive, parse_changes, save_archive
+from labkit.engine.images.store import ImageStore, ensure_busybox
+
+needs_bb = pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static missing")
+
+
+def _tar(path: Path, members: dict[str, bytes | tuple[str, str]]) -> Path:
+    """A tar of regular files (bytes) and links (("sym"|"hard", target))."""
+    with tarfile.open(path, "w") as tf:
+        for name, data in members.items():
+            ti = tarfile.TarInfo(name)
+            if isinstance(data, tuple):
+                ti.type = tarfile.SYMTYPE if data[0] == "sym" else tarfile.LNKTYPE
+                ti.linkname = data[1]
+                tf.addfile(ti)
+            else:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+def _layer(files: dict[str, bytes | tuple[str, str]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            if isinstance(data, tuple):
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = data[1]
+                tf.addfile(ti)
+            else:
+                ti.size, ti.mode = len(data), 0o755
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _archive(path: Path, layer: bytes, diff_id: str | None = None,
+             tags: list[str] | None = None) -> Path:
+    import hashlib
+    did = diff_id or "sha256:" + hashlib.sha256(layer).hexdigest()
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+                      "rootfs": {"type": "layers", "diff_ids": [did]}}).encode()
+    cid = hashlib.sha256(cfg).hexdigest()
+    return _tar(path, {"manifest.json": json.dumps([{"Config": f"{cid}.json",
+                                                     "RepoTags": tags or ["lk-test/a:1"],
+                                                     "Layers": ["l/layer.tar"]}]).encode(),
+                       f"{cid}.json": cfg, "l/layer.tar": layer})
+
+
+def _empty(store: ImageStore) -> None:
+    assert store.list() == []
+    assert not any((store.root / "layers").glob("*")) if (store.root / "layers").exists() \
+        else True
+
+
+def test_load_small_archive_and_ids(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path / "s")
+    layer = _layer({"hello": b"hi\n"})
+    got = load_archive(s, _archive(tmp_path / "a.tar", layer))
+    img = s.get("lk-test/a:1")
+    assert [g.id for g in got] == [img.id] and img.tags == ("lk-test/a:1",)
+    assert (img.layers[0] / "hello").read_bytes() == b"hi\n"
+    assert s.get("docker.io/lk-test/a:1").id == img.id == s.get(img.id[7:19]).id
+
+
+def test_diff_id_mismatch_is_refused_and_nothing_stored(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path / "s")
+    bad = "sha256:" + "0" * 64
+    with pytest.raises(errors.InvalidArgumentError, match="diff_id"):
+        load_archive(s, _archive(tmp_path / "a.tar", _layer({"x": b"1"}), diff_id=bad))
+    _empty(s)
+
+
+@pytest.mark.parametrize("files", [{"../escape": b"x"}, {"/abs": b"x"},
+                                   {"link": ("sym", "/etc"), "link/passwd": b"x"}])
+def test_hostile_layer_in_archive_is_refused(tmp_path: Path, files: dict[str, bytes]) -> None:
+    s = ImageStore(tmp_path / "s")
+    with pytest.raises(errors.InvalidArgumentError):
+        load_archive(s, _archive(tmp_path / "a.tar", _layer(files)))
+    _empty(s)
+    assert not (tmp_path / "escape").exists()
+
+
+def test_layer_member_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path / "s")
+    a = tmp_path / "a.tar"
+    cfg = json.dumps({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + "1" * 64]}}).encode()
+    _tar(a, {"manifest.json": json.dumps([{"Config": "c.json", "RepoTags": None,
+                                           "Layers": ["l.tar"]}]).encode(),
+             "c.json": cfg, "l.tar": ("sym", "/etc/shadow")})
+    with pytest.raises(errors.InvalidArgumentError, match="not a regular file"):
+        load_archive(s, a)
+    _empty(s)
+
+
+def test_bad_diff_id_path_and_oci_layout_refused(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path / "s")
+    with pytest.raises(errors.InvalidArgumentError, match="sha256"):
+        load_archive(s, _archive(tmp_path / "a.tar", _layer({"x": b"1"}), diff_id="../../x"))
+    oci = _tar(tmp_path / "o.tar", {"index.json": b"{}", "oci-layout": b"{}"})
+    with pytest.raises(errors.UnsupportedError, match="OCI"):
+        load_archive(s, oci)
+    with pytest.raises(errors.InvalidArgumentError, match="manifest.json"):
+        load_archive(s, _tar(tmp_path / "n.tar", {"x": b"1"}))
+    _empty(s)
+
+
+@needs_bb
+def test_save_load_round_trip_keeps_id(tmp_path: Path) -> None:
+    a, b = ImageStore(tmp_path / "a"), ImageStore(tmp_path / "b")
+    img = ensure_busybox(a)
+    a.tag("busybox", "lk-test/bb:1")
+    out = tmp_path / "f.tar"
+    with open(out, "wb") as f:
+        save_archive(a, ["lk-test/bb:1"], f)
+    with tarfile.open(out) as tf:
+        man = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+        assert man[0]["RepoTags"] == ["lk-test/bb:1"]
+        assert man[0]["Config"] == f"{img.id[7:]}.json"
+        assert "repositories" in tf.getnames()
+    got = load_archive(b, out)
+    assert got[0].id == img.id and b.get("lk-test/bb:1").id == img.id
+    assert (b.get(img.id).layers[0] / "bin" / "busybox").exists()
+    # the old-store path: no kept tar; re-packing the unpacked layer reproduces the diff_id
+    b.blob_path(img.config["rootfs"]["diff_ids"][0]).unlink()
+    with open(tmp_path / "g.tar", "wb") as f:
+        save_archive(b, [img.id], f)
+    assert load_archive(ImageStore(tmp_path / "c"), tmp_path / "g.tar")[0].id == img.id
+
+
+def test_import_with_changes(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path / "s")
+    src = tmp_path / "rootfs.tar"
+    src.write_bytes(_layer({"bin/hello": b"#!/bin/sh\n"}))
+    img = import_rootfs(s, src, "lk-test/imp:1",
+                        changes=["CMD [\"/bin/hello\"]", "ENV A=1 B=2", "WORKDIR /w",
+                                 "LABEL k=v", "EXPOSE 80"])
+    cfg = img.container_config
+    assert cfg["Cmd"] == ["/bin/hello"] and "A=1" in cfg["Env"] and cfg["WorkingDir"] == "/w"
+    assert cfg["Labels"] == {"k": "v"} and "80/tcp" in cfg["ExposedPorts"]
+    assert img.tags == ("lk-test/imp:1",) and img.config["history"][0]["comment"]
+    with pytest.raises(errors.UnsupportedError, match="ONBUILD"):
+        parse_changes(["ONBUILD RUN x"], {})
+
+
+def test_untag_delete_shares_layers(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path / "s")
+    layer = _layer({"f": b"1"})
+    one = load_archive(s, _archive(tmp_path / "a.tar", layer, tags=["a:1"]))[0]
+    s.tag("a:1", "a:2")
+    assert s.untag("a:1") == one.id and s.get("a:2").id == one.id
+    with pytest.raises(errors.ConflictError):
+        s.delete(one.id)
+    s.untag("a:2")
+    assert [i.tags for i in s.list()] == [()]  # dangling
+    s.delete(one.id)
+    _empty(s)
+
+
+@pytest.mark.parametrize("ref,want", [("busybox", ("busybox", "latest")),
+                                      ("docker.io/library/busybox:1", ("busybox", "1")),
+                                      ("library/busybox", ("busybox", "latest")),
+                                      ("docker.io/lk/x", ("lk/x", "latest")),
+                                      ("127.0.0.1:5000/bb:v1", ("127.0.0.1:5000/bb", "v1"))])
+def test_split_ref(ref: str, want: tuple[str, str]) -> None:
+    from labkit.engine.images.store import split_ref
+    assert split_ref(ref) == want
+
+
+@pytest.mark.parametrize("ref", ["Busybox", "a//b", "bb:", "bb@sha256:00", "../x", "a:b:c"])
+def test_bad_refs(ref: str) -> None:
+    from labkit.engine.images.store import split_ref
+    with pytest.raises(errors.InvalidArgumentError):
+        split_ref(ref)
