@@ -36,7 +36,7 @@ from labkit.engine.images.diff import write_layer
 from labkit.engine.images.layers import apply_layer, inspect_layer
 from labkit.engine.images.store import Image, ImageStore, dir_size, split_ref
 
-__all__ = ["Loaded", "import_rootfs", "load_archive", "parse_changes", "save_archive"]
+__all__ = ["Loaded", "host_arch", "import_rootfs", "load_archive", "parse_changes", "save_archive"]
 
 _MAX_JSON = 8 << 20  # manifest/config members above this are refused, not read into memory
 _CHUNK = 1 << 20
@@ -50,7 +50,7 @@ class Loaded:
     tags: tuple[str, ...]
 
 
-def _arch() -> str:
+def host_arch() -> str:
     m = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
 
@@ -352,7 +352,7 @@ def import_rootfs(store: ImageStore, src: Path, tag: str | None, *,
             apply_layer(src, stage / layer.name)
         created = _now()
         config = {
-            "architecture": _arch(), "os": "linux", "created": created,
+            "architecture": host_arch(), "os": "linux", "created": created,
             "config": run_cfg, "comment": message or f"Imported from {source}",
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "history": [{"created": created, "created_by": "",

@@ -213,6 +213,14 @@ class ImageStore:
     def resolve(self, ref: str) -> str:
         """The full image ID for a name[:tag], a ``sha256:`` ID or a unique ID prefix."""
         repos = self._repos()
+        full = ref.startswith("sha256:") or len(ref) == 64
+        if not full:  # a name wins over an ID prefix (moby GetImage): "abcd" may be both
+            try:
+                tag = normalize_ref(ref)
+            except errors.InvalidArgumentError:
+                tag = ""
+            if tag in repos:
+                return repos[tag]
         if _is_hex_ref(ref):
             hexref = ref.removeprefix("sha256:")
             hits = [i for i in self.ids() if i[7:].startswith(hexref)]
@@ -221,13 +229,12 @@ class ImageStore:
             if len(hits) > 1:
                 raise errors.InvalidArgumentError(
                     "image", f"{ref!r} is an ambiguous ID prefix ({len(hits)} images)")
+        if "@" in ref or ref.startswith("sha256:") or "/" in ref and ":" not in ref.rsplit("/", 1)[-1]:
+            raise errors.NotFoundError("image", ref)
         try:
-            tag = normalize_ref(ref)
+            raise errors.NotFoundError("image", normalize_ref(ref))
         except errors.InvalidArgumentError:
             raise errors.NotFoundError("image", ref) from None
-        if tag in repos:
-            return repos[tag]
-        raise errors.NotFoundError("image", tag if ":" in ref or "/" not in ref else ref)
 
     def get(self, ref: str) -> Image:
         """Resolve a name[:tag], a full ``sha256:`` ID or an ID prefix (>= 4 hex digits).
