@@ -167,10 +167,38 @@ def test_filters_and_prune(docker: Docker, rootfs: Path, cleanup: list[str]) -> 
                       "reference=lk-test/flt")).split() == [iid[7:19]]
     r = docker("images", "--filter", "nosuch=1")
     assert r.returncode != 0 and b"nosuch" in r.stderr
-    # untagged -> dangling -> pruned by the default (dangling only) prune
-    _ok(docker("tag", "lk-test/flt:1", "lk-test/flt:2"))
-    _ok(docker("rmi", "lk-test/flt:2"))
+    # an import without a name is dangling; the default prune (dangling only) deletes it
+    # and keeps the tagged one
+    dang = _ok(docker("import", str(rootfs))).strip()
+    assert dang[7:19] in _ok(docker("images", "-q", "--filter", "dangling=true")).split()
     assert iid[7:19] not in _ok(docker("images", "-q", "--filter", "dangling=true")).split()
-    subprocess_out = docker("image", "prune", "-f")
-    assert subprocess_out.returncode == 0
-    assert iid in _ok(docker("inspect", "-f", "{{.Id}}", "lk-test/flt:1"))
+    out = _ok(docker("image", "prune", "-f"))
+    assert f"deleted: {dang}" in out and "Total reclaimed space" in out
+    assert docker("inspect", dang).returncode == 1
+    assert _ok(docker("inspect", "-f", "{{.Id}}", "lk-test/flt:1")).strip() == iid
+    # the shared layer stayed: the tagged image still runs
+    assert _ok(docker("run", "--rm", "lk-test/flt:1", "echo", "kept")) == "kept\n"
+
+
+def test_docker_py_images(engine: object) -> None:
+    import docker as dockerpy
+
+    dc = dockerpy.DockerClient(base_url=f"unix://{engine.socket}", version="1.41")  # type: ignore[attr-defined]
+    try:
+        img = dc.images.get("busybox")
+        assert "busybox:latest" in img.tags
+        assert img.tag("lk-test/py", "1") is True
+        assert "lk-test/py:1" in dc.images.get("lk-test/py:1").tags
+        data = b"".join(dc.images.get("lk-test/py:1").save(named="lk-test/py:1"))
+        dc.images.remove("lk-test/py:1")
+        with pytest.raises(dockerpy.errors.ImageNotFound):
+            dc.images.get("lk-test/py:1")
+        loaded = dc.images.load(data)
+        assert [i.id for i in loaded] == [img.id] and "lk-test/py:1" in loaded[0].tags
+        assert dc.images.get("busybox").history()[0]["Id"] == img.id
+    finally:
+        try:
+            dc.images.remove("lk-test/py:1")
+        except dockerpy.errors.ImageNotFound:
+            pass
+        dc.close()
