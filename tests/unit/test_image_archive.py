@@ -185,3 +185,62 @@ def test_bad_refs(ref: str) -> None:
     from labkit.engine.images.store import split_ref
     with pytest.raises(errors.InvalidArgumentError):
         split_ref(ref)
+
+
+def test_second_bad_image_in_archive_stores_neither(tmp_path: Path) -> None:
+    import hashlib
+    s = ImageStore(tmp_path / "s")
+    good, bad = _layer({"g": b"1"}), _layer({"b": b"2"})
+    entries, members = [], {}
+    for i, (layer, did) in enumerate([(good, hashlib.sha256(good).hexdigest()),
+                                      (bad, "0" * 64)]):
+        cfg = json.dumps({"rootfs": {"type": "layers", "diff_ids": [f"sha256:{did}"]}}).encode()
+        members[f"c{i}.json"], members[f"l{i}.tar"] = cfg, layer
+        entries.append({"Config": f"c{i}.json", "RepoTags": [f"lk/x:{i}"],
+                        "Layers": [f"l{i}.tar"]})
+    members["manifest.json"] = json.dumps(entries).encode()
+    with pytest.raises(errors.InvalidArgumentError, match="diff_id"):
+        load_archive(s, _tar(tmp_path / "a.tar", members))  # type: ignore[arg-type]
+    _empty(s)
+    assert not any((s.root / "tmp").iterdir())  # the staging dir went too
+
+
+def test_sweep_removes_leftovers(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path / "s")
+    for d in ("tmp/lk-stage-x/l", "layers/.rm-ab-1-2/f", "layers/.lk-unpack-ab-x/f"):
+        (s.root / d).mkdir(parents=True)
+    (s.root / "layers" / ("a" * 64)).mkdir()
+    s.sweep()
+    assert not (s.root / "tmp").exists()
+    assert [p.name for p in (s.root / "layers").iterdir()] == ["a" * 64]
+
+
+def test_filters_and_history(tmp_path: Path) -> None:
+    from labkit.engine.images.query import filter_images, history
+    s = ImageStore(tmp_path / "s")
+    src = tmp_path / "r.tar"
+    src.write_bytes(_layer({"f": b"1"}))
+    a = import_rootfs(s, src, "lk/a:1", changes=["LABEL team=x"])
+    old = s.add("lk/old:1", {"created": "2000-01-01T00:00:00Z",
+                             "rootfs": {"type": "layers", "diff_ids": a.config["rootfs"]["diff_ids"]}})
+    dangling = import_rootfs(s, src, None)
+    every = s.list()
+    ids = lambda f: {i.id for i in filter_images(every, f, s.get)}
+    assert ids({"dangling": ["true"]}) == {dangling.id}
+    assert ids({"dangling": ["false"]}) == {a.id, old.id}
+    assert ids({"label": ["team=x"]}) == {a.id} and ids({"label": ["team=y"]}) == set()
+    assert ids({"reference": ["lk/*"]}) == {a.id, old.id} and ids({"reference": ["*"]}) == set()
+    assert ids({"reference": ["lk/a:1"]}) == {a.id}
+    assert old.id not in ids({"since": ["lk/old:1"]}) and a.id in ids({"since": ["lk/old:1"]})
+    assert ids({"before": ["lk/a:1"]}) == {old.id}
+    with pytest.raises(errors.InvalidArgumentError, match="until"):
+        filter_images(every, {"until": ["1h"]}, s.get)
+    rows = history(a)
+    assert rows[0]["Id"] == a.id and rows[0]["Tags"] == ["lk/a:1"] and rows[0]["Size"] > 0
+    assert rows[0]["Comment"] == "Imported from -"
+    # dangling shares the layer: deleting it frees nothing; deleting the last user frees it
+    assert s.delete(dangling.id) == 0
+    s.untag("lk/old:1")
+    s.delete(old.id)
+    s.untag("lk/a:1")
+    assert s.delete(a.id) > 0 and not a.layers[0].exists()

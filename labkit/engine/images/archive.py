@@ -256,18 +256,24 @@ def _publish(store: ImageStore, stage: Path, staged: dict[str, Path], config: by
     """Move checked layers into place (rename(2), same filesystem), then the config and
     tags: until the config is written no image names these layers."""
     size = 0
-    for d in diff_ids:
-        layer = store.layer_dir(d)
-        unpacked = stage / layer.name
-        if unpacked.is_dir() and not layer.exists():
-            layer.parent.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-            os.rename(unpacked, layer)
-        blob = store.blob_path(d)
-        if not blob.exists() and staged[d].exists():
-            blob.parent.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-            os.rename(staged[d], blob)
-        size += dir_size(layer)
-    img = store.add_raw(config, tags, size=size)
+    # Under the store lock: a concurrent rmi cannot delete a layer this image is about to
+    # name, and two loads of one layer do not both rename it into place.
+    with store.locked():
+        for d in diff_ids:
+            layer = store.layer_dir(d)
+            unpacked = stage / layer.name
+            if not layer.exists():
+                if not unpacked.is_dir():
+                    raise errors.ConflictError(
+                        f"layer {d} was removed while this image was loading", hint="retry")
+                layer.parent.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+                os.rename(unpacked, layer)
+            blob = store.blob_path(d)
+            if not blob.exists() and staged[d].exists():
+                blob.parent.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+                os.rename(staged[d], blob)
+            size += dir_size(layer)
+        img = store.add_raw(config, tags, size=size, held=True)
     return Loaded(img.id, tuple(tags))
 
 

@@ -249,18 +249,19 @@ class ImageStore:
         data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
         return self.add_raw(data, [tag])
 
-    def add_raw(self, config: bytes, tags: Sequence[str], *, size: int | None = None) -> Image:
+    def add_raw(self, config: bytes, tags: Sequence[str], *, size: int | None = None,
+                held: bool = False) -> Image:
         """Store config bytes as received (ID = their sha256) and point ``tags`` at it.
 
         The layers must already be in place: the config is written last, so an image is
-        never visible before all of its layers are.
+        never visible before all of its layers are.  ``held``: the caller holds locked().
         """
         hexid = hashlib.sha256(config).hexdigest()
         if size is not None:
             _atomic_write(self.root / "meta" / f"{hexid}.json",
                           json.dumps({"size": size}).encode())
         _atomic_write(self.root / "configs" / f"{hexid}.json", config)
-        with self.locked():
+        with contextlib.nullcontext() if held else self.locked():
             repos = self._repos()
             for t in tags:
                 repos[normalize_ref(t)] = f"sha256:{hexid}"
@@ -309,7 +310,20 @@ class ImageStore:
                 _rmtree_private(layer)
                 with contextlib.suppress(FileNotFoundError):
                     self.blob_path(layer.name).unlink()
-        return freed or img.size
+        return freed
+
+    def sweep(self) -> None:
+        """Remove what an interrupted load, import or delete left (daemon start): staging
+        dirs, layers renamed aside for removal, half-unpacked layers (layers.apply_layer
+        unpacks beside the final name)."""
+        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        try:
+            names = os.listdir(self.root / "layers")
+        except FileNotFoundError:
+            return
+        for n in names:
+            if n.startswith((".rm-", ".lk-unpack-")):
+                shutil.rmtree(self.root / "layers" / n, ignore_errors=True)
 
     def staging(self) -> tempfile.TemporaryDirectory[str]:
         """A private scratch dir inside the store (same filesystem: rename(2) publishes)."""
@@ -349,6 +363,7 @@ def ensure_busybox(store: ImageStore | None = None) -> Image:
     from labkit.engine.images.layers import apply_layer
 
     store = store or ImageStore()
+    store.sweep()
     try:
         img = store.get("busybox:latest")
         if all(p.is_dir() for p in img.layers):
