@@ -111,7 +111,7 @@ def test_bad_diff_id_path_and_oci_layout_refused(tmp_path: Path) -> None:
     with pytest.raises(errors.InvalidArgumentError, match="sha256"):
         load_archive(s, _archive(tmp_path / "a.tar", _layer({"x": b"1"}), diff_id="../../x"))
     oci = _tar(tmp_path / "o.tar", {"index.json": b"{}", "oci-layout": b"{}"})
-    with pytest.raises(errors.UnsupportedError, match="OCI"):
+    with pytest.raises(errors.InvalidArgumentError, match="manifests"):
         load_archive(s, oci)
     with pytest.raises(errors.InvalidArgumentError, match="manifest.json"):
         load_archive(s, _tar(tmp_path / "n.tar", {"x": b"1"}))
@@ -244,3 +244,43 @@ def test_filters_and_history(tmp_path: Path) -> None:
     s.delete(old.id)
     s.untag("lk/a:1")
     assert s.delete(a.id) > 0 and not a.layers[0].exists()
+
+
+def _oci(path: Path, layer: bytes, name: str, *, lie: bool = False) -> Path:
+    import gzip
+    import hashlib
+
+    def d(b: bytes) -> str:
+        return "sha256:" + hashlib.sha256(b).hexdigest()
+    blob = gzip.compress(layer, mtime=0)
+    stored = gzip.compress(layer, mtime=1) if lie else blob  # same diff_id, other digest
+    cfg = json.dumps({"rootfs": {"type": "layers", "diff_ids": [d(layer)]},
+                      "config": {"Cmd": ["sh"]}}).encode()
+    man = json.dumps({"schemaVersion": 2, "config": {"digest": d(cfg), "size": len(cfg)},
+                      "layers": [{"digest": d(blob),
+                                  "size": len(blob)}]}).encode()
+    index = json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d(man),
+         "annotations": {"io.containerd.image.name": name}}]}).encode()
+    members: dict[str, bytes | tuple[str, str]] = {
+        "oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index}
+    for b in (cfg, man):
+        members["blobs/sha256/" + d(b)[7:]] = b
+    members["blobs/sha256/" + d(blob)[7:]] = stored
+    return _tar(path, members)
+
+
+def test_oci_layout_loads_and_checks_digests(tmp_path: Path) -> None:
+    s = ImageStore(tmp_path / "s")
+    layer = _layer({"oci": b"yes"})
+    with pytest.raises(errors.InvalidArgumentError, match="does not match its digest"):
+        load_archive(s, _oci(tmp_path / "bad.tar", layer, "docker.io/lk/oci:1", lie=True))
+    _empty(s)
+    got = load_archive(s, _oci(tmp_path / "o.tar", layer, "docker.io/lk/oci:1"))
+    img = s.get("lk/oci:1")
+    assert got[0].tags == ("lk/oci:1",) and (img.layers[0] / "oci").read_bytes() == b"yes"
+    # the kept tar is the plain one: save writes a layer whose sha256 is the diff_id
+    out = tmp_path / "again.tar"
+    with open(out, "wb") as f:
+        save_archive(s, ["lk/oci:1"], f)
+    assert load_archive(ImageStore(tmp_path / "t"), out)[0].id == img.id

@@ -8,6 +8,9 @@ docker-archive (moby image/tarexport, the format ``docker save`` writes)::
     <diffid hex>/layer.tar one tar per layer, base first
     repositories           {"busybox": {"latest": "<top layer dir>"}} (the legacy index)
 
+An OCI image layout tar (image-spec image-layout.md: index.json, blobs/sha256/...) loads
+too, every manifest, config and layer blob checked against its descriptor's digest.
+
 Loading trusts nothing in the archive: members are read by name and must be regular files
 (never followed as links), each layer's sha256 must equal the config's rootfs.diff_ids entry
 (image-spec config.md "diff_ids"), layers are unpacked with the checking layer code
@@ -19,6 +22,7 @@ load leaves no image behind.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import platform
@@ -192,62 +196,150 @@ def _open_tar(src: Path) -> tarfile.TarFile:
         raise errors.InvalidArgumentError("image archive", f"not a tar archive: {e}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One image found in an archive: config bytes, layer members (with the blob digest an
+    OCI manifest promises for each, None in a docker-archive) and tags."""
+
+    config: bytes
+    where: str
+    layers: list[tuple[str, str | None]]
+    tags: list[str]
+
+
+def _docker_entries(tf: tarfile.TarFile) -> list[_Entry]:
+    out = []
+    for entry in _parse_manifest(_json_member(tf, "manifest.json")):
+        out.append(_Entry(_json_member(tf, entry["Config"]), entry["Config"],
+                          [(m, None) for m in entry["Layers"]],
+                          [_short(t) for t in entry.get("RepoTags") or []]))
+    return out
+
+
+def _blob_name(digest: Any) -> str:
+    """``blobs/sha256/<hex>`` for a well-formed sha256 digest; anything else is refused
+    (the digest becomes a member name)."""
+    if not isinstance(digest, str) or not digest.startswith("sha256:") or \
+            len(digest) != 71 or any(c not in "0123456789abcdef" for c in digest[7:]):
+        raise errors.InvalidArgumentError("image archive", f"bad digest {digest!r}")
+    return f"blobs/sha256/{digest[7:]}"
+
+
+def _verified_json(tf: tarfile.TarFile, digest: Any) -> dict[str, Any]:
+    """A JSON blob whose sha256 must equal ``digest`` (image-spec descriptor.md)."""
+    name = _blob_name(digest)
+    raw = _json_member(tf, name)
+    if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
+        raise errors.InvalidArgumentError("image archive", f"{name} does not match its digest")
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise errors.InvalidArgumentError("image archive", f"{name}: {e}") from None
+    if not isinstance(data, dict):
+        raise errors.InvalidArgumentError("image archive", f"{name} is not a JSON object")
+    return data
+
+
+_INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
+                "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+def _oci_entries(tf: tarfile.TarFile) -> list[_Entry]:
+    """An OCI image layout (image-spec image-layout.md): index.json -> manifests -> config
+    and layer blobs, every blob checked against its digest.  The name comes from the
+    ``io.containerd.image.name`` annotation or an ``org.opencontainers.image.ref.name``
+    that is a full reference (a bare tag like "latest" names no repository: untagged)."""
+    try:
+        index = json.loads(_json_member(tf, "index.json"))
+        manifests = index["manifests"]
+        if not isinstance(manifests, list):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise errors.InvalidArgumentError("image archive", "index.json has no manifests list") \
+            from None
+    out = []
+    for desc in manifests:
+        if not isinstance(desc, dict):
+            raise errors.InvalidArgumentError("image archive", "index.json: bad descriptor")
+        if desc.get("mediaType") in _INDEX_TYPES:
+            raise errors.UnsupportedError(
+                "OCI layout with a nested index", "multi-platform archives are not loaded",
+                hint="save one platform's image")
+        man = _verified_json(tf, desc.get("digest"))
+        cfg_digest = (man.get("config") or {}).get("digest")
+        config_name = _blob_name(cfg_digest)
+        config = _json_member(tf, config_name)
+        if "sha256:" + hashlib.sha256(config).hexdigest() != cfg_digest:
+            raise errors.InvalidArgumentError("image archive",
+                                              f"{config_name} does not match its digest")
+        layers: list[tuple[str, str | None]] = []
+        for ld in man.get("layers") or []:
+            d = ld.get("digest") if isinstance(ld, dict) else None
+            layers.append((_blob_name(d), str(d)))
+        ann = desc.get("annotations") or {}
+        full, ref = ann.get("io.containerd.image.name"), ann.get("org.opencontainers.image.ref.name")
+        name = full if isinstance(full, str) else \
+            ref if isinstance(ref, str) and ("/" in ref or ":" in ref) else None
+        tags = [_short(name)] if name else []
+        out.append(_Entry(config, config_name, layers, tags))
+    return out
+
+
 def load_archive(store: ImageStore, src: Path,
                  progress: Callable[[str], None] = lambda _: None) -> list[Loaded]:
-    """Load a docker-archive tar file ``src`` into ``store`` (see the module doc).
+    """Load a docker-archive (manifest.json) or OCI image layout (index.json) tar file
+    ``src`` into ``store`` (see the module doc).
 
-    Raises InvalidArgumentError naming what is wrong (missing member, diff_id mismatch,
-    hostile layer), UnsupportedError for an OCI image layout archive.  Nothing is stored
-    unless everything checks.
+    Raises InvalidArgumentError naming what is wrong (missing member, digest or diff_id
+    mismatch, hostile layer).  Nothing is stored unless everything checks.
     """
     with _open_tar(src) as tf, store.staging() as stage_s:
         stage = Path(stage_s)
         names = set(tf.getnames())
-        if "manifest.json" not in names:
-            if "index.json" in names or "oci-layout" in names:
-                raise errors.UnsupportedError(
-                    "OCI image layout archive", "labkit loads docker-archive tars only "
-                    "(manifest.json); this tar is an OCI layout (index.json)",
-                    hint="save it with `docker save` or convert it (skopeo copy oci-archive: "
-                    "docker-archive:)")
+        if "manifest.json" in names:
+            entries = _docker_entries(tf)
+        elif "index.json" in names:
+            entries = _oci_entries(tf)
+        else:
             raise errors.InvalidArgumentError(
-                "image archive", "no manifest.json: not a docker-archive (docker save) tar")
-        manifest = _parse_manifest(_json_member(tf, "manifest.json"))
+                "image archive", "no manifest.json (docker save) or index.json (OCI layout)")
         planned: list[tuple[bytes, list[str], list[str]]] = []
         staged: dict[str, Path] = {}
-        for entry in manifest:
-            config = _json_member(tf, entry["Config"])
-            diff_ids = _diff_ids(config, entry["Config"])
-            if len(diff_ids) != len(entry["Layers"]):
+        for entry in entries:
+            diff_ids = _diff_ids(entry.config, entry.where)
+            if len(diff_ids) != len(entry.layers):
                 raise errors.InvalidArgumentError(
-                    "image archive", f"{entry['Config']}: {len(diff_ids)} diff_ids but "
-                    f"{len(entry['Layers'])} layers in manifest.json")
-            tags = [_short(t) for t in entry.get("RepoTags") or []]
-            for diff_id, member in zip(diff_ids, entry["Layers"], strict=True):
+                    "image archive", f"{entry.where}: {len(diff_ids)} diff_ids but "
+                    f"{len(entry.layers)} layers in the manifest")
+            for diff_id, (member, blob_digest) in zip(diff_ids, entry.layers, strict=True):
                 layer = store.layer_dir(diff_id)  # refuses a non-hex diff_id (a path)
                 if diff_id in staged:
                     continue
                 blob = stage / f"{layer.name}.tar"
                 _copy_member(tf, member, blob)
                 digests = inspect_layer(blob).digests  # refuses a hostile tar too
+                if blob_digest is not None and digests.digest != blob_digest:
+                    raise errors.InvalidArgumentError(
+                        "image archive", f"layer {member!r} does not match its digest "
+                        f"(got {digests.digest}): refused, nothing stored")
                 got = digests.diff_id
                 if got != diff_id:
                     raise errors.InvalidArgumentError(
                         "image archive", f"layer {member!r} has diff_id {got}, but the config "
                         f"says {diff_id}: refused, nothing stored")
+                if digests.media_type.endswith("zstd"):
+                    raise errors.UnsupportedError(
+                        "image load", f"layer {member!r} is zstd-compressed",
+                        hint="plain or gzip layers are loaded")
                 if not layer.is_dir():
                     progress(f"unpacking layer {layer.name[:12]}")
                     apply_layer(blob, stage / layer.name)
                 if not digests.media_type.endswith(".tar"):  # keep the plain tar for save
-                    if digests.media_type.endswith("zstd"):
-                        raise errors.UnsupportedError(
-                            "docker load", f"layer {member!r} is zstd-compressed",
-                            hint="docker-archive layers are plain or gzip tars")
                     plain = stage / f"{layer.name}.plain"
                     _decompress(blob, plain)
                     blob = plain
                 staged[diff_id] = blob
-            planned.append((config, diff_ids, tags))
+            planned.append((entry.config, diff_ids, entry.tags))
         return [_publish(store, stage, staged, *p) for p in planned]
 
 
