@@ -284,3 +284,19 @@ def test_oci_layout_loads_and_checks_digests(tmp_path: Path) -> None:
     with open(out, "wb") as f:
         save_archive(s, ["lk/oci:1"], f)
     assert load_archive(ImageStore(tmp_path / "t"), out)[0].id == img.id
+
+
+@pytest.mark.parametrize("extra", [{"config": ["sh"]}, {"history": ["x"]}, {"history": {}}])
+def test_config_of_the_wrong_shape_is_refused(tmp_path: Path, extra: dict[str, object]) -> None:
+    import hashlib
+    s = ImageStore(tmp_path / "s")
+    layer = _layer({"f": b"1"})
+    cfg = json.dumps({"rootfs": {"type": "layers",
+                                 "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
+                      **extra}).encode()
+    a = _tar(tmp_path / "a.tar", {"manifest.json": json.dumps(
+        [{"Config": "c.json", "RepoTags": ["lk/x:1"], "Layers": ["l.tar"]}]).encode(),
+        "c.json": cfg, "l.tar": layer})
+    with pytest.raises(errors.InvalidArgumentError, match="must be an object"):
+        load_archive(s, a)
+    _empty(s)

@@ -178,6 +178,9 @@ def _parse_manifest(raw: bytes) -> list[dict[str, Any]]:
 
 
 def _diff_ids(config: bytes, name: str) -> list[str]:
+    """The config's rootfs.diff_ids, after checking the shape everything else reads (an
+    object; ``config`` an object; ``history`` a list of objects): a loaded config is later
+    read by inspect, history and container create, which must not meet a surprise."""
     try:
         cfg = json.loads(config)
         ids = cfg["rootfs"]["diff_ids"]
@@ -186,6 +189,12 @@ def _diff_ids(config: bytes, name: str) -> list[str]:
     except (ValueError, KeyError, TypeError):
         raise errors.InvalidArgumentError(
             "image archive", f"config {name!r} has no rootfs.diff_ids list") from None
+    hist = cfg.get("history", [])
+    if not isinstance(cfg.get("config") or {}, dict) or not isinstance(hist, list) or \
+            not all(isinstance(h, dict) for h in hist):
+        raise errors.InvalidArgumentError(
+            "image archive", f"config {name!r}: 'config' must be an object and 'history' "
+            "a list of objects")
     return ids
 
 
