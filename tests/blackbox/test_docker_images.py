@@ -79,6 +79,7 @@ def test_import_run_history_rmi_deletes(docker: Docker, rootfs: Path,
     hist = _ok(docker("history", "--no-trunc", "--format", "{{.ID}} {{.Comment}}",
                       "lk-test/imp:1"))
     assert hist.splitlines()[0] == f"{iid} Imported from -"
+    assert _ok(docker("inspect", "-f", "{{.Comment}}", iid)) == "Imported from -\n"
     r = docker("import", "--change", "ONBUILD RUN x", str(rootfs), "lk-test/imp:9")
     assert r.returncode != 0 and b"ONBUILD" in r.stderr
     r = docker("import", "http://127.0.0.1:9/x.tar", "lk-test/imp:9")

@@ -1,14 +1,20 @@
-"""A minimal image store: the ``busybox`` image, listed and inspected the way Docker shows it.
+"""The image store: images listed, inspected, tagged and deleted the way Docker does it.
 
-Layout under paths.images_dir() (a later issue brings blobs, pulls and builds)::
+Layout under paths.images_dir() (0700; files 0600)::
 
-    layers/<diffid hex>/          one unpacked layer (an overlay lowerdir)
-    configs/<image id hex>.json   the image config (image-spec config.md)
-    repositories.json             {"busybox:latest": "sha256:<image id>"}
+    layers/<diffid hex>/          one unpacked layer, shared by every image that has it
+                                  (an overlay lowerdir)
+    blobs/sha256/<diffid hex>     the layer's tar, kept for ``docker save``
+    configs/<image id hex>.json   the image config (image-spec config.md), bytes as received
+    meta/<image id hex>.json      labkit's facts about an image (size)
+    repositories.json             {"busybox:latest": "sha256:<image id>"}: the tags
+    tmp/                          staging for loads and imports (swept at daemon start)
 
 The image ID is the sha256 of the config JSON bytes, as in Docker (image-spec config.md,
 "ImageID").  Every write is atomic (temp file + fsync + rename) so a crash never leaves a
-half-written store; ``ensure_busybox()`` can be called on every daemon start.
+half-written store; ``ensure_busybox()`` can be called on every daemon start.  Names follow
+Docker's reference grammar and are kept in the short form Docker shows (``busybox:latest``,
+``lk/x:1``, ``127.0.0.1:5000/x:1``).  Loading and importing are in archive.py.
 """
 
 from __future__ import annotations

@@ -40,7 +40,11 @@ async def list_(request: web.Request) -> web.Response:
 
 
 async def inspect(request: web.Request) -> web.Response:
-    return reply(image_inspect(_store(request).get(request.match_info["name"])))
+    img = _store(request).get(request.match_info["name"])
+    out = image_inspect(img)
+    out["Comment"] = str(img.config.get("comment") or "")  # docker import --message
+    out["Author"] = str(img.config.get("author") or "")
+    return reply(out)
 
 
 async def history(request: web.Request) -> web.Response:
