@@ -1,22 +1,35 @@
-"""A minimal image store: the ``busybox`` image, listed and inspected the way Docker shows it.
+"""The image store: images listed, inspected, tagged and deleted the way Docker does it.
 
-Layout under paths.images_dir() (a later issue brings blobs, pulls and builds)::
+Layout under paths.images_dir() (0700; files 0600)::
 
-    layers/<diffid hex>/          one unpacked layer (an overlay lowerdir)
-    configs/<image id hex>.json   the image config (image-spec config.md)
-    repositories.json             {"busybox:latest": "sha256:<image id>"}
+    layers/<diffid hex>/          one unpacked layer, shared by every image that has it
+                                  (an overlay lowerdir)
+    blobs/sha256/<diffid hex>     the layer's tar, kept for ``docker save``
+    configs/<image id hex>.json   the image config (image-spec config.md), bytes as received
+    meta/<image id hex>.json      labkit's facts about an image (size)
+    repositories.json             {"busybox:latest": "sha256:<image id>"}: the tags
+    tmp/                          staging for loads and imports (swept at daemon start)
 
 The image ID is the sha256 of the config JSON bytes, as in Docker (image-spec config.md,
 "ImageID").  Every write is atomic (temp file + fsync + rename) so a crash never leaves a
-half-written store; ``ensure_busybox()`` can be called on every daemon start.
+half-written store; ``ensure_busybox()`` can be called on every daemon start.  Names follow
+Docker's reference grammar and are kept in the short form Docker shows (``busybox:latest``,
+``lk/x:1``, ``127.0.0.1:5000/x:1``).  Loading and importing are in archive.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,20 +37,64 @@ from typing import Any
 from labkit import errors
 from labkit.engine import paths
 
-__all__ = ["DEFAULT_PATH", "Image", "ImageStore", "ensure_busybox", "normalize_ref"]
+__all__ = ["DEFAULT_PATH", "Image", "ImageStore", "ensure_busybox", "normalize_ref", "split_ref"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?")
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """Docker's reference grammar (distribution/reference): ``(repo, tag)`` in the short
+    form Docker shows (``busybox``, ``lk/bb``, ``127.0.0.1:5000/bb``); tag defaults to latest.
+
+    ``docker.io/library/`` and ``docker.io/`` are dropped as the CLI does (ParseNormalizedNamed
+    + FamiliarName).  Raises InvalidArgumentError naming the reference for anything else,
+    including digests (``@sha256:``) which this store does not keep.
+    """
+    if "@" in ref:
+        raise errors.InvalidArgumentError(
+            "reference", f"{ref!r}: references by digest are not supported (no RepoDigests)")
+    last = ref.rsplit("/", 1)[-1]
+    name, tag = (ref.rsplit(":", 1) if ":" in last else (ref, "latest"))
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/",
+                   "index.docker.io/"):
+        if name.startswith(prefix) and name != prefix:
+            name = name[len(prefix):]
+            break
+    if name.startswith("library/") and name.count("/") == 1:
+        name = name.removeprefix("library/")
+    parts = name.split("/")
+    # distribution/reference: the first component is a registry when it has "." or ":"
+    # or is "localhost"; then it must be a valid host[:port]
+    has_domain = len(parts) > 1 and ("." in parts[0] or ":" in parts[0]
+                                     or parts[0] == "localhost")
+    path = parts[1:] if has_domain and _DOMAIN.fullmatch(parts[0]) else parts
+    if not name or not all(_COMPONENT.fullmatch(p) for p in path) or not _TAG.fullmatch(tag) \
+            or len(name) > 255:
+        raise errors.InvalidArgumentError(
+            "reference", f"invalid reference format: {ref!r} (repository names are lowercase "
+            "[a-z0-9._-] components joined by '/', tags [A-Za-z0-9_.-], at most 128)")
+    return name, tag
+
+
 def normalize_ref(ref: str) -> str:
     """``busybox`` -> ``busybox:latest``; ``docker.io/library/busybox`` -> ``busybox:latest``."""
-    for prefix in ("docker.io/library/", "library/", "index.docker.io/library/"):
-        ref = ref.removeprefix(prefix)
-    name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
-    return f"{name}:{tag or 'latest'}"
+    name, tag = split_ref(ref)
+    return f"{name}:{tag}"
+
+
+def _is_hex_ref(ref: str) -> bool:
+    h = ref.removeprefix("sha256:")
+    return 0 < len(h) <= 64 and all(c in "0123456789abcdef" for c in h)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """temp (0600, mkstemp) + fsync + rename(2): readers see the old or the new file."""
     path.parent.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -69,10 +126,31 @@ class Image:
 
 
 class ImageStore:
-    """Images under ``root`` (default paths.images_dir())."""
+    """Images under ``root`` (default paths.images_dir()).
+
+    ``configs/<id>.json`` holds each image's config bytes exactly as received (the ID is
+    their sha256, so a saved and re-loaded image keeps its ID); ``blobs/sha256/<diffid>``
+    the layer tar a layer was unpacked from (``docker save`` writes it back byte for byte:
+    a re-packed tree would not hash to the config's diff_id); ``meta/<id>.json`` labkit's
+    own facts (size).  An image without tags is dangling.
+    """
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else paths.images_dir()
+        self._mutex = threading.Lock()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialise read-modify-write of the tag table and deletes (threads and processes:
+        flock(2) on ``.lock``)."""
+        self.root.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        with self._mutex:
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
 
     def _repos(self) -> dict[str, str]:
         try:
@@ -81,50 +159,193 @@ class ImageStore:
         except FileNotFoundError:
             return {}
 
-    def _load(self, image_id: str, tags: tuple[str, ...]) -> Image:
-        hexid = image_id.split(":", 1)[-1]
+    def _save_repos(self, repos: dict[str, str]) -> None:
+        _atomic_write(self.root / "repositories.json",
+                      json.dumps(dict(sorted(repos.items())), indent=1).encode())
+
+    def config_bytes(self, image_id: str) -> bytes:
+        """The config blob exactly as stored (its sha256 is the ID)."""
         try:
-            config = json.loads((self.root / "configs" / f"{hexid}.json").read_bytes())
+            return (self.root / "configs" / f"{image_id.split(':', 1)[-1]}.json").read_bytes()
         except FileNotFoundError:
             raise errors.NotFoundError("image", image_id) from None
+
+    def _load(self, image_id: str, tags: tuple[str, ...]) -> Image:
+        hexid = image_id.split(":", 1)[-1]
+        config = json.loads(self.config_bytes(hexid))
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-        layers = tuple(self.root / "layers" / d.split(":", 1)[-1] for d in diff_ids)
+        layers = tuple(self.layer_dir(d) for d in diff_ids)
         size = int(config.get("labkit", {}).get("size", 0))
+        try:
+            size = int(json.loads((self.root / "meta" / f"{hexid}.json").read_bytes())["size"])
+        except (FileNotFoundError, KeyError, ValueError):
+            pass
         return Image(f"sha256:{hexid}", tags, config, layers, size)
 
-    def list(self) -> list[Image]:
-        """Every image, one entry per ID with all its tags."""
-        by_id: dict[str, list[str]] = {}
+    def layer_dir(self, diff_id: str) -> Path:
+        """Where the layer ``diff_id`` is (or would be) unpacked, shared by every image."""
+        hexd = diff_id.split(":", 1)[-1]
+        if not _is_hex_ref(hexd):  # the name becomes a path: hex only, never "../"
+            raise errors.InvalidArgumentError("diff_id", f"{diff_id!r} is not a sha256 digest")
+        return self.root / "layers" / hexd
+
+    def blob_path(self, diff_id: str) -> Path:
+        """Where the tar of layer ``diff_id`` is kept (may be absent: see save)."""
+        return self.root / "blobs" / "sha256" / self.layer_dir(diff_id).name
+
+    def ids(self) -> list[str]:
+        """Every image ID, tagged or dangling."""
+        try:
+            names = os.listdir(self.root / "configs")
+        except FileNotFoundError:
+            return []
+        return [f"sha256:{n[:-5]}" for n in sorted(names)
+                if n.endswith(".json") and not n.startswith(".")]
+
+    def list(self, *, all_: bool = True) -> list[Image]:
+        """Every image, one entry per ID with all its tags (dangling ones too unless
+        ``all_`` is False)."""
+        by_id: dict[str, list[str]] = {i: [] for i in self.ids()} if all_ else {}
         for tag, iid in sorted(self._repos().items()):
             by_id.setdefault(iid, []).append(tag)
-        return [self._load(iid, tuple(tags)) for iid, tags in by_id.items()]
+        out = []
+        for iid, tags in by_id.items():
+            try:
+                out.append(self._load(iid, tuple(tags)))
+            except errors.NotFoundError:
+                continue  # a config removed between listdir and read
+        return out
+
+    def resolve(self, ref: str) -> str:
+        """The full image ID for a name[:tag], a ``sha256:`` ID or a unique ID prefix."""
+        repos = self._repos()
+        full = ref.startswith("sha256:") or len(ref) == 64
+        if not full:  # a name wins over an ID prefix (moby GetImage): "abcd" may be both
+            try:
+                tag = normalize_ref(ref)
+            except errors.InvalidArgumentError:
+                tag = ""
+            if tag in repos:
+                return repos[tag]
+        if _is_hex_ref(ref):
+            hexref = ref.removeprefix("sha256:")
+            hits = [i for i in self.ids() if i[7:].startswith(hexref)]
+            if len(hits) == 1 and (len(hexref) >= 4 or ref.startswith("sha256:")):
+                return hits[0]
+            if len(hits) > 1:
+                raise errors.InvalidArgumentError(
+                    "image", f"{ref!r} is an ambiguous ID prefix ({len(hits)} images)")
+        if "@" in ref or ref.startswith("sha256:") or "/" in ref and ":" not in ref.rsplit("/", 1)[-1]:
+            raise errors.NotFoundError("image", ref)
+        try:
+            raise errors.NotFoundError("image", normalize_ref(ref))
+        except errors.InvalidArgumentError:
+            raise errors.NotFoundError("image", ref) from None
 
     def get(self, ref: str) -> Image:
         """Resolve a name[:tag], a full ``sha256:`` ID or an ID prefix (>= 4 hex digits).
 
         Raises NotFoundError("image", ref): the daemon answers 404 "No such image: ref".
         """
-        repos = self._repos()
-        tag = normalize_ref(ref)
-        if tag in repos:
-            iid = repos[tag]
-            return self._load(iid, tuple(t for t, i in repos.items() if i == iid))
-        hexref = ref.removeprefix("sha256:")
-        if len(hexref) >= 4 and all(c in "0123456789abcdef" for c in hexref):
-            for iid in sorted(set(repos.values())):
-                if iid.removeprefix("sha256:").startswith(hexref):
-                    return self._load(iid, tuple(t for t, i in repos.items() if i == iid))
-        raise errors.NotFoundError("image", tag if ":" in ref or "/" not in ref else ref)
+        iid = self.resolve(ref)
+        return self._load(iid, tuple(t for t, i in sorted(self._repos().items()) if i == iid))
 
     def add(self, tag: str, config: dict[str, Any]) -> Image:
         """Store an image config under ``tag``; its layers must already be unpacked."""
         data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-        hexid = hashlib.sha256(data).hexdigest()
-        _atomic_write(self.root / "configs" / f"{hexid}.json", data)
-        repos = self._repos()
-        repos[normalize_ref(tag)] = f"sha256:{hexid}"
-        _atomic_write(self.root / "repositories.json", json.dumps(repos, indent=1).encode())
-        return self.get(tag)
+        return self.add_raw(data, [tag])
+
+    def add_raw(self, config: bytes, tags: Sequence[str], *, size: int | None = None,
+                held: bool = False) -> Image:
+        """Store config bytes as received (ID = their sha256) and point ``tags`` at it.
+
+        The layers must already be in place: the config is written last, so an image is
+        never visible before all of its layers are.  ``held``: the caller holds locked().
+        """
+        hexid = hashlib.sha256(config).hexdigest()
+        if size is not None:
+            _atomic_write(self.root / "meta" / f"{hexid}.json",
+                          json.dumps({"size": size}).encode())
+        _atomic_write(self.root / "configs" / f"{hexid}.json", config)
+        with contextlib.nullcontext() if held else self.locked():
+            repos = self._repos()
+            for t in tags:
+                repos[normalize_ref(t)] = f"sha256:{hexid}"
+            self._save_repos(repos)
+        return self.get(f"sha256:{hexid}")
+
+    def tag(self, ref: str, new: str) -> str:
+        """Point ``new`` (name[:tag]) at the image ``ref``; returns the normalised tag."""
+        new_tag = normalize_ref(new)
+        with self.locked():
+            iid = self.resolve(ref)
+            repos = self._repos()
+            repos[new_tag] = iid
+            self._save_repos(repos)
+        return new_tag
+
+    def untag(self, tag: str) -> str:
+        """Remove one tag; returns the image ID it named."""
+        with self.locked():
+            repos = self._repos()
+            iid = repos.pop(normalize_ref(tag), None)
+            if iid is None:
+                raise errors.NotFoundError("image", tag)
+            self._save_repos(repos)
+        return iid
+
+    def delete(self, image_id: str) -> int:
+        """Delete an untagged image's config and every layer no other image uses.
+
+        Returns the bytes reclaimed.  The caller checks containers first (handlers/images).
+        """
+        hexid = image_id.split(":", 1)[-1]
+        with self.locked():
+            if image_id in self._repos().values():
+                raise errors.ConflictError(f"image {hexid[:12]} still has tags")
+            img = self._load(image_id, ())
+            (self.root / "configs" / f"{hexid}.json").unlink()
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / "meta" / f"{hexid}.json").unlink()
+            used = {p for other in self.list() for p in other.layers}
+            freed = 0
+            for layer in img.layers:
+                if layer in used:
+                    continue
+                freed += dir_size(layer)
+                _rmtree_private(layer)
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(layer.name).unlink()
+        return freed
+
+    def sweep(self) -> None:
+        """Remove what an interrupted load, import or delete left (daemon start): staging
+        dirs, layers renamed aside for removal, half-unpacked layers (layers.apply_layer
+        unpacks beside the final name)."""
+        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        try:
+            names = os.listdir(self.root / "layers")
+        except FileNotFoundError:
+            return
+        for n in names:
+            if n.startswith((".rm-", ".lk-unpack-")):
+                shutil.rmtree(self.root / "layers" / n, ignore_errors=True)
+
+    def staging(self) -> tempfile.TemporaryDirectory[str]:
+        """A private scratch dir inside the store (same filesystem: rename(2) publishes)."""
+        d = self.root / "tmp"
+        d.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix="lk-stage-", dir=d)
+
+
+def _rmtree_private(path: Path) -> None:
+    """Remove a layer dir: rename it aside first, so a crash never leaves half a layer
+    under its real name (a later load would take it as complete)."""
+    if not path.exists():
+        return
+    aside = path.with_name(f".rm-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    os.rename(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def dir_size(root: Path) -> int:
@@ -148,6 +369,7 @@ def ensure_busybox(store: ImageStore | None = None) -> Image:
     from labkit.engine.images.layers import apply_layer
 
     store = store or ImageStore()
+    store.sweep()
     try:
         img = store.get("busybox:latest")
         if all(p.is_dir() for p in img.layers):
@@ -161,6 +383,11 @@ def ensure_busybox(store: ImageStore | None = None) -> Image:
         layer = store.root / "layers" / digests.diff_id.split(":", 1)[-1]
         if not layer.is_dir():
             apply_layer(blob, layer)
+        kept = store.blob_path(digests.diff_id)
+        if not kept.exists():  # docker save writes this tar back (its sha256 is the diff_id)
+            kept.parent.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(blob, 0o600)
+            os.rename(blob, kept)
     config = {
         "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
         "config": {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["sh"]},
