@@ -32,6 +32,7 @@ from labkit.engine.containers.store import ContainerStore
 from labkit.engine.containers.tasklink import TaskLink
 from labkit.engine.containers.tasks import TaskService
 from labkit.engine.containers.waits import Waiters
+from labkit.engine.daemonconfig import DaemonConfig
 from labkit.engine.images.store import ImageStore
 
 __all__ = ["Engine", "NotModifiedError", "parse_signal"]
@@ -41,8 +42,10 @@ class Engine:
     """The services of one daemon, wired together; holds no state of its own."""
 
     def __init__(self, tasks: TaskService, store: ContainerStore | None = None,
-                 images: ImageStore | None = None, *, init_binary: str | None = None) -> None:
+                 images: ImageStore | None = None, *, init_binary: str | None = None,
+                 config: DaemonConfig | None = None) -> None:
         self.tasks = tasks
+        self.config = config or DaemonConfig()  # daemon.json (daemonconfig.py)
         self.store = store or ContainerStore()
         self.images = images or ImageStore()
         self.bus = EventBus()

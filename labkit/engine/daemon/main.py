@@ -102,14 +102,17 @@ def _init_binary() -> str | None:
     return None
 
 
-async def serve(sock: Path, ready: asyncio.Event | None = None) -> None:
+async def serve(sock: Path, ready: asyncio.Event | None = None,
+                config_file: Path | None = None) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
     from aiohttp import web
 
     from labkit.engine.containers.engine import Engine
     from labkit.engine.daemon.app import make_app
+    from labkit.engine.daemonconfig import load
     from labkit.engine.images.store import ensure_busybox
 
+    config = load(config_file)  # first: a bad daemon.json stops the start, as in dockerd
     paths.secure_state()  # 0711 roots, 0700 state dirs: also fixes an older install's modes
     if sock.exists() or sock.is_symlink():
         if socket_answers(sock):
@@ -121,7 +124,7 @@ async def serve(sock: Path, ready: asyncio.Event | None = None) -> None:
     except errors.LabkitError as err:  # the API still serves; `run busybox` will 404
         log.warning("no busybox image: %s (hint: %s)", err, err.hint)
     tasks = await connect_supervisor()
-    engine = Engine(tasks, init_binary=_init_binary())
+    engine = Engine(tasks, init_binary=_init_binary(), config=config)
     await engine.restore()
     runner = web.AppRunner(make_app(engine), access_log=None, handler_cancellation=False)
     await runner.setup()
@@ -153,6 +156,8 @@ def parser(prog: str = "labkit daemon") -> argparse.ArgumentParser:
     p.add_argument("--socket", "-H", default=None,
                    help=f"unix socket path (default {paths.daemon_socket()})")
     p.add_argument("--debug", "-D", action="store_true", help="log every request")
+    p.add_argument("--config-file", type=Path, default=None,
+                   help="daemon.json to read (default $LABKIT_CONFIG or /etc/labkit/daemon.json)")
     return p
 
 
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None, prog: str = "labkit daemon") -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sock = Path((args.socket or str(paths.daemon_socket())).removeprefix("unix://"))
     try:
-        asyncio.run(serve(sock))
+        asyncio.run(serve(sock, config_file=args.config_file))
     except errors.LabkitError as err:
         print(f"labkit daemon: error: {err}", file=sys.stderr)
         if err.hint:
