@@ -10,6 +10,7 @@ daemon and supervisor; ``start()`` again adopts the running containers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from labkit import errors
 from labkit.cgroups import open_cgroup
@@ -55,7 +57,7 @@ def _role(cmd: str, container_pids: set[int], pid: int) -> str:
 class LabEngine:
     """One daemon + supervisor pair with its own state and sockets."""
 
-    def __init__(self, tag: str = "lab") -> None:
+    def __init__(self, tag: str = "lab", config: dict[str, Any] | None = None) -> None:
         # Keep the tag short: the shims' unix sockets live under LABKIT_RUN, and a socket
         # path must fit in sun_path (108 bytes, unix(7)).
         if len(tag) > 4:
@@ -65,6 +67,11 @@ class LabEngine:
         self.socket = self.run / "labkit.sock"
         self.env = dict(os.environ, LABKIT_ROOT=str(self.root), LABKIT_RUN=str(self.run),
                         LABKIT_SOCKET=str(self.socket))
+        # Always our own daemon.json (empty by default): a lab daemon never picks up the
+        # machine's /etc/labkit/daemon.json, and a test states the config it relies on.
+        self.config_file = self.base / "daemon.json"
+        self.set_config(config or {})
+        self.env["LABKIT_CONFIG"] = str(self.config_file)
         self.daemon_pid: int | None = None
         # every engine process we ever saw, with its start time: killed at stop only if the
         # pid still names the same process (pids are reused)
@@ -73,6 +80,10 @@ class LabEngine:
         # removes it again at stop (remove() refuses while any process is inside).
         self._parent_cgroup = open_cgroup(CGROUP_PARENT)
         self._made_parent = not self._parent_cgroup.exists()
+
+    def set_config(self, config: dict[str, Any]) -> None:
+        """Write the daemon.json the next start() reads (a running daemon keeps its own)."""
+        self.config_file.write_text(json.dumps(config, indent=1) + "\n")
 
     @property
     def docker_env(self) -> dict[str, str]:
