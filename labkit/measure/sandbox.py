@@ -23,7 +23,7 @@ from typing import Any
 from labkit import errors
 from labkit.cgroups import open_cgroup
 from labkit.engine.client import Client
-from labkit.engine.client.launch import spawn_daemon, wait_ready
+from labkit.engine.client.launch import DAEMON_CMD, spawn_daemon, wait_ready
 from labkit.engine.runtime.config import CGROUP_PARENT
 
 __all__ = ["LabEngine", "ProcRow", "process_rows"]
@@ -57,7 +57,8 @@ def _role(cmd: str, container_pids: set[int], pid: int) -> str:
 class LabEngine:
     """One daemon + supervisor pair with its own state and sockets."""
 
-    def __init__(self, tag: str = "lab", config: dict[str, Any] | None = None) -> None:
+    def __init__(self, tag: str = "lab", config: dict[str, Any] | None = None, *,
+                 netns: str | None = None) -> None:
         # Keep the tag short: the shims' unix sockets live under LABKIT_RUN, and a socket
         # path must fit in sun_path (108 bytes, unix(7)).
         if len(tag) > 4:
@@ -72,6 +73,10 @@ class LabEngine:
         self.config_file = self.base / "daemon.json"
         self.set_config(config or {})
         self.env["LABKIT_CONFIG"] = str(self.config_file)
+        # netns: a network namespace the caller made (/run/netns/NAME); the daemon and its
+        # supervisor run in it, so they reach what listens on that netns's loopback (a
+        # registry, say) and nothing of the host's
+        self.netns = netns
         self.daemon_pid: int | None = None
         # every engine process we ever saw, with its start time: killed at stop only if the
         # pid still names the same process (pids are reused)
@@ -100,7 +105,12 @@ class LabEngine:
         for d in (self.root, self.run):
             d.mkdir(parents=True, exist_ok=True)
         first = self.daemon_pid is None
-        proc = spawn_daemon(self.env, log=self.run / "daemon.log")
+        cmd = None
+        if self.netns:
+            # nsenter execs the daemon in place (the pid stays the daemon's); not `ip netns
+            # exec`, which also remounts /sys and hides /sys/fs/cgroup from the daemon
+            cmd = ["nsenter", f"--net=/run/netns/{self.netns}", *DAEMON_CMD]
+        proc = spawn_daemon(self.env, log=self.run / "daemon.log", cmd=cmd)
         self.daemon_pid = proc.pid
         try:
             wait_ready(self.socket, timeout, proc=proc, log=self.run / "daemon.log")
