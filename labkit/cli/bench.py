@@ -1,4 +1,4 @@
-"""labkit bench runtime [-n N] [--warmup W] [--peers runc,crun]: container start-to-exit latency."""
+"""labkit bench runtime | engine | images: container start-to-exit latency, engine run, image ops."""
 
 from __future__ import annotations
 
@@ -65,7 +65,47 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
                     help="then trace N runs with eBPF (proctree) and print CPU per room and "
                          "wall time per phase (default 10; 0 skips)")
     en.add_argument("--json", action="store_true", help="print rows as JSON, no table")
+    im = sub.add_parser(
+        "images", help="docker build (cold, cached), push and pull: labkit's daemon vs dockerd",
+        description="Time the Docker CLI's classic build of a three-step Dockerfile (cold and "
+                    "cached) and push + pull of a ~5 MB image to a real registry, against "
+                    "labkit's daemon and dockerd side by side in one network namespace.",
+        epilog="example: labkit bench images --runs 5 --csv images.csv --png images.png")
+    im.add_argument("-n", "--runs", type=_count(1), default=5,
+                    help="timed rounds per operation and daemon (default 5)")
+    im.add_argument("--warmup", type=_count(0), default=1,
+                    help="untimed rounds first (default 1)")
+    im.add_argument("--only", choices=("build", "push-pull"),
+                    help="run only the build or only the push-pull operations")
+    im.add_argument("--json", action="store_true", help="print rows as JSON, no table")
+    im.add_argument("--csv", metavar="FILE", help="also write the rows as CSV to FILE")
+    im.add_argument("--png", metavar="FILE", help="also write a bar chart of the medians")
     return p
+
+
+def _images(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from labkit.measure import bench_images as bi
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("labkit bench images", total=bi.steps(args.runs, args.warmup,
+                                                                  args.only))
+        rows = bi.run(args.runs, args.warmup, only=args.only,
+                      progress=lambda what: bar.update(task, advance=1, description=what))
+    goals = bi.targets(rows)
+    if args.json:
+        print(bi.to_json(rows, goals, runs=args.runs, warmup=args.warmup))
+    else:
+        bi.print_table(rows, goals, args.runs)
+    if args.csv:
+        Path(args.csv).write_text(bi.to_csv(rows, goals))
+    if args.png:
+        bi.write_png(rows, goals, Path(args.png))
+    return 0
 
 
 def peers(text: str) -> list[str]:
@@ -75,6 +115,8 @@ def peers(text: str) -> list[str]:
 
 def run(argv: list[str], prog: str = "labkit bench") -> int:
     args = parser(prog).parse_args(argv)
+    if args.bench == "images":
+        return _images(args)
     if args.bench == "engine":
         from labkit.measure import bench_engine
 
