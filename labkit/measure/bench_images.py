@@ -455,14 +455,26 @@ def _layers_fetched(out: str) -> tuple[int, int]:
     return done, done + there
 
 
+def _layers_pushed(out: str) -> tuple[int, int]:
+    """(layers sent, layers) from `docker push`'s plain output: "<id>: Pushed" for a layer
+    uploaded, "Layer already exists" / "Mounted from <repo>" for one the registry had."""
+    sent = len(set(re.findall(r"^(\w+): Pushed", out, re.MULTILINE)))
+    skipped = len(set(re.findall(r"^(\w+): (?:Layer already exists|Mounted from)", out,
+                                 re.MULTILINE)))
+    return sent, sent + skipped
+
+
 def _push_pull_round(h: _Harness, side: _Side, other: _Side, files: dict[str, Path],
                      rnd: int, record: bool) -> None:
     ref = f"{REGISTRY}/lkbench/payload-{side.name}-{rnd}:latest"
     h.fresh_registry()
     h.must(side, "load", "-q", "-i", str(files["payload"]))
     h.must(side, "tag", PAYLOAD_REF, ref)
-    pushed = _timed(h, side, "push", record, "push", ref) is not None
-    seeded = ""
+    r1 = _timed(h, side, "push", record, "push", ref)
+    pushed, seeded = r1 is not None, ""
+    if r1 is not None:
+        sent, total = _layers_pushed(r1.out)
+        _note(side, "push", f"layers pushed {sent}/{total}" if total else "")
     if not pushed:
         # pull on its own: the same image pushed by the other daemon, when it can
         h.must(other, "load", "-q", "-i", str(files["payload"]))
