@@ -38,37 +38,51 @@ labkit/dockerd <= 1), is reported per row, never asserted.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import os
-import platform
-import random
 import re
 import shutil
-import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labkit import errors
+from labkit.measure.bench_images_report import (
+    BUILD_OPS,
+    CSV_HEADER,
+    DAEMONS,
+    OPS,
+    PUSH_PULL_OPS,
+    ImageRow,
+    ImageTarget,
+    cli_error,
+    p95,
+    print_table,
+    render_table,
+    targets,
+    to_csv,
+    to_json,
+    write_png,
+)
+from labkit.measure.payload_image import PAYLOAD_REF, write_payload_archive
 
 __all__ = [
+    "CSV_HEADER",
     "DAEMONS",
     "ONLY",
     "OPS",
+    "PAYLOAD_REF",
     "ImageRow",
     "ImageTarget",
+    "cli_error",
     "p95",
     "print_table",
     "render_table",
     "run",
+    "steps",
     "targets",
     "to_csv",
     "to_json",
@@ -76,16 +90,8 @@ __all__ = [
     "write_png",
 ]
 
-DAEMONS = ("labkit", "dockerd")
-BUILD_OPS = ("build cold", "build cached")
-PUSH_PULL_OPS = ("push", "pull", "re-pull (layers present)")
-OPS = BUILD_OPS + PUSH_PULL_OPS
 ONLY = {"build": BUILD_OPS, "push-pull": PUSH_PULL_OPS}
-
 BUILD_REF = "lkbench/build:latest"
-PAYLOAD_REF = "lkbench/payload:latest"
-PAYLOAD_BYTES = 5 * 1024 * 1024
-PAYLOAD_SEED = 9
 REGISTRY = "127.0.0.1:5000"
 DOCKERFILE = ("FROM busybox\n"
               "RUN dd if=/dev/urandom of=/made.bin bs=1024 count=64 2>/dev/null"
@@ -93,275 +99,6 @@ DOCKERFILE = ("FROM busybox\n"
               "COPY hello.txt /hello.txt\n")
 CLI_TIMEOUT = 300.0
 
-
-@dataclass(frozen=True, slots=True)
-class ImageRow:
-    """One (operation, daemon) pair: its samples in ms, or why it could not run."""
-
-    op: str
-    daemon: str
-    samples_ms: tuple[float, ...] = ()
-    error: str | None = None  # the daemon's error message: "cannot run: ..." in the table
-    note: str = ""
-
-    @property
-    def n(self) -> int:
-        return len(self.samples_ms)
-
-    @property
-    def median_ms(self) -> float | None:
-        return statistics.median(self.samples_ms) if self.samples_ms and not self.error \
-            else None
-
-    @property
-    def p95_ms(self) -> float | None:
-        return p95(self.samples_ms) if self.samples_ms and not self.error else None
-
-    @property
-    def status(self) -> str:
-        if self.error is not None:
-            return f"cannot run: {self.error}"
-        return "ok" if self.samples_ms else "not run"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "daemon": self.daemon, "status": self.status, "n": self.n,
-                "median_ms": self.median_ms, "p95_ms": self.p95_ms,
-                "samples_ms": list(self.samples_ms), "error": self.error, "note": self.note}
-
-
-@dataclass(frozen=True, slots=True)
-class ImageTarget:
-    """The issue's target for one operation: labkit's median no more than dockerd's."""
-
-    op: str
-    ratio: float | None  # labkit median / dockerd median; None: one side has no figure
-    met: bool | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "ratio_labkit_over_dockerd": self.ratio, "goal": "<= 1.0",
-                "met": self.met}
-
-
-def p95(samples: Iterable[float]) -> float:
-    """The 95th percentile, linear interpolation between closest ranks (statistics.quantiles'
-    "inclusive" method, so it stays within the samples; one sample is its own p95)."""
-    xs = sorted(samples)
-    if not xs:
-        raise errors.InvalidArgumentError("p95", "no samples")
-    if len(xs) == 1:
-        return xs[0]
-    return statistics.quantiles(xs, n=20, method="inclusive")[18]
-
-
-def targets(rows: list[ImageRow]) -> list[ImageTarget]:
-    """Per operation, in OPS order: the ratio of medians labkit/dockerd and whether <= 1."""
-    med = {(r.op, r.daemon): r.median_ms for r in rows}
-    out = []
-    for op in OPS:
-        if (op, "labkit") not in med and (op, "dockerd") not in med:
-            continue
-        lab, dk = med.get((op, "labkit")), med.get((op, "dockerd"))
-        ratio = lab / dk if lab is not None and dk else None
-        out.append(ImageTarget(op, ratio, None if ratio is None else ratio <= 1.0))
-    return out
-
-
-def _met(t: ImageTarget | None) -> str:
-    if t is None or t.met is None:
-        return "-"
-    return "met" if t.met else "not met"
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f}"
-
-
-def to_json(rows: list[ImageRow], goals: list[ImageTarget], *, runs: int, warmup: int) -> str:
-    return json.dumps({"runs": runs, "warmup": warmup, "rows": [r.as_dict() for r in rows],
-                       "targets": [g.as_dict() for g in goals]}, indent=2)
-
-
-CSV_HEADER = ("operation", "daemon", "n", "median_ms", "p95_ms", "ratio_labkit_over_dockerd",
-              "target_met", "status", "note")
-
-
-def to_csv(rows: list[ImageRow], goals: list[ImageTarget]) -> str:
-    """One line per (operation, daemon); the operation's ratio and target on both of its lines."""
-    by_op = {g.op: g for g in goals}
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_HEADER)
-    for r in rows:
-        g = by_op.get(r.op)
-        w.writerow([r.op, r.daemon, r.n,
-                    "" if r.median_ms is None else f"{r.median_ms:.3f}",
-                    "" if r.p95_ms is None else f"{r.p95_ms:.3f}",
-                    "" if g is None or g.ratio is None else f"{g.ratio:.3f}",
-                    "" if g is None or g.met is None else ("yes" if g.met else "no"),
-                    r.status, r.note])
-    return buf.getvalue()
-
-
-def render_table(rows: list[ImageRow], goals: list[ImageTarget], runs: int) -> Any:
-    """A rich Table: one line per (operation, daemon), ratio and target on the labkit line."""
-    from rich.table import Table
-
-    by_op = {g.op: g for g in goals}
-    t = Table(title=f"labkit bench images: Docker CLI wall time, fork to exit (runs={runs})",
-              caption="ratio = labkit median / dockerd median; target (issue 9): labkit no "
-                      "slower than dockerd, ratio <= 1.00 per operation; reported, never "
-                      "asserted")
-    for col, just in (("operation", "left"), ("daemon", "left"), ("median ms", "right"),
-                      ("p95 ms", "right"), ("n", "right"), ("ratio", "right"),
-                      ("target", "left"), ("status / note", "left")):
-        t.add_column(col, justify=just,  # type: ignore[arg-type]
-                     no_wrap=col not in ("operation", "status / note"))
-    last = None
-    for r in rows:
-        g = by_op.get(r.op) if r.daemon == "labkit" else None
-        ratio = "" if r.daemon != "labkit" else (
-            "-" if g is None or g.ratio is None else f"{g.ratio:.2f}")
-        status = r.status if r.error else "; ".join(x for x in (r.status, r.note) if x)
-        if r.error and r.note:
-            status += f" ({r.note})"
-        t.add_row(r.op if r.op != last else "", r.daemon, _ms(r.median_ms), _ms(r.p95_ms),
-                  str(r.n), ratio, _met(g) if r.daemon == "labkit" else "", status,
-                  end_section=r.daemon == DAEMONS[-1])
-        last = r.op
-    return t
-
-
-def print_table(rows: list[ImageRow], goals: list[ImageTarget], runs: int) -> None:
-    from rich.console import Console
-
-    Console().print(render_table(rows, goals, runs))
-
-
-def write_png(rows: list[ImageRow], goals: list[ImageTarget], path: Path) -> Path:
-    """A grouped bar chart of the medians (ms) per operation, labkit beside dockerd; an
-    operation a daemon cannot run is marked on the axis instead of a bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ops = [op for op in OPS if any(r.op == op for r in rows)]
-    med = {(r.op, r.daemon): r.median_ms for r in rows}
-    by_op = {g.op: g for g in goals}
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(ops)), 4.0))
-    width = 0.38
-    for k, daemon in enumerate(DAEMONS):
-        xs = [i + (k - 0.5) * width for i in range(len(ops))]
-        vals = [med.get((op, daemon)) for op in ops]
-        bars = ax.bar(xs, [v or 0.0 for v in vals], width, label=daemon)
-        for x, v, bar in zip(xs, vals, bars, strict=True):
-            ax.annotate("cannot run" if v is None else f"{v:.0f}", (x, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8,
-                        rotation=90 if v is None else 0)
-    labels = []
-    for op in ops:
-        g = by_op.get(op)
-        labels.append(op if g is None or g.ratio is None else f"{op}\n{g.ratio:.2f}x")
-    ax.set_xticks(range(len(ops)), labels, fontsize=8)
-    ax.set_ylabel("median wall time of the Docker CLI (ms)")
-    ax.set_title("labkit bench images: labkit's daemon vs dockerd (lower is better)")
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def cli_error(stderr: str) -> str:
-    """The daemon's error message as the CLI printed it: the last line that is not the
-    classic builder's deprecation banner (docker CLI 23+ prints it on every DOCKER_BUILDKIT=0
-    build)."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    keep = [ln for ln in lines if not ln.startswith(("DEPRECATED:", "BuildKit is currently",
-                                                      "environment-variable", "Install the"))]
-    last = (keep or lines or ["no message"])[-1]
-    # the CLI's own prefix (cli/command: "Error response from daemon: %s"): what follows is
-    # the daemon's message
-    return last.removeprefix("Error response from daemon: ")[:240]
-
-
-# ---- the payload image: busybox plus one seeded 5 MiB layer, as a docker-archive ----------
-
-def _payload_layer(size: int, seed: int) -> bytes:
-    """An uncompressed layer tar holding /payload.bin: ``size`` bytes of random.Random(seed),
-    every header field fixed, so the same seed always gives the same diffID."""
-    data = random.Random(seed).randbytes(size)  # filler bytes, not secrets: a seeded PRNG
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("payload.bin")
-        info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o644, 0, 0, 0
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _arch() -> str:
-    m = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(m, m)
-
-
-def _safe_member(name: str) -> str:
-    """A member name from a docker-archive we read, refused when it could leave the dir."""
-    if name.startswith("/") or ".." in Path(name).parts or not name:
-        raise errors.InvalidArgumentError("docker-archive", f"member {name!r} escapes the "
-                                          "archive")
-    return name
-
-
-def write_payload_archive(base_archive: Path, out: Path, *, ref: str = PAYLOAD_REF,
-                          size: int = PAYLOAD_BYTES, seed: int = PAYLOAD_SEED) -> str:
-    """Write ``out``: a docker-archive (`docker save` format) of ``base_archive``'s image plus
-    one layer of ``size`` seeded bytes, tagged ``ref``; returns the new config's digest.
-
-    Raises:
-        InvalidArgumentError: the base archive is not a one-image docker-archive.
-    """
-    with tarfile.open(base_archive) as tar:
-        manifest = json.load(tar.extractfile(_safe_member("manifest.json")) or io.BytesIO())
-        if not isinstance(manifest, list) or len(manifest) != 1:
-            raise errors.InvalidArgumentError("docker-archive", f"{base_archive}: want one "
-                                              "image in manifest.json")
-        entry = manifest[0]
-        base_cfg = json.load(tar.extractfile(_safe_member(entry["Config"])) or io.BytesIO())
-        base_layers = [tar.extractfile(_safe_member(p)) for p in entry["Layers"]]
-        layers = [f.read() for f in base_layers if f is not None]
-    if len(layers) != len(entry["Layers"]):
-        raise errors.InvalidArgumentError("docker-archive", f"{base_archive}: a layer is not "
-                                          "a regular file")
-    layers.append(_payload_layer(size, seed))
-    diff_ids = ["sha256:" + hashlib.sha256(b).hexdigest() for b in layers]
-    history = list(base_cfg.get("history") or [])
-    history.append({"created": "1970-01-01T00:00:00Z",
-                    "created_by": f"labkit bench images: {size} bytes, seed {seed}"})
-    cfg = {"architecture": base_cfg.get("architecture") or _arch(),
-           "os": base_cfg.get("os") or "linux",
-           "config": base_cfg.get("config") or {"Cmd": ["sh"]},
-           "created": "1970-01-01T00:00:00Z",
-           "rootfs": {"type": "layers", "diff_ids": diff_ids},
-           "history": history}
-    cfg_bytes = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
-    cfg_hex = hashlib.sha256(cfg_bytes).hexdigest()
-    files: list[tuple[str, bytes]] = [(f"{cfg_hex}.json", cfg_bytes)]
-    names = []
-    for d, blob in zip(diff_ids, layers, strict=True):
-        names.append(f"{d.removeprefix('sha256:')}/layer.tar")
-        files.append((names[-1], blob))
-    files.append(("manifest.json", json.dumps([{"Config": f"{cfg_hex}.json",
-                                                "RepoTags": [ref], "Layers": names}]).encode()))
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, blob in files:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(blob), 0o644, 0
-            tar.addfile(info, io.BytesIO(blob))
-    return "sha256:" + cfg_hex
-
-
-# ---- the harness ----------------------------------------------------------------------------
 
 @dataclass
 class _Side:
@@ -372,6 +109,10 @@ class _Side:
     samples: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+
+
+class _SetUpFailed(errors.LabkitError):
+    """An untimed step of a round failed: the round's remaining operations cannot run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,11 +136,11 @@ class _Harness:
         return _Result(p.returncode == 0, ms, p.stdout, p.stderr)
 
     def must(self, side: _Side, *args: str) -> _Result:
-        """An untimed set-up step that has to work on both daemons (load, tag, save)."""
+        """An untimed set-up step that has to work (load, tag, rmi, save): _SetUpFailed if not."""
         r = self.docker(side, *args)
         if not r.ok:
-            raise errors.LabkitError(f"`docker {' '.join(args)}` against {side.name}: "
-                                     f"{cli_error(r.err)}")
+            raise _SetUpFailed(f"set-up `docker {' '.join(args[:2])}` failed: "
+                               f"{cli_error(r.err)}")
         return r
 
     def fresh_registry(self) -> None:
@@ -466,6 +207,23 @@ def _layers_pushed(out: str) -> tuple[int, int]:
 
 def _push_pull_round(h: _Harness, side: _Side, other: _Side, files: dict[str, Path],
                      rnd: int, record: bool) -> None:
+    """push, pull, re-pull on ``side``; a failed set-up step becomes the reason of every
+    operation still without one (a row, not a crash), and busybox is put back either way."""
+    try:
+        _push_pull(h, side, other, files, rnd, record)
+    except _SetUpFailed as err:
+        for op in PUSH_PULL_OPS:
+            side.errors.setdefault(op, str(err))
+    finally:
+        r = h.docker(side, "load", "-q", "-i", str(files["busybox"]))  # for the next build
+        if not r.ok:
+            for op in BUILD_OPS:
+                side.errors.setdefault(op, f"set-up `docker load` of busybox failed: "
+                                           f"{cli_error(r.err)}")
+
+
+def _push_pull(h: _Harness, side: _Side, other: _Side, files: dict[str, Path], rnd: int,
+               record: bool) -> None:
     ref = f"{REGISTRY}/lkbench/payload-{side.name}-{rnd}:latest"
     h.fresh_registry()
     h.must(side, "load", "-q", "-i", str(files["payload"]))
@@ -477,10 +235,12 @@ def _push_pull_round(h: _Harness, side: _Side, other: _Side, files: dict[str, Pa
         _note(side, "push", f"layers pushed {sent}/{total}" if total else "")
     if not pushed:
         # pull on its own: the same image pushed by the other daemon, when it can
-        h.must(other, "load", "-q", "-i", str(files["payload"]))
-        h.must(other, "tag", PAYLOAD_REF, ref)
-        r = h.docker(other, "push", ref)
-        h.docker(other, "rmi", ref)
+        r = h.docker(other, "load", "-q", "-i", str(files["payload"]))
+        if r.ok:
+            r = h.docker(other, "tag", PAYLOAD_REF, ref)
+        if r.ok:
+            r = h.docker(other, "push", ref)
+            h.docker(other, "rmi", ref)
         if not r.ok:
             side.errors.setdefault("pull", f"nothing to pull: {side.name}'s push failed and "
                                            f"{other.name}'s too ({cli_error(r.err)})")
@@ -500,7 +260,6 @@ def _push_pull_round(h: _Harness, side: _Side, other: _Side, files: dict[str, Pa
     else:
         _note(side, "pull", seeded)
         side.errors.setdefault("re-pull (layers present)", "needs the pull above")
-    h.must(side, "load", "-q", "-i", str(files["busybox"]))  # back for the next build
 
 
 def _context(tmp: Path) -> Path:
