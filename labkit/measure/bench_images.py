@@ -139,7 +139,7 @@ class _Harness:
         """An untimed set-up step that has to work (load, tag, rmi, save): _SetUpFailed if not."""
         r = self.docker(side, *args)
         if not r.ok:
-            raise _SetUpFailed(f"set-up `docker {' '.join(args[:2])}` failed: "
+            raise _SetUpFailed(f"set-up `docker {args[0]}` failed: "
                                f"{cli_error(r.err)}")
         return r
 

@@ -193,3 +193,124 @@ def test_run_refuses_bad_arguments_before_starting_anything() -> None:
         bi.run(0)
     with pytest.raises(errors.InvalidArgumentError, match="only"):
         bi.run(1, only="everything")
+
+
+class _FakeHarness:
+    """The Docker CLI as the harness sees it, scripted: ``fail`` maps (daemon, verb) to the
+    daemon's error message; everything else succeeds with the CLI's plain output."""
+
+    must = bi._Harness.must
+
+    def __init__(self, fail: dict[tuple[str, str], str] | None = None) -> None:
+        self.fail = fail or {}
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.registries = 0
+        self.present: set[tuple[str, str]] = set()
+
+    def fresh_registry(self) -> None:
+        self.registries += 1
+
+    def docker(self, side: bi._Side, *args: str) -> bi._Result:
+        self.calls.append((side.name, args))
+        msg = self.fail.get((side.name, args[0]))
+        if msg is not None:
+            return bi._Result(False, 1.0, "", f"Error response from daemon: {msg}\n")
+        out = ""
+        if args[0] == "push":
+            out = "The push refers to repository [x]\na1: Preparing\na1: Pushed\nb2: Pushed\n"
+        elif args[0] == "pull":
+            key = (side.name, args[1])
+            out = ("Status: Image is up to date\n" if key in self.present
+                   else "a1: Pull complete\nb2: Pull complete\n")
+            self.present.add(key)
+        elif args[0] == "build" and "--no-cache" not in args:
+            out = " ---> Using cache\n ---> Using cache\n"
+        elif args[0] == "rmi":
+            self.present -= {(side.name, a) for a in args}
+        return bi._Result(True, 10.0 if args[0] != "pull" else 20.0, out, "")
+
+
+def _sides() -> tuple[bi._Side, bi._Side]:
+    return bi._Side("labkit", {}), bi._Side("dockerd", {})
+
+
+FILES = {"busybox": Path("/nonexistent/busybox.tar"), "payload": Path("/nonexistent/p.tar")}
+
+
+def _rows_of(*sides: bi._Side) -> dict[tuple[str, str], bi.ImageRow]:
+    return {(op, s.name): bi.ImageRow(op, s.name, tuple(s.samples.get(op, ())),
+                                      s.errors.get(op), s.notes.get(op, ""))
+            for op in bi.OPS for s in sides}
+
+
+def test_rounds_record_every_operation_when_both_daemons_can() -> None:
+    h, (lab, dk) = _FakeHarness(), _sides()
+    for rnd, record in ((0, False), (1, True), (2, True)):  # a warm-up round, then two
+        for s, other in ((lab, dk), (dk, lab)):
+            bi._build_round(h, s, Path("/ctx"), record)  # type: ignore[arg-type]
+            bi._push_pull_round(h, s, other, FILES, rnd, record)  # type: ignore[arg-type]
+    rows = _rows_of(lab, dk)
+    for (op, _), r in rows.items():
+        assert r.status == "ok" and r.n == 2, (op, r)
+    assert rows[("push", "labkit")].note == "layers pushed 2/2"
+    assert rows[("pull", "dockerd")].note == "layers fetched 2/2"
+    assert rows[("pull", "dockerd")].median_ms == 20.0
+    assert rows[("build cached", "labkit")].note == "cache hits 2/2"
+    assert h.registries == 6  # an empty registry for every push
+    pushes = [a[1] for who, a in h.calls if a[0] == "push"]
+    assert len(set(pushes)) == 6  # a new repository name every time
+    # before each pull, the image, its tag, busybox and the build's result were removed
+    for who in ("labkit", "dockerd"):
+        calls = [a for w, a in h.calls if w == who]
+        first_pull = next(i for i, a in enumerate(calls) if a[0] == "pull")
+        removed = {x for a in calls[:first_pull] if a[0] == "rmi" for x in a[1:]}
+        assert {bi.PAYLOAD_REF, "busybox:latest", bi.BUILD_REF} <= removed
+        assert calls[-1] == ("load", "-q", "-i", str(FILES["busybox"]))  # put back
+
+
+def test_a_daemon_without_build_and_push_gets_reasons_and_still_a_pull_try() -> None:
+    h = _FakeHarness({("labkit", "build"): "page not found",
+                      ("labkit", "push"): "405: Method Not Allowed",
+                      ("labkit", "pull"): "No such image: x"})
+    lab, dk = _sides()
+    for rnd in (0, 1):
+        for s, other in ((lab, dk), (dk, lab)):
+            bi._build_round(h, s, Path("/ctx"), True)  # type: ignore[arg-type]
+            bi._push_pull_round(h, s, other, FILES, rnd, True)  # type: ignore[arg-type]
+    rows = _rows_of(lab, dk)
+    assert rows[("build cold", "labkit")].status == "cannot run: page not found"
+    assert rows[("build cached", "labkit")].status == "cannot run: page not found"
+    assert rows[("push", "labkit")].status == "cannot run: 405: Method Not Allowed"
+    pull = rows[("pull", "labkit")]
+    assert pull.status == "cannot run: No such image: x"
+    assert pull.note == "image pushed by dockerd (labkit's push failed)"
+    assert rows[("re-pull (layers present)", "labkit")].status == \
+        "cannot run: needs the pull above"
+    for op in bi.OPS:
+        assert rows[(op, "dockerd")].n == 2 and rows[(op, "labkit")].median_ms is None
+    # labkit's failing build ran once per op, not every round (first error kept)
+    assert sum(1 for w, a in h.calls if w == "labkit" and a[0] == "build") == 2
+    # the image labkit pulled was pushed by dockerd under labkit's repository name
+    lab_pull_ref = next(a[1] for w, a in h.calls if w == "labkit" and a[0] == "pull")
+    assert ("dockerd", ("push", lab_pull_ref)) in h.calls
+
+
+def test_nothing_to_pull_when_neither_daemon_can_push() -> None:
+    h = _FakeHarness({("labkit", "push"): "405", ("dockerd", "push"): "denied"})
+    lab, dk = _sides()
+    bi._push_pull_round(h, lab, dk, FILES, 0, True)  # type: ignore[arg-type]
+    assert lab.errors["pull"] == ("nothing to pull: labkit's push failed and dockerd's too "
+                                  "(denied)")
+    assert lab.errors["re-pull (layers present)"] == "needs the pull above"
+    assert not any(a[0] == "pull" for _, a in h.calls)
+
+
+def test_a_failed_set_up_step_is_the_rows_reason_and_busybox_is_put_back() -> None:
+    h = _FakeHarness({("labkit", "load"): "unexpected EOF"})
+    lab, dk = _sides()
+    bi._push_pull_round(h, lab, dk, FILES, 0, True)  # type: ignore[arg-type]
+    for op in ("push", "pull", "re-pull (layers present)"):
+        assert lab.errors[op] == "set-up `docker load` failed: unexpected EOF"
+    # the busybox load was tried (and failed too): the next builds say why they cannot run
+    assert h.calls[-1] == ("labkit", ("load", "-q", "-i", str(FILES["busybox"])))
+    assert lab.errors["build cold"].startswith("set-up `docker load` of busybox failed")
