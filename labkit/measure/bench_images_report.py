@@ -166,9 +166,7 @@ def render_table(rows: list[ImageRow], goals: list[ImageTarget], runs: int) -> A
         g = by_op.get(r.op) if r.daemon == "labkit" else None
         ratio = "" if r.daemon != "labkit" else (
             "-" if g is None or g.ratio is None else f"{g.ratio:.2f}")
-        status = r.status if r.error else "; ".join(x for x in (r.status, r.note) if x)
-        if r.error and r.note:
-            status += f" ({r.note})"
+        status = "; ".join(x for x in (r.status, r.note) if x)
         t.add_row(r.op if r.op != last else "", r.daemon, _ms(r.median_ms), _ms(r.p95_ms),
                   str(r.n), ratio, _met(g) if r.daemon == "labkit" else "", status,
                   end_section=r.daemon == DAEMONS[-1])

@@ -160,8 +160,8 @@ def test_payload_archive_is_base_plus_one_seeded_layer(tmp_path: Path) -> None:
     assert len(layers) == 2 and layers[0] == base_layer
     assert cfg["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(x).hexdigest()
                                          for x in layers]
-    assert [h.get("created_by", "") for h in cfg["history"]] == ["base",
-                                                             "labkit bench images: 4096 bytes, seed 3"]
+    created_by = [h.get("created_by", "") for h in cfg["history"]]
+    assert created_by == ["base", "labkit bench images: 4096 bytes, seed 3"]
     with tarfile.open(fileobj=io.BytesIO(layers[1])) as t:
         (m,) = t.getmembers()
         assert (m.name, m.size, m.mtime) == ("payload.bin", 4096, 0)
