@@ -91,6 +91,11 @@ def _images(args: argparse.Namespace) -> int:
 
     from labkit.measure import bench_images as bi
 
+    for opt, value in (("--csv", args.csv), ("--png", args.png)):
+        # refused before minutes of measuring, not after
+        if value and not Path(value).resolve().parent.is_dir():
+            parser().error(f"{opt} {value}: directory {Path(value).resolve().parent} does "
+                           "not exist")
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("labkit bench images", total=bi.steps(args.runs, args.warmup,
                                                                   args.only))

@@ -314,3 +314,14 @@ def test_a_failed_set_up_step_is_the_rows_reason_and_busybox_is_put_back() -> No
     # the busybox load was tried (and failed too): the next builds say why they cannot run
     assert h.calls[-1] == ("labkit", ("load", "-q", "-i", str(FILES["busybox"])))
     assert lab.errors["build cold"].startswith("set-up `docker load` of busybox failed")
+
+
+def test_cli_refuses_an_output_file_in_a_missing_directory_before_measuring(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from labkit.cli import bench
+
+    for opt in ("--csv", "--png"):
+        with pytest.raises(SystemExit):
+            bench.run(["images", opt, "/nonexistent-lk/x"])
+        assert f"{opt} /nonexistent-lk/x: directory /nonexistent-lk does not exist" in \
+            capsys.readouterr().err
