@@ -89,10 +89,14 @@ def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
     if not (stdout or stderr):
         raise errors.InvalidArgumentError(
             "stdout", "Bad parameters: you must choose at least one stream")
-    rec, path = engine.log_path(ref)
-    if (rec.host_config.get("LogConfig") or {}).get("Type") == "none":
+    from labkit.engine.logs.drivers import read_source
+    rec, json_path = engine.log_path(ref)
+    lc = rec.host_config.get("LogConfig") or {}
+    source = read_source(lc.get("Type") or "json-file", lc.get("Config") or {}, json_path)
+    if source is None:  # none, or a network driver with cache-disabled (dual logging off)
         raise errors.UnsupportedError("logs", "configured logging driver does not support "
                                       "reading")
+    path, fmt = source
     tail_q = q.get("tail", "all")
     if tail_q not in ("all", "") and not tail_q.lstrip("-").isdigit():
         raise errors.InvalidArgumentError("tail", f"invalid tail value {tail_q!r}")
@@ -105,12 +109,15 @@ def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
         data = (e.time.encode() + b" " + e.log) if stamps else e.log
         return data if tty or not data else encode(STREAMS.get(e.stream, 1), data)
     follow = q.get("follow", "") in ("1", "true")
-    return _records(engine, rec, path, chunk, follow, tail, since, until, stdout, stderr)
+    return _records(engine, rec, path, chunk, follow, tail, since, until, stdout, stderr, fmt)
 
 
 async def _records(engine: Any, rec: Any, path: str, chunk: Any, follow: bool, tail: int,
-                   since: int, until: int, stdout: bool, stderr: bool) -> AsyncIterator[bytes]:
-    from labkit.engine.logs.reader import Follower, scan
+                   since: int, until: int, stdout: bool, stderr: bool,
+                   fmt: str = "json-file") -> AsyncIterator[bytes]:
+    from labkit.engine.logs import local, reader
+    scan: Any = local.scan if fmt == "local" else reader.scan
+    Follower: Any = local.LocalFollower if fmt == "local" else reader.Follower
     if not follow:
         async for e in in_thread(scan(path, tail=tail, since=since, until=until, stdout=stdout,
                                       stderr=stderr)):

@@ -107,7 +107,7 @@ class JsonFileWriter:
         self.max_size = max_size
         self.max_file = max(1, max_file)
         self.compress = compress and self.max_file > 1
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         # O_APPEND: a restarted shim (or a reader's truncation) never overwrites lines.
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self.fd).st_size
@@ -118,11 +118,15 @@ class JsonFileWriter:
         max_size, max_file, compress = check_options(options)
         return cls(path, max_size=max_size, max_file=max_file, compress=compress)
 
+    def encode(self, stream: str, msg: bytes, ns: int) -> bytes:
+        """One record as it goes on disk (the local driver's writer overrides this)."""
+        return json.dumps({"log": msg.decode("utf-8", "replace"), "stream": stream,
+                           "time": rfc3339nano(ns)},
+                          separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
     def write(self, stream: str, msg: bytes, ns: int | None = None) -> None:
         """Write one record; ``msg`` is one message from LineSplitter."""
-        rec = json.dumps({"log": msg.decode("utf-8", "replace"), "stream": stream,
-                          "time": rfc3339nano(time.time_ns() if ns is None else ns)},
-                         separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        rec = self.encode(stream, msg, time.time_ns() if ns is None else ns)
         if self.max_size > 0 and self.size > 0 and self.size + len(rec) > self.max_size:
             self._rotate()
         view = memoryview(rec)
