@@ -89,13 +89,12 @@ def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
     if not (stdout or stderr):
         raise errors.InvalidArgumentError(
             "stdout", "Bad parameters: you must choose at least one stream")
-    from labkit.engine.logs.drivers import read_source
+    from labkit.engine.logs.drivers import ReadNotSupportedError, read_source
     rec, json_path = engine.log_path(ref)
     lc = rec.host_config.get("LogConfig") or {}
     source = read_source(lc.get("Type") or "json-file", lc.get("Config") or {}, json_path)
     if source is None:  # none, or a network driver with cache-disabled (dual logging off)
-        raise errors.UnsupportedError("logs", "configured logging driver does not support "
-                                      "reading")
+        raise ReadNotSupportedError
     path, fmt = source
     tail_q = q.get("tail", "all")
     if tail_q not in ("all", "") and not tail_q.lstrip("-").isdigit():

@@ -32,6 +32,17 @@ CACHE_OPTS = {"cache-disabled": "false", "cache-max-size": "20m", "cache-max-fil
 CONTEXT_KEY = "lk-context"
 
 
+class ReadNotSupportedError(errors.UnsupportedError):
+    """moby's ErrReadLogsNotSupported: 501 with exactly Docker's words."""
+
+    def __init__(self, feature: str = "logs", reason: str = "configured logging driver does "
+                 "not support reading", hint: str | None = None) -> None:
+        super().__init__(feature, reason, hint)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 class LogWriter(Protocol):
     def write(self, stream: str, msg: bytes, ns: int | None = None) -> None: ...
 
@@ -58,7 +69,7 @@ def check_cache(cache: dict[str, str]) -> dict[str, str]:
             return {}
     except errors.InvalidArgumentError:
         raise errors.InvalidArgumentError(
-            "log-opt", f"invalid value for option cache-disabled: {disabled}") from None
+            "cache-disabled", f"invalid value for option cache-disabled: {disabled}") from None
     local = {"max-size": full["cache-max-size"], "max-file": full["cache-max-file"],
              "compress": full["cache-compress"]}
     check_options(local)

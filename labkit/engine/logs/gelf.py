@@ -39,7 +39,8 @@ LEVEL = {"stdout": 6, "stderr": 3}
 
 
 def _bad(problem: str) -> errors.InvalidArgumentError:
-    return errors.InvalidArgumentError("log-opt", problem)
+    # ``what`` is taken from ``problem`` so that the API message is moby's text alone
+    return errors.InvalidArgumentError(problem.split(":")[0], problem)
 
 
 def parse_address(text: str) -> tuple[str, str, int]:

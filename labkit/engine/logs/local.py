@@ -114,16 +114,17 @@ def check_options(options: dict[str, str]) -> tuple[int, int, bool]:
 
     for key in options:
         if key not in OPTIONS:
-            raise InvalidArgumentError("log-opt", f"unknown log opt '{key}' for local log driver")
+            raise InvalidArgumentError("unknown log opt", f"unknown log opt '{key}' for local "
+                                       "log driver")
     opts = {**DEFAULTS, **options}
     max_size = parse_size(opts["max-size"])
     try:
         max_file = int(opts["max-file"])
     except ValueError:
-        raise InvalidArgumentError("log-opt max-file", f'strconv.Atoi: parsing '
+        raise InvalidArgumentError("strconv.Atoi", f'strconv.Atoi: parsing '
                                    f'"{opts["max-file"]}": invalid syntax') from None
     if max_file < 1:
-        raise InvalidArgumentError("log-opt max-file", "max-file cannot be less than 1")
+        raise InvalidArgumentError("max-file", "max-file cannot be less than 1")
     compress = parse_bool(opts["compress"], "log-opt compress")
     return max_size, max_file, compress and max_size > 0
 

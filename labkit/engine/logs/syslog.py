@@ -41,7 +41,8 @@ SEVERITY = {"stdout": 6, "stderr": 3}  # LOG_INFO, LOG_ERR
 
 
 def _bad(problem: str) -> errors.InvalidArgumentError:
-    return errors.InvalidArgumentError("log-opt", problem)
+    # ``what`` is taken from ``problem`` so that the API message is moby's text alone
+    return errors.InvalidArgumentError(problem.split(":")[0], problem)
 
 
 def parse_address(text: str) -> tuple[str, str | tuple[str, int]]:
