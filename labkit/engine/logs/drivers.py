@@ -49,9 +49,11 @@ class LogWriter(Protocol):
     def close(self) -> None: ...
 
 
-def _split(opts: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(driver options, cache options)."""
-    own = {k: v for k, v in opts.items() if k not in CACHE_OPTS and k != CONTEXT_KEY}
+def _split(opts: dict[str, str], internal: bool = True) -> tuple[dict[str, str], dict[str, str]]:
+    """(driver options, cache options); CONTEXT_KEY is dropped only from options that came
+    from the daemon (``internal``): in a create body it is an unknown option."""
+    own = {k: v for k, v in opts.items()
+           if k not in CACHE_OPTS and not (internal and k == CONTEXT_KEY)}
     cache = {k: v for k, v in opts.items() if k in CACHE_OPTS}
     return own, cache
 
@@ -76,10 +78,11 @@ def check_cache(cache: dict[str, str]) -> dict[str, str]:
     return local
 
 
-def check(driver: str, opts: dict[str, str]) -> None:
+def check(driver: str, opts: dict[str, str], internal: bool = False) -> None:
     """Refuse what ``driver`` does not take (InvalidArgumentError, moby's words) or what
-    labkit does not apply (UnsupportedError); ``driver`` is one of DRIVERS."""
-    own, cache = _split(opts)
+    labkit does not apply (UnsupportedError); ``driver`` is one of DRIVERS.  ``internal``:
+    the options come from the daemon (the supervisor's check) and may hold CONTEXT_KEY."""
+    own, cache = _split(opts, internal)
     if driver == "none":
         return
     if cache and driver in READABLE:

@@ -82,6 +82,12 @@ class LineSplitter:
             nl = buf.find(b"\n", start)
             if nl < 0:
                 break
+            # a long line goes out in PARTIAL_MAX pieces, the newline on the last, as moby's
+            # copier does: no message is ever larger than that (a datagram driver sends
+            # each message whole, so this bound is what keeps it under the UDP limit)
+            while nl + 1 - start > PARTIAL_MAX:
+                out.append(buf[start:start + PARTIAL_MAX])
+                start += PARTIAL_MAX
             out.append(buf[start:nl + 1])
             start = nl + 1
         rest = buf[start:]

@@ -376,7 +376,7 @@ def _check_log(log: pb.LogConfig) -> None:
     if driver not in DRIVERS:
         raise errors.UnsupportedError(f"log driver {driver!r}", "not implemented",
                                       hint=f"use one of: {', '.join(DRIVERS)}")
-    check(driver, dict(log.options))
+    check(driver, dict(log.options), internal=True)  # the daemon added CONTEXT_KEY
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
