@@ -193,7 +193,13 @@ class GelfListener:
 
     def _take(self, data: bytes) -> None:
         if data[:2] == b"\x1e\x0f":  # GELF chunk: magic, 8-byte id, seq, count
+            if len(data) < 12:
+                raise ValueError("short GELF chunk")
             mid, seq, count = data[2:10], data[10], data[11]
+            if not 0 < count <= 128 or seq >= count:
+                raise ValueError("bad GELF chunk header")
+            if mid not in self._parts and len(self._parts) >= 1024:
+                self._parts.pop(next(iter(self._parts)))  # forget the oldest unfinished one
             parts = self._parts.setdefault(mid, {})
             parts[seq] = data[12:]
             if len(parts) < count:
