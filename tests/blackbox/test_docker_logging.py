@@ -345,3 +345,19 @@ def test_daemon_json_defaults_restart_and_refusal() -> None:
         assert d("logs", "lk-d1").stdout == b"dflt\n"  # created before: keeps its driver
     finally:
         eng.stop()
+
+
+def test_log_file_is_0600_even_when_read_before_start(docker: Docker, name: str,
+                                                      engine: LabEngine) -> None:
+    """`docker logs` on a created container makes its (empty) json-file: 0600 like the
+    writer's own, since what a container prints may be secret."""
+    r = docker("create", "--name", name, "busybox", "echo", "secret")
+    try:
+        assert r.returncode == 0, r.stderr
+        cid = r.stdout.decode().strip()
+        assert docker("logs", name).returncode == 0
+        assert docker("start", "-a", name).stdout == b"secret\n"
+        log = engine.root / "containers" / cid / f"{cid}-json.log"
+        assert os.stat(log).st_mode & 0o777 == 0o600
+    finally:
+        docker("rm", "-f", name)
