@@ -361,3 +361,33 @@ def test_log_file_is_0600_even_when_read_before_start(docker: Docker, name: str,
         assert os.stat(log).st_mode & 0o777 == 0o600
     finally:
         docker("rm", "-f", name)
+
+
+def test_network_driver_survives_daemon_restart(rsyslog: Rsyslog) -> None:
+    """The shim holds the syslog socket and the cache file: SIGKILL of daemon and supervisor
+    loses no line, at the receiver or in `docker logs`."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    eng = LabEngine("lgr")
+    cli = docker_cli()
+
+    def d(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([cli, *args], env=eng.docker_env, capture_output=True,
+                              timeout=60, check=False)
+    try:
+        eng.start()
+        r = d("run", "-d", "--name", "lk-r1", "--log-driver", "syslog", "--log-opt",
+              f"syslog-address={rsyslog.udp_address}", "--log-opt", "tag=lkr", "busybox", "sh",
+              "-c", "i=0; while [ $i -lt 40 ]; do echo n=$i; i=$((i+1)); sleep 0.1; done")
+        assert r.returncode == 0, r.stderr
+        rsyslog.wait_for("n=3")
+        eng.crash()
+        time.sleep(1)
+        eng.start()
+        assert d("wait", "lk-r1").stdout == b"0\n"
+        rsyslog.wait_for("n=39")
+        got = [int(ln.rsplit("n=", 1)[1]) for ln in rsyslog.lines() if "tag=lkr[" in ln]
+        assert got == list(range(40))
+        assert d("logs", "lk-r1").stdout == b"".join(b"n=%d\n" % i for i in range(40))
+    finally:
+        eng.stop()
