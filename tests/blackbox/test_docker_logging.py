@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -261,7 +262,7 @@ def test_local_driver_rotation_and_reading(docker: Docker, name: str,
         allv = docker("logs", name).stdout.split()
         assert allv[-1] == b"line-299" and 0 < len(allv) < 300  # the oldest rotated away
         stamped = docker("logs", "-t", "--tail", "1", name).stdout
-        assert stamped.endswith(b"Z line-299\n") and stamped[:2] == b"20"
+        assert re.fullmatch(rb"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z line-299\n", stamped)
         assert docker("logs", "--until", "2000-01-01T00:00:00Z", name).stdout == b""
         assert docker("logs", "--since", "2000-01-01T00:00:00Z", "--tail", "1",
                       name).stdout == b"line-299\n"
@@ -391,3 +392,27 @@ def test_network_driver_survives_daemon_restart(rsyslog: Rsyslog) -> None:
         assert d("logs", "lk-r1").stdout == b"".join(b"n=%d\n" % i for i in range(40))
     finally:
         eng.stop()
+
+
+def test_labels_env_and_tag_attributes(docker: Docker, name: str, engine: LabEngine,
+                                       gelf_rx: GelfListener) -> None:
+    """--log-opt labels/env/tag reach json-file's "attrs" and gelf's additional fields."""
+    r = docker("run", "--name", name, "--label", "team=blue", "-e", "STAGE=prod",
+               "--log-opt", "labels=team", "--log-opt", "env=STAGE,UNSET",
+               "--log-opt", "tag={{.Name}}", "busybox", "echo", "attr")
+    g = name + "-g"
+    try:
+        assert r.returncode == 0, r.stderr
+        cid = _inspect(docker, name)["Id"]
+        rec = json.loads((engine.root / "containers" / cid / f"{cid}-json.log").read_text())
+        assert rec["attrs"] == {"team": "blue", "STAGE": "prod", "tag": name}
+        assert docker("logs", name).stdout == b"attr\n"
+        assert docker("logs", "--details", name).stdout == (
+            f"STAGE=prod,tag={name},team=blue attr\n".encode())
+        r = docker("run", "--name", g, "--label", "team=red", "--log-driver", "gelf",
+                   "--log-opt", f"gelf-address={gelf_rx.address}", "--log-opt", "labels=team",
+                   "busybox", "echo", "gattr")
+        assert r.returncode == 0, r.stderr
+        assert gelf_rx.wait_for(lambda m: m["short_message"] == "gattr")[0]["_team"] == "red"
+    finally:
+        docker("rm", "-f", name, g)

@@ -30,7 +30,7 @@ def test_docker_words(lc: dict[str, object], status: int, message: str) -> None:
 
 
 @pytest.mark.parametrize("lc", [{"Type": "journald"}, {"Config": {"mode": "non-blocking"}},
-                                {"Config": {"tag": "{{.Name}}"}}, {"Config": {"env": "A"}}])
+                                {"Config": {"labels-regex": "x"}}, {"Config": {"env-regex": "A"}}])
 def test_what_labkit_lacks_is_501(lc: dict[str, object]) -> None:
     assert _refusal(lc)[0] == 501
 

@@ -443,3 +443,63 @@ def test_context_key_cannot_be_set_by_a_user() -> None:
     want = f"unknown log opt '{drivers.CONTEXT_KEY}' for syslog log driver"
     assert refusal(check_log_config, {"Type": "syslog", "Config": {
         drivers.CONTEXT_KEY: "{}"}}) == (400, want)
+
+
+# -- attributes (labels / env / json-file tag) ----------------------------------------
+
+def test_attributes_pick_named_labels_and_env() -> None:
+    opts = {"labels": "team,missing", "env": "STAGE,NOPE"}
+    assert drivers.attributes(opts, {"team": "a", "other": "b"}, ["STAGE=prod=1", "X=y", "BARE"]
+                              ) == {"team": "a", "STAGE": "prod=1"}
+    assert drivers.attributes({}, {"team": "a"}, ["STAGE=x"]) == {}
+
+
+def test_json_file_attrs_and_tag(tmp_path: Path) -> None:
+    ctx = json.dumps({**CTX, "attrs": {"team": "a"}})
+    w = drivers.open_writer("json-file", str(tmp_path / "c-json.log"),
+                            {"tag": "{{.Name}}", "labels": "team", drivers.CONTEXT_KEY: ctx})
+    assert w is not None
+    w.write("stdout", b"hi\n", 1_700_000_000_000_000_000)
+    w.close()
+    line = (tmp_path / "c-json.log").read_bytes()
+    assert line == (b'{"log":"hi\\n","stream":"stdout","attrs":{"team":"a","tag":"web"},'
+                    b'"time":"2023-11-14T22:13:20Z"}\n')
+    plain = drivers.open_writer("json-file", str(tmp_path / "d-json.log"), {})
+    assert plain is not None
+    plain.write("stdout", b"hi\n", 1_700_000_000_000_000_000)
+    plain.close()
+    assert b"attrs" not in (tmp_path / "d-json.log").read_bytes()
+
+
+def test_gelf_and_fluentd_carry_attrs(forward_receiver: tuple[int, list[Any]],
+                                      tmp_path: Path) -> None:
+    port, events = forward_receiver
+    ctx = json.dumps({**CTX, "attrs": {"team": "a", "_x": "y"}})
+    fw = drivers.open_writer("fluentd", str(tmp_path / "c-json.log"),
+                             {"fluentd-address": f"127.0.0.1:{port}", "labels": "team",
+                              "cache-disabled": "true", drivers.CONTEXT_KEY: ctx})
+    assert fw is not None
+    fw.write("stdout", b"one\n", T0)
+    fw.close()
+    with GelfListener() as g:
+        gw = drivers.open_writer("gelf", str(tmp_path / "c-json.log"), {
+            "gelf-address": g.address, "labels": "team", "cache-disabled": "true",
+            drivers.CONTEXT_KEY: ctx})
+        assert gw is not None
+        gw.write("stdout", b"two\n", T0)
+        gw.close()
+        m = g.wait_for(lambda m: m["short_message"] == "two")[0]
+    assert m["_team"] == "a" and m["_x"] == "y"
+    for _ in range(200):
+        if events:
+            break
+        threading.Event().wait(0.05)
+    assert events[0][2]["team"] == "a" and events[0][2]["log"] == "one"
+
+
+@pytest.mark.parametrize("driver", ["json-file", "gelf", "fluentd"])
+def test_regex_attributes_refused(driver: str) -> None:
+    opts = {"gelf-address": "udp://127.0.0.1:1"} if driver == "gelf" else {}
+    for key in ("labels-regex", "env-regex"):
+        assert refusal(check_log_config, {"Type": driver, "Config": {**opts, key: "(a+)+$"}}
+                       )[0] == 501

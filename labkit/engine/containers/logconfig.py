@@ -22,7 +22,7 @@ options it does not set.  The result is what HostConfig.LogConfig shows in inspe
 
 What Docker accepts but labkit does not do is refused with UnsupportedError (501), naming
 it: the drivers Docker has and labkit lacks (awslogs, journald, ...), mode=non-blocking,
-attributes (labels/env) and the network drivers' TLS and async options.  Nothing is accepted
+labels-regex/env-regex and the network drivers' TLS and async options.  Nothing is accepted
 and then ignored.
 """
 
@@ -41,7 +41,7 @@ LABKIT_DRIVERS = ("json-file", "local", "none", "syslog", "gelf", "fluentd")
 # daemon/logger/jsonfilelog ValidateLogOpt
 JSON_FILE_OPTS = ("max-file", "max-size", "compress", "labels", "labels-regex", "env",
                   "env-regex", "tag")
-_NOT_APPLIED = ("labels", "labels-regex", "env", "env-regex", "tag")
+_NOT_APPLIED = ("labels-regex", "env-regex")  # a user regex: see logs/drivers.ATTR_OPTS
 
 
 def _bad(problem: str) -> errors.InvalidArgumentError:
@@ -63,8 +63,8 @@ def _json_file(opts: dict[str, str]) -> None:
     for key in _NOT_APPLIED:
         if key in opts:
             raise errors.UnsupportedError(
-                f"log-opt {key}", "labkit's json-file does not add attributes to log entries",
-                hint="leave the option out")
+                f"log-opt {key}", "labkit does not evaluate regular expressions from a "
+                "request", hint=f"name the keys with {key.split('-')[0]}=a,b instead")
     max_size = parse_size(opts.get("max-size", ""))
     max_file = opts.get("max-file", "1")
     try:

@@ -31,16 +31,18 @@ OnExit = Callable[[ContainerRecord, ExitInfo], Awaitable[None]]
 
 
 def log_options(rec: ContainerRecord) -> dict[str, str]:
-    """The container's --log-opt map plus who it is, for the network drivers' messages and
-    tags (logs/drivers.py CONTEXT_KEY)."""
+    """The container's --log-opt map plus who it is (logs/drivers.py CONTEXT_KEY), for the
+    drivers that put it in their messages: the network ones, and json-file when it is asked
+    for a tag or labels/env attributes."""
     from labkit.engine.containers.record import rfc3339
-    from labkit.engine.logs.drivers import CONTEXT_KEY, NETWORK, context
+    from labkit.engine.logs.drivers import CONTEXT_KEY, NETWORK, attributes, context
 
     lc = rec.host_config["LogConfig"]
     opts = dict(lc["Config"])
-    if lc["Type"] in NETWORK:
+    if lc["Type"] in NETWORK or (lc["Type"] == "json-file" and {"tag", "labels", "env"} & set(opts)):
+        attrs = attributes(opts, rec.config.get("Labels") or {}, rec.config.get("Env") or [])
         opts[CONTEXT_KEY] = context(rec.id, rec.name, rec.image_id, rec.image,
-                                    " ".join([rec.path, *rec.args]), rfc3339(rec.created))
+                                    " ".join([rec.path, *rec.args]), rfc3339(rec.created), attrs)
     return opts
 
 

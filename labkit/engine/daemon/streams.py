@@ -103,12 +103,25 @@ def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
     since = int((parse_until(q.get("since")) or 0) * 1e9) if q.get("since") else 0
     until = int((parse_until(q.get("until")) or 0) * 1e9) if q.get("until") else 0
     stamps, tty = q.get("timestamps", "") in ("1", "true"), bool(rec.config.get("Tty"))
+    details = q.get("details", "") in ("1", "true")
 
     def chunk(e: Any) -> bytes:
-        data = (e.time.encode() + b" " + e.log) if stamps else e.log
+        # moby daemon/logs.go: "k=v,k2=v2 " (sorted by key) before the line with --details,
+        # then the time (RFC3339NanoFixed: always 9 digits) before that with --timestamps
+        data = e.log
+        if details:
+            data = ",".join(f"{k}={v}" for k, v in e.attrs).encode() + b" " + data
+        if stamps:
+            data = _fixed_time(e.ns).encode() + b" " + data
         return data if tty or not data else encode(STREAMS.get(e.stream, 1), data)
     follow = q.get("follow", "") in ("1", "true")
     return _records(engine, rec, path, chunk, follow, tail, since, until, stdout, stderr, fmt)
+
+
+def _fixed_time(ns: int) -> str:
+    """Go's jsonmessage.RFC3339NanoFixed in UTC: 2026-12-03T16:41:21.180297093Z."""
+    sec, frac = divmod(ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
 
 
 async def _records(engine: Any, rec: Any, path: str, chunk: Any, follow: bool, tail: int,

@@ -30,6 +30,11 @@ DRIVERS = ("json-file", "local", "none", *NETWORK)
 CACHE_OPTS = {"cache-disabled": "false", "cache-max-size": "20m", "cache-max-file": "5",
               "cache-compress": "true"}
 CONTEXT_KEY = "lk-context"
+# Docker's extra attributes (logger.Info.ExtraAttributes): container labels and env values
+# named by these options go with every message (json-file "attrs", gelf "_key" fields,
+# fluentd record keys).  The -regex forms are refused: a user's regex evaluated by Python's
+# backtracking engine could hang the daemon (Go's RE2 cannot).
+ATTR_OPTS = ("labels", "env")
 
 
 class ReadNotSupportedError(errors.UnsupportedError):
@@ -139,11 +144,38 @@ def read_source(driver: str, opts: dict[str, str], json_path: str) -> tuple[str,
     return None
 
 
+def attributes(opts: dict[str, str], labels: dict[str, str], env: list[str]) -> dict[str, str]:
+    """moby's ExtraAttributes: the labels listed in ``labels`` and the env variables listed
+    in ``env`` (comma-separated names) that the container has, by name."""
+    out: dict[str, str] = {}
+    for key in filter(None, opts.get("labels", "").split(",")):
+        if key in labels:
+            out[key] = str(labels[key])
+    envmap = dict(e.split("=", 1) for e in env if "=" in e)
+    for key in filter(None, opts.get("env", "").split(",")):
+        if key in envmap:
+            out[key] = envmap[key]
+    return out
+
+
 def context(cid: str, name: str, image_id: str, image_name: str, command: str,
-            created: str) -> str:
+            created: str, attrs: dict[str, str] | None = None) -> str:
     """The CONTEXT_KEY value the daemon adds for the shim."""
     return json.dumps({"id": cid, "name": name, "image_id": image_id, "image_name": image_name,
-                       "command": command, "created": created})
+                       "command": command, "created": created, "attrs": attrs or {}})
+
+
+def _context(opts: dict[str, str]) -> dict[str, Any]:
+    try:
+        ctx = json.loads(opts.get(CONTEXT_KEY) or "{}")
+    except ValueError:
+        ctx = {}
+    return ctx if isinstance(ctx, dict) else {}
+
+
+def _attrs(ctx: dict[str, Any]) -> dict[str, str]:
+    a = ctx.get("attrs")
+    return {str(k): str(v) for k, v in a.items()} if isinstance(a, dict) else {}
 
 
 class Tee:
@@ -169,22 +201,23 @@ def open_writer(driver: str, path: str, opts: dict[str, str]) -> LogWriter | Non
     from labkit.engine.logs.local import LocalWriter
 
     own, cache = _split(opts)
+    full = _context(opts)
+    ctx = {k: str(v) for k, v in full.items() if k != "attrs"}
     if driver == "none":
         return None
     if driver in ("", "json-file"):
-        return JsonFileWriter.from_options(path, own)
+        attrs = _attrs(full)
+        if "tag" in own:  # jsonfilelog: the tag is an attribute, only when asked for
+            from labkit.engine.logs import tag
+            attrs["tag"] = tag.render(own["tag"], ctx)
+        return JsonFileWriter.from_options(path, own, attrs)
     if driver == "local":
         return LocalWriter.from_options(local_path(path), own)
     if driver not in NETWORK:
         raise errors.InvalidArgumentError("log-driver", f"no log driver named '{driver}' is "
                                           "registered")
-    try:
-        ctx = json.loads(opts.get(CONTEXT_KEY) or "{}")
-    except ValueError:
-        ctx = {}
-    ctx = {k: str(v) for k, v in ctx.items()} if isinstance(ctx, dict) else {}
     cache_opts = check_cache(cache)
-    remote: LogWriter = _writer_class(driver)(own, ctx)
+    remote: LogWriter = _writer_class(driver)(own, ctx, _attrs(full))
     if not cache_opts:
         return remote
     try:

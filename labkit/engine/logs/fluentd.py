@@ -3,7 +3,8 @@
 Each log line is one MessagePack array ``[tag, time, record]`` (fluentd forward protocol
 v1, "Message Modes"), ``record`` being Docker's map (moby daemon/logger/fluentd):
 ``container_id`` (full id), ``container_name`` ("/name"), ``source`` (stdout|stderr) and
-``log`` (the line without its newline; ``partial_message`` "true" when it had none).
+``log`` (the line without its newline; ``partial_message`` "true" when it had none), plus
+the container labels / env variables named by ``labels`` / ``env``.
 ``time`` is unix seconds, or fluentd's EventTime (ext type 0: uint32 seconds, uint32
 nanoseconds) with ``fluentd-sub-second-precision=true``.  MessagePack carries lengths, so
 no byte of a line (newline, NUL, escape) can break the framing.
@@ -28,7 +29,7 @@ OPTIONS = ("fluentd-address", "tag", "fluentd-sub-second-precision", "fluentd-as
            "fluentd-async-connect", "fluentd-buffer-limit", "fluentd-retry-wait",
            "fluentd-max-retries", "fluentd-request-ack", "fluentd-write-timeout",
            "fluentd-read-timeout", "labels", "labels-regex", "env", "env-regex")
-APPLIED = ("fluentd-address", "tag", "fluentd-sub-second-precision")
+APPLIED = ("fluentd-address", "tag", "fluentd-sub-second-precision", "labels", "env")
 
 
 def _bad(problem: str) -> errors.InvalidArgumentError:
@@ -79,7 +80,8 @@ def event(tagtext: str, ns: int, record: dict[str, str], subsecond: bool) -> byt
 
 
 class FluentdWriter:
-    def __init__(self, options: dict[str, str], ctx: dict[str, str]) -> None:
+    def __init__(self, options: dict[str, str], ctx: dict[str, str],
+                 attrs: dict[str, str] | None = None) -> None:
         from labkit.engine.logs.jsonfile import parse_bool
 
         check(options)
@@ -88,6 +90,7 @@ class FluentdWriter:
         self.subsecond = parse_bool(options.get("fluentd-sub-second-precision", "false"), "")
         self.cid = ctx.get("id", "")
         self.cname = "/" + ctx.get("name", "").lstrip("/")
+        self.attrs = attrs or {}  # labels/env: record keys, as moby's fluentd adds them
         if scheme == "unix":
             assert isinstance(where, str)
             self.ep = netsend.Endpoint("fluentd", socket.AF_UNIX, socket.SOCK_STREAM, where)
@@ -101,6 +104,7 @@ class FluentdWriter:
                   "log": msg.decode("utf-8", "replace").rstrip("\n")}
         if partial:
             record["partial_message"] = "true"
+        record.update(self.attrs)
         self.ep.send(event(self.tag, time.time_ns() if ns is None else ns, record,
                            self.subsecond))
 

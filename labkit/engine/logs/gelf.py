@@ -30,7 +30,7 @@ from labkit.engine.logs import netsend, tag
 OPTIONS = ("gelf-address", "gelf-compression-type", "gelf-compression-level", "tag", "labels",
            "labels-regex", "env", "env-regex", "gelf-tcp-max-reconnect",
            "gelf-tcp-reconnect-delay")
-NOT_APPLIED = ("labels", "labels-regex", "env", "env-regex", "gelf-tcp-max-reconnect",
+NOT_APPLIED = ("labels-regex", "env-regex", "gelf-tcp-max-reconnect",
                "gelf-tcp-reconnect-delay")
 CHUNK = 1420  # go-gelf ChunkSize: fits an Ethernet MTU with IP/UDP headers
 MAX_CHUNKS = 128  # GELF spec
@@ -98,7 +98,8 @@ def chunks(payload: bytes, msg_id: bytes, size: int = CHUNK) -> list[bytes]:
 
 
 class GelfWriter:
-    def __init__(self, options: dict[str, str], ctx: dict[str, str]) -> None:
+    def __init__(self, options: dict[str, str], ctx: dict[str, str],
+                 attrs: dict[str, str] | None = None) -> None:
         check(options)
         scheme, host, port = parse_address(options["gelf-address"])
         self.ctype = options.get("gelf-compression-type", "gzip")
@@ -114,6 +115,9 @@ class GelfWriter:
                       "_command": ctx.get("command", ""),
                       "_tag": tag.render(options.get("tag", tag.DEFAULT), ctx),
                       "_created": ctx.get("created", "")}
+        # labels/env attributes as additional fields, "_" added as moby's gelf does
+        self.extra.update({k if k.startswith("_") else "_" + k: v
+                           for k, v in (attrs or {}).items()})
         self.too_large = 0  # messages over MAX_CHUNKS, dropped
 
     def message(self, stream: str, msg: bytes, ns: int) -> bytes:

@@ -136,7 +136,10 @@ class LocalWriter(JsonFileWriter):
         return frame(stream, ns, msg)
 
     @classmethod
-    def from_options(cls, path: str, options: dict[str, str]) -> LocalWriter:
+    def from_options(cls, path: str, options: dict[str, str],
+                     attrs: dict[str, str] | None = None) -> LocalWriter:
+        """(``attrs`` stays unused: the local driver takes no labels/env/tag, moby's neither,
+        and check_options refuses them.)"""
         max_size, max_file, compress = check_options(options)
         return cls(path, max_size=max_size, max_file=max_file, compress=compress)
 

@@ -118,8 +118,9 @@ def format_message(fmt: str, pri: int, ns: int, host: str, tagtext: str, pid: in
 class SyslogWriter:
     """Send each log message to syslog (connected at container start)."""
 
-    def __init__(self, options: dict[str, str], ctx: dict[str, str]) -> None:
-        check(options)
+    def __init__(self, options: dict[str, str], ctx: dict[str, str],
+                 attrs: dict[str, str] | None = None) -> None:
+        check(options)  # (refuses labels/env: syslog has no place for them, so attrs is {})
         scheme, where = parse_address(options.get("syslog-address", ""))
         self.facility = facility(options.get("syslog-facility", ""))
         self.format = options.get("syslog-format", "")
