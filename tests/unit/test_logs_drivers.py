@@ -138,7 +138,8 @@ def test_tag_only_documented_fields(template: str) -> None:
     """A tag is API input: nothing but Docker's fields is evaluated (no template code)."""
     status, _ = refusal(tag.render, template, CTX)
     assert status == 400
-    assert refusal(check_log_config, {"Type": "syslog", "Config": {"tag": template}})[0] == 400
+    for driver in ("syslog", "json-file", "fluentd"):
+        assert refusal(check_log_config, {"Type": driver, "Config": {"tag": template}})[0] == 400
 
 
 # -- syslog -----------------------------------------------------------------------------

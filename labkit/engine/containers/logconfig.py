@@ -65,6 +65,9 @@ def _json_file(opts: dict[str, str]) -> None:
             raise errors.UnsupportedError(
                 f"log-opt {key}", "labkit does not evaluate regular expressions from a "
                 "request", hint=f"name the keys with {key.split('-')[0]}=a,b instead")
+    if "tag" in opts:
+        from labkit.engine.logs import tag
+        tag.check(opts["tag"])  # only Docker's documented fields (logs/tag.py)
     max_size = parse_size(opts.get("max-size", ""))
     max_file = opts.get("max-file", "1")
     try:
