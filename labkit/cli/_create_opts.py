@@ -16,7 +16,7 @@ VALUE_OPTS = {"--health-cmd", "--health-interval", "--health-timeout", "--health
               "--security-opt", "--device", "--device-cgroup-rule", "--pid", "--ipc", "--uts",
               "--userns", "--cgroupns", "--cgroup-parent", "--shm-size", "--tmpfs",
               "--cpuset-cpus", "--cpuset-mems", "--oom-score-adj", "--group-add",
-              "--cap-add", "--cap-drop"}
+              "--cap-add", "--cap-drop", "--log-driver", "--log-opt"}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
        "h": 3600 * 10**9}
@@ -57,6 +57,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                                                                "allowed devices list")
     a("--cap-add", action="append", default=[], help="add Linux capabilities")
     a("--cap-drop", action="append", default=[], help="drop Linux capabilities")
+    a("--log-driver", help="logging driver for the container (daemon default: daemon.json)")
+    a("--log-opt", action="append", default=[], help="log driver options (key=value)")
     a("--pid", help="PID namespace to use (host, container:NAME)")
     a("--ipc", help="IPC mode to use (none, private, shareable, host, container:NAME)")
     a("--uts", help="UTS namespace to use (host)")
@@ -138,6 +140,15 @@ def _health(args: argparse.Namespace) -> dict[str, Any] | None:
     return hc
 
 
+def _log_config(driver: str, opts: list[str]) -> dict[str, Any]:
+    """--log-driver/--log-opt as the Docker CLI sends them (parseLoggingOpts): key=value
+    pairs (a bare key has the value ""); none takes no options."""
+    if driver == "none" and opts:
+        raise errors.InvalidArgumentError("--log-opt", "invalid logging opts for driver none")
+    conf = {k: v for k, _, v in (o.partition("=") for o in opts)}
+    return {"Type": driver, "Config": conf}
+
+
 def apply_flags(args: argparse.Namespace, body: dict[str, Any]) -> None:
     """Fill ``body`` (and its HostConfig) from these flags; 400-style errors name the flag."""
     from labkit.cli._create import parse_memory
@@ -170,5 +181,7 @@ def apply_flags(args: argparse.Namespace, body: dict[str, Any]) -> None:
         host["Devices"] = [_device(d) for d in args.device]
     if args.sysctl:
         host["Sysctls"] = dict(s.split("=", 1) if "=" in s else (s, "") for s in args.sysctl)
+    if args.log_driver or args.log_opt:
+        host["LogConfig"] = _log_config(args.log_driver or "", args.log_opt)
     if args.tmpfs:
         host["Tmpfs"] = dict(t.split(":", 1) if ":" in t else (t, "") for t in args.tmpfs)

@@ -389,8 +389,8 @@ def test_concurrent_lifecycles(h: Harness) -> None:
 def test_log_config_refused_early_and_rotation(h: Harness) -> None:
     cid = h.new_id()
     b = h.bundle(cid, ["sh", "-c", "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done"])
-    with pytest.raises(errors.UnsupportedError, match="syslog"):
-        h.client.create(cid, str(b), log_driver="syslog")
+    with pytest.raises(errors.UnsupportedError, match="journald"):
+        h.client.create(cid, str(b), log_driver="journald")
     with pytest.raises(errors.InvalidArgumentError, match="max-size"):
         h.client.create(cid, str(b), log_options={"max-size": "ten"})
     with pytest.raises(errors.InvalidArgumentError, match="log-opt"):

@@ -78,3 +78,16 @@ def test_kernel_view_flags(tmp_path: Path) -> None:
         body_of("--ulimit", "nofile", "busybox")
     with pytest.raises(errors.InvalidArgumentError, match="opening seccomp profile"):
         body_of("--security-opt", f"seccomp={tmp_path}/none.json", "busybox")
+
+
+def test_log_flags() -> None:
+    host = body_of("--log-driver", "syslog", "--log-opt", "tag={{.Name}}", "--log-opt",
+                   "syslog-address=udp://127.0.0.1:514", "busybox")["HostConfig"]
+    assert host["LogConfig"] == {"Type": "syslog", "Config": {
+        "tag": "{{.Name}}", "syslog-address": "udp://127.0.0.1:514"}}
+    # only options: the daemon's default driver applies (Type "")
+    assert body_of("--log-opt", "max-size=1k", "busybox")["HostConfig"]["LogConfig"] == {
+        "Type": "", "Config": {"max-size": "1k"}}
+    assert "LogConfig" not in body_of("busybox")["HostConfig"]
+    with pytest.raises(errors.InvalidArgumentError, match="invalid logging opts for driver none"):
+        body_of("--log-driver", "none", "--log-opt", "x=1", "busybox")

@@ -116,4 +116,4 @@ def test_log_config() -> None:
     assert spec.host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1k"}}
     assert parse_create({"Image": "b"}).host_config["LogConfig"]["Type"] == "json-file"
     with pytest.raises(errors.UnsupportedError):
-        parse_create({"Image": "b", "HostConfig": {"LogConfig": {"Type": "syslog"}}})
+        parse_create({"Image": "b", "HostConfig": {"LogConfig": {"Type": "journald"}}})

@@ -29,8 +29,8 @@ def test_docker_words(lc: dict[str, object], status: int, message: str) -> None:
     assert _refusal(lc) == (status, message)
 
 
-@pytest.mark.parametrize("lc", [{"Type": "syslog"}, {"Config": {"mode": "non-blocking"}},
-                                {"Config": {"tag": "{{.Name}}"}}, {"Config": {"env": "A"}}])
+@pytest.mark.parametrize("lc", [{"Type": "journald"}, {"Config": {"mode": "non-blocking"}},
+                                {"Config": {"labels-regex": "x"}}, {"Config": {"env-regex": "A"}}])
 def test_what_labkit_lacks_is_501(lc: dict[str, object]) -> None:
     assert _refusal(lc)[0] == 501
 

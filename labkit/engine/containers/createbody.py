@@ -358,12 +358,14 @@ def _caps(names: list[str] | None, what: str) -> list[str]:
     return out
 
 
-def _log_config(host: dict[str, Any]) -> dict[str, Any]:
-    """HostConfig.LogConfig: json-file (default) or none; other drivers come later."""
+def _log_config(host: dict[str, Any], default: tuple[str, dict[str, str]] | None
+                ) -> dict[str, Any]:
+    """HostConfig.LogConfig with the daemon's default driver/options (daemon.json)."""
     lc = host.get("LogConfig") or {}
     check_types(lc, {"Type": S, "Config": MAPS}, "HostConfig.LogConfig.")
     from labkit.engine.containers.logconfig import check_log_config
-    return check_log_config(lc)  # moby's checks and words (logconfig.py)
+    driver, opts = default or ("json-file", {})
+    return check_log_config(lc, driver, opts)  # moby's checks and words (logconfig.py)
 
 
 class NetworkNotFoundError(errors.NotFoundError):
@@ -398,7 +400,8 @@ class CreateSpec:
     mounts: list[dict[str, Any]] = field(default_factory=list)  # volumes.spec.parse_all
 
 
-def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
+def parse_create(body: dict[str, Any], name: str = "",
+                 log_default: tuple[str, dict[str, str]] | None = None) -> CreateSpec:
     """Check a create body (already JSON-decoded) and fill in Docker's defaults.
 
     Raises InvalidArgumentError (400), ConflictError (409), UnsupportedError (501).
@@ -459,7 +462,7 @@ def parse_create(body: dict[str, Any], name: str = "") -> CreateSpec:
         "CapAdd": _caps(_strslice(host.get("CapAdd")), "HostConfig.CapAdd") or None,
         "CapDrop": _caps(_strslice(host.get("CapDrop")), "HostConfig.CapDrop") or None,
         "Privileged": bool(host.get("Privileged")), "Init": host.get("Init"),
-        "LogConfig": _log_config(host),
+        "LogConfig": _log_config(host, log_default),
     })
     warnings += hostopts.check(host_config, {**config, "MacAddress": body.get("MacAddress")},
                                cgroup_v2=_cgroup_v2())

@@ -186,7 +186,8 @@ class Ops:
 
     def log_path(self, ref: str) -> tuple[ContainerRecord, str]:
         rec = self.store.get(ref)
-        if not os.path.exists(rec.log_path):
-            rec.log_path.touch()
+        driver = (rec.host_config.get("LogConfig") or {}).get("Type") or "json-file"
+        if driver == "json-file" and not os.path.exists(rec.log_path):  # (other drivers'
+            rec.log_path.touch(mode=0o600)  # files are elsewhere: logs/drivers.read_source)
         return rec, str(rec.log_path)
 

@@ -30,6 +30,22 @@ RETRY = 0.5  # seconds between Wait calls while the supervisor restarts (live-re
 OnExit = Callable[[ContainerRecord, ExitInfo], Awaitable[None]]
 
 
+def log_options(rec: ContainerRecord) -> dict[str, str]:
+    """The container's --log-opt map plus who it is (logs/drivers.py CONTEXT_KEY), for the
+    drivers that put it in their messages: the network ones, and json-file when it is asked
+    for a tag or labels/env attributes."""
+    from labkit.engine.containers.record import rfc3339
+    from labkit.engine.logs.drivers import CONTEXT_KEY, NETWORK, attributes, context
+
+    lc = rec.host_config["LogConfig"]
+    opts = dict(lc["Config"])
+    if lc["Type"] in NETWORK or (lc["Type"] == "json-file" and {"tag", "labels", "env"} & set(opts)):
+        attrs = attributes(opts, rec.config.get("Labels") or {}, rec.config.get("Env") or [])
+        opts[CONTEXT_KEY] = context(rec.id, rec.name, rec.image_id, rec.image,
+                                    " ".join([rec.path, *rec.args]), rfc3339(rec.created), attrs)
+    return opts
+
+
 class TaskLink:
     """One container's task as the engine sees it, over a TaskService (GrpcTasks or a fake)."""
 
@@ -47,8 +63,7 @@ class TaskLink:
             rec.id, str(rec.bundle), [rootfs], terminal=bool(cfg.get("Tty")),
             stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")),
             log_path=str(rec.log_path), labels={"lk.engine": "daemon"},
-            log_driver=rec.host_config["LogConfig"]["Type"],
-            log_options=rec.host_config["LogConfig"]["Config"])
+            log_driver=rec.host_config["LogConfig"]["Type"], log_options=log_options(rec))
         # (lo is up already in a new network namespace: the runtime does that, as runc)
         self.io_sockets[rec.id] = task.io_socket
         size = rec.host_config.get("ConsoleSize") or [0, 0]

@@ -108,11 +108,13 @@ async def serve(sock: Path, ready: asyncio.Event | None = None,
     from aiohttp import web
 
     from labkit.engine.containers.engine import Engine
+    from labkit.engine.containers.logconfig import check_daemon_default
     from labkit.engine.daemon.app import make_app
     from labkit.engine.daemonconfig import load
     from labkit.engine.images.store import ensure_busybox
 
     config = load(config_file)  # first: a bad daemon.json stops the start, as in dockerd
+    check_daemon_default(config.log_driver, config.log_opts)  # so does a bad default driver
     paths.secure_state()  # 0711 roots, 0700 state dirs: also fixes an older install's modes
     if sock.exists() or sock.is_symlink():
         if socket_answers(sock):

@@ -89,10 +89,13 @@ def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
     if not (stdout or stderr):
         raise errors.InvalidArgumentError(
             "stdout", "Bad parameters: you must choose at least one stream")
-    rec, path = engine.log_path(ref)
-    if (rec.host_config.get("LogConfig") or {}).get("Type") == "none":
-        raise errors.UnsupportedError("logs", "configured logging driver does not support "
-                                      "reading")
+    from labkit.engine.logs.drivers import ReadNotSupportedError, read_source
+    rec, json_path = engine.log_path(ref)
+    lc = rec.host_config.get("LogConfig") or {}
+    source = read_source(lc.get("Type") or "json-file", lc.get("Config") or {}, json_path)
+    if source is None:  # none, or a network driver with cache-disabled (dual logging off)
+        raise ReadNotSupportedError
+    path, fmt = source
     tail_q = q.get("tail", "all")
     if tail_q not in ("all", "") and not tail_q.lstrip("-").isdigit():
         raise errors.InvalidArgumentError("tail", f"invalid tail value {tail_q!r}")
@@ -100,17 +103,33 @@ def log_chunks(engine: Any, ref: str, q: Any) -> AsyncIterator[bytes]:
     since = int((parse_until(q.get("since")) or 0) * 1e9) if q.get("since") else 0
     until = int((parse_until(q.get("until")) or 0) * 1e9) if q.get("until") else 0
     stamps, tty = q.get("timestamps", "") in ("1", "true"), bool(rec.config.get("Tty"))
+    details = q.get("details", "") in ("1", "true")
 
     def chunk(e: Any) -> bytes:
-        data = (e.time.encode() + b" " + e.log) if stamps else e.log
+        # moby daemon/logs.go: "k=v,k2=v2 " (sorted by key) before the line with --details,
+        # then the time (RFC3339NanoFixed: always 9 digits) before that with --timestamps
+        data = e.log
+        if details:
+            data = ",".join(f"{k}={v}" for k, v in e.attrs).encode() + b" " + data
+        if stamps:
+            data = _fixed_time(e.ns).encode() + b" " + data
         return data if tty or not data else encode(STREAMS.get(e.stream, 1), data)
     follow = q.get("follow", "") in ("1", "true")
-    return _records(engine, rec, path, chunk, follow, tail, since, until, stdout, stderr)
+    return _records(engine, rec, path, chunk, follow, tail, since, until, stdout, stderr, fmt)
+
+
+def _fixed_time(ns: int) -> str:
+    """Go's jsonmessage.RFC3339NanoFixed in UTC: 2026-12-03T16:41:21.180297093Z."""
+    sec, frac = divmod(ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
 
 
 async def _records(engine: Any, rec: Any, path: str, chunk: Any, follow: bool, tail: int,
-                   since: int, until: int, stdout: bool, stderr: bool) -> AsyncIterator[bytes]:
-    from labkit.engine.logs.reader import Follower, scan
+                   since: int, until: int, stdout: bool, stderr: bool,
+                   fmt: str = "json-file") -> AsyncIterator[bytes]:
+    from labkit.engine.logs import local, reader
+    scan: Any = local.scan if fmt == "local" else reader.scan
+    Follower: Any = local.LocalFollower if fmt == "local" else reader.Follower
     if not follow:
         async for e in in_thread(scan(path, tail=tail, since=since, until=until, stdout=stdout,
                                       stderr=stderr)):

@@ -1,4 +1,6 @@
-"""Log drivers.  json-file for now (jsonfile: writer in the shim, reader in the daemon).
+"""Log drivers: json-file, local, none, syslog, gelf, fluentd (drivers.py picks by name and
+keeps the dual-logging cache); writers run in the shim, readers (reader.py, local.py) in the
+daemon.
 
 The reader is loaded on first use (PEP 562 module __getattr__): the shim imports only the
 writer, and the reader's dataclasses -> inspect -> ast chain would put ~1.2 MB (measured)

@@ -82,6 +82,12 @@ class LineSplitter:
             nl = buf.find(b"\n", start)
             if nl < 0:
                 break
+            # a long line goes out in PARTIAL_MAX pieces, the newline on the last, as moby's
+            # copier does: no message is ever larger than that (a datagram driver sends
+            # each message whole, so this bound is what keeps it under the UDP limit)
+            while nl + 1 - start > PARTIAL_MAX:
+                out.append(buf[start:start + PARTIAL_MAX])
+                start += PARTIAL_MAX
             out.append(buf[start:nl + 1])
             start = nl + 1
         rest = buf[start:]
@@ -102,27 +108,37 @@ class JsonFileWriter:
     rotated files gzip-compressed when ``compress``."""
 
     def __init__(self, path: str, *, max_size: int = -1, max_file: int = 1,
-                 compress: bool = False) -> None:
+                 compress: bool = False, attrs: dict[str, str] | None = None) -> None:
         self.path = path
+        self.attrs = attrs or None  # moby's "attrs" (labels/env/tag), omitted when empty
         self.max_size = max_size
         self.max_file = max(1, max_file)
         self.compress = compress and self.max_file > 1
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         # O_APPEND: a restarted shim (or a reader's truncation) never overwrites lines.
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self.fd).st_size
 
     @classmethod
-    def from_options(cls, path: str, options: dict[str, str]) -> JsonFileWriter:
-        """Build from Docker's --log-opt map (max-size, max-file, compress)."""
+    def from_options(cls, path: str, options: dict[str, str],
+                     attrs: dict[str, str] | None = None) -> JsonFileWriter:
+        """Build from Docker's --log-opt map (max-size, max-file, compress; labels, env and
+        tag arrive as ``attrs``, resolved by the daemon)."""
         max_size, max_file, compress = check_options(options)
-        return cls(path, max_size=max_size, max_file=max_file, compress=compress)
+        return cls(path, max_size=max_size, max_file=max_file, compress=compress, attrs=attrs)
+
+    def encode(self, stream: str, msg: bytes, ns: int) -> bytes:
+        """One record as it goes on disk (the local driver's writer overrides this)."""
+        rec: dict[str, object] = {"log": msg.decode("utf-8", "replace"), "stream": stream}
+        if self.attrs:
+            rec["attrs"] = self.attrs  # moby's jsonlog field order: log, stream, attrs, time
+        rec["time"] = rfc3339nano(ns)
+        return json.dumps(rec,
+                          separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
     def write(self, stream: str, msg: bytes, ns: int | None = None) -> None:
         """Write one record; ``msg`` is one message from LineSplitter."""
-        rec = json.dumps({"log": msg.decode("utf-8", "replace"), "stream": stream,
-                          "time": rfc3339nano(time.time_ns() if ns is None else ns)},
-                         separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        rec = self.encode(stream, msg, time.time_ns() if ns is None else ns)
         if self.max_size > 0 and self.size > 0 and self.size + len(rec) > self.max_size:
             self._rotate()
         view = memoryview(rec)
@@ -158,7 +174,7 @@ def check_options(options: dict[str, str]) -> tuple[int, int, bool]:
     InvalidArgumentError naming the option (the supervisor checks before a shim exists)."""
     from labkit.errors import InvalidArgumentError
 
-    unknown = sorted(set(options) - {"max-size", "max-file", "compress"})
+    unknown = sorted(set(options) - {"max-size", "max-file", "compress", "labels", "env", "tag"})
     if unknown:
         raise InvalidArgumentError("log-opt", f"unknown log opt '{unknown[0]}' for json-file "
                                    "log driver")

@@ -25,12 +25,14 @@ _BLOCK = 1 << 16  # bytes read per step backwards (tail)
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
-    """One record: which stream, the bytes logged, the time (RFC 3339 text and unix ns)."""
+    """One record: which stream, the bytes logged, the time (RFC 3339 text and unix ns),
+    and json-file's attributes (labels/env/tag) as sorted (key, value) pairs."""
 
     stream: str
     log: bytes
     time: str
     ns: int
+    attrs: tuple[tuple[str, str], ...] = ()
 
 
 def parse_time(text: str) -> int:
@@ -60,8 +62,11 @@ def _entry(line: bytes) -> LogEntry | None:
     try:
         rec = json.loads(line)
         t = rec.get("time", "")
+        attrs = rec.get("attrs")
+        pairs = tuple(sorted((str(k), str(v)) for k, v in attrs.items())) if isinstance(
+            attrs, dict) else ()
         return LogEntry(rec.get("stream", "stdout"), rec.get("log", "").encode(), t,
-                        parse_time(t) if t else 0)
+                        parse_time(t) if t else 0, pairs)
     except (ValueError, AttributeError):
         return None  # a torn last line of a crashed writer: skip it, as Docker does
 

@@ -91,10 +91,11 @@ class Ops:
             raise errors.AlreadyExistsError("container", self.id)
         log = self.cfg.get("log") or {}
         try:
-            if log.get("driver", "json-file") == "json-file" and log.get("path"):
-                from labkit.engine.logs.jsonfile import JsonFileWriter
+            if log.get("path"):
+                from labkit.engine.logs.drivers import open_writer
 
-                init.log = JsonFileWriter.from_options(log["path"], log.get("options") or {})
+                init.log = open_writer(log.get("driver") or "json-file", log["path"],
+                                       log.get("options") or {})
         except BaseException:
             self.quit = True  # a shim whose create failed ends (see below)
             raise

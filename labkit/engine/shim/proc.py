@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labkit.engine.logs.jsonfile import JsonFileWriter, LineSplitter
+from labkit.engine.logs.jsonfile import LineSplitter
 from labkit.engine.runtime.state import Status, check_move
 from labkit.engine.shim.stdcopy import encode as frame
+
+if TYPE_CHECKING:
+    from labkit.engine.logs.drivers import LogWriter
 
 CLIENT_MAX = 16 << 20
 STREAMS = {1: "stdout", 2: "stderr"}
@@ -78,7 +81,7 @@ class Proc:
         self.outs: dict[int, int] = {}  # fd -> stream (1 stdout, 2 stderr)
         self.master: int | None = None
         self.winsize: tuple[int, int] | None = None  # (rows, cols) last asked for
-        self.log: JsonFileWriter | None = None
+        self.log: LogWriter | None = None  # the container's log driver (logs/drivers.py)
         self.split = {1: LineSplitter(), 2: LineSplitter()}
         self.clients: list[IoClient] = []
         self.waiters: list[Any] = []

@@ -368,18 +368,15 @@ class TasksService(pb_grpc.TasksServicer):
             self.queues.discard(q)
 
 
-LOG_DRIVERS = ("json-file", "none")
-
-
 def _check_log(log: pb.LogConfig) -> None:
     """Refuse a log configuration before anything exists (Docker checks --log-opt early)."""
-    from labkit.engine.logs.jsonfile import check_options
+    from labkit.engine.logs.drivers import DRIVERS, check
 
     driver = log.driver or "json-file"
-    if driver not in LOG_DRIVERS:
-        raise errors.UnsupportedError(f"log driver {driver!r}", "not implemented yet",
-                                      hint=f"use one of: {', '.join(LOG_DRIVERS)}")
-    check_options(dict(log.options))
+    if driver not in DRIVERS:
+        raise errors.UnsupportedError(f"log driver {driver!r}", "not implemented",
+                                      hint=f"use one of: {', '.join(DRIVERS)}")
+    check(driver, dict(log.options), internal=True)  # the daemon added CONTEXT_KEY
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:

@@ -12,8 +12,10 @@ from labkit.engine.daemon.params import body, cid, engine, filters, flag, intege
 
 
 async def create(request: web.Request) -> web.Response:
-    spec = parse_create(await body(request), request.query.get("name", ""))
-    rec = engine(request).containers.create(spec)
+    eng = engine(request)
+    spec = parse_create(await body(request), request.query.get("name", ""),
+                        (eng.config.log_driver, eng.config.log_opts))  # daemon.json defaults
+    rec = eng.containers.create(spec)
     return reply({"Id": rec.id, "Warnings": rec.warnings}, 201)
 
 
