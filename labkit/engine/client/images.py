@@ -3,6 +3,7 @@ load and import (a rootfs tar streamed from a file, or a URL the daemon fetches)
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,22 +28,22 @@ class Images:
         self.t = t
 
     def list(self, all: bool = False, filters: dict[str, list[str]] | None = None
-             ) -> list[dict[str, Any]]:
+             ) -> builtins.list[dict[str, Any]]:
         return list(self.t.get("/images/json", all=all or None, filters=filters or None))
 
     def inspect(self, name: str) -> dict[str, Any]:
         return dict(self.t.get(f"/images/{name}/json"))
 
-    def history(self, name: str) -> list[dict[str, Any]]:
+    def history(self, name: str) -> builtins.list[dict[str, Any]]:
         return list(self.t.get(f"/images/{name}/history"))
 
     def tag(self, name: str, repo: str, tag: str | None = None) -> None:
         self.t.request("POST", f"/images/{name}/tag", {"repo": repo, "tag": tag}).read()
 
-    def remove(self, name: str, force: bool = False) -> list[dict[str, str]]:
+    def remove(self, name: str, force: bool = False) -> builtins.list[dict[str, str]]:
         return list(self.t.delete(f"/images/{name}", force=force or None))
 
-    def prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> dict[str, Any]:
         return dict(self.t.post("/images/prune", filters=filters or None))
 
     def save(self, names: Sequence[str], out: IO[bytes]) -> None:
@@ -52,7 +53,7 @@ class Images:
             out.write(chunk)
         resp.close()
 
-    def load(self, src: Path) -> list[dict[str, Any]]:
+    def load(self, src: Path) -> builtins.list[dict[str, Any]]:
         resp = self.t.upload("/images/load", src)
         return _stream_errors([json.loads(x) for x in resp.iter_lines()])
 

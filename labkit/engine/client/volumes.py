@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from labkit.engine.client.transport import Transport
@@ -25,7 +26,7 @@ class Volumes:
             body["Labels"] = labels
         return dict(self.t.post("/volumes/create", body))
 
-    def list(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    def list(self, filters: dict[str, list[str]] | None = None) -> builtins.list[dict[str, Any]]:
         return list(self.t.get("/volumes", filters=filters or None).get("Volumes") or [])
 
     def inspect(self, name: str) -> dict[str, Any]:
@@ -34,5 +35,5 @@ class Volumes:
     def remove(self, name: str, force: bool = False) -> None:
         self.t.request("DELETE", f"/volumes/{name}", {"force": force or None}).read()
 
-    def prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> dict[str, Any]:
         return dict(self.t.post("/volumes/prune", filters=filters or None))
