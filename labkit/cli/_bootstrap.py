@@ -25,11 +25,13 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from labkit import errors
 from labkit.engine.client import Client
@@ -53,11 +55,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="debian: where the .debs are kept (default /var/cache/labkit/debootstrap)")
 
 
+class _Bytes(DownloadColumn):
+    """Sizes only for the tasks that count bytes (the upload); phases show none."""
+
+    def render(self, task: Task) -> Text:
+        return super().render(task) if task.fields.get("bytes") else Text("")
+
+
+class _Speed(TransferSpeedColumn):
+    def render(self, task: Task) -> Text:
+        return super().render(task) if task.fields.get("bytes") else Text("")
+
+
 @contextmanager
 def _bar() -> Iterator[Progress]:
     bar = Progress(SpinnerColumn(), TextColumn("[bold blue]{task.fields[phase]:<12}[/] "
                                                "{task.description}"),
-                   BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
+                   BarColumn(), _Bytes(), _Speed(), TimeElapsedColumn(),
                    console=err, transient=False)
     with bar:
         yield bar
@@ -138,7 +152,8 @@ def bootstrap(client: Client, kind: str, tag: str | None = None, *, force: bool 
                                    mtime=0 if kind == "busybox" else None)
         size = os.stat(blob).st_size
         _done(bar, task, f"{digests.diff_id[:19]}")
-        task = bar.add_task(f"to the daemon as {ref}", total=size, phase="importing")
+        task = bar.add_task(f"to the daemon as {ref}", total=size, phase="importing",
+                            bytes=True)
         iid = client.images.import_file(blob, ref, changes=changes, message=message,
                                         on_sent=lambda n: bar.advance(task, n))
         bar.update(task, description=f"[green]done[/] {ref}")

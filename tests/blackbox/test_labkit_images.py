@@ -114,6 +114,7 @@ def test_bootstrap_busybox_runs_and_refuses_an_existing_tag(labkit: Run,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold cache downloads ~30 MB of .debs; warm, it takes ~30 s
 def test_bootstrap_debian_apt_works_inside(labkit: Run, cleanup: list[str]) -> None:
     """debootstrap minbase from the host's apt mirror (the .debs cached in
     /var/cache/labkit/debootstrap: a second run downloads no package)."""
