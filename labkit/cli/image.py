@@ -8,9 +8,13 @@ and are printed by labkit.cli.main as one line and a hint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("source", metavar="SOURCE_IMAGE")
     s.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
     s = sub.add_parser("save", help="write images to a docker-archive tar")
-    s.add_argument("-o", "--output", required=True, type=Path, help="the tar file to write")
+    s.add_argument("-o", "--output", type=Path, help="the tar file to write (default stdout)")
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s = sub.add_parser("load", help="load images from a docker-archive or OCI tar")
-    s.add_argument("-i", "--input", required=True, type=Path, help="the tar file to read")
+    s.add_argument("-i", "--input", type=Path, help="the tar file to read (default stdin)")
     s = sub.add_parser("import", help="a rootfs tar (file or http(s) URL) as a new image")
-    s.add_argument("source", metavar="FILE|URL")
+    s.add_argument("source", metavar="FILE|URL|-")
     s.add_argument("ref", nargs="?", metavar="REPOSITORY[:TAG]")
     s.add_argument("-c", "--change", action="append", default=[],
                    help="Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, "
@@ -156,24 +160,53 @@ def _import(c: Client, args: argparse.Namespace) -> int:
     elif "://" in args.source:
         raise errors.InvalidArgumentError(
             "source", f"{args.source!r}: only http:// and https:// URLs are fetched")
+    elif args.source == "-":
+        with _stdin_file() as src:
+            iid = c.images.import_file(src, args.ref, changes=args.change, message=args.message)
     else:
         src = Path(args.source)
-        if args.source == "-" or not src.is_file():
+        if not src.is_file():
             raise errors.NotFoundError("file", args.source, hint="give a rootfs tar file or URL")
         iid = c.images.import_file(src, args.ref, changes=args.change, message=args.message)
     print(iid)
     return 0
 
 
+@contextlib.contextmanager
+def _stdin_file() -> Iterator[Path]:
+    """stdin spooled to a private temp file: the upload needs its length (Content-Length)."""
+    if sys.stdin.isatty():
+        raise errors.InvalidArgumentError("input", "stdin is a terminal, not a tar",
+                                          hint="redirect a file in, or give its path")
+    with tempfile.NamedTemporaryFile(prefix="lk-stdin-", suffix=".tar") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        f.flush()
+        yield Path(f.name)
+
+
 def _load(c: Client, args: argparse.Namespace) -> int:
-    if not args.input.is_file():
+    if args.input is None:
+        with _stdin_file() as src:
+            lines = c.images.load(src)
+    elif not args.input.is_file():
         raise errors.NotFoundError("file", str(args.input))
-    for line in c.images.load(args.input):
+    else:
+        lines = c.images.load(args.input)
+    for line in lines:
         sys.stdout.write(str(line.get("stream", "")))
     return 0
 
 
 def _save(c: Client, args: argparse.Namespace) -> int:
+    if args.output is None:
+        if sys.stdout.isatty():  # the Docker CLI's own refusal
+            raise errors.InvalidArgumentError(
+                "output", "cowardly refusing to save to a terminal",
+                hint="use the -o flag or redirect")
+        sys.stdout.flush()
+        c.images.save(args.images, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return 0
     tmp = args.output.with_name(f".{args.output.name}.part")
     with open(tmp, "wb") as f:  # a cut-off save never leaves a half tar under the name
         try:

@@ -7,6 +7,7 @@ Every image made here is tagged lk-test/...; every volume is named lk-test-...
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -32,9 +33,10 @@ Run = Callable[..., subprocess.CompletedProcess[bytes]]
 
 @pytest.fixture
 def labkit(engine: LabEngine) -> Run:
-    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    def run(*args: str, timeout: float = 120, input: bytes | None = None
+            ) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([LABKIT, *args], env=engine.env, capture_output=True,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, input=input)
     return run
 
 
@@ -157,6 +159,13 @@ def test_image_verbs_tag_ls_history_save_load_rm(labkit: Run, cleanup: list[str]
         f"Untagged: lk-test/cli:1\nDeleted: {iid}\n")
     assert "Loaded image: lk-test/cli:1" in _ok(labkit("image", "load", "-i", str(tar)))
     assert json.loads(_ok(labkit("image", "inspect", "lk-test/cli:1")))[0]["Id"] == iid
+    piped = labkit("image", "save", "lk-test/cli:1").stdout  # to stdout, back from stdin
+    assert tarfile.is_tarfile(io.BytesIO(piped))
+    assert "Loaded image: lk-test/cli:1" in _ok(labkit("image", "load", input=piped))
+    iid3 = _ok(labkit("image", "import", "-", "lk-test/cli:2",
+                      input=(tmp_path / "rootfs.tar").read_bytes())).strip()
+    assert json.loads(_ok(labkit("image", "inspect", iid3)))[0]["RootFS"]["Layers"] == \
+        json.loads(_ok(labkit("image", "inspect", iid)))[0]["RootFS"]["Layers"]
     r = labkit("image", "inspect", "lk-test/nosuch:1")
     assert r.returncode == 1 and b"No such image: lk-test/nosuch:1" in r.stderr
     r = labkit("image", "import", "ftp://127.0.0.1/x.tar")
