@@ -9,6 +9,7 @@ remotecontext.GetWithStatusError: "failed to GET URL with status 404 Not Found")
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -90,7 +91,7 @@ async def fetch(url: str, dest: Path, *, limit: int = MAX_BYTES,
                     written += len(chunk)
                     if written > limit:
                         raise _too_big(url, limit)
-                    f.write(chunk)
+                    await asyncio.to_thread(f.write, chunk)  # never block the daemon's loop
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
         dest.unlink(missing_ok=True)
         text = str(err) or type(err).__name__
