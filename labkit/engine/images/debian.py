@@ -12,6 +12,7 @@ mounts inside the target during its second stage vanish with it, whatever happen
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -157,15 +158,22 @@ def debootstrap(dest: Path, *, suite: str = SUITE, mirror: str | None = None,
     argv = ["unshare", "--mount", "--propagation", "private", deb, "--variant=minbase",
             f"--arch={arch}", f"--cache-dir={cache_dir}", suite, str(dest), mirror]
     tail: list[str] = []
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"})
-    assert proc.stdout is not None
-    with proc:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail = (tail + [line])[-8:]
-            if on_line is not None:
-                on_line(line)
+    # One debootstrap at a time per cache: two would write the same .deb files (flock(2)).
+    lock = os.open(cache_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env={**os.environ, "LC_ALL": "C",
+                                                "DEBIAN_FRONTEND": "noninteractive"})
+        assert proc.stdout is not None
+        with proc:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                tail = (tail + [line])[-8:]
+                if on_line is not None:
+                    on_line(line)
+    finally:
+        os.close(lock)
     if proc.returncode != 0:
         raise DebootstrapError(
             f"debootstrap {suite} from {mirror} failed (exit {proc.returncode}): "
