@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from labkit import errors
+from labkit.cli import _mounts
 from labkit.cli._create_opts import VALUE_OPTS, add_flags, apply_flags
 
 __all__ = [
@@ -82,6 +83,7 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("-a", "--attach", action="append", default=[], help="attach to STDIN, STDOUT or STDERR")
     a("--detach-keys", help="override the key sequence for detaching a container")
     add_flags(p)  # health checks, security, namespaces, devices, limits
+    _mounts.add_flags(p)  # -v/--volume, --mount
     a("--help", action="help", help="print usage")
 
 
@@ -172,4 +174,5 @@ def create_body(args: argparse.Namespace, image: str, cmd: list[str]) -> dict[st
     if args.stop_timeout is not None:
         body["StopTimeout"] = args.stop_timeout
     apply_flags(args, body)
+    _mounts.apply(args, host)
     return body

@@ -83,6 +83,14 @@ def _ports(ports: Any) -> str:
     return ", ".join(parts)
 
 
+def _image(c: Mapping[str, Any], trunc: bool) -> str:
+    """docker/cli ContainerContext.Image: an image shown by ID (its name went) is cut to 12."""
+    image = str(c.get("Image", ""))
+    if trunc and image.startswith("sha256:") and image == c.get("ImageID"):
+        return image[7:19]
+    return image
+
+
 def ps_row(c: Mapping[str, Any], trunc: bool = True, now: float | None = None) -> dict[str, str]:
     """One `docker ps` row (the fields --format sees) from a GET /containers/json entry."""
     now = time.time() if now is None else now
@@ -97,7 +105,7 @@ def ps_row(c: Mapping[str, Any], trunc: bool = True, now: float | None = None) -
         "Command": command,
         "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(created)),
         "ID": cid[:12] if trunc else cid,
-        "Image": str(c.get("Image", "")),
+        "Image": _image(c, trunc),
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
         "LocalVolumes": str(sum(1 for m in c.get("Mounts") or [] if m.get("Type") == "volume")),
         "Mounts": ",".join(str(m.get("Name") or m.get("Source", ""))

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vm": ("labkit.cli.vm", "build, boot and use the disposable test VM"),
     "container": ("labkit.cli.container", "manage containers (Docker's verbs: run, ps, exec...)"),
     "daemon": ("labkit.cli.daemon", "serve the Docker Engine API (the engine's daemon)"),
+    "image": ("labkit.cli.image", "manage images (ls, rm, save, load, import, bootstrap...)"),
+    "volume": ("labkit.cli.volume", "manage volumes (create, ls, inspect, rm, prune)"),
 }
 # Docker's short forms (`labkit run`, `labkit ps`, ...): the same module reads its verb from prog.
 COMMANDS.update({verb: ("labkit.cli.container", f"= labkit container {verb}") for verb in (

@@ -38,3 +38,29 @@ def test_ensure_busybox_is_idempotent(tmp_path: Path) -> None:
     b = ensure_busybox(s)
     assert a.id == b.id and a.container_config["Cmd"] == ["sh"]
     assert (a.layers[0] / "bin" / "busybox").exists()
+
+
+def test_delete_hold_keeps_layers_until_release(tmp_path: Path) -> None:
+    """rmi -f past a stopped container: the image goes, its layers stay for the container
+    (for_container still finds it) until release(); a layer another image shares stays."""
+    s = ImageStore(tmp_path)
+    for d in ("aa", "bb"):
+        (tmp_path / "layers" / d).mkdir(parents=True)
+        (tmp_path / "layers" / d / "f").write_text(d)
+    gone = s.add("gone", {"rootfs": {"type": "layers", "diff_ids": ["sha256:aa", "sha256:bb"]}})
+    s.add("other", {"rootfs": {"type": "layers", "diff_ids": ["sha256:bb"]}})
+    s.untag("gone")
+    assert s.delete(gone.id, hold=True) == 0
+    with pytest.raises(errors.NotFoundError):
+        s.get(gone.id)
+    assert gone.id not in [i.id for i in s.list()] and s.held() == [gone.id]
+    assert s.for_container(gone.id).layers == gone.layers
+    assert (tmp_path / "layers" / "aa").is_dir()
+    assert s.release({gone.id}) == 0 and s.held() == [gone.id]  # still used: kept
+    assert s.release(set()) == 2  # "aa" freed (2 bytes); "bb" is other's
+    assert s.held() == [] and not (tmp_path / "layers" / "aa").exists()
+    assert (tmp_path / "layers" / "bb").is_dir()
+    with pytest.raises(errors.NotFoundError):
+        s.for_container(gone.id)
+    with pytest.raises(errors.NotFoundError):
+        s.for_container("sha256:../../etc")

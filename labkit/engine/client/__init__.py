@@ -1,7 +1,7 @@
 """The engine's client: HTTP over the daemon's unix socket, one module per resource.
 
 ``Client()`` talks to ``paths.daemon_socket()`` (LABKIT_SOCKET / LABKIT_RUN), or to the
-socket given; ``.containers``, ``.execs``, ``.images`` and ``.system`` hold the calls, as
+socket given; ``.containers``, ``.execs``, ``.images``, ``.system`` and ``.volumes`` hold the calls, as
 docker-py's APIClient mixins do.  Daemon errors come back as labkit.errors classes.
 Only the standard library is imported here, so the `labkit` command starts fast.
 """
@@ -15,6 +15,7 @@ from labkit.engine.client.exec import Execs
 from labkit.engine.client.images import Images
 from labkit.engine.client.system import System
 from labkit.engine.client.transport import APIError, DaemonUnavailable, Transport
+from labkit.engine.client.volumes import Volumes
 
 __all__ = ["APIError", "Client", "DaemonUnavailable", "Transport"]
 
@@ -36,6 +37,7 @@ class Client:
         self.execs = Execs(self.transport)
         self.images = Images(self.transport)
         self.system = System(self.transport)
+        self.volumes = Volumes(self.transport)
 
     def _start_daemon(self) -> None:
         from labkit.engine.client.launch import ensure_daemon

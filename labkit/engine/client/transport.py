@@ -13,6 +13,7 @@ rebuilds the labkit.errors class named by ``type``, falling back to the HTTP sta
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -246,13 +247,17 @@ class Transport:
 
     def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
         target = path if path.startswith("/_") or not self.version else f"/v{self.version}{path}"
-        query = {k: _qs(v) for k, v in (params or {}).items() if v is not None}
+        # A tuple value repeats its key (``changes=a&changes=b``, as the Docker CLI sends).
+        query = [(k, _qs(x)) for k, v in (params or {}).items() if v is not None
+                 for x in (v if isinstance(v, tuple) else (v,))]
         return _pct(target, "/:@!$&'()*+,;=") + (
-            "?" + "&".join(f"{_pct(k)}={_pct(v)}" for k, v in query.items()) if query else "")
+            "?" + "&".join(f"{_pct(k)}={_pct(v)}" for k, v in query) if query else "")
 
     def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any,
               headers: Mapping[str, str] | None, timeout: float | None,
-              upgrade: bool = False) -> tuple[socket.socket, _Reader, int, str, dict[str, str]]:
+              upgrade: bool = False, upload: Path | None = None,
+              on_sent: Callable[[int], None] | None = None,
+              ) -> tuple[socket.socket, _Reader, int, str, dict[str, str]]:
         data = b""
         hdrs = {"Host": "docker", "User-Agent": "labkit-client"}
         if body is not None:
@@ -261,6 +266,9 @@ class Transport:
                                     else "application/octet-stream")
         if method in ("POST", "PUT") or data:
             hdrs["Content-Length"] = str(len(data))
+        if upload is not None:  # streamed from the file below, never held in memory
+            hdrs["Content-Type"] = "application/x-tar"
+            hdrs["Content-Length"] = str(os.stat(upload).st_size)
         hdrs["Connection"] = "Upgrade" if upgrade else "close"
         if upgrade:
             hdrs["Upgrade"] = "tcp"
@@ -270,6 +278,12 @@ class Transport:
         sock = self._connect(timeout)
         try:
             sock.sendall(head.encode("latin-1") + data)
+            if upload is not None:
+                with open(upload, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        sock.sendall(chunk)
+                        if on_sent is not None:
+                            on_sent(len(chunk))
             reader = _Reader(sock)
             while True:
                 status_line = reader.readline().decode("latin-1")
@@ -294,6 +308,18 @@ class Transport:
         t = self.timeout if timeout == -1.0 else timeout
         sock, reader, status, reason, hdrs = self._send(method, path, params, body, headers, t)
         resp = Response(sock, reader, status, reason, hdrs, head=method == "HEAD")
+        if status >= 400:
+            raise error_from_response(status, resp.read())
+        return resp
+
+    def upload(self, path: str, src: Path, params: Mapping[str, Any] | None = None,
+               on_sent: Callable[[int], None] | None = None,
+               timeout: float | None = None) -> Response:
+        """POST the file ``src`` as the body, streamed (a rootfs tar may be large);
+        ``on_sent(n)`` after each chunk.  Raises the rebuilt labkit error for a status >= 400."""
+        sock, reader, status, reason, hdrs = self._send("POST", path, params, None, None,
+                                                        timeout, upload=src, on_sent=on_sent)
+        resp = Response(sock, reader, status, reason, hdrs)
         if status >= 400:
             raise error_from_response(status, resp.read())
         return resp

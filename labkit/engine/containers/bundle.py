@@ -71,13 +71,13 @@ class Bundles:
 
     def layers(self, rec: ContainerRecord) -> list[Path]:
         """The container's rootfs layers, top first (its own upper dir, then the image's)."""
-        return [Path(rec.dir) / "upper", *reversed(self.images.get(rec.image_id).layers)]
+        return [Path(rec.dir) / "upper", *reversed(self.images.for_container(rec.image_id).layers)]
 
     def oci_config(self, rec: ContainerRecord, write: bool = True) -> dict[str, Any]:
         """Translate the record into config.json; write it (and the /etc files) when asked."""
         from labkit.engine.containers.ocihost import store_peer
         from labkit.engine.containers.ocispec import etc_files_text, translate
-        image = self.images.get(rec.image_id)
+        image = self.images.for_container(rec.image_id)
         d = Path(rec.dir)
         etc = etc_files_text(rec.id, rec.config, rec.host_config)
         etc_files = {}

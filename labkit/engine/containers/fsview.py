@@ -49,7 +49,7 @@ def emit(eng: Any, action: str, rec: ContainerRecord, **extra: str) -> None:
 
 def _mount_private(eng: Any, rec: ContainerRecord) -> str:
     from labkit.engine.images.overlay import mount_overlay
-    image = eng.images.get(rec.image_id)
+    image = eng.images.for_container(rec.image_id)
     d = Path(rec.dir)
     for sub in ("upper", "work", ".lk-view"):
         (d / sub).mkdir(mode=0o700, exist_ok=True)

@@ -180,7 +180,7 @@ class Ops:
         from labkit.engine.images.store import dir_size
         rw = dir_size(Path(rec.dir) / "upper")
         try:
-            return rw, rw + self.images.get(rec.image_id).size
+            return rw, rw + self.images.for_container(rec.image_id).size
         except errors.NotFoundError:
             return rw, rw
 

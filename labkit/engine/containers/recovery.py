@@ -14,6 +14,7 @@ Warnings): the record was moved aside, and only its owner can say what to do wit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -42,6 +43,10 @@ async def restore(containers: Containers) -> None:
         except Exception as err:  # noqa: BLE001 - one broken record must not stop the daemon
             log.warning("restore %s: %s", rec.id[:12], err)
     unreadable = containers.store.unreadable
+    if not unreadable:  # images rmi -f'd whose last container went while the daemon was down
+        with contextlib.suppress(errors.LabkitError, OSError):
+            await asyncio.to_thread(containers.images.release,
+                                    {r.image_id for r in containers.store.all()})
     for t in found.values():
         if t.id in unreadable:  # never force-deleted: its record may yet be repaired
             unreadable[t.id] += f"; its task (pid {t.pid}, {t.status}) is left running"

@@ -181,7 +181,7 @@ class Containers:
         """Bundle -> supervisor Create -> attach sessions connect -> Start -> monitor.
         The caller holds the container's lock."""
         from labkit.engine.images.overlay import prepare
-        image = self.images.get(rec.image_id)
+        image = self.images.for_container(rec.image_id)
         d = Path(rec.dir)
         self.bundles.oci_config(rec)
         for sub in ("upper", "work", "bundle/rootfs"):
@@ -307,6 +307,9 @@ class Containers:
                 rec.transition(State.DEAD)  # moby SetRemovalError: `rm` again finishes it
                 raise
             self.store.discard(rec)
+            if rec.image_id in self.images.held():  # its image went with rmi -f: free it now
+                await asyncio.to_thread(self.images.release,
+                                        {r.image_id for r in self.store.all()})
             # In a worker thread: after the overlay's lazy unmount, removing its upper and
             # work dirs waits in the kernel for the superblock's teardown (8-70 ms measured
             # here), which would stall every other request on the event loop.

@@ -9,6 +9,9 @@ Layout under paths.images_dir() (0700; files 0600)::
     meta/<image id hex>.json      labkit's facts about an image (size)
     repositories.json             {"busybox:latest": "sha256:<image id>"}: the tags
     tmp/                          staging for loads and imports (swept at daemon start)
+    held/<image id hex>.json      the config of an image deleted (rmi -f) while a stopped
+                                  container still uses it: not listed, not resolvable, but
+                                  its layers stay until release() after the container is gone
 
 The image ID is the sha256 of the config JSON bytes, as in Docker (image-spec config.md,
 "ImageID").  Every write is atomic (temp file + fsync + rename) so a crash never leaves a
@@ -19,6 +22,7 @@ Docker's reference grammar and are kept in the short form Docker shows (``busybo
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -193,7 +197,7 @@ class ImageStore:
         """Where the tar of layer ``diff_id`` is kept (may be absent: see save)."""
         return self.root / "blobs" / "sha256" / self.layer_dir(diff_id).name
 
-    def ids(self) -> list[str]:
+    def ids(self) -> builtins.list[str]:
         """Every image ID, tagged or dangling."""
         try:
             names = os.listdir(self.root / "configs")
@@ -202,7 +206,7 @@ class ImageStore:
         return [f"sha256:{n[:-5]}" for n in sorted(names)
                 if n.endswith(".json") and not n.startswith(".")]
 
-    def list(self, *, all_: bool = True) -> list[Image]:
+    def list(self, *, all_: bool = True) -> builtins.list[Image]:
         """Every image, one entry per ID with all its tags (dangling ones too unless
         ``all_`` is False)."""
         by_id: dict[str, list[str]] = {i: [] for i in self.ids()} if all_ else {}
@@ -294,29 +298,84 @@ class ImageStore:
             self._save_repos(repos)
         return iid
 
-    def delete(self, image_id: str) -> int:
+    def delete(self, image_id: str, *, hold: bool = False) -> int:
         """Delete an untagged image's config and every layer no other image uses.
 
-        Returns the bytes reclaimed.  The caller checks containers first (handlers/images).
+        ``hold``: a stopped container still uses the image (``rmi -f``, as Docker): the
+        image goes (no longer listed or resolvable) but its config moves to ``held/`` and
+        its layers stay, the container's lower dirs, until release().  Returns the bytes
+        reclaimed.  The caller checks containers first (handlers/images).
         """
         hexid = image_id.split(":", 1)[-1]
         with self.locked():
             if image_id in self._repos().values():
                 raise errors.ConflictError(f"image {hexid[:12]} still has tags")
             img = self._load(image_id, ())
-            (self.root / "configs" / f"{hexid}.json").unlink()
+            config = self.root / "configs" / f"{hexid}.json"
+            if hold:
+                held = self.root / "held" / config.name
+                held.parent.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+                os.rename(config, held)
+            else:
+                config.unlink()
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "meta" / f"{hexid}.json").unlink()
-            used = {p for other in self.list() for p in other.layers}
-            freed = 0
-            for layer in img.layers:
-                if layer in used:
-                    continue
-                freed += dir_size(layer)
-                _rmtree_private(layer)
-                with contextlib.suppress(FileNotFoundError):
-                    self.blob_path(layer.name).unlink()
+            return 0 if hold else self._free_unused(img.layers)
+
+    def _free_unused(self, layers: Sequence[Path]) -> int:
+        """Remove the ``layers`` no image and no held config names (under locked())."""
+        used = {p for other in self.list() for p in other.layers}
+        used |= {p for iid in self.held() for p in self._load_held(iid).layers}
+        freed = 0
+        for layer in layers:
+            if layer in used:
+                continue
+            freed += dir_size(layer)
+            _rmtree_private(layer)
+            with contextlib.suppress(FileNotFoundError):
+                self.blob_path(layer.name).unlink()
         return freed
+
+    def held(self) -> builtins.list[str]:
+        """IDs of images deleted while a container used them (their layers are kept)."""
+        try:
+            names = os.listdir(self.root / "held")
+        except FileNotFoundError:
+            return []
+        return [f"sha256:{n[:-5]}" for n in sorted(names)
+                if n.endswith(".json") and not n.startswith(".")]
+
+    def _load_held(self, image_id: str) -> Image:
+        hexid = image_id.split(":", 1)[-1]
+        if not _is_hex_ref(hexid) or len(hexid) != 64:
+            raise errors.NotFoundError("image", image_id)
+        try:
+            config = json.loads((self.root / "held" / f"{hexid}.json").read_bytes())
+        except FileNotFoundError:
+            raise errors.NotFoundError("image", image_id) from None
+        layers = tuple(self.layer_dir(d) for d in config.get("rootfs", {}).get("diff_ids", []))
+        return Image(f"sha256:{hexid}", (), config, layers, sum(dir_size(p) for p in layers))
+
+    def for_container(self, image_id: str) -> Image:
+        """The image a container was made from, by full ID: a live image, or one deleted
+        with ``rmi -f`` while the container stayed (held/): a container always starts."""
+        try:
+            return self.get(image_id)
+        except errors.NotFoundError:
+            return self._load_held(image_id)
+
+    def release(self, in_use: set[str]) -> int:
+        """Drop every held image no container in ``in_use`` (image IDs) still uses, and
+        free its layers unless an image uses them.  Returns the bytes reclaimed."""
+        with self.locked():
+            freed = 0
+            for iid in self.held():
+                if iid in in_use:
+                    continue
+                img = self._load_held(iid)
+                (self.root / "held" / f"{iid[7:]}.json").unlink()
+                freed += self._free_unused(img.layers)
+            return freed
 
     def sweep(self) -> None:
         """Remove what an interrupted load, import or delete left (daemon start): staging

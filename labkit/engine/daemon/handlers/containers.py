@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from labkit import errors
@@ -23,7 +25,18 @@ async def list_(request: web.Request) -> web.Response:
     eng, size = engine(request), flag(request, "size")
     recs = listing.filter_list(eng.store.all(), flag(request, "all"),
                                integer(request, "limit", -1) or -1, filters(request))
-    return reply([listing.summary(r, eng.ops.sizes(r) if size else None) for r in recs])
+    rows = [listing.summary(r, eng.ops.sizes(r) if size else None) for r in recs]
+    for row in rows:  # moby daemon/list.go: the name only while it still names that image
+        if row["Image"] != row["ImageID"] and not _names(eng, row["Image"], row["ImageID"]):
+            row["Image"] = row["ImageID"]
+    return reply(rows)
+
+
+def _names(eng: Any, ref: str, image_id: str) -> bool:
+    try:
+        return bool(eng.images.resolve(ref) == image_id)
+    except errors.LabkitError:
+        return False
 
 
 async def inspect(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from labkit.engine.daemon.serialize import image_summary
 
 
 def _changes(eng: Any, rec: Any) -> list[dict[str, object]]:
-    image = eng.images.get(rec.image_id)
+    image = eng.images.for_container(rec.image_id)
     try:  # the runtime made these mount points; a container never started has none
         spec = json.loads((Path(rec.dir) / "bundle" / "config.json").read_text())
     except (OSError, ValueError):
@@ -31,7 +31,7 @@ def _sizes(eng: Any, rec: Any) -> tuple[int, int]:
     from labkit.engine.images.store import dir_size
     rw = dir_size(Path(rec.dir) / "upper")
     try:
-        return rw, rw + eng.images.get(rec.image_id).size
+        return rw, rw + eng.images.for_container(rec.image_id).size
     except errors.NotFoundError:
         return rw, rw
 

@@ -1,5 +1,6 @@
 """/images/...: list, inspect, tag, rmi, history, prune, save (get), load, import (create
-with fromSrc); pulls from a registry arrive in a later issue.
+with fromSrc: a tar in the body, or an http(s) URL the daemon fetches, images/fetch.py);
+pulls from a registry arrive in a later issue.
 
 Blocking store work (tars, unpacking) runs in a worker thread; request bodies are spooled
 to a private file inside the store first, so a refused or cut-off upload stores nothing.
@@ -18,7 +19,7 @@ from aiohttp import web
 from labkit import errors
 from labkit.engine.daemon.params import engine, filters, flag, reply
 from labkit.engine.daemon.serialize import image_inspect, image_summary
-from labkit.engine.images import archive, query
+from labkit.engine.images import archive, fetch, query
 from labkit.engine.images.store import Image, ImageStore, normalize_ref
 
 
@@ -72,9 +73,9 @@ def _conflict(msg: str) -> errors.ConflictError:
 
 
 def _delete(request: web.Request, ref: str, force: bool) -> list[dict[str, str]]:
-    """moby daemon/images/image_delete.go, with one labkit choice: an image a container
-    still uses is never deleted (its layers are that container's lower dirs); with force it
-    is only untagged and stays, dangling, until the container is gone."""
+    """moby daemon/images/image_delete.go: an image a running container uses is only
+    untagged (or refused, by ID); one only stopped containers use is deleted with force,
+    its layers kept for them (ImageStore.delete hold=True, released at their removal)."""
     store = _store(request)
     iid = store.resolve(ref)
     img = store.get(iid)
@@ -89,8 +90,8 @@ def _delete(request: web.Request, ref: str, force: bool) -> list[dict[str, str]]
                             f"container {users[0].id[:12]} is using its referenced image {short}")
         store.untag(name)
         out.append({"Untagged": name})
-        if len(img.tags) > 1 or users:
-            return out
+        if len(img.tags) > 1 or (users and users[0].running):
+            return out  # other tags remain, or a running container: untagged only (moby)
     else:
         if users and users[0].running:
             raise _conflict(f"unable to delete {short} (cannot be forced) - image is being used "
@@ -105,9 +106,9 @@ def _delete(request: web.Request, ref: str, force: bool) -> list[dict[str, str]]
         for t in img.tags:
             store.untag(t)
             out.append({"Untagged": t})
-        if users:
-            return out
-    store.delete(iid)
+    # Forced past stopped containers, Docker deletes the image; they keep its layers (held
+    # by the store until the last of them is removed) and still start.
+    store.delete(iid, hold=bool(users))
     out.append({"Deleted": iid})
     return out
 
@@ -221,10 +222,9 @@ async def create(request: web.Request) -> web.Response:
     q = request.query
     if "fromSrc" not in q:
         return await pull(request)
-    if q["fromSrc"] != "-":
-        raise errors.UnsupportedError(
-            "docker import from a URL", f"fromSrc={q['fromSrc']!r}: labkit imports only a tar "
-            "sent with the request (fromSrc=-)", hint="download it, then `docker import FILE`")
+    src_url = q["fromSrc"]
+    if src_url != "-":
+        fetch.check_url(src_url)  # before anything else: only http(s) is fetched
     if q.get("platform") and q["platform"] not in ("linux", f"linux/{archive.host_arch()}"):
         raise errors.UnsupportedError("platform", f"{q['platform']!r}: only this host's "
                                       f"linux/{archive.host_arch()} is imported")
@@ -235,10 +235,13 @@ async def create(request: web.Request) -> web.Response:
     store = _store(request)
     with store.staging() as tmp:
         src = Path(tmp) / "rootfs.tar"
-        await _spool(request, src)
+        if src_url == "-":
+            await _spool(request, src)
+        else:  # docker import URL: the daemon fetches it (streamed, size-capped)
+            await fetch.fetch(src_url, src)
         img = await asyncio.to_thread(
             archive.import_rootfs, store, src, ref, changes=q.getall("changes", []),
-            message=q.get("message", ""))
+            message=q.get("message", ""), source=src_url)
     return _stream_reply([{"status": img.id}])
 
 
