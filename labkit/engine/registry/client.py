@@ -150,7 +150,7 @@ class Repository:
         or an OAuth2 refresh_token POST for an identity token (oauth.md)."""
         realm = ch.params.get("realm", "")
         service = ch.params.get("service", "")
-        scope = f"repository:{self.path}:{self.actions}"
+        scope = f"repository:{self.path}:{self.actions}" if self.path else ""
         key = (realm, service, scope)
         cached = self.tokens.get(key)
         if cached:
@@ -161,10 +161,11 @@ class Repository:
                                               "an http(s) URL")
         if self.auth.identitytoken:
             form = {"grant_type": "refresh_token", "refresh_token": self.auth.identitytoken,
-                    "service": service, "scope": scope, "client_id": "labkit"}
+                    "service": service, "client_id": "labkit", **({"scope": scope} if scope
+                                                                  else {})}
             resp = await self._send("POST", rurl, {}, lambda: form, auth=False)
         else:
-            q = {"service": service, "scope": scope} if service else {"scope": scope}
+            q = {k: v for k, v in (("service", service), ("scope", scope)) if v}
             hdr = {"Authorization": b} if (b := self.auth.basic()) else {}
             resp = await self._send("GET", rurl.update_query(q), hdr, None, auth=False)
         async with resp:
@@ -201,7 +202,7 @@ class Repository:
             try:
                 resp = await self.session.request(
                     method, url, headers=hdrs, data=body() if body else None,
-                    allow_redirects=False, ssl=True if self._ssl() else False)
+                    allow_redirects=False, ssl=self._ssl())
             except (TimeoutError, aiohttp.ClientConnectionError, OSError) as e:
                 raise Unreachable(f"{method} {url.with_query(None)}: "
                                   f"{type(e).__name__}: {e}") from None
@@ -301,14 +302,18 @@ class Repository:
             dest.unlink(missing_ok=True)
             raise
 
-    async def blob_exists(self, digest: str) -> bool:
-        """HEAD /v2/<name>/blobs/<digest> (spec.md "Checking if content exists")."""
+    async def blob_size(self, digest: str) -> int | None:
+        """HEAD /v2/<name>/blobs/<digest> (spec.md "Checking if content exists"): the
+        blob's size (Content-Length) when the repository has it, else None."""
         resp = await self.request("HEAD", self.url(f"blobs/{digest}"))
         async with resp:
             if resp.status == 200:
-                return True
+                try:
+                    return int(resp.headers.get("Content-Length", ""))
+                except ValueError:
+                    raise RegistryError(200, "", f"HEAD {digest}: no Content-Length") from None
             if resp.status == 404:
-                return False
+                return None
             raise RegistryError(resp.status, "", resp.reason or "")
 
     async def upload_blob(self, src: Path, digest: str, progress: ProgressFn) -> None:

@@ -194,7 +194,7 @@ async def run(res: Resolved, store: ImageStore, digests: DigestMap) -> AsyncIter
         async for msg in _layer(res, desc, diff_id, stage, staged):
             yield msg
         unpacked.add(diff_id)
-        digests.remember(ref.domain, desc.digest, diff_id, ref.path)
+        await asyncio.to_thread(digests.remember, ref.domain, desc.digest, diff_id, ref.path)
     existed = {i for i in store.ids()}
     before = store.get(ref.store_tag).id if ref.tag and _has(store, ref.store_tag) else None
     tags = [ref.store_tag] if ref.tag and not ref.digest else []
