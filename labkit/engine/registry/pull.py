@@ -176,7 +176,8 @@ def _short(digest: str) -> str:
 async def run(res: Resolved, store: ImageStore, digests: DigestMap) -> AsyncIterator[dict[str, Any]]:
     """Download, check, unpack and commit; yields Docker's progress messages."""
     ref, man, stage = res.ref, res.manifest, Path(res.stage.name)
-    yield P.status(f"Pulling from {ref.familiar_name}", id=ref.tag or ref.digest)
+    # moby: the remote name (path), "Pulling from library/busybox"
+    yield P.status(f"Pulling from {ref.path}", id=ref.tag or ref.digest)
     todo: list[tuple[M.Descriptor, str]] = []
     staged: dict[str, Path] = {}
     for desc, diff_id in zip(man.layers, res.diff_ids, strict=True):

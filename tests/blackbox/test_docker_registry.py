@@ -1,0 +1,230 @@
+"""Pull, push and login through labkit's daemon with the real Docker CLI, docker-py and
+podman, against a real registry (Debian's docker-registry, labkit.measure.registry) on
+127.0.0.1: with and without htpasswd auth, and as a docker.io mirror.
+
+Images these tests make are tagged lk-test/... or REGISTRY/lk/...; each test removes its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit.measure.peers import docker_cli
+from labkit.measure.registry import LocalRegistry
+from labkit.measure.sandbox import LabEngine
+
+pytestmark = pytest.mark.privileged
+
+Docker = Callable[..., subprocess.CompletedProcess[bytes]]
+
+
+def _ok(r: subprocess.CompletedProcess[bytes]) -> str:
+    assert r.returncode == 0, r.stderr.decode() + r.stdout.decode()
+    return r.stdout.decode()
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[LocalRegistry]:
+    with LocalRegistry() as reg:
+        yield reg
+
+
+@pytest.fixture
+def cleanup(docker: Docker) -> Iterator[list[str]]:
+    refs: list[str] = []
+    yield refs
+    for r in refs:
+        docker("rmi", "-f", r)
+
+
+def unique_image(docker: Docker, tag: str, tmp_path: Path, name: str) -> str:
+    """A runnable one-layer image whose layer no other image has: busybox's filesystem
+    with /lk-id holding a fresh id (docker export, then import).  Returns the id."""
+    ident = uuid.uuid4().hex
+    _ok(docker("run", "--name", name, "busybox", "sh", "-c", f"echo {ident} > /lk-id"))
+    tar = tmp_path / "rootfs.tar"
+    try:
+        _ok(docker("export", name, "-o", str(tar)))
+    finally:
+        docker("rm", "-f", name)
+    _ok(docker("import", "--change", 'CMD ["cat", "/lk-id"]', str(tar), tag))
+    return ident
+
+
+def test_push_pull_run_roundtrip(docker: Docker, registry: LocalRegistry, tmp_path: Path,
+                                 name: str, cleanup: list[str]) -> None:
+    ref = f"{registry.address}/lk/rt:1"
+    cleanup += ["lk-test/rt:1", ref]
+    ident = unique_image(docker, "lk-test/rt:1", tmp_path, name)
+    _ok(docker("tag", "lk-test/rt:1", ref))
+    out = _ok(docker("push", ref))
+    assert f"The push refers to repository [{registry.address}/lk/rt]" in out
+    assert "Pushed" in out and "1: digest: sha256:" in out
+    digest = out.split("digest: ", 1)[1].split()[0]
+    again = _ok(docker("push", ref))
+    assert "Layer already exists" in again and digest in again
+    # drop every local name: the layer goes too, so the pull must download it
+    _ok(docker("rmi", ref))
+    _ok(docker("rmi", "lk-test/rt:1"))
+    out = _ok(docker("pull", ref))
+    assert "Pull complete" in out and f"Digest: {digest}" in out
+    assert f"Status: Downloaded newer image for {ref}" in out
+    assert _ok(docker("inspect", "-f", "{{json .RepoDigests}}", ref)).strip() == \
+        json.dumps([f"{registry.address}/lk/rt@{digest}"]).replace(" ", "")
+    assert _ok(docker("run", "--rm", ref)).strip() == ident
+    assert f"Image is up to date for {ref}" in _ok(docker("pull", ref))
+    # by digest
+    assert f"Image is up to date for {registry.address}/lk/rt@{digest}" in _ok(
+        docker("pull", f"{registry.address}/lk/rt@{digest}"))
+
+
+def test_pull_and_push_errors(docker: Docker, registry: LocalRegistry) -> None:
+    r = docker("pull", f"{registry.address}/lk/rt:nosuch")
+    assert r.returncode == 1
+    assert (f"manifest for {registry.address}/lk/rt:nosuch not found: manifest unknown"
+            in r.stderr.decode())
+    r = docker("push", f"{registry.address}/lk/absent:1")
+    assert r.returncode == 1
+    assert (f"An image does not exist locally with the tag: {registry.address}/lk/absent"
+            in r.stderr.decode())
+    r = docker("pull", "127.0.0.1:9/lk/x:1")  # nothing listens: both URLs are named
+    assert r.returncode == 1 and "http://127.0.0.1:9/v2/" in r.stderr.decode()
+
+
+def test_login_then_push_and_pull_with_htpasswd(docker: Docker, engine: LabEngine,
+                                                tmp_path: Path, name: str,
+                                                cleanup: list[str]) -> None:
+    with LocalRegistry(users={"alice": "s3cret-pw"}) as reg:
+        ref = f"{reg.address}/lk/auth:1"
+        cleanup += ["lk-test/auth:1", ref]
+        unique_image(docker, "lk-test/auth:1", tmp_path, name)
+        _ok(docker("tag", "lk-test/auth:1", ref))
+        r = docker("push", ref)
+        assert r.returncode == 1 and b"s3cret" not in r.stderr + r.stdout
+        r = docker("login", "-u", "alice", "--password-stdin", reg.address, input=b"wrong\n")
+        assert r.returncode == 1
+        assert f"login attempt to http://{reg.address}/v2/ failed with status: 401" in \
+            r.stderr.decode()
+        out = _ok(docker("login", "-u", "alice", "--password-stdin", reg.address,
+                         input=b"s3cret-pw\n"))
+        assert "Login Succeeded" in out
+        cfg = json.loads((Path(engine.docker_env["DOCKER_CONFIG"]) / "config.json").read_text())
+        assert base64.b64decode(cfg["auths"][reg.address]["auth"]) == b"alice:s3cret-pw"
+        try:
+            out = _ok(docker("push", ref))
+            assert "Pushed" in out
+            _ok(docker("rmi", ref))
+            _ok(docker("rmi", "lk-test/auth:1"))
+            assert "Pull complete" in _ok(docker("pull", ref))
+        finally:
+            docker("logout", reg.address)
+        # the daemon's log never holds the password
+        assert "s3cret" not in (engine.run / "daemon.log").read_text(errors="replace")
+
+
+def test_docker_py_login_push_pull(engine: LabEngine, tmp_path: Path, docker: Docker,
+                                   name: str, cleanup: list[str]) -> None:
+    docker_py = pytest.importorskip("docker")
+    with LocalRegistry(users={"bob": "pw-bob"}) as reg:
+        repo = f"{reg.address}/lk/py"
+        cleanup += ["lk-test/py:1", f"{repo}:1"]
+        unique_image(docker, "lk-test/py:1", tmp_path, name)
+        client = docker_py.DockerClient(base_url=f"unix://{engine.socket}")
+        try:
+            with pytest.raises(docker_py.errors.APIError) as ei:
+                client.login("bob", "nope", registry=reg.address)
+            assert ei.value.status_code == 401
+            assert client.login("bob", "pw-bob", registry=reg.address)["Status"] == \
+                "Login Succeeded"
+            client.images.get("lk-test/py:1").tag(repo, "1")
+            lines = list(client.images.push(repo, "1", stream=True, decode=True))
+            aux = [x["aux"] for x in lines if "aux" in x]
+            assert aux and aux[0]["Tag"] == "1" and aux[0]["Digest"].startswith("sha256:")
+            client.images.remove(f"{repo}:1")
+            client.images.remove("lk-test/py:1")
+            img = client.images.pull(repo, tag="1")
+            assert f"{repo}:1" in img.tags
+            assert img.attrs["RepoDigests"] == [f"{repo}@{aux[0]['Digest']}"]
+        finally:
+            client.close()
+
+
+def test_docker_io_names_come_from_the_mirror(docker: Docker, registry: LocalRegistry,
+                                              tmp_path: Path, name: str,
+                                              cleanup: list[str]) -> None:
+    """daemon.json registry-mirrors: `docker pull lkmirror:1` is docker.io/library/lkmirror
+    and comes from the mirror (this machine has no route to Docker Hub)."""
+    src = f"{registry.address}/library/lkmirror:1"
+    cleanup += ["lk-test/mirror:1", src]
+    ident = unique_image(docker, "lk-test/mirror:1", tmp_path, name)
+    _ok(docker("tag", "lk-test/mirror:1", src))
+    _ok(docker("push", src))
+    with LabEngine("mir", config={"registry-mirrors": [registry.url]}) as other:
+        env = other.docker_env
+
+        def d(*a: str) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run([docker_cli(), *a], env=env, capture_output=True,
+                                  timeout=120, check=False)
+        info = json.loads(_ok(d("info", "--format", "{{json .RegistryConfig}}")))
+        assert info["Mirrors"] == [registry.url + "/"]
+        out = _ok(d("pull", "lkmirror:1"))
+        assert "Pulling from library/lkmirror" in out and "Pull complete" in out
+        assert "Status: Downloaded newer image for lkmirror:1" in out
+        assert _ok(d("run", "--rm", "lkmirror:1")).strip() == ident
+        # a name the mirror lacks: the error names the mirror and Docker Hub
+        r = d("pull", "lknomirror:1")
+        err = r.stderr.decode()
+        assert r.returncode == 1 and registry.url in err and "registry-1.docker.io" in err
+        d("rmi", "lkmirror:1")
+
+
+def test_podman_runs_what_labkit_pushed_and_the_other_way(
+        docker: Docker, registry: LocalRegistry, tmp_path: Path, name: str,
+        cleanup: list[str]) -> None:
+    podman = shutil.which("podman")
+    if podman is None:
+        pytest.skip("podman is not installed")
+    root = Path(tempfile.mkdtemp(prefix="lk-pm-", dir="/tmp"))  # podman: runroot <= 50 chars
+    base = [podman, "--root", str(root / "root"), "--runroot", str(root / "run"),
+            "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend",
+            "file"]
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(root / "xdg"), REGISTRY_AUTH_FILE=str(
+        root / "auth.json"))
+    (root / "xdg").mkdir()
+    (root / "auth.json").write_text("{}")
+
+    def pm(*a: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*base, *a], env=env, capture_output=True, timeout=180,
+                              check=False)
+    ref = f"{registry.address}/lk/pm:1"
+    cleanup += ["lk-test/pm:1", ref, f"{registry.address}/lk/frompodman:1"]
+    ident = unique_image(docker, "lk-test/pm:1", tmp_path, name)
+    _ok(docker("tag", "lk-test/pm:1", ref))
+    _ok(docker("push", ref))
+    try:
+        _ok(pm("pull", "--tls-verify=false", ref))
+        # crun (podman's default) refuses this hybrid-cgroup host; runc copes
+        run = pm("run", "--rm", "--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024",
+                 "--ulimit", "nproc=1024:1024", ref)
+        assert _ok(run).strip() == ident
+        # podman pushes (its own manifest and compression); labkit pulls and runs it
+        _ok(pm("tag", ref, f"{registry.address}/lk/frompodman:1"))
+        _ok(pm("push", "--tls-verify=false", f"{registry.address}/lk/frompodman:1"))
+        out = _ok(docker("pull", f"{registry.address}/lk/frompodman:1"))
+        assert "Digest: sha256:" in out
+        assert _ok(docker("run", "--rm", f"{registry.address}/lk/frompodman:1")).strip() == \
+            ident
+    finally:
+        pm("rmi", "-a", "-f")
+        pm("system", "reset", "-f")
+        shutil.rmtree(root, ignore_errors=True)
