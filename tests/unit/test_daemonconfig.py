@@ -59,8 +59,8 @@ def test_bad_json_and_missing_explicit_file(tmp_path: Path) -> None:
     ("m.example:5000", "invalid mirror: unsupported scheme"),
     ("http://m.example/v2/", "invalid mirror: path, query, or fragment at end of the URI"),
     ("https://m.example/?x=1", "invalid mirror: path, query, or fragment"),
-    ("http://bob:pw@m.example", "invalid mirror: username/password not allowed in URI "
-     "'http://bob:xxxxx@m.example'"),
+    ("http://bob:pw@m.example", ("invalid mirror: username/password not allowed in URI "
+     "'http://bob:xxxxx@m.example'")),
     ("http://m.example:99999", "is not a valid URI"),
 ])
 def test_mirror_urls_validated_as_dockerd(mirror: str, words: str) -> None:

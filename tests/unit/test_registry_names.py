@@ -12,7 +12,8 @@ from labkit.engine.daemonconfig import parse
 from labkit.engine.registry import manifest as M
 from labkit.engine.registry.auth import AuthConfig, TokenCache, parse_challenge
 from labkit.engine.registry.endpoints import Endpoint, endpoints, is_insecure, registry_config
-from labkit.engine.registry.reference import Reference, parse as parse_ref
+from labkit.engine.registry.reference import Reference
+from labkit.engine.registry.reference import parse as parse_ref
 
 D = "sha256:" + "ab" * 32
 
