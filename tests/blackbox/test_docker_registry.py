@@ -228,3 +228,131 @@ def test_podman_runs_what_labkit_pushed_and_the_other_way(
         pm("rmi", "-a", "-f")
         pm("system", "reset", "-f")
         shutil.rmtree(root, ignore_errors=True)
+
+
+class TokenServer:
+    """A Docker token-auth server (distribution docs/spec/auth/token.md) for one user: RS256
+    JWTs signed by a key made here, whose self-signed cert the registry trusts
+    (auth.token.rootcertbundle).  Runs an aiohttp app in a thread on 127.0.0.1."""
+
+    def __init__(self, base: Path, user: str, password: str) -> None:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        self.user, self.password = user, password
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lk-token-test")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - datetime.timedelta(minutes=5))
+                     .not_valid_after(now + datetime.timedelta(hours=1))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                     .sign(self.key, hashes.SHA256()))
+        self.bundle = base / "token-root.pem"
+        self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        self.der = self.cert.public_bytes(serialization.Encoding.DER)
+        self.asked: list[str] = []
+        self.port = 0
+
+    def _b64(self, b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).decode().rstrip("=")
+
+    def token(self, service: str, access: list[dict[str, object]]) -> str:
+        import time as _t
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        head = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.der).decode()]}
+        now = int(_t.time())
+        claims = {"iss": "lk-issuer", "sub": self.user, "aud": service, "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        signing = f"{self._b64(json.dumps(head).encode())}.{self._b64(json.dumps(claims).encode())}"
+        sig = self.key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing}.{self._b64(sig)}"
+
+    def start(self) -> TokenServer:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        async def handle(req: web.Request) -> web.Response:
+            self.asked.append(req.query_string)
+            want = "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            if req.headers.get("Authorization") != want:
+                return web.json_response({"details": "incorrect username or password"},
+                                         status=401)
+            access = []
+            for scope in req.query.getall("scope", []):
+                typ, _, rest = scope.partition(":")
+                repo, _, actions = rest.rpartition(":")
+                access.append({"type": typ, "name": repo, "actions": actions.split(",")})
+            return web.json_response({"token": self.token(req.query.get("service", ""), access),
+                                      "expires_in": 300})
+
+        ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_get("/token", handle)
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        def run() -> None:
+            self.loop.run_until_complete(serve())
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.runner.cleanup())
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_bearer_token_flow_with_a_real_registry(docker: Docker, tmp_path: Path, name: str,
+                                                cleanup: list[str]) -> None:
+    pytest.importorskip("cryptography")
+    ts = TokenServer(tmp_path, "carol", "tok-pw").start()
+    try:
+        token = {"realm": f"http://127.0.0.1:{ts.port}/token", "service": "lk-registry",
+                 "issuer": "lk-issuer", "rootcertbundle": str(ts.bundle)}
+        with LocalRegistry(token=token) as reg:
+            ref = f"{reg.address}/lk/tok:1"
+            cleanup += ["lk-test/tok:1", ref]
+            ident = unique_image(docker, "lk-test/tok:1", tmp_path, name)
+            _ok(docker("tag", "lk-test/tok:1", ref))
+            r = docker("login", "-u", "carol", "--password-stdin", reg.address,
+                       input=b"bad\n")
+            assert r.returncode == 1 and b"bad" not in r.stderr
+            _ok(docker("login", "-u", "carol", "--password-stdin", reg.address,
+                       input=b"tok-pw\n"))
+            try:
+                assert "Pushed" in _ok(docker("push", ref))
+                assert any("scope=repository%3Alk%2Ftok%3Apull%2Cpush" in q
+                           or "scope=repository:lk/tok:pull,push" in q for q in ts.asked)
+                _ok(docker("rmi", ref))
+                _ok(docker("rmi", "lk-test/tok:1"))
+                assert "Pull complete" in _ok(docker("pull", ref))
+                assert _ok(docker("run", "--rm", ref)).strip() == ident
+            finally:
+                docker("logout", reg.address)
+            # without credentials the token has no access: Docker's denial
+            r = docker("pull", ref)
+            assert r.returncode == 1
+            assert "pull access denied for " + f"{reg.address}/lk/tok" in r.stderr.decode()
+    finally:
+        ts.stop()

@@ -25,7 +25,7 @@ from labkit.engine.images.store import ImageStore
 from labkit.engine.registry import manifest as M
 from labkit.engine.registry import pull, push, reference
 from labkit.engine.registry.auth import AuthConfig, TokenCache
-from labkit.engine.registry.client import NotFound, Unauthorized, Unreachable, new_session
+from labkit.engine.registry.client import NotFound, Unreachable, new_session
 from labkit.engine.registry.metadata import DigestMap
 
 
@@ -367,14 +367,14 @@ def test_basic_and_bearer_challenges(tmp_path: Path) -> None:
                                          status=401, headers={"WWW-Authenticate": ch})
             return None
         fake.hook = hook
-        with pytest.raises(Unauthorized, match="pull access denied for .*lk/a") as ei:
+        with pytest.raises(NotFound, match="pull access denied for .*lk/a") as ei:
             await do_pull(store, f"{addr}/lk/a:1")
         good = AuthConfig(username="alice", password="s3cret")
         await do_pull(store, f"{addr}/lk/a:1", auth=good)
         mode["scheme"] = "bearer"
         tokens = TokenCache()
         bad = AuthConfig(username="alice", password="wrong")
-        with pytest.raises(Unauthorized) as ei:
+        with pytest.raises(NotFound, match="incorrect username or password") as ei:
             await do_pull(store, f"{addr}/lk/a:1", auth=bad, tokens=tokens)
         assert "wrong" not in str(ei.value) and "s3cret" not in str(ei.value)
         await do_pull(store, f"{addr}/lk/a:1", auth=good, tokens=tokens)
@@ -495,4 +495,33 @@ def test_push_uploads_a_new_layer_gzip_and_remembers_it(tmp_path: Path) -> None:
         assert DigestMap(src).diff_id(addr, man["layers"][0]["digest"]) == \
             img.config["rootfs"]["diff_ids"][0]
         assert src.repo_digests(img.id) == [f"{addr}/lk/new@{_sha(raw)}"]
+    serve(t)
+
+
+def test_a_cached_token_is_never_reused_for_other_credentials(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "images")
+    img = Image(GOOD)
+
+    async def t(fake: Fake, addr: str) -> None:
+        fake.add("lk/a", "1", img)
+
+        async def hook(req: web.Request) -> web.StreamResponse | None:
+            if req.path == "/token":
+                if req.headers.get("Authorization") == _basic("alice", "s3cret"):
+                    return web.json_response({"token": "alice-tok", "expires_in": 300})
+                return web.json_response({"token": "anon-tok", "expires_in": 300})
+            if req.headers.get("Authorization") != "Bearer alice-tok":
+                return web.json_response(
+                    {"errors": [{"code": "DENIED", "message": "requested access to the "
+                                 "resource is denied"}]}, status=401,
+                    headers={"WWW-Authenticate": f'Bearer realm="http://{addr}/token",'
+                             'service="s"'})
+            return None
+        fake.hook = hook
+        tokens = TokenCache()
+        await do_pull(store, f"{addr}/lk/a:1", auth=AuthConfig(username="alice",
+                                                               password="s3cret"),
+                      tokens=tokens)
+        with pytest.raises(NotFound, match="pull access denied"):
+            await do_pull(store, f"{addr}/lk/a:1", tokens=tokens)
     serve(t)

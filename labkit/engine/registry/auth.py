@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import time
@@ -82,6 +83,11 @@ class AuthConfig:
                                               "header: not base64url JSON") from None
         return cls.from_dict(doc)
 
+    def identity(self) -> str:
+        """A one-way fingerprint of these credentials (keys the token cache; never shown)."""
+        raw = json.dumps([self.username, self.password, self.identitytoken, self.registrytoken])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
     def basic(self) -> str | None:
         """The ``Authorization: Basic`` value, or None without a username."""
         if not self.username:
@@ -116,19 +122,19 @@ def parse_challenge(header: str) -> Challenge:
 
 
 class TokenCache:
-    """Bearer tokens by (realm, service, scope), each until its expiry (token.md:
-    ``expires_in`` seconds, 60 when absent)."""
+    """Bearer tokens by (realm, service, scope, credentials fingerprint), each until its
+    expiry (token.md: ``expires_in`` seconds, 60 when absent)."""
 
     def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
+    def get(self, key: tuple[str, ...]) -> str | None:
         hit = self._tokens.get(key)
         if hit is None or hit[1] <= time.monotonic():
             self._tokens.pop(key, None)
             return None
         return hit[0]
 
-    def put(self, key: tuple[str, str, str], token: str, expires_in: float) -> None:
+    def put(self, key: tuple[str, ...], token: str, expires_in: float) -> None:
         # renew a little early: a token must not expire between the check and the request
         self._tokens[key] = (token, time.monotonic() + max(expires_in - 5, 1))

@@ -151,7 +151,9 @@ class Repository:
         realm = ch.params.get("realm", "")
         service = ch.params.get("service", "")
         scope = f"repository:{self.path}:{self.actions}" if self.path else ""
-        key = (realm, service, scope)
+        # the credentials are part of the key: a token fetched with one user's password
+        # must never answer another user's (or an anonymous) request
+        key = (realm, service, scope, self.auth.identity())
         cached = self.tokens.get(key)
         if cached:
             return cached

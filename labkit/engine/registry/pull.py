@@ -78,8 +78,8 @@ def _translate(err: RegistryError, ref: Reference) -> errors.LabkitError:
     if err.code == "DENIED" or isinstance(err, Unauthorized):
         msg = (f"pull access denied for {ref.familiar_name}, repository does not exist or "
                f"may require 'docker login': {err.text}")
-        return Unauthorized(err.status, "", msg) if isinstance(err, Unauthorized) \
-            else NotFound(msg, ref.familiar)
+        # a 404, as moby's notFoundError: on a 401 the Docker CLI would prompt for a login
+        return NotFound(msg, ref.familiar)
     return err
 
 
