@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "container": ("labkit.cli.container", "manage containers (Docker's verbs: run, ps, exec...)"),
     "daemon": ("labkit.cli.daemon", "serve the Docker Engine API (the engine's daemon)"),
 }
+COMMANDS.update({verb: ("labkit.cli.registry", f"registry: {what}") for verb, what in (
+    ("login", "log in to a registry (kept in the Docker CLI's config.json)"),
+    ("logout", "forget a registry's credentials"),
+    ("pull", "pull an image from a registry"), ("push", "push an image to a registry"))})
 # Docker's short forms (`labkit run`, `labkit ps`, ...): the same module reads its verb from prog.
 COMMANDS.update({verb: ("labkit.cli.container", f"= labkit container {verb}") for verb in (
     "run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "attach",

@@ -356,3 +356,46 @@ def test_bearer_token_flow_with_a_real_registry(docker: Docker, tmp_path: Path, 
             assert "pull access denied for " + f"{reg.address}/lk/tok" in r.stderr.decode()
     finally:
         ts.stop()
+
+
+LABKIT = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "labkit")
+
+
+def test_labkit_cli_shares_the_docker_cli_login(docker: Docker, engine: LabEngine,
+                                                tmp_path: Path, name: str,
+                                                cleanup: list[str]) -> None:
+    """`labkit login` writes the config.json `auths` entry the Docker CLI reads, and `labkit
+    pull/push` use the one `docker login` wrote."""
+    env = dict(engine.docker_env)
+
+    def lk(*a: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([LABKIT, *a], env=env, input=input, capture_output=True,
+                              timeout=120, check=False)
+    with LocalRegistry(users={"dave": "dave-pw"}) as reg:
+        ref = f"{reg.address}/lk/cli:1"
+        cleanup += ["lk-test/cli:1", ref]
+        ident = unique_image(docker, "lk-test/cli:1", tmp_path, name)
+        _ok(docker("tag", "lk-test/cli:1", ref))
+        r = lk("login", "-u", "dave", "--password-stdin", reg.address, input=b"nope\n")
+        assert r.returncode == 1 and b"401" in r.stderr and b"nope" not in r.stderr
+        r = lk("login", "-u", "dave", "--password-stdin", reg.address, input=b"dave-pw\n")
+        assert "Login Succeeded" in _ok(r)
+        conf = Path(env["DOCKER_CONFIG"]) / "config.json"
+        assert oct(conf.stat().st_mode & 0o777) == "0o600"
+        # the Docker CLI pushes with the entry labkit wrote
+        assert "Pushed" in _ok(docker("push", ref))
+        _ok(docker("rmi", ref))
+        _ok(docker("rmi", "lk-test/cli:1"))
+        _ok(lk("logout", reg.address))
+        r = lk("pull", ref)
+        assert r.returncode == 1 and b"pull access denied" in r.stderr
+        # docker login writes it; labkit pulls with it
+        _ok(docker("login", "-u", "dave", "--password-stdin", reg.address, input=b"dave-pw\n"))
+        out = _ok(lk("pull", ref))
+        assert "Pull complete" in out and f"Status: Downloaded newer image for {ref}" in out
+        assert _ok(docker("run", "--rm", ref)).strip() == ident
+        _ok(docker("tag", ref, f"{reg.address}/lk/cli:2"))
+        cleanup.append(f"{reg.address}/lk/cli:2")
+        out = _ok(lk("push", f"{reg.address}/lk/cli:2"))
+        assert "Layer already exists" in out and "2: digest: sha256:" in out
+        docker("logout", reg.address)
