@@ -8,10 +8,12 @@ Images these tests make are tagged lk-test/... or REGISTRY/lk/...; each test rem
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -399,3 +401,52 @@ def test_labkit_cli_shares_the_docker_cli_login(docker: Docker, engine: LabEngin
         out = _ok(lk("push", f"{reg.address}/lk/cli:2"))
         assert "Layer already exists" in out and "2: digest: sha256:" in out
         docker("logout", reg.address)
+
+
+def test_dockerd_runs_what_labkit_pushed_and_the_other_way(tmp_path: Path) -> None:
+    """dockerd (Debian's docker.io), a registry and a labkit daemon share one test-made
+    netns: each engine pulls and runs the image the other pushed."""
+    if shutil.which("dockerd") is None:
+        pytest.skip("dockerd is not installed (apt-get install docker.io)")
+    from labkit.measure.bench_engine import _Dockerd
+    short = Path(tempfile.mkdtemp(prefix="lk-dk-", dir="/tmp"))  # containerd's socket path
+    dockerd = _Dockerd(short)                                   # must fit sun_path (108)
+    cli = docker_cli()
+    try:
+        dockerd.start()
+        with LocalRegistry(netns=dockerd.netns) as reg, \
+                LabEngine("dkr", netns=dockerd.netns) as lab:
+            lab_env = lab.docker_env
+            dk_env = dict(os.environ, DOCKER_HOST=f"unix://{dockerd.sock}",
+                          DOCKER_CONFIG=str(tmp_path / "dk-config"))
+
+            def on(env: dict[str, str], *a: str) -> subprocess.CompletedProcess[bytes]:
+                return subprocess.run([cli, *a], env=env, capture_output=True, timeout=180,
+                                      check=False)
+
+            def lab_d(*a: str) -> subprocess.CompletedProcess[bytes]:
+                return on(lab_env, *a)
+            ident = unique_image(lab_d, "lk-test/dk:1", tmp_path, "lk-dkr-src")
+            ref = f"{reg.address}/lk/fromlabkit:1"
+            _ok(lab_d("tag", "lk-test/dk:1", ref))
+            _ok(lab_d("push", ref))
+            _ok(on(dk_env, "pull", ref))
+            assert _ok(on(dk_env, "run", "--rm", "--network", "none", ref)).strip() == ident
+            # dockerd pushes its own import of the same files; labkit pulls and runs it
+            tar = tmp_path / "rootfs2.tar"
+            _ok(lab_d("create", "--name", "lk-dkr-exp", ref))
+            _ok(lab_d("export", "lk-dkr-exp", "-o", str(tar)))
+            lab_d("rm", "-f", "lk-dkr-exp")
+            with tarfile.open(tar, "a") as tf:  # one more file: a layer labkit lacks
+                ti = tarfile.TarInfo("lk-from-dockerd")
+                ti.size = 3
+                tf.addfile(ti, io.BytesIO(b"dk\n"))
+            back = f"{reg.address}/lk/fromdockerd:1"
+            _ok(on(dk_env, "import", "--change", 'CMD ["cat", "/lk-id"]', str(tar), back))
+            _ok(on(dk_env, "push", back))
+            out = _ok(lab_d("pull", back))
+            assert "Pull complete" in out
+            assert _ok(lab_d("run", "--rm", back)).strip() == ident
+    finally:
+        dockerd.stop()
+        shutil.rmtree(short, ignore_errors=True)
