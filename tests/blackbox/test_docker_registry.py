@@ -450,3 +450,126 @@ def test_dockerd_runs_what_labkit_pushed_and_the_other_way(tmp_path: Path) -> No
     finally:
         dockerd.stop()
         shutil.rmtree(short, ignore_errors=True)
+
+
+class HoldingRegistry:
+    """A two-layer image served from a thread (aiohttp on 127.0.0.1): the second layer's
+    blob stops half way until ``release`` is set, so a test can kill the daemon mid-pull."""
+
+    def __init__(self) -> None:
+        import gzip as _gz
+        import hashlib
+        import threading
+
+        def sha(b: bytes) -> str:
+            return "sha256:" + hashlib.sha256(b).hexdigest()
+
+        def layer(name: str, data: bytes) -> tuple[bytes, bytes]:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tf:
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+            return buf.getvalue(), _gz.compress(buf.getvalue(), mtime=0)
+        p1, g1 = layer("one", b"1\n")
+        p2, g2 = layer("two", os.urandom(1 << 20))  # incompressible: the cut is mid-blob
+        self.config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                                  "rootfs": {"type": "layers",
+                                             "diff_ids": [sha(p1), sha(p2)]}}).encode()
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": len(self.config), "digest": sha(self.config)},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": len(g), "digest": sha(g)} for g in (g1, g2)]}).encode()
+        self.blobs = {sha(g1): g1, sha(g2): g2, sha(self.config): self.config}
+        self.held, self.half_sent, self.release = sha(g2), threading.Event(), threading.Event()
+        self.image_id, self.diff_ids = sha(self.config), (sha(p1), sha(p2))
+        self.port = 0
+
+    def start(self) -> HoldingRegistry:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        async def handle(req: web.Request) -> web.StreamResponse:
+            if req.path == "/v2/":
+                return web.Response()
+            if "/manifests/" in req.path:
+                return web.Response(body=self.manifest, headers={
+                    "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+            digest = req.path.rsplit("/", 1)[1]
+            blob = self.blobs.get(digest)
+            if blob is None:
+                return web.Response(status=404)
+            if digest != self.held or self.release.is_set():
+                return web.Response(body=blob)
+            resp = web.StreamResponse(headers={"Content-Length": str(len(blob))})
+            await resp.prepare(req)
+            await resp.write(blob[:len(blob) // 2])
+            self.half_sent.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.05)
+            return resp  # the rest never comes: the daemon is gone by now
+
+        ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handle)
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        def run() -> None:
+            self.loop.run_until_complete(serve())
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.runner.cleanup())
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_daemon_killed_mid_pull_leaves_nothing_and_a_retry_completes() -> None:
+    reg = HoldingRegistry().start()
+    ref = f"127.0.0.1:{reg.port}/lk/held:1"
+    try:
+        with LabEngine("kil") as lab:
+            store = lab.root / "images"
+            pull = subprocess.Popen([docker_cli(), "pull", ref], env=lab.docker_env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                assert reg.half_sent.wait(60), "the pull never reached the held layer"
+                lab.crash()  # SIGKILL: no cleanup code of the daemon runs
+            finally:
+                pull.communicate(timeout=60)
+            # the first layer was complete in staging; nothing of it may be published
+            assert not (store / "configs" / f"{reg.image_id[7:]}.json").exists()
+            for d in reg.diff_ids:
+                assert not (store / "layers" / d[7:]).exists()
+            lab.start()  # the store sweeps its staging dir at start
+            assert not (store / "tmp").exists() or os.listdir(store / "tmp") == []
+            r = subprocess.run([docker_cli(), "inspect", ref], env=lab.docker_env,
+                               capture_output=True, check=False)
+            assert r.returncode == 1 and b"No such" in r.stderr
+            reg.release.set()
+            out = _ok(subprocess.run([docker_cli(), "pull", ref], env=lab.docker_env,
+                                     capture_output=True, timeout=120, check=False))
+            assert "Pull complete" in out
+            assert (store / "layers" / reg.diff_ids[0][7:] / "one").read_bytes() == b"1\n"
+            _ok(subprocess.run([docker_cli(), "rmi", ref], env=lab.docker_env,
+                               capture_output=True, check=False))
+    finally:
+        reg.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 __all__ = ["bar", "error", "follow", "layer", "status"]
@@ -58,7 +58,7 @@ def error(message: str) -> dict[str, Any]:
 
 
 async def follow(work: Callable[[Callable[[int], None]], Awaitable[None]], text: str,
-                 ident: str, total: int) -> AsyncIterator[dict[str, Any]]:
+                 ident: str, total: int) -> AsyncGenerator[dict[str, Any], None]:
     """Run ``work(note)`` and yield a ``text`` bar line each time it notes progress (at
     most one per 256 KiB); re-raise its error.  Cancelled with the stream."""
     queue: asyncio.Queue[int] = asyncio.Queue()

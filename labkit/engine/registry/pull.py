@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import json
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,7 +173,7 @@ def _short(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
-async def run(res: Resolved, store: ImageStore, digests: DigestMap) -> AsyncIterator[dict[str, Any]]:
+async def run(res: Resolved, store: ImageStore, digests: DigestMap) -> AsyncGenerator[dict[str, Any], None]:
     """Download, check, unpack and commit; yields Docker's progress messages."""
     ref, man, stage = res.ref, res.manifest, Path(res.stage.name)
     # moby: the remote name (path), "Pulling from library/busybox"
@@ -217,7 +217,7 @@ def _has(store: ImageStore, tag: str) -> bool:
 
 
 async def _layer(res: Resolved, desc: M.Descriptor, diff_id: str, stage: Path,
-                 staged: dict[str, Path]) -> AsyncIterator[dict[str, Any]]:
+                 staged: dict[str, Path]) -> AsyncGenerator[dict[str, Any], None]:
     """One layer: download (verified), check, unpack into the staging dir."""
     ident = _short(desc.digest)
     blob = stage / f"{ident}-{desc.digest[7:]}.blob"

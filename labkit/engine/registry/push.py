@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ async def _repository(session: aiohttp.ClientSession, config: DaemonConfig,
 
 async def _layer(repo: Repository, store: ImageStore, digests: DigestMap, ref: Reference,
                  diff_id: str, layer: Path, scratch: Path
-                 ) -> AsyncIterator[dict[str, Any] | M.Descriptor]:
+                 ) -> AsyncGenerator[dict[str, Any] | M.Descriptor, None]:
     ident = diff_id[7:19]
     for known, _ in digests.digests(ref.domain, diff_id):
         have = await repo.blob_size(known)
@@ -127,7 +127,7 @@ async def _layer(repo: Repository, store: ImageStore, digests: DigestMap, ref: R
 
 async def run(session: aiohttp.ClientSession, store: ImageStore, config: DaemonConfig,
               tokens: TokenCache, digests: DigestMap, ref: Reference, auth: AuthConfig,
-              images: list[tuple[str, Image]]) -> AsyncIterator[dict[str, Any]]:
+              images: list[tuple[str, Image]]) -> AsyncGenerator[dict[str, Any], None]:
     """Push ``images`` (tag, image) to ``ref``'s repository; yields progress messages."""
     repo = await _repository(session, config, tokens, ref, auth)
     shown = f"{ref.domain}/{ref.path}" if ref.domain != DOCKER_IO else f"docker.io/{ref.path}"

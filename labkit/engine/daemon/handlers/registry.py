@@ -11,9 +11,10 @@ cache) and never reach a log line, an event or an error message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiohttp import web
@@ -47,12 +48,15 @@ def _auth(request: web.Request) -> AuthConfig:
     return AuthConfig.from_header(request.headers.get("X-Registry-Auth"))
 
 
-async def _stream(request: web.Request, items: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:
+async def _stream(request: web.Request, items: AsyncGenerator[dict[str, Any], None]) -> web.StreamResponse:
     """200 and the messages; a failure after that is an error line (Docker's shape)."""
     resp = await open_stream(request, "application/json")
     try:
-        async for item in items:
-            await resp.write(json.dumps(item).encode() + b"\r\n")
+        # aclosing: a client that leaves mid-pull closes the generator at once, so its
+        # download task is cancelled and its staging dir removed now, not at GC time
+        async with contextlib.aclosing(items) as stream:
+            async for item in stream:
+                await resp.write(json.dumps(item).encode() + b"\r\n")
     except ConnectionError:
         return resp  # the client went away: the pull stops, staging is removed
     except Exception as err:  # noqa: BLE001 - every failure becomes the stream's error line
