@@ -322,12 +322,7 @@ class Repository:
         """POST an upload session, then one PUT (monolithic) or PATCH chunks and a closing
         PUT ?digest= (spec.md "Pushing blobs")."""
         size = src.stat().st_size
-        resp = await self.request("POST", self.url("blobs/uploads/"),
-                                  {"Content-Length": "0"})
-        async with resp:
-            if resp.status != 202:
-                raise await _error_of(resp)
-            loc = self._location(resp)
+        loc = await self.start_upload()
         octet = {"Content-Type": "application/octet-stream"}
         if size > CHUNKED_UPLOAD:
             start = 0
@@ -352,6 +347,30 @@ class Repository:
         async with resp:
             if resp.status != 201:
                 raise await _error_of(resp)
+
+    async def start_upload(self) -> URL:
+        """POST /v2/<name>/blobs/uploads/: the session's Location."""
+        resp = await self.request("POST", self.url("blobs/uploads/"), {"Content-Length": "0"})
+        async with resp:
+            if resp.status != 202:
+                raise await _error_of(resp)
+            return self._location(resp)
+
+    async def mount_blob(self, digest: str, source: str) -> bool:
+        """Cross-repository mount (spec.md "Mounting a blob from another repository"):
+        True on 201; a 202 (the registry would not mount: no access, unknown blob) opened
+        an upload session, which is cancelled again."""
+        url = self.url("blobs/uploads/").with_query({"mount": digest, "from": source})
+        resp = await self.request("POST", url, {"Content-Length": "0"})
+        async with resp:
+            if resp.status == 201:
+                return True
+            if resp.status != 202:
+                return False
+            loc = self._location(resp)
+        cancel = await self.request("DELETE", loc)
+        cancel.release()
+        return False
 
     def _location(self, resp: aiohttp.ClientResponse) -> URL:
         loc = resp.headers.get("Location")

@@ -104,12 +104,23 @@ async def _layer(repo: Repository, store: ImageStore, digests: DigestMap, ref: R
                  diff_id: str, layer: Path, scratch: Path
                  ) -> AsyncGenerator[dict[str, Any] | M.Descriptor, None]:
     ident = diff_id[7:19]
-    for known, _ in digests.digests(ref.domain, diff_id):
-        have = await repo.blob_size(known)
+    known = digests.digests(ref.domain, diff_id)
+    for digest, _ in known:
+        have = await repo.blob_size(digest)
         if have is not None:
             yield P.layer("Layer already exists", ident)
-            yield M.Descriptor(M.DOCKER_LAYER, known, have)
+            yield M.Descriptor(M.DOCKER_LAYER, digest, have)
             return
+    # known in another repository of this registry: ask for a mount (moby push_v2 does)
+    for digest, source in known:
+        if source != ref.path and await repo.mount_blob(digest, source):
+            have = await repo.blob_size(digest)
+            if have is not None:
+                yield P.layer(f"Mounted from {source}", ident)
+                await asyncio.to_thread(digests.remember, ref.domain, digest, diff_id,
+                                        ref.path)
+                yield M.Descriptor(M.DOCKER_LAYER, digest, have)
+                return
     plain = await asyncio.to_thread(archive._layer_tar, store, diff_id, layer, scratch)
     gz = scratch / f"{ident}.tar.gz"
     digest, size = await asyncio.to_thread(_gzip, plain, gz)
