@@ -525,3 +525,79 @@ def test_a_cached_token_is_never_reused_for_other_credentials(tmp_path: Path) ->
         with pytest.raises(NotFound, match="pull access denied"):
             await do_pull(store, f"{addr}/lk/a:1", tokens=tokens)
     serve(t)
+
+
+def test_credentials_never_leave_the_registry_host(tmp_path: Path) -> None:
+    """A blob redirect (or an upload Location) to another host gets no Authorization."""
+    store = ImageStore(tmp_path / "images")
+    img = Image(GOOD)
+    seen: list[tuple[str, str | None]] = []
+
+    async def t(fake: Fake, addr: str) -> None:
+        fake.add("lk/a", "1", img)
+
+        async def hook(req: web.Request) -> web.StreamResponse | None:
+            seen.append((req.host, req.headers.get("Authorization")))
+            if req.host.startswith("localhost") and req.path.startswith("/cdn/"):
+                return web.Response(body=fake.blobs[req.path.rsplit("/", 1)[1]])
+            if req.headers.get("Authorization") != _basic("alice", "s3cret"):
+                return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
+            if "/blobs/" in req.path:  # served from "another host" (same server, other name)
+                raise web.HTTPFound(f"http://localhost:{fake.port}/cdn/"
+                                    f"{req.path.rsplit('/', 1)[1]}")
+            return None
+        fake.hook = hook
+        await do_pull(store, f"{addr}/lk/a:1", auth=AuthConfig(username="alice",
+                                                               password="s3cret"))
+        assert store.get(f"{addr}/lk/a:1").id == _sha(img.config)
+    serve(t)
+    assert any(h.startswith("localhost") for h, _ in seen)
+    assert all(a is None for h, a in seen if h.startswith("localhost"))
+
+
+def test_too_many_layers_refused() -> None:
+    layer = {"mediaType": M.DOCKER_LAYER, "size": 1, "digest": "sha256:" + "a" * 64}
+    raw = json.dumps({"schemaVersion": 2, "mediaType": M.DOCKER_MANIFEST,
+                      "config": {"mediaType": M.DOCKER_CONFIG, "size": 1,
+                                 "digest": "sha256:" + "b" * 64},
+                      "layers": [layer] * 126}).encode()
+    with pytest.raises(errors.InvalidArgumentError, match="126 layers"):
+        M.parse(M.DOCKER_MANIFEST, raw, "x")
+
+
+def test_upload_location_on_another_host_gets_no_credentials(tmp_path: Path) -> None:
+    from labkit.engine.images.archive import import_rootfs
+    src = ImageStore(tmp_path / "src")
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(_tar([("etc/x", b"x")]))
+    seen: list[tuple[str, str, str | None]] = []
+
+    async def t(fake: Fake, addr: str) -> None:
+        import_rootfs(src, rootfs, f"{addr}/lk/up:1")
+
+        async def hook(req: web.Request) -> web.StreamResponse | None:
+            seen.append((req.method, req.host, req.headers.get("Authorization")))
+            if req.host.startswith("localhost"):  # the "other host" takes the upload
+                if req.method == "PUT" and req.path.startswith("/up/"):
+                    fake.blobs[req.query["digest"]] = await req.read()
+                    return web.Response(status=201)
+                return web.Response(status=404)
+            if req.headers.get("Authorization") != _basic("alice", "s3cret"):
+                return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
+            if req.method == "HEAD":
+                return web.Response(status=404)
+            if req.method == "POST":
+                return web.Response(status=202, headers={
+                    "Location": f"http://localhost:{fake.port}/up/1"})
+            if req.method == "PUT" and "/manifests/" in req.path:
+                return web.Response(status=201)
+            return None
+        fake.hook = hook
+        ref = reference.parse(f"{addr}/lk/up:1")
+        async with new_session() as s:
+            [m async for m in push.run(s, src, DaemonConfig(), TokenCache(), DigestMap(src), ref,
+                                       AuthConfig(username="alice", password="s3cret"),
+                                       push.images_to_push(src, ref, False))]
+    serve(t)
+    other = [x for x in seen if x[1].startswith("localhost")]
+    assert other and all(a is None for _, _, a in other)

@@ -192,12 +192,20 @@ class Repository:
     async def _send(self, method: str, url: URL, headers: dict[str, str],
                     body: Callable[[], Any] | None, *, auth: bool = True
                     ) -> aiohttp.ClientResponse:
-        """One request, following redirects by hand (at most 10): only to http or https,
-        and the Authorization header only to the host it was meant for."""
-        origin = url.host
+        """One request, following redirects by hand (at most 10): only to http or https.
+
+        Credentials go only where they were meant to: the registry's own credentials
+        (``auth``) only to the endpoint's host:port (as distribution's authorizer answers
+        only challenges of hosts it pinged), so a Location or redirect naming another host
+        never receives them; an explicit Authorization header (the token request) only to
+        the host of the first URL."""
+        first = (url.host, url.port)
+        home = (self.base.host, self.base.port)
         for _ in range(_MAX_REDIRECTS + 1):
             hdrs = dict(headers)
-            if auth and url.host == origin:
+            if (url.host, url.port) != first:
+                hdrs.pop("Authorization", None)
+            if auth and (url.host, url.port) == home:
                 value = await self._authorization()
                 if value:
                     hdrs["Authorization"] = value

@@ -47,6 +47,9 @@ SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
            "application/vnd.docker.distribution.manifest.v1+prettyjws")
 LAYER_TYPES = (DOCKER_LAYER, "application/vnd.oci.image.layer.v1.tar",
                "application/vnd.oci.image.layer.v1.tar+gzip")
+# overlayfs stacks at most ~500 lower dirs (and a mount option page limits it further);
+# moby's own limit on a layer chain is 125 (layer.maxLayerDepth)
+MAX_LAYERS = 125
 ACCEPT = (DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX, *SCHEMA1)
 
 
@@ -179,6 +182,9 @@ def parse(content_type: str, raw: bytes, name: str) -> ImageManifest | list[Desc
     layers = doc.get("layers")
     if not isinstance(layers, list):
         raise errors.InvalidArgumentError("manifest", "layers must be a list")
+    if len(layers) > MAX_LAYERS:
+        raise errors.InvalidArgumentError("manifest", f"{len(layers)} layers: more than the "
+                                          f"{MAX_LAYERS} labkit stacks")
     descs = tuple(_descriptor(x, f"layers[{i}]") for i, x in enumerate(layers))
     for d in descs:
         if d.media_type == DOCKER_FOREIGN or "nondistributable" in d.media_type:
