@@ -171,6 +171,10 @@ def test_docker_io_names_come_from_the_mirror(docker: Docker, registry: LocalReg
     ident = unique_image(docker, "lk-test/mirror:1", tmp_path, name)
     _ok(docker("tag", "lk-test/mirror:1", src))
     _ok(docker("push", src))
+    hub_bb = f"{registry.address}/library/busybox:latest"
+    cleanup.append(hub_bb)
+    _ok(docker("tag", "busybox", hub_bb))
+    bb_digest = _ok(docker("push", hub_bb)).split("digest: ", 1)[1].split()[0]
     with LabEngine("mir", config={"registry-mirrors": [registry.url]}) as other:
         env = other.docker_env
 
@@ -183,6 +187,11 @@ def test_docker_io_names_come_from_the_mirror(docker: Docker, registry: LocalReg
         assert "Pulling from library/lkmirror" in out and "Pull complete" in out
         assert "Status: Downloaded newer image for lkmirror:1" in out
         assert _ok(d("run", "--rm", "lkmirror:1")).strip() == ident
+        # busybox = docker.io/library/busybox:latest, from the mirror too
+        out = _ok(d("pull", "busybox"))
+        assert "Pulling from library/busybox" in out and f"Digest: {bb_digest}" in out
+        assert f"busybox@{bb_digest}" in _ok(d("inspect", "-f", "{{.RepoDigests}}", "busybox"))
+        assert _ok(d("run", "--rm", "busybox", "echo", "ok")).strip() == "ok"
         # a name the mirror lacks: the error names the mirror and Docker Hub
         r = d("pull", "lknomirror:1")
         err = r.stderr.decode()

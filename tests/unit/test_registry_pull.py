@@ -601,3 +601,35 @@ def test_upload_location_on_another_host_gets_no_credentials(tmp_path: Path) -> 
     serve(t)
     other = [x for x in seen if x[1].startswith("localhost")]
     assert other and all(a is None for _, _, a in other)
+
+
+def test_identity_and_registry_tokens(tmp_path: Path) -> None:
+    """identitytoken: an OAuth2 refresh_token POST to the realm (distribution oauth.md);
+    registrytoken: used as the bearer token as it is."""
+    store = ImageStore(tmp_path / "images")
+    img = Image(GOOD)
+
+    async def t(fake: Fake, addr: str) -> None:
+        fake.add("lk/a", "1", img)
+        forms: list[dict[str, str]] = []
+
+        async def hook(req: web.Request) -> web.StreamResponse | None:
+            if req.path == "/token":
+                assert req.method == "POST"
+                form = dict(await req.post())  # type: ignore[arg-type]
+                forms.append({k: str(v) for k, v in form.items()})
+                if form.get("refresh_token") != "refresh-1":
+                    return web.Response(status=401)
+                return web.json_response({"access_token": "acc-1", "expires_in": 60})
+            if req.headers.get("Authorization") not in ("Bearer acc-1", "Bearer reg-1"):
+                return web.Response(status=401, headers={
+                    "WWW-Authenticate": f'Bearer realm="http://{addr}/token",service="s"'})
+            return None
+        fake.hook = hook
+        await do_pull(store, f"{addr}/lk/a:1", auth=AuthConfig(identitytoken="refresh-1"))
+        assert forms[0]["grant_type"] == "refresh_token" and forms[0]["service"] == "s"
+        assert forms[0]["scope"] == "repository:lk/a:pull"
+        n = len(forms)
+        await do_pull(store, f"{addr}/lk/a:1", auth=AuthConfig(registrytoken="reg-1"))
+        assert len(forms) == n
+    serve(t)
