@@ -88,6 +88,10 @@ def test_push_pull_run_roundtrip(docker: Docker, registry: LocalRegistry, tmp_pa
     # by digest
     assert f"Image is up to date for {registry.address}/lk/rt@{digest}" in _ok(
         docker("pull", f"{registry.address}/lk/rt@{digest}"))
+    # run of an absent image: the CLI's implicit pull (create 404, pull, create)
+    _ok(docker("rmi", ref))
+    r = docker("run", "--rm", ref)
+    assert _ok(r).strip() == ident and b"Unable to find image" in r.stderr
 
 
 def test_pull_and_push_errors(docker: Docker, registry: LocalRegistry) -> None:
