@@ -137,7 +137,8 @@ async def resolve(session: aiohttp.ClientSession, store: ImageStore, config: Dae
     config.  Raises NotFound / Unauthorized with Docker's words, or an error naming every
     endpoint tried when none answered."""
     tried: list[str] = []
-    for ep in endpoints(ref.domain, config):
+    # a thread: deciding "insecure" may resolve the host name (getaddrinfo blocks)
+    for ep in await asyncio.to_thread(endpoints, ref.domain, config):
         repo = Repository(session, ep, ref.path, auth, "pull", tokens)
         stage = store.staging()
         try:

@@ -87,7 +87,8 @@ async def _repository(session: aiohttp.ClientSession, config: DaemonConfig,
                       tokens: TokenCache, ref: Reference, auth: AuthConfig) -> Repository:
     """The first endpoint that answers /v2/ (pushes never go to a mirror, as in dockerd)."""
     tried = []
-    for ep in endpoints(ref.domain, config):
+    # a thread: deciding "insecure" may resolve the host name (getaddrinfo blocks)
+    for ep in await asyncio.to_thread(endpoints, ref.domain, config):
         if ep.mirror:
             continue
         repo = Repository(session, ep, ref.path, auth, "pull,push", tokens)

@@ -11,6 +11,7 @@ cache) and never reach a log line, an event or an error message.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import weakref
@@ -135,7 +136,7 @@ async def auth(request: web.Request) -> web.Response:
     tried: list[str] = []
     session = new_session()
     try:
-        for ep in endpoints(domain, eng.config):
+        for ep in await asyncio.to_thread(endpoints, domain, eng.config):
             if ep.mirror:
                 continue
             # no repository: the token is asked for without a scope, as moby's loginV2
