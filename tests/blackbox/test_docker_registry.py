@@ -586,3 +586,35 @@ def test_daemon_killed_mid_pull_leaves_nothing_and_a_retry_completes() -> None:
                                capture_output=True, check=False))
     finally:
         reg.stop()
+
+
+def test_plain_http_only_for_insecure_registries(tmp_path: Path, name: str) -> None:
+    """A registry on a non-loopback address (10.77.0.1 on a test-made netns's lo) is reached
+    over https only, unless daemon.json lists it in insecure-registries (here as a CIDR)."""
+    ns = f"lk-regi-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+    try:
+        # no dummy links on this kernel: the address goes on the netns's own lo
+        for cmd in (["link", "set", "lo", "up"], ["addr", "add", "10.77.0.1/24", "dev", "lo"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True, capture_output=True)
+        reg = LocalRegistry(netns=ns)
+        reg.host = "10.77.0.1"
+        with reg, LabEngine("ins", config={"insecure-registries": ["10.77.0.0/24"]},
+                            netns=ns) as lab:
+            def d(*a: str) -> subprocess.CompletedProcess[bytes]:
+                return subprocess.run([docker_cli(), *a], env=lab.docker_env,
+                                      capture_output=True, timeout=120, check=False)
+            ref = "10.77.0.1:5000/lk/ins:1"
+            info = json.loads(_ok(d("info", "--format", "{{json .RegistryConfig}}")))
+            assert "10.77.0.0/24" in info["InsecureRegistryCIDRs"]
+            _ok(d("tag", "busybox", ref))
+            assert "digest: sha256:" in _ok(d("push", ref))
+            lab.crash()
+            lab.set_config({})
+            lab.start()
+            r = d("pull", ref)
+            err = r.stderr.decode()
+            assert r.returncode == 1 and "https://10.77.0.1:5000/v2/" in err
+            assert "http://10.77.0.1:5000" not in err
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
