@@ -618,3 +618,61 @@ def test_plain_http_only_for_insecure_registries(tmp_path: Path, name: str) -> N
             assert "http://10.77.0.1:5000" not in err
     finally:
         subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
+
+
+def _self_signed(base: Path, ip: str) -> tuple[str, str]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+                ipaddress.ip_address(ip))]), False)
+            .sign(key, hashes.SHA256()))
+    c, k = base / "reg.crt", base / "reg.key"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    return str(c), str(k)
+
+
+def test_tls_is_verified_unless_the_registry_is_insecure(tmp_path: Path) -> None:
+    """https with an untrusted (self-signed) certificate is refused for a secure registry;
+    listed in insecure-registries, the same registry is used without verification."""
+    pytest.importorskip("cryptography")
+    ns = f"lk-regt-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+    try:
+        for cmd in (["link", "set", "lo", "up"], ["addr", "add", "10.78.0.1/24", "dev", "lo"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True, capture_output=True)
+        reg = LocalRegistry(netns=ns, tls=_self_signed(tmp_path, "10.78.0.1"))
+        reg.host = "10.78.0.1"
+        with reg, LabEngine("tls", config={"insecure-registries": ["10.78.0.1:5000"]},
+                            netns=ns) as lab:
+            def d(*a: str) -> subprocess.CompletedProcess[bytes]:
+                return subprocess.run([docker_cli(), *a], env=lab.docker_env,
+                                      capture_output=True, timeout=120, check=False)
+            ref = "10.78.0.1:5000/lk/tls:1"
+            _ok(d("tag", "busybox", ref))
+            assert "digest: sha256:" in _ok(d("push", ref))  # https, unverified: insecure
+            _ok(d("rmi", ref))
+            lab.crash()
+            lab.set_config({})
+            lab.start()
+            r = d("pull", ref)
+            err = r.stderr.decode()
+            assert r.returncode == 1 and "https://10.78.0.1:5000/v2/" in err
+            assert "certificate" in err.lower(), err
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
