@@ -633,3 +633,18 @@ def test_identity_and_registry_tokens(tmp_path: Path) -> None:
         await do_pull(store, f"{addr}/lk/a:1", auth=AuthConfig(registrytoken="reg-1"))
         assert len(forms) == n
     serve(t)
+
+
+def test_two_pulls_of_one_image_at_once(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "images")
+    img = Image([("big", os.urandom(400_000))])
+
+    async def t(fake: Fake, addr: str) -> None:
+        fake.add("lk/a", "1", img)
+        fake.add("lk/a", "2", img)
+        a, b = await asyncio.gather(do_pull(store, f"{addr}/lk/a:1"),
+                                    do_pull(store, f"{addr}/lk/a:2"))
+        assert store.get(f"{addr}/lk/a:1").id == store.get(f"{addr}/lk/a:2").id
+        assert len(os.listdir(store.root / "layers")) == 1
+        assert os.listdir(store.root / "tmp") == []
+    serve(t)
