@@ -644,6 +644,7 @@ def test_two_pulls_of_one_image_at_once(tmp_path: Path) -> None:
         fake.add("lk/a", "2", img)
         a, b = await asyncio.gather(do_pull(store, f"{addr}/lk/a:1"),
                                     do_pull(store, f"{addr}/lk/a:2"))
+        assert a[-1]["status"].startswith("Status: ") and b[-1]["status"].startswith("Status: ")
         assert store.get(f"{addr}/lk/a:1").id == store.get(f"{addr}/lk/a:2").id
         assert len(os.listdir(store.root / "layers")) == 1
         assert os.listdir(store.root / "tmp") == []
