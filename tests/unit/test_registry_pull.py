@@ -649,3 +649,27 @@ def test_two_pulls_of_one_image_at_once(tmp_path: Path) -> None:
         assert len(os.listdir(store.root / "layers")) == 1
         assert os.listdir(store.root / "tmp") == []
     serve(t)
+
+
+def test_artifacts_and_foreign_os_refused(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "images")
+    img = Image(GOOD)
+    helm = json.loads(img.manifest)
+    helm["config"]["mediaType"] = "application/vnd.cncf.helm.config.v1+json"
+    with pytest.raises(errors.UnsupportedError, match="helm.config"):
+        M.parse(M.DOCKER_MANIFEST, json.dumps(helm).encode(), "x")
+    win = Image(GOOD)
+    cfg = json.loads(win.config)
+    cfg["os"] = "windows"
+    win.config = json.dumps(cfg).encode()
+    man = json.loads(win.manifest)
+    man["config"].update(size=len(win.config), digest=_sha(win.config))
+    win.manifest = json.dumps(man).encode()
+    win.blobs[_sha(win.config)] = win.config
+
+    async def t(fake: Fake, addr: str) -> None:
+        fake.add("lk/w", "1", win)
+        with pytest.raises(errors.UnsupportedError, match='operating system "windows"'):
+            await do_pull(store, f"{addr}/lk/w:1")
+        nothing_stored(store)
+    serve(t)

@@ -179,6 +179,10 @@ def parse(content_type: str, raw: bytes, name: str) -> ImageManifest | list[Desc
                                       "manifest labkit pulls",
                                       hint="Docker v2 schema 2 and OCI manifests/indexes are")
     config = _descriptor(doc.get("config"), "config")
+    if config.media_type not in (DOCKER_CONFIG, OCI_CONFIG, ""):
+        # an artifact (a Helm chart, a signature...), not a container image
+        raise errors.UnsupportedError("config media type", f"{config.media_type!r} is not an "
+                                      "image config", hint="only container images are pulled")
     layers = doc.get("layers")
     if not isinstance(layers, list):
         raise errors.InvalidArgumentError("manifest", "layers must be a list")

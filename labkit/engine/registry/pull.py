@@ -120,9 +120,13 @@ async def _fetch_config(repo: Repository, man: M.ImageManifest, stage: Path) -> 
 
 
 def _check_platform(config: bytes, want: M.Platform | None, name: str) -> None:
+    cfg = json.loads(config)
+    if cfg.get("os", "linux") != "linux":  # moby: image OS must match the daemon's
+        raise errors.UnsupportedError(
+            "image", f'image operating system "{cfg.get("os")}" cannot be used on this '
+            "platform", hint="labkit runs linux images")
     if want is None:
         return
-    cfg = json.loads(config)
     got = M.Platform(str(cfg.get("os", "")), str(cfg.get("architecture", "")),
                      str(cfg.get("variant", "") or ""))
     if M._normalize(got) != M._normalize(want):
