@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "image": ("labkit.cli.image", "manage images (ls, rm, save, load, import, bootstrap...)"),
     "volume": ("labkit.cli.volume", "manage volumes (create, ls, inspect, rm, prune)"),
 }
+COMMANDS.update({verb: ("labkit.cli.registry", f"registry: {what}") for verb, what in (
+    ("login", "log in to a registry (kept in the Docker CLI's config.json)"),
+    ("logout", "forget a registry's credentials"),
+    ("pull", "pull an image from a registry"), ("push", "push an image to a registry"))})
 # Docker's short forms (`labkit run`, `labkit ps`, ...): the same module reads its verb from prog.
 COMMANDS.update({verb: ("labkit.cli.container", f"= labkit container {verb}") for verb in (
     "run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "attach",

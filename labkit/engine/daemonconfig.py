@@ -11,15 +11,19 @@ The file is read once, at daemon start (``labkit daemon --config-file PATH``; de
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labkit import errors
 
-__all__ = ["DEFAULT_PATH", "DaemonConfig", "default_path", "load", "parse"]
+__all__ = ["DEFAULT_PATH", "DaemonConfig", "default_path", "load", "parse", "validate_insecure",
+           "validate_mirror"]
 
 DEFAULT_PATH = Path("/etc/labkit/daemon.json")
 _MAX_BYTES = 1 << 20  # a config file is a few hundred bytes; refuse to slurp a huge one
@@ -47,6 +51,73 @@ def _strings(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def validate_mirror(val: str) -> str:
+    """A registry mirror URL as dockerd accepts it (moby registry.ValidateMirror): http or
+    https, no credentials, nothing after the host but '/'.  Returns it with one trailing '/'."""
+    try:
+        uri = urllib.parse.urlsplit(val)
+        uri.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise errors.InvalidArgumentError(
+            "daemon.json 'registry-mirrors'", f"invalid mirror: {val!r} is not a valid URI") \
+            from None
+    if uri.scheme not in ("http", "https"):
+        raise errors.InvalidArgumentError(
+            "daemon.json 'registry-mirrors'",
+            f"invalid mirror: unsupported scheme {uri.scheme!r} in {val!r}")
+    if uri.username is not None or uri.password is not None:
+        shown = val.replace(uri.netloc, f"{uri.username}:xxxxx@{uri.hostname}"
+                            + (f":{uri.port}" if uri.port else ""))
+        raise errors.InvalidArgumentError(
+            "daemon.json 'registry-mirrors'",
+            f"invalid mirror: username/password not allowed in URI {shown!r}")
+    if uri.path not in ("", "/") or uri.query or uri.fragment or not uri.hostname:
+        raise errors.InvalidArgumentError(
+            "daemon.json 'registry-mirrors'",
+            f"invalid mirror: path, query, or fragment at end of the URI {val!r}")
+    return val.rstrip("/") + "/"
+
+
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
+                   r"[A-Za-z0-9])?)*")
+
+
+def validate_insecure(val: str) -> str:
+    """An insecure-registries entry as dockerd takes it (moby registry loadInsecureRegistries):
+    a CIDR or host[:port]; a leading http:// or https:// is dropped as dockerd drops it."""
+    low = val.lower()
+    for scheme in ("http://", "https://"):
+        if low.startswith(scheme):
+            val = val[len(scheme):]
+            break
+    else:
+        if "://" in val:
+            raise errors.InvalidArgumentError(
+                "daemon.json 'insecure-registries'",
+                f"insecure registry {val} should not contain '://'")
+    try:
+        return str(ipaddress.ip_network(val, strict=False)) if "/" in val else _host_port(val)
+    except ValueError as e:
+        raise errors.InvalidArgumentError(
+            "daemon.json 'insecure-registries'", f"insecure registry {val} is not valid: {e}") \
+            from None
+
+
+def _host_port(val: str) -> str:
+    host, port = val, ""
+    if val.startswith("["):  # [::1]:5000
+        host, _, port = val[1:].partition("]")
+        port = port.removeprefix(":")
+        ipaddress.IPv6Address(host)
+    elif val.count(":") == 1:
+        host, port = val.split(":")
+    if port and (not port.isdigit() or not 0 < int(port) < 65536):
+        raise ValueError(f"invalid port {port!r}")
+    if not val.startswith("[") and not _HOST.fullmatch(host):
+        raise ValueError(f"invalid host {host!r}")
+    return val
+
+
 def parse(doc: Any, source: str | None = None) -> DaemonConfig:
     """A DaemonConfig from the decoded JSON ``doc``; unknown keys and wrong types refused."""
     if not isinstance(doc, dict):
@@ -68,8 +139,12 @@ def parse(doc: Any, source: str | None = None) -> DaemonConfig:
                                           "strings, as in {\"max-size\": \"10m\"}")
     return DaemonConfig(
         log_driver=driver, log_opts=dict(opts),
-        registry_mirrors=_strings("registry-mirrors", doc.get("registry-mirrors", [])),
-        insecure_registries=_strings("insecure-registries", doc.get("insecure-registries", [])),
+        # kept as written (validated); endpoints.py and /info use the '/'-ended form
+        registry_mirrors=tuple(m for m in _strings("registry-mirrors",
+                                                   doc.get("registry-mirrors", []))
+                               if validate_mirror(m)),
+        insecure_registries=tuple(validate_insecure(r) for r in _strings(
+            "insecure-registries", doc.get("insecure-registries", []))),
         source=source)
 
 

@@ -10,6 +10,7 @@ Auth (distribution's config reference, "auth" section):
   (apache2-utils), since the registry accepts only bcrypt entries.
 - ``token={...}``: the ``auth.token`` block (realm, service, issuer, rootcertbundle) for the
   bearer-token flow, with a token server the caller runs.
+- ``tls=(cert, key)``: serve https with that certificate (``http.tls``).
 A registry served over plain HTTP on 127.0.0.0/8 is one Docker (and labkit) treat as insecure
 by default, so no TLS is needed for the loopback case.
 """
@@ -51,11 +52,12 @@ class LocalRegistry:
 
     def __init__(self, *, users: dict[str, str] | None = None,
                  token: dict[str, Any] | None = None, netns: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, tls: tuple[str, str] | None = None) -> None:
         if users and token:
             raise errors.InvalidArgumentError("registry auth", "htpasswd users or a token "
                                               "block, not both")
         self.users, self.token, self.netns = users or {}, token, netns
+        self.tls = tls  # (certificate PEM path, key PEM path): serve https
         self.host = "127.0.0.1"
         # in a fresh netns every port is free; on the host ask the kernel for one
         self.port = port or (5000 if netns else _free_port(self.host))
@@ -70,7 +72,7 @@ class LocalRegistry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     def _config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {
@@ -80,6 +82,8 @@ class LocalRegistry:
                         "delete": {"enabled": True}},
             "http": {"addr": self.address, "secret": os.urandom(16).hex()},
         }
+        if self.tls:
+            cfg["http"]["tls"] = {"certificate": self.tls[0], "key": self.tls[1]}
         if self.users:
             pw = self.base / "htpasswd"
             lines = []

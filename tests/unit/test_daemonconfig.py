@@ -52,3 +52,41 @@ def test_bad_json_and_missing_explicit_file(tmp_path: Path) -> None:
         load(p)
     with pytest.raises(errors.NotFoundError):
         load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("mirror, words", [
+    ("ftp://m.example", 'invalid mirror: unsupported scheme \'ftp\' in \'ftp://m.example\''),
+    ("m.example:5000", "invalid mirror: unsupported scheme"),
+    ("http://m.example/v2/", "invalid mirror: path, query, or fragment at end of the URI"),
+    ("https://m.example/?x=1", "invalid mirror: path, query, or fragment"),
+    ("http://bob:pw@m.example", ("invalid mirror: username/password not allowed in URI "
+     "'http://bob:xxxxx@m.example'")),
+    ("http://m.example:99999", "is not a valid URI"),
+])
+def test_mirror_urls_validated_as_dockerd(mirror: str, words: str) -> None:
+    with pytest.raises(errors.InvalidArgumentError, match="registry-mirrors") as ei:
+        parse({"registry-mirrors": [mirror]})
+    assert words in str(ei.value)
+    assert "pw@" not in str(ei.value)
+
+
+def test_good_mirrors_and_insecure_entries() -> None:
+    cfg = parse({"registry-mirrors": ["http://127.0.0.1:5000", "https://m.example/"],
+                 "insecure-registries": ["reg.lan:5000", "10.1.0.0/16", "http://h.lan",
+                                         "[::1]:5000"]})
+    assert cfg.registry_mirrors == ("http://127.0.0.1:5000", "https://m.example/")
+    # dockerd drops a leading http:// (with a warning); a CIDR is kept normalised
+    assert cfg.insecure_registries == ("reg.lan:5000", "10.1.0.0/16", "h.lan", "[::1]:5000")
+
+
+@pytest.mark.parametrize("entry, words", [
+    ("ftp://reg.lan", "insecure registry ftp://reg.lan should not contain '://'"),
+    ("reg.lan:port", "insecure registry reg.lan:port is not valid: invalid port 'port'"),
+    ("reg.lan:70000", "invalid port '70000'"),
+    ("bad_host!", "insecure registry bad_host! is not valid: invalid host"),
+    ("10.0.0.0/33", "insecure registry 10.0.0.0/33 is not valid"),
+])
+def test_insecure_entries_validated_as_dockerd(entry: str, words: str) -> None:
+    with pytest.raises(errors.InvalidArgumentError, match="insecure-registries") as ei:
+        parse({"insecure-registries": [entry]})
+    assert words in str(ei.value)

@@ -30,6 +30,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("labkit.engine",),
     ("labkit.engine.net",),
     ("labkit.engine.images",),
+    # Not in DESIGN's list: the registry client (pull/push/login) stores into images and is
+    # called by the daemon's handlers.
+    ("labkit.engine.registry",),
     ("labkit.engine.volumes",),
     ("labkit.engine.logs",),
     ("labkit.engine.runtime",),

@@ -19,6 +19,7 @@ from labkit.engine.daemon.handlers import containers as c
 from labkit.engine.daemon.handlers import execs as x
 from labkit.engine.daemon.handlers import fsinfo as f
 from labkit.engine.daemon.handlers import images as i
+from labkit.engine.daemon.handlers import registry as r
 from labkit.engine.daemon.handlers import system as s
 from labkit.engine.daemon.handlers import volumes as v
 from labkit.engine.daemon.params import reply
@@ -52,6 +53,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/images/{name:.+}/json", i.inspect), ("GET", "/images/{name:.+}/history", i.history),
     ("POST", "/images/{name:.+}/tag", i.tag), ("GET", "/images/{name:.+}/get", i.save_one),
     ("DELETE", "/images/{name:.+}", i.remove),
+    ("POST", "/images/{name:.+}/push", r.push), ("POST", "/auth", r.auth),
     ("HEAD", "/containers/{id}/archive", a.head_archive),
     ("GET", "/containers/{id}/archive", a.get_archive),
     ("PUT", "/containers/{id}/archive", a.put_archive),

@@ -12,11 +12,13 @@ from typing import Any
 
 from labkit import errors
 from labkit.engine.containers.engine import NotModifiedError
+from labkit.engine.registry.client import Unauthorized
 
 __all__ = ["TABLE", "body_of", "status_of"]
 
 TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (NotModifiedError, 304),
+    (Unauthorized, 401),
     (errors.NotFoundError, 404),
     (errors.AlreadyExistsError, 409),
     (errors.ConflictError, 409),

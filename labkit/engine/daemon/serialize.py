@@ -74,7 +74,7 @@ def info(engine: Any) -> dict[str, Any]:
         "KernelVersion": platform.release(), "OperatingSystem": _os_name(),
         "OSVersion": "", "OSType": "linux", "Architecture": platform.machine(),
         "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": []},
+        "RegistryConfig": _registry_config(engine),
         "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(),
         "DockerRootDir": str(paths.root()), "Name": socket.gethostname(), "Labels": [],
         "ExperimentalBuild": False, "ServerVersion": f"{labkit.__version__}-labkit",
@@ -86,6 +86,11 @@ def info(engine: Any) -> dict[str, Any]:
         "Warnings": [f"WARNING: container {cid}: record unreadable, moved aside to {what}"
                      for cid, what in sorted(engine.store.unreadable.items())],
     }
+
+
+def _registry_config(engine: Any) -> dict[str, Any]:
+    from labkit.engine.registry.endpoints import registry_config
+    return registry_config(engine.config)
 
 
 def image_summary(img: Any) -> dict[str, Any]:

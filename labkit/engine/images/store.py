@@ -8,6 +8,8 @@ Layout under paths.images_dir() (0700; files 0600)::
     configs/<image id hex>.json   the image config (image-spec config.md), bytes as received
     meta/<image id hex>.json      labkit's facts about an image (size)
     repositories.json             {"busybox:latest": "sha256:<image id>"}: the tags
+    repodigests.json              {"127.0.0.1:5000/x@sha256:<manifest>": "sha256:<image id>"}
+                                  (RepoDigests: where a pull or push found the image)
     tmp/                          staging for loads and imports (swept at daemon start)
     held/<image id hex>.json      the config of an image deleted (rmi -f) while a stopped
                                   container still uses it: not listed, not resolvable, but
@@ -167,6 +169,29 @@ class ImageStore:
         _atomic_write(self.root / "repositories.json",
                       json.dumps(dict(sorted(repos.items())), indent=1).encode())
 
+    def _digests(self) -> dict[str, str]:
+        try:
+            data: dict[str, str] = json.loads((self.root / "repodigests.json").read_text())
+            return data
+        except FileNotFoundError:
+            return {}
+
+    def add_repo_digest(self, name: str, digest: str, image_id: str, *,
+                        held: bool = False) -> None:
+        """Record ``name@digest`` (a registry manifest) as naming ``image_id``; one digest
+        per repository and image, as Docker keeps it (the newest wins)."""
+        key = f"{name}@{digest}"
+        with contextlib.nullcontext() if held else self.locked():
+            ds = {k: v for k, v in self._digests().items()
+                  if not (v == image_id and k.split("@", 1)[0] == name)}
+            ds[key] = image_id
+            _atomic_write(self.root / "repodigests.json",
+                          json.dumps(dict(sorted(ds.items())), indent=1).encode())
+
+    def repo_digests(self, image_id: str) -> list[str]:
+        """``name@sha256:...`` entries naming ``image_id`` (inspect's RepoDigests)."""
+        return sorted(k for k, v in self._digests().items() if v == image_id)
+
     def config_bytes(self, image_id: str) -> bytes:
         """The config blob exactly as stored (its sha256 is the ID)."""
         try:
@@ -222,6 +247,11 @@ class ImageStore:
 
     def resolve(self, ref: str) -> str:
         """The full image ID for a name[:tag], a ``sha256:`` ID or a unique ID prefix."""
+        if "@" in ref:  # name@sha256:...: only what a pull or push recorded
+            iid = self._digests().get(_digest_key(ref))
+            if iid is None:
+                raise errors.NotFoundError("image", ref)
+            return iid
         repos = self._repos()
         full = ref.startswith("sha256:") or len(ref) == 64
         if not full:  # a name wins over an ID prefix (moby GetImage): "abcd" may be both
@@ -318,6 +348,10 @@ class ImageStore:
                 os.rename(config, held)
             else:
                 config.unlink()
+            ds = self._digests()
+            if image_id in ds.values():
+                _atomic_write(self.root / "repodigests.json", json.dumps(
+                    {k: v for k, v in ds.items() if v != image_id}, indent=1).encode())
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "meta" / f"{hexid}.json").unlink()
             return 0 if hold else self._free_unused(img.layers)
@@ -395,6 +429,16 @@ class ImageStore:
         d = self.root / "tmp"
         d.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         return tempfile.TemporaryDirectory(prefix="lk-stage-", dir=d)
+
+
+def _digest_key(ref: str) -> str:
+    """``busybox@sha256:..`` / ``docker.io/library/busybox@..`` -> the stored key."""
+    name, _, digest = ref.partition("@")
+    try:
+        short, _ = split_ref(name)
+    except errors.InvalidArgumentError:
+        return ref
+    return f"{short}@{digest}"
 
 
 def _rmtree_private(path: Path) -> None:

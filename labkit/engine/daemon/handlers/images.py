@@ -1,6 +1,6 @@
 """/images/...: list, inspect, tag, rmi, history, prune, save (get), load, import (create
 with fromSrc: a tar in the body, or an http(s) URL the daemon fetches, images/fetch.py);
-pulls from a registry arrive in a later issue.
+pulls (create with fromImage) are in handlers/registry.py.
 
 Blocking store work (tars, unpacking) runs in a worker thread; request bodies are spooled
 to a private file inside the store first, so a refused or cut-off upload stores nothing.
@@ -28,8 +28,10 @@ def _store(request: web.Request) -> ImageStore:
     return store
 
 
-def _summary(img: Image) -> dict[str, Any]:
+def _summary(img: Image, store: ImageStore | None = None) -> dict[str, Any]:
     out = image_summary(img)
+    if store is not None:
+        out["RepoDigests"] = store.repo_digests(img.id)
     out["Created"], out["Labels"] = query.created_epoch(img), query.labels_of(img)
     return out
 
@@ -37,7 +39,7 @@ def _summary(img: Image) -> dict[str, Any]:
 async def list_(request: web.Request) -> web.Response:
     store = _store(request)
     images = query.filter_images(store.list(), filters(request), store.get)
-    return reply([_summary(i) for i in images])
+    return reply([_summary(i, store) for i in images])
 
 
 async def inspect(request: web.Request) -> web.Response:
@@ -45,6 +47,7 @@ async def inspect(request: web.Request) -> web.Response:
     out = image_inspect(img)
     out["Comment"] = str(img.config.get("comment") or "")  # docker import --message
     out["Author"] = str(img.config.get("author") or "")
+    out["RepoDigests"] = _store(request).repo_digests(img.id)
     return reply(out)
 
 
@@ -217,7 +220,7 @@ async def load(request: web.Request) -> web.Response:
     return _stream_reply(lines)
 
 
-async def create(request: web.Request) -> web.Response:
+async def create(request: web.Request) -> web.StreamResponse:
     """POST /images/create: fromSrc=- imports a rootfs tar; fromImage is a pull."""
     q = request.query
     if "fromSrc" not in q:
@@ -245,20 +248,10 @@ async def create(request: web.Request) -> web.Response:
     return _stream_reply([{"status": img.id}])
 
 
-async def pull(request: web.Request) -> web.Response:
-    ref = request.query.get("fromImage", "") + (":" + request.query["tag"]
-                                               if request.query.get("tag") else "")
-    try:
-        engine(request).images.get(ref)
-    except errors.NotFoundError:
-        raise errors.NotFoundError("image", ref, hint="pull access denied: image pulls arrive "
-                                   "in a later labkit issue; docker load / import work") \
-            from None
-    # Present locally (and labkit has no registry to compare with): the CLI's implicit pull
-    # after a 404 from create (docker-api.md 2) then retries the create and shows its error.
-    name = ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
-    line = {"status": f"Status: Image is up to date for {name.removeprefix('docker.io/library/')}"}
-    return reply(line)
+async def pull(request: web.Request) -> web.StreamResponse:
+    """fromImage: a pull from a registry (handlers/registry.py)."""
+    from labkit.engine.daemon.handlers import registry
+    return await registry.pull(request)
 
 
 __all__ = ["create", "history", "inspect", "list_", "load", "prune", "pull", "remove",
