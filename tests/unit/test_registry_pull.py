@@ -673,3 +673,27 @@ def test_artifacts_and_foreign_os_refused(tmp_path: Path) -> None:
             await do_pull(store, f"{addr}/lk/w:1")
         nothing_stored(store)
     serve(t)
+
+
+def test_push_gzip_level_adapts_and_round_trips(tmp_path: Path) -> None:
+    """Compressible layers get deflate level 1; incompressible ones stored blocks (level 0).
+    Both are valid gzip whose content is the layer, with the digest of the bytes written."""
+    import gzip as _gz
+    import hashlib as _hl
+    import random as _rnd
+
+    from labkit.engine.registry import push as _push
+
+    text = tmp_path / "text.tar"
+    text.write_bytes(b"labkit layer line\n" * 40000)
+    noise = tmp_path / "noise.tar"
+    noise.write_bytes(_rnd.Random(7).randbytes(1 << 20))
+    assert _push._level_for(text) == 1
+    assert _push._level_for(noise) == 0
+    for src in (text, noise):
+        out = tmp_path / (src.name + ".gz")
+        digest, size = _push._gzip(src, out)
+        blob = out.read_bytes()
+        assert (digest, size) == (f"sha256:{_hl.sha256(blob).hexdigest()}", len(blob))
+        assert _gz.decompress(blob) == src.read_bytes()
+    assert (tmp_path / "text.tar.gz").stat().st_size < text.stat().st_size // 10
