@@ -46,6 +46,18 @@ def _dockerfile(ctx: Path, name: str) -> bytes:
         return read_file(ctx, "dockerfile", "dockerfile")  # Docker's fallback name
 
 
+async def _cancel_on_hangup(request: web.Request, task: asyncio.Future[str]) -> None:
+    """The daemon does not cancel handlers when a client disconnects
+    (handler_cancellation=False, for the long streams); a build must stop then (Docker
+    cancels the build's context), so its transport is watched."""
+    while not task.done():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            task.cancel()
+            return
+        await asyncio.sleep(0.2)
+
+
 async def build(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     opts = parse_options(request.query, list(request.query.items()))
@@ -62,8 +74,12 @@ async def build(request: web.Request) -> web.StreamResponse:
         async def out(text: str) -> None:
             await resp.write(_line({"stream": text}))
 
+        task = asyncio.ensure_future(Builder(eng, ctx, df, opts, out).run())
+        watch = asyncio.ensure_future(_cancel_on_hangup(request, task))
         try:
-            iid = await Builder(eng, ctx, df, opts, out).run()
+            iid = await task
+        except asyncio.CancelledError:
+            return resp  # the client went away: the step's container is gone, no image
         except (errors.LabkitError, OSError) as err:
             msg = err.message if isinstance(err, BuildError) else message_of(err)
             detail: dict[str, Any] = {"message": msg}
@@ -74,6 +90,8 @@ async def build(request: web.Request) -> web.StreamResponse:
             except (ConnectionError, RuntimeError):
                 pass  # the client went away: the build stopped because of that
             return resp
+        finally:
+            watch.cancel()
         await resp.write(_line({"aux": {"ID": iid}}))
         if opts.quiet:
             await out(f"{iid}\n")

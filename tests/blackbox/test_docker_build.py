@@ -1,0 +1,227 @@
+"""``docker build`` (classic builder, DOCKER_BUILDKIT=0), ``docker commit`` and docker-py's
+``images.build`` against labkit's daemon; every result is checked from INSIDE a container of
+the built image.  Images made here are tagged lk-test/...; every test removes its own.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit.lab.engine import LabEngine
+from labkit.measure.peers import docker_cli
+
+pytestmark = pytest.mark.privileged
+
+Docker = Callable[..., subprocess.CompletedProcess[bytes]]
+
+DOCKERFILE = """\
+# syntax=docker/dockerfile:1
+ARG BASE=busybox
+FROM ${BASE}
+ARG GREETING=hello
+ENV APP_HOME=/app \\
+    MODE=test
+WORKDIR $APP_HOME
+COPY --chown=nobody hello.txt ./
+ADD files.tar.gz /opt/
+RUN echo "$GREETING from run" > /app/run.txt && rm /bin/true \\
+ && echo "$MODE" > /app/mode.txt
+USER 1000:1000
+EXPOSE 8080
+LABEL org.example.k="v 1"
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /app/run.txt"]
+"""
+
+
+def _ok(r: subprocess.CompletedProcess[bytes]) -> str:
+    assert r.returncode == 0, r.stderr
+    return r.stdout.decode()
+
+
+@pytest.fixture
+def build(engine: LabEngine) -> Iterator[Docker]:
+    """The Docker CLI with the legacy builder (DOCKER_BUILDKIT=0)."""
+    cli = docker_cli()
+    env = dict(engine.docker_env, DOCKER_BUILDKIT="0")
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([cli, "build", *args], env=env, capture_output=True,
+                              timeout=timeout, check=False)
+    yield run
+
+
+@pytest.fixture
+def cleanup(docker: Docker) -> Iterator[list[str]]:
+    refs: list[str] = []
+    yield refs
+    for r in refs:
+        docker("rmi", "-f", r)
+
+
+def _context(d: Path, dockerfile: str = DOCKERFILE) -> Path:
+    d.mkdir(exist_ok=True)
+    (d / "Dockerfile").write_text(dockerfile)
+    (d / "hello.txt").write_text("hello-file\n")
+    (d / "secret.log").write_text("must not be sent\n")
+    (d / ".dockerignore").write_text("*.log\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        ti = tarfile.TarInfo("extracted/inner.txt")
+        ti.size, ti.uid = 6, 42
+        tf.addfile(ti, io.BytesIO(b"inner\n"))
+    (d / "files.tar.gz").write_bytes(buf.getvalue())
+    return d
+
+
+def _step_containers(docker: Docker) -> list[str]:
+    return _ok(docker("ps", "-aq", "--filter", "label=labkit.build.step")).split()
+
+
+def test_build_applies_every_instruction(docker: Docker, build: Docker, tmp_path: Path,
+                                         cleanup: list[str]) -> None:
+    cleanup.append("lk-test/build:1")
+    ctx = _context(tmp_path / "ctx")
+    r = build("-t", "lk-test/build:1", "--build-arg", "GREETING=hey", "--build-arg", "UNUSED=1",
+              str(ctx))
+    out = _ok(r)
+    assert "Step 1/12 : FROM ${BASE}" in out and " ---> Running in " in out
+    assert "[Warning] One or more build-args [UNUSED] were not consumed" in out
+    assert "Successfully tagged lk-test/build:1" in out
+    assert _ok(docker("run", "--rm", "lk-test/build:1")) == "hey from run\n"  # ENTRYPOINT+CMD
+    inside = _ok(docker("run", "--rm", "--entrypoint", "sh", "lk-test/build:1", "-c",
+                        "id -u; id -g; pwd; echo $MODE $APP_HOME; cat /app/mode.txt; "
+                        "stat -c '%U %n' /app/hello.txt; cat /opt/extracted/inner.txt; "
+                        "stat -c '%u' /opt/extracted/inner.txt; "
+                        "test -e /bin/true && echo true-still-there || echo whiteout-applied; "
+                        "ls /app"))
+    assert inside.split("\n") == ["1000", "1000", "/app", "test /app", "test",
+                                  "nobody /app/hello.txt", "inner", "42", "whiteout-applied",
+                                  "hello.txt", "mode.txt", "run.txt", ""]
+    insp = _ok(docker("inspect", "-f", "{{json .Config.ExposedPorts}} {{index .Config.Labels "
+                      "\"org.example.k\"}} {{.Config.User}}", "lk-test/build:1"))
+    assert insp.strip() == '{"8080/tcp":{}} v 1 1000:1000'
+    hist = _ok(docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", "lk-test/build:1"))
+    assert '/bin/sh -c #(nop)  CMD ["cat /app/run.txt"]' in hist
+    assert '|1 GREETING=hey /bin/sh -c echo "$GREETING from run"' in hist
+    assert _step_containers(docker) == []  # rm=1: the step containers are gone
+    # the second build is served from the cache; --no-cache is not
+    again = _ok(build("-t", "lk-test/build:1", "--build-arg", "GREETING=hey", str(ctx)))
+    assert again.count(" ---> Using cache") == 10 and " ---> Running in" not in again
+    fresh = _ok(build("--no-cache", "-q", "--build-arg", "GREETING=hey", str(ctx)))
+    assert "Using cache" not in fresh
+    cleanup.append(fresh.strip())
+    # a changed COPY source is a cache miss from that step on
+    (ctx / "hello.txt").write_text("changed\n")
+    changed = _ok(build("-t", "lk-test/build:1", "--build-arg", "GREETING=hey", str(ctx)))
+    assert changed.count(" ---> Using cache") == 2
+
+
+def test_dockerfile_errors_name_their_line(build: Docker, tmp_path: Path) -> None:
+    ctx = tmp_path / "bad"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\n\nRUN true\nFOOBAR x\n")
+    r = build(str(ctx))
+    assert r.returncode != 0
+    assert b"Dockerfile parse error line 4: unknown instruction: FOOBAR" in r.stderr
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY ../etc/passwd /x\n")
+    r = build(str(ctx))
+    assert r.returncode != 0 and b"forbidden path outside the build context" in r.stdout + r.stderr
+    (ctx / "Dockerfile").write_text("FROM busybox\nONBUILD RUN true\n")
+    r = build(str(ctx))
+    assert r.returncode != 0 and b"line 2: ONBUILD is not supported" in r.stdout + r.stderr
+
+
+def test_failing_run_reports_code_and_leaves_nothing(docker: Docker, build: Docker,
+                                                     tmp_path: Path) -> None:
+    ctx = tmp_path / "fail"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo before; exit 3\n")
+    r = build("--force-rm", "-t", "lk-test/fail:1", str(ctx))
+    assert r.returncode == 3  # the CLI exits with the step's code (errorDetail.code)
+    assert b"The command '/bin/sh -c echo before; exit 3' returned a non-zero code: 3" in r.stderr
+    assert b"before" in r.stdout
+    assert _step_containers(docker) == []
+    assert docker("image", "inspect", "lk-test/fail:1").returncode != 0
+
+
+def test_interrupted_build_leaves_no_container_and_retry_completes(
+        engine: LabEngine, docker: Docker, build: Docker, tmp_path: Path,
+        cleanup: list[str]) -> None:
+    cleanup.append("lk-test/intr:1")
+    ctx = tmp_path / "intr"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo layer > /one\n"
+                                    "RUN [ -e /two ] || (touch /two; sleep 60)\n")
+    env = dict(engine.docker_env, DOCKER_BUILDKIT="0")
+    proc = subprocess.Popen([docker_cli(), "build", "-t", "lk-test/intr:1", str(ctx)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait for the second RUN's container
+            if b"Step 3/3" in line:
+                break
+        while not _step_containers(docker):
+            time.sleep(0.1)
+    finally:
+        proc.kill()  # the client goes away mid-step
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while _step_containers(docker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _step_containers(docker) == []
+    assert docker("image", "inspect", "lk-test/intr:1").returncode != 0
+    # the retry reuses step 2 from the cache (its layer was complete) and finishes
+    out = _ok(build("-t", "lk-test/intr:1", str(ctx)))
+    assert out.count("Using cache") == 1 and "Successfully tagged lk-test/intr:1" in out
+
+
+def test_commit_with_changes(docker: Docker, name: str, cleanup: list[str]) -> None:
+    cleanup.append("lk-test/commit:1")
+    _ok(docker("run", "-d", "--name", name, "busybox", "sh", "-c",
+                "echo state > /state; rm /bin/true; sleep 60"))
+    try:
+        while docker("exec", name, "test", "-e", "/state").returncode != 0:
+            time.sleep(0.1)
+        iid = _ok(docker("commit", "-c", "ENV COMMITTED=yes", "-c", 'CMD ["cat", "/state"]',
+                         "-m", "a message", "-a", "lk", name, "lk-test/commit:1")).strip()
+        assert iid.startswith("sha256:")
+        assert _ok(docker("inspect", "-f", "{{.State.Status}}", name)).strip() == "running"
+    finally:
+        docker("rm", "-f", name)
+    assert _ok(docker("run", "--rm", "lk-test/commit:1")) == "state\n"
+    inside = _ok(docker("run", "--rm", "lk-test/commit:1", "sh", "-c",
+                        "echo $COMMITTED; test -e /bin/true || echo gone"))
+    assert inside == "yes\ngone\n"
+    fmt = "{{.Comment}}|{{.Author}}"
+    assert _ok(docker("inspect", "-f", fmt, "lk-test/commit:1")).strip() == "a message|lk"
+    r = docker("commit", "-c", "RUN true", "busybox-nosuch-container")
+    assert r.returncode != 0
+
+
+def test_docker_py_build(engine: LabEngine, docker: Docker, tmp_path: Path,
+                         cleanup: list[str]) -> None:
+    docker_mod = pytest.importorskip("docker")
+    cleanup.append("lk-test/py:1")
+    ctx = tmp_path / "py"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo py > /py.txt\nCMD [\"cat\", \"/py.txt\"]\n")
+    client = docker_mod.DockerClient(base_url=f"unix://{engine.socket}")
+    try:
+        img, logs = client.images.build(path=str(ctx), tag="lk-test/py:1", rm=True)
+        assert any("Successfully built" in (x.get("stream") or "") for x in logs)
+        assert client.containers.run("lk-test/py:1", remove=True) == b"py\n"
+        with pytest.raises(docker_mod.errors.BuildError, match="non-zero code: 1"):
+            (ctx / "Dockerfile").write_text("FROM busybox\nRUN false\n")
+            client.images.build(path=str(ctx), forcerm=True)
+        with pytest.raises(docker_mod.errors.APIError, match="pull"):
+            client.images.build(path=str(ctx), pull=True)
+    finally:
+        client.close()
