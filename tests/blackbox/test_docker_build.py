@@ -215,7 +215,7 @@ def test_docker_py_build(engine: LabEngine, docker: Docker, tmp_path: Path,
     (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo py > /py.txt\nCMD [\"cat\", \"/py.txt\"]\n")
     client = docker_mod.DockerClient(base_url=f"unix://{engine.socket}")
     try:
-        img, logs = client.images.build(path=str(ctx), tag="lk-test/py:1", rm=True)
+        _img, logs = client.images.build(path=str(ctx), tag="lk-test/py:1", rm=True)
         assert any("Successfully built" in (x.get("stream") or "") for x in logs)
         assert client.containers.run("lk-test/py:1", remove=True) == b"py\n"
         with pytest.raises(docker_mod.errors.BuildError, match="non-zero code: 1"):
