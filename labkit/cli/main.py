@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vm": ("labkit.cli.vm", "build, boot and use the disposable test VM"),
     "container": ("labkit.cli.container", "manage containers (Docker's verbs: run, ps, exec...)"),
     "daemon": ("labkit.cli.daemon", "serve the Docker Engine API (the engine's daemon)"),
+    "build": ("labkit.cli.build", "build an image from a Dockerfile (the classic builder)"),
+    "commit": ("labkit.cli.build", "make an image from a container's changes"),
 }
 # Docker's short forms (`labkit run`, `labkit ps`, ...): the same module reads its verb from prog.
 COMMANDS.update({verb: ("labkit.cli.container", f"= labkit container {verb}") for verb in (

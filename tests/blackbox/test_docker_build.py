@@ -225,3 +225,39 @@ def test_docker_py_build(engine: LabEngine, docker: Docker, tmp_path: Path,
             client.images.build(path=str(ctx), pull=True)
     finally:
         client.close()
+
+
+LABKIT = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "labkit")
+
+
+def test_labkit_build_and_commit_cli(engine: LabEngine, docker: Docker, tmp_path: Path,
+                                     name: str, cleanup: list[str]) -> None:
+    cleanup += ["lk-test/cli:1", "lk-test/cli:2", "lk-test/clicommit:1"]
+
+    def labkit(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([LABKIT, *args], env=engine.env, capture_output=True,
+                              timeout=120, check=False)
+    ctx = tmp_path / "cli"
+    ctx.mkdir()
+    (ctx / "secret.log").write_text("x")
+    (ctx / ".dockerignore").write_text("*.log\n")
+    other = tmp_path / "Other.dockerfile"  # -f from outside the context
+    other.write_text("FROM busybox\nARG V=1\nRUN ls /ctx 2>/dev/null; echo v=$V > /v\n"
+                     "COPY . /ctx/\nCMD [\"sh\", \"-c\", \"cat /v; ls /ctx\"]\n")
+    r = labkit("build", "-t", "lk-test/cli:1", "-t", "lk-test/cli:2", "-f", str(other),
+               "--build-arg", "V=7", str(ctx))
+    assert r.returncode == 0, r.stderr
+    assert b"Step 1/5 : FROM busybox" in r.stdout and b"Successfully tagged lk-test/cli:2" in r.stdout
+    assert _ok(docker("run", "--rm", "lk-test/cli:2")) == "v=7\n"  # secret.log not sent
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "Dockerfile").write_text("FROM busybox\nRUN exit 4\n")
+    r = labkit("build", str(bad))
+    assert r.returncode == 4 and b"returned a non-zero code: 4" in r.stderr
+    _ok(docker("run", "--name", name, "busybox", "sh", "-c", "echo c > /c"))
+    try:
+        r = labkit("commit", "-c", "CMD cat /c", "-m", "via labkit", name, "lk-test/clicommit:1")
+        assert r.returncode == 0, r.stderr
+    finally:
+        docker("rm", "-f", name)
+    assert _ok(docker("run", "--rm", "lk-test/clicommit:1")) == "c\n"

@@ -136,6 +136,8 @@ async def commit(request: web.Request) -> web.Response:
             raise errors.InvalidArgumentError("request body", "must be a JSON object")
     iid = await commit_container(
         engine(request), ref, name, comment=q.get("comment", ""), author=q.get("author", ""),
-        changes=q.getall("changes", []), pause=flag(request, "pause", True),
+        # the Docker CLI repeats `changes`; labkit's client joins them with newlines
+        changes=[c for v in q.getall("changes", []) for c in v.split("\n") if c.strip()],
+        pause=flag(request, "pause", True),
         overrides=overrides)
     return reply({"Id": iid}, status=201)
