@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from labkit.engine.client.transport import Transport
@@ -39,7 +39,7 @@ class Images:
 
     def commit(self, container: str, repo: str | None = None, tag: str | None = None, *,
                comment: str | None = None, author: str | None = None,
-               changes: list[str] | None = None, pause: bool = True) -> str:
+               changes: Sequence[str] | None = None, pause: bool = True) -> str:
         """POST /commit; ``changes`` travel newline-joined in one parameter."""
         out = self.t.post("/commit", None, container=container, repo=repo, tag=tag,
                           comment=comment, author=author,
