@@ -261,3 +261,28 @@ def test_labkit_build_and_commit_cli(engine: LabEngine, docker: Docker, tmp_path
     finally:
         docker("rm", "-f", name)
     assert _ok(docker("run", "--rm", "lk-test/clicommit:1")) == "c\n"
+
+
+def test_multi_stage_copy_from_and_target(docker: Docker, build: Docker, tmp_path: Path,
+                                          cleanup: list[str]) -> None:
+    cleanup += ["lk-test/ms:1", "lk-test/ms:build"]
+    ctx = tmp_path / "ms"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox AS build\n"
+        "RUN mkdir /out && echo built > /out/app && echo junk > /junk\n"
+        "RUN echo more >> /out/app\n"
+        "FROM busybox\n"
+        "COPY --from=build /out/app /app/\n"
+        "COPY --from=0 /out /out2\n"
+        'CMD ["sh", "-c", "cat /app/app /out2/app; test -e /junk && echo junk || echo clean"]\n')
+    _ok(build("-t", "lk-test/ms:1", str(ctx)))
+    assert _ok(docker("run", "--rm", "lk-test/ms:1")) == "built\nmore\nbuilt\nmore\nclean\n"
+    _ok(build("--target", "build", "-t", "lk-test/ms:build", str(ctx)))
+    assert _ok(docker("run", "--rm", "lk-test/ms:build", "cat", "/junk")) == "junk\n"
+    r = build("--target", "nosuch", str(ctx))
+    assert r.returncode != 0 and b"failed to reach build target nosuch" in r.stderr
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY --from=nosuchstage /x /x\n")
+    r = build(str(ctx))
+    assert r.returncode != 0 and b"line 2: COPY --from=nosuchstage: no such stage" in \
+        r.stdout + r.stderr
