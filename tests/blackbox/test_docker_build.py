@@ -158,15 +158,18 @@ def test_interrupted_build_leaves_no_container_and_retry_completes(
     cleanup.append("lk-test/intr:1")
     ctx = tmp_path / "intr"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo layer > /one\n"
-                                    "RUN [ -e /two ] || (touch /two; sleep 60)\n")
+    # the first build sleeps in its last step (SLEEP is declared after the step that the
+    # retry must find in the cache, so that step's key does not depend on it)
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo layer > /one\nARG SLEEP=0\n"
+                                    "RUN sleep $SLEEP\n")
     env = dict(engine.docker_env, DOCKER_BUILDKIT="0")
-    proc = subprocess.Popen([docker_cli(), "build", "-t", "lk-test/intr:1", str(ctx)], env=env,
+    proc = subprocess.Popen([docker_cli(), "build", "--build-arg", "SLEEP=60", "-t",
+                             "lk-test/intr:1", str(ctx)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:  # wait for the second RUN's container
-            if b"Step 3/3" in line:
+            if b"Step 4/4" in line:
                 break
         while not _step_containers(docker):
             time.sleep(0.1)
@@ -286,3 +289,45 @@ def test_multi_stage_copy_from_and_target(docker: Docker, build: Docker, tmp_pat
     r = build(str(ctx))
     assert r.returncode != 0 and b"line 2: COPY --from=nosuchstage: no such stage" in \
         r.stdout + r.stderr
+
+
+def test_daemon_killed_mid_build_leaves_nothing_and_retry_completes(tmp_path: Path) -> None:
+    """SIGKILL of the daemon during a RUN: its next start removes the step's container and
+    the step image; no image was written; the retry reuses the finished step."""
+    ctx = tmp_path / "kill"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo one > /one\nARG SLEEP=0\n"
+                                    "RUN sleep $SLEEP\n")
+    eng = LabEngine("bdk")
+    try:
+        eng.start()
+        env = dict(eng.docker_env, DOCKER_BUILDKIT="0")
+        cli = docker_cli()
+
+        def docker(*args: str) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run([cli, *args], env=env, capture_output=True, timeout=120,
+                                  check=False)
+        images_before = _ok(docker("images", "-aq")).split()
+        proc = subprocess.Popen([cli, "build", "--build-arg", "SLEEP=60", "-t",
+                                 "lk-test/kill:1", str(ctx)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if b"Step 4/4" in line:
+                    break
+            # running, not only created: a kill while the supervisor is still making the
+            # task is a different test (the supervisor's own recovery)
+            while not _ok(docker("ps", "-q", "--filter", "label=labkit.build.step")).split():
+                time.sleep(0.1)
+            eng.crash()
+        finally:
+            proc.kill()
+            proc.wait()
+        eng.start()
+        assert _step_containers(docker) == []
+        assert _ok(docker("images", "-aq")).split() == images_before  # no image, no step image
+        out = _ok(docker("build", "-t", "lk-test/kill:1", str(ctx)))
+        assert out.count("Using cache") == 1 and "Successfully tagged lk-test/kill:1" in out
+    finally:
+        eng.stop()
