@@ -122,6 +122,11 @@ def test_build_applies_every_instruction(docker: Docker, build: Docker, tmp_path
     (ctx / "hello.txt").write_text("changed\n")
     changed = _ok(build("-t", "lk-test/build:1", "--build-arg", "GREETING=hey", str(ctx)))
     assert changed.count(" ---> Using cache") == 2
+    # docker builder prune empties the cache: the next build runs every step again
+    pruned = docker("builder", "prune", "-f")
+    assert pruned.returncode == 0, pruned.stderr
+    after = _ok(build("-t", "lk-test/build:1", "--build-arg", "GREETING=hey", str(ctx)))
+    assert "Using cache" not in after
 
 
 def test_dockerfile_errors_name_their_line(build: Docker, tmp_path: Path) -> None:
@@ -193,10 +198,22 @@ def test_commit_with_changes(docker: Docker, name: str, cleanup: list[str]) -> N
     try:
         while docker("exec", name, "test", "-e", "/state").returncode != 0:
             time.sleep(0.1)
+        since = str(int(time.time()) - 1)
         iid = _ok(docker("commit", "-c", "ENV COMMITTED=yes", "-c", 'CMD ["cat", "/state"]',
                          "-m", "a message", "-a", "lk", name, "lk-test/commit:1")).strip()
         assert iid.startswith("sha256:")
         assert _ok(docker("inspect", "-f", "{{.State.Status}}", name)).strip() == "running"
+        # pause=true (the default): the container was paused while its upper dir was read
+        acts = _ok(docker("events", "--since", since, "--until", str(time.time()), "--filter",
+                          f"container={name}", "--format", "{{.Action}}")).split()
+        assert acts[-2:] == ["pause", "unpause"], acts
+        _ok(docker("commit", "--pause=false", name, "lk-test/commit:2"))
+        cleanup.append("lk-test/commit:2")
+        acts2 = _ok(docker("events", "--since", since, "--until", str(time.time()), "--filter",
+                           f"container={name}", "--format", "{{.Action}}")).split()
+        assert acts2 == acts  # --pause=false: no pause
+        r = docker("commit", "-c", "RUN true", name, "lk-test/commit:3")
+        assert r.returncode != 0 and b"RUN" in r.stderr
     finally:
         docker("rm", "-f", name)
     assert _ok(docker("run", "--rm", "lk-test/commit:1")) == "state\n"
@@ -205,8 +222,8 @@ def test_commit_with_changes(docker: Docker, name: str, cleanup: list[str]) -> N
     assert inside == "yes\ngone\n"
     fmt = "{{.Comment}}|{{.Author}}"
     assert _ok(docker("inspect", "-f", fmt, "lk-test/commit:1")).strip() == "a message|lk"
-    r = docker("commit", "-c", "RUN true", "busybox-nosuch-container")
-    assert r.returncode != 0
+    r = docker("commit", "lk-nosuch-container")
+    assert r.returncode != 0 and b"No such container" in r.stderr
 
 
 def test_docker_py_build(engine: LabEngine, docker: Docker, tmp_path: Path,
