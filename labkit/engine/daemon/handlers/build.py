@@ -103,7 +103,8 @@ async def build(request: web.Request) -> web.StreamResponse:
 
 
 async def prune(request: web.Request) -> web.Response:
-    """POST /build/prune: drop the layer cache (layers stay while an image uses them)."""
+    """POST /build/prune: drop the whole layer cache (layers stay while an image uses
+    them).  ``all`` changes nothing: no cache entry is "in use" here, so every prune is all."""
     for key in ("filters", "keep-storage", "reserved-space", "max-used-space", "min-free-space"):
         if request.query.get(key) not in (None, "", "0", "{}"):
             raise errors.UnsupportedError(f"build prune {key}", "labkit's build cache is "
