@@ -6,6 +6,7 @@ the built image.  Images made here are tagged lk-test/...; every test removes it
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import tarfile
 import time
@@ -348,3 +349,35 @@ def test_daemon_killed_mid_build_leaves_nothing_and_retry_completes(tmp_path: Pa
         assert out.count("Using cache") == 1 and "Successfully tagged lk-test/kill:1" in out
     finally:
         eng.stop()
+
+
+def test_shell_healthcheck_stopsignal_chmod_and_opaque_dirs(docker: Docker, build: Docker,
+                                                            tmp_path: Path,
+                                                            cleanup: list[str]) -> None:
+    cleanup.append("lk-test/misc:1")
+    ctx = tmp_path / "misc"
+    ctx.mkdir()
+    (ctx / "f.txt").write_text("f\n")
+    (ctx / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        'SHELL ["/bin/sh", "-xc"]\n'
+        "RUN mkdir -p /var/old\n"
+        "RUN rm -rf /var && mkdir /var && echo only > /var/only && mv /usr /usr2\n"
+        "COPY --chown=7:8 --chmod=640 f.txt /copied/\n"
+        "COPY . /ctx/\n"
+        "HEALTHCHECK --interval=5s --retries=2 CMD true\n"
+        "STOPSIGNAL SIGUSR1\n")
+    out = _ok(build("-t", "lk-test/misc:1", str(ctx)))
+    assert "+ rm -rf /var" in out  # the SHELL's -x shows the command
+    inside = _ok(docker("run", "--rm", "lk-test/misc:1", "sh", "-c",
+                        "ls /var; stat -c '%a %u %g' /copied/f.txt; ls -a /ctx; "
+                        "test -e /usr && echo usr || echo no-usr; ls /usr2"))
+    assert inside.split("\n")[:2] == ["only", "640 7 8"], inside
+    # .dockerignore excluded the Dockerfile: read by the builder, yet not in the context
+    assert inside.split("\n")[2:6] == [".", "..", "f.txt", "no-usr"], inside
+    fmt = "{{json .Config.Healthcheck}} {{.Config.StopSignal}} {{json .Config.Shell}}"
+    hc, sig, shell = _ok(docker("inspect", "-f", fmt, "lk-test/misc:1")).split()
+    assert json.loads(hc) == {"Test": ["CMD-SHELL", "true"], "Interval": 5 * 10**9,
+                              "Retries": 2}
+    assert sig == "SIGUSR1" and json.loads(shell) == ["/bin/sh", "-xc"]

@@ -22,7 +22,7 @@ from labkit import errors
 from labkit.engine.build import layerstore
 from labkit.engine.build.builder import Builder
 from labkit.engine.build.commit import commit_container
-from labkit.engine.build.context import read_file, unpack_context
+from labkit.engine.build.context import read_file, remove_file, unpack_context
 from labkit.engine.build.errors import BuildError
 from labkit.engine.build.options import parse_options
 from labkit.engine.build.parser import parse
@@ -65,9 +65,11 @@ async def build(request: web.Request) -> web.StreamResponse:
         spool, ctx = Path(tmp) / "context.tar", Path(tmp) / "context"
         ctx.mkdir()
         await _spool(request, spool)
-        await asyncio.to_thread(unpack_context, spool, ctx, opts.dockerfile)
+        ignored = await asyncio.to_thread(unpack_context, spool, ctx, opts.dockerfile)
         spool.unlink()
         df = parse(_dockerfile(ctx, opts.dockerfile))
+        for rel in ignored:  # read; now out of COPY's reach, as .dockerignore asked
+            remove_file(ctx, rel)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
 
