@@ -156,6 +156,19 @@ def test_failing_run_reports_code_and_leaves_nothing(docker: Docker, build: Dock
     assert b"before" in r.stdout
     assert _step_containers(docker) == []
     assert docker("image", "inspect", "lk-test/fail:1").returncode != 0
+    # without --force-rm the failed step's container stays (Docker's rm applies to
+    # successes), and so does the image it was made from, so it can be inspected and run
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo x > /x\nRUN exit 5\n")
+    r = build(str(ctx))
+    assert r.returncode == 5
+    left = _step_containers(docker)
+    assert len(left) == 1
+    image = _ok(docker("inspect", "-f", "{{.Image}}", left[0])).strip()
+    try:
+        assert _ok(docker("run", "--rm", image, "cat", "/x")) == "x\n"
+    finally:
+        docker("rm", "-f", left[0])
+        docker("rmi", image)
 
 
 def test_interrupted_build_leaves_no_container_and_retry_completes(
