@@ -156,3 +156,36 @@ def check_exercise(root: Path, docker_env: dict[str, str], ref: str) -> bool:
         return False
     print("PASS")
     return True
+
+
+def write_context(directory: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
+    """A build context: ``directory`` with its Dockerfile and ``files`` (name -> text)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "Dockerfile").write_text(dockerfile)
+    for name, text in (files or {}).items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def start_writer(client: Client, script: str) -> str:
+    """A busybox container running ``script`` (no network), started; returns its ID."""
+    c = client.containers.create({"Image": "busybox", "Cmd": ["sh", "-c", script],
+                                  "HostConfig": {"NetworkMode": "none"}})
+    client.containers.start(c["Id"])
+    return str(c["Id"])
+
+
+def build_vs_commit(client: Client, root: Path, built: str, committed: str,
+                    same_build: bool, same_commit: bool, stray: str = "tmp/notes"
+                    ) -> dict[str, dict[str, Any]]:
+    """One table: layers, the stray file, the last history entry (the recipe, or only a
+    command line), reproducibility, the default command."""
+    def facts(ref: str, same: bool) -> dict[str, Any]:
+        rows = image_layers(root, ref)
+        top = {f["path"] for f in file_rows(rows[-1].path, 10_000)}
+        hist = ImageStore(Path(root) / "images").get(ref).config.get("history") or []
+        return {"layers": len(rows), "stray /" + stray: stray in top,
+                "last history entry": str(hist[-1].get("created_by", ""))[:50] if hist else "",
+                "same ID twice": same,
+                "default command": client.images.inspect(ref)["Config"].get("Cmd")}
+    return {"build": facts(built, same_build), "commit": facts(committed, same_commit)}
