@@ -249,7 +249,8 @@ def test_docker_py_build(engine: LabEngine, docker: Docker, tmp_path: Path,
     (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo py > /py.txt\nCMD [\"cat\", \"/py.txt\"]\n")
     client = docker_mod.DockerClient(base_url=f"unix://{engine.socket}")
     try:
-        _img, logs = client.images.build(path=str(ctx), tag="lk-test/py:1", rm=True)
+        # gzip=True: the context arrives compressed, as docker-py can send it
+        _img, logs = client.images.build(path=str(ctx), tag="lk-test/py:1", rm=True, gzip=True)
         assert any("Successfully built" in (x.get("stream") or "") for x in logs)
         assert client.containers.run("lk-test/py:1", remove=True) == b"py\n"
         with pytest.raises(docker_mod.errors.BuildError, match="non-zero code: 1"):
@@ -257,6 +258,24 @@ def test_docker_py_build(engine: LabEngine, docker: Docker, tmp_path: Path,
             client.images.build(path=str(ctx), forcerm=True)
         with pytest.raises(docker_mod.errors.APIError, match="pull"):
             client.images.build(path=str(ctx), pull=True)
+        # a hostile context through the API: refused before anything is unpacked
+        for name, kind in (("../escape", tarfile.REGTYPE), ("link", tarfile.SYMTYPE)):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tf:
+                df = b"FROM busybox\n"
+                ti = tarfile.TarInfo("Dockerfile")
+                ti.size = len(df)
+                tf.addfile(ti, io.BytesIO(df))
+                ti = tarfile.TarInfo(name)
+                ti.type = kind
+                ti.linkname = str(tmp_path)
+                tf.addfile(ti)
+                if kind == tarfile.SYMTYPE:
+                    tf.addfile(tarfile.TarInfo("link/pwned"), io.BytesIO(b""))
+            buf.seek(0)
+            with pytest.raises(docker_mod.errors.APIError, match="build context"):
+                list(client.api.build(fileobj=buf, custom_context=True, decode=True))
+        assert not (tmp_path / "pwned").exists() and not (tmp_path.parent / "escape").exists()
     finally:
         client.close()
 
