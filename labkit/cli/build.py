@@ -1,6 +1,7 @@
 """`labkit build` and `labkit commit`: Docker's verbs for the classic builder and commit.
 
-    labkit build -t NAME [-f FILE] [--build-arg K=V]... [--no-cache] [-q] [--target T] DIR
+    labkit build -t NAME [-f FILE] [--build-arg K=V]... [--no-cache] [--force-rm] [-q]
+                 [--target T] DIR
     labkit commit [-m MSG] [-a AUTHOR] [-c INSTRUCTION]... [--pause=false] CONTAINER [REPO[:TAG]]
 
 The build streams the daemon's steps (rich: the "Step N/M" lines bold, the layer IDs dim,
@@ -39,6 +40,8 @@ def _build(argv: list[str], prog: str) -> int:
     p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--force-rm", action="store_true",
+                   help="remove the step's container even when the step fails")
     p.add_argument("--target", default="")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("dir")
@@ -52,7 +55,7 @@ def _build(argv: list[str], prog: str) -> int:
     for msg in client.images.build(context, tag=a.tag[0] if a.tag else None, dockerfile=name,
                                    buildargs=_pairs(a.build_arg, "--build-arg"),
                                    nocache=a.no_cache, labels=_pairs(a.label, "--label"),
-                                   target=a.target, quiet=a.quiet):
+                                   target=a.target, quiet=a.quiet, forcerm=a.force_rm):
         if "error" in msg:
             err.print(f"[red]{escape(str(msg['error']))}[/]")
             return int((msg.get("errorDetail") or {}).get("code") or 1)

@@ -305,8 +305,9 @@ def test_labkit_build_and_commit_cli(engine: LabEngine, docker: Docker, tmp_path
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "Dockerfile").write_text("FROM busybox\nRUN exit 4\n")
-    r = labkit("build", str(bad))
+    r = labkit("build", "--force-rm", str(bad))
     assert r.returncode == 4 and b"returned a non-zero code: 4" in r.stderr
+    assert _step_containers(docker) == []
     _ok(docker("run", "--name", name, "busybox", "sh", "-c", "echo c > /c"))
     try:
         r = labkit("commit", "-c", "CMD cat /c", "-m", "via labkit", name, "lk-test/clicommit:1")

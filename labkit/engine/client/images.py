@@ -24,11 +24,11 @@ class Images:
     def build(self, context: bytes, *, tag: str | None = None, dockerfile: str | None = None,
               buildargs: dict[str, str] | None = None, nocache: bool = False,
               labels: dict[str, str] | None = None, target: str | None = None,
-              quiet: bool = False) -> Iterator[dict[str, Any]]:
+              quiet: bool = False, forcerm: bool = False) -> Iterator[dict[str, Any]]:
         """POST /build with a context tar; yields the JSON lines as they stream."""
         params = {"t": tag, "dockerfile": dockerfile, "buildargs": buildargs or None,
                   "nocache": nocache or None, "labels": labels or None, "target": target or None,
-                  "q": quiet or None, "rm": True}
+                  "q": quiet or None, "rm": True, "forcerm": forcerm or None}
         resp = self.t.request("POST", "/build", params, body=context,
                               headers={"Content-Type": "application/x-tar"}, timeout=None)
         for line in resp.iter_lines():
