@@ -276,6 +276,16 @@ def test_docker_py_build(engine: LabEngine, docker: Docker, tmp_path: Path,
             with pytest.raises(docker_mod.errors.APIError, match="build context"):
                 list(client.api.build(fileobj=buf, custom_context=True, decode=True))
         assert not (tmp_path / "pwned").exists() and not (tmp_path.parent / "escape").exists()
+        # commit with a config body (docker-py's conf=): applied when well formed, else refused
+        cleanup.append("lk-test/pyc:1")
+        box = client.containers.create("busybox", ["true"])
+        try:
+            img = box.commit("lk-test/pyc", "1", conf={"Env": ["FROM_CONF=1"]})
+            assert "FROM_CONF=1" in img.attrs["Config"]["Env"]
+            with pytest.raises(docker_mod.errors.APIError, match="Cmd"):
+                box.commit("lk-test/pyc", "2", conf={"Cmd": 5})
+        finally:
+            box.remove(force=True)
     finally:
         client.close()
 
