@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "daemon": ("labkit.cli.daemon", "serve the Docker Engine API (the engine's daemon)"),
     "image": ("labkit.cli.image", "manage images (ls, rm, save, load, import, bootstrap...)"),
     "volume": ("labkit.cli.volume", "manage volumes (create, ls, inspect, rm, prune)"),
+    "build": ("labkit.cli.build", "build an image from a Dockerfile (the classic builder)"),
+    "commit": ("labkit.cli.build", "make an image from a container's changes"),
 }
 COMMANDS.update({verb: ("labkit.cli.registry", f"registry: {what}") for verb, what in (
     ("login", "log in to a registry (kept in the Docker CLI's config.json)"),

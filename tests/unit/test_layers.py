@@ -39,6 +39,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("labkit.engine.shim",),
     ("labkit.engine.supervisor",),
     ("labkit.engine.containers",),
+    # Not in DESIGN's list (which puts the builder in images): the classic builder runs RUN
+    # steps through the containers service and is served by the daemon, so it sits between.
+    ("labkit.engine.build",),
     ("labkit.engine.daemon",),
     ("labkit.engine.swarm",),
     ("labkit.engine.client",),

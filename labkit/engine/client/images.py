@@ -1,11 +1,12 @@
 """Image endpoints (Engine API "Image"): list, inspect, tag, remove, history, prune, save,
-load and import (a rootfs tar streamed from a file, or a URL the daemon fetches)."""
+load, import (a rootfs tar streamed from a file, or a URL the daemon fetches), build (a
+context tar) and commit."""
 
 from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +37,19 @@ class Images:
 
     def history(self, name: str) -> builtins.list[dict[str, Any]]:
         return list(self.t.get(f"/images/{name}/history"))
+
+    def build(self, context: bytes, *, tag: str | None = None, dockerfile: str | None = None,
+              buildargs: dict[str, str] | None = None, nocache: bool = False,
+              labels: dict[str, str] | None = None, target: str | None = None,
+              quiet: bool = False, forcerm: bool = False) -> Iterator[dict[str, Any]]:
+        """POST /build with a context tar; yields the JSON lines as they stream."""
+        params = {"t": tag, "dockerfile": dockerfile, "buildargs": buildargs or None,
+                  "nocache": nocache or None, "labels": labels or None, "target": target or None,
+                  "q": quiet or None, "rm": True, "forcerm": forcerm or None}
+        resp = self.t.request("POST", "/build", params, body=context,
+                              headers={"Content-Type": "application/x-tar"}, timeout=None)
+        for line in resp.iter_lines():
+            yield json.loads(line)
 
     def tag(self, name: str, repo: str, tag: str | None = None) -> None:
         self.t.request("POST", f"/images/{name}/tag", {"repo": repo, "tag": tag}).read()
@@ -82,3 +96,12 @@ class Images:
             raise errors.ConflictError(f"import answered no image ID: {lines!r}")
         return ids[-1]
 
+
+    def commit(self, container: str, repo: str | None = None, tag: str | None = None, *,
+               comment: str | None = None, author: str | None = None,
+               changes: Sequence[str] | None = None, pause: bool = True) -> str:
+        """POST /commit; ``changes`` travel newline-joined in one parameter."""
+        out = self.t.post("/commit", None, container=container, repo=repo, tag=tag,
+                          comment=comment, author=author,
+                          changes="\n".join(changes) if changes else None, pause=pause)
+        return str(out["Id"])

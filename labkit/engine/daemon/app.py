@@ -15,6 +15,7 @@ from aiohttp import web
 
 from labkit.engine.daemon import errmap
 from labkit.engine.daemon.handlers import archive as a
+from labkit.engine.daemon.handlers import build as b
 from labkit.engine.daemon.handlers import containers as c
 from labkit.engine.daemon.handlers import execs as x
 from labkit.engine.daemon.handlers import fsinfo as f
@@ -50,6 +51,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/images/json", i.list_), ("POST", "/images/create", i.create),
     ("GET", "/images/get", i.save_many), ("POST", "/images/load", i.load),
     ("POST", "/images/prune", i.prune),
+    ("POST", "/build", b.build), ("POST", "/build/prune", b.prune), ("POST", "/commit", b.commit),
     ("GET", "/images/{name:.+}/json", i.inspect), ("GET", "/images/{name:.+}/history", i.history),
     ("POST", "/images/{name:.+}/tag", i.tag), ("GET", "/images/{name:.+}/get", i.save_one),
     ("DELETE", "/images/{name:.+}", i.remove),

@@ -128,6 +128,8 @@ async def serve(sock: Path, ready: asyncio.Event | None = None,
     tasks = await connect_supervisor()
     engine = Engine(tasks, init_binary=_init_binary(), config=config)
     await engine.restore()
+    from labkit.engine.build.recovery import sweep as sweep_builds
+    await sweep_builds(engine)  # a build killed with the daemon: its container goes
     runner = web.AppRunner(make_app(engine), access_log=None, handler_cancellation=False)
     await runner.setup()
     # open waits/attach/log streams are cut after 1 s at shutdown: clients see EOF, the
