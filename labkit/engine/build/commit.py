@@ -73,7 +73,7 @@ async def commit_container(eng: Any, ref: str, tag: str | None, *, comment: str 
                            overrides: dict[str, Any] | None = None) -> str:
     """Commit the container ``ref``; returns the new image ID."""
     rec = eng.store.get(ref)
-    image = eng.images.get(rec.image_id)
+    image = eng.images.for_container(rec.image_id)  # also after rmi -f (held)
     run_cfg = copy.deepcopy(image.container_config)
     for k in _RUN_KEYS:
         if rec.config.get(k) is not None:
