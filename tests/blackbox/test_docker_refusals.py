@@ -26,7 +26,11 @@ def test_create_refusals_in_dockers_words(engine: LabEngine, name: str, flags: l
     exe = shutil.which("docker")
     if exe is None:
         pytest.fail("no docker CLI on PATH (make setup installs Debian's docker.io)")
-    r = subprocess.run([exe, "create", "--name", name, *flags, "busybox", "true"],
+    # --pull never: the CLI answers any 404 from create (moby's "network nosuch not found"
+    # is one) by pulling the image and trying again; with no registry reachable the pull's
+    # error would hide the words under test
+    r = subprocess.run([exe, "create", "--pull", "never", "--name", name, *flags, "busybox",
+                        "true"],
                        env=engine.docker_env, capture_output=True, timeout=60, check=False)
     assert r.returncode != 0
     assert f"Error response from daemon: {words}".encode() in r.stderr, r.stderr
