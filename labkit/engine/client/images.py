@@ -97,6 +97,23 @@ class Images:
         return ids[-1]
 
 
+    def pull(self, name: str, tag: str | None = None, *, auth: str | None = None
+             ) -> builtins.list[dict[str, Any]]:
+        """POST /images/create?fromImage=: the pull's progress messages (Docker's JSON
+        stream); ``auth`` is an X-Registry-Auth header value.  Raises on a stream error."""
+        hdr = {"X-Registry-Auth": auth} if auth else None
+        resp = self.t.request("POST", "/images/create", {"fromImage": name, "tag": tag},
+                              headers=hdr, timeout=None)
+        return _stream_errors([json.loads(x) for x in resp.iter_lines() if x.strip()])
+
+    def push(self, name: str, tag: str | None = None, *, auth: str | None = None
+             ) -> builtins.list[dict[str, Any]]:
+        """POST /images/{name}/push: the push's progress messages; raises on a stream error."""
+        hdr = {"X-Registry-Auth": auth} if auth else None
+        resp = self.t.request("POST", f"/images/{name}/push", {"tag": tag}, headers=hdr,
+                              timeout=None)
+        return _stream_errors([json.loads(x) for x in resp.iter_lines() if x.strip()])
+
     def commit(self, container: str, repo: str | None = None, tag: str | None = None, *,
                comment: str | None = None, author: str | None = None,
                changes: Sequence[str] | None = None, pause: bool = True) -> str:
