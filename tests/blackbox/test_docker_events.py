@@ -171,3 +171,32 @@ def test_image_and_volume_events_with_docker_py(engine: LabEngine, tmp_path: Pat
     finally:
         docker("volume", "rm", "-f", vol)
         client.close()
+
+
+def test_build_tag_and_commit_events(docker: Docker, tmp_path: Path, name: str,
+                                     images: list[str]) -> None:
+    built, committed = "lk-test/ev-build:1", "lk-test/ev-commit:1"
+    images += [built, committed]
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nLABEL lk.ev=built\nRUN true\n")
+    t0 = time.time()
+    _ok(docker("build", "-q", "-t", built, str(tmp_path), timeout=300))
+    bid = _ok(docker("inspect", "-f", "{{.Id}}", built)).strip()
+    try:
+        _ok(docker("create", "--name", name, "--label", "lk.c=1", built, "true"))
+        cid = _ok(docker("inspect", "-f", "{{.Id}}", name)).strip()
+        _ok(docker("commit", "-m", "why", name, committed))
+    finally:
+        docker("rm", "-f", name)
+    nid = _ok(docker("inspect", "-f", "{{.Id}}", committed)).strip()
+    tags = _events(docker, t0, "type=image", "event=tag")
+    assert _triples(tags) == [("tag", bid, built), ("tag", nid, committed)]
+    assert tags[0]["Actor"]["Attributes"]["lk.ev"] == "built"
+    # moby CreateImageFromContainer: a container event "commit" after the tag
+    commit = _events(docker, t0, "event=commit")
+    assert len(commit) == 1 and commit[0]["Type"] == "container"
+    assert commit[0]["Actor"]["ID"] == cid and commit[0]["from"] == built
+    attrs = commit[0]["Actor"]["Attributes"]
+    assert {k: attrs[k] for k in ("comment", "imageID", "imageRef", "name", "image", "lk.c")} \
+        == {"comment": "why", "imageID": nid, "imageRef": committed, "name": name,
+            "image": built, "lk.c": "1"}
+    assert commit[0]["timeNano"] > tags[1]["timeNano"]
