@@ -1,4 +1,5 @@
-"""Docker's event stream (GET /events): container events as dockerd emits them.
+"""Docker's event stream (GET /events): container, image and volume events as dockerd
+emits them.
 
 Each event is a dict shaped like moby's events.Message.  The bus appends each one to the
 event journal (journal.py: LABKIT_ROOT/events, bounded and rotated), answers ``since`` and
@@ -10,31 +11,92 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from labkit import errors
 from labkit.engine.containers.journal import EventJournal
 
-__all__ = ["EventBus", "matches"]
+__all__ = ["FILTERS", "EventBus", "check_filters", "matches"]
+
+
+# moby daemon/events/filter.go: the keys dockerd's Filter.Include reads.  Those naming an
+# object match an event's Actor.ID or its "name" attribute by prefix (fuzzyMatchName), for
+# events of every type, as moby does.
+_BY_NAME = ("config", "container", "daemon", "network", "node", "plugin", "secret",
+            "service", "volume")
+FILTERS = (*_BY_NAME, "event", "image", "label", "scope", "type")
+# moby #25798: these event filters match "exec_create: sh -c ..." etc. by prefix
+_FUZZY_EVENTS = {"health_status", "exec_create", "exec_start"}
+
+
+def check_filters(filters: dict[str, list[str]]) -> None:
+    """Refuse a filter key GET /events does not know (it would otherwise be ignored)."""
+    for key in filters:
+        if key not in FILTERS:
+            raise errors.InvalidArgumentError("filters", f"invalid filter '{key}'",
+                                              hint=f"event filters: {', '.join(FILTERS)}")
+
+
+def _fuzzy(values: list[str], source: str) -> bool:
+    return any(source == v or source.startswith(v) for v in values)
+
+
+def _strip_tag(image: str) -> str:
+    """moby stripTag: the familiar repository name of an image reference, else itself."""
+    from labkit.engine.registry import reference
+    try:
+        return reference.parse(image).familiar_name
+    except errors.LabkitError:
+        return image
+
+
+def _image_hit(ev: dict[str, Any], values: list[str]) -> bool:
+    """moby matchImage: Actor.ID or the image name (the "name" attribute of an image event,
+    "image" of a container's), each also without its tag."""
+    actor = ev["Actor"]
+    ident = actor.get("ID", "")
+    name = actor["Attributes"].get("name" if ev["Type"] == "image" else "image", "")
+    cands = {ident, name, _strip_tag(ident) if ident else "", _strip_tag(name) if name else ""}
+    return any(v in cands for v in values)
+
+
+def _labels_hit(attrs: dict[str, str], values: list[str]) -> bool:
+    """moby Args.MatchKVList: every label filter must hold (KEY, or KEY=VALUE)."""
+    for v in values:
+        key, eq, want = v.partition("=")
+        if key not in attrs or (eq and attrs[key] != want):
+            return False
+    return True
 
 
 def matches(ev: dict[str, Any], filters: dict[str, list[str]]) -> bool:
-    """Docker's event filters: container (id or name), event, image, label, type."""
-    attrs = ev["Actor"]["Attributes"]
-    checks: dict[str, Callable[[str], bool]] = {
-        "container": lambda v: ev["Actor"]["ID"].startswith(v) or attrs.get("name") == v,
-        "event": lambda v: ev["Action"].split(":", 1)[0] == v,
-        "image": lambda v: attrs.get("image") == v or ev.get("from") == v,
-        "type": lambda v: ev["Type"] == v,
-        "label": lambda v: (attrs.get(v.partition("=")[0]) == v.partition("=")[2])
-        if "=" in v else v in attrs,
-    }
+    """dockerd's event filter (daemon/events/filter.go Include): each key given must hold;
+    the values of one key are alternatives (labels: all must hold)."""
+    actor = ev["Actor"]
+    attrs: dict[str, str] = actor["Attributes"]
     for key, values in filters.items():
-        check = checks.get(key)
-        if check is not None and values and not any(check(v) for v in values):
+        if not values:
+            continue
+        if key == "event":
+            action = ev["Action"]
+            hit = _fuzzy(values, action) if _FUZZY_EVENTS & set(values) else action in values
+        elif key == "type":
+            hit = ev["Type"] in values
+        elif key == "scope":
+            hit = ev.get("scope", "") in values
+        elif key == "image":
+            hit = _image_hit(ev, values)
+        elif key == "label":
+            hit = _labels_hit(attrs, values)
+        elif key in _BY_NAME:
+            hit = _fuzzy(values, actor.get("ID", "")) or _fuzzy(values, attrs.get("name", ""))
+        else:
+            raise errors.InvalidArgumentError("filters", f"invalid filter '{key}'")
+        if not hit:
             return False
     return True
 
@@ -54,7 +116,11 @@ class EventBus:
 
     def __init__(self, keep: int = 1024, journal: EventJournal | None | object = DEFAULT) -> None:
         self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
-        self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        # each subscriber's queue with the loop it is read on
+        self.subscribers: dict[asyncio.Queue[dict[str, Any]], asyncio.AbstractEventLoop] = {}
+        # publishing (journal, recent, the subscriber list) and a new subscriber's backlog
+        # read are one step each: events may come from worker threads (image/volume work)
+        self._lock = threading.Lock()
         self._journal = journal
 
     @property
@@ -67,21 +133,67 @@ class EventBus:
 
     def emit(self, action: str, cid: str, image: str, name: str,
              labels: dict[str, str] | None = None, **extra: str) -> dict[str, Any]:
-        ns = time.time_ns()
+        """A container event (moby LogContainerEventWithAttributes: labels, image, name)."""
         attrs = {**(labels or {}), "image": image, "name": name, **extra}
-        ev = {"status": action, "id": cid, "from": image, "Type": "container",
-              "Action": action, "Actor": {"ID": cid, "Attributes": attrs}, "scope": "local",
-              "time": ns // 10**9, "timeNano": ns}
-        self.recent.append(ev)
-        if (journal := self.journal) is not None:
-            try:
-                journal.append(ev)
-            except (errors.LabkitError, OSError) as err:
-                # The container operation happened; losing its record on disk must not undo
-                # or fail it.  Live subscribers and `recent` still get the event.
-                log.warning("event journal: %s", err)
-        for q in self.subscribers:
-            q.put_nowait(ev)
+        return self._publish("container", action, cid, attrs, legacy=True, image=image)
+
+    def emit_image(self, action: str, actor_id: str, name: str = "",
+                   labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """An image event (moby ImageService.LogImageEvent): the image's labels while it
+        still exists, and ``name`` when given.  ``actor_id`` is what moby logs for the
+        action: the reference for pull/push, the image ID for the others."""
+        attrs = {**(labels or {})}
+        if name:
+            attrs["name"] = name
+        return self._publish("image", action, actor_id, attrs, legacy=True)
+
+    def emit_volume(self, action: str, name: str, attrs: dict[str, str]) -> dict[str, Any]:
+        """A volume event (moby LogVolumeEvent): Actor.ID is the volume's name; no legacy
+        status/id/from fields (moby fills those for containers and images only)."""
+        return self._publish("volume", action, name, dict(attrs), legacy=False)
+
+    def emit_prune(self, kind: str, reclaimed: int) -> dict[str, Any]:
+        """moby's "prune" event of an image/volume/container prune: no Actor.ID, the bytes
+        freed in ``reclaimed``."""
+        return self._publish(kind, "prune", "", {"reclaimed": str(reclaimed)},
+                             legacy=kind in ("container", "image"))
+
+    def _publish(self, typ: str, action: str, actor_id: str, attrs: dict[str, str], *,
+                 legacy: bool, image: str | None = None) -> dict[str, Any]:
+        """Stamp the event now (the moment of the change), record it, and hand it to the
+        subscribers.  Safe from a worker thread: a subscriber's queue is only touched on
+        its own event loop (call_soon_threadsafe), as asyncio.Queue is not thread-safe."""
+        ns = time.time_ns()
+        ev: dict[str, Any] = {}
+        if legacy:  # moby events.Log: omitempty status/id/from, filled for these types
+            if action:
+                ev["status"] = action
+            if actor_id:
+                ev["id"] = actor_id
+            if image:
+                ev["from"] = image
+        ev.update({"Type": typ, "Action": action,
+                   "Actor": {"ID": actor_id, "Attributes": attrs}, "scope": "local",
+                   "time": ns // 10**9, "timeNano": ns})
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None  # a worker thread
+        with self._lock:
+            self.recent.append(ev)
+            if (journal := self.journal) is not None:
+                try:
+                    journal.append(ev)
+                except (errors.LabkitError, OSError) as err:
+                    # The operation happened; losing its record on disk must not undo or
+                    # fail it.  Live subscribers and `recent` still get the event.
+                    log.warning("event journal: %s", err)
+            subs = list(self.subscribers.items())
+        for q, loop in subs:
+            if loop is here:
+                q.put_nowait(ev)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(q.put_nowait, ev)
         return ev
 
     def past(self, since: float | None, until: float | None) -> list[dict[str, Any]]:
@@ -102,12 +214,15 @@ class EventBus:
         """Past events from ``since`` (unix s), then live ones until ``until`` (unix s).
 
         As dockerd's SubscribeTopic: either bound asks for recorded events first."""
+        check_filters(filters)
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.subscribers.add(q)
         try:
-            # Read without an await between subscribing and reading: every event is either
-            # in this list or still to come through the queue, never in both.
-            backlog = self.past(since, until) if since is not None or until is not None else []
+            # Subscribe and read under the publish lock: every event is either in this
+            # list or still to come through the queue, never in both.
+            with self._lock:
+                self.subscribers[q] = asyncio.get_running_loop()
+                backlog = self.past(since, until) if since is not None or until is not None \
+                    else []
             for ev in backlog:
                 if matches(ev, filters):
                     yield ev
@@ -122,4 +237,4 @@ class EventBus:
                 if matches(ev, filters):
                     yield ev
         finally:
-            self.subscribers.discard(q)
+            self.subscribers.pop(q, None)

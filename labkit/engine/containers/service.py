@@ -63,6 +63,7 @@ class Containers:
         self.waiters, self.restarts, self.execs, self.bus = waiters, restarts, execs, bus
         self.health = health
         self.volumes = volumes or VolumeStore(users=self.volume_users)
+        self.volumes.on_event = bus.emit_volume
 
     def volume_users(self, name: str) -> list[str]:
         """IDs of the containers (running or not) whose mounts name volume ``name``."""
@@ -71,6 +72,19 @@ class Containers:
 
     def emit(self, action: str, rec: ContainerRecord, **extra: str) -> None:
         self.bus.emit(action, rec.id, rec.image, rec.name, rec.config.get("Labels"), **extra)
+
+    def volume_events(self, rec: ContainerRecord, action: str) -> None:
+        """moby's volume mount (setupMounts, before "start") and unmount (Cleanup, after
+        "die") events, one per volume mount of the container."""
+        for m in rec.mounts:
+            if m.get("Type") != "volume" or not m.get("Name"):
+                continue
+            attrs = {"driver": str(m.get("Driver") or "local"), "container": rec.id}
+            if action == "mount":
+                attrs.update({"destination": str(m.get("Destination", "")),
+                              "read/write": "true" if m.get("RW", True) else "false",
+                              "propagation": str(m.get("Propagation") or "")})
+            self.bus.emit_volume(action, m["Name"], attrs)
 
     # -- create / rename ---------------------------------------------------------------
     def create(self, spec: CreateSpec) -> ContainerRecord:
@@ -210,6 +224,7 @@ class Containers:
         rec.pid, rec.started_at, rec.error = started.pid, time.time(), ""
         rec.has_been_started = True
         rec.transition(State.RUNNING)
+        self.volume_events(rec, "mount")
         self.emit("start", rec)
         self.link.watch(rec, self.on_exit)
         self.health.start(rec)
@@ -247,6 +262,7 @@ class Containers:
             if exit_.oom_killed:
                 self.emit("oom", rec)
             self.emit("die", rec, exitCode=str(exit_.exit_status))
+            self.volume_events(rec, "unmount")
             self.waiters.exited(rec.id, exit_)
         if going:
             return

@@ -94,6 +94,9 @@ class VolumeStore:
         self.users: Callable[[str], Strs] = users or (lambda _name: [])
         self._lock = threading.RLock()
         self._held: dict[str, int] = {}
+        # Docker's volume events (create, destroy): (action, volume name, attributes); the
+        # daemon wires its event bus here, which may be called from a worker thread
+        self.on_event: Callable[[str, str, dict[str, str]], object] = lambda _a, _n, _at: None
 
     # -- paths -----------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -205,6 +208,7 @@ class VolumeStore:
             meta = {"Name": name, "CreatedAt": _rfc3339(time.time()), "Labels": labels,
                     "Options": {}}
             paths.write_secret(d / META, json.dumps(meta).encode())
+        self.on_event("create", name, {"driver": DRIVER})  # moby: only a new volume
         return self.get(name)
 
     def release(self, points: Vols) -> None:
@@ -236,6 +240,7 @@ class VolumeStore:
             # the metadata goes first: a crash half way leaves no volume that looks whole
             (d / META).unlink(missing_ok=True)
             shutil.rmtree(d)  # rmtree never follows symlinks (it unlinks them)
+        self.on_event("destroy", name, {"driver": DRIVER})
 
     def prune(self, filters: Filters | None = None) -> dict[str, Any]:
         """Remove every unused volume matching ``filters`` (label, label!)."""

@@ -27,8 +27,9 @@ from labkit.engine.build.errors import BuildError
 from labkit.engine.build.options import parse_options
 from labkit.engine.build.parser import parse
 from labkit.engine.daemon.errmap import message_of
-from labkit.engine.daemon.handlers.images import _spool
+from labkit.engine.daemon.handlers.images import _spool, image_event
 from labkit.engine.daemon.params import engine, flag, reply
+from labkit.engine.images.store import normalize_ref
 
 __all__ = ["build", "commit", "prune"]
 
@@ -94,6 +95,8 @@ async def build(request: web.Request) -> web.StreamResponse:
             return resp
         finally:
             watch.cancel()
+        for t in opts.tags:  # the builder's tagger: moby TagImage, a "tag" event each
+            image_event(request, "tag", iid, normalize_ref(t))
         await resp.write(_line({"aux": {"ID": iid}}))
         if opts.quiet:
             await out(f"{iid}\n")
@@ -126,7 +129,6 @@ async def commit(request: web.Request) -> web.Response:
         raise errors.InvalidArgumentError("repo", "a tag needs a repository name")
     name = (f"{repo}:{tag}" if tag else repo) or None
     if name:
-        from labkit.engine.images.store import normalize_ref
         name = normalize_ref(name)
     overrides: dict[str, Any] = {}
     raw = await request.read()
@@ -143,4 +145,15 @@ async def commit(request: web.Request) -> web.Response:
         changes=[c for v in q.getall("changes", []) for c in v.split("\n") if c.strip()],
         pause=flag(request, "pause", True),
         overrides=overrides)
+    # moby CreateImageFromContainer: TagImage's "tag" event, then the container's "commit"
+    if name:
+        image_event(request, "tag", iid, name)
+    eng = engine(request)
+    try:
+        rec = eng.store.get(ref)
+    except errors.NotFoundError:
+        rec = None  # removed meanwhile: the image is made, there is no container to name
+    if rec is not None:
+        eng.containers.emit("commit", rec, comment=q.get("comment", ""), imageID=iid,
+                            imageRef=name or "")
     return reply({"Id": iid}, status=201)

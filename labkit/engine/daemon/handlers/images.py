@@ -28,6 +28,15 @@ def _store(request: web.Request) -> ImageStore:
     return store
 
 
+def image_event(request: web.Request, action: str, actor_id: str, name: str = "") -> None:
+    """moby LogImageEvent: the image's labels while it still exists (not after delete)."""
+    try:
+        labels = query.labels_of(_store(request).get(actor_id))
+    except errors.LabkitError:
+        labels = {}
+    engine(request).bus.emit_image(action, actor_id, name, labels)
+
+
 def _summary(img: Image, store: ImageStore | None = None) -> dict[str, Any]:
     out = image_summary(img)
     if store is not None:
@@ -59,7 +68,10 @@ async def tag(request: web.Request) -> web.Response:
     repo, tg = request.query.get("repo", ""), request.query.get("tag", "")
     if not repo:
         raise errors.InvalidArgumentError("repo", "repository name must not be empty")
-    _store(request).tag(request.match_info["name"], f"{repo}:{tg}" if tg else repo)
+    new = normalize_ref(f"{repo}:{tg}" if tg else repo)
+    iid = _store(request).resolve(request.match_info["name"])
+    _store(request).tag(iid, new)
+    image_event(request, "tag", iid, new)  # moby TagImage: the image ID, name the new tag
     return web.Response(status=201)
 
 
@@ -92,6 +104,7 @@ def _delete(request: web.Request, ref: str, force: bool) -> list[dict[str, str]]
             raise _conflict(f'unable to remove repository reference "{ref}" (must force) - '
                             f"container {users[0].id[:12]} is using its referenced image {short}")
         store.untag(name)
+        image_event(request, "untag", iid, iid)  # moby: ID and name both the image ID
         out.append({"Untagged": name})
         if len(img.tags) > 1 or (users and users[0].running):
             return out  # other tags remain, or a running container: untagged only (moby)
@@ -108,10 +121,12 @@ def _delete(request: web.Request, ref: str, force: bool) -> list[dict[str, str]]
                             f"by stopped container {users[0].id[:12]}")
         for t in img.tags:
             store.untag(t)
+            image_event(request, "untag", iid, iid)
             out.append({"Untagged": t})
     # Forced past stopped containers, Docker deletes the image; they keep its layers (held
     # by the store until the last of them is removed) and still start.
     store.delete(iid, hold=bool(users))
+    engine(request).bus.emit_image("delete", iid, iid)  # gone: no labels (moby)
     out.append({"Deleted": iid})
     return out
 
@@ -145,9 +160,12 @@ def _prune(request: web.Request, flt: dict[str, list[str]]) -> dict[str, Any]:
             continue
         for t in img.tags:
             store.untag(t)
+            image_event(request, "untag", img.id, img.id)
             deleted.append({"Untagged": t})
         freed += store.delete(img.id)
+        engine(request).bus.emit_image("delete", img.id, img.id)
         deleted.append({"Deleted": img.id})
+    engine(request).bus.emit_prune("image", freed)
     return {"ImagesDeleted": deleted or None, "SpaceReclaimed": freed}
 
 
@@ -161,8 +179,8 @@ async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
     if not names:
         raise errors.InvalidArgumentError("names", "no image names to save")
     store = _store(request)
-    for n in names:  # a 404 before the 200 goes out
-        store.get(n)
+    ids = list(dict.fromkeys(store.get(n).id for n in names))  # a 404 before the 200
+
     with store.staging() as tmp:
         path = Path(tmp) / "out.tar"
 
@@ -171,6 +189,8 @@ async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
                 archive.save_archive(store, names, f)
 
         await asyncio.to_thread(produce)
+        for iid in ids:  # moby tarexport: one "save" per image, ID and name its ID
+            image_event(request, "save", iid, iid)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
         await resp.prepare(request)
         f = await asyncio.to_thread(open, path, "rb")
@@ -211,6 +231,8 @@ async def load(request: web.Request) -> web.Response:
         src = Path(tmp) / "in.tar"
         await _spool(request, src)
         loaded = await asyncio.to_thread(archive.load_archive, store, src)
+    for img in loaded:  # moby tarexport: "load" per image (its tags set without "tag")
+        image_event(request, "load", img.id, img.id)
     lines = []
     for img in loaded:
         if img.tags:
@@ -245,6 +267,9 @@ async def create(request: web.Request) -> web.StreamResponse:
         img = await asyncio.to_thread(
             archive.import_rootfs, store, src, ref, changes=q.getall("changes", []),
             message=q.get("message", ""), source=src_url)
+    if ref:  # moby ImportImage: TagImage (a "tag" event), then "import"
+        image_event(request, "tag", img.id, normalize_ref(ref))
+    image_event(request, "import", img.id, img.id)
     return _stream_reply([{"status": img.id}])
 
 

@@ -71,6 +71,17 @@ async def _stream(request: web.Request, items: AsyncGenerator[dict[str, Any], No
     return resp
 
 
+async def _then_event(request: web.Request, items: AsyncGenerator[dict[str, Any], None],
+                      action: str, ref: str, name: str) -> AsyncGenerator[dict[str, Any], None]:
+    """The stream, then (only when it ended without error) moby's image event: distribution
+    Pull/Push log ``FamiliarString(ref)`` as Actor.ID and ``FamiliarName`` as its name."""
+    from labkit.engine.daemon.handlers.images import image_event
+    async with contextlib.aclosing(items) as stream:
+        async for item in stream:
+            yield item
+    image_event(request, action, ref, name)
+
+
 async def pull(request: web.Request) -> web.StreamResponse:
     q = request.query
     image, tag = q.get("fromImage", ""), q.get("tag", "")
@@ -89,7 +100,9 @@ async def pull(request: web.Request) -> web.StreamResponse:
         res = await pulling.resolve(session, eng.images, eng.config, _tokens(eng), ref,
                                     creds, want)
         try:
-            return await _stream(request, pulling.run(res, eng.images, DigestMap(eng.images)))
+            return await _stream(request, _then_event(
+                request, pulling.run(res, eng.images, DigestMap(eng.images)), "pull",
+                ref.familiar, ref.familiar_name))
         finally:
             res.close()
     finally:
@@ -107,9 +120,9 @@ async def push(request: web.Request) -> web.StreamResponse:
     creds = _auth(request)
     session = new_session()
     try:
-        return await _stream(request, pushing.run(
+        return await _stream(request, _then_event(request, pushing.run(
             session, eng.images, eng.config, _tokens(eng), DigestMap(eng.images), ref, creds,
-            images))
+            images), "push", ref.familiar_name if all_tags else ref.familiar, ref.familiar_name))
     finally:
         await session.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from labkit.engine.containers.events import check_filters
 from labkit.engine.containers.listing import parse_until
 from labkit.engine.daemon import streams
 from labkit.engine.daemon.params import engine, filters, reply
@@ -28,6 +29,8 @@ async def get_info(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     q = request.query
+    flt = filters(request)
+    check_filters(flt)  # a 400 before the stream's 200
     items = engine(request).bus.stream(parse_until(q.get("since")), parse_until(q.get("until")),
-                                       filters(request))
+                                       flt)
     return await streams.send_json_lines(request, items)

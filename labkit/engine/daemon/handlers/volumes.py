@@ -42,4 +42,7 @@ async def remove(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
-    return reply(await asyncio.to_thread(engine(request).volumes.prune, filters(request)))
+    eng = engine(request)
+    out = await asyncio.to_thread(eng.volumes.prune, filters(request))
+    eng.bus.emit_prune("volume", out["SpaceReclaimed"])  # moby: after the destroy events
+    return reply(out)
