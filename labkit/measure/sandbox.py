@@ -161,9 +161,8 @@ class LabEngine:
             role = _role(cmd, set(), pid)
             if pid in shims:
                 role = "shim"
-            elif role == "supervisor" and ppid in mine and _role(mine[ppid][1], set(),
-                                                                 ppid) == "supervisor":
-                role = "shim template"  # the pre-imported process shims are forked from
+            elif role == "supervisor":
+                role = _supervisor_kin(pid, ppid, mine, shims)
             if role in ("daemon", "supervisor", "shim", "shim template"):
                 out.setdefault(role, []).append(pid)
         return out
@@ -252,6 +251,40 @@ class LabEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _sid(pid: int) -> int:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return -1
+
+
+def _supervisor_kin(pid: int, ppid: int, mine: dict[int, tuple[int, str]],
+                    shims: set[int]) -> str:
+    """Which of the processes that run the supervisor's code ``pid`` is.
+
+    The template, the shims and the shims' own short-lived children (the fork that runs
+    the runtime's create, the runtime's intermediate) are all forks of the supervisor, with
+    its command line.  Told apart by the tree: the supervisor leads its own session (the
+    daemon starts it with setsid); the template is its child in that session; anything
+    below a shim is the container's business (crash() must never kill it: a create child
+    killed there is no supervisor crash); the rest is a shim that has not yet written its
+    state.json (or the template's setsid child about to exit)."""
+    def runs_supervisor(p: int) -> bool:
+        return p in mine and _role(mine[p][1], set(), p) == "supervisor"
+
+    if _sid(pid) == pid and not runs_supervisor(ppid):
+        return "supervisor"
+    if runs_supervisor(ppid) and ppid not in shims and _sid(ppid) == ppid == _sid(pid):
+        return "shim template"  # the pre-imported process shims are forked from
+    up, seen = ppid, {pid}
+    while up in mine and up not in seen:
+        if up in shims:
+            return "shim child"
+        seen.add(up)
+        up = mine[up][0]
+    return "shim"
 
 
 def _start_time(pid: int) -> float | None:

@@ -9,6 +9,7 @@ started or deleted, a running one paused, killed or (forced) deleted, a stopped 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import time
@@ -31,6 +32,40 @@ from labkit.engine.shim.protocol import check_reply, decode, encode, reply_error
 
 if TYPE_CHECKING:
     from labkit.engine.shim.server import CtlConn
+
+
+def _read_reply(a: socket.socket, pid: int) -> tuple[bytes, list[int]]:
+    """The create child's one-line reply (and the pty master it passes) on ``a``.
+
+    Not "read until EOF": the container's init is forked by that child and inherits its
+    end of the socketpair, which stays open until init's execve(2) (close-on-exec only
+    acts there, and init waits on exec.fifo until `start`).  A child killed before it
+    replied would leave us blocked in recv(2) for ever -- this shim single-threaded and
+    deaf to its control socket, and a restarted supervisor waiting on it.  So we also
+    watch the child itself through a pidfd (pidfd_open(2): readable once it exits) and
+    stop at its exit, after draining what it sent before dying."""
+    pidfd = os.pidfd_open(pid)
+    a.setblocking(False)
+    watch = select.poll()
+    watch.register(a.fileno(), select.POLLIN)
+    watch.register(pidfd, select.POLLIN)
+    buf, fds, exited = b"", [], False
+    try:
+        while not buf.endswith(b"\n"):
+            try:
+                data, more, _, _ = socket.recv_fds(a, 1 << 16, 1)
+            except BlockingIOError:
+                if exited:
+                    break
+                exited = any(fd == pidfd for fd, _ in watch.poll())
+                continue
+            fds += more
+            buf += data
+            if not data:
+                break
+    finally:
+        os.close(pidfd)
+    return buf, fds
 
 
 def _default_signals() -> None:
@@ -159,17 +194,22 @@ class Ops:
                 os._exit(code)
         b.close()
         try:
-            data, fds, _, _ = socket.recv_fds(a, 1 << 16, 1)
-            buf = data
-            while buf and not buf.endswith(b"\n"):
-                more = a.recv(1 << 16)
-                if not more:
-                    break
-                buf += more
+            buf, fds = _read_reply(a, pid)
         finally:
             a.close()
             os.waitpid(pid, 0)
-        if not buf:
+        if not buf.endswith(b"\n"):
+            for fd in fds:
+                os.close(fd)
+            # The child died mid-create (SIGKILLed, OOM-killed): nobody undid what the
+            # runtime had made, and an init it forked would wait on exec.fifo for ever.
+            # containerd deletes a task whose create did not finish; so do we (force: the
+            # init is SIGKILLed, its cgroup and state dir go).  Only here: a typed error
+            # reply means the runtime already cleaned up after itself.
+            try:
+                rt_delete.delete(self.runtime_root, self.id, force=True)
+            except errors.LabkitError:
+                pass
             raise errors.from_errno(32, "create", self.id, hint="the runtime died (see shim.log)")
         msg = check_reply(decode(buf))
         return int(msg["pid"]), (fds[0] if fds else None)

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class TasksService(pb_grpc.TasksServicer):
         self.records: dict[str, Record] = {}
         self.queues: set[asyncio.Queue[pb.Event]] = set()
         self.spawn_lock = asyncio.Lock()
+        self.adopting: set[asyncio.Task[bool]] = set()  # restore()'s late adoptions
 
     # -- records, events -----------------------------------------------------------------
     def rec(self, cid: str) -> Record:
@@ -142,7 +144,14 @@ class TasksService(pb_grpc.TasksServicer):
 
     # -- restore (live-restore) ----------------------------------------------------------
     async def restore(self) -> list[str]:
-        """Find every shim dir again; re-subscribe to the live, report the dead."""
+        """Find every shim dir again; re-subscribe to the live, report the dead.
+
+        Bounded: main.py serves only after this returns (the daemon's List must see every
+        task), so one shim that does not answer must not keep the supervisor deaf.  A shim
+        is single-threaded and answers nothing while it runs a create (a supervisor killed
+        mid-Create leaves it there, for up to the runtime's sync timeout); such a shim is
+        adopted in the background once it answers, and List reports it "unknown" until
+        then (shim_state), as it does for any busy shim."""
         try:
             names = sorted(os.listdir(self.shims_root))
         except FileNotFoundError:
@@ -153,19 +162,37 @@ class TasksService(pb_grpc.TasksServicer):
             cfg = layout.read_json(os.path.join(d, layout.CONFIG))
             if cfg is None or cfg.get("id") != name:
                 continue  # not a shim dir, or one whose template fork never finished
-            r = Record(name, d, cfg)
-            self.records[name] = r
-            try:
-                await self.subscribe(r)
-                st = await shims.call(r.ctl, {"op": "state"})
-                r.shim_pid = int(st.get("shim_pid") or 0)
-                if st.get("status") == Status.STOPPED:
-                    self.broadcast({"topic": "/tasks/exit", "id": name, **st})
-            except shims.ShimGoneError:
-                r.gone = r.dead_exit()
-                self.broadcast({"topic": "/tasks/exit", "id": name, **r.gone})
+            self.records[name] = Record(name, d, cfg)
             found.append(name)
+        recs = [self.records[n] for n in found]
+        done = await asyncio.gather(*(self._adopt(r, STATE_TIMEOUT) for r in recs))
+        loop = asyncio.get_running_loop()
+        for r, ok in zip(recs, done):
+            if not ok:
+                print(f"labkit-supervisor: shim of {r.id} busy; adopting it once it answers",
+                      file=sys.stderr, flush=True)
+                t = loop.create_task(self._adopt(r, None))
+                self.adopting.add(t)  # held: the loop keeps only weak references
+                t.add_done_callback(self.adopting.discard)
         return found
+
+    async def _adopt(self, r: Record, timeout: float | None) -> bool:
+        """Subscribe to one restored shim and learn its state; False on timeout."""
+        try:
+            await asyncio.wait_for(self.subscribe(r), timeout)
+            st = await shims.call(r.ctl, {"op": "state"}, timeout=timeout)
+            r.shim_pid = int(st.get("shim_pid") or 0)
+            if st.get("status") == Status.STOPPED:
+                self.broadcast({"topic": "/tasks/exit", "id": r.id, **st})
+        except shims.ShimGoneError:
+            r.gone = r.dead_exit()
+            self.broadcast({"topic": "/tasks/exit", "id": r.id, **r.gone})
+        except TimeoutError:
+            if r.monitor is not None:  # subscribed, state timed out: subscribe again later
+                r.monitor.cancel()
+                r.monitor = None
+            return False
+        return True
 
     # -- rpcs ----------------------------------------------------------------------------
     @rpc
