@@ -64,3 +64,58 @@ def test_delete_hold_keeps_layers_until_release(tmp_path: Path) -> None:
         s.for_container(gone.id)
     with pytest.raises(errors.NotFoundError):
         s.for_container("sha256:../../etc")
+
+
+def _oci_read(root: Path) -> dict[str, dict[str, object]]:
+    """Read the store root as an OCI image layout the way a reader would: index.json ->
+    manifest -> config and layers, each blob checked against its digest and size."""
+    import hashlib
+    import json
+
+    assert json.loads((root / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads((root / "index.json").read_text())
+    assert index["schemaVersion"] == 2
+    out: dict[str, dict[str, object]] = {}
+
+    def blob(desc: dict[str, object]) -> bytes:
+        data = (root / "blobs" / "sha256" / str(desc["digest"])[7:]).read_bytes()
+        assert f"sha256:{hashlib.sha256(data).hexdigest()}" == desc["digest"]
+        assert len(data) == desc["size"]
+        return data
+
+    for desc in index["manifests"]:
+        man = json.loads(blob(desc))
+        assert man["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+        config = json.loads(blob(man["config"]))
+        for layer in man["layers"]:
+            blob(layer)
+        name = desc.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+        out[name or man["config"]["digest"]] = {"id": man["config"]["digest"],
+                                                 "layers": len(man["layers"]), "config": config}
+    return out
+
+
+def test_store_root_is_an_oci_image_layout(tmp_path: Path) -> None:
+    """Every change keeps index.json, manifests and config blobs in step with the tags;
+    blobs of deleted images go, layer tars stay while a layer does."""
+    s = ImageStore(tmp_path)
+    bb = ensure_busybox(s)
+    view = _oci_read(tmp_path)
+    assert view["busybox:latest"]["id"] == bb.id and view["busybox:latest"]["layers"] == 1
+    s.tag("busybox", "lk/x:1")
+    assert set(_oci_read(tmp_path)) == {"busybox:latest", "lk/x:1"}
+    # a second image on the same layer, then untagged (dangling: listed without a name)
+    cfg = dict(s.get("busybox").config, author="lk")
+    other = s.add("lk/y:1", cfg)
+    s.untag("lk/y:1")
+    assert other.id in _oci_read(tmp_path)
+    s.delete(other.id)
+    blobs = set((tmp_path / "blobs" / "sha256").iterdir())
+    assert other.id not in _oci_read(tmp_path)
+    assert tmp_path / "blobs" / "sha256" / other.id[7:] not in blobs  # its config blob went
+    layer_tar = s.blob_path(bb.config["rootfs"]["diff_ids"][0])
+    assert layer_tar in blobs  # busybox's layer is still used
+    # an older store without the view gains it at the next sweep (daemon start)
+    (tmp_path / "index.json").unlink()
+    s.sweep()
+    assert set(_oci_read(tmp_path)) == {"busybox:latest", "lk/x:1"}

@@ -11,6 +11,9 @@ Layout under paths.images_dir() (0700; files 0600)::
     repodigests.json              {"127.0.0.1:5000/x@sha256:<manifest>": "sha256:<image id>"}
                                   (RepoDigests: where a pull or push found the image)
     tmp/                          staging for loads and imports (swept at daemon start)
+    oci-layout, index.json        the store root is also an OCI image layout (image-layout.md):
+    blobs/sha256/<id hex>         every image's config (a hard link of configs/) and
+    blobs/sha256/<manifest hex>   an OCI manifest per image; index.json names them by tag
     held/<image id hex>.json      the config of an image deleted (rmi -f) while a stopped
                                   container still uses it: not listed, not resolvable, but
                                   its layers stay until release() after the container is gone
@@ -52,6 +55,14 @@ _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?")
+
+
+# image-spec media types (media-types.md) and the index annotation (annotations.md)
+_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_REF_NAME = "org.opencontainers.image.ref.name"
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -168,6 +179,76 @@ class ImageStore:
     def _save_repos(self, repos: dict[str, str]) -> None:
         _atomic_write(self.root / "repositories.json",
                       json.dumps(dict(sorted(repos.items())), indent=1).encode())
+        self._oci_sync(repos)
+
+    def _oci_sync(self, repos: dict[str, str] | None = None) -> None:
+        """Keep the store root a valid OCI image layout (image-spec image-layout.md), under
+        locked(): ``oci-layout``, ``blobs/sha256/`` holding every layer tar (kept there
+        already, by diff_id: an uncompressed layer's digest), every image's config (a hard
+        link of configs/<id>.json: same bytes, so its digest is the image ID) and one OCI
+        manifest per image, and ``index.json`` naming each tagged image's manifest with
+        ``org.opencontainers.image.ref.name`` (untagged images listed without it).  Any
+        tool that reads OCI layouts (skopeo, umoci, ``oras``) can read the store as it is.
+        An image whose layer tar is not kept is left out of the index, never listed
+        half.  Config and manifest blobs no image names any more are removed."""
+        repos = self._repos() if repos is None else repos
+        blobs = self.root / "blobs" / "sha256"
+        blobs.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        if not (self.root / "oci-layout").exists():
+            _atomic_write(self.root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        tags: dict[str, builtins.list[str]] = {}
+        for tag, iid in repos.items():
+            tags.setdefault(iid, []).append(tag)
+        entries: builtins.list[dict[str, Any]] = []
+        keep: set[str] = set()
+        for iid in self.ids():
+            desc = self._oci_manifest(iid, blobs)
+            if desc is None:
+                continue
+            keep |= {iid[7:], desc["digest"][7:]}
+            names = sorted(tags.get(iid, []))
+            entries += ([{**desc, "annotations": {_REF_NAME: t}} for t in names] if names
+                        else [desc])
+        index = {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": entries}
+        _atomic_write(self.root / "index.json", json.dumps(index, indent=1).encode())
+        layers = self.root / "layers"
+        for name in os.listdir(blobs):
+            # layer tars are named by diff_id and have their layer dir; the rest are
+            # configs and manifests, kept only while an image names them
+            if name not in keep and not (layers / name).exists() and _is_hex_ref(name) \
+                    and _is_oci_json(blobs / name):
+                with contextlib.suppress(FileNotFoundError):
+                    (blobs / name).unlink()
+
+    def _oci_manifest(self, image_id: str, blobs: Path) -> dict[str, Any] | None:
+        """The OCI manifest descriptor of ``image_id`` (manifest and config blobs written
+        when missing), or None when one of its layer tars is not kept."""
+        hexid = image_id[7:]
+        cfg_path = self.root / "configs" / f"{hexid}.json"
+        try:
+            raw = cfg_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        layers = []
+        for d in json.loads(raw).get("rootfs", {}).get("diff_ids", []):
+            try:
+                layers.append({"mediaType": _OCI_LAYER, "digest": d,
+                               "size": self.blob_path(d).stat().st_size})
+            except (FileNotFoundError, errors.LabkitError):
+                return None
+        if not (blobs / hexid).exists():
+            try:
+                os.link(cfg_path, blobs / hexid)
+            except FileExistsError:
+                pass
+        man = json.dumps({"schemaVersion": 2, "mediaType": _OCI_MANIFEST,
+                          "config": {"mediaType": _OCI_CONFIG, "digest": image_id,
+                                     "size": len(raw)},
+                          "layers": layers}, sort_keys=True, separators=(",", ":")).encode()
+        mdig = hashlib.sha256(man).hexdigest()
+        if not (blobs / mdig).exists():
+            _atomic_write(blobs / mdig, man)
+        return {"mediaType": _OCI_MANIFEST, "digest": f"sha256:{mdig}", "size": len(man)}
 
     def _digests(self) -> dict[str, str]:
         try:
@@ -354,7 +435,9 @@ class ImageStore:
                     {k: v for k, v in ds.items() if v != image_id}, indent=1).encode())
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "meta" / f"{hexid}.json").unlink()
-            return 0 if hold else self._free_unused(img.layers)
+            freed = 0 if hold else self._free_unused(img.layers)
+            self._oci_sync()
+            return freed
 
     def _free_unused(self, layers: Sequence[Path]) -> int:
         """Remove the ``layers`` no image and no held config names (under locked())."""
@@ -409,6 +492,7 @@ class ImageStore:
                 img = self._load_held(iid)
                 (self.root / "held" / f"{iid[7:]}.json").unlink()
                 freed += self._free_unused(img.layers)
+            self._oci_sync()
             return freed
 
     def sweep(self) -> None:
@@ -419,16 +503,31 @@ class ImageStore:
         try:
             names = os.listdir(self.root / "layers")
         except FileNotFoundError:
-            return
+            names = []
         for n in names:
             if n.startswith((".rm-", ".lk-unpack-")):
                 shutil.rmtree(self.root / "layers" / n, ignore_errors=True)
+        if (self.root / "configs").is_dir():  # an older store gains its OCI layout view
+            with self.locked():
+                self._oci_sync()
 
     def staging(self) -> tempfile.TemporaryDirectory[str]:
         """A private scratch dir inside the store (same filesystem: rename(2) publishes)."""
         d = self.root / "tmp"
         d.mkdir(mode=paths.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         return tempfile.TemporaryDirectory(prefix="lk-stage-", dir=d)
+
+
+def _is_oci_json(path: Path) -> bool:
+    """A config or manifest blob (JSON with rootfs or schemaVersion), never a layer tar: a
+    layer being published may have its tar in blobs/ before its dir is in layers/."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        doc = json.loads(head) if head[:1] == b"{" else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and ("schemaVersion" in doc or "rootfs" in doc)
 
 
 def _digest_key(ref: str) -> str:
