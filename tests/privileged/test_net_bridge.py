@@ -197,3 +197,13 @@ def test_names_and_macs() -> None:
     assert bridge.mac_for(ipaddress.IPv4Address("172.17.0.2")) == "02:42:ac:11:00:02"
     m = bridge.mac_for(None)
     assert int(m[:2], 16) & 3 == 2 and len(m) == 17
+
+
+def test_veth_benchmark_prints_and_cleans_up(capsys: pytest.CaptureFixture[str]) -> None:
+    from labkit.measure import bench_veth
+
+    res = bench_veth.run(5)
+    with capsys.disabled():
+        print("\n" + res.table())  # figures are printed, never asserted (load varies)
+    assert len(res.in_place_ms) == len(res.moved_ms) == len(res.attach_ms) == 5
+    assert not [n for n in list_netns() if n.startswith(("lk-bvh-", "lk-bvc-"))]
