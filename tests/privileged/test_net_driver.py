@@ -122,3 +122,21 @@ def test_check_driver(env: tuple[D.BridgeDriver, str, str, str]) -> None:
             with pytest.raises(errors.UnsupportedError):
                 D._probe_ipvlan(host)
     assert set(_links(host)) == {"lo", "_default_via"}  # the probe left nothing
+
+
+def test_ip_only_on_user_configured_subnets(env: tuple[D.BridgeDriver, str, str, str]) -> None:
+    drv, c1, _c2, host = env
+    for name, words in (("bridge", "on user defined networks only"),
+                        ("dflt", "with user configured subnets")):
+        net = drv.create_network(D.NetworkSpec(id=NID, name=name))
+        try:
+            with pytest.raises(errors.InvalidArgumentError, match=words):
+                drv.attach(net, D.EndpointSpec(endpoint_id="c1" * 32, netns=c1,
+                                               ipv4_address=str(net.pools[0].gateway + 5)))
+            assert drv.ipam.pools(NID)[0].allocated == {}
+            assert "eth0" not in _links(c1)
+        finally:
+            drv.delete_network(net)
+    with pytest.raises(errors.InvalidArgumentError, match="netns"):
+        from labkit.engine.net import bridge
+        bridge.attach("lk0", "lkvx", "../../etc", [], host_netns=host)

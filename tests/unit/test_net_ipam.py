@@ -160,3 +160,12 @@ def test_bad_state_version_refused(tmp_path: Path) -> None:
     (tmp_path / I.STATE_FILE).write_text('{"version": 99, "networks": {}}')
     with pytest.raises(errors.UnsupportedError):
         Ipam(tmp_path)
+
+
+def test_configured_flag_persists(tmp_path: Path) -> None:
+    m = Ipam(tmp_path)
+    (user,) = m.add_network("u", [PoolConfig(subnet="10.11.0.0/24")])
+    (dflt,) = m.add_network("d")
+    assert user.configured and not dflt.configured
+    m2 = Ipam(tmp_path)
+    assert m2.pools("u")[0].configured and not m2.pools("d")[0].configured

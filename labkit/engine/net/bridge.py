@@ -111,6 +111,9 @@ def _check_mac(mac: str) -> str:
 
 
 def _ns_path(netns: str) -> str:
+    # A bare name is a /run/netns entry (ip-netns(8)); it must not climb out of that dir.
+    if not netns.startswith("/") and (netns in ("", ".", "..") or "/" in netns):
+        raise errors.InvalidArgumentError("netns", f"{netns!r} is neither a path nor a name")
     path = netns if netns.startswith("/") else f"/run/netns/{netns}"
     if not os.path.exists(path):
         raise errors.NotFoundError("network namespace", netns)

@@ -219,6 +219,15 @@ class BridgeDriver:
                             "ip" if fam == 4 else "ip6",
                             f"network {network.name} has no IPv{fam} subnet")
                     continue
+                if want is not None and (network.name == "bridge"
+                                         or not any(p.configured for p in pools)):
+                    # moby's daemon refuses these before IPAM sees them (runconfig errors)
+                    raise errors.InvalidArgumentError(
+                        "ip" if fam == 4 else "ip6",
+                        "user specified IP address is supported on user defined networks only"
+                        if network.name == "bridge" else "user specified IP address is "
+                        "supported only when connecting to networks with user configured "
+                        "subnets")
                 a = self.ipam.allocate(network.id, spec.endpoint_id, address=want, family=fam)
                 taken.append(a)
                 pool = next(p for p in pools if a in p.subnet)

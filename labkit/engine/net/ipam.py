@@ -160,6 +160,7 @@ class Pool:
     aux_addresses: dict[str, Address] = field(default_factory=dict)
     allocated: dict[Address, str] = field(default_factory=dict)
     last: Address | None = None
+    configured: bool = False  # the user gave the subnet (--ip is allowed only then)
 
     @property
     def family(self) -> int:
@@ -173,7 +174,7 @@ class Pool:
                 "ip_range": str(self.ip_range) if self.ip_range else None,
                 "aux_addresses": {k: str(v) for k, v in self.aux_addresses.items()},
                 "allocated": {str(a): o for a, o in self.allocated.items()},
-                "last": str(self.last) if self.last else None}
+                "last": str(self.last) if self.last else None, "configured": self.configured}
 
     @classmethod
     def _from_json(cls, d: Mapping[str, Any]) -> Pool:
@@ -182,7 +183,8 @@ class Pool:
                    ip_range=ipaddress.ip_network(d["ip_range"]) if d.get("ip_range") else None,
                    aux_addresses={k: ip(v) for k, v in d.get("aux_addresses", {}).items()},
                    allocated={ip(a): str(o) for a, o in d.get("allocated", {}).items()},
-                   last=ip(d["last"]) if d.get("last") else None)
+                   last=ip(d["last"]) if d.get("last") else None,
+                   configured=bool(d.get("configured", False)))
 
 
 def _hosts_bounds(net: Network) -> tuple[int, int]:
@@ -318,7 +320,8 @@ class Ipam:
             if free is None:
                 raise NoAvailableAddressError("No available addresses on this pool")
             gw = ipaddress.ip_address(free) if subnet.version == 4 else ipaddress.IPv6Address(free)
-        return Pool(subnet=subnet, gateway=gw, ip_range=ip_range, aux_addresses=aux)
+        return Pool(subnet=subnet, gateway=gw, ip_range=ip_range, aux_addresses=aux,
+                    configured=cfg.subnet is not None)
 
     def _pick_default(self, family: int, taken: list[Network]) -> Network:
         cands: Iterable[Network] = self._v4 if family == 4 else default_pools_v6(self._host_id)
