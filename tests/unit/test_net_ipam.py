@@ -70,17 +70,25 @@ def test_refusals_in_dockers_words(tmp_path: Path) -> None:
         (PoolConfig(subnet="nonsense"), "invalid subnet nonsense: invalid CIDR block"),
         (PoolConfig(subnet="10.4.0.1/24"), "invalid subnet 10.4.0.1/24: it should be 10.4.0.0/24"),
         (PoolConfig(subnet="10.4.0.0/24", gateway="10.5.0.1"),
-         "invalid gateway 10.5.0.1: it should be in subnet 10.4.0.0/24"),
+         "invalid gateway 10.5.0.1: parent subnet 10.4.0.0/24 doesn't contain this address"),
+        (PoolConfig(subnet="10.4.0.0/24", gateway="fd00::1"),
+         "invalid gateway fd00::1: parent subnet is an IPv4 block"),
         (PoolConfig(subnet="10.4.0.0/24", ip_range="10.4.1.0/25"),
-         "invalid ip-range 10.4.1.0/25: it should be a subset of subnet 10.4.0.0/24"),
+         "invalid ip-range 10.4.1.0/25: parent subnet 10.4.0.0/24 doesn't contain ip-range"),
+        (PoolConfig(subnet="10.4.0.0/24", ip_range="10.4.0.0/16"),
+         "invalid ip-range 10.4.0.0/16: CIDR block is bigger than its parent subnet"),
+        (PoolConfig(subnet="10.4.0.0/24", ip_range="10.4.0.1/25"),
+         "invalid ip-range 10.4.0.1/25: it should be 10.4.0.0/25"),
         (PoolConfig(subnet="10.4.0.0/24", aux_addresses={"x": "10.9.9.9"}),
-         "invalid auxiliary address 10.9.9.9: it should be in subnet"),
+         "invalid auxiliary address x: parent subnet 10.4.0.0/24 doesn't contain this address"),
         (PoolConfig(gateway="10.4.0.1"), "user specified IP address is supported only"),
     ]
     for cfg, words in cases:
         with pytest.raises(I.InvalidIpamConfigError) as ei2:
             m.add_network("b", [cfg])
-        assert str(ei2.value).startswith(words), (cfg, str(ei2.value))
+        msg = str(ei2.value)
+        head = "invalid network config:\n" if cfg.subnet else ""
+        assert msg.startswith(head + words), (cfg, msg)
         assert isinstance(ei2.value, errors.InvalidArgumentError)
     assert set(m.networks()) == {"a"}  # nothing half-made
     with pytest.raises(errors.AlreadyExistsError):
@@ -114,7 +122,7 @@ def test_ipv6(tmp_path: Path) -> None:
     dsix = next(p for p in d if p.family == 6)
     assert dsix.subnet.prefixlen == 64 and dsix.subnet.subnet_of(ipaddress.IPv6Network("fd00::/8"))
     assert dsix.subnet == next(I.default_pools_v6("host-a"))
-    with pytest.raises(I.InvalidIpamConfigError, match="IPv6 is not enabled"):
+    with pytest.raises(I.InvalidIpamConfigError, match="IPv6 has not been enabled for this network"):
         m.add_network("x", [PoolConfig(subnet="fd00:2::/64")])
     with pytest.raises(I.PoolOverlapError):
         m.add_network("y", [PoolConfig(subnet="fd00:1::/48")], ipv6=True)

@@ -18,7 +18,8 @@ What it does, as moby's default IPAM driver (libnetwork/ipams/defaultipam) does 
 * Refusals use Docker's words (libnetwork/ipamapi/contract.go and api/types/network):
   "Pool overlaps with other one on this address space", "Address already in use", "No
   available addresses on this pool", "requested address is out of range", "invalid subnet
-  X: invalid CIDR block notation", "invalid gateway X: it should be in subnet Y", ...
+  X: invalid CIDR block notation", "invalid gateway X: parent subnet Y doesn't contain this
+  address", ... (validation ones under moby's head line "invalid network config:").
   Each is a typed error from labkit.errors' tree with ``http_status`` set to moby's code.
 
 Persistence: the whole state is one JSON file (``ipam.json``, mode 0600) in a directory the
@@ -198,30 +199,36 @@ def _hosts_bounds(net: Network) -> tuple[int, int]:
     return lo + 1, (hi - 1 if net.version == 4 else hi)
 
 
+def _cfg_err(what: str, sentence: str) -> InvalidIpamConfigError:
+    # moby's daemon (validateIpamConfig) joins its findings under this head line.
+    return InvalidIpamConfigError(what, f"invalid network config:\n{sentence}")
+
+
 def _parse_subnet(s: str, what: str = "subnet") -> Network:
     try:
-        strict = ipaddress.ip_network(s, strict=False)
+        net = ipaddress.ip_network(s, strict=False)
     except ValueError:
-        raise InvalidIpamConfigError(
-            what, f"invalid {what} {s}: invalid CIDR block notation") from None
+        raise _cfg_err(what, f"invalid {what} {s}: invalid CIDR block notation") from None
     if "/" not in s:
-        raise InvalidIpamConfigError(what, f"invalid {what} {s}: invalid CIDR block notation")
-    if str(strict) != s and ipaddress.ip_interface(s).ip != strict.network_address:
-        raise InvalidIpamConfigError(what, f"invalid {what} {s}: it should be {strict}")
-    return strict
+        raise _cfg_err(what, f"invalid {what} {s}: invalid CIDR block notation")
+    if ipaddress.ip_interface(s).ip != net.network_address:
+        raise _cfg_err(what, f"invalid {what} {s}: it should be {net}")
+    return net
 
 
-def _parse_addr(s: str, what: str, subnet: Network) -> Address:
+def _parse_addr(s: str, what: str, label: str, subnet: Network) -> Address:
+    """``label`` is what moby names in the message: the address, or an aux address's key."""
     try:
         a = ipaddress.ip_address(s)
     except ValueError:
-        raise InvalidIpamConfigError(what, f"invalid {what} {s}: ParseAddr({s!r}): "
-                                     "unable to parse IP") from None
+        raise _cfg_err(what, f"invalid {what} {label}: ParseAddr({s!r}): unable to parse "
+                       "IP") from None
     if a.version != subnet.version:
-        raise InvalidIpamConfigError(
-            what, f"invalid {what} {s}: expected an IPv{subnet.version} address")
+        raise _cfg_err(what, f"invalid {what} {label}: parent subnet is an "
+                       f"IPv{subnet.version} block")
     if a not in subnet:
-        raise InvalidIpamConfigError(what, f"invalid {what} {s}: it should be in subnet {subnet}")
+        raise _cfg_err(what, f"invalid {what} {label}: parent subnet {subnet} doesn't "
+                       "contain this address")
     return a
 
 
@@ -297,21 +304,27 @@ class Ipam:
         else:
             subnet = _parse_subnet(cfg.subnet)
             if cfg.family is not None and cfg.family != subnet.version:
-                raise InvalidIpamConfigError(
-                    "subnet", f"invalid subnet {subnet}: expected an IPv{cfg.family} subnet")
+                raise _cfg_err("subnet", f"invalid subnet {subnet}: expected an IPv{cfg.family} "
+                               "subnet")
             if any(_overlaps(subnet, t) for t in taken):
                 raise PoolOverlapError("Pool overlaps with other one on this address space")
         ip_range: Network | None = None
         if cfg.ip_range:
             ip_range = _parse_subnet(cfg.ip_range, "ip-range")
-            if ip_range.version != subnet.version or not ip_range.subnet_of(subnet):  # type: ignore[arg-type]
-                raise InvalidIpamConfigError(
-                    "ip-range", f"invalid ip-range {cfg.ip_range}: it should be a subset of "
-                    f"subnet {subnet}")
-        aux = {k: _parse_addr(v, "auxiliary address", subnet)
+            r = cfg.ip_range
+            if ip_range.version != subnet.version:
+                raise _cfg_err("ip-range", f"invalid ip-range {r}: parent subnet is an "
+                               f"IPv{subnet.version} block")
+            if ip_range.prefixlen < subnet.prefixlen:
+                raise _cfg_err("ip-range", f"invalid ip-range {r}: CIDR block is bigger than "
+                               f"its parent subnet {subnet}")
+            if not _overlaps(ip_range, subnet):
+                raise _cfg_err("ip-range", f"invalid ip-range {r}: parent subnet {subnet} "
+                               "doesn't contain ip-range")
+        aux = {k: _parse_addr(v, "auxiliary address", k, subnet)
                for k, v in cfg.aux_addresses.items()}
         if cfg.gateway:
-            gw = _parse_addr(cfg.gateway, "gateway", subnet)
+            gw = _parse_addr(cfg.gateway, "gateway", cfg.gateway, subnet)
         else:
             lo, hi = _hosts_bounds(ip_range or subnet)
             lo = max(lo, _hosts_bounds(subnet)[0])
@@ -350,8 +363,8 @@ class Ipam:
             p = self._build(cfg, taken + ([] if cfg.subnet else avoided))
             if p.family == 6 and not ipv6:
                 raise InvalidIpamConfigError(
-                    "subnet", f"IPv6 subnet {p.subnet} given but IPv6 is not enabled "
-                    "(--ipv6)")
+                    "subnet", "IPv6 has not been enabled for this network, but an IPv6 subnet "
+                    "has been provided")
             new.append(p)
             taken.append(p.subnet)
         for fam, on in ((4, ipv4), (6, ipv6)):
