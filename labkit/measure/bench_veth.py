@@ -10,7 +10,11 @@ links are never touched.
 * moved: RTM_NEWLINK with both ends in the host, then RTM_NEWLINK on the peer with
   IFLA_NET_NS_FD (``ip link set PEER netns NS``): dev_change_net_namespace() unregisters and
   re-registers the device, waiting out an RCU grace period;
-* attach: the whole labkit.engine.net.bridge.attach (pair, address, lo up, default route).
+* attach: the whole labkit.engine.net.bridge.attach (pair, address, lo up, default route);
+* detach: bridge.detach, one RTM_DELLINK -- synchronous unregistration waits out RCU grace
+  periods (synchronize_net in unregister_netdevice_many), so it costs far more than the
+  creation.  When the container's netns dies anyway, the kernel deletes the pair itself
+  (default_device_exit_batch, in the netns cleanup work), off the caller's path.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ class VethBench:
     in_place_ms: list[float]
     moved_ms: list[float]
     attach_ms: list[float]
+    detach_ms: list[float]
 
     def table(self) -> str:
         rows = [("veth created in the netns", self.in_place_ms),
                 ("veth created, then moved", self.moved_ms),
-                ("bridge.attach (whole endpoint)", self.attach_ms)]
+                ("bridge.attach (whole endpoint)", self.attach_ms),
+                ("bridge.detach (RTM_DELLINK)", self.detach_ms)]
         out = [f"{'':32} {'median ms':>10} {'min ms':>8} {'n':>4}"]
         for name, s in rows:
             out.append(f"{name:32} {statistics.median(s):10.2f} {min(s):8.2f} {len(s):4}")
@@ -58,6 +64,7 @@ def run(n: int = 20) -> VethBench:
     in_place: list[float] = []
     moved: list[float] = []
     attach: list[float] = []
+    detach: list[float] = []
     try:
         for name in (host, ctr):
             create_netns(name)
@@ -88,7 +95,9 @@ def run(n: int = 20) -> VethBench:
                               [ipaddress.ip_interface("10.250.0.2/24")],
                               gateways=[ipaddress.ip_address("10.250.0.1")], host_netns=host)
                 attach.append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
                 bridge.detach("lkbvh", host_netns=host)
+                detach.append((time.perf_counter() - t) * 1e3)
             bridge.delete_bridge("lkbench0", host_netns=host)
         finally:
             os.close(fd)
@@ -97,7 +106,7 @@ def run(n: int = 20) -> VethBench:
     finally:
         for name in made:
             remove_netns(name)  # the namespaces take any link left in them along
-    return VethBench(in_place, moved, attach)
+    return VethBench(in_place, moved, attach, detach)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -205,5 +205,5 @@ def test_veth_benchmark_prints_and_cleans_up(capsys: pytest.CaptureFixture[str])
     res = bench_veth.run(5)
     with capsys.disabled():
         print("\n" + res.table())  # figures are printed, never asserted (load varies)
-    assert len(res.in_place_ms) == len(res.moved_ms) == len(res.attach_ms) == 5
+    assert len(res.in_place_ms) == len(res.moved_ms) == len(res.attach_ms) == len(res.detach_ms) == 5
     assert not [n for n in list_netns() if n.startswith(("lk-bvh-", "lk-bvc-"))]

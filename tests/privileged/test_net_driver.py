@@ -140,3 +140,27 @@ def test_ip_only_on_user_configured_subnets(env: tuple[D.BridgeDriver, str, str,
     with pytest.raises(errors.InvalidArgumentError, match="netns"):
         from labkit.engine.net import bridge
         bridge.attach("lk0", "lkvx", "../../etc", [], host_netns=host)
+
+
+def test_detach_after_the_netns_died(env: tuple[D.BridgeDriver, str, str, str],
+                                     tmp_path: Path) -> None:
+    drv, _c1, _c2, host = env
+    ctr = f"lk-ndx-{os.getpid() % 100000}"
+    net = drv.create_network(D.NetworkSpec(id=NID, name="n",
+                                           ipam=[PoolConfig(subnet="10.93.0.0/24")]))
+    try:
+        create_netns(ctr)
+        try:
+            ep = drv.attach(net, D.EndpointSpec(endpoint_id="c1" * 32, netns=ctr))
+        finally:
+            remove_netns(ctr)  # the container's namespace goes: nothing holds it any more
+        drv.detach(net, ep, netns_gone=True)
+        assert drv.ipam.pools(NID)[0].allocated == {}
+        import time
+        for _ in range(100):  # the kernel's netns cleanup work deletes the pair
+            if ep.host_ifname not in _links(host):
+                break
+            time.sleep(0.05)
+        assert ep.host_ifname not in _links(host)
+    finally:
+        drv.delete_network(net)

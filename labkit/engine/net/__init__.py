@@ -22,7 +22,8 @@ The seam for the engine (labkit.engine.net.driver)::
                                          ipam=[PoolConfig(subnet="10.9.0.0/24")]))
     ep = drv.attach(net, EndpointSpec(endpoint_id=..., netns="/proc/PID/ns/net",
                                       ipv4_address=None, mac_address=None))
-    drv.detach(net, ep); drv.delete_network(net)
+    drv.detach(net, ep)                      # netns_gone=True: skip the ~20 ms RTM_DELLINK
+    drv.delete_network(net)
     drv.reconcile({net.id: [addresses live containers hold]})   # after a daemon restart
 
 ``NetworkDriver`` (a Protocol) is create_network / delete_network / attach / detach, each

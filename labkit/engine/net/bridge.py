@@ -135,8 +135,14 @@ def _rtnl(netns: str | None) -> Iterator[IPRoute]:
 
 
 def _index(ipr: IPRoute, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return int(found[0]) if found else None
+    # One RTM_GETLINK by IFLA_IFNAME (the kernel looks the name up), not a dump of every
+    # link filtered here as link_lookup() may do: that grows with the host's links.
+    try:
+        return int(ipr.link("get", ifname=name)[0]["index"])
+    except NetlinkError as err:
+        if err.code == errno.ENODEV:
+            return None
+        raise
 
 
 def _nlerr(err: NetlinkError, op: str, target: str) -> Exception:
@@ -256,9 +262,8 @@ def attach(bridge: str, host_ifname: str, netns: str, addresses: Sequence[Interf
                 c.link("set", index=idx, state="up")
                 for a in addresses:
                     _add_addr(c, idx, a)
-                lo = _index(c, "lo")
-                if lo is not None:
-                    c.link("set", index=lo, state="up")
+                # loopback is ifindex 1 in every namespace (LOOPBACK_IFINDEX, net/core/dev.c)
+                c.link("set", index=1, state="up")
                 for gw in gateways:
                     c.route("add", dst="default" if gw.version == 4 else "::/0",
                             gateway=str(gw), oif=idx, family=10 if gw.version == 6 else 2)
