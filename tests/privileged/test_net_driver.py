@@ -164,3 +164,26 @@ def test_detach_after_the_netns_died(env: tuple[D.BridgeDriver, str, str, str],
         assert ep.host_ifname not in _links(host)
     finally:
         drv.delete_network(net)
+
+
+def test_restore_network_after_restart(env: tuple[D.BridgeDriver, str, str, str],
+                                       tmp_path: Path) -> None:
+    drv, c1, _c2, host = env
+    spec = D.NetworkSpec(id=NID, name="n", ipam=[PoolConfig(subnet="10.94.0.0/24")])
+    net = drv.create_network(spec)
+    try:
+        ep = drv.attach(net, D.EndpointSpec(endpoint_id="c1" * 32, netns=c1))
+        drv2 = D.BridgeDriver(Ipam(tmp_path), host_netns=host)  # "the daemon restarted"
+        net2 = drv2.restore_network(spec)
+        assert (net2.bridge, [str(p.subnet) for p in net2.pools]) == (net.bridge,
+                                                                       ["10.94.0.0/24"])
+        assert _ping(c1, "10.94.0.1")  # live-restore: the endpoint kept working
+        drv2.detach(net2, ep)
+        from labkit.engine.net import bridge
+        bridge.delete_bridge(net.bridge, host_netns=host)  # as after a reboot
+        net3 = drv2.restore_network(spec)
+        assert "10.94.0.1/24" in _links(host)[net3.bridge]["addrs"]  # type: ignore[operator]
+        with pytest.raises(errors.NotFoundError):
+            drv2.restore_network(D.NetworkSpec(id="cd" * 32, name="never"))
+    finally:
+        D.BridgeDriver(Ipam(tmp_path), host_netns=host).delete_network(net)  # current state

@@ -24,9 +24,12 @@ The seam for the engine (labkit.engine.net.driver)::
                                       ipv4_address=None, mac_address=None))
     drv.detach(net, ep)                      # netns_gone=True: skip the ~20 ms RTM_DELLINK
     drv.delete_network(net)
-    drv.reconcile({net.id: [addresses live containers hold]})   # after a daemon restart
+    # after a daemon restart:
+    net = drv.restore_network(spec)          # bridge kept (live-restore) or made again
+    drv.reconcile({net.id: [addresses live containers hold]})
 
-``NetworkDriver`` (a Protocol) is create_network / delete_network / attach / detach, each
+``NetworkDriver`` (a Protocol) is create_network / restore_network / delete_network /
+attach / detach, each
 all-or-nothing; ``Network`` and ``Endpoint`` are frozen dataclasses holding what inspect
 shows (bridge, pools with subnet/gateway/ip-range, MAC, addresses, gateways).  Errors come
 from labkit.errors' tree; the IPAM ones carry moby's HTTP status in ``http_status``.
