@@ -29,9 +29,8 @@ The seam for the engine (labkit.engine.net.driver)::
     drv.reconcile({net.id: [addresses live containers hold]})
 
 ``NetworkDriver`` (a Protocol) is create_network / restore_network / delete_network /
-attach / detach, each
-all-or-nothing; ``Network`` and ``Endpoint`` are frozen dataclasses holding what inspect
-shows (bridge, pools with subnet/gateway/ip-range, MAC, addresses, gateways).  Errors come
+attach / detach, each all-or-nothing; ``Network`` and ``Endpoint`` are frozen dataclasses
+holding what inspect shows (bridge, pools with subnet/gateway/ip-range, MAC, addresses, gateways).  Errors come
 from labkit.errors' tree; the IPAM ones carry moby's HTTP status in ``http_status``.
 
 Isolation between bridges is an nftables rule in labkit's own table, written by the port
