@@ -41,8 +41,11 @@ How each path works (Docker with ``"userland-proxy": false`` does the same with 
   DNATed packet goes back out the bridge it came from; without SNAT the reply would go
   straight container-to-container and not be un-DNATed, so ``bridges-nat`` masquerades
   ``subnet -> same bridge`` when ``ct status dnat``.  (Docker's per-port ``-s cip -d cip``
-  masquerade covers the own-container case; this rule covers siblings too, without needing
-  br_netfilter.)
+  masquerade covers the own-container case; this rule covers siblings too.)  A container
+  reaching ITSELF also needs hairpin mode on its bridge port (``enable_hairpin``): the
+  DNATed frame must go back out the port it came in by, which a bridge refuses by default
+  (br_forward.c should_deliver; with br_netfilter loaded, as Docker loads it, the frame is
+  bridged, not routed).  libnetwork sets it on every port when the userland proxy is off.
 * egress: ``ip saddr <subnet> oifname != <bridge> masquerade``, not for --internal.
 * isolation: a packet from one labkit bridge to another is dropped; an --internal bridge
   neither sends nor receives forwarded traffic (only its members talk, on the bridge).
@@ -55,8 +58,10 @@ The seam for the engine (one Publisher per daemon, in the daemon's network names
                      internal=True)])        # after creating/removing any bridge
     got = pub.publish(cid, [PortMapping("172.18.0.2", 80, "tcp", bridge="lk0",
                                         host_port=8080)])   # host_port=0: -P / ephemeral
+    enable_hairpin("lkv1234")                # each container's host-side veth, at attach
     pub.unpublish(cid)                       # container exit; idempotent
     pub.reconcile({cid: got, ...})           # daemon start: drop stale, re-add expected
+    pub.release()                            # daemon stops, live-restore: rules stay
     pub.destroy()                            # remove the table (last network gone)
 
 ``publish`` returns the mappings with host ports filled in (what ``docker port`` shows and
@@ -83,6 +88,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pyroute2 import IPRoute
+
 from labkit import errors
 from labkit.engine.net.hostports import (
     PortAllocator,
@@ -93,6 +100,7 @@ from labkit.engine.net.hostports import (
 )
 from labkit.ns.netns import netns as _enter_netns
 from labkit.ns.netns import netns_path
+from labkit.ns.rtnl import off_loop as _off_loop
 
 __all__ = [
     "FAMILY",
@@ -101,6 +109,7 @@ __all__ = [
     "NftError",
     "PortMapping",
     "Publisher",
+    "enable_hairpin",
     "example_ruleset",
     "render_base",
     "render_bridges",
@@ -309,6 +318,24 @@ def example_ruleset() -> str:
     return "\n".join(lines) + "\n"
 
 
+@_off_loop
+def enable_hairpin(port: str, *, ns: str | None = None) -> None:
+    """Turn on hairpin mode on bridge port ``port`` (``ip link set PORT type bridge_slave
+    hairpin on``), so a container can reach its own published port via a host address."""
+    _check_ifname(port)
+    ipr = IPRoute(netns=ns, flags=0) if ns is not None else IPRoute()
+    with ipr:
+        found = ipr.link_lookup(ifname=port)
+        if not found:
+            raise errors.NotFoundError("bridge port", port)
+        # IFLA_BRPORT_MODE is the hairpin flag (include/uapi/linux/if_link.h), sent as slave
+        # data of kind "bridge", as iproute2's bridge_slave does.
+        ipr.link("set", index=found[0], IFLA_LINKINFO={"attrs": [
+            ("IFLA_INFO_SLAVE_KIND", "bridge"),
+            ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", 1)]}),
+        ]})
+
+
 def _overlaps(a: PortMapping, b: PortMapping) -> bool:
     if a.proto != b.proto or a.host_port != b.host_port or a.version != b.version:
         return False
@@ -507,6 +534,19 @@ class Publisher:
         """What this Publisher published (container id -> mappings)."""
         with self._lock:
             return {cid: list(ms) for cid, ms in self._published.items()}
+
+    def release(self) -> None:
+        """Let go of the host ports and forget the state, keeping every rule in the kernel.
+
+        For a daemon shutting down with live-restore: its containers keep their ports;
+        the next daemon's reconcile() takes them over.
+        """
+        with self._lock:
+            for rs in self._reserved.values():
+                for r in rs:
+                    r.close()
+            self._reserved.clear()
+            self._published.clear()
 
     def destroy(self) -> None:
         """Delete labkit's table and free every reserved port (no labkit network left)."""
