@@ -9,6 +9,7 @@ Echo servers answer "<peer address> <data>", so a test sees what SNAT did.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -28,10 +29,10 @@ pytestmark = pytest.mark.privileged
 
 SERVER = textwrap.dedent("""
     import selectors, socket, sys
-    port = int(sys.argv[1])
+    port, addr = int(sys.argv[1]), (sys.argv[2:] or ["0.0.0.0"])[0]
     t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind(("0.0.0.0", port)); t.listen(16)
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+    t.bind((addr, port)); t.listen(16)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((addr, port))
     sel = selectors.DefaultSelector()
     sel.register(t, selectors.EVENT_READ); sel.register(u, selectors.EVENT_READ)
     print("ready", flush=True)
@@ -137,9 +138,10 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
                        "policy accept; }\n"
                        'add rule ip lkdummy theirs_fwd ip saddr 192.0.2.99 accept comment "theirs"\n')
         t.dummy_before = t.dummy()
-        for role in ("c1", "c3", "x"):
-            p = subprocess.Popen(["ip", "netns", "exec", roles[role], sys.executable,
-                                  str(tmp / "server.py"), "7000"],
+        for ns, port, addr in ((roles["c1"], "7000", "0.0.0.0"), (roles["c3"], "7000", "0.0.0.0"),
+                               (roles["x"], "7000", "0.0.0.0"), (host, "7001", "127.0.0.1")):
+            p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable,
+                                  str(tmp / "server.py"), port, addr],
                                  stdout=subprocess.PIPE, text=True)
             t.procs.append(p)
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -306,3 +308,40 @@ def test_unpublish_removes_exactly_that_container_and_reconcile(
     pub2.unpublish("bb15")
     assert pub2.rules_by_owner() == {}
     assert "lk:" not in pub2.ruleset()
+
+
+def test_container_cannot_reach_host_loopback_through_route_localnet(
+        topo: Topo, pub: Publisher) -> None:
+    """CVE-2020-8558: route_localnet on the bridge must not open the host's 127.0.0.1."""
+    pub.set_bridges(topo.all_bridges())
+    c2 = topo.ns["c2"]
+    assert topo.ask("host", "tcp", "127.0.0.1", 7001) == "127.0.0.1 hello"  # host-only service
+    # c2 (as a container with NET_ADMIN could) sends 127.0.0.0/8 to its gateway
+    _ip_ns(c2, "sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1")
+    for prefix in ("127.0.0.0/8", "127.0.0.1"):
+        _run("ip", "-n", c2, "route", "del", "local", prefix, "dev", "lo", "table", "local")
+    _run("ip", "-n", c2, "route", "add", "127.0.0.1/32", "via", "10.88.1.1", "dev", "eth0")
+    with netns(netns_path(topo.host)):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        listener.bind(("127.0.0.1", 7002))
+        listener.settimeout(1)
+        topo.ask("c2", "udp", "127.0.0.1", 7002)
+        with pytest.raises(TimeoutError):
+            listener.recv(64)  # nothing arrived at the host's loopback service
+        assert topo.ask("c2", "tcp", "127.0.0.1", 7001).startswith("ERR")
+        # and the guard is what stops it: without its rules the datagram gets through
+        guard = _guard_handles(topo)
+        assert len(guard) == 2
+        for h in guard:
+            _ip_ns(topo.host, "nft", "delete", "rule", "inet", "labkit", "guard", "handle",
+                   str(h))
+        topo.ask("c2", "udp", "127.0.0.1", 7002)
+        assert listener.recv(64) == b"hello"
+    finally:
+        listener.close()
+
+
+def _guard_handles(topo: Topo) -> list[int]:
+    out = json.loads(_ip_ns(topo.host, "nft", "-j", "list", "chain", "inet", "labkit", "guard"))
+    return [o["rule"]["handle"] for o in out["nftables"] if "rule" in o]

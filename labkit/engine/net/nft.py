@@ -12,6 +12,7 @@ as one netlink batch: all of it or nothing (nft(8), "atomic rule replacement").
 
 The table (``render_base``; an example with rules is in ``example_ruleset()``)::
 
+    guard       filter raw    drop loopback addresses coming in from a bridge
     prerouting  nat  dstnat   fib daddr type local jump publish-dnat
     output      nat  -100     fib daddr type local jump publish-dnat
     postrouting nat  srcnat   jump bridges-nat
@@ -63,6 +64,10 @@ The seam for the engine (one Publisher per daemon, in the daemon's network names
     pub.reconcile({cid: got, ...})           # daemon start: drop stale, re-add expected
     pub.release()                            # daemon stops, live-restore: rules stay
     pub.destroy()                            # remove the table (last network gone)
+
+What the engine must do besides (not this module's business): ``net.ipv4.ip_forward=1``
+in its namespace (Docker sets it too), create bridges and veths, and call enable_hairpin
+on each container's bridge port.
 
 ``publish`` returns the mappings with host ports filled in (what ``docker port`` shows and
 what the engine must store for ``reconcile``).  Errors: ConflictError "Bind for
@@ -237,11 +242,19 @@ def render_base() -> list[str]:
         f"add chain {_T} output {{ type nat hook output priority -100; policy accept; }}",
         f"add chain {_T} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}",
         f"add chain {_T} forward {{ type filter hook forward priority filter; policy accept; }}",
+        f"add chain {_T} guard {{ type filter hook prerouting priority raw; policy accept; }}",
         f"add chain {_T} publish-dnat",
         f"add chain {_T} publish-fwd",
         f"add chain {_T} isolation",
         f"add chain {_T} bridges-in",
         f"add chain {_T} bridges-nat",
+        # route_localnet on a bridge would let a container address the host's 127.0.0.0/8
+        # services through its gateway (CVE-2020-8558, the same hole in kube-proxy): no
+        # packet coming in from a labkit bridge may carry a loopback address.  raw runs
+        # before conntrack undoes NAT, so replies to masqueraded loopback flows (sent to
+        # the bridge address) are not affected.
+        f"add rule {_T} guard iifname @bridge_names ip saddr 127.0.0.0/8 drop",
+        f"add rule {_T} guard iifname @bridge_names ip daddr 127.0.0.0/8 drop",
         # addrtype LOCAL in Docker's rules: every address of the host, loopback included.
         f"add rule {_T} prerouting fib daddr type local jump publish-dnat",
         f"add rule {_T} output fib daddr type local jump publish-dnat",
@@ -422,19 +435,21 @@ class Publisher:
         lines = render_bridges(bridges)  # validates before anything changes
         with self._lock:
             for b in bridges:
-                self._route_localnet(b.name)
+                self._route_localnet(b.name, write=False)  # all exist, or change nothing
             self.ensure()
             self.apply(lines)
+            for b in bridges:
+                self._route_localnet(b.name, write=True)
 
-    def _route_localnet(self, bridge: str) -> None:
+    def _route_localnet(self, bridge: str, *, write: bool) -> None:
         path = Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
         try:
             if self.ns is None:
-                path.write_text("1")
+                path.write_text("1") if write else path.read_text()
             else:
                 # /proc/sys/net resolves in the opening thread's network namespace.
                 with _enter_netns(netns_path(self.ns)):
-                    path.write_text("1")
+                    path.write_text("1") if write else path.read_text()
         except FileNotFoundError:
             raise errors.NotFoundError("bridge", bridge) from None
 
