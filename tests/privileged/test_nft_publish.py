@@ -30,9 +30,12 @@ pytestmark = pytest.mark.privileged
 SERVER = textwrap.dedent("""
     import selectors, socket, sys
     port, addr = int(sys.argv[1]), (sys.argv[2:] or ["0.0.0.0"])[0]
-    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind((addr, port)); t.listen(16)
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((addr, port))
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    t = socket.socket(fam); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    u = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6:  # beside the IPv4 server on the same port
+        for x in (t, u): x.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    t.bind((addr, port)); t.listen(16); u.bind((addr, port))
     sel = selectors.DefaultSelector()
     sel.register(t, selectors.EVENT_READ); sel.register(u, selectors.EVENT_READ)
     print("ready", flush=True)
@@ -49,7 +52,8 @@ CLIENT = textwrap.dedent("""
     import socket, sys
     proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(socket.AF_INET, kind); s.settimeout(2)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, kind); s.settimeout(2)
     try:
         s.connect((host, port)); s.send(b"hello"); print(s.recv(512).decode())
     except OSError as err:
@@ -116,12 +120,18 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
         _run("ip", "-n", roles["x"], "addr", "add", "198.51.100.2/24", "dev", "eth0")
         _run("ip", "-n", roles["x"], "link", "set", "eth0", "up")
         _run("ip", "-n", roles["x"], "route", "add", "10.88.0.0/16", "via", "198.51.100.1")
+        # IPv6 alongside (nodad: usable at once): host fd00:5100::1 <-> x fd00:5100::2
+        _ip_ns(host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        _run("ip", "-n", host, "addr", "add", "fd00:5100::1/64", "dev", f"lkx{u}", "nodad")
+        _run("ip", "-n", roles["x"], "addr", "add", "fd00:5100::2/64", "dev", "eth0", "nodad")
         for i, internal in ((1, False), (2, False), (3, True)):
             br = f"lkb{i}{u}"
             _run("ip", "-n", host, "link", "add", br, "type", "bridge")
             _run("ip", "-n", host, "addr", "add", f"10.88.{i}.1/24", "dev", br)
             _run("ip", "-n", host, "link", "set", br, "up")
-            t.bridges[f"b{i}"] = Bridge(br, (f"10.88.{i}.0/24",), internal=internal)
+            _run("ip", "-n", host, "addr", "add", f"fd00:88:{i}::1/64", "dev", br, "nodad")
+            t.bridges[f"b{i}"] = Bridge(br, (f"10.88.{i}.0/24", f"fd00:88:{i}::/64"),
+                                        internal=internal)
         for role, (b, ip) in {"c1": (1, 2), "c2": (1, 3), "c3": (2, 2), "c4": (3, 2)}.items():
             veth = f"lkv{role}{u}"
             # created straight in both namespaces (no move afterwards)
@@ -131,6 +141,10 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
             _run("ip", "-n", roles[role], "addr", "add", f"10.88.{b}.{ip}/24", "dev", "eth0")
             _run("ip", "-n", roles[role], "link", "set", "eth0", "up")
             _run("ip", "-n", roles[role], "route", "add", "default", "via", f"10.88.{b}.1")
+            _run("ip", "-n", roles[role], "addr", "add", f"fd00:88:{b}::{ip}/64", "dev", "eth0",
+                 "nodad")
+            _run("ip", "-n", roles[role], "-6", "route", "add", "default", "via",
+                 f"fd00:88:{b}::1")
         # somebody else's table, which labkit must never touch
         subprocess.run(["ip", "netns", "exec", host, "nft", "-f", "-"], text=True, check=True,
                        input="add table ip lkdummy\n"
@@ -139,7 +153,8 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
                        'add rule ip lkdummy theirs_fwd ip saddr 192.0.2.99 accept comment "theirs"\n')
         t.dummy_before = t.dummy()
         for ns, port, addr in ((roles["c1"], "7000", "0.0.0.0"), (roles["c3"], "7000", "0.0.0.0"),
-                               (roles["x"], "7000", "0.0.0.0"), (host, "7001", "127.0.0.1")):
+                               (roles["x"], "7000", "0.0.0.0"), (host, "7001", "127.0.0.1"),
+                               (roles["c1"], "7000", "::"), (roles["x"], "7000", "::")):
             p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable,
                                   str(tmp / "server.py"), port, addr],
                                  stdout=subprocess.PIPE, text=True)
@@ -345,3 +360,18 @@ def test_container_cannot_reach_host_loopback_through_route_localnet(
 def _guard_handles(topo: Topo) -> list[int]:
     out = json.loads(_ip_ns(topo.host, "nft", "-j", "list", "chain", "inet", "labkit", "guard"))
     return [o["rule"]["handle"] for o in out["nftables"] if "rule" in o]
+
+
+def test_ipv6_publish_and_egress_in_the_same_table(topo: Topo, pub: Publisher) -> None:
+    pub.set_bridges(topo.all_bridges())
+    b1 = topo.bridges["b1"].name
+    pub.publish("aa16", [PortMapping("fd00:88:1::2", 7000, "tcp", b1, 8090),
+                         PortMapping("10.88.1.2", 7000, "tcp", b1, 8090)])
+    assert topo.ask("x", "tcp", "fd00:5100::1", 8090) == "fd00:5100::2 hello"
+    assert topo.ask("x", "tcp", "198.51.100.1", 8090) == "198.51.100.2 hello"
+    assert topo.ask("x", "tcp", "fd00:88:1::2", 7000).startswith("ERR")  # not routed in
+    assert topo.ask("c1", "tcp", "fd00:5100::2", 7000) == "fd00:5100::1 hello"  # masquerade
+    assert topo.ask("c3", "tcp", "fd00:88:1::2", 7000).startswith("ERR")  # isolated
+    assert topo.ask("c4", "tcp", "fd00:5100::2", 7000).startswith("ERR")  # internal
+    pub.unpublish("aa16")
+    assert topo.ask("x", "tcp", "fd00:5100::1", 8090).startswith("ERR")
