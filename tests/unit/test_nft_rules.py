@@ -220,3 +220,13 @@ def test_publish_validates_before_anything() -> None:
     with pytest.raises(errors.InvalidArgumentError, match="host port"):
         pub.reconcile({"aa": [PortMapping("10.0.0.2", 80, "tcp", "lk0", 0)]})
     assert pub.scripts == []
+
+
+def test_publish_on_internal_bridge_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    pub = _Recorder()
+    monkeypatch.setattr(pub, "_route_localnet", lambda name, *, write: None)
+    pub.set_bridges([Bridge("lki", ("10.9.0.0/24",), internal=True), Bridge("lk0", ())])
+    applied = len(pub.scripts)
+    with pytest.raises(errors.InvalidArgumentError, match="lki is an --internal network"):
+        pub.publish("aa", [PortMapping("10.9.0.2", 80, "tcp", "lki", 8080, "127.0.0.1")])
+    assert len(pub.scripts) == applied and pub.published() == {}

@@ -372,6 +372,7 @@ class Publisher:
         self._lock = threading.RLock()
         self._published: dict[str, list[PortMapping]] = {}
         self._reserved: dict[str, list[Reservation]] = {}
+        self._internal: set[str] = set()  # --internal bridges: nothing is published there
         self.allocator = PortAllocator(port_range or local_port_range(ns), ns=ns)
 
     # -- nft plumbing -----------------------------------------------------------------
@@ -440,6 +441,7 @@ class Publisher:
             self.apply(lines)
             for b in bridges:
                 self._route_localnet(b.name, write=True)
+            self._internal = {b.name for b in bridges if b.internal}
 
     def _route_localnet(self, bridge: str, *, write: bool) -> None:
         path = Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
@@ -463,6 +465,13 @@ class Publisher:
         for m in mappings:
             _check_mapping(m, need_host_port=False)
         with self._lock:
+            for m in mappings:
+                if m.bridge in self._internal:
+                    # an internal network has no way in or out: refuse rather than accept
+                    # a -p that could never be reached (issue 10, "accepted means applied")
+                    raise errors.InvalidArgumentError(
+                        "port mapping", f"bridge {m.bridge} is an --internal network: its "
+                        "containers' ports cannot be published")
             if cid in self._published:
                 raise errors.ConflictError(f"container {cid} already has published ports")
             others = [m for ms in self._published.values() for m in ms]
