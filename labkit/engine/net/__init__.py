@@ -33,7 +33,8 @@ attach / detach, each all-or-nothing; ``Network`` and ``Endpoint`` are frozen da
 holding what inspect shows (bridge, pools with subnet/gateway/ip-range, MAC, addresses, gateways).  Errors come
 from labkit.errors' tree; the IPAM ones carry moby's HTTP status in ``http_status``.
 
-Isolation between bridges is an nftables rule in labkit's own table, written by the port
-publishing module: the seam (``ports.isolate_bridges(bridges)``) is described in
-``bridge``'s docstring.
+Packet filtering and NAT live in labkit's own nftables table (``table inet labkit``):
+``labkit.engine.net.nft`` (port publishing, hairpin, masquerade, bridge isolation,
+--internal; the Publisher seam) and ``labkit.engine.net.hostports`` (host-port
+reservations in Docker's words, -P's ephemeral allocator).
 """
