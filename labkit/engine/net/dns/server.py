@@ -16,10 +16,9 @@ Binding: labkit binds 127.0.0.11:53 directly.  The container's lo covers 127.0.0
 address has to be added; lo must be up, which the engine does when it makes the netns.
 Docker instead listens on a random port and DNATs 127.0.0.11:53 to it with iptables in
 the container's netns, so a container may still bind 0.0.0.0:53 itself; with labkit's
-direct bind such a container gets EADDRINUSE on UDP/TCP 53 of 127.0.0.11's wildcard
-
-(the kernel refuses a wildcard bind over a specific one on the same port).  That is the trade-off taken (no nftables table in every container netns);
-an nft DNAT in labkit's own table can be added behind the same seam.
+direct bind such a container gets EADDRINUSE binding 0.0.0.0:53 (the kernel refuses a
+wildcard bind over a specific one on the same port).  That is the trade-off taken (no
+nftables table in every container netns); an nft DNAT in labkit's own table can be added behind the same seam.
 
 Forwarded queries leave from the container's netns too (make_socket below), so routes,
 --internal and firewalling apply to them as to the container itself; only upstreams
