@@ -44,6 +44,7 @@ import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from labkit import errors
 from labkit.engine.net.dns.resolver import Resolver, Upstream
@@ -64,6 +65,7 @@ class Attachment:
     netns_path: str
     resolver: Resolver
     transport: asyncio.DatagramTransport
+    udp: _Udp
     tcp_server: asyncio.Server
     tcp_clients: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -73,10 +75,17 @@ class _Udp(asyncio.DatagramProtocol):
         self.resolver = att_resolver
         self.tasks = tasks
         self.transport: asyncio.DatagramTransport | None = None
+        # Set when the transport has really closed its socket (close() defers that to the
+        # next loop iteration); detach() waits for it so the port is free when it returns.
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # 3.11's selector datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         task = asyncio.ensure_future(self._answer(data, addr))
@@ -139,7 +148,7 @@ class DnsServer:
 
         resolver = Resolver(view, upstreams, make_socket, timeout=self.timeout)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
+            transport, udp_proto = await loop.create_datagram_endpoint(
                 lambda: _Udp(resolver, self._udp_tasks), sock=udp)
         except BaseException:
             udp.close()
@@ -165,7 +174,7 @@ class DnsServer:
             transport.close()
             tcp.close()
             raise
-        att = Attachment(path, resolver, transport, server, clients)
+        att = Attachment(path, resolver, transport, udp_proto, server, clients)
         self._attached.add(att)
         return att
 
@@ -173,6 +182,7 @@ class DnsServer:
         """Stop answering in that netns and close its sockets (idempotent)."""
         self._attached.discard(att)
         att.transport.close()
+        await att.udp.closed
         att.tcp_server.close()
         for task in list(att.tcp_clients):
             task.cancel()
