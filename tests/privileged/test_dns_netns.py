@@ -228,3 +228,33 @@ def test_attach_errors_leave_nothing(ns: str) -> None:
             s.bind((dns.DNS_ADDRESS, 53))
 
     asyncio.run(main())
+
+
+@pytest.mark.privileged
+def test_hostile_clients_do_not_stop_the_server(ns: str) -> None:
+    def hostile() -> None:
+        u = _in_ns(ns, socket.AF_INET, socket.SOCK_DGRAM)
+        with u:
+            u.connect((dns.DNS_ADDRESS, 53))
+            for junk in (b"", b"\x00", b"\xff" * 12, struct.pack("!6H", 1, 0, 1, 0, 0, 0)
+                         + b"\xc0\x0c\x00\x01\x00\x01", os.urandom(600)):
+                u.send(junk)
+        for junk in (b"\xff\xff" + b"x" * 10, b"\x00\x00", b"\x00\x05abc"):
+            t = _in_ns(ns, socket.AF_INET, socket.SOCK_STREAM)
+            with t:
+                t.connect((dns.DNS_ADDRESS, 53))
+                t.sendall(junk)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = dns.DnsServer(timeout=0.3)
+        try:
+            await server.attach(str(netns_path(ns)), _view(), [])
+            await loop.run_in_executor(None, hostile)
+            for tcp in (False, True):
+                resp = await loop.run_in_executor(None, _raw_query, ns, "web", tcp)
+                assert [bytes(r.rdata) for r in resp.answers] == [ip("172.18.0.2").packed]
+        finally:
+            await server.close()
+
+    asyncio.run(main())

@@ -381,6 +381,10 @@ def test_resolv_conf_default_bridge() -> None:
     only_lo = files.parse_resolv_conf("nameserver 127.0.0.53\n")
     assert files.resolv_conf(only_lo, embedded=False).content == (
         "nameserver 8.8.8.8\nnameserver 8.8.4.4\n")
+    empty = files.parse_resolv_conf("")
+    assert files.resolv_conf(empty, embedded=True).upstreams == (
+        Upstream(ip("8.8.8.8")), Upstream(ip("8.8.4.4")))
+    assert "2001:4860:4860::8888" in files.resolv_conf(empty, embedded=False, ipv6=True).content
 
 
 @pytest.mark.parametrize("kw,what", [
@@ -406,3 +410,18 @@ def test_hosts_file_and_add_host() -> None:
             files.parse_add_host(bad)
     with pytest.raises(errors.InvalidArgumentError, match="hostname"):
         files.hosts_file("evil\n1.2.3.4 x", [])
+
+
+def test_odd_bytes_in_upstream_names_survive_truncation() -> None:
+    def odd(q: codec.Message) -> bytes:
+        resp = codec.Message(q.id, codec.FLAG_QR, q.questions)
+        resp.answers = [codec.Record("\xe9t\xe9.example", codec.A, 1, 30, bytes([10, 0, 0, i]))
+                        for i in range(60)]
+        return codec.encode(resp)
+
+    async def body(port: int) -> None:
+        res = Resolver(view(), [Upstream(ip("127.0.0.1"), port)])
+        raw = await res.handle(query("odd.example"), False)
+        assert raw is not None and codec.parse(raw).flags & codec.FLAG_TC
+
+    asyncio.run(_with_upstream(odd, body))

@@ -196,7 +196,7 @@ class _Writer:
                 return
             if len(self.buf) < 0x4000:  # a pointer holds 14 bits
                 self.offsets[suffix] = len(self.buf)
-            raw = labels[i].encode("ascii")
+            raw = labels[i].encode("latin-1", "replace")  # names were read as latin-1
             if not raw or len(raw) > MAX_LABEL:
                 raise FormatError(f"label {labels[i]!r} is empty or longer than 63 octets")
             self.buf += bytes([len(raw)]) + raw

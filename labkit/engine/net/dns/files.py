@@ -4,7 +4,8 @@ resolv.conf (resolv.conf(5)):
 - on a user-defined network: ``nameserver 127.0.0.11`` (the embedded DNS) and the real
   servers (--dns, else the host's) become the resolver's upstreams; ``options ndots:0`` is
   added unless the user set ndots, as libnetwork does, so that a dotted name is tried as
-  is first.
+  is first.  No server at all (empty host resolv.conf, no --dns) -> Docker's fallback below
+  as upstreams.
 - on the default bridge (no embedded DNS): the --dns servers, else the host's, minus the
   host's loopback ones (unreachable from the container); none left -> Google's 8.8.8.8
   and 8.8.4.4, Docker's fallback (and 2001:4860:4860::8888/8844 with IPv6).
@@ -99,20 +100,23 @@ def resolv_conf(host: HostResolv, *, embedded: bool, dns: Sequence[str] = (),
         # --dns servers are the container's choice: asked from its netns.  The host's
         # loopback servers only answer in the daemon's namespace.
         upstreams = tuple(Upstream(a) for a in servers) or tuple(
-            Upstream(a, host=a.is_loopback) for a in host.nameservers)
+            Upstream(a, host=a.is_loopback) for a in host.nameservers) or tuple(
+            Upstream(ip) for ip in _fallback(ipv6))
         if not any(o.startswith("ndots:") for o in options):
             options.append("ndots:0")
     else:
         chosen = servers or [a for a in host.nameservers if not a.is_loopback]
-        if not chosen:
-            fallback = _FALLBACK_V4 + (_FALLBACK_V6 if ipv6 else ())
-            chosen = [ipaddress.ip_address(a) for a in fallback]
+        chosen = chosen or _fallback(ipv6)
         lines += [f"nameserver {a}" for a in chosen]
     if search:
         lines.append("search " + " ".join(search))
     if options:
         lines.append("options " + " ".join(options))
     return ResolvConf("\n".join(lines) + "\n", upstreams)
+
+
+def _fallback(ipv6: bool) -> list[IPAddress]:
+    return [ipaddress.ip_address(a) for a in _FALLBACK_V4 + (_FALLBACK_V6 if ipv6 else ())]
 
 
 def parse_add_host(value: str, host_gateway: IPAddress | None = None) -> tuple[str, IPAddress]:

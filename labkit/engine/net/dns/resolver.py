@@ -240,7 +240,10 @@ def _matches(raw: bytes, qid: int, query: codec.Message) -> bool:
 
 def _truncate(raw: bytes) -> bytes:
     """Header + question of an upstream answer, TC set (the client retries over TCP)."""
-    resp = codec.parse(raw)
+    try:
+        resp = codec.parse(raw)
+    except codec.FormatError:  # _matches parsed it already; kept for safety
+        return raw[:2] + bytes([raw[2] | codec.FLAG_TC >> 8]) + raw[3:4] + bytes(8)
     resp.flags |= codec.FLAG_TC
     resp.answers, resp.authority = [], []
     resp.additional = [r for r in resp.additional if r.rtype == codec.OPT]

@@ -32,6 +32,10 @@ Seam for the engine::
     view.update(new_endpoints)                  # on run/connect/disconnect/rm/rename
     await server.detach(att)                    # on container exit / disconnect
     await server.close()                        # on daemon shutdown
+
+The listening sockets live in the daemon process: after a daemon restart with live-restore
+the engine attaches again for every running container on a user-defined network (the
+netns outlives the daemon; its 127.0.0.11:53 is free again once the old process is gone).
 """
 
 from __future__ import annotations
