@@ -115,7 +115,7 @@ def test_clients_in_the_netns_resolve_names_and_forwarded_names(ns: str) -> None
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = dns.DnsServer(timeout=2.0)
-        close_upstream = await _fake_upstream(ns, "93.184.216.34")
+        close_upstream = await _fake_upstream(ns, "192.0.2.77")
         view = _view()
         try:
             att = await server.attach(path, view, [dns.Upstream(ip(UPSTREAM))])
@@ -128,14 +128,14 @@ def test_clients_in_the_netns_resolve_names_and_forwarded_names(ns: str) -> None
             assert "172.18.0.2" in out, out
             out = await _run("ip", "netns", "exec", ns, "busybox", "nslookup",
                              "example.com", dns.DNS_ADDRESS)
-            assert "93.184.216.34" in out, out
+            assert "192.0.2.77" in out, out
             # glibc through the resolv.conf a container on this network would get
             out = await _run("ip", "netns", "exec", ns, "getent", "hosts", "www")
             assert out.split()[:1] == ["172.18.0.2"], out
             out = await _run("ip", "netns", "exec", ns, "getent", "hosts", "www.mynet")
             assert out.split()[:1] == ["172.18.0.2"], out
             out = await _run("ip", "netns", "exec", ns, "getent", "hosts", "example.com")
-            assert out.split()[:1] == ["93.184.216.34"], out
+            assert out.split()[:1] == ["192.0.2.77"], out
             # raw UDP and TCP from a socket in the netns; an update is seen at once
             view.update([dns.Endpoint("web", CID, ip("172.18.0.9"))])
             for tcp in (False, True):
