@@ -220,6 +220,10 @@ def test_attach_errors_leave_nothing(ns: str) -> None:
             await server.attach(str(netns_path(ns)), _view(), [])
             with pytest.raises(errors.SyscallError, match="127.0.0.11:53"):  # EADDRINUSE
                 await server.attach(str(netns_path(ns)), _view(), [])
+            # the documented trade-off of the direct bind (redirect=True avoids it)
+            wild = _in_ns(ns, socket.AF_INET, socket.SOCK_STREAM)
+            with wild, pytest.raises(OSError, match="in use"):
+                wild.bind(("0.0.0.0", 53))
         finally:
             await server.close()
         # all closed: the address can be bound again in the netns
@@ -258,3 +262,38 @@ def test_hostile_clients_do_not_stop_the_server(ns: str) -> None:
             await server.close()
 
     asyncio.run(main())
+
+
+def _nft_tables(name: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", name, "nft", "list", "tables"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.privileged
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft (nftables)")
+def test_redirect_mode_leaves_port_53_to_the_container(ns: str) -> None:
+    """Docker's way: random ports + DNAT in the netns; the container may bind 0.0.0.0:53."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = dns.DnsServer(timeout=0.3, redirect=True)
+        mine = None
+        try:
+            att = await server.attach(str(netns_path(ns)), _view(), [])
+            assert "table ip lkdns" in _nft_tables(ns)
+            # the container's own DNS server can have the wildcard port 53, UDP and TCP
+            mine = [_in_ns(ns, socket.AF_INET, k) for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM)]
+            for s in mine:
+                s.bind(("0.0.0.0", 53))
+            mine[1].listen(1)
+            for tcp in (False, True):
+                resp = await loop.run_in_executor(None, _raw_query, ns, "web", tcp)
+                assert [bytes(r.rdata) for r in resp.answers] == [ip("172.18.0.2").packed]
+            await server.detach(att)
+            assert "lkdns" not in _nft_tables(ns)
+        finally:
+            for s in mine or []:
+                s.close()
+            await server.close()
+
+    asyncio.run(main())
+    assert "lkdns" not in _nft_tables(ns)

@@ -11,14 +11,16 @@ the daemon).  The alternative, a helper process per container serving from insid
 cost a process per container and a channel to keep its table fresh; a thread that only
 visits the netns costs one setns pair per attach and nothing while serving.
 
-Binding: labkit binds 127.0.0.11:53 directly.  The container's lo covers 127.0.0.0/8
+Binding, two ways (DnsServer(redirect=...)).  Default: labkit binds 127.0.0.11:53 directly.  The container's lo covers 127.0.0.0/8
 (RFC 1122 3.2.1.3: the whole block is loopback, and Linux's local table routes it), so no
 address has to be added; lo must be up, which the engine does when it makes the netns.
 Docker instead listens on a random port and DNATs 127.0.0.11:53 to it with iptables in
 the container's netns, so a container may still bind 0.0.0.0:53 itself; with labkit's
 direct bind such a container gets EADDRINUSE binding 0.0.0.0:53 (the kernel refuses a
 wildcard bind over a specific one on the same port).  That is the trade-off taken (no
-nftables table in every container netns); an nft DNAT in labkit's own table can be added behind the same seam.
+nftables table in every container netns, no nft process per container start).
+redirect=True does what Docker does (redirect.py): random ports plus an nft DNAT in the
+container's netns, for containers that run their own server on port 53.
 
 Forwarded queries leave from the container's netns too (make_socket below), so routes,
 --internal and firewalling apply to them as to the container itself; only upstreams
@@ -51,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from labkit import errors
+from labkit.engine.net.dns import redirect
 from labkit.engine.net.dns.resolver import Resolver, Upstream
 from labkit.engine.net.dns.table import NetworkView
 from labkit.ns.netns import netns
@@ -105,9 +108,10 @@ class _Udp(asyncio.DatagramProtocol):
 class DnsServer:
     """Serves the embedded DNS of every attached container from the running loop."""
 
-    def __init__(self, timeout: float = 2.0, port: int = 53) -> None:
+    def __init__(self, timeout: float = 2.0, redirect: bool = False) -> None:
         self.timeout = timeout
-        self.port = port
+        self.redirect = redirect
+        self.port = 0 if redirect else 53
         # One thread visits namespaces; setns(2) moves only it and labkit.ns.netns moves
         # it back, so the loop's own thread never changes namespace (STYLE C9).
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lk-dns-ns")
@@ -146,6 +150,14 @@ class DnsServer:
         loop = asyncio.get_running_loop()
         path = os.fspath(netns_path)
         udp, tcp = await loop.run_in_executor(self._pool, self._listeners, path)
+        if self.redirect:
+            try:
+                await loop.run_in_executor(None, redirect.install, path, DNS_ADDRESS,
+                                           udp.getsockname()[1], tcp.getsockname()[1])
+            except BaseException:
+                udp.close()
+                tcp.close()
+                raise
 
         def make_socket(family: int, kind: int) -> asyncio.Future[socket.socket]:
             return loop.run_in_executor(self._pool, self._in_netns, path, family, kind)
@@ -157,6 +169,7 @@ class DnsServer:
         except BaseException:
             udp.close()
             tcp.close()
+            await self._unredirect(path)
             raise
         clients: set[asyncio.Task[None]] = set()
 
@@ -177,6 +190,7 @@ class DnsServer:
         except BaseException:
             transport.close()
             tcp.close()
+            await self._unredirect(path)
             raise
         att = Attachment(path, resolver, transport, udp_proto, server, clients)
         self._attached.add(att)
@@ -193,6 +207,11 @@ class DnsServer:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*att.tcp_clients, return_exceptions=True)
         await att.tcp_server.wait_closed()
+        await self._unredirect(att.netns_path)
+
+    async def _unredirect(self, path: str) -> None:
+        if self.redirect:
+            await asyncio.get_running_loop().run_in_executor(None, redirect.remove, path)
 
     async def close(self) -> None:
         for att in list(self._attached):
