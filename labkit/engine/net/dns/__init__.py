@@ -2,7 +2,8 @@
 
 Rooms: codec (RFC 1035 messages), table (a network's names, NetworkView), resolver (the
 answers for one container, forwarding), server (127.0.0.11:53 in each container's netns,
-served by the daemon's loop), files (resolv.conf and /etc/hosts contents).
+served by the daemon's loop), redirect (Docker's random port + DNAT variant, opt-in with
+DnsServer(redirect=True)), files (resolv.conf and /etc/hosts contents).
 
 Seam for the engine (not wired into the daemon yet)::
 
