@@ -23,6 +23,7 @@ __all__ = [
     "HINTS",
     "AlreadyExistsError",
     "ConflictError",
+    "ForbiddenError",
     "InvalidArgumentError",
     "InvalidStateError",
     "LabkitError",
@@ -203,6 +204,19 @@ class UnsupportedError(LabkitError):
 
 class ConflictError(LabkitError):
     """The request conflicts with the current state (in use, busy, name clash)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+        self._note_hint()
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.message, self.hint))
+
+
+class ForbiddenError(LabkitError):
+    """The request names a thing that may never be changed that way (Docker's 403: a
+    predefined network removed, a network with active endpoints removed)."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

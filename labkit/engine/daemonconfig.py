@@ -37,6 +37,10 @@ class DaemonConfig:
     log_opts: dict[str, str] = field(default_factory=dict)
     registry_mirrors: tuple[str, ...] = ()
     insecure_registries: tuple[str, ...] = ()
+    # dockerd's "bridge" (-b): "none" runs without the default bridge network (a
+    # container's default network is then "none"); "" or "lk0" keeps it.  labkit names its
+    # default bridge lk0 itself, so naming another existing bridge is refused.
+    bridge: str = ""
     source: str | None = None  # the file these came from, None for built-in defaults
 
 
@@ -122,7 +126,7 @@ def parse(doc: Any, source: str | None = None) -> DaemonConfig:
     """A DaemonConfig from the decoded JSON ``doc``; unknown keys and wrong types refused."""
     if not isinstance(doc, dict):
         raise errors.InvalidArgumentError("daemon.json", "must hold a JSON object")
-    known = {"log-driver", "log-opts", "registry-mirrors", "insecure-registries"}
+    known = {"log-driver", "log-opts", "registry-mirrors", "insecure-registries", "bridge"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise errors.UnsupportedError(
@@ -137,8 +141,13 @@ def parse(doc: Any, source: str | None = None) -> DaemonConfig:
         # dockerd: log-opts values are strings ("max-size": "10m", "max-file": "3")
         raise errors.InvalidArgumentError("daemon.json 'log-opts'", "must map strings to "
                                           "strings, as in {\"max-size\": \"10m\"}")
+    bridge = doc.get("bridge", "")
+    if bridge not in ("", "none", "lk0"):
+        raise errors.InvalidArgumentError(
+            "daemon.json 'bridge'", f"{bridge!r}: labkit's default bridge is lk0, which it "
+            "makes itself", hint='"none" turns the default bridge network off')
     return DaemonConfig(
-        log_driver=driver, log_opts=dict(opts),
+        log_driver=driver, log_opts=dict(opts), bridge=bridge,
         # kept as written (validated); endpoints.py and /info use the '/'-ended form
         registry_mirrors=tuple(m for m in _strings("registry-mirrors",
                                                    doc.get("registry-mirrors", []))

@@ -68,6 +68,16 @@ def images_dir() -> Path:
     return root() / "images"
 
 
+def networks_dir() -> Path:
+    """The daemon's networks (one 0600 JSON record each) and the IPAM state."""
+    return root() / "networks"
+
+
+def netns_dir() -> Path:
+    """Containers' network namespaces, bind-mounted as files (Docker's /run/docker/netns)."""
+    return run() / "netns"
+
+
 def make_dir(path: Path, mode: int) -> Path:
     """Make ``path`` (and missing parents) and give it exactly ``mode``.
 

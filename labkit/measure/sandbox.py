@@ -71,12 +71,12 @@ class LabEngine:
         # Always our own daemon.json (empty by default): a lab daemon never picks up the
         # machine's /etc/labkit/daemon.json, and a test states the config it relies on.
         self.config_file = self.base / "daemon.json"
-        self.set_config(config or {})
-        self.env["LABKIT_CONFIG"] = str(self.config_file)
         # netns: a network namespace the caller made (/run/netns/NAME); the daemon and its
         # supervisor run in it, so they reach what listens on that netns's loopback (a
-        # registry, say) and nothing of the host's
+        # registry, say) and nothing of the host's.  Its bridges and nft table live there.
         self.netns = netns
+        self.set_config(config or {})
+        self.env["LABKIT_CONFIG"] = str(self.config_file)
         self.daemon_pid: int | None = None
         # every engine process we ever saw, with its start time: killed at stop only if the
         # pid still names the same process (pids are reused)
@@ -87,7 +87,13 @@ class LabEngine:
         self._made_parent = not self._parent_cgroup.exists()
 
     def set_config(self, config: dict[str, Any]) -> None:
-        """Write the daemon.json the next start() reads (a running daemon keeps its own)."""
+        """Write the daemon.json the next start() reads (a running daemon keeps its own).
+
+        Without a netns of its own, a lab daemon shares the machine's network namespace:
+        it then runs with ``"bridge": "none"`` unless the config says otherwise, so no lab
+        engine makes bridges or nftables rules in the machine's own namespace."""
+        if self.netns is None and "bridge" not in config:
+            config = {**config, "bridge": "none"}
         self.config_file.write_text(json.dumps(config, indent=1) + "\n")
 
     @property

@@ -71,8 +71,12 @@ def test_on_failure_with_count_is_kept() -> None:
     ({"KernelMemory": 1 << 30}, errors.InvalidArgumentError),
     ({"VolumesFrom": ["other"]}, errors.UnsupportedError),
     ({"Binds": ["a/b:/b"]}, errors.InvalidArgumentError),
-    ({"NetworkMode": "container:x"}, errors.UnsupportedError),
-    ({"NetworkMode": "mynet"}, errors.NotFoundError),
+    ({"NetworkMode": "container:"}, errors.InvalidArgumentError),
+    ({"PortBindings": {"80/sctp": [{"HostPort": "80"}]}}, errors.InvalidArgumentError),
+    ({"PortBindings": {"80/tcp": [{"HostPort": "8080-8090"}]}}, errors.InvalidArgumentError),
+    ({"PortBindings": {"80/tcp": [{"HostPort": "70000"}]}}, errors.InvalidArgumentError),
+    ({"PortBindings": {"80/tcp": [{"HostIp": "nope", "HostPort": "80"}]}},
+     errors.InvalidArgumentError),
     ({"Memory": 1024}, errors.InvalidArgumentError),
     ({"Memory": 64 << 20, "MemorySwap": 32 << 20}, errors.InvalidArgumentError),
     ({"NanoCpus": 10**9, "CpuQuota": 50000}, errors.InvalidArgumentError),
@@ -84,9 +88,18 @@ def test_semantic_refusals(host: dict, cls: type) -> None:
         parse_create({"Image": "busybox", "HostConfig": host})
 
 
-def test_bridge_warns_default_does_not() -> None:
-    assert parse_create({"Image": "b", "HostConfig": {"NetworkMode": "bridge"}}).warnings
-    assert not parse_create({"Image": "b", "HostConfig": {"NetworkMode": "default"}}).warnings
+def test_networking_config_is_checked_and_kept() -> None:
+    spec = parse_create({"Image": "b", "HostConfig": {"NetworkMode": "mynet"},
+                         "NetworkingConfig": {"EndpointsConfig": {"mynet": {
+                             "IPAMConfig": {"IPv4Address": "10.1.0.5"}, "Aliases": ["db"]}}}})
+    assert not spec.warnings and spec.host_config["NetworkMode"] == "mynet"
+    assert spec.endpoints["mynet"]["IPAMConfig"] == {"IPv4Address": "10.1.0.5"}
+    assert spec.endpoints["mynet"]["Aliases"] == ["db"]
+    with pytest.raises(errors.InvalidArgumentError, match="DriverOpts"):
+        parse_create({"Image": "b", "NetworkingConfig": {"EndpointsConfig": {
+            "n": {"DriverOpts": {"x": "y"}}}}})
+    with pytest.raises(errors.InvalidArgumentError, match="NetworkDisabled"):
+        parse_create({"Image": "b", "NetworkDisabled": True})
 
 
 def test_caps_are_normalized() -> None:

@@ -38,6 +38,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("labkit.engine.runtime",),
     ("labkit.engine.shim",),
     ("labkit.engine.supervisor",),
+    # Not in DESIGN's list (which puts all networking in engine/net): the daemon's network
+    # service (records, the API's verbs, a container's sandbox) over the net drivers; the
+    # containers service calls it at create, start and exit.
+    ("labkit.engine.networks",),
     ("labkit.engine.containers",),
     # Not in DESIGN's list (which puts the builder in images): the classic builder runs RUN
     # steps through the containers service and is served by the daemon, so it sits between.

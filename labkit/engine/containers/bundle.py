@@ -19,6 +19,7 @@ from labkit.engine import paths
 from labkit.engine.containers.record import ContainerRecord
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.images.store import ImageStore
+from labkit.engine.networks.endpoints import NetPlan
 
 __all__ = ["Bundles", "layer_lookup"]
 
@@ -73,13 +74,18 @@ class Bundles:
         """The container's rootfs layers, top first (its own upper dir, then the image's)."""
         return [Path(rec.dir) / "upper", *reversed(self.images.for_container(rec.image_id).layers)]
 
-    def oci_config(self, rec: ContainerRecord, write: bool = True) -> dict[str, Any]:
-        """Translate the record into config.json; write it (and the /etc files) when asked."""
+    def oci_config(self, rec: ContainerRecord, write: bool = True,
+                   plan: NetPlan | None = None) -> dict[str, Any]:
+        """Translate the record into config.json; write it (and the /etc files) when asked.
+        ``plan`` is what the network service made for this start (networks/endpoints.py):
+        the namespace to join, /etc/hosts and resolv.conf, the --link environment."""
         from labkit.engine.containers.ocihost import store_peer
         from labkit.engine.containers.ocispec import etc_files_text, translate
         image = self.images.for_container(rec.image_id)
         d = Path(rec.dir)
         etc = etc_files_text(rec.id, rec.config, rec.host_config)
+        if plan is not None:
+            etc["/etc/hosts"], etc["/etc/resolv.conf"] = plan.hosts, plan.resolv
         etc_files = {}
         for dest, text in etc.items():
             if write:
@@ -90,9 +96,12 @@ class Bundles:
             raise errors.UnsupportedError("HostConfig.Init", "no static init binary found",
                                           hint="apt-get install tini (tini-static)")
         peer = store_peer(self.store, running=write) if self.store is not None else None
-        spec = translate(rec.id, rec.config, rec.host_config, image.container_config,
+        config = rec.config
+        if plan is not None and plan.env:  # --link variables: before the container's own
+            config = {**config, "Env": [*plan.env, *(config.get("Env") or [])]}
+        spec = translate(rec.id, config, rec.host_config, image.container_config,
                          layer_lookup(self.layers(rec)), etc_files=etc_files, init_binary=init,
-                         peer=peer)
+                         peer=peer, netns=plan.netns if plan is not None else None)
         if rec.mounts:  # -v / --mount / VOLUME: over whatever else sits at that destination
             from labkit.engine.volumes.oci import to_oci
             dests = {m["Destination"] for m in rec.mounts}

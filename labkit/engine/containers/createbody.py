@@ -79,7 +79,6 @@ HOST_TYPES: dict[str, str] = {
 }
 RESTART_TYPES = {"Name": S, "MaximumRetryCount": I}
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
-NETWORK_MODES = ("default", "bridge", "none", "host")
 MIN_MEMORY = 6 * 1024 * 1024  # moby: "Minimum memory limit allowed is 6MB"
 _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # moby daemon/names validContainerNamePattern
 
@@ -368,15 +367,48 @@ def _log_config(host: dict[str, Any], default: tuple[str, dict[str, str]] | None
     return check_log_config(lc, driver, opts)  # moby's checks and words (logconfig.py)
 
 
-class NetworkNotFoundError(errors.NotFoundError):
-    """A network the create body names does not exist: 404 in libnetwork's words."""
+_EP_KEYS = frozenset({"IPAMConfig", "Links", "Aliases", "MacAddress", "DriverOpts",
+                      "NetworkID", "EndpointID", "Gateway", "IPAddress", "IPPrefixLen",
+                      "IPv6Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen", "DNSNames",
+                      "GwPriority"})
 
-    def __init__(self, name: str, hint: str | None = None) -> None:
-        super().__init__("network", name, hint)
-        self.message = f"network {name} not found"
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.name, self.hint))
+def check_endpoints(nc: Any) -> dict[str, dict[str, Any]]:
+    """NetworkingConfig.EndpointsConfig: per network, what the container asks for there
+    (--ip/--ip6, --network-alias, --link on a user network, --mac-address).  The
+    read-only fields a client echoes back (IPAddress, ...) are dropped, as dockerd does;
+    DriverOpts are refused: no labkit driver takes endpoint options."""
+    if not nc:
+        return {}
+    if not isinstance(nc, dict) or set(nc) - {"EndpointsConfig"}:
+        raise errors.InvalidArgumentError("NetworkingConfig", "only EndpointsConfig is known")
+    out: dict[str, dict[str, Any]] = {}
+    for name, ep in (nc.get("EndpointsConfig") or {}).items():
+        ep = ep or {}
+        if not isinstance(ep, dict) or set(ep) - _EP_KEYS:
+            raise errors.InvalidArgumentError(f"EndpointsConfig[{name}]", "unknown field(s) "
+                                              f"{sorted(set(ep) - _EP_KEYS)}")
+        if ep.get("DriverOpts"):
+            raise errors.InvalidArgumentError(f"EndpointsConfig[{name}].DriverOpts",
+                                              "no labkit network driver takes endpoint options")
+        ipam = ep.get("IPAMConfig") or {}
+        if not isinstance(ipam, dict) or set(ipam) - {"IPv4Address", "IPv6Address",
+                                                       "LinkLocalIPs"}:
+            raise errors.InvalidArgumentError(f"EndpointsConfig[{name}].IPAMConfig",
+                                              "only IPv4Address and IPv6Address are known")
+        if ipam.get("LinkLocalIPs"):
+            raise errors.InvalidArgumentError("--link-local-ip", "link-local addresses are "
+                                              "not offered by labkit")
+        aliases = ep.get("Aliases") or []
+        links = ep.get("Links") or []
+        for what, lst in (("Aliases", aliases), ("Links", links)):
+            if not isinstance(lst, list) or not all(isinstance(a, str) and a for a in lst):
+                raise errors.InvalidArgumentError(f"EndpointsConfig[{name}].{what}",
+                                                  "must be a list of names")
+        out[name] = {"IPAMConfig": {k: v for k, v in ipam.items() if v} or None,
+                     "Aliases": list(aliases) or None, "Links": list(links) or None,
+                     "MacAddress": ep.get("MacAddress") or ""}
+    return out
 
 
 def _cgroup_v2() -> bool:
@@ -398,6 +430,7 @@ class CreateSpec:
     host_config: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     mounts: list[dict[str, Any]] = field(default_factory=list)  # volumes.spec.parse_all
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # NetworkingConfig
 
 
 def parse_create(body: dict[str, Any], name: str = "",
@@ -420,17 +453,17 @@ def parse_create(body: dict[str, Any], name: str = "",
         raise errors.UnsupportedError("HostConfig.VolumesFrom", "--volumes-from is not offered "
                                       "by labkit", hint="name the volumes with -v instead")
     mounts = volspec.parse_all(host, body.get("Volumes"))
-    if host.get("PortBindings") or host.get("PublishAllPorts"):
-        warnings.append("labkit: port publishing arrives with bridge networking; -p is ignored")
     net = host.get("NetworkMode") or "default"
-    if net.startswith("container:"):
-        raise errors.UnsupportedError("NetworkMode container:", "sharing another container's "
-                                      "network namespace is not offered yet")
-    if net not in NETWORK_MODES:
-        raise NetworkNotFoundError(net)
-    if net == "bridge":  # "default" (every `docker run`) stays quiet
-        warnings.append("labkit: bridge networking arrives in a later issue; the container "
-                        "gets its own network namespace with only loopback")
+    if not isinstance(net, str) or net.startswith("container:") and not net[10:]:
+        raise errors.InvalidArgumentError("HostConfig.NetworkMode",
+                                          f"invalid network mode {net!r}")
+    if body.get("NetworkDisabled"):
+        raise errors.InvalidArgumentError("NetworkDisabled", "use --network none instead",
+                                          hint="NetworkDisabled is deprecated in the API")
+    endpoints = check_endpoints(body.get("NetworkingConfig"))
+    from labkit.engine.networks.portspec import exposed_ports, parse_bindings
+    exposed_ports(body)  # refuse a bad ExposedPorts key now
+    parse_bindings(host, body)
     if body.get("StopSignal"):  # moby verifyContainerSettings: "Invalid signal: X", 400
         parse_signal(body["StopSignal"])
     restart = validate_restart(host.get("RestartPolicy") or {}, bool(host.get("AutoRemove")))
@@ -470,4 +503,6 @@ def parse_create(body: dict[str, Any], name: str = "",
               "MemoryReservation"):
         host_config[k] = host.get(k) or 0
     host_config["PidsLimit"] = host.get("PidsLimit")
-    return CreateSpec(name, image, config, host_config, warnings, mounts)
+    if body.get("MacAddress"):  # API < 1.44 sends it at the top; it is the endpoint's
+        config["MacAddress"] = body["MacAddress"]
+    return CreateSpec(name, image, config, host_config, warnings, mounts, endpoints)

@@ -18,6 +18,8 @@ recovery.py.  The daemon's handlers call the services through this object.
 
 from __future__ import annotations
 
+import asyncio
+
 from labkit.engine.containers import recovery
 from labkit.engine.containers.bundle import Bundles
 from labkit.engine.containers.control import Control, parse_signal
@@ -34,6 +36,8 @@ from labkit.engine.containers.tasks import TaskService
 from labkit.engine.containers.waits import Waiters
 from labkit.engine.daemonconfig import DaemonConfig
 from labkit.engine.images.store import ImageStore
+from labkit.engine.networks.endpoints import ContainerNet
+from labkit.engine.networks.service import Networks
 
 __all__ = ["Engine", "NotModifiedError", "parse_signal"]
 
@@ -43,7 +47,7 @@ class Engine:
 
     def __init__(self, tasks: TaskService, store: ContainerStore | None = None,
                  images: ImageStore | None = None, *, init_binary: str | None = None,
-                 config: DaemonConfig | None = None) -> None:
+                 config: DaemonConfig | None = None, networking: bool = False) -> None:
         self.tasks = tasks
         self.config = config or DaemonConfig()  # daemon.json (daemonconfig.py)
         self.store = store or ContainerStore()
@@ -53,17 +57,31 @@ class Engine:
         self.waiters = Waiters()
         self.restarts = Restarts()
         self.bundles = Bundles(self.images, init_binary, self.store)
+        # networking=False (unit tests' engines): no default bridge, no kernel objects made
+        # at restore; the daemon passes True and daemon.json's "bridge" decides
+        self.networks = Networks(self.bus, root=self.store.root.parent / "networks",
+                                 default_bridge=networking and self.config.bridge != "none")
+        self.networking = networking
+        self.net = ContainerNet(self.networks)
         self.execs = Execs(self.store, tasks, self.bundles, self.bus)
         self.health = HealthMonitor(self.execs, tasks, self.bus)
         self.containers = Containers(self.store, self.images, self.bundles, self.link, self.waiters,
-                                     self.restarts, self.execs, self.bus, self.health)
+                                     self.restarts, self.execs, self.bus, self.health,
+                                     net=self.net)
         self.volumes = self.containers.volumes  # (the VolumeStore asks containers who uses what)
         self.control = Control(self.containers, tasks)
         self.ops = Ops(self.store, self.images, tasks, self.control, self.bus)
+        self.networks.bind(self.store.all)
+        self.net.lookup = self.store.get
 
     async def restore(self) -> None:
-        """Daemon start: records and running tasks (recovery.py)."""
+        """Daemon start: networks, records and running tasks (recovery.py), then the
+        networks' kernel state matched to the containers that still run."""
+        if self.networking:
+            await asyncio.to_thread(self.networks.start)
         await recovery.restore(self.containers)
+        if self.networking:
+            await self.net.reconcile(self.store.all())
 
     def log_path(self, ref: str) -> tuple[ContainerRecord, str]:
         """(record, json-file path) for the log readers (daemon/streams.py)."""
@@ -73,3 +91,8 @@ class Engine:
         """Daemon shutdown: stop watching; the containers go on (live-restore)."""
         self.link.close()
         self.restarts.close()
+
+    async def aclose(self) -> None:
+        """Daemon shutdown's async part: DNS listeners closed, host ports let go (the
+        nft rules and namespaces stay for the containers: live-restore)."""
+        await self.networks.close()

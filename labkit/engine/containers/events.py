@@ -152,6 +152,12 @@ class EventBus:
         status/id/from fields (moby fills those for containers and images only)."""
         return self._publish("volume", action, name, dict(attrs), legacy=False)
 
+    def emit_network(self, action: str, network_id: str, attrs: dict[str, str]
+                     ) -> dict[str, Any]:
+        """A network event (moby LogNetworkEventWithAttributes): Actor.ID is the network's
+        id; ``name`` and ``type`` (the driver), and ``container`` for connect/disconnect."""
+        return self._publish("network", action, network_id, dict(attrs), legacy=False)
+
     def emit_prune(self, kind: str, reclaimed: int) -> dict[str, Any]:
         """moby's "prune" event of an image/volume/container prune: no Actor.ID, the bytes
         freed in ``reclaimed``."""

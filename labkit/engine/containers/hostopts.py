@@ -293,17 +293,14 @@ def _check_names(host: dict[str, Any], config: dict[str, Any]) -> None:
     if host.get("Cgroup"):
         raise _bad("HostConfig.Cgroup", "joining another container's cgroup is not offered by "
                                         "labkit", hint="use CgroupParent")
-    if host.get("Links"):
-        raise _bad("HostConfig.Links", "legacy container links are not offered by labkit "
-                                       "(they need bridge networking)", hint="drop --link")
-    if config.get("MacAddress"):
-        raise _bad("MacAddress", "labkit containers have no network interface to give a MAC "
-                                 "address to", hint="drop --mac-address")
+    for link in host.get("Links") or []:
+        name, _, alias = link.partition(":")
+        if not name.strip("/") or ":" in alias:
+            raise _bad("HostConfig.Links", f"invalid link {link!r}: expected name:alias")
     for entry in host.get("ExtraHosts") or []:
         name, sep, ip = entry.partition(":")
         if ip == "host-gateway":
-            raise _bad("ExtraHosts", "host-gateway needs bridge networking, which labkit does "
-                                     "not offer yet")
+            continue  # the gateway of the container's first network, at start
         if not sep or not name or not _ip(ip.strip("[]")):
             raise _bad("ExtraHosts", f'invalid IP address in add-host: "{ip or entry}"')
     for ip in host.get("Dns") or []:

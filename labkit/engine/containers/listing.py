@@ -11,6 +11,7 @@ from labkit._units import human_duration
 from labkit.engine.containers.healthcheck import health_suffix
 from labkit.engine.containers.lifecycle import LIVE, State
 from labkit.engine.containers.record import ZERO_TIME, ContainerRecord, rfc3339
+from labkit.engine.networks.netviews import container_list_settings, container_settings
 
 __all__ = [
     "docker_state",
@@ -103,13 +104,14 @@ def summary(rec: ContainerRecord, sizes: tuple[int, int] | None = None) -> dict[
     """One GET /containers/json row; ``sizes`` (rw, rootfs) when the client asked size=1."""
     net = rec.host_config.get("NetworkMode") or "default"
     extra = {"SizeRw": sizes[0], "SizeRootFs": sizes[1]} if sizes is not None else {}
+    settings, ports = container_list_settings(rec)
     return {**extra,
         "Id": rec.id, "Names": [f"/{rec.name}"], "Image": rec.image, "ImageID": rec.image_id,
-        "Command": _command(rec), "Created": int(rec.created), "Ports": [],
+        "Command": _command(rec), "Created": int(rec.created),
         "Labels": rec.config.get("Labels") or {},
         "State": docker_state(rec),
         "Status": human_status(rec), "HostConfig": {"NetworkMode": net},
-        "NetworkSettings": {"Networks": {}}, "Mounts": _mounts(rec),
+        "NetworkSettings": settings, "Ports": ports, "Mounts": _mounts(rec),
     }
 
 
@@ -136,9 +138,7 @@ def inspect(rec: ContainerRecord) -> dict[str, Any]:
                                                      "WorkDir": f"{rec.dir}/work",
                                                      "MergedDir": f"{rec.bundle}/rootfs"}},
         "Mounts": _mounts(rec), "Config": rec.config,
-        "NetworkSettings": {"Bridge": "", "SandboxID": "", "HairpinMode": False,
-                            "Ports": {}, "SandboxKey": "", "IPAddress": "", "Gateway": "",
-                            "MacAddress": "", "Networks": {}},
+        "NetworkSettings": container_settings(rec),
     }
 
 

@@ -70,6 +70,12 @@ class ContainerRecord:
     warnings: list[str] = field(default_factory=list)
     health: dict[str, Any] | None = None  # State.Health (health.py), when it has a probe
     mounts: list[dict[str, Any]] = field(default_factory=list)  # volumes/spec.py mount points
+    # network name -> Docker's EndpointSettings (the request: IPAMConfig, Aliases, Links,
+    # MacAddress; and while it runs: NetworkID, EndpointID, IPAddress, ...)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # what the network service made for the running container (networks/endpoints.py):
+    # sandbox (netns file), endpoints (driver state per network id), ports (published)
+    net: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # the initial state, typed (a record built from JSON or by hand says "running");

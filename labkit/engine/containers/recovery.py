@@ -68,6 +68,7 @@ async def _restore_one(containers: Containers, rec: ContainerRecord, t: TaskInfo
         rec.pid = t.pid
         rec.transition(State(t.status))
         containers.link.adopt(rec, t)
+        await containers.net.adopt(rec)  # before the watch: an exit tears down after it
         containers.link.watch(rec, containers.on_exit)
         containers.health.start(rec)
         return

@@ -43,6 +43,8 @@ from labkit.engine.containers.tasklink import TaskLink
 from labkit.engine.containers.tasks import ExitInfo, start_failure_code
 from labkit.engine.containers.waits import Waiters, exit_of
 from labkit.engine.images.store import ImageStore
+from labkit.engine.networks.endpoints import ContainerNet, NetPlan
+from labkit.engine.networks.service import Networks
 from labkit.engine.volumes import VolumeStore
 from labkit.engine.volumes import spec as volspec
 
@@ -58,8 +60,11 @@ class Containers:
 
     def __init__(self, store: ContainerStore, images: ImageStore, bundles: Bundles,
                  link: TaskLink, waiters: Waiters, restarts: rp.Restarts, execs: Execs,
-                 bus: EventBus, health: HealthMonitor, volumes: VolumeStore | None = None) -> None:
+                 bus: EventBus, health: HealthMonitor, volumes: VolumeStore | None = None,
+                 net: ContainerNet | None = None) -> None:
         self.store, self.images, self.bundles, self.link = store, images, bundles, link
+        self.net = net or ContainerNet(Networks(bus, root=store.root.parent / "networks",
+                                                        default_bridge=False))
         self.waiters, self.restarts, self.execs, self.bus = waiters, restarts, execs, bus
         self.health = health
         self.volumes = volumes or VolumeStore(users=self.volume_users)
@@ -96,8 +101,10 @@ class Containers:
         cid = new_id()
         name = spec.name or self.store.generate_name(cid)
         d = self.store.root / cid
+        networks = self.net.prepare(spec.host_config, config, spec.endpoints)
         rec = ContainerRecord(cid, name, spec.image, image.id, time.time(), args[0], args[1:],
-                              config, spec.host_config, str(d), warnings=spec.warnings)
+                              config, spec.host_config, str(d), warnings=spec.warnings,
+                              networks=networks)
         # the image's VOLUMEs too, where no -v / --mount / request Volumes covers them
         taken = {m["Destination"] for m in spec.mounts}
         points = spec.mounts + volspec.from_volumes(image.container_config.get("Volumes"), taken)
@@ -194,10 +201,19 @@ class Containers:
     async def start_task(self, rec: ContainerRecord) -> None:
         """Bundle -> supervisor Create -> attach sessions connect -> Start -> monitor.
         The caller holds the container's lock."""
+        from labkit.engine.containers.ocispec import container_hostname
+        plan = await self.net.setup(rec, container_hostname(rec.id, rec.config, rec.host_config))
+        try:
+            await self._start_task(rec, plan)
+        except BaseException:
+            await self.net.teardown(rec)
+            raise
+
+    async def _start_task(self, rec: ContainerRecord, plan: NetPlan) -> None:
         from labkit.engine.images.overlay import prepare
         image = self.images.for_container(rec.image_id)
         d = Path(rec.dir)
-        self.bundles.oci_config(rec)
+        self.bundles.oci_config(rec, plan=plan)
         for sub in ("upper", "work", "bundle/rootfs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         mount = prepare(list(reversed(image.layers)), d / "upper", d / "work", rec.bundle / "rootfs")
@@ -253,6 +269,7 @@ class Containers:
             self.health.stop(rec.id)
             deleted = await self.link.delete(rec)
             self.link.exit_seen(rec)
+            await self.net.teardown(rec, save=False)
             ran_for = (exit_.exited_at or time.time()) - rec.started_at
             rec.exit_code, rec.oom_killed = exit_.exit_status, exit_.oom_killed
             rec.finished_at, rec.error, rec.pid = exit_.exited_at or time.time(), exit_.error, 0
@@ -314,6 +331,7 @@ class Containers:
             self.restarts.cancel(rec.id)
             if delete_task:
                 await self.link.delete(rec)
+            await self.net.teardown(rec, save=False)
             rootfs = rec.bundle / "rootfs"
             try:
                 if os.path.ismount(rootfs):  # never rmtree through a live overlay

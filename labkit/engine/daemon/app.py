@@ -20,6 +20,7 @@ from labkit.engine.daemon.handlers import containers as c
 from labkit.engine.daemon.handlers import execs as x
 from labkit.engine.daemon.handlers import fsinfo as f
 from labkit.engine.daemon.handlers import images as i
+from labkit.engine.daemon.handlers import networks as n
 from labkit.engine.daemon.handlers import registry as r
 from labkit.engine.daemon.handlers import system as s
 from labkit.engine.daemon.handlers import volumes as v
@@ -64,6 +65,10 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/volumes", v.list_), ("POST", "/volumes/create", v.create),
     ("POST", "/volumes/prune", v.prune), ("GET", "/volumes/{name}", v.inspect),
     ("DELETE", "/volumes/{name}", v.remove),
+    ("GET", "/networks", n.list_), ("POST", "/networks/create", n.create),
+    ("POST", "/networks/prune", n.prune), ("GET", "/networks/{id}", n.inspect),
+    ("DELETE", "/networks/{id}", n.remove), ("POST", "/networks/{id}/connect", n.connect),
+    ("POST", "/networks/{id}/disconnect", n.disconnect),
 )
 
 

@@ -22,6 +22,7 @@ TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (errors.NotFoundError, 404),
     (errors.AlreadyExistsError, 409),
     (errors.ConflictError, 409),
+    (errors.ForbiddenError, 403),
     (errors.InvalidStateError, 409),
     (errors.InvalidArgumentError, 400),
     (errors.UnsupportedError, 501),

@@ -126,7 +126,7 @@ async def serve(sock: Path, ready: asyncio.Event | None = None,
     except errors.LabkitError as err:  # the API still serves; `run busybox` will 404
         log.warning("no busybox image: %s (hint: %s)", err, err.hint)
     tasks = await connect_supervisor()
-    engine = Engine(tasks, init_binary=_init_binary(), config=config)
+    engine = Engine(tasks, init_binary=_init_binary(), config=config, networking=True)
     await engine.restore()
     from labkit.engine.build.recovery import sweep as sweep_builds
     await sweep_builds(engine)  # a build killed with the daemon: its container goes
@@ -150,6 +150,8 @@ async def serve(sock: Path, ready: asyncio.Event | None = None,
     await watchdog
     await runner.cleanup()  # containers keep running: live-restore
     engine.close()
+    with contextlib.suppress(Exception):
+        await engine.aclose()
     with contextlib.suppress(Exception):
         await tasks.close()
 

@@ -45,7 +45,7 @@ import hashlib
 import ipaddress
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,6 +247,9 @@ class Ipam:
         self._v4 = tuple(default_pools_v4)
         self._host_id = host_id
         self._nets: dict[str, list[Pool]] = {}
+        # subnets that default pools must also avoid, asked at each add_network (the
+        # daemon passes the routes of its namespace, as moby checks the host's routes)
+        self.avoid_always: Callable[[], Iterable[str]] | None = None
         if self._path.exists():
             self._load()
 
@@ -357,7 +360,9 @@ class Ipam:
         if network_id in self._nets:
             raise errors.AlreadyExistsError("network", network_id)
         taken = list(self._in_use())
-        avoided = [ipaddress.ip_network(a) if isinstance(a, str) else a for a in avoid]
+        extra = list(self.avoid_always()) if self.avoid_always is not None else []
+        avoided = [ipaddress.ip_network(a, strict=False) if isinstance(a, str) else a
+                   for a in (*avoid, *extra)]
         new: list[Pool] = []
         for cfg in configs:
             p = self._build(cfg, taken + ([] if cfg.subnet else avoided))
