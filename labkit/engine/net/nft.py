@@ -17,7 +17,7 @@ The table (``render_base``; an example with rules is in ``example_ruleset()``)::
     output      nat  -100     fib daddr type local jump publish-dnat
     postrouting nat  srcnat   jump bridges-nat
     forward     filter        ct state established,related accept
-                              jump isolation; jump publish-fwd; jump bridges-in
+                              jump publish-fwd; jump isolation; jump bridges-in
     publish-dnat   one DNAT rule per mapping          (comment "lk:<container id>")
     publish-fwd    one accept per mapping             (comment "lk:<container id>")
     isolation      Docker's DOCKER-ISOLATION-STAGE-1/2 + --internal  (set_bridges)
@@ -260,8 +260,11 @@ def render_base() -> list[str]:
         f"add rule {_T} output fib daddr type local jump publish-dnat",
         f"add rule {_T} postrouting jump bridges-nat",
         f"add rule {_T} forward ct state established,related accept",
-        f"add rule {_T} forward jump isolation",
+        # published ports first: a DNATed flow to a published port is let through from
+        # any bridge, as Docker's published ports answer containers on other networks
+        # (its userland proxy connects from the host); only that one flow, not the network
         f"add rule {_T} forward jump publish-fwd",
+        f"add rule {_T} forward jump isolation",
         f"add rule {_T} forward jump bridges-in",
     ]
 
