@@ -112,8 +112,10 @@ def check_driver(name: str, *, netns: str | None = None) -> None:
     when it cannot tell, ipvlan.py's real probe (an ipvlan over a throwaway veth, removed
     again) in ``netns``."""
     if name not in KNOWN_DRIVERS:
-        raise errors.NotFoundError("plugin", f'"{name}"', hint="drivers: "
+        err = errors.NotFoundError("plugin", f'"{name}"', hint="drivers: "
                                    + ", ".join(sorted(KNOWN_DRIVERS)))
+        err.message = f'plugin "{name}" not found'  # type: ignore[attr-defined]
+        raise err
     if name != "ipvlan":
         return
     builtin = features.link_kind_builtin("ipvlan")
