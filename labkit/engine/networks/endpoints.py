@@ -149,11 +149,29 @@ class ContainerNet:
                     "links. This would result in undefined behavior")
             return {net.name: {"NetworkID": net.id}}
         if net.driver == "null":
+            for key, what in (("Links", "links"), ("MacAddress", "mac-address")):
+                if (config if key == "MacAddress" else host).get(key):
+                    raise errors.InvalidArgumentError(
+                        key, f"conflicting options: {what} and the none network (a container "
+                        "on it has no interface but lo)")
+            if any(e.endswith((":host-gateway", "=host-gateway"))
+                   for e in host.get("ExtraHosts") or []):
+                raise errors.InvalidArgumentError(
+                    "ExtraHosts", "host-gateway: a container on network none has no gateway")
             if ports:
                 raise errors.InvalidArgumentError(
                     "PortBindings", "a container on network none has no interface to "
                     "publish ports on", hint="use a bridge network")
             return {net.name: {"NetworkID": net.id}}
+        for link in host.get("Links") or []:
+            target = link.partition(":")[0].strip("/")
+            try:
+                self.lookup(target)
+            except errors.NotFoundError:
+                # 400, not 404: the CLI answers a 404 to create by pulling the image
+                raise errors.InvalidArgumentError(
+                    "Links", f"could not get container for {target}: No such container: "
+                    f"{target}") from None
         out: dict[str, dict[str, Any]] = {}
         for ref, cfg in {net.name: {}, **endpoints}.items():
             n = self.nets.network(ref)
@@ -220,6 +238,7 @@ class ContainerNet:
                                 mac_address=cfg.get("_RequestedMac") or None, ifname=f"eth{i}")
             ep = await asyncio.to_thread(self.nets.attach_endpoint, n, spec, gateway=i == 0)
             rec.net["endpoints"][n.id] = _ep_json(ep)
+            self._event("connect", n, rec)
             dns_names = self._dns_names(rec, n, cfg)
             rec.networks[n.name] = _settings(cfg, n, ep, dns_names)
             if n.driver == "bridge" and first_bridge is None:
@@ -241,6 +260,11 @@ class ContainerNet:
         gw = primary.get("Gateway") or None
         hosts = links.hosts_text(hostname, addrs, host, link_hosts, gateway=gw)
         return NetPlan(path, hosts, resolv.content, link_env)
+
+    def _event(self, action: str, n: NetworkRecord, rec: Any) -> None:
+        """moby logs a network connect at each start and a disconnect at each stop."""
+        self.nets.bus.emit_network(action, n.id, {"name": n.name, "type": n.driver,
+                                                  "container": rec.id})
 
     def _dns_names(self, rec: Any, n: NetworkRecord, cfg: dict[str, Any]) -> list[str]:
         if n.name == "bridge":
@@ -458,6 +482,8 @@ class ContainerNet:
                 await asyncio.to_thread(self.nets.detach_endpoint, n, ep, gone=not shared)
             except errors.LabkitError as err:
                 log.warning("detach %s from %s: %s", rec.id[:12], ep.network_id[:12], err)
+            if n is not None:
+                self._event("disconnect", n, rec)
         for name, cfg in list(rec.networks.items()):
             rec.networks[name] = stopped_settings(cfg)
         rec.net = {}
