@@ -262,7 +262,7 @@ class Ipam:
                                           f"in {self._path}", hint="remove the file to reset")
         self._nets = {n: [Pool._from_json(p) for p in ps] for n, ps in raw["networks"].items()}
 
-    def _save(self) -> None:
+    def _save(self, sync: bool = True) -> None:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = json.dumps({"version": _STATE_VERSION, "networks": {
             n: [p._to_json() for p in ps] for n, ps in self._nets.items()}}, indent=1).encode()
@@ -273,8 +273,9 @@ class Ipam:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())  # rename(2) is atomic, but only durable data survives a crash
+                if sync:  # rename(2) is atomic, but only durable data survives a crash
+                    f.flush()
+                    os.fsync(f.fileno())
             os.rename(tmp, self._path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -425,7 +426,9 @@ class Ipam:
             pool, got = found
         pool.allocated[got] = owner
         pool.last = got
-        self._save()
+        # No fsync for an address: after a machine crash no container runs, and after a
+        # daemon crash the page cache has it; reconcile() rebuilds them from the containers.
+        self._save(sync=False)
         return got
 
     @staticmethod
@@ -452,7 +455,7 @@ class Ipam:
         for p in self.pools(network_id):
             if a in p.allocated:
                 del p.allocated[a]
-                self._save()
+                self._save(sync=False)
                 return
         raise errors.NotFoundError("allocated address", f"{a} on network {network_id}")
 
