@@ -18,9 +18,10 @@
   Its IFLA_IFALIAS names the endpoint, so detach() deletes only that link even if the
   namespace path now names another container's namespace (a recycled /proc/PID).
 
-pyroute2 (0.9.7) knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS, so the child's
-RTM_NEWLINK is built from ``_LinkMsg``: ifinfmsg with this module's own IFLA_INFO_DATA
-layouts (include/uapi/linux/if_link.h), never a patch of pyroute2's global tables.
+pyroute2 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS and drops what it does not know
+(found in the VM: ``-o ipvlan_flag=private`` was accepted and not applied), so the
+child's RTM_NEWLINK is encoded here with struct (rtnetlink(7), include/uapi/linux/
+if_link.h) and sent on a NETLINK_ROUTE socket of its own; everything else uses pyroute2.
 """
 
 from __future__ import annotations
@@ -29,18 +30,17 @@ import errno
 import ipaddress
 import os
 import re
+import socket
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_NEWLINK
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from labkit import errors
 from labkit.engine.net.bridge import IFF_UP, _add_addr, _index, _ns_path, _rtnl
 from labkit.engine.net.ipvlan import VM_HINT, _check_name
+from labkit.ns.netns import netns as _enter_netns
 
 __all__ = [
     "Child",
@@ -182,21 +182,64 @@ def release_parent(parent: str, *, kind: str, host_netns: str | None) -> bool:
 
 # --- the child link ---------------------------------------------------------------------
 
-class _macvlan_data(nla):  # type: ignore[misc]  # pyroute2 is untyped
-    prefix = "IFLA_"
-    nla_map = (("IFLA_MACVLAN_UNSPEC", "none"), ("IFLA_MACVLAN_MODE", "uint32"))
+# include/uapi/linux/netlink.h, rtnetlink.h, if_link.h
+_NLMSG_ERROR = 2
+_NLM_F_NEWLINK = 0x1 | 0x4 | 0x400 | 0x200  # REQUEST | ACK | CREATE | EXCL
+_RTM_NEWLINK = 16
+_IFLA = {"IFLA_ADDRESS": 1, "IFLA_IFNAME": 3, "IFLA_LINK": 5, "IFLA_LINKINFO": 18,
+         "IFLA_NET_NS_FD": 28}
+_INFO_KIND, _INFO_DATA = 1, 2
+# IFLA_INFO_DATA members: (type number, struct format)
+_DATA = {"IFLA_MACVLAN_MODE": (1, "=I"), "IFLA_IPVLAN_MODE": (1, "=H"),
+         "IFLA_IPVLAN_FLAGS": (2, "=H")}
 
 
-class _ipvlan_data(nla):  # type: ignore[misc]
-    prefix = "IFLA_"
-    nla_map = (("IFLA_IPVLAN_UNSPEC", "none"), ("IFLA_IPVLAN_MODE", "uint16"),
-               ("IFLA_IPVLAN_FLAGS", "uint16"))
+def _attr(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute: rta_len, rta_type, payload, padded to 4 bytes (NLA_ALIGN)."""
+    head = struct.pack("=HH", 4 + len(payload), kind)
+    return head + payload + b"\0" * (-len(payload) % 4)
 
 
-class _LinkMsg(ifinfmsg):  # type: ignore[misc]
-    class ifinfo(ifinfmsg.ifinfo):  # type: ignore[misc]
-        data_map: ClassVar[dict[str, type]] = {**ifinfmsg.ifinfo.data_map, "macvlan": _macvlan_data,
-                    "ipvlan": _ipvlan_data}
+def _newlink_msg(seq: int, ifname: str, parent_index: int, netns_fd: int, kind: str,
+                 data: Mapping[str, int], mac: str | None) -> bytes:
+    """RTM_NEWLINK for a child link, encoded here: pyroute2 0.9.7 knows IFLA_IPVLAN_MODE
+    but not IFLA_IPVLAN_FLAGS, and silently drops what it does not know."""
+    attrs = _attr(_IFLA["IFLA_IFNAME"], ifname.encode() + b"\0")
+    attrs += _attr(_IFLA["IFLA_LINK"], struct.pack("=I", parent_index))
+    attrs += _attr(_IFLA["IFLA_NET_NS_FD"], struct.pack("=I", netns_fd))
+    if mac is not None:
+        attrs += _attr(_IFLA["IFLA_ADDRESS"], bytes.fromhex(mac.replace(":", "")))
+    info = b"".join(_attr(_DATA[k][0], struct.pack(_DATA[k][1], v)) for k, v in data.items())
+    attrs += _attr(_IFLA["IFLA_LINKINFO"], _attr(_INFO_KIND, kind.encode() + b"\0")
+                   + _attr(_INFO_DATA, info))
+    # struct ifinfomsg: family, pad, type, index, flags, change (IFF_UP set at creation)
+    body = struct.pack("=BxHiII", 0, 0, 0, IFF_UP, IFF_UP) + attrs
+    return struct.pack("=IHHII", 16 + len(body), _RTM_NEWLINK, _NLM_F_NEWLINK, seq, 0) + body
+
+
+def _send_newlink(host_netns: str | None, msg: bytes, seq: int) -> None:
+    """Send ``msg`` from a NETLINK_ROUTE socket in ``host_netns``; raise the kernel's
+    answer (NLMSG_ERROR with a negative errno) as NetlinkError."""
+    if host_netns is None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    else:
+        with _enter_netns(_ns_path(host_netns)):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    with sock:
+        sock.settimeout(30)  # the kernel always answers NLM_F_ACK; never hang if it did not
+        sock.bind((0, 0))
+        sock.sendall(msg)
+        while True:
+            data = sock.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                length, typ, _flags, rseq, _pid = struct.unpack_from("=IHHII", data, off)
+                if typ == _NLMSG_ERROR and rseq == seq:
+                    (err,) = struct.unpack_from("=i", data, off + 16)
+                    if err:
+                        raise NetlinkError(-err)
+                    return
+                off += max(length, 16) + (-length % 4)
 
 
 @dataclass(frozen=True)
@@ -238,22 +281,10 @@ def add_child(kind: str, parent: str, netns: str, ifname: str, *,
                                       "found on the Docker host", parent)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            msg = _LinkMsg()
-            msg["family"] = 0
-            msg["flags"] = msg["change"] = IFF_UP
-            attrs: list[tuple[str, object]] = [
-                ("IFLA_IFNAME", ifname), ("IFLA_LINK", pidx), ("IFLA_NET_NS_FD", fd)]
-            if mac is not None:
-                attrs.append(("IFLA_ADDRESS", mac))
-            attrs.append(("IFLA_LINKINFO", {"attrs": [
-                ("IFLA_INFO_KIND", kind),
-                ("IFLA_INFO_DATA", {"attrs": list(data.items())})]}))
-            msg["attrs"] = attrs
-            msg["header"]["type"] = RTM_NEWLINK
-            msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-            # nlm_request_batch: the sync API's way to send a message built here (its
-            # nlm_request wrapper trips over its own status table in pyroute2 0.9.7).
-            ipr.nlm_request_batch([msg])
+            # The fd is resolved in this process's fd table (get_net_ns_by_fd), whatever
+            # namespace the socket belongs to; IFLA_LINK in the socket's namespace.
+            seq = int.from_bytes(os.urandom(4), "little") or 1
+            _send_newlink(host_netns, _newlink_msg(seq, ifname, pidx, fd, kind, data, mac), seq)
         except NetlinkError as err:
             raise _child_error(err, kind, f"{ifname} in {netns}") from err
         finally:
