@@ -341,3 +341,25 @@ def test_ipvlan_is_unsupported_here(env: Env) -> None:
     with pytest.raises(errors.InvalidArgumentError, match="ipvlan_mode"):  # options first
         drv.create_network(NetworkSpec(id=NID, name="iv", driver="ipvlan",
                                        options={"ipvlan_mode": "l4"}))
+
+
+def test_ipv6_addresses_and_routes(env: Env) -> None:
+    drv = env.driver()
+    net = drv.create_network(NetworkSpec(id=NID, name="mv6", driver="macvlan", ipv6=True,
+                                         ipam=[PoolConfig(subnet="10.88.0.0/24"),
+                                               PoolConfig(subnet="fd77::/64")],
+                                         options={"parent": env.parent}))
+    try:
+        e1 = drv.attach(net, EndpointSpec(endpoint_id="c1" * 32, netns=env.c1))
+        e2 = drv.attach(net, EndpointSpec(endpoint_id="c2" * 32, netns=env.c2,
+                                          ipv6_address="fd77::77"))
+        try:
+            assert [str(a) for a in e2.addresses] == ["10.88.0.3/24", "fd77::77/64"]
+            assert "fd77::77/64" in _links(env.c2)["eth0"]["addrs"]  # type: ignore[operator]
+            assert _links(env.c1)["_default_via"]["gw"] == ["10.88.0.1", "fd77::1"]
+            assert _ping(env.c1, "fd77::77")
+        finally:
+            drv.detach(net, e1)
+            drv.detach(net, e2)
+    finally:
+        drv.delete_network(net)

@@ -53,8 +53,8 @@ def test_ipvlan_mode_and_flag(mode: str, flag: str, data: tuple[int, int]) -> No
     ("macvlan", {"parent": "eth0/x"}, "parent", "not a valid interface name"),
     ("macvlan", {"parent": "a-name-too-long0"}, "parent", "longer than 15 bytes"),
     ("macvlan", {"parent": "eth0.1.2"}, "parent",
-     "required interface name format is: name.vlan_id, ex. eth0.10 for vlan 10, instead "
-     "received eth0.1.2"),
+     ("required interface name format is: name.vlan_id, ex. eth0.10 for vlan 10, instead "
+      "received eth0.1.2")),
     ("macvlan", {"parent": "eth0.ten"}, "parent",
      "unable to parse a valid vlan id from: ten (ex. eth0.10 for vlan 10)"),
     ("macvlan", {"parent": "eth0.-1"}, "parent", "unable to parse a valid vlan id from: -1"),
@@ -160,3 +160,32 @@ def test_parent_sharing_rules(tmp_path: Path) -> None:
     with pytest.raises(errors.ConflictError,
                        match="network lkdi-1111111111 is already using parent interface eth0"):
         iv._check_sharing(spec, M.parse_options("ipvlan", {}), "eth0")
+
+
+def test_newlink_message_carries_every_option() -> None:
+    """The RTM_NEWLINK bytes: decoded back with pyroute2's parser where it knows the
+    attribute, and IFLA_IPVLAN_FLAGS (which it does not) found by hand."""
+    import struct
+
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    raw = lowerdev._newlink_msg(7, "eth0", 3, 9, "ipvlan",
+                                M.parse_options("ipvlan", {"ipvlan_mode": "l3",
+                                                           "ipvlan_flag": "vepa"}).data(), None)
+    length, typ, flags, seq, _ = struct.unpack_from("=IHHII", raw)
+    assert (length, typ, flags, seq) == (len(raw), 16, 0x605, 7)
+    msg = ifinfmsg(raw)
+    msg.decode()
+    assert (msg["flags"], msg["change"]) == (1, 1)  # IFF_UP at creation
+    assert (msg.get_attr("IFLA_IFNAME"), msg.get_attr("IFLA_LINK"),
+            msg.get_attr("IFLA_NET_NS_FD")) == ("eth0", 3, 9)
+    assert msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND") == "ipvlan"
+    # IFLA_INFO_DATA = {IFLA_IPVLAN_MODE: 1 (l3), IFLA_IPVLAN_FLAGS: 2 (vepa)}, u16 each
+    assert raw.endswith(struct.pack("=HHHxx", 6, 1, 1) + struct.pack("=HHHxx", 6, 2, 2))
+    mac = lowerdev._newlink_msg(8, "eth1", 3, 9, "macvlan", {"IFLA_MACVLAN_MODE": 4},
+                                "02:42:0a:4d:00:81")
+    m2 = ifinfmsg(mac)
+    m2.decode()
+    assert m2.get_attr("IFLA_ADDRESS") == "02:42:0a:4d:00:81"
+    assert m2.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA") \
+        .get_attr("IFLA_MACVLAN_MODE") in (4, "bridge")

@@ -172,3 +172,27 @@ def test_dummy_parent_and_8021q_subinterface(env: Env) -> None:
     finally:
         mv.delete_network(net)
     assert set(_links(env.host)) == before  # the sub-interface it made is gone
+
+
+def test_macvlan_and_ipvlan_never_share_a_parent(env: Env) -> None:
+    """One rx_handler per device: the kernel refuses the second kind (EBUSY), in moby's
+    words, and nothing is left (the address goes back to IPAM)."""
+    from labkit import errors
+
+    mv = M.MacvlanDriver(Ipam(env.state / "mv"), host_netns=env.host)
+    iv = M.IpvlanDriver(Ipam(env.state / "iv"), host_netns=env.host)
+    m = mv.create_network(NetworkSpec(id=NID, name="mv", driver="macvlan", ipam=[
+        PoolConfig(subnet="10.87.0.0/24")], options={"parent": env.parent}))
+    i = iv.create_network(NetworkSpec(id="cd" * 32, name="iv", driver="ipvlan", ipam=[
+        PoolConfig(subnet="10.89.0.0/24")], options={"parent": env.parent}))
+    ep = mv.attach(m, EndpointSpec(endpoint_id="c1" * 32, netns=env.c1))
+    try:
+        with pytest.raises(errors.ConflictError,
+                           match="failed to create the ipvlan port: device or resource busy"):
+            iv.attach(i, EndpointSpec(endpoint_id="c2" * 32, netns=env.c2))
+        assert iv.ipam.pools("cd" * 32)[0].allocated == {}
+        assert "eth0" not in _links(env.c2)
+    finally:
+        mv.detach(m, ep)
+        mv.delete_network(m)
+        iv.delete_network(i)
