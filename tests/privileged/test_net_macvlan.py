@@ -363,3 +363,40 @@ def test_ipv6_addresses_and_routes(env: Env) -> None:
             drv.detach(net, e2)
     finally:
         drv.delete_network(net)
+
+
+def test_passthru_takes_the_parent_mac_and_one_endpoint(env: Env) -> None:
+    drv = env.driver()
+    net = drv.create_network(NetworkSpec(id=NID, name="pt", driver="macvlan", ipam=[POOL],
+                                         options={"parent": env.parent,
+                                                  "macvlan_mode": "passthru"}))
+    try:
+        ep = drv.attach(net, EndpointSpec(endpoint_id="c1" * 32, netns=env.c1))
+        try:
+            assert ep.mac == _links(env.host)[env.parent]["mac"] == _links(env.c1)["eth0"]["mac"]
+            assert _ping(env.lan, str(ep.addresses[0].ip))
+            with pytest.raises(errors.ConflictError, match="in mode passthru"):
+                drv.attach(net, EndpointSpec(endpoint_id="c2" * 32, netns=env.c2))
+            assert len(drv.ipam.pools(NID)[0].allocated) == 1
+        finally:
+            drv.detach(net, ep)
+    finally:
+        drv.delete_network(net)
+
+
+def test_usable_from_a_running_event_loop(env: Env) -> None:
+    """The daemon calls drivers from its asyncio loop; pyroute2's sync API cannot run
+    there, so the kernel-side calls move to a worker thread (labkit.ns.rtnl.off_loop)."""
+    import asyncio
+
+    drv = env.driver()
+
+    async def inside_a_loop() -> None:
+        net = drv.create_network(NetworkSpec(id=NID, name="mv", driver="macvlan",
+                                             ipam=[POOL], options={"parent": env.parent}))
+        ep = drv.attach(net, EndpointSpec(endpoint_id="c1" * 32, netns=env.c1))
+        drv.detach(net, ep)
+        drv.delete_network(net)
+
+    asyncio.run(inside_a_loop())
+    assert "eth0" not in _links(env.c1) and drv.ipam.networks() == {}

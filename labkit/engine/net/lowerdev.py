@@ -41,6 +41,7 @@ from labkit import errors
 from labkit.engine.net.bridge import IFF_UP, _add_addr, _index, _ns_path, _rtnl
 from labkit.engine.net.ipvlan import VM_HINT, _check_name
 from labkit.ns.netns import netns as _enter_netns
+from labkit.ns.rtnl import off_loop as _off_loop
 
 __all__ = [
     "Child",
@@ -112,6 +113,7 @@ def _not_found(name: str) -> ParentNotFoundError:
     return ParentNotFoundError(f"-o parent interface was not found on the host: {name}", name)
 
 
+@_off_loop
 def ensure_parent(parent: str, *, kind: str, dummy: str, host_netns: str | None) -> bool:
     """Make sure ``parent`` exists in the host namespace; True when this call made it.
 
@@ -163,6 +165,7 @@ def ensure_parent(parent: str, *, kind: str, dummy: str, host_netns: str | None)
         return True
 
 
+@_off_loop
 def release_parent(parent: str, *, kind: str, host_netns: str | None) -> bool:
     """Delete ``parent`` if this driver made it (its IFLA_IFALIAS says so); True if deleted.
     The user's own links are never touched."""
@@ -264,6 +267,7 @@ def _child_error(err: NetlinkError, kind: str, target: str) -> Exception:
     return errors.from_errno(err.code, "RTM_NEWLINK", target=target)
 
 
+@_off_loop
 def add_child(kind: str, parent: str, netns: str, ifname: str, *,
               data: Mapping[str, int], endpoint_id: str, addresses: Sequence[Interface],
               gateways: Sequence[Address] = (), dev_routes: Sequence[int] = (),
@@ -313,6 +317,7 @@ def add_child(kind: str, parent: str, netns: str, ifname: str, *,
     return Child(ifname=ifname, mac=got, addresses=tuple(addresses))
 
 
+@_off_loop
 def del_child(netns: str, ifname: str, *, endpoint_id: str) -> bool:
     """Delete the endpoint's link in ``netns`` if it is still there and still the one
     attach() made (its IFLA_IFALIAS).  False when there was nothing of ours to delete."""

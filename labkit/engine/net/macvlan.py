@@ -212,10 +212,16 @@ class _ChildDriver:
         is not an error here: attach says so.  NotFoundError when IPAM never had it."""
         opts, parent, internal = self._parse(spec)
         self.ipam.pools(spec.id)
+        self._check_kernel()
         if not opts.parent or "." in opts.parent:
-            self._check_kernel()
-            ld.ensure_parent(parent, kind=self.name, dummy=ld.dummy_name(self.name, spec.id),
-                             host_netns=self.host_netns)
+            try:
+                ld.ensure_parent(parent, kind=self.name,
+                                 dummy=ld.dummy_name(self.name, spec.id),
+                                 host_netns=self.host_netns)
+            except ld.ParentNotFoundError:
+                if not opts.parent:
+                    raise
+                # the base of a dotted parent is gone: attach reports it, in moby's words
         self._nets[spec.id] = _Net(parent, opts)
         return self._network(spec, parent, internal)
 
@@ -260,6 +266,9 @@ class _ChildDriver:
     def _mac(self, spec: EndpointSpec, opts: Options, ifaces: list[Interface]) -> str | None:
         raise NotImplementedError
 
+    def _check_attach(self, network: Network, opts: Options) -> None:
+        """Refuse an endpoint the kernel would refuse less clearly."""
+
     def attach(self, network: Network, spec: EndpointSpec) -> Endpoint:
         """Addresses from IPAM, then the child link made inside ``spec.netns`` with them
         and its routes: default via the gateway (macvlan, ipvlan l2), on-link default
@@ -268,6 +277,7 @@ class _ChildDriver:
         if net is None:
             raise errors.NotFoundError(f"{self.name} network", network.id,
                                        hint="create_network or restore_network first")
+        self._check_attach(network, net.opts)
         taken: list[Address] = []
         try:
             ifaces, gws = self._allocate(network, spec, taken)
@@ -335,6 +345,14 @@ class MacvlanDriver(_ChildDriver):
             if n.opts.mode == "passthru":
                 raise errors.ConflictError(f"macvlan network {nid} is already using parent "
                                            f"interface {parent} in mode passthru")
+
+    def _check_attach(self, network: Network, opts: Options) -> None:
+        # macvlan_common_newlink: a passthru port takes exactly one child (EINVAL otherwise)
+        if opts.mode == "passthru" and any(p.allocated for p in self.ipam.pools(network.id)):
+            raise errors.ConflictError(
+                f"macvlan network {network.name} is in mode passthru and already has its one "
+                "endpoint", hint="passthru gives a single container the whole parent; use "
+                "bridge mode for several")
 
     def _mac(self, spec: EndpointSpec, opts: Options, ifaces: list[Interface]) -> str | None:
         if opts.mode == "passthru":
