@@ -15,15 +15,15 @@ parent's NIC must accept several unicast MACs (its filter or promiscuous mode).
 
 **The host cannot reach its own macvlan children.**  A frame the host sends out the parent
 goes down the parent's transmit path to the wire; the macvlan rx_handler sits only on the
-parent's *receive* path (macvlan_handle_frame), and the wire does not send a frame back on
-the port it came from, so the child never sees it; the child's replies, in turn, leave by
-the parent's transmit path and never come up the host's own stack either.  Other machines
-on the segment reach the children fine.  The usual workaround
-is a macvlan link of the host's own on the same parent, in bridge mode, holding the host's
-address for that segment (``ip link add mac0 link eth0 type macvlan mode bridge``): then
-host and children are siblings on the same macvlan port and bridge mode switches between
-them (Documentation/networking/macvlan.rst; moby's docs/network/drivers/macvlan.md).
-tests/privileged/test_net_macvlan.py shows both.
+parent's *receive* path (macvlan_handle_frame in drivers/net/macvlan.c), and a switch does
+not send a frame back out of the port it came in on, so the child never sees it (nor does
+the host see the child's frames: they leave through the parent's transmit path too).
+Other machines on the segment reach the children fine.  The usual workaround is a macvlan
+link of the host's own on the same parent, in bridge mode, holding the host's address for
+that segment (``ip link add mac0 link eth0 type macvlan mode bridge``): host and children
+are then siblings on one macvlan port, and bridge mode switches between them in
+macvlan_queue_xmit (moby's libnetwork/docs/macvlan.md and Docker's macvlan driver docs say
+the same).  tests/privileged/test_net_macvlan.py shows both.
 
 ipvlan (Documentation/networking/ipvlan.rst) shares the parent's MAC among all children
 and tells them apart by IP address, so the parent needs no promiscuous mode and a switch
@@ -41,9 +41,9 @@ pointing at the test VM, where tests/vm/test_vm_macvlan.py runs it.
 Options (``docker network create -d macvlan -o KEY=VALUE``), each applied or refused:
 ``parent`` (an existing link; ``eth0.10`` makes and later removes an 802.1q sub-interface
 as moby does; none: a dead-end parent of the driver's own, and the network is internal, as
-in moby 28), ``macvlan_mode`` / ``ipvlan_mode`` / ``ipvlan_flag``.  Any other key is refused
+current moby makes it), ``macvlan_mode`` / ``ipvlan_mode`` / ``ipvlan_flag``.  Any other key is refused
 by name (InvalidArgumentError); ``encrypted`` with the reason (only overlay encrypts).
-Several macvlan networks may share a parent (moby >= 23) unless one is ``passthru``; an
+Several macvlan networks may share a parent (current moby) unless one is ``passthru``; an
 ipvlan parent serves one network; their subnets never overlap (the shared IPAM refuses:
 "Pool overlaps with other one on this address space").
 
@@ -183,7 +183,8 @@ class _ChildDriver:
             raise errors.InvalidArgumentError("driver", f"{spec.driver!r} is not {self.name}")
         opts = parse_options(self.name, spec.options)
         parent = opts.parent or ld.dummy_name(self.name, spec.id)
-        # moby 28: with no parent the network is internal (the dead-end parent leads nowhere)
+        # moby's parseNetworkOptions: "With no parent interface, the network is internal"
+        # (the dead-end parent leads nowhere)
         return opts, parent, spec.internal or not opts.parent
 
     def _network(self, spec: NetworkSpec, parent: str, internal: bool) -> Network:
