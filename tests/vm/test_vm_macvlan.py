@@ -123,11 +123,12 @@ def test_ipvlan_private_flag_is_applied(env: Env) -> None:
         drv.delete_network(net)
 
 
-def test_ipvlan_l3_routes(env: Env) -> None:
+@pytest.mark.parametrize("mode,num", [("l3", 1), ("l3s", 2)])
+def test_ipvlan_l3_routes(env: Env, mode: str, num: int) -> None:
     drv = M.IpvlanDriver(Ipam(env.state), host_netns=env.host)
     net = drv.create_network(NetworkSpec(id=NID, name="iv3", driver="ipvlan", ipam=[
         PoolConfig(subnet="10.84.0.0/24")], options={"parent": env.parent,
-                                                     "ipvlan_mode": "l3"}))
+                                                     "ipvlan_mode": mode}))
     e1 = drv.attach(net, EndpointSpec(endpoint_id="c1" * 32, netns=env.c1))
     e2 = drv.attach(net, EndpointSpec(endpoint_id="c2" * 32, netns=env.c2))
     try:
@@ -135,7 +136,7 @@ def test_ipvlan_l3_routes(env: Env) -> None:
         out = subprocess.run(["ip", "-n", env.c1, "route", "show", "default"], check=True,
                              capture_output=True, text=True).stdout
         assert out.split()[:3] == ["default", "dev", "eth0"]  # on-link, as moby sets it
-        assert _link(env.c1, "eth0")[2].get_attr("IFLA_IPVLAN_MODE") == 1  # type: ignore[attr-defined]
+        assert _link(env.c1, "eth0")[2].get_attr("IFLA_IPVLAN_MODE") == num  # type: ignore[attr-defined]
         assert _ping(env.c1, str(e2.addresses[0].ip))
         # l3: the other machines route the subnet to the parent host
         ip(env.lan, "route", "add", "10.84.0.0/24", "via", "10.77.0.2")
