@@ -110,7 +110,9 @@ def _alias(ipr: object, idx: int) -> str | None:
 
 
 def _not_found(name: str) -> ParentNotFoundError:
-    return ParentNotFoundError(f"-o parent interface was not found on the host: {name}", name)
+    return ParentNotFoundError(f"-o parent interface was not found on the host: {name}", name,
+                               hint="an existing interface (ip link), or NAME.VID for an "
+                               "802.1q sub-interface of one")
 
 
 @_off_loop
@@ -126,6 +128,7 @@ def ensure_parent(parent: str, *, kind: str, dummy: str, host_netns: str | None)
         if _index(ipr, parent) is not None:
             return False
         tag = owner_tag(kind)
+        peer: str | None = None
         if parent == dummy:
             try:
                 ipr.link("add", ifname=parent, kind="dummy")
@@ -137,9 +140,6 @@ def ensure_parent(parent: str, *, kind: str, dummy: str, host_netns: str | None)
                     ipr.link("add", ifname=parent, kind="veth", peer=peer)
                 except NetlinkError as err2:
                     raise errors.from_errno(err2.code, "RTM_NEWLINK", target=parent) from err2
-                peer_idx = _index(ipr, peer)
-                assert peer_idx is not None
-                ipr.link("set", index=peer_idx, state="up", ifalias=tag)
         elif "." in parent:
             base, vid = parse_vlan(parent)
             base_idx = _index(ipr, base)
@@ -158,9 +158,12 @@ def ensure_parent(parent: str, *, kind: str, dummy: str, host_netns: str | None)
         idx = _index(ipr, parent)
         assert idx is not None
         try:
+            peer_idx = _index(ipr, peer) if peer is not None else None
+            if peer_idx is not None:  # the veth fallback: its other end up too (carrier)
+                ipr.link("set", index=peer_idx, state="up", ifalias=tag)
             ipr.link("set", index=idx, state="up", ifalias=tag)
         except BaseException:
-            ipr.link("del", index=idx)
+            ipr.link("del", index=idx)  # a veth takes its peer with it
             raise
         return True
 
