@@ -10,6 +10,9 @@ the daemon runs in):
   pair per endpoint whose container end is created directly in the container's netns.
 * ``driver``: the typed seam the engine calls (below).
 * ``ipvlan``: ipvlan and macvlan links (used by the doctor, later by those drivers).
+* ``macvlan``: Docker's macvlan and ipvlan drivers (MacvlanDriver, IpvlanDriver: the same
+  NetworkDriver seam, ``-o parent/macvlan_mode/ipvlan_mode/ipvlan_flag``); ``lowerdev``:
+  their kernel side (parent links, children made inside the container's netns).
 
 The seam for the engine (labkit.engine.net.driver)::
 
