@@ -249,3 +249,40 @@ def test_live_restore_and_teardown_while_down(docker: Docker, eng: LabEngine) ->
     assert short_ip.startswith("10.77.7.")
     docker("run", "-d", "--name", "lklnew", "--network", "lklive", "-p", "8084:80",
            "--ip", short_ip, "busybox", "sleep", "60")
+
+
+def test_macvlan_children_talk_and_refusals(docker: Docker) -> None:
+    # the parent: one end of a veth pair in the daemon's netns (this kernel has no dummy)
+    _sh("ip", "-n", NS, "link", "add", "lkmvp", "type", "veth", "peer", "name", "lkmvq")
+    try:
+        _sh("ip", "-n", NS, "link", "set", "lkmvp", "up")
+        _sh("ip", "-n", NS, "link", "set", "lkmvq", "up")
+        docker("network", "create", "-d", "macvlan", "--subnet", "10.77.8.0/24",
+               "-o", "parent=lkmvp", "lkmv")
+        net = docker.inspect("lkmv", "network")
+        assert net["Driver"] == "macvlan" and net["Options"] == {"parent": "lkmvp"}
+        docker("run", "-d", "--name", "lkmv1", "--network", "lkmv", "--ip", "10.77.8.10",
+               "busybox", "sleep", "60")
+        out = docker("run", "--rm", "--network", "lkmv", "busybox", "ping", "-c1", "-W2",
+                     "lkmv1").stdout
+        assert "1 packets received" in out
+        # a macvlan child hangs off the parent: no veth end in the daemon's namespace
+        assert "lkv" not in _sh("ip", "-n", NS, "-br", "link").stdout
+        r = docker("run", "--rm", "--network", "lkmv", "-p", "8085:80", "busybox", "true",
+                   check=False)
+        assert r.returncode != 0 and "port mappings" in r.stderr
+        r = docker("network", "create", "-d", "macvlan", "-o", "parent=lknoparent", "lkmv2",
+                   check=False)
+        assert r.returncode != 0 and "parent" in r.stderr
+        r = docker("network", "create", "-d", "ipvlan", "-o", "parent=lkmvp", "lkiv",
+                   check=False)
+        ipvlan_here = _sh("ip", "-n", NS, "link", "add", "lkivt", "link", "lkmvq", "type",
+                          "ipvlan", check=False).returncode == 0
+        if ipvlan_here:  # (the VM has it: tests/vm/test_vm_macvlan.py)
+            _sh("ip", "-n", NS, "link", "del", "lkivt", check=False)
+        else:
+            assert r.returncode != 0 and "ipvlan" in r.stderr and "make test-vm" in r.stderr
+        docker("rm", "-f", "lkmv1")
+        docker("network", "rm", "lkmv")
+    finally:
+        _sh("ip", "-n", NS, "link", "del", "lkmvp", check=False)

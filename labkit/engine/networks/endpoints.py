@@ -172,6 +172,10 @@ class ContainerNet:
                 raise errors.InvalidArgumentError(
                     "Links", f"could not get container for {target}: No such container: "
                     f"{target}") from None
+        if ports and net.driver != "bridge":  # moby only warns; labkit applies or refuses
+            raise errors.InvalidArgumentError(
+                "PortBindings", f"the {net.driver} driver does not support port mappings",
+                hint="publish from a container on a bridge network")
         out: dict[str, dict[str, Any]] = {}
         for ref, cfg in {net.name: {}, **endpoints}.items():
             n = self.nets.network(ref)
@@ -445,7 +449,8 @@ class ContainerNet:
             members = self.nets.members.get(n.id, {})
             if members.pop(rec.id, None) is not None:
                 dnsview.refresh(self.nets, n)
-            await asyncio.to_thread(self.nets.detach_endpoint, n, _ep_from(d), gone=False)
+            await asyncio.to_thread(self.nets.detach_endpoint, n, _ep_from(d), gone=False,
+                                    netns=rec.net.get("sandbox"))
             if rec.id in self._dns:
                 self._dns[rec.id].resolver.view = self._view(rec)
         rec.save()
@@ -479,7 +484,8 @@ class ContainerNet:
             except errors.NotFoundError:
                 n = None
             try:
-                await asyncio.to_thread(self.nets.detach_endpoint, n, ep, gone=not shared)
+                await asyncio.to_thread(self.nets.detach_endpoint, n, ep, gone=not shared,
+                                        netns=path or None)
             except errors.LabkitError as err:
                 log.warning("detach %s from %s: %s", rec.id[:12], ep.network_id[:12], err)
             if n is not None:
@@ -504,6 +510,12 @@ class ContainerNet:
         for name in rec.networks:
             with contextlib.suppress(errors.NotFoundError):
                 nets.append(self.nets.network(name))
+        for n in nets:
+            d = (state.get("endpoints") or {}).get(n.id)
+            drv = self.nets.driver(n.driver) if n.driver in ("macvlan", "ipvlan") else None
+            if d is not None and drv is not None:
+                with contextlib.suppress(errors.LabkitError):
+                    drv.restore_endpoint(_ep_from(d), state["sandbox"])
         self._join_views(rec, nets)
         user = [n for n in nets if n.name != "bridge"]
         if user:

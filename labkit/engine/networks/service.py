@@ -108,6 +108,7 @@ class Networks:
         self.members: dict[str, dict[str, Any]] = {}
         self.views: dict[str, Any] = {}
         self._containers: Callable[[], Iterable[Any]] = list
+        self._drivers: dict[str, Any] = {}
         for name, driver in (("host", "host"), ("none", "null")):
             if self.store.by_name(name) is None:
                 self.store.add(NetworkRecord(new_id(), name, driver, self.store.now()))
@@ -138,18 +139,21 @@ class Networks:
         return self._dns
 
     def driver(self, name: str) -> Any:
+        """The one driver object per kind (macvlan/ipvlan remember their endpoints)."""
+        drv = self._drivers.get(name)
+        if drv is not None:
+            return drv
         if name == "bridge":
             from labkit.engine.net.driver import BridgeDriver
-            return BridgeDriver(self.ipam)
-        if name in ("macvlan", "ipvlan"):
-            try:
-                from labkit.engine.net import macvlan  # type: ignore[attr-defined,unused-ignore]
-            except ImportError:
-                raise errors.UnsupportedError(
-                    f"{name} networks", "this labkit has no such driver yet") from None
-            cls = macvlan.MacvlanDriver if name == "macvlan" else macvlan.IpvlanDriver
-            return cls(self.ipam)
-        raise errors.NotFoundError("network driver", name)
+            drv = BridgeDriver(self.ipam)
+        elif name in ("macvlan", "ipvlan"):
+            from labkit.engine.net import macvlan
+            drv = (macvlan.MacvlanDriver if name == "macvlan" else macvlan.IpvlanDriver)(
+                self.ipam)
+        else:
+            raise errors.NotFoundError("network driver", name)
+        self._drivers[name] = drv
+        return drv
 
     # -- records <-> driver specs --------------------------------------------------------
     @staticmethod
@@ -425,11 +429,18 @@ class Networks:
         with self.kernel:
             return self.driver(rec.driver).attach(net, spec)  # type: ignore[no-any-return]
 
-    def detach_endpoint(self, rec: NetworkRecord | None, ep: Endpoint, *, gone: bool) -> None:
+    def detach_endpoint(self, rec: NetworkRecord | None, ep: Endpoint, *, gone: bool,
+                        netns: str | None = None) -> None:
+        """``netns``: where the container's end lives (macvlan/ipvlan have no host end to
+        delete, and after a daemon restart they must be told)."""
         with self.kernel:
             if rec is None or rec.id not in self.live:  # its network went: addresses only
                 for iface in ep.addresses:
                     with contextlib.suppress(errors.LabkitError):
                         self.ipam.release(ep.network_id, iface.ip)
                 return
-            self.driver(rec.driver).detach(self.live[rec.id], ep, netns_gone=gone)
+            drv = self.driver(rec.driver)
+            if rec.driver == "bridge":
+                drv.detach(self.live[rec.id], ep, netns_gone=gone)
+            else:
+                drv.detach(self.live[rec.id], ep, netns_gone=gone, netns=netns)
