@@ -243,8 +243,9 @@ def run(runs: int = 20, warmup: int = 2, *, cli: str | None = None,
                 _probe(cli, s)
                 setup[f"network {s.name}"] = s.note.removeprefix("default network: ")
         _measure(cli, sides, runs, warmup, progress)
+        # the probe's note belongs to the default-network row only
         return [NetRow(wl, s.name, tuple(s.samples.get(wl, ())),
-                       s.why or s.errors.get(wl) or None, s.note)
+                       s.why or s.errors.get(wl) or None, s.note if wl == "bridge" else "")
                 for wl in WORKLOADS for s in sides], setup
     finally:
         _stop(podman, dockerd, engine)
