@@ -60,17 +60,16 @@ def kill_by_marker(marker: str) -> list[int]:
     so only processes it started, conmon say, match); returns their pids."""
     import psutil
 
-    out = []
+    killed = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         if p.pid != os.getpid() and marker in " ".join(p.info["cmdline"] or []):
             try:
                 p.kill()
-                out.append(p.pid)
+                killed.append(p)
             except psutil.Error:
                 continue
-    psutil.wait_procs([psutil.Process(pid) for pid in out if psutil.pid_exists(pid)],
-                      timeout=5)
-    return out
+    psutil.wait_procs(killed, timeout=5)
+    return [p.pid for p in killed]
 
 
 def install_docker_io() -> str:
