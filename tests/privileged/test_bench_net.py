@@ -27,9 +27,12 @@ pytestmark = [
 
 
 def _netns() -> set[str]:
+    """The bench's netns (lk-bnet-*) and podman's per-container ones (netns-<uuid>): other
+    tests on the machine make their own lk-* ones meanwhile, which are not this run's."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                          check=True).stdout
-    return {ln.split()[0] for ln in out.splitlines() if ln.strip()}
+    names = {ln.split()[0] for ln in out.splitlines() if ln.strip()}
+    return {n for n in names if n.startswith(("lk-bnet-", "netns-"))}
 
 
 def _ours(made: set[str]) -> list[str]:
