@@ -1,4 +1,5 @@
-"""labkit bench runtime | engine | images: container start-to-exit latency, engine run, image ops."""
+"""labkit bench runtime | engine | images | net: container start-to-exit latency, engine run,
+image ops, run on the default bridge."""
 
 from __future__ import annotations
 
@@ -80,7 +81,64 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
     im.add_argument("--json", action="store_true", help="print rows as JSON, no table")
     im.add_argument("--csv", metavar="FILE", help="also write the rows as CSV to FILE")
     im.add_argument("--png", metavar="FILE", help="also write a bar chart of the medians")
+    nt = sub.add_parser(
+        "net", help="`docker run --rm busybox true` on the default bridge: labkit's daemon vs "
+                    "dockerd and podman",
+        description="Time `docker run --rm busybox true` (the default network) and the same "
+                    "with --network none (each daemon's floor) with one Docker CLI against "
+                    "labkit's daemon, dockerd and podman's API service, all three in one "
+                    "network namespace the bench makes, interleaved run by run.",
+        epilog="example: labkit bench net --runs 20 --csv net.csv --png net.png")
+    nt.add_argument("-n", "--runs", type=_count(1), default=20,
+                    help="timed rounds per workload and daemon (default 20)")
+    nt.add_argument("--warmup", type=_count(0), default=2,
+                    help="untimed rounds first (default 2)")
+    nt.add_argument("--cli", metavar="PATH",
+                    help="the Docker CLI to drive all three (default: Debian docker.io's "
+                         "/usr/bin/docker, else `docker` on PATH)")
+    nt.add_argument("--json", action="store_true", help="print rows as JSON, no table")
+    nt.add_argument("--csv", metavar="FILE", help="also write the rows as CSV to FILE")
+    nt.add_argument("--png", metavar="FILE", help="also write a bar chart of the medians")
     return p
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--csv/--png refused before minutes of measuring, not after."""
+    from pathlib import Path
+
+    for opt, value in (("--csv", args.csv), ("--png", args.png)):
+        if value and not Path(value).resolve().parent.is_dir():
+            parser().error(f"{opt} {value}: directory {Path(value).resolve().parent} does "
+                           "not exist")
+
+
+def _net(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from labkit.measure import bench_net as bn
+
+    _check_outputs(args)
+    if args.cli and shutil.which(args.cli) is None:
+        parser().error(f"--cli {args.cli}: no such executable")
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("labkit bench net", total=bn.steps(args.runs, args.warmup))
+        rows, setup = bn.run(args.runs, args.warmup, cli=args.cli and shutil.which(args.cli),
+                             progress=lambda what: bar.update(task, advance=1,
+                                                              description=what))
+    goals = bn.targets(rows)
+    if args.json:
+        print(bn.to_json(rows, goals, runs=args.runs, warmup=args.warmup, setup=setup))
+    else:
+        bn.print_table(rows, goals, args.runs, setup)
+    if args.csv:
+        Path(args.csv).write_text(bn.to_csv(rows, goals))
+    if args.png:
+        bn.write_png(rows, goals, Path(args.png))
+    return 0
 
 
 def _images(args: argparse.Namespace) -> int:
@@ -91,11 +149,7 @@ def _images(args: argparse.Namespace) -> int:
 
     from labkit.measure import bench_images as bi
 
-    for opt, value in (("--csv", args.csv), ("--png", args.png)):
-        # refused before minutes of measuring, not after
-        if value and not Path(value).resolve().parent.is_dir():
-            parser().error(f"{opt} {value}: directory {Path(value).resolve().parent} does "
-                           "not exist")
+    _check_outputs(args)
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("labkit bench images", total=bi.steps(args.runs, args.warmup,
                                                                   args.only))
@@ -122,6 +176,8 @@ def run(argv: list[str], prog: str = "labkit bench") -> int:
     args = parser(prog).parse_args(argv)
     if args.bench == "images":
         return _images(args)
+    if args.bench == "net":
+        return _net(args)
     if args.bench == "engine":
         from labkit.measure import bench_engine
 

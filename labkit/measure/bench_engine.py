@@ -40,11 +40,14 @@ from typing import Any
 
 from labkit import errors
 from labkit.measure._bytecode import ensure_compiled
+from labkit.measure.peer_daemons import Dockerd as _Dockerd  # the name other modules import
+from labkit.measure.peer_daemons import install_docker_io
 
 __all__ = [
     "Candidate",
     "EngineRow",
     "TargetRow",
+    "install_docker_io",
     "print_table",
     "row_dict",
     "run",
@@ -111,61 +114,6 @@ def _layer_tar(tmp: Path) -> Path:
     out = tmp / "busybox-layer.tar"
     pack_rootfs_layer(out, compression="none")
     return out
-
-
-class _Dockerd:
-    """dockerd in a netns of its own, state in a temp dir; stop() kills it by pid."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.dir = tmp / "dockerd"
-        self.dir.mkdir()
-        self.netns = f"lk-bench-{os.getpid()}"
-        self.sock = self.dir / "docker.sock"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0) -> None:
-        from labkit.engine.client.launch import wait_ready
-
-        subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
-        subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"],
-                       check=False, capture_output=True)
-        d = self.dir
-        log = open(d / "dockerd.log", "ab")  # noqa: SIM115 - handed to the child
-        # nsenter --net, not `ip netns exec`: the latter also remounts /sys for the netns,
-        # which hides /sys/fs/cgroup and dockerd stops with "Devices cgroup isn't mounted".
-        self.proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.netns}", "dockerd", "--data-root", str(d / "data"),
-             "--exec-root", str(d / "exec"), "--pidfile", str(d / "dockerd.pid"),
-             "-H", f"unix://{self.sock}", "--iptables=false", "--ip-masq=false",
-             "--bridge=none"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True)
-        log.close()
-        wait_ready(self.sock, timeout, proc=self.proc, log=d / "dockerd.log")
-
-    def stop(self) -> None:
-        import signal
-
-        if self.proc is not None:
-            # nsenter execs dockerd, so the Popen pid is dockerd's; SIGTERM lets it
-            # stop its containerd child, SIGKILL after 20 s.
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        subprocess.run(["ip", "netns", "delete", self.netns], check=False, capture_output=True)
-        with open("/proc/self/mounts") as f:
-            mounts = [ln.split()[1] for ln in f if ln.split()[1].startswith(str(self.dir))]
-        for m in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], check=False, capture_output=True)
-
-
-def install_docker_io() -> str:
-    """Debian's docker.io without starting its services; "" on success, else the reason."""
-    script = Path(__file__).with_name("install-docker-io.sh")
-    p = subprocess.run([str(script)], capture_output=True, text=True, check=False)
-    return "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["?"])[-1]
 
 
 def _import(cli: list[str], env: dict[str, str], tar: Path, ref: str) -> str | None:

@@ -3,7 +3,7 @@
 One run starts, side by side and inside one network namespace made here (``lk-bench-<pid>``):
 
 * dockerd (Debian's docker.io), state in a temp dir, ``--bridge=none --iptables=false``
-  (labkit.measure.bench_engine's _Dockerd: nsenter --net, stopped by pid, netns deleted,
+  (labkit.measure.peer_daemons.Dockerd: nsenter --net, stopped by pid, netns deleted,
   mounts under its dir unmounted);
 * labkit's daemon (labkit.measure.sandbox.LabEngine with ``netns=``);
 * a real registry (Debian's docker-registry, labkit.measure.registry.LocalRegistry) on that
@@ -68,6 +68,7 @@ from labkit.measure.bench_images_report import (
     write_png,
 )
 from labkit.measure.payload_image import PAYLOAD_REF, write_payload_archive
+from labkit.measure.peer_daemons import Dockerd
 
 __all__ = [
     "CSV_HEADER",
@@ -284,7 +285,6 @@ def run(runs: int = 5, warmup: int = 1, *, only: str | None = None,
                                           "warmup >= 0")
     if only is not None and only not in ONLY:
         raise errors.InvalidArgumentError("only", f"{only!r}: one of {', '.join(ONLY)}")
-    from labkit.measure.bench_engine import _Dockerd
     from labkit.measure.peers import docker_cli
     from labkit.measure.registry import registry_binary
     from labkit.measure.sandbox import LabEngine
@@ -297,7 +297,7 @@ def run(runs: int = 5, warmup: int = 1, *, only: str | None = None,
     registry_binary()
     ops = ONLY[only] if only else OPS
     tmp = Path(tempfile.mkdtemp(prefix="lk-bimg-"))
-    dockerd = _Dockerd(tmp)
+    dockerd = Dockerd(tmp)
     engine: LabEngine | None = None
     h = _Harness(cli, tmp, dockerd.netns)
     try:

@@ -183,37 +183,18 @@ def print_table(rows: list[ImageRow], goals: list[ImageTarget], runs: int) -> No
 def write_png(rows: list[ImageRow], goals: list[ImageTarget], path: Path) -> Path:
     """A grouped bar chart of the medians (ms) per operation, labkit beside dockerd; an
     operation a daemon cannot run is marked on the axis instead of a bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from labkit.measure._chart import grouped_bars
 
     ops = [op for op in OPS if any(r.op == op for r in rows)]
-    med = {(r.op, r.daemon): r.median_ms for r in rows}
     by_op = {g.op: g for g in goals}
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(ops)), 4.0))
-    width = 0.38
-    for k, daemon in enumerate(DAEMONS):
-        xs = [i + (k - 0.5) * width for i in range(len(ops))]
-        vals = [med.get((op, daemon)) for op in ops]
-        bars = ax.bar(xs, [v or 0.0 for v in vals], width, label=daemon)
-        for x, v, bar in zip(xs, vals, bars, strict=True):
-            ax.annotate("cannot run" if v is None else f"{v:.0f}", (x, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8,
-                        rotation=90 if v is None else 0)
     labels = []
     for op in ops:
         g = by_op.get(op)
         labels.append(op if g is None or g.ratio is None else f"{op}\n{g.ratio:.2f}x")
-    ax.set_xticks(range(len(ops)), labels, fontsize=8)
-    ax.set_ylabel("median wall time of the Docker CLI (ms)")
-    ax.set_title("labkit bench images: labkit's daemon vs dockerd (lower is better)")
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return grouped_bars(path, ops, DAEMONS, {(r.op, r.daemon): r.median_ms for r in rows},
+                        ylabel="median wall time of the Docker CLI (ms)",
+                        title="labkit bench images: labkit's daemon vs dockerd (lower is "
+                              "better)", labels=labels)
 
 
 def cli_error(stderr: str) -> str:

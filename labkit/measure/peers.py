@@ -12,7 +12,7 @@ import shutil
 
 from labkit import errors
 
-__all__ = ["docker_cli"]
+__all__ = ["debian_docker_cli", "docker_cli"]
 
 _HINT = ("install one: labkit/measure/install-docker-io.sh (make setup runs it where no `docker`"
          " is found; it starts no daemon)")
@@ -24,3 +24,21 @@ def docker_cli() -> str:
     if path is None:
         raise errors.UnsupportedError("the Docker CLI", "no `docker` on PATH", hint=_HINT)
     return path
+
+
+DEBIAN_DOCKER = "/usr/bin/docker"  # where Debian's docker.io puts its CLI (dpkg -L docker.io)
+
+
+def debian_docker_cli() -> str:
+    """Debian docker.io's own ``docker`` when that package is installed (a newer CLI earlier
+    on PATH, /usr/local/bin say, is passed over: a benchmark names the CLI it drives), else
+    the one on PATH (docker_cli())."""
+    import subprocess
+
+    if shutil.which("dpkg-query") is None:
+        return docker_cli()
+    p = subprocess.run(["dpkg-query", "-S", DEBIAN_DOCKER], capture_output=True, text=True,
+                       check=False)
+    if p.returncode == 0 and p.stdout.split(":", 1)[0].strip() == "docker.io":
+        return DEBIAN_DOCKER
+    return docker_cli()
