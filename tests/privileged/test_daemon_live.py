@@ -48,7 +48,11 @@ class Daemon:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.env = dict(os.environ, LABKIT_ROOT=str(base / "root"), LABKIT_RUN=str(base / "run"))
+        # its own daemon.json: no default bridge, for this daemon shares the machine's
+        # network namespace (no lk0, no nftables table, no ip_forward change there)
+        (base / "daemon.json").write_text('{"bridge": "none"}\n')
+        self.env = dict(os.environ, LABKIT_ROOT=str(base / "root"), LABKIT_RUN=str(base / "run"),
+                        LABKIT_CONFIG=str(base / "daemon.json"))
         self.env.pop("LABKIT_SOCKET", None)
         self.sock = base / "run" / "labkit.sock"
         self.proc: subprocess.Popen[bytes] | None = None

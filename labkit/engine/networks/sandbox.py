@@ -163,10 +163,14 @@ class Sandboxes:
                 self._filling = False
 
     def close(self) -> None:
-        """Daemon stop: drop the spares (containers' namespaces stay: live-restore)."""
+        """Daemon stop: drop the spares (containers' namespaces stay: live-restore); with
+        none left, the directory's own bind mount goes too."""
         self._closed = True
         while True:
             try:
                 release(self._ready.get_nowait())
             except queue.Empty:
-                return
+                break
+        with contextlib.suppress(OSError, errors.LabkitError):
+            if not any(self.dir.iterdir()):
+                syscalls.umount2(str(self.dir), MNT_DETACH)

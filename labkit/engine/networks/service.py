@@ -89,6 +89,24 @@ def _host_routes() -> list[str]:
     return out
 
 
+def _drop_stale_bridge(name: str) -> None:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return
+        link = ipr.get_links(found[0])[0]
+        info = link.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+        ports = [x for x in ipr.get_links() if x.get_attr("IFLA_MASTER") == found[0]]
+        if kind != "bridge" or ports:
+            raise errors.ConflictError(
+                f"link {name} exists and is not an empty bridge: labkit will not take it over",
+                hint=f"remove it (ip link del {name}) or run with daemon.json "
+                '"bridge": "none"')
+        ipr.link("del", index=found[0])
+
+
 class Networks:
     """The networks of one daemon (see the module docstring)."""
 
@@ -198,7 +216,13 @@ class Networks:
                 except errors.LabkitError as err:
                     log.warning("network %s (%s) not restored: %s", rec.name, rec.driver, err)
             if self.default_bridge and self.store.by_name("bridge") is None:
-                self._create_default()
+                try:
+                    self._create_default()
+                except errors.LabkitError as err:
+                    # the daemon still serves: containers default to "none" (said in the
+                    # log and by `docker network ls`, which shows no bridge network)
+                    log.error("default bridge network not made: %s", err)
+                    self.default_bridge = False
             if self.bridges():
                 self._forwarding()
                 self.publisher.ensure()
@@ -207,7 +231,13 @@ class Networks:
     def _create_default(self) -> None:
         rec = NetworkRecord(new_id(), "bridge", "bridge", self.store.now(),
                             options=dict(DEFAULT_BRIDGE_OPTIONS))
-        net = self.driver("bridge").create_network(self.spec_of(rec))
+        try:
+            net = self.driver("bridge").create_network(self.spec_of(rec))
+        except errors.AlreadyExistsError:
+            # an lk0 no record of ours names (state dir wiped, an older install): taken
+            # over only when it is an empty bridge, never someone's link with ports on it
+            _drop_stale_bridge(br.DEFAULT_BRIDGE)
+            net = self.driver("bridge").create_network(self.spec_of(rec))
         rec.ipam = [{"Subnet": str(p.subnet), "Gateway": str(p.gateway)} for p in net.pools]
         self.store.add(rec)
         self.live[rec.id] = net
