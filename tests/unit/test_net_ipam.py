@@ -64,10 +64,10 @@ def test_refusals_in_dockers_words(tmp_path: Path) -> None:
     with pytest.raises(I.PoolOverlapError,
                        match="^Pool overlaps with other one on this address space$") as ei:
         m.add_network("b", [PoolConfig(subnet="10.3.4.0/24")])
-    assert ei.value.http_status == 403 and isinstance(ei.value, errors.ConflictError)
+    assert ei.value.http_status == 403 and isinstance(ei.value, errors.ForbiddenError)
     cases = [
-        (PoolConfig(subnet="10.4.0.0/33"), "invalid subnet 10.4.0.0/33: invalid CIDR block"),
-        (PoolConfig(subnet="nonsense"), "invalid subnet nonsense: invalid CIDR block"),
+        (PoolConfig(subnet="10.4.0.0/33"), "invalid subnet 10.4.0.0/33: invalid CIDR address"),
+        (PoolConfig(subnet="nonsense"), "invalid subnet nonsense: invalid CIDR address"),
         (PoolConfig(subnet="10.4.0.1/24"), "invalid subnet 10.4.0.1/24: it should be 10.4.0.0/24"),
         (PoolConfig(subnet="10.4.0.0/24", gateway="10.5.0.1"),
          "invalid gateway 10.5.0.1: parent subnet 10.4.0.0/24 doesn't contain this address"),
@@ -104,8 +104,8 @@ def test_specific_address_errors(tmp_path: Path) -> None:
     with pytest.raises(I.AddressInUseError):
         m.allocate("n", "c2", address="10.6.0.1")  # the gateway
     for bad in ("10.7.0.1", "10.6.0.255", "10.6.0.0"):
-        with pytest.raises(I.OutOfRangeError, match="^requested address is out of range$"):
-            m.allocate("n", "c2", address=bad)
+        with pytest.raises(I.OutOfRangeError, match=bad.replace(".", r"\.")):
+            m.allocate("n", "c2", address=bad)  # (the address named, as dockerd names it)
     with pytest.raises(errors.NotFoundError):
         m.allocate("nope", "c")
 

@@ -380,8 +380,14 @@ def check_endpoints(nc: Any) -> dict[str, dict[str, Any]]:
     DriverOpts are refused: no labkit driver takes endpoint options."""
     if not nc:
         return {}
-    if not isinstance(nc, dict) or set(nc) - {"EndpointsConfig"}:
-        raise errors.InvalidArgumentError("NetworkingConfig", "only EndpointsConfig is known")
+    if not isinstance(nc, dict):
+        raise errors.InvalidArgumentError("NetworkingConfig", "must be an object")
+    # dockerd's decoder drops unknown keys; one that asks for nothing (docker-py sends
+    # {"<network>": null}) is let pass, one that asks for something is refused by name
+    asking = sorted(k for k, v in nc.items() if k != "EndpointsConfig" and v)
+    if asking:
+        raise errors.InvalidArgumentError("NetworkingConfig", f"unknown field(s) {asking}: "
+                                          "only EndpointsConfig is known")
     out: dict[str, dict[str, Any]] = {}
     for name, ep in (nc.get("EndpointsConfig") or {}).items():
         ep = ep or {}

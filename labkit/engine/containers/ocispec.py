@@ -69,6 +69,8 @@ def merge_image(config: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]
     for key in ("WorkingDir", "User", "StopSignal"):
         out[key] = config.get(key) or image.get(key) or ""
     out["Labels"] = {**(image.get("Labels") or {}), **(config.get("Labels") or {})}
+    exposed = {**(image.get("ExposedPorts") or {}), **(config.get("ExposedPorts") or {})}
+    out["ExposedPorts"] = exposed or None  # -P publishes these; `docker ps` lists them
     if not config.get("Shell") and image.get("Shell"):
         out["Shell"] = image["Shell"]
     out["Healthcheck"] = merge_healthcheck(config.get("Healthcheck"), image.get("Healthcheck"))

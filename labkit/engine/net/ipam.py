@@ -18,7 +18,7 @@ What it does, as moby's default IPAM driver (libnetwork/ipams/defaultipam) does 
 * Refusals use Docker's words (libnetwork/ipamapi/contract.go and api/types/network):
   "Pool overlaps with other one on this address space", "Address already in use", "No
   available addresses on this pool", "requested address is out of range", "invalid subnet
-  X: invalid CIDR block notation", "invalid gateway X: parent subnet Y doesn't contain this
+  X: invalid CIDR address: X", "invalid gateway X: parent subnet Y doesn't contain this
   address", ... (validation ones under moby's head line "invalid network config:").
   Each is a typed error from labkit.errors' tree with ``http_status`` set to moby's code.
 
@@ -114,7 +114,7 @@ class OutOfRangeError(InvalidIpamConfigError):
     """``--ip`` outside every subnet of the network (ipamapi.ErrIPOutOfRange)."""
 
 
-class PoolOverlapError(errors.ConflictError):
+class PoolOverlapError(errors.ForbiddenError):
     """ipamapi.ErrPoolOverlap (a Forbidden error in moby: 403)."""
 
     http_status = 403
@@ -208,9 +208,9 @@ def _parse_subnet(s: str, what: str = "subnet") -> Network:
     try:
         net = ipaddress.ip_network(s, strict=False)
     except ValueError:
-        raise _cfg_err(what, f"invalid {what} {s}: invalid CIDR block notation") from None
+        raise _cfg_err(what, f"invalid {what} {s}: invalid CIDR address: {s}") from None
     if "/" not in s:
-        raise _cfg_err(what, f"invalid {what} {s}: invalid CIDR block notation")
+        raise _cfg_err(what, f"invalid {what} {s}: invalid CIDR address: {s}")
     if ipaddress.ip_interface(s).ip != net.network_address:
         raise _cfg_err(what, f"invalid {what} {s}: it should be {net}")
     return net
@@ -408,10 +408,11 @@ class Ipam:
                 raise InvalidIpamConfigError("ip", f"invalid IP address {address!r}") from None
             pool = next((p for p in pools if want in p.subnet), None)
             if pool is None:
-                raise OutOfRangeError("ip", "requested address is out of range")
+                raise OutOfRangeError("ip", "no configured subnet or ip-range contain the IP "
+                                      f"address {want}")
             lo, hi = _hosts_bounds(pool.subnet)
             if not lo <= int(want) <= hi:
-                raise OutOfRangeError("ip", "requested address is out of range")
+                raise OutOfRangeError("ip", f"requested address {want} is out of range")
             if want in pool.allocated or want in pool.reserved():
                 raise AddressInUseError("Address already in use")
             got = want
