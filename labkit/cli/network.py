@@ -63,6 +63,7 @@ def ipam_pools(subnets: list[str], ranges: list[str], gateways: list[str],
             "--subnet", "every ip-range or gateway must have a corresponding subnet")
     pools: dict[str, dict[str, Any]] = {}
     for s in subnets:
+        _contains("--subnet", s, s)  # a bad CIDR is refused here, not left to the daemon
         for other in pools:
             if _contains("--subnet", other, s) or _contains("--subnet", s, other):
                 raise errors.InvalidArgumentError(
