@@ -156,14 +156,9 @@ def ls_row(n: dict[str, Any], trunc: bool = True) -> dict[str, str]:
             "Name": str(n.get("Name", "")), "Scope": str(n.get("Scope", ""))}
 
 
-def _natural(name: str) -> list[Any]:
-    """docker/cli sorts `network ls` by name in natural order (net2 before net10)."""
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p)
-            for p in re.split(r"(\d+)", name) if p]
-
-
 def _ls(c: Client, args: argparse.Namespace) -> int:
-    nets = sorted(c.networks.list(_filters(args.filter)), key=lambda n: _natural(n["Name"]))
+    nets = sorted(c.networks.list(_filters(args.filter)),
+                  key=lambda n: _fmt.natural_key(n["Name"]))
     rows = [ls_row(n, trunc=not args.no_trunc) for n in nets]
     if args.quiet:
         sys.stdout.write("".join(f"{r['ID']}\n" for r in rows))
