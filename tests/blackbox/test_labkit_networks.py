@@ -180,6 +180,26 @@ def test_publish_ranges_publish_all_and_fixed_ip(labkit: Run) -> None:
     assert wait_serving("http://127.0.0.1:8092/") == "eighty-one"  # 8092 -> 81, its pair
 
 
+def test_ipv6_internal_attachable_and_driver_options(labkit: Run) -> None:
+    labkit("network", "create", "--ipv6", "--internal", "--attachable", "-o",
+           "com.docker.network.bridge.name=lkc6br", "--subnet", "10.78.4.0/24", "--subnet",
+           "fd00:78:4::/64", "--gateway", "fd00:78:4::1", "lkc6")
+    net = json.loads(labkit("network", "inspect", "lkc6").stdout)[0]
+    assert (net["EnableIPv6"], net["Internal"], net["Attachable"]) == (True, True, True)
+    assert net["Options"]["com.docker.network.bridge.name"] == "lkc6br"
+    assert {"Subnet": "fd00:78:4::/64", "Gateway": "fd00:78:4::1"} in net["IPAM"]["Config"]
+    row = json.loads(labkit("network", "ls", "--format", "json", "-f", "name=lkc6").stdout)
+    assert (row["IPv6"], row["Internal"]) == ("true", "true")
+    out = labkit("run", "--rm", "--network", "lkc6", "--ip", "10.78.4.10", "--ip6",
+                 "fd00:78:4::10", "busybox", "sh", "-c", "ip -o addr show eth0; ip route"
+                 ).stdout
+    assert "inet 10.78.4.10/24" in out and "inet6 fd00:78:4::10/64" in out
+    assert "default" not in out  # --internal: no way out
+    assert "lkc6br" in _sh("ip", "-n", NS, "-br", "link").stdout
+    labkit("network", "rm", "lkc6")
+    assert "lkc6br" not in _sh("ip", "-n", NS, "-br", "link").stdout
+
+
 def test_dns_hosts_and_links(labkit: Run) -> None:
     labkit("run", "-d", "--name", "lkcbase", "-e", "SECRET=5", "--expose", "6379", "busybox",
            "sleep", "60")
