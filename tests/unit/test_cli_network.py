@@ -168,3 +168,17 @@ def test_ipam_pools_docker_rules() -> None:
         {"Subnet": "10.2.0.0/16", "IPRange": "10.2.1.0/24", "Gateway": "10.2.0.1"}]
     with pytest.raises(errors.InvalidArgumentError, match="no matching subnet"):
         network.ipam_pools(["10.1.0.0/16"], ["10.3.0.0/24"], [])
+
+
+@pytest.mark.parametrize("ref", ["../containers/web/kill", "a/b", "..", ".", ""])
+def test_refs_that_would_leave_the_networks_path_are_refused(ref: str,
+                                                              fake: FakeDaemon) -> None:
+    from labkit.engine.client import Client
+
+    c = Client(fake.path)
+    for call in (lambda: c.networks.inspect(ref), lambda: c.networks.remove(ref),
+                 lambda: c.networks.connect(ref, "web"),
+                 lambda: c.networks.disconnect(ref, "web")):
+        with pytest.raises(errors.InvalidArgumentError, match="network"):
+            call()
+    assert [r for r in fake.requests if "/networks" in r["path"]] == []

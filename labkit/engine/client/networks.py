@@ -11,9 +11,19 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+from labkit import errors
 from labkit.engine.client.transport import Transport
 
 __all__ = ["Networks"]
+
+
+def _ref(ref: str) -> str:
+    """A network name or ID as one path segment.  The transport leaves "/" unescaped in
+    paths, so a ref like "../containers/x/kill" would address another endpoint: no network
+    name or ID holds a "/" or is a dot segment (RFC 3986 5.2.4), so such refs are refused."""
+    if not ref or "/" in ref or ref in (".", ".."):
+        raise errors.InvalidArgumentError("network", f"invalid network name or ID {ref!r}")
+    return ref
 
 
 def _ipam_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +31,6 @@ def _ipam_config(cfg: dict[str, Any]) -> dict[str, Any]:
     allowed = {"Subnet", "IPRange", "Gateway", "AuxiliaryAddresses"}
     unknown = set(cfg) - allowed
     if unknown:
-        from labkit import errors
         raise errors.InvalidArgumentError("ipam", f"unknown IPAM config key {min(unknown)!r}",
                                           hint="use Subnet, IPRange, Gateway, "
                                                "AuxiliaryAddresses")
@@ -54,10 +63,10 @@ class Networks:
         return list(self.t.get("/networks", filters=filters or None) or [])
 
     def inspect(self, ref: str, verbose: bool = False) -> dict[str, Any]:
-        return dict(self.t.get(f"/networks/{ref}", verbose=verbose or None))
+        return dict(self.t.get(f"/networks/{_ref(ref)}", verbose=verbose or None))
 
     def remove(self, ref: str) -> None:
-        self.t.request("DELETE", f"/networks/{ref}").read()
+        self.t.request("DELETE", f"/networks/{_ref(ref)}").read()
 
     def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> dict[str, Any]:
         return dict(self.t.post("/networks/prune", None, filters=filters or None) or {})
@@ -75,8 +84,8 @@ class Networks:
         if links:
             endpoint["Links"] = list(links)
         body = {"Container": container, "EndpointConfig": endpoint}
-        self.t.request("POST", f"/networks/{ref}/connect", body=body).read()
+        self.t.request("POST", f"/networks/{_ref(ref)}/connect", body=body).read()
 
     def disconnect(self, ref: str, container: str, force: bool = False) -> None:
-        self.t.request("POST", f"/networks/{ref}/disconnect",
+        self.t.request("POST", f"/networks/{_ref(ref)}/disconnect",
                        body={"Container": container, "Force": force}).read()
