@@ -119,7 +119,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--format", help="json, table or a Go template ({{.Name}}...)")
     s = sub.add_parser("inspect", help="networks' JSON")
     s.add_argument("-f", "--format", help="a Go template per network ({{.Id}}...)")
-    s.add_argument("-v", "--verbose", action="store_true", help="verbose output")
     s.add_argument("networks", nargs="+", metavar="NETWORK")
     s = sub.add_parser("rm", aliases=["remove"], help="remove networks")
     s.add_argument("networks", nargs="+", metavar="NETWORK")
@@ -184,7 +183,7 @@ def _inspect(c: Client, args: argparse.Namespace) -> int:
     found, rc = [], 0
     for ref in args.networks:
         try:
-            found.append(c.networks.inspect(ref, verbose=args.verbose))
+            found.append(c.networks.inspect(ref))
         except errors.NotFoundError:
             print(f"Error: No such network: {ref}", file=sys.stderr)
             rc = 1

@@ -200,6 +200,17 @@ def test_ipv6_internal_attachable_and_driver_options(labkit: Run) -> None:
     assert "lkc6br" not in _sh("ip", "-n", NS, "-br", "link").stdout
 
 
+def test_aux_addresses_are_kept_free(labkit: Run) -> None:
+    labkit("network", "create", "--subnet", "10.78.5.0/24", "--aux-address", "r=10.78.5.2",
+           "--aux-address", "s=10.78.5.3", "lkcaux")
+    out = labkit("run", "--rm", "--network", "lkcaux", "busybox", "ip", "-4", "-o", "addr",
+                 "show", "eth0").stdout
+    assert "inet 10.78.5.4/24" in out  # .1 the gateway, .2 and .3 reserved
+    r = labkit("run", "--rm", "--network", "lkcaux", "--ip", "10.78.5.2", "busybox", "true",
+               check=False)
+    assert r.returncode == 125 and "already in use" in r.stderr
+
+
 def test_dns_hosts_and_links(labkit: Run) -> None:
     labkit("run", "-d", "--name", "lkcbase", "-e", "SECRET=5", "--expose", "6379", "busybox",
            "sleep", "60")
