@@ -137,6 +137,10 @@ def test_network_verbs_and_a_published_container_on_a_user_network(labkit: Run) 
     out = labkit("run", "--rm", "--network", "lkcnet1", "busybox", "sh", "-c",
                  "nslookup lkcweb; nslookup www; wget -qO- http://www/hostname").stdout
     assert out.count(ip) >= 2 and out.rstrip().endswith(cid[:12])
+    # --link on a user network: the link's alias resolves by the embedded DNS
+    out = labkit("run", "--rm", "--network", "lkcnet1", "--link", "lkcweb:linked", "busybox",
+                 "nslookup", "linked").stdout
+    assert ip in out
     # in use: refused, and still there
     r = labkit("network", "rm", "lkcnet1", check=False)
     assert r.returncode == 1 and "active endpoints" in r.stderr
