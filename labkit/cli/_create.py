@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from labkit import errors
-from labkit.cli import _mounts
+from labkit.cli import _mounts, _netopts
 from labkit.cli._create_opts import VALUE_OPTS, add_flags, apply_flags
 
 __all__ = [
@@ -32,7 +32,7 @@ RUN_VALUE_OPTS = {"-e", "--env", "--env-file", "-w", "--workdir", "-u", "--user"
                   "--stop-timeout", "--cidfile", "--platform", "--pull", "--log-driver",
                   "--log-opt", "-p", "--publish", "-v", "--volume", "--mount", "--tmpfs",
                   "--cap-add", "--cap-drop", "--memory-swap", "--cpu-shares", "--cpuset-cpus",
-                  "--shm-size"} | VALUE_OPTS
+                  "--shm-size"} | VALUE_OPTS | _netopts.VALUE_OPTS
 _SHORT_VALUE = {o[1] for o in RUN_VALUE_OPTS if len(o) == 2}
 
 
@@ -74,7 +74,6 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--cpus", help="number of CPUs (e.g. 0.5)")
     a("--pids-limit", type=int, help="tune container pids limit (-1 for unlimited)")
     a("--restart", default="no", help="restart policy: no, on-failure[:N], always, unless-stopped")
-    a("--network", "--net", default="default", help="connect to a network: none, host")
     a("--init", action="store_true", help="run an init inside the container (reaps zombies)")
     a("-l", "--label", action="append", default=[], help="set metadata on a container")
     a("--rm", action="store_true", help="remove the container when it exits")
@@ -82,6 +81,7 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--stop-timeout", type=int, help="timeout (in seconds) to stop a container")
     a("-a", "--attach", action="append", default=[], help="attach to STDIN, STDOUT or STDERR")
     a("--detach-keys", help="override the key sequence for detaching a container")
+    _netopts.add_flags(p)  # -p/-P, --expose, --network, --ip, --dns, --add-host, --link...
     add_flags(p)  # health checks, security, namespaces, devices, limits
     _mounts.add_flags(p)  # -v/--volume, --mount
     a("--help", action="help", help="print usage")
@@ -142,10 +142,6 @@ def create_body(args: argparse.Namespace, image: str, cmd: list[str]) -> dict[st
     stdin = args.interactive or "stdin" in attach
     host: dict[str, Any] = {"RestartPolicy": parse_restart(args.restart),
                             "AutoRemove": args.rm, "Init": args.init or None}
-    if args.network not in ("default", "none", "host", "bridge"):
-        raise errors.InvalidArgumentError("--network", f"network {args.network!r} not found",
-                                          hint="this engine knows none and host")
-    host["NetworkMode"] = args.network
     if args.memory:
         host["Memory"] = parse_memory(args.memory)
     if args.cpus:
@@ -175,4 +171,5 @@ def create_body(args: argparse.Namespace, image: str, cmd: list[str]) -> dict[st
         body["StopTimeout"] = args.stop_timeout
     apply_flags(args, body)
     _mounts.apply(args, host)
+    _netopts.apply(args, body)
     return body

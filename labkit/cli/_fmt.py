@@ -23,6 +23,7 @@ __all__ = [
     "ellipsis",
     "human_duration",
     "human_size",
+    "natural_key",
     "ps_row",
     "render",
     "render_rows",
@@ -46,6 +47,13 @@ def human_size(n: float) -> str:
         n /= 1000.0
         i += 1
     return f"{n:.4g}{units[i]}"
+
+
+def natural_key(text: str) -> list[tuple[int, int, str]]:
+    """A sort key in natural order (fvbommel/sortorder NaturalLess, which docker/cli uses for
+    `network ls` and `port`): digit runs compare as numbers, so net2 sorts before net10."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p)
+            for p in re.split(r"(\d+)", text) if p]
 
 
 def ellipsis(text: str, width: int) -> str:

@@ -256,20 +256,35 @@ def cmd_stats(argv: list[str], prog: str) -> int:
     return _run.stats(connect(), args)
 
 
+def _host_port(binding: dict[str, Any]) -> str:
+    """Go's net.JoinHostPort, as `docker port` prints a binding: an IPv6 host in brackets."""
+    host, port = str(binding.get("HostIp") or ""), str(binding.get("HostPort") or "")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def cmd_port(argv: list[str], prog: str) -> int:
+    """`docker port` (docker/cli container/port.go): lines in natural order; one port asked
+    for and not published is an error with rc 1."""
     p = _verb_parser(prog, "port", "List port mappings for the container")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("private", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
     args = p.parse_args(argv)
+    if args.private is not None:
+        number, _, proto = args.private.partition("/")
+        if not number.isdigit() or int(number) > 65535:
+            raise errors.InvalidArgumentError("PRIVATE_PORT", f"invalid port ({number})")
     ports = (connect().containers.inspect(args.container).get("NetworkSettings") or {}).get(
         "Ports") or {}
-    for key in sorted(ports):
-        if args.private and key not in (args.private, f"{args.private}/tcp"):
-            continue
-        for b in ports[key] or []:
-            host = b.get("HostIp") or "0.0.0.0"
-            print(f"{host}:{b.get('HostPort')}" if args.private else
-                  f"{key} -> {host}:{b.get('HostPort')}")
+    if args.private is not None:
+        found = ports.get(f"{number}/{proto or 'tcp'}") or []
+        if not found:
+            print(f"Error: No public port '{args.private}' published for {args.container}",
+                  file=sys.stderr)
+            return 1
+        lines = [_host_port(b) for b in found]
+    else:
+        lines = [f"{key} -> {_host_port(b)}" for key, bs in ports.items() for b in bs or []]
+    sys.stdout.write("".join(f"{line}\n" for line in sorted(lines, key=_fmt.natural_key)))
     return 0
 
 

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "daemon": ("labkit.cli.daemon", "serve the Docker Engine API (the engine's daemon)"),
     "image": ("labkit.cli.image", "manage images (ls, rm, save, load, import, bootstrap...)"),
     "volume": ("labkit.cli.volume", "manage volumes (create, ls, inspect, rm, prune)"),
+    "network": ("labkit.cli.network", "manage networks (create, ls, rm, connect...)"),
     "build": ("labkit.cli.build", "build an image from a Dockerfile (the classic builder)"),
     "commit": ("labkit.cli.build", "make an image from a container's changes"),
 }
