@@ -232,8 +232,6 @@ def test_dns_hosts_and_links(labkit: Run) -> None:
     assert f"{base_ip}/" in joined
 
 
-@pytest.mark.xfail(strict=True, reason="daemon: a top-level MacAddress (API 1.41) is stored "
-                   "but not applied: endpoints.py records _RequestedMac before copying it in")
 def test_mac_address_is_applied(labkit: Run) -> None:
     out = labkit("run", "--rm", "--mac-address", "02:42:ac:11:00:42", "busybox", "ip", "link",
                  "show", "eth0").stdout
