@@ -416,11 +416,8 @@ class Networks:
                     self.ipam.remove_network(rec.id)
             self.live.pop(rec.id, None)
             self.store.remove(rec)
-            # stopped containers configured on it lose it, as dockerd's do at rm
-            for c in self.users(rec):
-                c.networks.pop(rec.name, None)
-                with contextlib.suppress(OSError):
-                    c.save()
+            # a stopped container configured on it keeps naming it: its next start fails
+            # with "network X not found", as with dockerd (not a silent change of network)
             if rec.driver == "bridge":
                 self.sync_bridges()
         self.members.pop(rec.id, None)
