@@ -139,3 +139,11 @@ def test_container_view_unions_networks_and_links() -> None:
     assert v.lookup("SQL.", 4) == [ip("10.1.0.2")] and v.knows("db.back")
     assert v.lookup("cache", 4) == [ip("10.1.0.9")] and v.lookup("cache", 6) == []
     assert v.lookup("nosuch", 4) is None and v.reverse(ip("10.1.0.2")) == "db.back"
+
+
+def test_member_drops_names_dns_cannot_carry() -> None:
+    rec = SimpleNamespace(name="web-", id="3" * 64)
+    ep = dnsview.member(rec, {"IPAddress": "10.0.0.9", "Aliases": ["ok", "bad-"]})
+    view = NetworkView("n", [ep])  # would raise on "web-" or "bad-"
+    assert view.lookup("ok", 4) and view.lookup("333333333333", 4)
+    assert view.lookup("web-", 4) is None

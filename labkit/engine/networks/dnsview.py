@@ -9,19 +9,26 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from labkit.engine.net.dns.table import Endpoint, IPAddress, NetworkView
+from labkit.engine.net.dns.table import _NAME, Endpoint, IPAddress, NetworkView
 
 __all__ = ["ContainerView", "member", "refresh"]
+
+
+def _dns_name(name: str) -> bool:
+    # A container may be named "web-" or "db." (Docker's name rule), which no DNS label
+    # allows: such a name is not resolvable, while the container still starts and its
+    # other names (aliases, short id) still answer.
+    return bool(_NAME.match(name.lower().rstrip(".")))
 
 
 def member(rec: Any, settings: dict[str, Any]) -> Endpoint:
     """A container on one network, as its view lists it."""
     v4 = settings.get("IPAddress") or None
     v6 = settings.get("GlobalIPv6Address") or None
-    return Endpoint(name=rec.name, container_id=rec.id,
+    return Endpoint(name=rec.name if _dns_name(rec.name) else "", container_id=rec.id,
                     ipv4=ipaddress.ip_address(v4) if v4 else None,
                     ipv6=ipaddress.ip_address(v6) if v6 else None,
-                    aliases=tuple(settings.get("Aliases") or ()))
+                    aliases=tuple(a for a in settings.get("Aliases") or () if _dns_name(a)))
 
 
 def refresh(nets: Any, rec: Any) -> None:
