@@ -75,14 +75,21 @@ def test_publish_host_port_reachable_from_host_loopback(nd: Any) -> None:
 def test_publish_reachable_from_other_containers_hairpin(nd: Any) -> None:
     net = nd.name("n")
     nd.ok("network", "create", net)
-    web = _web(nd, "-p", "8081:80")
+    _web(nd, "-p", "8081:80")
     # from a container on another bridge, through the host's address
     assert "lk-hello" in _get_from_container(nd, PEER_HOST, 8081, "--network", net)
     # from a container on the same (default) bridge, through the host's address: hairpin
     assert "lk-hello" in _get_from_container(nd, PEER_HOST, 8081)
-    gw = nd.inspect("network", "bridge")["Options"]["com.docker.network.bridge.name"]
-    assert gw
-    del web
+    # and through the default bridge's gateway address
+    gw = _bridge_gateway(nd)
+    assert "lk-hello" in _get_from_container(nd, gw, 8081)
+
+
+def _bridge_gateway(nd: Any) -> str:
+    """The default bridge's own IPv4 address in the daemon's netns."""
+    link = nd.inspect("network", "bridge")["Options"]["com.docker.network.bridge.name"]
+    out = nd.host("ip", "-o", "-4", "addr", "show", link).stdout
+    return str(out.split("inet ")[1].split("/")[0])
 
 
 def test_publish_on_one_address_only(nd: Any) -> None:
@@ -187,6 +194,7 @@ def test_port_already_allocated(nd: Any) -> None:
     st = nd.inspect("container", second)["State"]
     assert st["Running"] is False
     assert "lk-hello" in _get_from_host(nd, "127.0.0.1", 8083)  # the first keeps its port
+    assert nd.inspect("container", first)["State"]["Running"] is True
     # docker-py: the same conflict, from start
     import docker.errors
 
@@ -195,15 +203,13 @@ def test_port_already_allocated(nd: Any) -> None:
     with pytest.raises(docker.errors.APIError) as ei:
         c.start()
     assert ei.value.status_code == 500 and "port is already allocated" in str(ei.value)
-    del first
 
 
 def test_port_freed_after_rm(nd: Any) -> None:
     web = _web(nd, "-p", "8084:80")
     nd.ok("rm", "-f", web)
-    again = _web(nd, "-p", "8084:80")
+    _web(nd, "-p", "8084:80")
     assert "lk-hello" in _get_from_host(nd, "127.0.0.1", 8084)
-    del again
 
 
 def test_docker_py_ports(nd: Any) -> None:

@@ -15,6 +15,7 @@ import pytest
 pytestmark = pytest.mark.privileged
 
 PEER = "10.231.0.2"
+PEER_HOST = "10.231.0.1"  # the daemon netns's address towards the peer
 
 
 def _sleeper(nd: Any, *opts: str) -> str:
@@ -133,8 +134,6 @@ def test_network_host_sees_the_daemons_links(nd: Any) -> None:
     assert f"inet {PEER_HOST}/24" in nd.ok("run", "--rm", "--network", "host", "busybox", "ip",
                                             "-o", "-4", "addr")
 
-
-PEER_HOST = "10.231.0.1"
 
 
 def test_network_none_only_lo(nd: Any) -> None:
