@@ -217,3 +217,30 @@ def test_docker_py_network_round_trip(nd: Any) -> None:
     ctr.remove(force=True)
     net.remove()
     assert cl.networks.list(names=[name]) == []
+
+
+def test_issue_real_clients_walkthrough(nd: Any, wait: Any) -> None:
+    """The issue's "Real clients" steps, in order, with the CLI's outputs."""
+    nw, web, app = nd.name("n"), nd.name("web"), nd.name()
+    nid = _net(nd, "-d", "bridge", nw)
+    ls = nd.ok("network", "ls").splitlines()
+    assert ls[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    assert [nid[:12], nw, "bridge", "local"] in [ln.split() for ln in ls[1:]]
+    assert json.loads(nd.ok("network", "inspect", "bridge"))[0]["Name"] == "bridge"
+    wid = nd.ok("container", "run", "--rm", "-d", "--name", web, "-p", "8080:80", "busybox",
+                "sh", "-c", "mkdir /www && echo hi > /www/index.html && "
+                "exec httpd -f -p 80 -h /www").strip()
+    assert "80/tcp -> 0.0.0.0:8080" in nd.ok("port", web).splitlines()
+    aid = nd.ok("container", "run", "--rm", "-d", "--network", nw, "--name", app, "busybox",
+                "sleep", "1d").strip()
+    assert [m["Name"] for m in nd.inspect("network", nw)["Containers"].values()] == [app]
+    nd.ok("network", "connect", nw, web)
+    assert set(nd.inspect("network", nw)["Containers"]) == {wid, aid}
+    nd.ok("network", "disconnect", nw, web)
+    assert set(nd.inspect("network", nw)["Containers"]) == {aid}
+    nd.ok("stop", "-t", "1", web, app)
+    # --rm: both gone once stopped, and with them the network's last user
+    wait(lambda: not nd.ok("ps", "-aq", "--filter", f"id={wid}", "--filter", f"id={aid}"),
+          what="--rm containers removed")
+    assert nd.inspect("network", nw)["Containers"] == {}
+    assert nd.ok("network", "rm", nw).strip() == nw

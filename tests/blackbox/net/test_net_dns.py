@@ -76,9 +76,12 @@ def test_other_networks_names_do_not_resolve(nd: Any) -> None:
 
 
 def test_default_bridge_has_no_name_resolution(nd: Any) -> None:
+    """On the default bridge containers reach each other by address, never by name."""
     srv = _sleeper(nd)
-    r = nd.docker("run", "--rm", "busybox", "sh", "-c", f"cat /etc/resolv.conf; ping -c1 -W1 "
-                  f"{srv}")
+    ip = _ip(nd, srv, "bridge")
+    r = nd.docker("run", "--rm", "busybox", "sh", "-c", f"cat /etc/resolv.conf; "
+                  f"ping -c1 -W2 {ip} >/dev/null && echo by-address; ping -c1 -W1 {srv}")
+    assert "by-address" in r.stdout, r.stdout + r.stderr
     assert r.returncode != 0
     assert "127.0.0.11" not in r.stdout
 

@@ -68,6 +68,11 @@ def test_fixed_ip_and_ip6(nd: Any) -> None:
     # the address is taken: a second container asking for it is refused
     r = nd.docker("run", "--rm", "--network", net, "--ip", "10.212.0.50", "busybox", "true")
     assert r.returncode == 125 and "Address already in use" in r.stderr, r.stderr
+    # released with the container: the address can be had again
+    nd.ok("rm", "-f", c)
+    out = nd.ok("run", "--rm", "--network", net, "--ip", "10.212.0.50", "busybox", "ip", "-o",
+                "-4", "addr", "show", "eth0")
+    assert "inet 10.212.0.50/24" in out
 
 
 def test_ip_outside_subnet_refused(nd: Any) -> None:
