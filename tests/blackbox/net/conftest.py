@@ -9,7 +9,7 @@ network namespace made here (``lk-nt-<kind>-<pid>``), which is the containers' "
   nsenter --net, never `ip netns exec` (it remounts /sys; dockerd then finds no cgroups).
 * labkit: labkit.measure.sandbox.LabEngine(tag, netns=NAME).
 
-Next to the daemon's netns a peer netns ``lk-nt-p-<pid>`` hangs on a veth pair
+Next to the daemon's netns a peer netns ``lk-nt-p<kind>-<pid>`` hangs on a veth pair
 (daemon side lkntd<pid> 10.231.0.1/24, peer 10.231.0.2/24, the peer's default route back via
 10.231.0.1): "the outside world" for --internal and DNS-forwarding tests.  Every netns,
 link, mount and process is removed at teardown, also when a test failed.
@@ -59,7 +59,7 @@ class NetDaemon:
         self.kind = kind
         pid = os.getpid()
         self.netns = f"lk-nt-{kind[:2]}-{pid}"
-        self.peer_netns = f"lk-nt-p-{pid}"
+        self.peer_netns = f"lk-nt-p{kind[:2]}-{pid}"
         self.peer_link = f"lkntd{pid}"[:15]
         self.dir = Path(tempfile.mkdtemp(prefix="lk-nt-", dir="/tmp"))
         self.sock = self.dir / "docker.sock"
@@ -67,7 +67,6 @@ class NetDaemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.lab: Any = None
         self.cli = docker_cli()
-        self.made: list[str] = []  # container names to force-remove at teardown
 
     # ---- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -221,9 +220,9 @@ class NetDaemon:
         return self.links(), self.addrs(), self.ruleset()
 
     def name(self, what: str = "c") -> str:
-        n = f"lk-nt-{what}-{next(_counter):03d}"
-        self.made.append(n)
-        return n
+        """A unique name; fixed width, so no name is a prefix of another (name filters match
+        substrings)."""
+        return f"lk-nt-{what}-{next(_counter):03d}"
 
     def inspect(self, kind: str, name: str) -> Any:
         return json.loads(self.ok(kind, "inspect", name))[0]

@@ -48,13 +48,22 @@ def test_create_with_ipam_labels_and_bridge_name(nd: Any) -> None:
 
 
 def test_create_default_pool_gives_subnet_and_gateway(nd: Any) -> None:
-    name = nd.name("n")
-    _net(nd, name)
-    cfg = nd.inspect("network", name)["IPAM"]["Config"]
-    assert len(cfg) == 1
-    sub = ipaddress.ip_network(cfg[0]["Subnet"])
-    assert sub.is_private and ipaddress.ip_address(cfg[0]["Gateway"]) in sub
-    assert nd.inspect("network", name)["Driver"] == "bridge"  # the default driver
+    """Without --subnet each network gets its own private subnet from the default pools,
+    overlapping no other network's (the default bridge's included)."""
+    a, b = nd.name("n"), nd.name("n")
+    _net(nd, a)
+    _net(nd, b)
+    subs = []
+    for name in ("bridge", a, b):
+        cfg = nd.inspect("network", name)["IPAM"]["Config"]
+        sub = ipaddress.ip_network(cfg[0]["Subnet"])
+        assert sub.is_private
+        if name != "bridge":
+            assert len(cfg) == 1 and ipaddress.ip_address(cfg[0]["Gateway"]) in sub
+        subs.append(sub)
+    assert not subs[0].overlaps(subs[1]) and not subs[0].overlaps(subs[2])
+    assert not subs[1].overlaps(subs[2])
+    assert nd.inspect("network", a)["Driver"] == "bridge"  # the default driver
 
 
 def test_create_internal_and_ipv6(nd: Any) -> None:
@@ -150,12 +159,17 @@ def test_rm_in_use_refused_unknown_404(nd: Any) -> None:
     assert name not in nd.ok("network", "ls", "--format", "{{.Name}}").split()
 
 
-def test_rm_removes_the_bridge_link(nd: Any) -> None:
+def test_rm_removes_the_bridge_link_and_frees_the_subnet(nd: Any) -> None:
     name, br = nd.name("n"), "lkntbr2"
-    _net(nd, "-o", f"com.docker.network.bridge.name={br}", name)
+    before = nd.state()
+    _net(nd, "--subnet", "10.205.0.0/24", "-o", f"com.docker.network.bridge.name={br}", name)
     assert br in nd.links()
     nd.ok("network", "rm", name)
     assert br not in nd.links()
+    assert nd.state() == before
+    again = nd.name("n")
+    _net(nd, "--subnet", "10.205.0.0/24", again)  # the pool is free again
+    nd.ok("network", "rm", again)
 
 
 def test_prune_with_label_filter(nd: Any) -> None:
