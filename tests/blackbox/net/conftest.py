@@ -13,6 +13,9 @@ Next to the daemon's netns a peer netns ``lk-nt-p<kind>-<pid>`` hangs on a veth 
 (daemon side lkntd<pid> 10.231.0.1/24, peer 10.231.0.2/24, the peer's default route back via
 10.231.0.1): "the outside world" for --internal and DNS-forwarding tests.  Every netns,
 link, mount and process is removed at teardown, also when a test failed.
+
+Run (root): ``.venv/bin/python -m pytest --privileged tests/blackbox/net`` (``-k dockerd`` or
+``-k labkit`` for one daemon).  Without dockerd installed its param skips.
 """
 
 from __future__ import annotations
