@@ -139,3 +139,41 @@ def test_refused_publish_leaves_no_rules(nd: Any) -> None:
     r = nd.docker("run", "-d", "--name", second, "-p", "8090:80", "busybox", "sleep", "300")
     assert r.returncode == 125 and "port is already allocated" in r.stderr
     assert nd.state() == before
+
+
+@pytest.mark.parametrize(("endpoint", "words"), [
+    ({"Aliases": ["lk-alias"]},
+     "network-scoped alias is supported only for containers in user defined networks"),
+    ({"IPAMConfig": {"IPv4Address": "172.30.9.9"}},
+     "user specified IP address is supported on user defined networks only"),
+])
+def test_alias_or_ip_on_default_bridge_400(nd: Any, endpoint: dict[str, Any], words: str) -> None:
+    """The default bridge takes neither network-scoped aliases nor a fixed address: 400 (at
+    create in Docker >= 25, at start in dockerd 20.10); the container never runs."""
+    import docker.errors
+
+    api = nd.py().api
+    name = nd.name()
+    before = nd.state()
+    with pytest.raises(docker.errors.APIError) as ei:
+        c = api.create_container("busybox", ["sleep", "300"], name=name,
+                                 networking_config={"EndpointsConfig": {"bridge": endpoint}})
+        api.start(c["Id"])
+    assert ei.value.status_code == 400 and words in str(ei.value), str(ei.value)
+    assert nd.docker("ps", "-q", "--filter", f"name={name}").stdout == ""
+    nd.docker("rm", "-f", name)
+    assert nd.state() == before
+
+
+def test_connect_to_container_on_network_none_400(nd: Any) -> None:
+    import docker.errors
+
+    c = nd.name()
+    nd.ok("run", "-d", "--name", c, "--network", "none", "busybox", "sleep", "300")
+    r = nd.docker("network", "connect", "bridge", c)
+    assert r.returncode == 1 and "container cannot be connected to multiple networks with one "\
+        "of the networks in private (none) mode" in r.stderr, r.stderr
+    with pytest.raises(docker.errors.APIError) as ei:
+        nd.py().api.connect_container_to_network(c, "bridge")
+    assert ei.value.status_code == 400
+    assert len(nd.ok("exec", c, "ip", "-o", "link").splitlines()) == 1  # still only lo
