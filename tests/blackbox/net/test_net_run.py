@@ -82,6 +82,19 @@ def test_ip_outside_subnet_refused(nd: Any) -> None:
     assert r.returncode == 125 and "10.99.0.5" in r.stderr, r.stderr
 
 
+def test_docker_py_run_on_network(nd: Any) -> None:
+    """docker-py's containers.run(network=NAME) sends HostConfig.NetworkMode=NAME plus
+    NetworkingConfig {NAME: null} (docker/models/containers.py); dockerd attaches it."""
+    net = nd.name("n")
+    nd.ok("network", "create", "--subnet", "10.216.0.0/24", net)
+    c = nd.py().containers.run("busybox", ["sleep", "300"], name=nd.name(), detach=True,
+                               network=net)
+    out = c.exec_run(["ip", "-o", "-4", "addr", "show", "eth0"]).output.decode()
+    assert "inet 10.216.0." in out, out
+    c.reload()
+    assert set(c.attrs["NetworkSettings"]["Networks"]) == {net}
+
+
 def test_mac_address(nd: Any) -> None:
     """--mac-address (docker-py's mac_address: the CLI of this host needs API 1.44 for it)."""
     net = nd.name("n")
