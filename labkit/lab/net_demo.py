@@ -56,6 +56,7 @@ __all__ = [
     "macvlan_demo",
     "macvlan_status",
     "measure",
+    "network_summary",
     "parse_http_times",
     "parse_ip_br",
     "parse_nslookup",
@@ -240,6 +241,20 @@ def address(lab: NetLab, container: str, network: str = "bridge") -> str:
     return str(nets[network]["IPAddress"])
 
 
+def network_summary(net: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``docker network inspect NAME`` the seed looks at, flat: driver, subnet,
+    gateway, the Linux bridge's name, flags, and the containers attached (name -> IPv4)."""
+    ipam = (net.get("IPAM") or {}).get("Config") or [{}]
+    opts = net.get("Options") or {}
+    return {"name": net.get("Name"), "id": str(net.get("Id", ""))[:12],
+            "driver": net.get("Driver"), "scope": net.get("Scope"),
+            "subnet": ipam[0].get("Subnet"), "gateway": ipam[0].get("Gateway"),
+            "bridge": opts.get("com.docker.network.bridge.name", ""),
+            "internal": net.get("Internal"),
+            "containers": {c.get("Name"): str(c.get("IPv4Address", "")).split("/")[0]
+                           for c in (net.get("Containers") or {}).values()}}
+
+
 # -- parsers (pure) ----------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -389,38 +404,45 @@ def http_times(lab: NetLab, host: str, port: int, n: int = 40, via: str | None =
 
 
 def summarize(samples: Sequence[Sample]) -> list[dict[str, Any]]:
-    """Per path: count, median, p90 (ms), and the median over the first path's median."""
+    """Per path: count, median, p90 (ms), and the median over the first path's median
+    (``x first``: how many times the first path's round trip)."""
     paths = list(dict.fromkeys(s.path for s in samples))
     med0 = None
     rows = []
     for p in paths:
         ms = sorted(s.ms for s in samples if s.path == p)
         med = statistics.median(ms)
-        med0 = med0 or med
+        if med0 is None:
+            med0 = med
         p90 = ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))]
         rows.append({"path": p, "n": len(ms), "median_ms": round(med, 3),
-                     "p90_ms": round(p90, 3), "x first": round(med / med0, 1)})
+                     "p90_ms": round(p90, 3),
+                     "x first": round(med / med0, 1) if med0 else float("nan")})
     return rows
 
 
 def plot_rtts(samples: Sequence[Sample], ax: Axes | None = None) -> Axes:
-    """Box plot per path (log ms), every sample a dot, the median written beside each box."""
+    """Box plot per path (log ms), every sample a dot coloured by kind, the median written
+    at the right of each row."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3.8))
     paths = list(dict.fromkeys(s.path for s in samples))
     data = [[s.ms for s in samples if s.path == p] for p in paths]
-    ax.boxplot(data, showfliers=False, vert=False)
-    for i, d in enumerate(data, start=1):
-        ax.plot(d, [i + (k % 7 - 3) * 0.03 for k in range(len(d))], ".", alpha=0.4,
-                color="tab:blue")
-        med = statistics.median(d)
-        ax.annotate(f"median {med:.3f} ms", (med, i + 0.3), fontsize=8, ha="center")
+    kinds = [next(s.what for s in samples if s.path == p) for p in paths]
+    colours = {"icmp": "tab:green", "connect": "tab:blue", "http": "tab:orange"}
+    ax.boxplot(data, showfliers=False, vert=False, widths=0.5)
+    right = max(max(d) for d in data) * 1.6
+    for i, (d, kind) in enumerate(zip(data, kinds, strict=True), start=1):
+        ax.plot(d, [i + (k % 7 - 3) * 0.04 for k in range(len(d))], ".", alpha=0.45,
+                color=colours.get(kind, "tab:grey"))
+        ax.text(right, i, f"median {statistics.median(d):.3f} ms", fontsize=8, va="center")
+    ax.set_xlim(right=right * 4)
     ax.set_yticks(range(1, len(paths) + 1), paths, fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds (log)")
-    ax.set_title("round trips: on the bridge vs through a published port")
+    ax.set_title("round trips: across the bridge vs through a published port")
     ax.invert_yaxis()
     return ax
 
