@@ -5,10 +5,12 @@ round-trip measurement and the exercise's check.
 
 Why a namespace of its own: the engine makes bridges (``lk0``, ``lk-<id>``), veth pairs and
 an nftables table (``table inet labkit``); inside ``lk-nb8-<pid>`` they touch nothing of the
-machine's, and deleting the namespace takes every one of them along.  ``NetLab.close()`` (the
-notebook's last cell, a ``with`` block, or -- if the notebook dies midway -- the atexit hook
-registered at start) stops the engine (containers removed, processes killed by pid, its temp
-dir unmounted and deleted) and then deletes the namespace.
+machine's, and deleting the namespace takes every one of them along.  Both are held by a
+keeper process tied to the notebook's kernel by a pipe: ``NetLab.close()`` (the notebook's
+last cell, a ``with`` block, atexit) closes the pipe, and so does the kernel's death however
+it comes (nbval and Jupyter SIGKILL kernels, so no hook inside the kernel would run); the
+keeper then stops the engine (containers removed, processes killed by pid, its temp dir
+unmounted and deleted) and deletes the namespace.
 
 Everything goes through public surfaces: the real Docker CLI against the lab engine, and
 ``ip`` / ``nft`` / ``busybox wget`` / python run *inside* the lab namespace with
@@ -23,13 +25,16 @@ import importlib.util
 import json
 import os
 import re
+import select
+import signal
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from labkit import errors
 from labkit.measure.peers import docker_cli
@@ -51,6 +56,7 @@ __all__ = [
     "can_ping",
     "check_publish",
     "http_times",
+    "keeper_main",
     "lookup",
     "macvlan_cleanup",
     "macvlan_demo",
@@ -82,48 +88,115 @@ def _run(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: flo
                           timeout=timeout, check=False, input=stdin)
 
 
-class NetLab:
-    """A network namespace ``lk-nb8-<pid>`` (lo up) with a LabEngine running inside it.
+def _ip(*args: str) -> None:
+    r = _run(["ip", *args])
+    if r.returncode != 0:
+        raise errors.LabkitError(f"ip {' '.join(args)}: {r.stderr.strip()}")
 
-    ``NetLab().start()`` makes both; ``close()`` removes both and is safe to call twice, from
-    a ``with`` block, or from the atexit hook that ``start()`` registers.
+
+def _read_line(stream: IO[str], timeout: float) -> str:
+    """One line from a pipe, or '' after ``timeout`` seconds (select(2) on its fd)."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline().strip() if ready else ""
+
+
+def keeper_main(ns: str, tag: str) -> int:
+    """The keeper process (see NetLab): make the namespace, start the engine in it, report
+    on stdout as one JSON line, wait for EOF on stdin, then undo both."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)           # a notebook interrupt is not ours
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # runs the finally below
+    eng: LabEngine | None = None
+    made = False
+    try:
+        _ip("netns", "add", ns)
+        made = True
+        _ip("-n", ns, "link", "set", "lo", "up")
+        eng = LabEngine(tag, netns=ns)
+        eng.start()
+        print(json.dumps({"base": str(eng.base), "socket": str(eng.socket),
+                          "env": eng.docker_env}), flush=True)
+        sys.stdin.read()  # until close(), or the notebook's kernel is gone
+    except Exception as err:  # noqa: BLE001 - reported to the notebook, which raises it
+        try:
+            print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)
+        except OSError:
+            pass  # nobody is listening any more
+        return 1
+    finally:
+        try:
+            if eng is not None:
+                eng.stop()
+        finally:
+            if made:
+                _run(["ip", "netns", "del", ns])
+    return 0
+
+
+class NetLab:
+    """A network namespace ``lk-<tag>-<pid>`` (lo up) with a LabEngine running inside it.
+
+    Both belong to a *keeper* process (``python -m labkit.lab.net_demo``, its own session):
+    it makes them, reports the engine's socket on its stdout, then blocks reading its stdin.
+    ``close()`` closes that pipe; so does the kernel dying in any way, SIGKILL included (which
+    is how nbval and Jupyter end a kernel, so an atexit hook alone would never run).  On EOF
+    the keeper stops the engine (containers removed through the API, processes killed by
+    pid, temp dir unmounted and deleted) and deletes the namespace, taking the bridges, the
+    veths and the nft table with it.
     """
 
     def __init__(self, tag: str = "nb8") -> None:
         self.ns = f"lk-{tag}-{os.getpid()}"
         self.tag = tag
-        self.eng: LabEngine | None = None
-        self._made_ns = False
+        self.keeper: subprocess.Popen[str] | None = None
+        self.base: Path | None = None
+        self.socket: Path | None = None
+        self._env: dict[str, str] | None = None
 
     # life cycle
-    def start(self) -> NetLab:
+    def start(self, timeout: float = 90) -> NetLab:
         if os.path.exists(f"/run/netns/{self.ns}"):
             raise errors.ConflictError(f"network namespace {self.ns} already exists "
                                        "(a previous lab of this kernel?): close() it first")
+        # start_new_session: out of the kernel's process group, which Jupyter signals as a
+        # whole on interrupt (jupyter_client's LocalProvisioner.send_signal uses killpg)
+        self.keeper = subprocess.Popen(
+            [sys.executable, "-m", "labkit.lab.net_demo", self.ns, self.tag],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
         atexit.register(self.close)
+        assert self.keeper.stdout is not None
+        line = _read_line(self.keeper.stdout, timeout)
+        said: dict[str, Any]
         try:
-            self._ip("netns", "add", self.ns)
-            self._made_ns = True
-            self._ip("-n", self.ns, "link", "set", "lo", "up")
-            self.eng = LabEngine(self.tag, netns=self.ns)
-            self.eng.start()
-        except BaseException:
+            said = json.loads(line) if line else {"error": "the keeper said nothing"}
+        except ValueError:
+            said = {"error": f"the keeper said {line!r}"}
+        if "error" in said:
             self.close()
-            raise
+            raise errors.LabkitError(f"the network lab did not start: {said['error']}")
+        self.base, self.socket = Path(said["base"]), Path(said["socket"])
+        self._env = dict(said["env"])
         return self
 
-    def close(self) -> None:
-        """Stop the engine (containers, processes, temp dir), then delete the namespace: the
-        bridges, veths and the nft table inside go with it."""
-        eng, self.eng = self.eng, None
+    def close(self, timeout: float = 120) -> None:
+        """End the keeper (it stops the engine and deletes the namespace) and wait for it.
+        Safe to call twice, and before start()."""
+        keeper, self.keeper = self.keeper, None
+        self._env = None
+        atexit.unregister(self.close)
+        if keeper is None:
+            return
         try:
-            if eng is not None:
-                eng.stop()
+            if keeper.stdin is not None:
+                keeper.stdin.close()
+            keeper.wait(timeout)
+        except subprocess.TimeoutExpired:
+            keeper.kill()  # by its pid: we started it
+            keeper.wait()
         finally:
-            if self._made_ns:
+            if keeper.stdout is not None:
+                keeper.stdout.close()
+            if os.path.exists(f"/run/netns/{self.ns}"):  # the keeper died before its cleanup
                 _run(["ip", "netns", "del", self.ns])
-                self._made_ns = False
-            atexit.unregister(self.close)
 
     def __enter__(self) -> NetLab:  # noqa: PYI034
         return self.start()
@@ -132,27 +205,21 @@ class NetLab:
         self.close()
 
     @property
-    def engine(self) -> LabEngine:
-        if self.eng is None:
+    def docker_env(self) -> dict[str, str]:
+        """DOCKER_HOST (and a private DOCKER_CONFIG) for the real Docker CLI."""
+        if self._env is None:
             raise errors.InvalidStateError("closed", "use", what="the network lab")
-        return self.eng
+        return self._env
 
     def left_over(self) -> dict[str, bool]:
         """What close() must have removed: the namespace and the engine's temp dir."""
-        base = None if self.eng is None else self.eng.base
         return {"netns": os.path.exists(f"/run/netns/{self.ns}"),
-                "engine dir": base is not None and base.exists()}
+                "engine dir": self.base is not None and self.base.exists()}
 
     # tools
-    @staticmethod
-    def _ip(*args: str) -> None:
-        r = _run(["ip", *args])
-        if r.returncode != 0:
-            raise errors.LabkitError(f"ip {' '.join(args)}: {r.stderr.strip()}")
-
     def docker(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """The real Docker CLI against the lab engine."""
-        return _run([docker_cli(), *args], env=self.engine.docker_env, timeout=timeout)
+        return _run([docker_cli(), *args], env=self.docker_env, timeout=timeout)
 
     def must(self, *args: str, timeout: float = 60) -> str:
         """``docker ARGS`` that must succeed: its stdout (else an error with its stderr)."""
@@ -608,3 +675,7 @@ def check_publish(lab: NetLab, port: int = 8088, expect: str = "hello networks")
         return True
     print(f"not yet: {hint}")
     return False
+
+
+if __name__ == "__main__":  # the keeper: python -m labkit.lab.net_demo NS TAG
+    sys.exit(keeper_main(sys.argv[1], sys.argv[2]))
