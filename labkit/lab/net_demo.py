@@ -132,6 +132,9 @@ def keeper_main(ns: str, tag: str) -> int:
     return 0
 
 
+_OPEN: dict[str, NetLab] = {}  # the labs this process has open, by namespace name
+
+
 class NetLab:
     """A network namespace ``lk-<tag>-<pid>`` (lo up) with a LabEngine running inside it.
 
@@ -154,6 +157,10 @@ class NetLab:
 
     # life cycle
     def start(self, timeout: float = 90) -> NetLab:
+        """Start the keeper and wait for its engine; a lab of this process still open under
+        the same name (the set-up cell run again) is closed first."""
+        if (old := _OPEN.pop(self.ns, None)) is not None:
+            old.close()
         if os.path.exists(f"/run/netns/{self.ns}"):
             raise errors.ConflictError(f"network namespace {self.ns} already exists "
                                        "(a previous lab of this kernel?): close() it first")
@@ -175,6 +182,7 @@ class NetLab:
             raise errors.LabkitError(f"the network lab did not start: {said['error']}")
         self.base, self.socket = Path(said["base"]), Path(said["socket"])
         self._env = dict(said["env"])
+        _OPEN[self.ns] = self
         return self
 
     def close(self, timeout: float = 120) -> None:
@@ -183,6 +191,8 @@ class NetLab:
         keeper, self.keeper = self.keeper, None
         self._env = None
         atexit.unregister(self.close)
+        if _OPEN.get(self.ns) is self:
+            del _OPEN[self.ns]
         if keeper is None:
             return
         try:
@@ -291,8 +301,10 @@ def web(lab: NetLab, name: str, *publish: str, network: str | None = None,
         args += ["-p", p]
     if network:
         args += ["--network", network]
-    text = page if page is not None else "$(hostname)"
-    script = f'mkdir -p /www && echo "{text}" > /www/index.html && exec httpd -f -p 80 -h /www'
+    if page is not None:  # through the environment: the text never becomes shell syntax
+        args += ["-e", f"PAGE={page}"]
+    script = ('mkdir -p /www && echo "${PAGE:-$(hostname)}" > /www/index.html && '
+              "exec httpd -f -p 80 -h /www")
     return lab.must(*args, *extra, "busybox", "sh", "-c", script).strip()
 
 

@@ -53,6 +53,10 @@ def test_close_removes_engine_namespace_and_links() -> None:
             lab.inspect("lk-t-web")["Id"][:12]
         assert "lk0" in {r.name for r in lab.links()}
         assert lab.nft_chain("publish-dnat")
+        # the page travels in the environment: shell syntax in it stays text
+        tricky = 'a "quote"; $(id) `id` $HOME'
+        nd.web(lab, "lk-t-page", "8091:80", page=tricky)
+        assert lab.wait_fetch("http://127.0.0.1:8091/").strip() == tricky
     finally:
         lab.close()
     assert lab.left_over() == {"netns": False, "engine dir": False}
@@ -83,6 +87,22 @@ def test_a_killed_notebook_leaves_nothing() -> None:
         p.wait()
     assert _gone(said["ns"], said["base"]) == {"netns": False, "dir": False}
     assert _leftover_procs(said["base"]) == []
+
+
+def test_starting_again_closes_the_previous_lab_of_this_process() -> None:
+    """The notebook's set-up cell run twice: the first lab is closed, not orphaned."""
+    first = nd.NetLab("nba").start()
+    second = nd.NetLab("nba")
+    try:
+        assert first.base is not None
+        base = first.base
+        second.start()
+        assert first.keeper is None and not base.exists()
+        assert second.docker("ps").returncode == 0
+    finally:
+        second.close()
+        first.close()
+    assert second.left_over() == {"netns": False, "engine dir": False}
 
 
 def test_start_refuses_an_existing_namespace() -> None:
