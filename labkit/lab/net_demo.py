@@ -54,7 +54,9 @@ __all__ = [
     "Sample",
     "address",
     "can_ping",
+    "check_dns",
     "check_publish",
+    "dns_hint",
     "http_times",
     "keeper_main",
     "lookup",
@@ -684,6 +686,49 @@ def check_publish(lab: NetLab, port: int = 8088, expect: str = "hello networks")
     if hint is None:
         print(f"PASS: 127.0.0.1:{port} on the lab host serves {page.strip()[:60]!r}"
               if page else "PASS")
+        return True
+    print(f"not yet: {hint}")
+    return False
+
+
+
+def dns_hint(name: str, network: str, net: dict[str, Any] | None,
+             answers: Sequence[str]) -> str | None:
+    """None when ``name`` resolved on ``network``, else the hint for the first thing missing.
+
+    ``net``: ``docker network inspect NETWORK`` (None when there is no such network);
+    ``answers``: what nslookup NAME found from a fresh container on it."""
+    if net is None:
+        return f"no network {network!r}: docker network create {network}"
+    if net.get("Name") == "bridge":
+        return ("the default bridge has no embedded DNS (as in Docker): create a "
+                "user-defined network and use that")
+    if net.get("Driver") != "bridge":
+        return f"{network} uses the {net.get('Driver')} driver: make it a bridge network"
+    if not net.get("Containers"):
+        return (f"no container runs on {network}: run one with --network {network} and "
+                f"--name {name} or --network-alias {name}")
+    if not answers:
+        members = sorted(str(c.get("Name")) for c in net["Containers"].values())
+        return (f"{name!r} does not resolve on {network} (its containers: {members}); name "
+                f"one {name!r} or give it --network-alias {name}")
+    return None
+
+
+def check_dns(lab: NetLab, network: str, name: str) -> bool:
+    """The second exercise: ``name`` resolves on ``network``, asked from a fresh container
+    there (``docker run --rm --network NETWORK busybox nslookup NAME``).  Prints PASS or a
+    hint; returns whether it passed."""
+    r = lab.docker("network", "inspect", network)
+    net = json.loads(r.stdout)[0] if r.returncode == 0 and r.stdout.strip() else None
+    answers: list[str] = []
+    if net is not None and net.get("Name") != "bridge" and net.get("Containers"):
+        out = lab.docker("run", "--rm", "--network", network, "busybox", "nslookup", name,
+                         timeout=30)
+        answers = parse_nslookup(out.stdout, name)
+    hint = dns_hint(name, network, net, answers)
+    if hint is None:
+        print(f"PASS: {name} resolves to {', '.join(answers)} on {network}")
         return True
     print(f"not yet: {hint}")
     return False

@@ -184,3 +184,24 @@ def test_closed_lab_refuses_use() -> None:
     lab.close()  # nothing made: closing is a no-op, and twice is fine
     lab.close()
     assert lab.left_over() == {"netns": False, "engine dir": False}
+
+
+NET = {"Name": "lk-ex", "Driver": "bridge",
+       "Containers": {"x": {"Name": "lk-ex-db", "IPv4Address": "172.19.0.2/16"}}}
+
+
+@pytest.mark.parametrize(("net", "answers", "words"), [
+    (None, [], "no network 'lk-ex': docker network create lk-ex"),
+    ({**NET, "Name": "bridge"}, [], "default bridge has no embedded DNS"),
+    ({**NET, "Driver": "macvlan"}, [], "uses the macvlan driver"),
+    ({**NET, "Containers": {}}, [], "no container runs on lk-ex"),
+    (NET, [], "'shop' does not resolve on lk-ex (its containers: ['lk-ex-db'])"),
+])
+def test_dns_hint_names_the_first_thing_missing(net: dict[str, object] | None,
+                                                answers: list[str], words: str) -> None:
+    hint = nd.dns_hint("shop", "lk-ex", net, answers)
+    assert hint is not None and words in hint
+
+
+def test_dns_hint_passes_when_it_resolved() -> None:
+    assert nd.dns_hint("shop", "lk-ex", NET, ["172.19.0.2"]) is None
