@@ -630,10 +630,13 @@ def macvlan_demo(lab: NetLab) -> dict[str, Any]:
         macvlan_cleanup(lab)
         return {"shown": False, "why": f"the macvlan network was made, but: {err}"}
     parent_mac = next((r.mac for r in lab.links() if r.name == a), "")
+    # busybox ping exits 1 when no reply came; anything else means the probe itself failed
+    probe = lab.host("busybox", "ping", "-c", "1", "-W", "1", rows[0]["ip"])
+    if probe.returncode not in (0, 1):
+        raise errors.LabkitError(f"ping from the lab host: {probe.stderr.strip()}")
     return {"shown": True, "why": "", "rows": rows, "parent_mac": parent_mac,
             "peer_to_peer": can_ping(lab, "lk-mac1", rows[1]["ip"]),
-            "host_to_child": lab.host("ping", "-c", "1", "-W", "1", rows[0]["ip"]
-                                      ).returncode == 0}
+            "host_to_child": probe.returncode == 0}
 
 
 def macvlan_cleanup(lab: NetLab) -> None:
