@@ -51,7 +51,7 @@ def test_close_removes_engine_namespace_and_links() -> None:
         nd.web(lab, "lk-t-web", "8090:80")
         assert lab.wait_fetch("http://127.0.0.1:8090/").strip() == \
             lab.inspect("lk-t-web")["Id"][:12]
-        assert "lk0" in {r.name for r in lab.links()}
+        assert "lk0" in {r.name for r in nd.host_links(lab)}
         assert lab.nft_chain("publish-dnat")
         # the page travels in the environment: shell syntax in it stays text
         tricky = 'a "quote"; $(id) `id` $HOME'
