@@ -49,6 +49,7 @@ __all__ = [
     "lookup",
     "macvlan_cleanup",
     "macvlan_demo",
+    "macvlan_report",
     "macvlan_status",
     "measure",
     "network_summary",
@@ -381,7 +382,8 @@ MACVLAN_SUBNET = "10.78.9.0/24"
 
 def macvlan_demo(lab: NetLab) -> dict[str, Any]:
     """Two containers on a macvlan network whose parent is ``lkmp0`` (one end of a veth pair
-    made here in the lab host, address 10.78.9.254: the stand-in for a LAN).  Returns
+    made here in the lab host, address 10.78.9.254: the stand-in for a LAN), looked at and
+    removed again (containers, network, parent).  Returns
     {"shown": False, "why": ...} when this kernel or this labkit cannot; else each
     container's MAC and address, whether they reach each other (bridge mode), and whether
     the lab host reaches them through the parent (it must not: macvlan.rst)."""
@@ -412,14 +414,26 @@ def macvlan_demo(lab: NetLab) -> dict[str, Any]:
     except errors.LabkitError as err:
         macvlan_cleanup(lab)
         return {"shown": False, "why": f"the macvlan network was made, but: {err}"}
-    parent_mac = next((r.mac for r in host_links(lab) if r.name == a), "")
-    # busybox ping exits 1 when no reply came; anything else means the probe itself failed
-    probe = lab.host("busybox", "ping", "-c", "1", "-W", "1", rows[0]["ip"])
-    if probe.returncode not in (0, 1):
-        raise errors.LabkitError(f"ping from the lab host: {probe.stderr.strip()}")
-    return {"shown": True, "why": "", "rows": rows, "parent_mac": parent_mac,
-            "peer_to_peer": can_ping(lab, "lk-mac1", rows[1]["ip"]),
-            "host_to_child": probe.returncode == 0}
+    try:
+        parent_mac = next((r.mac for r in host_links(lab) if r.name == a), "")
+        # busybox ping exits 1 when no reply came; anything else means the probe itself failed
+        probe = lab.host("busybox", "ping", "-c", "1", "-W", "1", rows[0]["ip"])
+        if probe.returncode not in (0, 1):
+            raise errors.LabkitError(f"ping from the lab host: {probe.stderr.strip()}")
+        return {"shown": True, "why": "", "rows": rows, "parent_mac": parent_mac,
+                "peer_to_peer": can_ping(lab, "lk-mac1", rows[1]["ip"]),
+                "host_to_child": probe.returncode == 0}
+    finally:
+        macvlan_cleanup(lab)
+
+
+def macvlan_report(mac: dict[str, Any]) -> str:
+    """macvlan_demo's result in a sentence: what was seen, or why the part was skipped."""
+    if not mac["shown"]:
+        return f"macvlan part skipped: {mac['why']}"
+    return (f"parent {MACVLAN_PARENT[0]} has MAC {mac['parent_mac']}; the containers have "
+            f"{', '.join(r['mac (inside)'] for r in mac['rows'])}; they reach each other: "
+            f"{mac['peer_to_peer']}; the lab host reaches them: {mac['host_to_child']}")
 
 
 def macvlan_cleanup(lab: NetLab) -> None:

@@ -205,3 +205,18 @@ def test_dns_hint_names_the_first_thing_missing(net: dict[str, object] | None,
 
 def test_dns_hint_passes_when_it_resolved() -> None:
     assert nd.dns_hint("shop", "lk-ex", NET, ["172.19.0.2"]) is None
+
+
+def test_macvlan_report_both_ways() -> None:
+    assert nd.macvlan_report({"shown": False, "why": "no driver"}) == \
+        "macvlan part skipped: no driver"
+    seen = {"shown": True, "why": "", "parent_mac": "0a:00:00:00:00:01",
+            "rows": [{"container": "lk-mac1", "mac (inside)": "02:42:0a:4e:09:02",
+                      "ip": "10.78.9.2"},
+                     {"container": "lk-mac2", "mac (inside)": "02:42:0a:4e:09:03",
+                      "ip": "10.78.9.3"}],
+            "peer_to_peer": True, "host_to_child": False}
+    text = nd.macvlan_report(seen)
+    assert "lkmp0 has MAC 0a:00:00:00:00:01" in text
+    assert "02:42:0a:4e:09:02, 02:42:0a:4e:09:03" in text
+    assert text.endswith("reach each other: True; the lab host reaches them: False")
