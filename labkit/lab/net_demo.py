@@ -297,15 +297,15 @@ def plot_rtts(samples: Sequence[Sample], ax: Axes | None = None) -> Axes:
     data = [[s.ms for s in samples if s.path == p] for p in paths]
     kinds = [next(s.what for s in samples if s.path == p) for p in paths]
     colours = {"icmp": "tab:green", "connect": "tab:blue", "http": "tab:orange"}
-    ax.boxplot(data, showfliers=False, vert=False, widths=0.5)
+    ax.set_xscale("log")  # before any limit: a linear axis's limits include 0
+    ax.boxplot(data, showfliers=False, orientation="horizontal", widths=0.5)
     right = max(max(d) for d in data) * 1.6
     for i, (d, kind) in enumerate(zip(data, kinds, strict=True), start=1):
         ax.plot(d, [i + (k % 7 - 3) * 0.04 for k in range(len(d))], ".", alpha=0.45,
                 color=colours.get(kind, "tab:grey"))
         ax.text(right, i, f"median {statistics.median(d):.3f} ms", fontsize=8, va="center")
-    ax.set_xlim(right=right * 4)
+    ax.set_xlim(min(min(d) for d in data) / 1.5, right * 6)
     ax.set_yticks(range(1, len(paths) + 1), paths, fontsize=8)
-    ax.set_xscale("log")
     ax.set_xlabel("milliseconds (log)")
     ax.set_title("round trips: across the bridge vs through a published port")
     ax.invert_yaxis()

@@ -220,3 +220,21 @@ def test_macvlan_report_both_ways() -> None:
     assert "lkmp0 has MAC 0a:00:00:00:00:01" in text
     assert "02:42:0a:4e:09:02, 02:42:0a:4e:09:03" in text
     assert text.endswith("reach each other: True; the lab host reaches them: False")
+
+
+def test_plot_rtts_log_axis_spans_every_sample() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = [Sample("icmp", "icmp", v) for v in (0.05, 0.1, 0.2)] + \
+              [Sample("http", "http", v) for v in (0.5, 0.8, 3.0)]
+    ax = nd.plot_rtts(samples)
+    try:
+        lo, hi = ax.get_xlim()
+        assert ax.get_xscale() == "log" and 0 < lo < 0.05 and hi > 3.0
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["icmp", "http"]
+        assert any("median 0.800 ms" in t.get_text() for t in ax.texts)
+    finally:
+        plt.close(ax.figure)
