@@ -143,6 +143,26 @@ def test_bridge_attach_ping_detach(nets: tuple[str, str, str, str]) -> None:
     assert br not in _links(host)
 
 
+def test_bridge_mac_stays_when_ports_come_and_go(nets: tuple[str, str, str, str]) -> None:
+    """The gateway's MAC must not follow its ports: a bridge with no MAC of its own takes
+    its lowest port's, and every other container then holds a stale neighbour entry."""
+    host, c1, c2, br = nets
+    bridge.create_bridge(br, [IF4("10.77.1.1/24")], host_netns=host)
+    try:
+        mac0 = _links(host)[br]["mac"]
+        # ports whose MACs are far below and above any random one (02:42:.. vs 02:00:..)
+        bridge.attach(br, "lkvmac1", c1, [IF4("10.77.1.2/24")], mac="02:00:00:00:00:01",
+                      host_netns=host)
+        bridge.attach(br, "lkvmac2", c2, [IF4("10.77.1.3/24")], host_netns=host)
+        assert _links(host)[br]["mac"] == mac0
+        bridge.detach("lkvmac1", host_netns=host)
+        assert _links(host)[br]["mac"] == mac0
+        bridge.detach("lkvmac2", host_netns=host)
+        assert _links(host)[br]["mac"] == mac0
+    finally:
+        bridge.delete_bridge(br, host_netns=host)
+
+
 def test_internal_network_has_no_default_route(nets: tuple[str, str, str, str]) -> None:
     host, c1, _c2, br = nets
     bridge.create_bridge(br, [IF4("10.78.0.1/24")], host_netns=host)

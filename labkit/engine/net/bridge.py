@@ -169,7 +169,12 @@ def create_bridge(name: str, addresses: Sequence[Interface], *, mtu: int | None 
     bridge is deleted again (nothing half-made)."""
     _check_name("bridge name", name)
     with _rtnl(host_netns) as ipr:
-        kw: dict[str, object] = {}
+        # A MAC of its own, set at creation: a bridge without one takes the lowest MAC of
+        # its ports (br_stp_recalculate_bridge_id), so removing that container would change
+        # the gateway's MAC under every other container's neighbour cache (tens of seconds
+        # of lost traffic).  An address set by the user is kept by the kernel (addr_assign
+        # NET_ADDR_SET); moby sets a random one the same way (setup_device.go).
+        kw: dict[str, object] = {"address": mac_for(None)}
         if mtu is not None:
             kw["mtu"] = mtu
         try:
