@@ -146,7 +146,7 @@ def test_refused_publish_leaves_no_rules(nd: Any) -> None:
      "network-scoped alias is supported only for containers in user defined networks"),
     ({"IPAMConfig": {"IPv4Address": "172.30.9.9"}},
      "user specified IP address is supported on user defined networks only"),
-])
+], ids=["alias", "ip"])
 def test_alias_or_ip_on_default_bridge_400(nd: Any, endpoint: dict[str, Any], words: str) -> None:
     """The default bridge takes neither network-scoped aliases nor a fixed address: 400 (at
     create in Docker >= 25, at start in dockerd 20.10); the container never runs."""
