@@ -206,7 +206,7 @@ class Containers:
         try:
             await self._start_task(rec, plan)
         except BaseException:
-            await self.net.teardown(rec, fast=False)
+            await self.net.teardown(rec)
             raise
 
     async def _start_task(self, rec: ContainerRecord, plan: NetPlan) -> None:

@@ -13,10 +13,9 @@ All or nothing: a failure undoes what was made.  The runtime then joins the name
 by path (``NetPlan.netns``).  ``host`` uses the daemon's namespace, ``none`` a fresh one
 the runtime makes (lo only), ``container:X`` the namespace of X, which must run.
 
-At exit (``teardown``): DNS stops answering there, the ports go, the namespace file is
-unmounted -- with no process left in it the kernel destroys the namespace and its veth
-pairs itself (the ~20 ms RTM_DELLINK per pair is skipped) -- and the addresses return to
-IPAM.  What the record keeps (``rec.net``) is enough to do this after a daemon restart.
+At exit (``teardown``): DNS stops answering there, the ports go, the links are deleted and
+the addresses return to IPAM, then the namespace file is unmounted -- all before the API
+answers.  What the record keeps (``rec.net``) is enough to do this after a daemon restart.
 """
 
 from __future__ import annotations
@@ -228,7 +227,7 @@ class ContainerNet:
         try:
             return await self._setup_sandbox(rec, hostname, nets)
         except BaseException:
-            await self.teardown(rec, save=False, fast=False)
+            await self.teardown(rec, save=False)
             raise
 
     async def _setup_sandbox(self, rec: Any, hostname: str, nets: list[NetworkRecord]
@@ -467,39 +466,44 @@ class ContainerNet:
         return n
 
     # -- exit ----------------------------------------------------------------------------
-    async def teardown(self, rec: Any, *, save: bool = True, fast: bool = True) -> None:
+    async def teardown(self, rec: Any, *, save: bool = True) -> None:
         """Undo setup (idempotent; also after a daemon restart, from ``rec.net``).
 
-        ``fast`` (a container's exit): the namespace file goes first and, with no process
-        left in it, the kernel's netns cleanup deletes the veths moments later, which
-        spares the exit path a ~20 ms RTM_DELLINK per endpoint.  ``fast=False`` (a start
-        that failed half way): every link is deleted before this returns, so a refused
-        request leaves nothing behind, not even for a moment."""
+        Every link is deleted before this returns (RTM_DELLINK of each veth's host end, or
+        of the macvlan child in the namespace), and only then the namespace file goes.
+        Unmounting first would let the kernel's netns cleanup delete the veths itself and
+        spare the ~20 ms RTM_DELLINK, but that cleanup is asynchronous (seconds under
+        load): `docker rm` would answer while the container's veth still hangs on the
+        bridge, and the bridge's carrier would flap after the fact.  The DNS listener, the
+        ports and the links are undone concurrently."""
         state = rec.net or {}
         if not state:
             return
-        att = self._dns.pop(rec.id, None)
-        if att is not None:
-            with contextlib.suppress(Exception):
-                await self.nets.dns.detach(att)
         self._leave_views(rec)
-        if state.get("ports"):
-            try:
-                await asyncio.to_thread(self.nets.publisher.unpublish, rec.id)
-            except errors.LabkitError as err:
-                log.warning("unpublish %s: %s", rec.id[:12], err)
         path = state.get("sandbox") or ""
         shared = bool(path) and any(
             (o.net or {}).get("joined") == rec.id and o.running for o in self._others(rec))
-        gone = fast and not shared and os.path.exists(path)
-        if gone:
-            await asyncio.to_thread(release, path)
-        for d in (state.get("endpoints") or {}).values():
+
+        async def dns() -> None:
+            att = self._dns.pop(rec.id, None)
+            if att is not None:
+                with contextlib.suppress(Exception):
+                    await self.nets.dns.detach(att)
+
+        async def ports() -> None:
+            if state.get("ports"):
+                try:
+                    await asyncio.to_thread(self.nets.publisher.unpublish, rec.id)
+                except errors.LabkitError as err:
+                    log.warning("unpublish %s: %s", rec.id[:12], err)
+
+        async def endpoint(d: dict[str, Any]) -> None:
             ep = _ep_from(d)
             try:
                 n: NetworkRecord | None = self.nets.network(ep.network_id)
             except errors.NotFoundError:
                 n = None
+            gone = not path or not os.path.exists(path)  # (after a reboot: nothing left)
             try:
                 await asyncio.to_thread(self.nets.detach_endpoint, n, ep, gone=gone,
                                         netns=path or None)
@@ -507,7 +511,10 @@ class ContainerNet:
                 log.warning("detach %s from %s: %s", rec.id[:12], ep.network_id[:12], err)
             if n is not None:
                 self._event("disconnect", n, rec)
-        if path and not shared and not gone:
+
+        await asyncio.gather(dns(), ports(),
+                             *(endpoint(d) for d in (state.get("endpoints") or {}).values()))
+        if path and not shared:
             await asyncio.to_thread(release, path)
         for name, cfg in list(rec.networks.items()):
             rec.networks[name] = stopped_settings(cfg)

@@ -211,7 +211,12 @@ class NetDaemon:
         return sorted(line.split()[0].split("@")[0] for line in out.splitlines() if line)
 
     def addrs(self) -> str:
-        return _sh("ip", "-n", self.netns, "-br", "addr").stdout
+        # name and addresses, not the operstate column: a bridge's carrier follows its
+        # ports through the kernel's linkwatch, which runs up to a second later
+        # (net/core/link_watch.c), so UP/DOWN says when the state was read, not what it is
+        out = _sh("ip", "-n", self.netns, "-br", "addr").stdout
+        return "\n".join(" ".join([w[0], *w[2:]]) for w in (ln.split() for ln in
+                                                            out.splitlines()) if w)
 
     def ruleset(self) -> str:
         """`nft list ruleset` of the daemon's netns, rule counters zeroed (traffic moves them)."""
