@@ -63,6 +63,7 @@ class Containers:
                  bus: EventBus, health: HealthMonitor, volumes: VolumeStore | None = None,
                  net: ContainerNet | None = None) -> None:
         self.store, self.images, self.bundles, self.link = store, images, bundles, link
+        self._net_tasks: dict[str, asyncio.Task[None]] = {}  # --rm teardowns in flight
         self.net = net or ContainerNet(Networks(bus, root=store.root.parent / "networks",
                                                         default_bridge=False))
         self.waiters, self.restarts, self.execs, self.bus = waiters, restarts, execs, bus
@@ -269,7 +270,13 @@ class Containers:
             self.health.stop(rec.id)
             deleted = await self.link.delete(rec)
             self.link.exit_seen(rec)
-            await self.net.teardown(rec, save=False)
+            if rec.host_config.get("AutoRemove") and rec.status not in GOING:
+                # --rm: the links' deletion (~20 ms waiting in the kernel) overlaps the
+                # removal below; destroy() awaits it before it answers
+                self._net_tasks[rec.id] = asyncio.create_task(
+                    self.net.teardown(rec, save=False))
+            else:
+                await self.net.teardown(rec, save=False)
             ran_for = (exit_.exited_at or time.time()) - rec.started_at
             rec.exit_code, rec.oom_killed = exit_.exit_status, exit_.oom_killed
             rec.finished_at, rec.error, rec.pid = exit_.exited_at or time.time(), exit_.error, 0
@@ -331,7 +338,9 @@ class Containers:
             self.restarts.cancel(rec.id)
             if delete_task:
                 await self.link.delete(rec)
-            await self.net.teardown(rec, save=False)
+            pending = self._net_tasks.pop(rec.id, None)
+            if pending is None:
+                await self.net.teardown(rec, save=False)
             rootfs = rec.bundle / "rootfs"
             try:
                 if os.path.ismount(rootfs):  # never rmtree through a live overlay
@@ -350,6 +359,8 @@ class Containers:
             await asyncio.to_thread(shutil.rmtree, rec.dir, True)
             if volumes:  # rm -v, --rm: the anonymous volumes go with the container
                 await asyncio.to_thread(self.volumes.remove_anonymous, rec.mounts)
+            if pending is not None:  # the network is gone before `rm` / --rm answers
+                await pending
             self.emit("destroy", rec)
             self.waiters.removed(rec.id, exit_of(rec))
         self.execs.forget_container(rec.id)

@@ -479,6 +479,7 @@ class ContainerNet:
         state = rec.net or {}
         if not state:
             return
+        rec.net = {}  # taken now: a second teardown meanwhile finds nothing to undo
         self._leave_views(rec)
         path = state.get("sandbox") or ""
         shared = bool(path) and any(
@@ -518,7 +519,6 @@ class ContainerNet:
             await asyncio.to_thread(release, path)
         for name, cfg in list(rec.networks.items()):
             rec.networks[name] = stopped_settings(cfg)
-        rec.net = {}
         if save:
             with contextlib.suppress(OSError):
                 rec.save()
