@@ -64,7 +64,7 @@ def info(engine: Any) -> dict[str, Any]:
         "ContainersStopped": len(recs) - counts["running"] - counts["paused"],
         "Images": len(engine.images.list()), "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
-        "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Log": ["fluentd", "gelf", "json-file", "local", "none", "syslog"]},
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "ipvlan", "macvlan", "null"], "Log": ["fluentd", "gelf", "json-file", "local", "none", "syslog"]},
         "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
         "CPUShares": True, "PidsLimit": True, "IPv4Forwarding": True, "Debug": False,
         "NFd": len(os.listdir("/proc/self/fd")), "OomKillDisable": False,
