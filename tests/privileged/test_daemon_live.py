@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import signal
 import socket
@@ -189,7 +190,11 @@ def _logs(d: Daemon, cid: str) -> list[int]:
 
 
 def _events(d: Daemon, since: float, until: float, filters: str = "") -> list[dict[str, Any]]:
-    q = f"since={since:.3f}&until={until:.3f}" + (f"&filters={quote(filters)}" if filters else "")
+    # bounds widened to whole milliseconds outward: "%.3f" rounds to the nearest, which
+    # dropped an event stamped in the last half millisecond before ``until`` (seen once in
+    # a CI run: the die event, emitted just before /wait answered)
+    lo, hi = math.floor(since * 1000) / 1000, math.ceil(until * 1000) / 1000
+    q = f"since={lo:.3f}&until={hi:.3f}" + (f"&filters={quote(filters)}" if filters else "")
     st, raw = d.call("GET", f"{V}/events?{q}")
     assert st == 200
     if isinstance(raw, dict):  # exactly one event: call() parsed it
