@@ -151,7 +151,9 @@ def test_time_namespace_shifts_uptime() -> None:
     after = float(Path("/proc/uptime").read_text().split()[0])
     lines = res.stdout.splitlines()
     inside = float(lines[0].split()[0])
-    assert before + offset <= inside <= after + offset
+    # /proc/uptime has two decimals and 24298.46 + 100000 is 124298.45999... in binary
+    # floating point: compare in hundredths (failed once on an exact tie)
+    assert round((before + offset) * 100) <= round(inside * 100) <= round((after + offset) * 100)
     assert [line.split() for line in lines[1:]] == [["monotonic", "50", "0"],
                                                     ["boottime", str(offset), "0"]]
 
