@@ -22,7 +22,7 @@ elif command -v qemu-system-x86_64 >/dev/null; then
 else
   echo "make test: no qemu-system-x86_64, skipping the VM tests (tests/vm)"
 fi
-stage "notebooks: nbval" "$PY" -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
+stage "notebooks: nbval" env LABKIT_EXERCISES_STRICT=1 "$PY" -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
   --nbval-sanitize-with notebooks/sanitize.cfg notebooks/
 
 if ((${#failed[@]})); then
