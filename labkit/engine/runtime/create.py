@@ -300,9 +300,8 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
 def _v2_dir(cg: Any) -> str | None:
     """The container's cgroup directory in the v2 hierarchy, whose inode is its cgroup id:
     the hybrid mirror of a V1Cgroup (None on a legacy host), or a V2Cgroup itself."""
-    if hasattr(cg, "unified_dir"):
-        return cg.unified_dir  # type: ignore[no-any-return]
-    return os.fspath(cg.path)
+    d: str | None = cg.unified_dir if hasattr(cg, "unified_dir") else os.fspath(cg.path)
+    return d
 
 
 def hook_state(cid: str, cfg: configmod.Config, status: str, pid: int) -> dict[str, Any]:
