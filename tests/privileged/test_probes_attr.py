@@ -156,3 +156,25 @@ def test_lifecycle_without_targets_keeps_everything_as_host(lab: Lab) -> None:
         events = probe.read()
     assert {e.container for e in events} >= {"host"}
     assert len(execs(events, "host")) >= 23
+
+
+def test_fork_into_cgroup_child_starts_in_the_cgroup(tmp_path: Path) -> None:
+    from labkit._sys.clone3 import fork_into_cgroup
+
+    if not UNIFIED.is_dir():
+        pytest.skip("no hybrid unified mount here")
+    d = UNIFIED / f"lk-attr-c3-{os.getpid()}"
+    d.mkdir()
+    try:
+        fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid = fork_into_cgroup(fd)
+            if pid == 0:
+                ok = f"0::/{d.name}" in Path("/proc/self/cgroup").read_text().splitlines()
+                os._exit(0 if ok else 1)
+        finally:
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        d.rmdir()

@@ -271,3 +271,26 @@ def test_attribution_fill_and_name_of() -> None:
     attribution.fill({b"lk_targets": FakeTable()}, ts)
     assert table == {5: 1, 9: 2}
     assert [attribution.name_of(ts, i) for i in (0, 1, 2, 3)] == ["host", "a", "b", "?3"]
+
+
+def test_fork_into_cgroup_refuses_a_threaded_caller() -> None:
+    import threading
+
+    from labkit._sys.clone3 import fork_into_cgroup
+
+    stop = threading.Event()
+    th = threading.Thread(target=stop.wait)
+    th.start()
+    try:
+        with pytest.raises(errors.UnsupportedError, match="more than one thread"):
+            fork_into_cgroup(-1)
+    finally:
+        stop.set()
+        th.join()
+
+
+def test_without_unified_keeps_the_v1_dirs(hybrid: Path) -> None:
+    cg = V1Cgroup(hybrid, "lk-t/c4", mountinfo=hybrid / "none", unified=hybrid / "unified")
+    v1 = cg.without_unified()
+    assert v1.unified_dir is None and cg.unified_dir is not None
+    assert v1.dirs == cg.dirs and v1.name == cg.name
