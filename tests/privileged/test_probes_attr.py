@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import labkit.probes as probes
+from labkit import probes
 from labkit._sys import features
 from labkit.engine.runtime import state as statemod
 from labkit.probes import cgattach, lifecycle, nssyscalls, target

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import labkit.probes as probes
-from labkit import errors
+from labkit import errors, probes
 from labkit._sys import consts, features
 from labkit.probes import cgattach, fallback, lifecycle, nssyscalls
 from labkit.probes.target import Target
