@@ -296,3 +296,15 @@ def test_without_bcc_the_lifecycle_falls_back_to_polling(lab: Lab,
     assert all(e.ppid == t.pid for e in events if e.kind == "fork" and e.pid in sleeps)
     with probes.open("syscalls", targets=[cid], state_root=str(lab.b.root)) as nothing:
         assert nothing.mode == "procfs" and nothing.read() == []
+
+
+def test_delete_removes_the_cgroup_from_both_hierarchies(lab: Lab) -> None:
+    cid = lab.create(["sleep", "30"])
+    lab.start(cid)
+    mirror = UNIFIED / "lk" / cid
+    v1 = [Path(f"/sys/fs/cgroup/{c}/lk/{cid}") for c in ("pids", "memory", "freezer")]
+    assert mirror.is_dir() and all(d.is_dir() for d in v1)
+    assert int((mirror / "cgroup.procs").read_text().split()[0]) > 0
+    lab.b.cli("delete", "--force", cid, check=True)
+    assert not mirror.exists() and not any(d.exists() for d in v1)
+    assert not [d for d in (UNIFIED / "lk").iterdir() if d.is_dir() and d.name == cid]
