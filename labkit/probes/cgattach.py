@@ -273,6 +273,31 @@ class AttachProbe(base.BccProbe[Attach]):
         return sorted(self._drain(), key=lambda e: e.ts_ns)
 
 
+def _attach_kprobes(probe: AttachProbe, fns: tuple[str, ...], asked: str) -> None:
+    """kprobe + kretprobe on each write handler.  If the kernel refuses one (a function on
+    the kprobe blacklist, say), mode "auto" goes on as "tracepoint": without an entry time
+    the tracepoint sends its record itself (see _PARK)."""
+    done: list[str] = []
+    try:
+        for fn in fns:
+            probe.bpf.attach_kprobe(event=fn.encode(), fn_name=b"lk_write_enter")
+            done.append(fn)
+            probe.bpf.attach_kretprobe(event=fn.encode(), fn_name=b"lk_write_return")
+    except Exception as err:  # bcc raises bare Exception when attaching fails
+        for fn in done:
+            for detach in (probe.bpf.detach_kprobe, probe.bpf.detach_kretprobe):
+                try:
+                    detach(event=fn.encode())
+                except Exception:  # noqa: BLE001, S112 - the other half may never have attached
+                    continue
+        if asked == "kprobe":
+            raise errors.UnsupportedError(
+                "kprobes", f"attaching to {fns[len(done)]} failed: {err}",
+                hint="Options(mode='tracepoint')") from err
+        probe.mode = "tracepoint"
+        probe.missing = (f"{LATENCY_MISSING} ({fns[len(done)]}: {err})",)
+
+
 def attach(opts: Options | None = None) -> AttachProbe:
     """Compile and attach; ``.mode`` says which ran, ``.missing`` what it cannot see.
 
@@ -290,9 +315,7 @@ def attach(opts: Options | None = None) -> AttachProbe:
     try:
         probe.targets = tuple(opts.targets)
         probe.mode, probe.missing = mode, missing
-        for fn in fns:
-            probe.bpf.attach_kprobe(event=fn.encode(), fn_name=b"lk_write_enter")
-            probe.bpf.attach_kretprobe(event=fn.encode(), fn_name=b"lk_write_return")
+        _attach_kprobes(probe, fns, opts.mode)
         attribution.fill(probe.bpf, opts.targets)
     except BaseException:
         probe.close()

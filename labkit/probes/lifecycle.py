@@ -106,13 +106,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) {
-    LK_TARGET(ix);
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    s32 code = args->error_code;
-    lk_codes.update(&tgid, &code);
-    return 0;
-}
+EXIT_GROUP
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     LK_TARGET(ix);
@@ -140,8 +134,19 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 }
 """
 
+_EXIT_GROUP = r"""
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) {
+    LK_TARGET(ix);
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s32 code = args->error_code;
+    lk_codes.update(&tgid, &code);
+    return 0;
+}
+"""
+
 TRACEPOINTS = (("task", "task_newtask"), ("sched", "sched_process_exec"),
-               ("sched", "sched_process_exit"), ("syscalls", "sys_enter_exit_group"))
+               ("sched", "sched_process_exit"))
+EXIT_CODES_MISSING = "exit codes: this kernel has no syscalls:sys_enter_exit_group tracepoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +195,10 @@ def _process_dead(fields: dict[str, str]) -> str:
 
 
 def render(opts: Options, *, exec_fields: dict[str, str] | None = None,
-           exit_fields: dict[str, str] | None = None) -> str:
+           exit_fields: dict[str, str] | None = None, exit_codes: bool = True) -> str:
     """The BPF C program for ``opts``; the tracepoints' formats are read from tracefs unless
-    given (to render for another kernel)."""
+    given (to render for another kernel); ``exit_codes``: hook exit_group(2) (a kernel
+    without syscall tracepoints has none, and its exits carry code None)."""
     if exec_fields is None:
         exec_fields = features.tracepoint_fields("sched", "sched_process_exec")
     if exit_fields is None:
@@ -200,18 +206,19 @@ def render(opts: Options, *, exec_fields: dict[str, str] | None = None,
     return (BPF_TEXT.replace("ATTRIBUTION", attribution.render(opts.targets))
             .replace("THREADS", "" if opts.threads else "return 0;")
             .replace("FILENAME_READ", _filename_read(exec_fields))
-            .replace("PROCESS_DEAD", _process_dead(exit_fields)))
+            .replace("PROCESS_DEAD", _process_dead(exit_fields))
+            .replace("EXIT_GROUP", _EXIT_GROUP if exit_codes else ""))
 
 
 class LifecycleProbe(base.BccProbe[Event]):
     """An attached lifecycle probe; ``read()`` returns the events since the last read."""
 
     mode = MODE
-    missing = MISSING
 
     def __init__(self, bpf: Any, tool: str) -> None:
         super().__init__(bpf, tool)
         self.targets: tuple[Target, ...] = ()
+        self.missing: tuple[str, ...] = MISSING
 
     def _on_event(self, cpu: int, data: Any, size: int) -> None:
         ev = self.bpf[b"events"].event(data)
@@ -238,8 +245,12 @@ def attach(opts: Options | None = None) -> LifecycleProbe:
     """
     opts = opts or Options()
     attribution.check(opts.targets)
-    probe = base.load_event_probe(LifecycleProbe, render(opts), TOOL, TRACEPOINTS)
+    base.ensure_tracefs()
+    codes = features.tracepoint_exists("syscalls", "sys_enter_exit_group")
+    probe = base.load_event_probe(LifecycleProbe, render(opts, exit_codes=codes), TOOL,
+                                  TRACEPOINTS)
     try:
+        probe.missing = MISSING if codes else (EXIT_CODES_MISSING,)
         probe.targets = tuple(opts.targets)
         attribution.fill(probe.bpf, opts.targets)
     except BaseException:
