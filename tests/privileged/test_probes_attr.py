@@ -308,3 +308,32 @@ def test_delete_removes_the_cgroup_from_both_hierarchies(lab: Lab) -> None:
     lab.b.cli("delete", "--force", cid, check=True)
     assert not mirror.exists() and not any(d.exists() for d in v1)
     assert not [d for d in (UNIFIED / "lk").iterdir() if d.is_dir() and d.name == cid]
+
+
+# --- the engine's path: supervisor -> shim -> runtime ----------------------------------------
+
+
+def test_a_container_started_by_the_supervisor_is_attributed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit.engine.supervisor.harness import Harness
+
+    h = Harness(tmp_path)
+    try:
+        h.start()
+        # the engine's state roots: where target.resolve looks for runtime containers
+        monkeypatch.setenv("LABKIT_RUN", str(h.run))
+        monkeypatch.setenv("LABKIT_ROOT", str(h.root))
+        cid = h.new_id("attr")
+        h.client.create(cid, str(h.bundle(cid, loop(23))))
+        t = target.resolve(cid)
+        assert t.cgroup_path == f"/lk/{cid}" and t.cgroup_id == (UNIFIED / "lk" / cid).stat().st_ino
+        with lifecycle.attach(lifecycle.Options(targets=(t,))) as probe:
+            h.client.start(cid)
+            assert h.client.wait(cid).exit_status == 0
+            events = probe.read()
+        assert len(execs(events, cid)) == 23
+        h.client.delete(cid)
+    finally:
+        h.cleanup()
+    assert h.leftover_cgroups() == []
+    assert not (UNIFIED / "lk" / cid).exists()
