@@ -123,6 +123,10 @@ def test_cgattach_selects_kprobes_when_the_kernel_has_them() -> None:
     only_v1 = cgattach.select("auto", has_kprobes=True,
                               has_symbol=lambda s: s.startswith("cgroup1_"))
     assert only_v1[1] == ("cgroup1_procs_write", "cgroup1_tasks_write")
+    # no write handler to probe: the migration itself, never both (nested entries)
+    only_migrate = cgattach.select("auto", has_kprobes=True,
+                                   has_symbol=lambda s: s == "cgroup_attach_task")
+    assert only_migrate[:2] == ("kprobe", ("cgroup_attach_task",))
 
 
 def test_cgattach_falls_back_to_the_tracepoint_and_names_the_latency() -> None:
