@@ -125,6 +125,9 @@ def test_lifecycle_sees_exactly_23_execs_in_the_container(lab: Lab) -> None:
     assert Counter(e.comm for e in exits) == {"true": 23, "sh": 1}
     assert all(e.code == 0 for e in exits if e.comm == "true")
     assert [e.code for e in exits if e.comm == "sh"] == [7]  # exit_group's status
+    # the pids the container itself sees: its init is 1 (in its own pid namespace)
+    assert [e.ns_pid for e in exits if e.comm == "sh"] == [1]
+    assert all(e.ns_pid is not None and e.ns_pid > 1 for e in execs(events, cid))
     # each exec'd child is one of the forks, and names init as its parent
     assert {e.pid for e in execs(events, cid)} == {e.pid for e in forks}
     assert all(e.ppid == t.pid for e in execs(events, cid))

@@ -44,6 +44,17 @@ def test_lifecycle_render_fills_every_placeholder_and_attributes_each_hook() -> 
     assert "if (args->clone_flags & LK_CLONE_THREAD) {\n        return 0;" in text
 
 
+def test_lifecycle_render_names_the_pid_inside_the_container_on_57_and_later() -> None:
+    text = lifecycle.render(lifecycle.Options(targets=(WEB,)), exec_fields=EXEC_NEW,
+                            exit_fields=EXIT_NEW, ns_pid=True)
+    assert "bpf_get_current_ns_pid_tgid" not in text
+    assert "bpf_get_ns_current_pid_tgid(" in text and text.count("lk_ns_pid(ix);") == 2
+    assert "BPF_ARRAY(lk_pidns, u64," in text and not LEFT.search(text)
+    old = lifecycle.render(lifecycle.Options(targets=(WEB,)), exec_fields=EXEC_NEW,
+                           exit_fields=EXIT_NEW, ns_pid=False)
+    assert "lk_ns_pid" not in old and "NS_PID" not in old
+
+
 def test_lifecycle_render_without_syscall_tracepoints_has_no_exit_codes() -> None:
     with_codes = lifecycle.render(lifecycle.Options(), exec_fields=EXEC_NEW, exit_fields=EXIT_NEW)
     assert "sys_enter_exit_group" in with_codes
