@@ -199,29 +199,30 @@ def _admin(lab: Lab) -> None:
     lab.b.config = cfg
 
 
-def test_nssyscalls_two_containers_7_and_11_unshares_each_on_its_own(lab: Lab) -> None:
+def test_nssyscalls_three_containers_at_once_each_syscall_on_its_own(lab: Lab) -> None:
     _admin(lab)
     a = lab.create(loop(7, "busybox unshare -u true"))
-    b = lab.create(loop(11, "mount -t tmpfs lk /tmp"))  # the root is read-only: /tmp exists
-    ta, tb = lab.target(a), lab.target(b)
-    with nssyscalls.attach(nssyscalls.Options(targets=(ta, tb))) as probe:
+    b = lab.create(loop(11, "busybox unshare -i true"))
+    c = lab.create(loop(13, "mount -t tmpfs lk /tmp"))  # the root is read-only: /tmp exists
+    ta, tb, tc = (lab.target(x) for x in (a, b, c))
+    with nssyscalls.attach(nssyscalls.Options(targets=(ta, tb, tc))) as probe:
         assert probe.mode == "tracepoint" and probe.missing == ()
-        lab.start(a, b)
-        lab.wait(a, b)
+        lab.start(a, b, c)
+        lab.wait(a, b, c)
         summary = probe.summary()
         events = probe._seen
-    unshares = [e for e in events if e.syscall == "unshare"]
-    assert len(unshares) == 7 and {e.container for e in unshares} == {a}
-    assert [(e.ns_flags, e.ret) for e in unshares] == [(("CLONE_NEWUTS",), 0)] * 7
+    unshares = Counter((e.container, e.ns_flags, e.ret) for e in events if e.syscall == "unshare")
+    assert unshares == {(a, ("CLONE_NEWUTS",), 0): 7, (b, ("CLONE_NEWIPC",), 0): 11}
     mounts = [e for e in events if e.syscall == "mount"]
-    assert len(mounts) == 11 and {e.container for e in mounts} == {b}
-    assert [(e.arg, e.fstype, e.ret) for e in mounts] == [("/tmp", "tmpfs", 0)] * 11
-    assert summary[(a, "unshare")].count == 7 and summary[(b, "mount")].count == 11
-    assert (b, "unshare") not in summary and (a, "mount") not in summary
+    assert len(mounts) == 13 and {e.container for e in mounts} == {c}
+    assert [(e.arg, e.fstype, e.ret) for e in mounts] == [("/tmp", "tmpfs", 0)] * 13
+    assert summary[(a, "unshare")].count == 7 and summary[(b, "unshare")].count == 11
+    assert summary[(c, "mount")].count == 13
+    assert (c, "unshare") not in summary and (a, "mount") not in summary
     s = summary[(a, "unshare")]
     assert 0 < s.p50_ns <= s.p95_ns and s.failed == 0
-    # each loop forks its 7 / 11 children, whose execs are the container's too
-    assert summary[(a, "clone")].count == 7 and summary[(b, "clone")].count == 11
+    # each loop forks its 7 / 11 / 13 children, whose execs are the container's too
+    assert [summary[(x, "clone")].count for x in (a, b, c)] == [7, 11, 13]
 
 
 def test_nssyscalls_traces_a_runtime_start_from_its_first_fork(lab: Lab) -> None:
