@@ -237,14 +237,14 @@ class RunqProbe(base.BccProbe[RunqRow]):
 
     def read(self) -> list[RunqRow]:
         """One row per cgroup that had a wait, targets first in their order."""
+        # The maps change while we read them: the count is the histogram's own sum, so
+        # that percentiles and count agree; the sum is read after, a few waits newer.
         slots: dict[int, dict[int, int]] = {}
         for k, v in self.bpf[b"dist"].items():
             slots.setdefault(int(k.cgid), {})[int(k.slot)] = int(v.value)
-        rows = []
-        for k, v in self.bpf[b"totals"].items():
-            cgid = int(k.value)
-            rows.append(buckets_to_row(self._name(cgid), cgid, slots.get(cgid, {}),
-                                       int(v.count), int(v.sum_ns)))
+        sums = {int(k.value): int(v.sum_ns) for k, v in self.bpf[b"totals"].items()}
+        rows = [buckets_to_row(self._name(cgid), cgid, s, sum(s.values()), sums.get(cgid, 0))
+                for cgid, s in slots.items()]
         order = {int(t.cgroup_id): i for i, t in enumerate(self.targets)}
         return sorted(rows, key=lambda r: (order.get(r.cgroup_id, len(order)), r.cgroup_id))
 
