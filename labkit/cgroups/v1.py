@@ -3,6 +3,14 @@
 The shape of runc's cgroups/fs and youki's libcgroups v1: the same name is created under
 each mounted hierarchy (cpu, cpuacct, cpuset, memory, pids, freezer, blkio, devices and the
 named name=systemd one), and each Resources field goes to its controller's files.
+
+Hybrid hosts (cgroups(7): v1 controllers plus a cgroup2 mount at ``root/unified`` that holds
+no controllers): the same name is made in the unified hierarchy too, the process joins it,
+and remove() removes it, as systemd's hybrid mode and runc's fs manager do.  It limits
+nothing; it gives the container a cgroup *id* of its own in the v2 hierarchy, which is the
+one bpf_get_current_cgroup_id() reports (kernel/bpf/helpers.c: task_dfl_cgroup), so eBPF
+probes can tell containers apart (labkit.probes.attribution).  Without it every labkit
+container sits in the unified root "/" and all share one id.
 """
 
 from __future__ import annotations
@@ -53,12 +61,22 @@ class V1Cgroup:
 
     def __init__(self, root: StrPath = _DEFAULT_ROOT, name: str = "", *,
                  hierarchies: Mapping[str, StrPath] | None = None,
-                 mountinfo: StrPath = "/proc/self/mountinfo") -> None:
+                 mountinfo: StrPath = "/proc/self/mountinfo",
+                 unified: StrPath | None = None) -> None:
+        """``unified``: the cgroup2 mount of a hybrid host, to mirror the cgroup in; by
+        default found in ``mountinfo`` (a cgroup2 mount at ``root/unified``) unless
+        ``hierarchies`` is given (fake trees name it explicitly)."""
         self.name = check_name(name)
         self._root = os.fspath(root)
-        mounts = ({c: os.fspath(d) for c, d in hierarchies.items()} if hierarchies is not None
-                  else _controller_dirs(self._root, os.fspath(mountinfo)))
+        if hierarchies is not None:
+            mounts = {c: os.fspath(d) for c, d in hierarchies.items()}
+        else:
+            mounts = _controller_dirs(self._root, os.fspath(mountinfo))
+            if unified is None:
+                unified = _unified_mount(self._root, os.fspath(mountinfo))
         self._dirs = {c: _join(mounts[c], name) for c in V1_CONTROLLERS if c in mounts}
+        # This cgroup's directory in the hybrid host's (controller-less) v2 hierarchy.
+        self._unified = None if unified is None else _join(os.fspath(unified), name)
         if not self._dirs:
             raise errors.UnsupportedError(
                 "cgroup v1", f"no controller hierarchies mounted under {self._root}", hint=_HINT_VM)
@@ -94,8 +112,19 @@ class V1Cgroup:
         """This cgroup's directory in ``ctrl``'s hierarchy (a str), None if not mounted."""
         return self._dirs.get(ctrl)
 
+    @property
+    def unified_dir(self) -> str | None:
+        """This cgroup's directory in the hybrid host's v2 hierarchy (a str), None when the
+        host has no cgroup2 mount at ``root/unified`` (a legacy host)."""
+        return self._unified
+
     def _unique_dirs(self) -> list[str]:
         return list(dict.fromkeys(self._dirs.values()))  # co-mounted cpu,cpuacct share one
+
+    def _all_dirs(self) -> list[str]:
+        # Every directory this cgroup owns: the v1 hierarchies, then the unified mirror.
+        dirs = self._unique_dirs()
+        return dirs if self._unified is None else [*dirs, self._unified]
 
     def _dir(self, ctrl: str, why: str) -> str:
         d = self._dirs.get(ctrl)
@@ -117,7 +146,7 @@ class V1Cgroup:
 
     def exists(self) -> bool:
         """Whether the cgroup directory exists in any hierarchy."""
-        return any(os.path.isdir(d) for d in self._unique_dirs())
+        return any(os.path.isdir(d) for d in self._all_dirs())
 
     def create(self, *, exist_ok: bool = True) -> None:
         """mkdir(2) the cgroup in every hierarchy; undone if any mkdir fails.
@@ -129,8 +158,11 @@ class V1Cgroup:
         if not exist_ok and self.exists():
             raise errors.AlreadyExistsError("cgroup", self.name)
         made: list[str] = []
+        dirs = list(self._dirs.items())
+        if self._unified is not None:
+            dirs.append(("unified", self._unified))
         try:
-            for ctrl, d in self._dirs.items():
+            for ctrl, d in dirs:
                 mount = d
                 for _ in self.name.split("/"):
                     mount = os.path.dirname(mount)
@@ -170,7 +202,7 @@ class V1Cgroup:
         """Move process ``pid`` into the cgroup by writing cgroup.procs in each hierarchy."""
         if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
             raise errors.InvalidArgumentError("pid", f"{pid!r} is not a process id")
-        for d in self._unique_dirs():
+        for d in self._all_dirs():
             if not os.path.isdir(d):
                 raise errors.NotFoundError("cgroup", f"{self.name} ({d})", hint="call create() first")
             _io.write(_join(d, "cgroup.procs"), str(pid))
@@ -194,17 +226,25 @@ class V1Cgroup:
             if not os.path.isdir(d):
                 raise errors.NotFoundError("cgroup", f"{self.name} ({d})", hint="call create() first")
             _io.write(_join(d, "tasks"), "0")
+        if self._unified is not None:
+            # cgroup v2 has no "tasks" file, and its cgroup.threads moves a thread only
+            # inside its own domain (cgroup-v2.rst "Threads"): cgroup.procs it is, with the
+            # global lock's grace period (labkit.engine.runtime.create forks into it instead).
+            if not os.path.isdir(self._unified):
+                raise errors.NotFoundError("cgroup", f"{self.name} ({self._unified})",
+                                           hint="call create() first")
+            _io.write(_join(self._unified, "cgroup.procs"), "0")
 
     def procs(self) -> list[int]:
         """The pids in this cgroup (not its children), from cgroup.procs of every hierarchy."""
         found: set[int] = set()
-        for d in self._unique_dirs():
+        for d in self._all_dirs():
             found.update(_io.read_pids(_join(d, "cgroup.procs")))
         return sorted(found)
 
     def _all_pids(self) -> list[int]:
         found: set[int] = set()
-        for d in self._unique_dirs():
+        for d in self._all_dirs():
             found.update(_pids_under(d))
         return sorted(found)
 
@@ -385,11 +425,29 @@ class V1Cgroup:
         if left:
             raise errors.ConflictError(
                 f"cgroup {self.name} still has processes {left}", hint="call kill() first")
-        for d in self._unique_dirs():
+        for d in self._all_dirs():
             # Re-check only the hierarchy being removed (a process may have joined since the
             # check above): re-walking every hierarchy for each one was ~10 walks per remove,
             # on the path between a container's exit and `docker wait`'s answer.
             _ops.remove_tree(d, self.name, functools.partial(_sorted_pids_under, d), timeout)
+
+
+def _unified_mount(root: str, mountinfo: str) -> str | None:
+    """``root/unified`` when ``mountinfo`` shows a cgroup2 mount there (a hybrid host).
+
+    proc(5) mountinfo: "... mountpoint ... - fstype source superopts"; only a real mount
+    counts, so a fake tree (tests) or a legacy host gets None."""
+    want = _join(root.rstrip("/") or "/", "unified")
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, sep, right = line.partition(" - ")
+                fields = left.split()
+                if sep and len(fields) > 4 and fields[4] == want and right.startswith("cgroup2 "):
+                    return want
+    except OSError:
+        return None
+    return None
 
 
 def _sorted_pids_under(top: str) -> list[int]:

@@ -288,13 +288,20 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
         id=cid, bundle=cfg.bundle, pid=init_pid, rootfs=cfg.rootfs, cgroup=cfg.cgroup_name,
         annotations=dict(cfg.raw.get("annotations") or {}), created=statemod.now_rfc3339(),
         init_start=start[0] if start else 0, owner="root" if os.geteuid() == 0 else str(os.geteuid()),
-        dir=sdir)
+        dir=sdir, kernel_ids=statemod.kernel_ids(init_pid, _v2_dir(cg), "/" + cfg.cgroup_name))
     st.transition(statemod.CREATED)
     st.save()
     if pid_file:
         _write_pid_file(pid_file, init_pid)
     undo.steps.clear()
     return st, master
+
+
+def _v2_dir(cg: Any) -> str | None:
+    """The container's cgroup directory in the v2 hierarchy, whose inode is its cgroup id:
+    the hybrid mirror of a V1Cgroup (None on a legacy host), or a V2Cgroup itself."""
+    d: str | None = cg.unified_dir if hasattr(cg, "unified_dir") else os.fspath(cg.path)
+    return d
 
 
 def hook_state(cid: str, cfg: configmod.Config, status: str, pid: int) -> dict[str, Any]:
