@@ -46,8 +46,8 @@ from typing import Any, Self
 
 from labkit import errors
 from labkit._sys import features
-from labkit.probes import base
-from labkit.probes.runqlat import CgroupTarget
+from labkit.probes import attribution, base
+from labkit.probes.target import Target
 
 __all__ = ["BPF_TEXT", "NetProbe", "NetRow", "Options", "ProcfsNet", "attach", "open_probe",
            "per_target", "procfs", "proto_name", "render", "veths"]
@@ -77,7 +77,7 @@ struct count_t {
     u64 bytes;
 };
 
-BPF_HASH(lk_targets, u64, u32, 1024);                 // watched cgroup id -> target index
+BPF_HASH(lk_targets, u64, u32, 1024);     // watched cgroup id -> 1 + target index (attribution.fill)
 BPF_HASH(devs, struct dev_key_t, struct count_t, 4096);
 BPF_HASH(cgroups, struct cg_key_t, struct count_t, 4096);
 BPF_TABLE("lru_hash", u64, u32, proto_of, 65536);     // skbaddr -> ethertype, for receive
@@ -152,7 +152,7 @@ class Options:
     ``netns``: for the procfs fallback, the namespace file the devices live in."""
 
     devices: Mapping[str, str] = field(default_factory=dict)
-    targets: Sequence[CgroupTarget] = ()
+    targets: Sequence[Target] = ()
     netns: str | None = None
 
 
@@ -240,7 +240,7 @@ class NetProbe(base.BccProbe[NetRow]):
         self.opts = opts
 
     def read(self) -> list[NetRow]:
-        names = {int(t.cgroup_id): t.name for t in self.opts.targets}
+        names = {t.cgroup_id: t.name for t in self.opts.targets}
         rows = []
         for k, v in self.bpf[b"devs"].items():
             dev = base.c_string(bytes(k.name))
@@ -269,14 +269,13 @@ def attach(opts: Options | None = None) -> NetProbe:
     """
     opts = opts or Options()
     text = render(opts)
+    attribution.check(opts.targets)
     base.require_root(TOOL)
     for event in ("net_dev_start_xmit", "netif_receive_skb"):
         base.require_tracepoint("net", event, TOOL)
     probe = NetProbe(base.load_bpf(text, TOOL), TOOL, opts)
     try:
-        table = probe.bpf[b"lk_targets"]
-        for i, t in enumerate(opts.targets):
-            table[table.Key(int(t.cgroup_id))] = table.Leaf(i)
+        attribution.fill(probe.bpf, opts.targets)
     except BaseException:
         probe.close()
         raise

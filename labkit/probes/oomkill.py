@@ -43,8 +43,8 @@ from typing import Any, Self
 
 from labkit import errors
 from labkit._sys import features
-from labkit.probes import base
-from labkit.probes.runqlat import CgroupTarget
+from labkit.probes import attribution, base
+from labkit.probes.target import Target
 
 __all__ = ["BPF_TEXT", "OomCount", "OomKill", "OomProbe", "Options", "ProcfsOom", "attach",
            "cgroup_oom_kills", "kill_count", "open_probe", "procfs", "render"]
@@ -115,7 +115,7 @@ class Options:
     """``targets``: containers to name in the records (a kill elsewhere is still reported,
     with ``target`` None)."""
 
-    targets: Sequence[CgroupTarget] = ()
+    targets: Sequence[Target] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +180,7 @@ class OomProbe(base.BccProbe[OomKill]):
     mode = "tracepoint"
     missing: tuple[str, ...] = ()
 
-    def __init__(self, bpf: Any, tool: str, targets: Sequence[CgroupTarget] = ()) -> None:
+    def __init__(self, bpf: Any, tool: str, targets: Sequence[Target] = ()) -> None:
         super().__init__(bpf, tool)
         self.targets = tuple(targets)
         self._exits: dict[int, int] = {}   # victim tid -> its cgroup id, seen at its exit
@@ -211,7 +211,7 @@ class OomProbe(base.BccProbe[OomKill]):
 
     def _name(self, cgid: int | None) -> str | None:
         for t in self.targets:
-            if cgid is not None and int(t.cgroup_id) == cgid:
+            if cgid is not None and t.cgroup_id == cgid:
                 return t.name
         return None
 
@@ -245,6 +245,7 @@ def attach(opts: Options | None = None) -> OomProbe:
     """
     opts = opts or Options()
     text = render(opts)
+    attribution.check(opts.targets)
     base.require_root(TOOL)
     for category, event in (("oom", "mark_victim"), ("sched", "sched_process_exit")):
         base.require_tracepoint(category, event, TOOL)
@@ -283,38 +284,45 @@ def proc_cgroup_id(pid: int, proc: str | Path = "/proc",
     return None
 
 
-def _relative(cgroup_path: str | Path) -> str:
-    """A cgroup directory's name relative to its hierarchy's mount (/sys/fs/cgroup/X/...)."""
-    parts = Path(cgroup_path).resolve().parts
-    if parts[:4] != ("/", "sys", "fs", "cgroup"):
-        raise errors.InvalidArgumentError(
-            "cgroup_path", f"{cgroup_path} is not under /sys/fs/cgroup")
-    rest = parts[4:]
-    from labkit.cgroups import Mode, detect_mode
+def _relative(cgroup: str | Path) -> str:
+    """A cgroup's name relative to the hierarchies' mounts: ``cgroup`` is either that name
+    (Target.cgroup_path, "/lk/web") or a directory under /sys/fs/cgroup/[HIERARCHY/]."""
+    text = os.fspath(cgroup)
+    if text.startswith("/sys/fs/cgroup/") or text == "/sys/fs/cgroup":
+        rest = Path(text).parts[4:]
+        from labkit.cgroups import Mode, detect_mode
 
-    if detect_mode() is not Mode.UNIFIED and rest:
-        rest = rest[1:]  # /sys/fs/cgroup/<hierarchy>/<name...>
-    if not rest:
-        raise errors.InvalidArgumentError("cgroup_path", f"{cgroup_path} is a hierarchy's root")
+        if detect_mode() is not Mode.UNIFIED and rest:
+            rest = rest[1:]  # /sys/fs/cgroup/<hierarchy>/<name...>
+    else:
+        rest = tuple(p for p in text.split("/") if p)
+    if not rest or ".." in rest:
+        raise errors.InvalidArgumentError("cgroup", f"{text!r} names no container's cgroup")
     return "/".join(rest)
 
 
-def cgroup_oom_kills(cgroup_path: str | Path) -> int:
-    """The memory cgroup's own OOM-kill counter for the container whose cgroup directory
-    (in any hierarchy) is ``cgroup_path``: v1 memory.oom_control / v2 memory.events
-    ``oom_kill``, through labkit.cgroups Stats.
+def cgroup_oom_kills(cgroup: str | Path) -> int:
+    """The memory cgroup's own OOM-kill counter of a container: v1 memory.oom_control / v2
+    memory.events ``oom_kill``, through labkit.cgroups Stats.  ``cgroup``: its name
+    (Target.cgroup_path) or its directory in any hierarchy.
 
     Raises:
         UnsupportedError: this kernel's memory cgroup has no oom_kill counter (before 4.13).
     """
     from labkit.cgroups import open_cgroup
 
-    kills = open_cgroup(_relative(cgroup_path)).stats().oom_kills
+    kills = open_cgroup(_relative(cgroup)).stats().oom_kills
     if kills is None:
         raise errors.UnsupportedError(
-            "oom_kill counter", f"the memory cgroup of {cgroup_path} does not count OOM kills",
+            "oom_kill counter", f"the memory cgroup of {cgroup} does not count OOM kills",
             hint="kernel 4.13 or newer; or the VM: labkit vm")
     return kills
+
+
+def _path(t: Target) -> str:
+    if t.cgroup_path is None:
+        raise errors.InvalidArgumentError("target", f"{t.name} has no cgroup path")
+    return t.cgroup_path
 
 
 class ProcfsOom:
@@ -323,19 +331,20 @@ class ProcfsOom:
     mode = "procfs"
     missing = ("victim pid and comm", "kill time", "memory figures", "trigger")
 
-    def __init__(self, targets: Sequence[CgroupTarget]) -> None:
+    def __init__(self, targets: Sequence[Target]) -> None:
         if not targets:
             raise errors.InvalidArgumentError(
                 "targets", "the counter fallback reads containers' memory cgroups: name one")
+        attribution.check(targets)
         self.targets = tuple(targets)
         self.tool = TOOL
-        self._base = {t.name: cgroup_oom_kills(t.cgroup_path) for t in self.targets}
+        self._base = {t.name: cgroup_oom_kills(_path(t)) for t in self.targets}
         self._closed = False
 
     def read(self) -> list[OomCount]:
         if self._closed:
             raise errors.InvalidStateError("closed", "read", what=f"probe {self.tool}")
-        return [OomCount(t.name, cgroup_oom_kills(t.cgroup_path) - self._base[t.name])
+        return [OomCount(t.name, cgroup_oom_kills(_path(t)) - self._base[t.name])
                 for t in self.targets]
 
     def counts(self) -> dict[str, int]:

@@ -39,13 +39,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 from labkit import errors
-from labkit.probes import base
+from labkit.probes import attribution, base
+from labkit.probes.target import Target
 
-__all__ = ["BPF_TEXT", "CgroupTarget", "Options", "ProcfsRunq", "RunqProbe", "RunqRow",
-           "attach", "buckets_to_row", "open_probe", "percentile", "procfs", "render"]
+__all__ = ["BPF_TEXT", "Options", "ProcfsRunq", "RunqProbe", "RunqRow", "attach",
+           "buckets_to_row", "cgroup_dir", "open_probe", "percentile", "procfs", "render"]
 
 TOOL = "runqlat"
 MAX_SLOTS = 40  # log2 buckets of microseconds: 2**40 us is 12 days
@@ -68,7 +69,7 @@ struct total_t {
     u64 sum_ns;
 };
 
-BPF_HASH(lk_targets, u64, u32, 1024);                 // watched cgroup id -> target index
+BPF_HASH(lk_targets, u64, u32, 1024);     // watched cgroup id -> 1 + target index (attribution.fill)
 BPF_TABLE("lru_hash", u32, u64, cgroup_of, 65536);    // pid -> cgroup id, learnt at switch-out
 BPF_HASH(waiting, u32, struct wait_t, 65536);         // pid -> since when it is runnable
 BPF_HISTOGRAM(dist, struct hist_key_t, MAX_ENTRIES);
@@ -136,24 +137,23 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 """
 
 
-class CgroupTarget(Protocol):
-    """What a probe needs of a container: a name and its v2 cgroup (labkit.probes.target)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def cgroup_id(self) -> int: ...
-
-    @property
-    def cgroup_path(self) -> str | Path: ...
+def cgroup_dir(t: Target) -> Path:
+    """The directory of a target's cgroup in the v2 hierarchy (Target.cgroup_path is
+    relative to its mount: /sys/fs/cgroup/unified on a hybrid host, else /sys/fs/cgroup)."""
+    if t.cgroup_path is None:
+        raise errors.InvalidArgumentError("target", f"{t.name} has no cgroup v2 path")
+    for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
+        if (root / "cgroup.procs").exists():
+            return root / t.cgroup_path.lstrip("/")
+    raise errors.UnsupportedError("cgroup v2", "no v2 hierarchy is mounted",
+                                  hint="use the VM: labkit vm")
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
     """``targets``: the containers to watch (none: every cgroup, each row named by its id)."""
 
-    targets: Sequence[CgroupTarget] = ()
+    targets: Sequence[Target] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,25 +213,19 @@ def buckets_to_row(target: str, cgid: int, slots: Mapping[int, int], count: int,
                    buckets=buckets)
 
 
-def _fill_targets(bpf: Any, targets: Sequence[CgroupTarget]) -> None:
-    table = bpf[b"lk_targets"]
-    for i, t in enumerate(targets):
-        table[table.Key(int(t.cgroup_id))] = table.Leaf(i)
-
-
 class RunqProbe(base.BccProbe[RunqRow]):
     """An attached runqlat; ``read()`` is a snapshot since attach (or the last ``clear()``)."""
 
     mode = "tracepoint"
     missing: tuple[str, ...] = ()
 
-    def __init__(self, bpf: Any, tool: str, targets: Sequence[CgroupTarget] = ()) -> None:
+    def __init__(self, bpf: Any, tool: str, targets: Sequence[Target] = ()) -> None:
         super().__init__(bpf, tool)
         self.targets = tuple(targets)
 
     def _name(self, cgid: int) -> str:
         for t in self.targets:
-            if int(t.cgroup_id) == cgid:
+            if t.cgroup_id == cgid:
                 return t.name
         return f"cgroup:{cgid}"
 
@@ -245,7 +239,7 @@ class RunqProbe(base.BccProbe[RunqRow]):
         sums = {int(k.value): int(v.sum_ns) for k, v in self.bpf[b"totals"].items()}
         rows = [buckets_to_row(self._name(cgid), cgid, s, sum(s.values()), sums.get(cgid, 0))
                 for cgid, s in slots.items()]
-        order = {int(t.cgroup_id): i for i, t in enumerate(self.targets)}
+        order = {t.cgroup_id: i for i, t in enumerate(self.targets)}
         return sorted(rows, key=lambda r: (order.get(r.cgroup_id, len(order)), r.cgroup_id))
 
     def clear(self) -> None:
@@ -261,12 +255,13 @@ def attach(opts: Options | None = None) -> RunqProbe:
         UnsupportedError: no bcc, not root, no tracefs or no sched tracepoints.
     """
     opts = opts or Options()
+    attribution.check(opts.targets)
     base.require_root(TOOL)
     for event in ("sched_switch", "sched_wakeup", "sched_wakeup_new"):
         base.require_tracepoint("sched", event, TOOL)
     probe = RunqProbe(base.load_bpf(render(opts), TOOL), TOOL, opts.targets)
     try:
-        _fill_targets(probe.bpf, opts.targets)
+        attribution.fill(probe.bpf, opts.targets)
     except BaseException:
         probe.close()
         raise
@@ -308,20 +303,21 @@ class ProcfsRunq:
     mode = "procfs"
     missing = ("histogram", "p50/p95", "tasks that exited before read()")
 
-    def __init__(self, targets: Sequence[CgroupTarget], proc: str | Path = "/proc") -> None:
+    def __init__(self, targets: Sequence[Target], proc: str | Path = "/proc") -> None:
         if not targets:
             raise errors.InvalidArgumentError(
                 "targets", "the procfs fallback needs containers to sum over",
                 hint="name at least one container (the eBPF mode watches every cgroup)")
+        attribution.check(targets)
         self.targets = tuple(targets)
         self.tool = TOOL
         self._proc = proc
         self._base = {t.name: self._sample(t) for t in self.targets}
         self._closed = False
 
-    def _sample(self, t: CgroupTarget) -> dict[int, tuple[int, int]]:
+    def _sample(self, t: Target) -> dict[int, tuple[int, int]]:
         out = {}
-        for tid in cgroup_tasks(t.cgroup_path):
+        for tid in cgroup_tasks(cgroup_dir(t)):
             if (s := read_schedstat(tid, self._proc)) is not None:
                 out[tid] = s
         return out
@@ -334,7 +330,7 @@ class ProcfsRunq:
             was, now = self._base[t.name], self._sample(t)
             delay = sum(d - was.get(tid, (0, 0))[0] for tid, (d, _) in now.items())
             count = sum(n - was.get(tid, (0, 0))[1] for tid, (_, n) in now.items())
-            rows.append(RunqRow(target=t.name, cgroup_id=int(t.cgroup_id), count=count,
+            rows.append(RunqRow(target=t.name, cgroup_id=t.cgroup_id or 0, count=count,
                                 sum_ns=delay, mean_us=delay / count / 1000 if count else 0.0,
                                 p50_us=None, p95_us=None))
         return rows

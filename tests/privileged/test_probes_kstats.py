@@ -22,6 +22,7 @@ import pytest
 
 from labkit._sys import features
 from labkit.probes import netio, oomkill, runqlat
+from labkit.probes.target import Target
 
 pytestmark = pytest.mark.privileged
 
@@ -32,11 +33,18 @@ MEMORY = Path("/sys/fs/cgroup/memory")
 
 @dataclass(frozen=True)
 class Ctr:
-    """A test container: the probes' target shape (name, cgroup_id, cgroup_path)."""
+    """A test container: its Target (what a probe is given) and its v2 cgroup directory."""
 
-    name: str
-    cgroup_id: int
+    target: Target
     cgroup_path: Path
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    @property
+    def cgroup_id(self) -> int | None:
+        return self.target.cgroup_id
 
 
 def _v2_root() -> Path:
@@ -54,7 +62,7 @@ def ctrs() -> Iterator[list[Ctr]]:
         for x in "abc":
             d = root / f"lk-kst-{os.getpid()}-{x}"
             d.mkdir()
-            made.append(Ctr(f"ctr-{x}", os.stat(d).st_ino, d))
+            made.append(Ctr(Target(f"ctr-{x}", x, None, os.stat(d).st_ino, f"/{d.name}"), d))
         yield made
     finally:
         for c in made:
@@ -84,7 +92,7 @@ NAPS = f"import time\nfor _ in range({N}): time.sleep(0.005)"
 
 def test_runqlat_counts_only_the_targeted_cgroups(ctrs: list[Ctr]) -> None:
     a, b, c = ctrs
-    with runqlat.attach(runqlat.Options(targets=[a, b])) as probe:
+    with runqlat.attach(runqlat.Options(targets=[a.target, b.target])) as probe:
         assert probe.mode == "tracepoint" and probe.missing == ()
         # Two busy loops per cgroup on two CPUs: everybody waits on a run queue.
         procs = [_in(x.cgroup_path, sys.executable, "-c", BUSY) for x in (a, c, a, c)]
@@ -159,7 +167,7 @@ def _udp(cg: Path, ns: str, count: int, size: int = 100) -> None:
 def test_netio_counts_23_udp_datagrams_per_device_and_cgroup(
         ctrs: list[Ctr], veth_pair: tuple[str, str]) -> None:
     a, b = ctrs[0], ctrs[1]
-    opts = netio.Options(devices={"lkkA": "left", "lkkB": "right"}, targets=[a, b])
+    opts = netio.Options(devices={"lkkA": "left", "lkkB": "right"}, targets=[a.target, b.target])
     with netio.attach(opts) as probe:
         _udp(a.cgroup_path, veth_pair[0], N)
         rows = probe.read()
@@ -205,7 +213,7 @@ def test_oomkill_in_a_16m_cgroup_matches_its_oom_kill_counter(
             (mems[0] / "memory.memsw.limit_in_bytes").write_text(str(16 << 20))
         if not with_bcc:
             monkeypatch.setattr(features, "has_bcc", lambda: False)
-        opts = oomkill.Options(targets=[victim, bystander])
+        opts = oomkill.Options(targets=[victim.target, bystander.target])
         with oomkill.open_probe(opts) as probe:
             assert probe.mode == ("tracepoint" if with_bcc else "procfs")
             hog = subprocess.Popen(["sh", "-c", (
@@ -242,7 +250,7 @@ def test_oomkill_records_name_the_victim_by_its_exit(ctrs: list[Ctr]) -> None:
     try:
         mem.mkdir()
         (mem / "memory.limit_in_bytes").write_text(str(16 << 20))
-        with oomkill.attach(oomkill.Options(targets=[victim])) as probe:
+        with oomkill.attach(oomkill.Options(targets=[victim.target])) as probe:
             hog = subprocess.Popen(["sh", "-c", (
                 f"echo $$ > {victim.cgroup_path}/cgroup.procs && echo $$ > {mem}/cgroup.procs"
                 f" && exec {sys.executable} -c \"a = b'x' * (64 << 20)\"")])
@@ -276,7 +284,7 @@ def test_fallbacks_without_bcc_say_what_is_missing(
                     _mac(veth_pair[1], "lkkB"), "dev", "lkkA", "nud", "permanent"], check=True)
     nopts = netio.Options(devices={"lkkA": "left"}, netns=f"/run/netns/{veth_pair[0]}")
     with netio.open_probe(nopts) as net, \
-            runqlat.open_probe(runqlat.Options(targets=[a])) as runq:
+            runqlat.open_probe(runqlat.Options(targets=[a.target])) as runq:
         assert (net.mode, runq.mode) == ("procfs", "procfs")
         assert "protocol split" in net.missing and "histogram" in runq.missing
         worker = _in(a.cgroup_path, sys.executable, "-c", BUSY + "\ntime.sleep(3)")

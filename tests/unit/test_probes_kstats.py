@@ -3,21 +3,17 @@ fake /proc and cgroup trees."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from labkit import errors
 from labkit._sys import features
-from labkit.probes import netio, oomkill, runqlat
+from labkit.probes import netio, oomkill, runqlat, target
 
 
-@dataclass(frozen=True)
-class Ctr:
-    name: str
-    cgroup_id: int
-    cgroup_path: Path
+def Ctr(name: str, cgroup_id: int, path: str) -> target.Target:
+    return target.Target(name, name, None, cgroup_id, path)
 
 
 @pytest.fixture
@@ -28,7 +24,7 @@ def formats(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_runqlat_render_filters_only_with_targets() -> None:
     plain = runqlat.render(runqlat.Options())
-    aimed = runqlat.render(runqlat.Options(targets=[Ctr("a", 7, Path("/x"))]))
+    aimed = runqlat.render(runqlat.Options(targets=[Ctr("a", 7, "/x")]))
     for text in (plain, aimed):
         assert "TRACEPOINT_PROBE(sched, sched_wakeup)" in text
         assert "TRACEPOINT_PROBE(sched, sched_wakeup_new)" in text
@@ -48,7 +44,8 @@ def test_log2_buckets_and_percentiles() -> None:
         runqlat.percentile(row.buckets, 1.5)
 
 
-def test_runqlat_procfs_sums_run_delay_over_the_cgroup(tmp_path: Path) -> None:
+def test_runqlat_procfs_sums_run_delay_over_the_cgroup(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cg, proc = tmp_path / "cg", tmp_path / "proc"
     (cg / "sub").mkdir(parents=True)
     (cg / "cgroup.threads").write_text("10\n11\n")
@@ -61,7 +58,8 @@ def test_runqlat_procfs_sums_run_delay_over_the_cgroup(tmp_path: Path) -> None:
 
     for tid in (10, 11, 12):
         stat(tid, 1000, 1)
-    probe = runqlat.ProcfsRunq([Ctr("a", 5, cg)], proc=proc)
+    monkeypatch.setattr(runqlat, "cgroup_dir", lambda t: cg)
+    probe = runqlat.ProcfsRunq([Ctr("a", 5, "/cg")], proc=proc)
     stat(10, 5000, 3)                         # +4 us in 2 slices
     stat(12, 2000, 2)                         # +1 us in 1 slice
     (cg / "cgroup.threads").write_text("10\n11\n13\n")
@@ -82,7 +80,7 @@ def test_netio_render_reads_data_loc_names_and_adds_entry_probes() -> None:
     assert "TRACEPOINT_PROBE(net, netif_receive_skb_entry)" in text
     assert "napi_gro_receive_entry" not in text and "ENTRY_PROBES" not in text
     assert "FILTER" not in text and "lk_targets.lookup(&cgid)" not in text
-    aimed = netio.render(netio.Options(targets=[Ctr("a", 3, Path("/x"))]), events=[])
+    aimed = netio.render(netio.Options(targets=[Ctr("a", 3, "/x")]), events=[])
     assert "lk_targets.lookup(&cgid)" in aimed
 
 
@@ -123,7 +121,7 @@ def test_oomkill_render_watches_the_victims_exit(formats: None) -> None:
 
 def test_oomkill_attribution_order(formats: None) -> None:
     probe = oomkill.OomProbe.__new__(oomkill.OomProbe)
-    probe.targets = (Ctr("web", 42, Path("/x")),)
+    probe.targets = (Ctr("web", 42, "/x"),)
     probe._exits = {7: 42}
     base = oomkill.OomKill(1, 7, None, None, None, None, None, None, None, None, 7, "x",
                            trigger_cgroup_id=99)
@@ -150,5 +148,8 @@ def test_proc_cgroup_id_reads_the_v2_line(tmp_path: Path) -> None:
 def test_oomkill_fallback_needs_targets() -> None:
     with pytest.raises(errors.InvalidArgumentError, match="targets"):
         oomkill.ProcfsOom([])
-    with pytest.raises(errors.InvalidArgumentError, match="cgroup_path"):
-        oomkill._relative("/tmp/lk-x")
+    for bad in ("/sys/fs/cgroup/memory", "/", "/lk/../etc"):
+        with pytest.raises(errors.InvalidArgumentError, match="cgroup"):
+            oomkill._relative(bad)
+    assert oomkill._relative("/lk/web") == "lk/web"
+    assert oomkill._relative("/sys/fs/cgroup/memory/lk/web") == "lk/web"
