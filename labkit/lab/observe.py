@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = ["KINDS", "WORKLOADS", "KernelRow", "Observatory", "Watch", "count_execs",
-           "kernel_state", "oom_in", "ping", "plot_runqlat", "probe_picker", "runq_both",
-           "watch"]
+           "fallbacks", "kernel_state", "oom_in", "ping", "plot_net", "plot_runqlat",
+           "probe_picker", "runq_both", "watch"]
 
 NAMES = ("lk-one", "lk-two")
 MEMORY_LIMIT = "16m"
@@ -275,3 +275,44 @@ def _docker() -> str:
     from labkit.measure.peers import docker_cli
 
     return docker_cli()
+
+
+def plot_net(rows: Sequence[netio.NetRow], ax: Axes | None = None) -> Axes:
+    """Bytes each container received and sent, from its host-side veth (netio.per_target)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    view = netio.per_target(rows)
+    names = sorted(view)
+    for i, d in enumerate(("rx_bytes", "tx_bytes")):
+        ax.bar([j + i * 0.4 for j in range(len(names))], [view[n][d] for n in names],
+               width=0.4, label=d.replace("_", " "))
+    ax.set_xticks([j + 0.2 for j in range(len(names))], names)
+    ax.set_ylabel("bytes (host-side veth)")
+    ax.legend()
+    return ax
+
+
+def fallbacks(obs: Observatory) -> list[dict[str, str]]:
+    """The same three measurements without eBPF (what a host without bcc gets): each
+    fallback's mode, what it cannot see, and one reading of it."""
+    one, two = obs.target("lk-one"), obs.target("lk-two")
+    rows = []
+    with runqlat.procfs(runqlat.Options(targets=(one,))) as rq:
+        obs.sh("lk-one", WORKLOADS["runqlat"])
+        r = rq.read()[0]
+    rows.append({"probe": "runqlat", "mode": rq.mode, "cannot see": ", ".join(rq.missing),
+                 "reading": f"lk-one: {r.count} slices, mean wait {r.mean_us:.0f} us"})
+    devs = {d: n for d, n in obs.veths.items() if n == "lk-one"}
+    with netio.procfs(netio.Options(devices=devs, netns=f"/run/netns/{obs.lab.ns}")) as nt:
+        obs.sh("lk-one", f"ping -c {N} -i 0.05 -q {obs.ips['lk-two']} > /dev/null")
+        got = {x.direction: x for x in nt.read()}
+    rows.append({"probe": "net", "mode": nt.mode, "cannot see": ", ".join(nt.missing),
+                 "reading": f"lk-one's veth: {got['rx'].packets} packets in, "
+                            f"{got['tx'].packets} out (all protocols)"})
+    with oomkill.procfs(oomkill.Options(targets=(two,))) as om:
+        kills = om.counts()
+    rows.append({"probe": "oomkill", "mode": om.mode, "cannot see": ", ".join(om.missing),
+                 "reading": f"lk-two: {kills['lk-two']} kills since open"})
+    return rows
