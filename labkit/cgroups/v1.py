@@ -118,6 +118,14 @@ class V1Cgroup:
         host has no cgroup2 mount at ``root/unified`` (a legacy host)."""
         return self._unified
 
+    def without_unified(self) -> V1Cgroup:
+        """The same cgroup without its unified mirror: for a process already born in the
+        mirror (clone3 CLONE_INTO_CGROUP), which then joins only the v1 hierarchies."""
+        other = V1Cgroup.__new__(V1Cgroup)
+        other.__dict__.update(self.__dict__)
+        other._unified = None
+        return other
+
     def _unique_dirs(self) -> list[str]:
         return list(dict.fromkeys(self._dirs.values()))  # co-mounted cpu,cpuacct share one
 

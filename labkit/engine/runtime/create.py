@@ -214,13 +214,13 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
         hooks_r, hooks_w = os.pipe2(os.O_CLOEXEC)
     uses_cgroupfs = any(m.get("type") == "cgroup" for m in cfg.raw.get("mounts") or [])
     args = InitArgs(cfg, sync_w, fifo_fd, pty, console_fd, filt, uses_cgroupfs, hooks_r)
-    pid = os.fork()
+    pid, join = _fork_intermediate(cg)
     if pid == 0:
         os.close(sync_r)
         os.close(ns_parent)
         if hooks_w is not None:
             os.close(hooks_w)  # else init would never see EOF on hooks_r
-        intermediate(args, cg, ns_child)
+        intermediate(args, join, ns_child)
     os.close(sync_w)
     os.close(ns_child)
     if hooks_r is not None:
@@ -295,6 +295,32 @@ def _create(root: str, cid: str, cfg: configmod.Config, cg: Any, resources: Any,
         _write_pid_file(pid_file, init_pid)
     undo.steps.clear()
     return st, master
+
+
+def _fork_intermediate(cg: Any) -> tuple[int, Any]:
+    """fork(2) the intermediate; returns (pid, the cgroup it still has to join).
+
+    On a hybrid host the child is born in the cgroup's unified mirror (clone3 with
+    CLONE_INTO_CGROUP, labkit._sys.clone3): joining it by writing cgroup.procs would wait
+    6-11 ms for an RCU grace period on every start.  It then joins only the v1 hierarchies
+    (through "tasks", cheap).  Where clone3 cannot (older kernel, seccomp, threads), a plain
+    fork and the full join."""
+    d = getattr(cg, "unified_dir", None)
+    if d is None:
+        return os.fork(), cg
+    try:
+        fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return os.fork(), cg  # the join below names the problem
+    from labkit._sys.clone3 import fork_into_cgroup
+
+    try:
+        pid = fork_into_cgroup(fd)
+    except errors.LabkitError:
+        return os.fork(), cg
+    finally:
+        os.close(fd)
+    return pid, (cg.without_unified() if pid == 0 else cg)
 
 
 def _v2_dir(cg: Any) -> str | None:

@@ -1,0 +1,180 @@
+"""Container attribution on the real kernel: labkit-runtime containers with a known, prime
+number of events, seen by the probes and put on the right container.
+
+Each container runs ``sh -c 'loop N times: /bin/true ...'`` and is created first (init waits
+on its exec fifo), so the probe can be pointed at it by name before it starts.  Every test
+deletes its containers and checks that no cgroup is left in either hierarchy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labkit.engine.runtime import state as statemod
+from labkit.probes import lifecycle, target
+from tests.privileged.test_runtime import Bundle, cgroup_exists
+
+pytestmark = pytest.mark.privileged
+
+UNIFIED = Path("/sys/fs/cgroup/unified")
+
+
+def loop(n: int, cmd: str = "/bin/true", code: int = 0) -> list[str]:
+    """argv of a shell that runs ``cmd`` exactly ``n`` times (busybox ash forks + execs a
+    command named by path), then exits with ``code``."""
+    return ["sh", "-c", f"i=0; while [ $i -lt {n} ]; do {cmd}; i=$((i+1)); done; exit {code}"]
+
+
+class Lab:
+    def __init__(self, tmp: Path) -> None:
+        self.b = Bundle(tmp)
+
+    def create(self, argv: list[str]) -> str:
+        self.b.set_args(*argv, terminal=False)
+        cid = self.b.new_id()
+        self.b.cli("create", "--bundle", str(self.b.dir), cid, check=True)
+        return cid
+
+    def target(self, cid: str) -> target.Target:
+        return target.resolve(cid, state_root=self.b.root)
+
+    def start(self, *cids: str) -> None:
+        for cid in cids:
+            self.b.cli("start", cid, check=True)
+
+    def wait(self, *cids: str, bound: float = 30.0) -> None:
+        """Until each container's init has exited (a bound against a hang, not a timing)."""
+        deadline = time.monotonic() + bound
+        for cid in cids:
+            while statemod.load(str(self.b.root), cid).alive():
+                assert time.monotonic() < deadline, f"{cid} still running"
+                time.sleep(0.02)
+
+    def delete(self) -> None:
+        self.b.cleanup()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    lb = Lab(tmp_path)
+    yield lb
+    lb.delete()
+    for cid in lb.b.ids:
+        assert not cgroup_exists(cid), f"cgroup of {cid} left behind"
+        assert not (UNIFIED / "lk" / cid).exists(), f"unified mirror of {cid} left behind"
+        assert not (lb.b.root / cid).exists()
+
+
+def execs(events: list[Any], container: str, filename: str = "/bin/true") -> list[Any]:
+    return [e for e in events if e.kind == "exec" and e.container == container
+            and e.filename == filename]
+
+
+# --- the runtime publishes the ids ---------------------------------------------------------
+
+
+def test_runtime_publishes_the_v2_cgroup_id_and_namespace_inodes(lab: Lab) -> None:
+    cid = lab.create(["sleep", "30"])
+    st = statemod.load(str(lab.b.root), cid)
+    ids = st.kernel_ids
+    cg_dir = (UNIFIED if UNIFIED.is_dir() else Path("/sys/fs/cgroup")) / "lk" / cid
+    assert ids["cgroup_id"] == cg_dir.stat().st_ino
+    assert ids["cgroup_path"] == f"/lk/{cid}"
+    # init's own view agrees: its v2 line, and the namespace links
+    lines = Path(f"/proc/{st.pid}/cgroup").read_text().splitlines()
+    assert f"0::/lk/{cid}" in lines
+    for kind, ino in ids["ns"].items():
+        assert os.stat(f"/proc/{st.pid}/ns/{kind}").st_ino == ino
+    # a new pid/net/mnt/uts/ipc namespace each (the default spec), so not the host's
+    for kind in ("pid", "net", "mnt", "uts", "ipc"):
+        assert ids["ns"][kind] != os.stat(f"/proc/self/ns/{kind}").st_ino
+    t = lab.target(cid)
+    assert (t.cgroup_id, t.pid, dict(t.ns)) == (ids["cgroup_id"], st.pid, ids["ns"])
+    assert target.from_pid(st.pid, cid).cgroup_id == ids["cgroup_id"]
+    assert cid in [x.name for x in target.running(state_root=lab.b.root)]
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+def test_lifecycle_sees_exactly_23_execs_in_the_container(lab: Lab) -> None:
+    cid = lab.create(loop(23, code=7))
+    t = lab.target(cid)
+    with lifecycle.attach(lifecycle.Options(targets=(t,))) as probe:
+        assert (probe.mode, probe.missing) == ("tracepoint", ())
+        lab.start(cid)
+        lab.wait(cid)
+        events = probe.read()
+        lost = probe.lost
+    assert lost == 0
+    assert {e.container for e in events} == {cid}
+    assert len(execs(events, cid)) == 23
+    assert len(execs(events, cid, "/bin/sh")) == 1  # init's exec of the process, at start
+    forks = [e for e in events if e.kind == "fork"]
+    assert len(forks) == 23 and all(e.ppid == t.pid for e in forks)
+    exits = [e for e in events if e.kind == "exit"]
+    assert Counter(e.comm for e in exits) == {"true": 23, "sh": 1}
+    assert all(e.code == 0 for e in exits if e.comm == "true")
+    assert [e.code for e in exits if e.comm == "sh"] == [7]  # exit_group's status
+    # each exec'd child is one of the forks, and names init as its parent
+    assert {e.pid for e in execs(events, cid)} == {e.pid for e in forks}
+    assert all(e.ppid == t.pid for e in execs(events, cid))
+
+
+def test_lifecycle_two_containers_at_once_each_event_on_its_container(lab: Lab) -> None:
+    a = lab.create(loop(23))
+    b = lab.create(loop(29, "/bin/echo x >/dev/null"))
+    ta, tb = lab.target(a), lab.target(b)
+    assert ta.cgroup_id != tb.cgroup_id
+    with lifecycle.attach(lifecycle.Options(targets=(ta, tb))) as probe:
+        lab.start(a, b)
+        lab.wait(a, b)
+        events = probe.read()
+    assert len(execs(events, a)) == 23 and len(execs(events, b, "/bin/echo")) == 29
+    # nothing of one container on the other
+    assert execs(events, b) == [] and execs(events, a, "/bin/echo") == []
+    pids = {a: {ta.pid}, b: {tb.pid}}
+    for e in events:
+        if e.kind == "fork":
+            pids[e.container].add(e.pid)
+    assert not pids[a] & pids[b]
+    assert all(e.pid in pids[e.container] for e in events)
+
+
+def test_lifecycle_without_targets_keeps_everything_as_host(lab: Lab) -> None:
+    cid = lab.create(loop(23))
+    with lifecycle.attach() as probe:
+        lab.start(cid)
+        lab.wait(cid)
+        events = probe.read()
+    assert {e.container for e in events} >= {"host"}
+    assert len(execs(events, "host")) >= 23
+
+
+def test_fork_into_cgroup_child_starts_in_the_cgroup(tmp_path: Path) -> None:
+    from labkit._sys.clone3 import fork_into_cgroup
+
+    if not UNIFIED.is_dir():
+        pytest.skip("no hybrid unified mount here")
+    d = UNIFIED / f"lk-attr-c3-{os.getpid()}"
+    d.mkdir()
+    try:
+        fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid = fork_into_cgroup(fd)
+            if pid == 0:
+                ok = f"0::/{d.name}" in Path("/proc/self/cgroup").read_text().splitlines()
+                os._exit(0 if ok else 1)
+        finally:
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        d.rmdir()
