@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit import errors
 from labkit.lab.netlab import NetLab
-from labkit.probes import lifecycle, netio, oomkill, runqlat
+from labkit.probes import lifecycle, netio, nssyscalls, oomkill, runqlat
 from labkit.probes.target import Target, from_pid
 
 if TYPE_CHECKING:
@@ -41,6 +41,9 @@ N = 23  # pings and the like: a prime, so a doubled or dropped packet shows
 # What each probe kind runs in the container while it watches (busybox sh).
 WORKLOADS: dict[str, str] = {
     "lifecycle": "ls / > /dev/null; date > /dev/null; echo done",
+    # docker exec's setns calls show; unshare(2) does not: the container's seccomp filter
+    # refuses it before the sys_enter tracepoint fires (syscall_trace_enter runs seccomp first)
+    "syscalls": "unshare -u true; true",
     "runqlat": "for i in 1 2 3; do (i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done) & "
                "done; wait",
     "net": f"ping -c {N} -i 0.05 -q PEER > /dev/null",
@@ -149,6 +152,8 @@ class Watch:
 def _open(obs: Observatory, kind: str, t: Target) -> Any:
     if kind == "lifecycle":
         return lifecycle.attach(lifecycle.Options(targets=(t,)))
+    if kind == "syscalls":
+        return nssyscalls.attach(nssyscalls.Options(targets=(t,)))
     if kind == "runqlat":
         return runqlat.open_probe(runqlat.Options(targets=(t,)))
     if kind == "net":
