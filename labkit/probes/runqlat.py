@@ -180,8 +180,12 @@ def render(opts: Options) -> str:
 
 
 def bucket_range(slot: int) -> tuple[int, int]:
-    """bcc's log2 bucket ``slot`` as [low, high] microseconds (slot 0 is 0-1 us)."""
-    return (0, 1) if slot == 0 else (1 << slot, (1 << (slot + 1)) - 1)
+    """bcc's log2 bucket ``slot`` as [low, high] microseconds.
+
+    bpf_log2l(v) is floor(log2 v) + 1 for v >= 1 and 1 for v == 0 (bcc's helpers.h), so
+    slot s holds [2**(s-1), 2**s - 1], slot 1 holds 0 and 1 (bcc's print_log2_hist)."""
+    low, high = (1 << slot) >> 1, (1 << slot) - 1
+    return (max(low - 1, 0), high) if low == high else (low, high)
 
 
 def percentile(buckets: Sequence[tuple[int, int, int]], q: float) -> float | None:

@@ -107,6 +107,11 @@ def test_runqlat_counts_only_the_targeted_cgroups(ctrs: list[Ctr]) -> None:
     for r in rows:
         assert r.count == sum(n for _, _, n in r.buckets) and r.sum_ns > 0
         assert r.p50_us is not None and r.p95_us is not None and r.p50_us <= r.p95_us
+        # Each wait lies in its bucket, so the exact sum lies between the buckets' bounds
+        # (a wrong slot -> range mapping, off by a factor of two, breaks this).
+        low = sum(lo * n for lo, _, n in r.buckets) * 1000
+        high = sum((hi + 1) * n for _, hi, n in r.buckets) * 1000
+        assert low <= r.sum_ns < high, (low, r.sum_ns, high)
 
 
 def test_runqlat_without_targets_names_cgroups_by_id(ctrs: list[Ctr]) -> None:

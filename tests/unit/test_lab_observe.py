@@ -44,7 +44,7 @@ def test_plots_take_probe_rows() -> None:
     rows = [runqlat.buckets_to_row("lk-one", 1, {3: 4, 5: 1}, 5, 5000),
             runqlat.buckets_to_row("lk-two", 2, {2: 2}, 2, 100)]
     ax = observe.plot_runqlat(rows)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["4", "8", "32"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "4", "16"]
     net = [netio.NetRow("lk-one", "device", "lkv1", "rx", "ipv4", 23, 2254)]
     ax = observe.plot_net(net)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["lk-one"]

@@ -34,8 +34,8 @@ def test_runqlat_render_filters_only_with_targets() -> None:
 
 
 def test_log2_buckets_and_percentiles() -> None:
-    assert runqlat.bucket_range(0) == (0, 1) and runqlat.bucket_range(4) == (16, 31)
-    row = runqlat.buckets_to_row("a", 1, {4: 10, 0: 0, 6: 10}, 20, 20 * 50_000)
+    assert [runqlat.bucket_range(s) for s in (0, 1, 2, 5)] == [(0, 0), (0, 1), (2, 3), (16, 31)]
+    row = runqlat.buckets_to_row("a", 1, {5: 10, 0: 0, 7: 10}, 20, 20 * 50_000)
     assert row.buckets == ((16, 31, 10), (64, 127, 10)) and row.mean_us == 50.0
     assert row.p50_us == 31.0                 # the end of the lower half
     assert row.p95_us == pytest.approx(64 + 63 * 0.9)
