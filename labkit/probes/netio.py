@@ -314,7 +314,7 @@ class ProcfsNet:
     mode = "procfs"
     missing = ("protocol split", "cgroup attribution")
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, reason: str = "") -> None:
         _check_devices(opts.devices)
         if not opts.devices:
             raise errors.InvalidArgumentError(
@@ -322,6 +322,8 @@ class ProcfsNet:
                 hint="Options(devices={'lkv...': 'web'}); veths(inspect) lists a container's")
         self.opts = opts
         self.tool = TOOL
+        self.reason = reason  # why eBPF did not run (the front door says)
+        self.lost = 0
         self._base = link_stats(list(opts.devices), opts.netns)
         self._closed = False
 
@@ -351,9 +353,10 @@ class ProcfsNet:
         self.close()
 
 
-def procfs(opts: Options) -> ProcfsNet:
-    """The fallback: the named devices' counters (needs ``devices``)."""
-    return ProcfsNet(opts)
+def procfs(opts: Options, reason: str = "") -> ProcfsNet:
+    """The fallback: the named devices' counters (needs ``devices``); ``reason``: why eBPF
+    is not used."""
+    return ProcfsNet(opts, reason)
 
 
 def open_probe(opts: Options | None = None) -> NetProbe | ProcfsNet:
@@ -361,5 +364,5 @@ def open_probe(opts: Options | None = None) -> NetProbe | ProcfsNet:
     opts = opts or Options()
     try:
         return attach(opts)
-    except errors.UnsupportedError:
-        return procfs(opts)
+    except errors.UnsupportedError as err:
+        return procfs(opts, str(err))

@@ -331,13 +331,15 @@ class ProcfsOom:
     mode = "procfs"
     missing = ("victim pid and comm", "kill time", "memory figures", "trigger")
 
-    def __init__(self, targets: Sequence[Target]) -> None:
+    def __init__(self, targets: Sequence[Target], reason: str = "") -> None:
         if not targets:
             raise errors.InvalidArgumentError(
                 "targets", "the counter fallback reads containers' memory cgroups: name one")
         attribution.check(targets)
         self.targets = tuple(targets)
         self.tool = TOOL
+        self.reason = reason  # why eBPF did not run (the front door says)
+        self.lost = 0
         self._base = {t.name: cgroup_oom_kills(_path(t)) for t in self.targets}
         self._closed = False
 
@@ -361,9 +363,10 @@ class ProcfsOom:
         self.close()
 
 
-def procfs(opts: Options) -> ProcfsOom:
-    """The fallback: the targets' memory-cgroup OOM-kill counters."""
-    return ProcfsOom(opts.targets)
+def procfs(opts: Options, reason: str = "") -> ProcfsOom:
+    """The fallback: the targets' memory-cgroup OOM-kill counters; ``reason``: why eBPF is
+    not used."""
+    return ProcfsOom(opts.targets, reason)
 
 
 def open_probe(opts: Options | None = None) -> OomProbe | ProcfsOom:
@@ -371,5 +374,5 @@ def open_probe(opts: Options | None = None) -> OomProbe | ProcfsOom:
     opts = opts or Options()
     try:
         return attach(opts)
-    except errors.UnsupportedError:
-        return procfs(opts)
+    except errors.UnsupportedError as err:
+        return procfs(opts, str(err))

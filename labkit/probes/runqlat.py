@@ -307,7 +307,8 @@ class ProcfsRunq:
     mode = "procfs"
     missing = ("histogram", "p50/p95", "tasks that exited before read()")
 
-    def __init__(self, targets: Sequence[Target], proc: str | Path = "/proc") -> None:
+    def __init__(self, targets: Sequence[Target], proc: str | Path = "/proc",
+                 reason: str = "") -> None:
         if not targets:
             raise errors.InvalidArgumentError(
                 "targets", "the procfs fallback needs containers to sum over",
@@ -315,6 +316,8 @@ class ProcfsRunq:
         attribution.check(targets)
         self.targets = tuple(targets)
         self.tool = TOOL
+        self.reason = reason  # why eBPF did not run (the front door says)
+        self.lost = 0
         self._proc = proc
         self._base = {t.name: self._sample(t) for t in self.targets}
         self._closed = False
@@ -353,9 +356,10 @@ class ProcfsRunq:
         self.close()
 
 
-def procfs(opts: Options) -> ProcfsRunq:
-    """The fallback: run_delay from /proc, per container (needs targets)."""
-    return ProcfsRunq(opts.targets)
+def procfs(opts: Options, reason: str = "") -> ProcfsRunq:
+    """The fallback: run_delay from /proc, per container (needs targets); ``reason``: why
+    eBPF is not used."""
+    return ProcfsRunq(opts.targets, reason=reason)
 
 
 def open_probe(opts: Options | None = None) -> RunqProbe | ProcfsRunq:
@@ -363,5 +367,5 @@ def open_probe(opts: Options | None = None) -> RunqProbe | ProcfsRunq:
     opts = opts or Options()
     try:
         return attach(opts)
-    except errors.UnsupportedError:
-        return procfs(opts)
+    except errors.UnsupportedError as err:
+        return procfs(opts, str(err))
