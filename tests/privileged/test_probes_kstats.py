@@ -292,6 +292,7 @@ def test_fallbacks_without_bcc_say_what_is_missing(
             runqlat.open_probe(runqlat.Options(targets=[a.target])) as runq:
         assert (net.mode, runq.mode) == ("procfs", "procfs")
         assert "protocol split" in net.missing and "histogram" in runq.missing
+        assert "bcc" in net.reason and "bcc" in runq.reason
         worker = _in(a.cgroup_path, sys.executable, "-c", BUSY + "\ntime.sleep(3)")
         _udp(ctrs[1].cgroup_path, veth_pair[0], N)
         time.sleep(1)  # the busy loop is over; the worker now sleeps, still in a
