@@ -24,7 +24,9 @@ What this misses, so the counts are a floor, not the truth:
 * a task moved to another cgroup is charged to its old one until it is next switched out.
 
 The cgroup is the one bpf_get_current_cgroup_id() sees: the v2 (unified) hierarchy, which
-on a hybrid host is /sys/fs/cgroup/unified.  Overhead: a hash update on every context switch
+on a hybrid host is /sys/fs/cgroup/unified.  With targets, a task is matched to a container
+by labkit.probes.attribution (its cgroup or an ancestor is the target's), learnt while the
+task is current, so sub-cgroups a container makes count for it.  Overhead: a hash update on every context switch
 and wakeup of the machine (a few hundred ns each): meant for a measurement, not always-on.
 
 Without bcc, ``procfs(opts)`` sums ``run_delay`` and the slice count of
@@ -54,13 +56,15 @@ MAX_SLOTS = 40  # log2 buckets of microseconds: 2**40 us is 12 days
 BPF_TEXT = r"""
 #include <linux/sched.h>
 
+ATTRIBUTION
+
 struct wait_t {
     u64 ts_ns;
-    u64 cgid;
+    u64 who;            // see who() below
 };
 
 struct hist_key_t {
-    u64 cgid;
+    u64 who;
     u64 slot;
 };
 
@@ -69,50 +73,51 @@ struct total_t {
     u64 sum_ns;
 };
 
-BPF_HASH(lk_targets, u64, u32, 1024);     // watched cgroup id -> 1 + target index (attribution.fill)
-BPF_TABLE("lru_hash", u32, u64, cgroup_of, 65536);    // pid -> cgroup id, learnt at switch-out
+BPF_TABLE("lru_hash", u32, u64, cgroup_of, 65536);    // pid -> who(), learnt when it was current
 BPF_HASH(waiting, u32, struct wait_t, 65536);         // pid -> since when it is runnable
 BPF_HISTOGRAM(dist, struct hist_key_t, MAX_ENTRIES);
 BPF_HASH(totals, u64, struct total_t, 1024);
 
-static int watched(u64 cgid) {
-    FILTER
-    return 1;
+// Whom the current task's waits count for: with targets, 1 + the index of the target whose
+// cgroup (or an ancestor of it) holds the task, 0 for none (labkit.probes.attribution);
+// without targets, its cgroup id.
+static u64 who(void) {
+    WHO
 }
 
-static int start_wait(u32 pid, u64 cgid) {
-    if (pid == 0 || !watched(cgid))
+static int start_wait(u32 pid, u64 w) {
+    if (pid == 0 || w == 0)
         return 0;
-    struct wait_t w = {.ts_ns = bpf_ktime_get_ns(), .cgid = cgid};
-    waiting.update(&pid, &w);
+    struct wait_t wt = {.ts_ns = bpf_ktime_get_ns(), .who = w};
+    waiting.update(&pid, &wt);
     return 0;
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup) {
     u32 pid = args->pid;
-    u64 *cgid = cgroup_of.lookup(&pid);
-    if (!cgid)
+    u64 *w = cgroup_of.lookup(&pid);
+    if (!w)
         return 0;               // not switched out since attach: its cgroup is unknown
-    return start_wait(pid, *cgid);
+    return start_wait(pid, *w);
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup_new) {
     // The new task is in its parent's cgroup, and its parent is the one waking it.
     u32 pid = args->pid;
-    u64 cgid = bpf_get_current_cgroup_id();
-    cgroup_of.update(&pid, &cgid);
-    return start_wait(pid, cgid);
+    u64 w = who();
+    cgroup_of.update(&pid, &w);
+    return start_wait(pid, w);
 }
 
 TRACEPOINT_PROBE(sched, sched_switch) {
     u32 prev = args->prev_pid, next = args->next_pid;
     if (prev != 0) {
-        u64 cgid = bpf_get_current_cgroup_id();   // current is still prev
-        cgroup_of.update(&prev, &cgid);
+        u64 w = who();                    // current is still prev
+        cgroup_of.update(&prev, &w);
         // No sleep bit in the reported state (S D T t X Z P I: the low byte): prev was
         // preempted or yielded while runnable, so it waits on the run queue from now.
         if ((args->prev_state & 0xff) == 0)
-            start_wait(prev, cgid);
+            start_wait(prev, w);
     }
     if (next == 0)
         return 0;
@@ -121,12 +126,12 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         return 0;
     u64 now = bpf_ktime_get_ns();
     u64 delta = now > w->ts_ns ? now - w->ts_ns : 0;
-    struct hist_key_t key = {.cgid = w->cgid, .slot = bpf_log2l(delta / 1000)};
+    struct hist_key_t key = {.who = w->who, .slot = bpf_log2l(delta / 1000)};
     if (key.slot >= MAX_SLOTS)
         key.slot = MAX_SLOTS - 1;
     dist.increment(key);
     struct total_t zero = {};
-    struct total_t *t = totals.lookup_or_try_init(&w->cgid, &zero);
+    struct total_t *t = totals.lookup_or_try_init(&w->who, &zero);
     if (t) {
         __sync_fetch_and_add(&t->count, 1);
         __sync_fetch_and_add(&t->sum_ns, delta);
@@ -172,9 +177,12 @@ class RunqRow:
 
 
 def render(opts: Options) -> str:
-    """The BPF C program: with targets, only their cgroups are timed (lk_targets filter)."""
-    flt = "if (!lk_targets.lookup(&cgid)) return 0;" if opts.targets else ""
-    return (BPF_TEXT.replace("FILTER", flt)
+    """The BPF C program: with targets, only tasks in their cgroups (or below) are timed,
+    matched by labkit.probes.attribution; without, every cgroup by its id."""
+    who = ("u32 ix = 0;\n    lk_target_of(&ix);\n    return ix;" if opts.targets
+           else "return bpf_get_current_cgroup_id();")
+    return (BPF_TEXT.replace("ATTRIBUTION", attribution.render(opts.targets, host=False))
+            .replace("WHO", who)
             .replace("MAX_ENTRIES", str(MAX_SLOTS * max(len(opts.targets), 64)))
             .replace("MAX_SLOTS", str(MAX_SLOTS)))
 
@@ -227,24 +235,24 @@ class RunqProbe(base.BccProbe[RunqRow]):
         super().__init__(bpf, tool)
         self.targets = tuple(targets)
 
-    def _name(self, cgid: int) -> str:
-        for t in self.targets:
-            if t.cgroup_id == cgid:
-                return t.name
-        return f"cgroup:{cgid}"
+    def _named(self, w: int) -> tuple[str, int]:
+        """(name, cgroup id) of a ``who`` key: a target's index + 1, or a cgroup id."""
+        if self.targets:
+            t = self.targets[w - 1]
+            return t.name, t.cgroup_id or 0
+        return f"cgroup:{w}", w
 
     def read(self) -> list[RunqRow]:
-        """One row per cgroup that had a wait, targets first in their order."""
+        """One row per container (or cgroup) that had a wait, targets in their order."""
         # The maps change while we read them: the count is the histogram's own sum, so
         # that percentiles and count agree; the sum is read after, a few waits newer.
         slots: dict[int, dict[int, int]] = {}
         for k, v in self.bpf[b"dist"].items():
-            slots.setdefault(int(k.cgid), {})[int(k.slot)] = int(v.value)
+            slots.setdefault(int(k.who), {})[int(k.slot)] = int(v.value)
         sums = {int(k.value): int(v.sum_ns) for k, v in self.bpf[b"totals"].items()}
-        rows = [buckets_to_row(self._name(cgid), cgid, s, sum(s.values()), sums.get(cgid, 0))
-                for cgid, s in slots.items()]
-        order = {t.cgroup_id: i for i, t in enumerate(self.targets)}
-        return sorted(rows, key=lambda r: (order.get(r.cgroup_id, len(order)), r.cgroup_id))
+        rows = [buckets_to_row(*self._named(w), s, sum(s.values()), sums.get(w, 0))
+                for w, s in sorted(slots.items())]
+        return rows
 
     def clear(self) -> None:
         """Start the histograms again from zero."""

@@ -92,13 +92,19 @@ NAPS = f"import time\nfor _ in range({N}): time.sleep(0.005)"
 
 def test_runqlat_counts_only_the_targeted_cgroups(ctrs: list[Ctr]) -> None:
     a, b, c = ctrs
-    with runqlat.attach(runqlat.Options(targets=[a.target, b.target])) as probe:
-        assert probe.mode == "tracepoint" and probe.missing == ()
-        # Two busy loops per cgroup on two CPUs: everybody waits on a run queue.
-        procs = [_in(x.cgroup_path, sys.executable, "-c", BUSY) for x in (a, c, a, c)]
-        procs.append(_in(b.cgroup_path, sys.executable, "-c", NAPS))
-        assert [p.wait(timeout=60) for p in procs] == [0] * 5
-        rows = probe.read()
+    sub = b.cgroup_path / "lk-sub"  # a cgroup the container made: it counts for b
+    sub.mkdir()
+    try:
+        with runqlat.attach(runqlat.Options(targets=[a.target, b.target])) as probe:
+            assert probe.mode == "tracepoint" and probe.missing == ()
+            # Two busy loops per cgroup on two CPUs: everybody waits on a run queue.
+            procs = [_in(x.cgroup_path, sys.executable, "-c", BUSY) for x in (a, c, a, c)]
+            procs.append(_in(sub, sys.executable, "-c", NAPS))
+            assert [p.wait(timeout=60) for p in procs] == [0] * 5
+            rows = probe.read()
+    finally:
+        _empty(sub)
+        sub.rmdir()
     by = {r.target: r for r in rows}
     assert set(by) == {"ctr-a", "ctr-b"}, rows           # c ran too, but is not watched
     assert by["ctr-a"].cgroup_id == a.cgroup_id and by["ctr-b"].cgroup_id == b.cgroup_id

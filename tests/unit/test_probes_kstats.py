@@ -30,7 +30,9 @@ def test_runqlat_render_filters_only_with_targets() -> None:
         assert "TRACEPOINT_PROBE(sched, sched_wakeup_new)" in text
         assert "FILTER" not in text and "MAX_SLOTS" not in text and "MAX_ENTRIES" not in text
         assert "task_struct" not in text  # no kernel struct reads (nearest headers)
-    assert "lk_targets.lookup(&cgid)" in aimed and "lk_targets.lookup(&cgid)" not in plain
+    assert "lk_target_of(&ix);" in aimed and "return ix;" in aimed
+    assert "return bpf_get_current_cgroup_id();" in plain and "lk_target_of(&ix);" not in plain
+    assert "ATTRIBUTION" not in aimed and "WHO" not in aimed
 
 
 def test_log2_buckets_and_percentiles() -> None:
