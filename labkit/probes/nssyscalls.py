@@ -18,7 +18,9 @@ process is in a target's cgroup.  With neither, every process is watched, as "ho
 Caveats: clone's exit is seen in the parent only (the child returns 0 on a thread that did
 not enter); with CLONE_VFORK the parent's latency includes the child's run up to its exec;
 a failed execve's latency is seen, a successful one's ends in the new program; an exec by a
-non-leader thread changes its tid (de_thread) and loses that record.
+non-leader thread changes its tid (de_thread) and loses that record; a call a seccomp
+filter refuses never reaches sys_enter (seccomp runs first, kernel/entry/common.c), so a
+container's denied unshare(2) is not seen at all.
 
 Overhead: two hash operations per watched syscall plus one perf record; for unwatched
 tasks one hash lookup on these (rare) syscalls.

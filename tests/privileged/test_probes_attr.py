@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from labkit import probes
+from labkit._sys import features
 from labkit.engine.runtime import state as statemod
-from labkit.probes import lifecycle, target
+from labkit.probes import cgattach, lifecycle, nssyscalls, target
 from tests.privileged.test_runtime import Bundle, cgroup_exists
 
 pytestmark = pytest.mark.privileged
@@ -178,3 +180,119 @@ def test_fork_into_cgroup_child_starts_in_the_cgroup(tmp_path: Path) -> None:
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         d.rmdir()
+
+
+# --- nssyscalls ----------------------------------------------------------------------------
+
+
+def _admin(lab: Lab) -> None:
+    """CAP_SYS_ADMIN and no seccomp profile, so the container may unshare(2) and mount(2):
+    Docker's profile admits them only for CAP_SYS_ADMIN, decided when the spec was made, and
+    a call seccomp refuses never reaches the sys_enter tracepoint."""
+    cfg = lab.b.config
+    for key in ("bounding", "effective", "permitted"):
+        cfg["process"]["capabilities"][key].append("CAP_SYS_ADMIN")
+    cfg["linux"].pop("seccomp", None)
+    lab.b.config = cfg
+
+
+def test_nssyscalls_two_containers_7_and_11_unshares_each_on_its_own(lab: Lab) -> None:
+    _admin(lab)
+    a = lab.create(loop(7, "busybox unshare -u true"))
+    b = lab.create(loop(11, "mount -t tmpfs lk /tmp"))  # the root is read-only: /tmp exists
+    ta, tb = lab.target(a), lab.target(b)
+    with nssyscalls.attach(nssyscalls.Options(targets=(ta, tb))) as probe:
+        assert probe.mode == "tracepoint" and probe.missing == ()
+        lab.start(a, b)
+        lab.wait(a, b)
+        summary = probe.summary()
+        events = probe._seen
+    unshares = [e for e in events if e.syscall == "unshare"]
+    assert len(unshares) == 7 and {e.container for e in unshares} == {a}
+    assert [(e.ns_flags, e.ret) for e in unshares] == [(("CLONE_NEWUTS",), 0)] * 7
+    mounts = [e for e in events if e.syscall == "mount"]
+    assert len(mounts) == 11 and {e.container for e in mounts} == {b}
+    assert [(e.arg, e.fstype, e.ret) for e in mounts] == [("/tmp", "tmpfs", 0)] * 11
+    assert summary[(a, "unshare")].count == 7 and summary[(b, "mount")].count == 11
+    assert (b, "unshare") not in summary and (a, "mount") not in summary
+    s = summary[(a, "unshare")]
+    assert 0 < s.p50_ns <= s.p95_ns and s.failed == 0
+    # each loop forks its 7 / 11 children, whose execs are the container's too
+    assert summary[(a, "clone")].count == 7 and summary[(b, "clone")].count == 11
+
+
+def test_nssyscalls_traces_a_runtime_start_from_its_first_fork(lab: Lab) -> None:
+    with nssyscalls.attach(nssyscalls.Options(pids_under=os.getpid())) as probe:
+        cid = lab.create(["true"])
+        lab.start(cid)
+        lab.wait(cid)
+        events = probe.read()
+    mine = f"pids under {os.getpid()}"
+    assert {e.container for e in events} == {mine}
+    by = Counter(e.syscall for e in events)
+    assert by["unshare"] == 1 and by["pivot_root"] == 1
+    unshare = next(e for e in events if e.syscall == "unshare")
+    assert set(unshare.ns_flags) == {"CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC",
+                                     "CLONE_NEWPID", "CLONE_NEWNET"}
+    # the runtime forks its intermediate straight into the container's v2 cgroup
+    into = [e for e in events if e.syscall == "clone3" and e.flags & 0x200000000]
+    assert len(into) == 1 and into[0].ret > 0
+    assert next(e for e in events if e.syscall == "pivot_root").arg == "."
+    execs_ = [e for e in events if e.syscall == "execve" and e.arg == "/bin/true"]
+    assert len(execs_) == 1 and execs_[0].ret == 0
+
+
+# --- cgattach ------------------------------------------------------------------------------
+
+
+def test_cgattach_sees_the_start_into_the_containers_cgroup(lab: Lab) -> None:
+    with cgattach.attach() as probe:
+        assert probe.mode == "tracepoint" and probe.missing == (cgattach.LATENCY_MISSING,)
+        cid = lab.create(["sleep", "30"])
+        events = probe.read()
+    t = lab.target(cid)
+    into = [e for e in events if e.kind == "clone_into" and e.dst_id == t.cgroup_id]
+    assert len(into) == 1  # the intermediate, born in the container's v2 cgroup
+    intermediate = into[0].pid
+    v1 = [e for e in events if e.kind == "attach" and e.dst_path == f"/lk/{cid}"]
+    # then it moves itself into each v1 hierarchy (one per mounted controller hierarchy)
+    hierarchies = {e.dst_root for e in v1}
+    assert len(v1) == len(hierarchies) >= 1 and 0 not in hierarchies
+    assert all(e.pid == e.by_pid == intermediate for e in v1)
+    assert all(e.lat_ns is None for e in v1)
+
+
+def test_cgattach_exec_into_a_running_container_is_attributed(lab: Lab) -> None:
+    a = lab.create(["sleep", "30"])
+    b = lab.create(["sleep", "30"])
+    lab.start(a, b)
+    ta, tb = lab.target(a), lab.target(b)
+    with cgattach.attach(cgattach.Options(targets=(ta, tb))) as probe:
+        lab.b.cli("exec", a, "true", check=True)
+        events = probe.read()
+    assert events and {e.container for e in events} == {a}
+    v2 = [e for e in events if e.dst_root == 0]
+    assert len(v2) == 1 and v2[0].dst_id == ta.cgroup_id and v2[0].dst_path == f"/lk/{a}"
+
+
+# --- the procfs stand-in -------------------------------------------------------------------
+
+
+def test_without_bcc_the_lifecycle_falls_back_to_polling(lab: Lab,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "has_bcc", lambda: False)
+    cid = lab.create(loop(3, "sleep 0.5"))
+    t = lab.target(cid)
+    with probes.open("lifecycle", targets=[cid], state_root=str(lab.b.root),
+                     poll_interval=0.02) as probe:
+        assert probe.mode == "procfs" and "exit codes" in probe.missing
+        lab.start(cid)
+        lab.wait(cid)
+        events = probe.read()
+    assert events and {e.container for e in events} == {cid}
+    sleeps = {e.pid for e in events if e.kind == "fork" and e.comm == "sleep"}
+    assert sleeps  # 0.5 s each against a 20 ms poll
+    assert sleeps <= {e.pid for e in events if e.kind == "exit"}
+    assert all(e.ppid == t.pid for e in events if e.kind == "fork" and e.pid in sleeps)
+    with probes.open("syscalls", targets=[cid], state_root=str(lab.b.root)) as nothing:
+        assert nothing.mode == "procfs" and nothing.read() == []
