@@ -15,6 +15,9 @@ Container-aware (every event named by its container, labkit.probes.attribution):
 * ``nssyscalls`` (kind "syscalls"): clone/clone3/unshare/setns/mount/pivot_root/execve with
   their latency
 * ``cgattach``: moves into cgroups (and births in one, clone3 CLONE_INTO_CGROUP)
+* ``runqlat``: run-queue latency per container, log2 histograms (sched tracepoints)
+* ``netio`` (kind "net"): packets and bytes per device, ethertype and container
+* ``oomkill`` (kind "oomkill"): each OOM kill, named by the victim's container
 * ``target``: a container name -> its cgroup id and namespace inodes; ``fallback``: the
   procfs stand-ins
 
@@ -47,7 +50,10 @@ KINDS: dict[str, str] = {
     "lifecycle": "labkit.probes.lifecycle",
     "syscalls": "labkit.probes.nssyscalls",
     "cgattach": "labkit.probes.cgattach",
-    # per-container statistics (helper "kstats"): "runqlat", "net", "oomkill"
+    # per-container statistics; each module has its own counter stand-in, procfs(opts, why)
+    "runqlat": "labkit.probes.runqlat",
+    "net": "labkit.probes.netio",
+    "oomkill": "labkit.probes.oomkill",
 }
 
 
@@ -99,4 +105,6 @@ def open(kind: str, targets: Iterable[Any] = (), *, fallback: bool = True,
     if not fallback:
         raise errors.UnsupportedError(f"probe {kind}", reason,
                                       hint="pass fallback=True for the procfs stand-in")
+    if hasattr(module, "procfs"):  # runqlat, net, oomkill: the kernel's own counters
+        return module.procfs(options, reason)
     return fb.open(kind, resolved, reason, interval=poll_interval, **opts)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from labkit import probes
 from labkit._sys import features
 from labkit.probes import netio, oomkill, runqlat
 from labkit.probes.target import Target
@@ -224,8 +225,7 @@ def test_oomkill_in_a_16m_cgroup_matches_its_oom_kill_counter(
             (mems[0] / "memory.memsw.limit_in_bytes").write_text(str(16 << 20))
         if not with_bcc:
             monkeypatch.setattr(features, "has_bcc", lambda: False)
-        opts = oomkill.Options(targets=[victim.target, bystander.target])
-        with oomkill.open_probe(opts) as probe:
+        with probes.open("oomkill", [victim.target, bystander.target]) as probe:
             assert probe.mode == ("tracepoint" if with_bcc else "procfs")
             hog = subprocess.Popen(["sh", "-c", (
                 f"echo $$ > {victim.cgroup_path}/cgroup.procs && echo $$ > {mems[0]}/cgroup.procs"
@@ -293,9 +293,9 @@ def test_fallbacks_without_bcc_say_what_is_missing(
     # A permanent neighbour entry: no ARP, so the device counters see our datagrams only.
     subprocess.run(["ip", "-n", veth_pair[0], "neigh", "add", "10.199.7.2", "lladdr",
                     _mac(veth_pair[1], "lkkB"), "dev", "lkkA", "nud", "permanent"], check=True)
-    nopts = netio.Options(devices={"lkkA": "left"}, netns=f"/run/netns/{veth_pair[0]}")
-    with netio.open_probe(nopts) as net, \
-            runqlat.open_probe(runqlat.Options(targets=[a.target])) as runq:
+    # through the front door, as a notebook would: the counter stand-ins
+    with probes.open("net", devices={"lkkA": "left"}, netns=f"/run/netns/{veth_pair[0]}"
+                     ) as net, probes.open("runqlat", [a.target]) as runq:
         assert (net.mode, runq.mode) == ("procfs", "procfs")
         assert "protocol split" in net.missing and "histogram" in runq.missing
         assert "bcc" in net.reason and "bcc" in runq.reason

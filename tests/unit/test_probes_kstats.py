@@ -3,11 +3,12 @@ fake /proc and cgroup trees."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from labkit import errors
+from labkit import errors, probes
 from labkit._sys import features
 from labkit.probes import netio, oomkill, runqlat, target
 
@@ -155,3 +156,20 @@ def test_oomkill_fallback_needs_targets() -> None:
             oomkill._relative(bad)
     assert oomkill._relative("/lk/web") == "lk/web"
     assert oomkill._relative("/sys/fs/cgroup/memory/lk/web") == "lk/web"
+
+
+def test_front_door_opens_the_counter_stand_ins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert {"runqlat", "net", "oomkill"} <= set(probes.KINDS)
+    monkeypatch.setattr(runqlat, "cgroup_dir", lambda t: tmp_path)
+    with probes.open("runqlat", [Ctr("web", 9, "/lk/web")]) as p:
+        assert isinstance(p, runqlat.ProcfsRunq) and p.mode == "procfs"
+        assert "not root" in p.reason and "histogram" in p.missing
+        assert [(r.target, r.count) for r in p.read()] == [("web", 0)]
+    with pytest.raises(errors.InvalidArgumentError, match="devices"):
+        probes.open("net")                      # counters need the devices named
+    with pytest.raises(errors.InvalidArgumentError, match="bogus"):
+        probes.open("oomkill", bogus=1)
+    with pytest.raises(errors.UnsupportedError, match="not root"):
+        probes.open("net", devices={"lkv1": "web"}, fallback=False)
