@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labkit import errors
+from labkit import errors, probes
 from labkit.lab.netlab import NetLab
-from labkit.probes import lifecycle, netio, nssyscalls, oomkill, runqlat
+from labkit.probes import lifecycle, netio, oomkill, runqlat
 from labkit.probes.target import Target, from_pid
 
 if TYPE_CHECKING:
@@ -150,19 +150,14 @@ class Watch:
 
 
 def _open(obs: Observatory, kind: str, t: Target) -> Any:
-    if kind == "lifecycle":
-        return lifecycle.attach(lifecycle.Options(targets=(t,)))
-    if kind == "syscalls":
-        return nssyscalls.attach(nssyscalls.Options(targets=(t,)))
-    if kind == "runqlat":
-        return runqlat.open_probe(runqlat.Options(targets=(t,)))
+    """probes.open(kind) aimed at ``t``: eBPF, or the kind's procfs stand-in without it."""
+    if kind not in KINDS:
+        raise errors.InvalidArgumentError("probe", f"{kind!r} is not one of {', '.join(KINDS)}")
+    opts: dict[str, Any] = {}
     if kind == "net":
-        devs = {d: n for d, n in obs.veths.items() if n == t.name}
-        return netio.open_probe(netio.Options(devices=devs, targets=(t,),
-                                              netns=f"/run/netns/{obs.lab.ns}"))
-    if kind == "oomkill":
-        return oomkill.open_probe(oomkill.Options(targets=(t,)))
-    raise errors.InvalidArgumentError("probe", f"{kind!r} is not one of {', '.join(KINDS)}")
+        opts = {"devices": {d: n for d, n in obs.veths.items() if n == t.name},
+                "netns": f"/run/netns/{obs.lab.ns}"}
+    return probes.open(kind, [t], **opts)
 
 
 def watch(obs: Observatory, kind: str, container: str) -> Watch:
