@@ -20,8 +20,8 @@ Attribution to a container, two ways:
   endpoint id: labkit/engine/net/bridge.py veth_name; ``veths(inspect)`` lists them).  What
   the host end transmits the container receives, and the other way round (``per_target``).
   Exact for every packet, whichever task or softirq moved it.
-* by cgroup: transmits while a task of the container is current (bpf_get_current_cgroup_id),
-  per device.  Exact for sends from process context over a device without a queue (a veth's
+* by cgroup: transmits while a task of the container (its cgroup or one below, matched by
+  labkit.probes.attribution) is current, per device.  Exact for sends from process context over a device without a queue (a veth's
   default, noqueue); a packet sent later from a softirq (a qdisc, TCP timers, forwarding) is
   charged to whichever task the softirq interrupted.
 
@@ -66,7 +66,7 @@ struct dev_key_t {
 };
 
 struct cg_key_t {
-    u64 cgid;
+    u64 who;            // with targets: 1 + the target's index; without: the cgroup id
     char name[IFNAMSIZ];
     u32 proto;
     u32 pad;
@@ -77,7 +77,7 @@ struct count_t {
     u64 bytes;
 };
 
-BPF_HASH(lk_targets, u64, u32, 1024);     // watched cgroup id -> 1 + target index (attribution.fill)
+ATTRIBUTION
 BPF_HASH(devs, struct dev_key_t, struct count_t, 4096);
 BPF_HASH(cgroups, struct cg_key_t, struct count_t, 4096);
 BPF_TABLE("lru_hash", u64, u32, proto_of, 65536);     // skbaddr -> ethertype, for receive
@@ -104,9 +104,8 @@ TRACEPOINT_PROBE(net, net_dev_start_xmit) {
     u64 skb = (u64)args->skbaddr;
     proto_of.update(&skb, &proto);
     count_dev(name, 0, proto, args->len);
-    u64 cgid = bpf_get_current_cgroup_id();
-    FILTER
-    struct cg_key_t ck = {.cgid = cgid, .proto = proto};
+    WHO
+    struct cg_key_t ck = {.who = who, .proto = proto};
     bpf_probe_read_kernel_str(&ck.name, sizeof(ck.name), name);
     struct count_t zero = {};
     struct count_t *c = cgroups.lookup_or_try_init(&ck, &zero);
@@ -192,9 +191,13 @@ def render(opts: Options, events: Sequence[str] | None = None) -> str:
     _check_devices(opts.devices)
     if events is None:
         events = [e for e in ENTRY_TRACEPOINTS if features.tracepoint_exists("net", e)]
-    flt = "if (!lk_targets.lookup(&cgid)) return 0;" if opts.targets else ""
+    # With targets, the sender is matched by labkit.probes.attribution (its cgroup or an
+    # ancestor is a target's); without, every cgroup counts under its own id.
+    who = ("u32 ix = 0;\n    if (!lk_target_of(&ix)) return 0;\n    u64 who = ix;"
+           if opts.targets else "u64 who = bpf_get_current_cgroup_id();")
     entries = "".join(ENTRY_TEXT.replace("EVENT", e) for e in events)
-    return BPF_TEXT.replace("FILTER", flt).replace("ENTRY_PROBES", entries)
+    return (BPF_TEXT.replace("ATTRIBUTION", attribution.render(opts.targets, host=False))
+            .replace("WHO", who).replace("ENTRY_PROBES", entries))
 
 
 def per_target(rows: Sequence[NetRow], *, host_side: bool = True) -> dict[str, dict[str, int]]:
@@ -240,7 +243,7 @@ class NetProbe(base.BccProbe[NetRow]):
         self.opts = opts
 
     def read(self) -> list[NetRow]:
-        names = {t.cgroup_id: t.name for t in self.opts.targets}
+        targets = self.opts.targets
         rows = []
         for k, v in self.bpf[b"devs"].items():
             dev = base.c_string(bytes(k.name))
@@ -248,8 +251,8 @@ class NetProbe(base.BccProbe[NetRow]):
                                "tx" if int(k.dir) == 0 else "rx", proto_name(int(k.proto)),
                                int(v.packets), int(v.bytes)))
         for k, v in self.bpf[b"cgroups"].items():
-            cgid = int(k.cgid)
-            rows.append(NetRow(names.get(cgid, f"cgroup:{cgid}"), "cgroup",
+            w = int(k.who)
+            rows.append(NetRow(targets[w - 1].name if targets else f"cgroup:{w}", "cgroup",
                                base.c_string(bytes(k.name)), "tx", proto_name(int(k.proto)),
                                int(v.packets), int(v.bytes)))
         return sorted(rows, key=lambda r: (r.via, r.device, r.direction, r.proto,

@@ -82,9 +82,9 @@ def test_netio_render_reads_data_loc_names_and_adds_entry_probes() -> None:
     assert "args->data_loc_name & 0xFFFF" in text
     assert "TRACEPOINT_PROBE(net, netif_receive_skb_entry)" in text
     assert "napi_gro_receive_entry" not in text and "ENTRY_PROBES" not in text
-    assert "FILTER" not in text and "lk_targets.lookup(&cgid)" not in text
+    assert "WHO" not in text and "u64 who = bpf_get_current_cgroup_id();" in text
     aimed = netio.render(netio.Options(targets=[Ctr("a", 3, "/x")]), events=[])
-    assert "lk_targets.lookup(&cgid)" in aimed
+    assert "if (!lk_target_of(&ix)) return 0;" in aimed and "ATTRIBUTION" not in aimed
 
 
 @pytest.mark.parametrize("bad", ["", "x" * 16, "a/b", " eth0", "eth0 "])
