@@ -54,11 +54,15 @@ TOOL = "oomkill"
 BPF_TEXT = r"""
 #include <linux/sched.h>
 
+ATTRIBUTION
+
 struct oom_event_t {
     u64 ts_ns;
     u32 kind;           // 1: mark_victim; 2: the victim's exit (pid and cgid only)
     u32 trigger_pid;
     u64 cgid;           // mark_victim: the trigger's cgroup id; exit: the victim's
+    u32 ix;             // the same task's target: 1 + index (attribution), 0 for none
+    u32 pad;
     char trigger_comm[TASK_COMM_LEN];
     u64 has;            // bit i set when field i below was present in the tracepoint
     s64 pid;
@@ -81,6 +85,7 @@ TRACEPOINT_PROBE(oom, mark_victim) {
     ev.kind = 1;
     ev.trigger_pid = bpf_get_current_pid_tgid() >> 32;
     ev.cgid = bpf_get_current_cgroup_id();
+    lk_target_of(&ev.ix);
     bpf_get_current_comm(&ev.trigger_comm, sizeof(ev.trigger_comm));
     COPY_FIELDS
     u32 tid = args->pid;
@@ -100,6 +105,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     ev.kind = 2;
     ev.pid = tid;
     ev.cgid = bpf_get_current_cgroup_id();
+    lk_target_of(&ev.ix);
     events.perf_submit(args, &ev, sizeof(ev));
     return 0;
 }
@@ -171,7 +177,8 @@ def render(opts: Options, fields: dict[str, str] | None = None) -> str:
             src = "args->comm"
         lines.append(f"bpf_probe_read_kernel_str(&ev.comm, sizeof(ev.comm), {src}); "
                      f"ev.has |= 1ULL << {bit};")
-    return BPF_TEXT.replace("COPY_FIELDS", "\n    ".join(lines))
+    return (BPF_TEXT.replace("ATTRIBUTION", attribution.render(opts.targets, host=False))
+            .replace("COPY_FIELDS", "\n    ".join(lines)))
 
 
 class OomProbe(base.BccProbe[OomKill]):
@@ -183,12 +190,13 @@ class OomProbe(base.BccProbe[OomKill]):
     def __init__(self, bpf: Any, tool: str, targets: Sequence[Target] = ()) -> None:
         super().__init__(bpf, tool)
         self.targets = tuple(targets)
-        self._exits: dict[int, int] = {}   # victim tid -> its cgroup id, seen at its exit
+        self._exits: dict[int, tuple[int, int]] = {}  # victim tid -> (cgroup id, ix) at exit
+        self._trigger_ix: dict[tuple[int, int], int] = {}  # (ts, pid) -> the trigger's ix
 
     def _on_event(self, cpu: int, data: Any, size: int) -> None:
         ev = self.bpf[b"events"].event(data)
         if int(ev.kind) == 2:
-            self._exits[int(ev.pid)] = int(ev.cgid)
+            self._exits[int(ev.pid)] = (int(ev.cgid), int(ev.ix))
             return
         has = int(ev.has)
 
@@ -204,22 +212,30 @@ class OomProbe(base.BccProbe[OomKill]):
             pgtables_kb=num("pgtables"), oom_score_adj=num("oom_score_adj"),
             trigger_pid=int(ev.trigger_pid), trigger_comm=base.c_string(bytes(ev.trigger_comm)),
             trigger_cgroup_id=int(ev.cgid))
+        self._trigger_ix[(kill.ts_ns, pid)] = int(ev.ix)
         if kill.trigger_pid != pid and (cgid := proc_cgroup_id(pid)) is not None:
             # Read now, while the victim may still be there; its exit record overrides it.
             kill = replace(kill, cgroup_id=cgid, attributed_by="proc")
         self._pending.append(kill)
 
-    def _name(self, cgid: int | None) -> str | None:
+    def _name(self, cgid: int | None, ix: int = 0) -> str | None:
+        """The target: by attribution index when the BPF side matched one (its cgroup or
+        an ancestor), else by the exact cgroup id."""
+        if 1 <= ix <= len(self.targets):
+            return self.targets[ix - 1].name
         for t in self.targets:
             if cgid is not None and t.cgroup_id == cgid:
                 return t.name
         return None
 
     def _attribute(self, k: OomKill) -> OomKill:
+        trigger_ix = self._trigger_ix.pop((k.ts_ns, k.pid), 0)
         if k.pid in self._exits:
-            k = replace(k, cgroup_id=self._exits.pop(k.pid), attributed_by="exit")
-        elif k.attributed_by is None and k.trigger_pid == k.pid:
-            k = replace(k, cgroup_id=k.trigger_cgroup_id, attributed_by="trigger")
+            cgid, ix = self._exits.pop(k.pid)
+            return replace(k, cgroup_id=cgid, attributed_by="exit", target=self._name(cgid, ix))
+        if k.attributed_by is None and k.trigger_pid == k.pid:
+            return replace(k, cgroup_id=k.trigger_cgroup_id, attributed_by="trigger",
+                           target=self._name(k.trigger_cgroup_id, trigger_ix))
         return replace(k, target=self._name(k.cgroup_id))
 
     def read(self) -> list[OomKill]:

@@ -120,12 +120,14 @@ def test_oomkill_render_watches_the_victims_exit(formats: None) -> None:
     assert "ev.cgid = bpf_get_current_cgroup_id();" in text
     assert "args->data_loc_comm & 0xFFFF" in text and "ev.total_vm = args->total_vm" in text
     assert "anon_rss = args" not in text and "COPY_FIELDS" not in text
+    assert text.count("lk_target_of(&ev.ix);") == 2 and "ATTRIBUTION" not in text
 
 
 def test_oomkill_attribution_order(formats: None) -> None:
     probe = oomkill.OomProbe.__new__(oomkill.OomProbe)
     probe.targets = (Ctr("web", 42, "/x"),)
-    probe._exits = {7: 42}
+    probe._exits = {7: (42, 0)}
+    probe._trigger_ix = {}
     base = oomkill.OomKill(1, 7, None, None, None, None, None, None, None, None, 7, "x",
                            trigger_cgroup_id=99)
     k = probe._attribute(base)
@@ -136,6 +138,8 @@ def test_oomkill_attribution_order(formats: None) -> None:
                             trigger_cgroup_id=42)
     assert probe._attribute(other).attributed_by is None     # not the trigger, no exit
     assert oomkill.kill_count([k, probe._attribute(other)], "web") == 0
+    probe._exits = {8: (77, 1)}                              # a sub-cgroup of web: ix 1
+    assert probe._attribute(other).target == "web"
 
 
 def test_proc_cgroup_id_reads_the_v2_line(tmp_path: Path) -> None:
