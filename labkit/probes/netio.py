@@ -21,9 +21,13 @@ Attribution to a container, two ways:
   the host end transmits the container receives, and the other way round (``per_target``).
   Exact for every packet, whichever task or softirq moved it.
 * by cgroup: transmits while a task of the container (its cgroup or one below, matched by
-  labkit.probes.attribution) is current, per device.  Exact for sends from process context over a device without a queue (a veth's
-  default, noqueue); a packet sent later from a softirq (a qdisc, TCP timers, forwarding) is
-  charged to whichever task the softirq interrupted.
+  labkit.probes.attribution) is current, per device.  Exact for the container's own sends
+  from process context over a device without a queue (a veth's default, noqueue), and only
+  for those: whatever runs in a softirq is charged to the task it interrupted.  On a veth
+  pair that includes the sender itself: the peer's receive runs in the softirq the send
+  raised, on the sender's CPU, so the bridge forwarding it and a local reply (an ICMP echo
+  reply, an ARP answer) are charged to the sender too; a qdisc, TCP timers and forwarding
+  from a NIC are charged to whoever was running.
 
 Device names are per network namespace: every container's ``eth0`` is counted under one
 key; name host-side veths (unique on their host) to tell containers apart.
