@@ -154,21 +154,26 @@ def veth_pair() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "del", n], check=False, capture_output=True)
 
 
-def _udp(cg: Path, ns: str, count: int, size: int = 100) -> None:
+def _udp(cg: Path, ns: str, count: int, size: int = 100,
+         also: tuple[Path, int] | None = None) -> None:
     """``count`` IPv4 UDP datagrams of ``size`` bytes from netns ``ns`` to 10.199.7.2:9999,
-    sent by a process in cgroup ``cg``; a listener in the peer namespace takes them."""
+    sent by a process in cgroup ``cg`` (and, at the same time, ``also``: (cgroup, count));
+    a listener in the peer namespace takes them all."""
     peer = ns[:-1] + "b"
+    senders = [(cg, count), *([also] if also else [])]
+    total = sum(n for _, n in senders)
     listener = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{peer}", sys.executable, "-c",
          ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
           "s.bind(('10.199.7.2', 9999))\nprint('ready', flush=True)\n"
-          f"for _ in range({count}): s.recv(4096)")], stdout=subprocess.PIPE, text=True)
+          f"for _ in range({total}): s.recv(4096)")], stdout=subprocess.PIPE, text=True)
     try:
         assert listener.stdout is not None and listener.stdout.readline() == "ready\n"
-        send = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                f"for _ in range({count}): s.sendto(bytes({size}), ('10.199.7.2', 9999))")
-        assert _in(cg, "nsenter", f"--net=/run/netns/{ns}", sys.executable, "-c",
-                   send).wait(timeout=60) == 0
+        procs = [_in(c, "nsenter", f"--net=/run/netns/{ns}", sys.executable, "-c",
+                     "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                     f"for _ in range({n}): s.sendto(bytes({size}), ('10.199.7.2', 9999))")
+                 for c, n in senders]
+        assert [p.wait(timeout=60) for p in procs] == [0] * len(procs)
         assert listener.wait(timeout=30) == 0
     finally:
         if listener.poll() is None:
@@ -203,6 +208,20 @@ def test_netio_counts_23_udp_datagrams_per_device_and_cgroup(
     # the container's view of a host-side veth flips the directions
     view = netio.per_target(rows, host_side=True)
     assert view["right"]["tx_packets"] >= N and view["left"]["rx_packets"] >= 1
+
+
+def test_netio_two_senders_at_once_are_told_apart(
+        ctrs: list[Ctr], veth_pair: tuple[str, str]) -> None:
+    a, b = ctrs[0], ctrs[1]
+    with probes.open("net", [a.target, b.target], devices={"lkkA": "left"}) as probe:
+        _udp(a.cgroup_path, veth_pair[0], N, also=(b.cgroup_path, 29))
+        rows = probe.read()
+    sent = {r.target: r.packets for r in rows
+            if (r.via, r.device, r.proto) == ("cgroup", "lkkA", "ipv4")}
+    assert sent == {"ctr-a": N, "ctr-b": 29}
+    device = [r.packets for r in rows
+              if (r.via, r.device, r.direction, r.proto) == ("device", "lkkA", "tx", "ipv4")]
+    assert device == [N + 29]
 
 
 # -- oomkill ------------------------------------------------------------------------------------
