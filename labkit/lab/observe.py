@@ -300,8 +300,18 @@ def fallbacks(obs: Observatory) -> list[dict[str, str]]:
     one, two = obs.target("lk-one"), obs.target("lk-two")
     rows = []
     with runqlat.procfs(runqlat.Options(targets=(one,))) as rq:
-        obs.sh("lk-one", WORKLOADS["runqlat"])
+        # read while the busy loops run: schedstat dies with its task, so after they
+        # exit the fallback would have nothing left to sum (what eBPF keeps, it loses)
+        busy = subprocess.Popen([_docker(), "exec", "lk-one", "sh", "-c",
+                                 WORKLOADS["runqlat"].replace("30000", "200000")],
+                                env=obs.lab.docker_env)
+        for _ in range(200):  # until the loops are in the container (init + sh + 3)
+            if len(runqlat.cgroup_tasks(runqlat.cgroup_dir(one))) >= 5:
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)
         r = rq.read()[0]
+        busy.wait(timeout=60)
     rows.append({"probe": "runqlat", "mode": rq.mode, "cannot see": ", ".join(rq.missing),
                  "reading": f"lk-one: {r.count} slices, mean wait {r.mean_us:.0f} us"})
     devs = {d: n for d, n in obs.veths.items() if n == "lk-one"}
