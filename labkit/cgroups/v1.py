@@ -126,6 +126,12 @@ class V1Cgroup:
         other._unified = None
         return other
 
+    def _mirror(self) -> str | None:
+        # The unified mirror when it exists: a cgroup made before labkit mirrored, or where
+        # the mirror could not be made, is joined in its v1 hierarchies only.
+        d = self._unified
+        return d if d is not None and os.path.isdir(d) else None
+
     def _unique_dirs(self) -> list[str]:
         return list(dict.fromkeys(self._dirs.values()))  # co-mounted cpu,cpuacct share one
 
@@ -166,11 +172,8 @@ class V1Cgroup:
         if not exist_ok and self.exists():
             raise errors.AlreadyExistsError("cgroup", self.name)
         made: list[str] = []
-        dirs = list(self._dirs.items())
-        if self._unified is not None:
-            dirs.append(("unified", self._unified))
         try:
-            for ctrl, d in dirs:
+            for ctrl, d in self._dirs.items():
                 mount = d
                 for _ in self.name.split("/"):
                     mount = os.path.dirname(mount)
@@ -187,12 +190,34 @@ class V1Cgroup:
                     if ctrl == "cpuset":
                         self._cpuset_inherit(level)
         except BaseException:
-            for d in reversed(made):
-                try:
-                    _ops.remove_tree(d, self.name, list, 0.5)
-                except errors.LabkitError:
-                    pass
+            _undo_mkdirs(made, self.name)
             raise
+        if self._unified is not None:
+            self._create_mirror()
+
+    def _create_mirror(self) -> None:
+        # The unified mirror limits nothing; it only names the cgroup for eBPF.  Where it
+        # cannot be made (a read-only or foreign-owned cgroup2 mount, as inside some
+        # containers) the cgroup works without it, and has no v2 id of its own.
+        assert self._unified is not None
+        made: list[str] = []
+        level = self._unified
+        for _ in self.name.split("/"):
+            level = os.path.dirname(level)
+        try:
+            for part in self.name.split("/"):
+                level = _join(level, part)
+                try:
+                    os.mkdir(level, 0o755)
+                    made.append(level)
+                except FileExistsError:
+                    pass
+        except OSError as err:
+            _undo_mkdirs(made, self.name)
+            if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                self._unified = None
+                return
+            raise errors.from_errno(err.errno or errno.EIO, "mkdir", level) from None
 
     @staticmethod
     def _cpuset_inherit(level: str) -> None:
@@ -210,10 +235,12 @@ class V1Cgroup:
         """Move process ``pid`` into the cgroup by writing cgroup.procs in each hierarchy."""
         if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
             raise errors.InvalidArgumentError("pid", f"{pid!r} is not a process id")
-        for d in self._all_dirs():
+        for d in self._unique_dirs():
             if not os.path.isdir(d):
                 raise errors.NotFoundError("cgroup", f"{self.name} ({d})", hint="call create() first")
             _io.write(_join(d, "cgroup.procs"), str(pid))
+        if (mirror := self._mirror()) is not None:
+            _io.write(_join(mirror, "cgroup.procs"), str(pid))
 
     def add_self(self) -> None:
         """Move the calling process into the cgroup: write "0" to ``tasks`` in each hierarchy.
@@ -234,14 +261,12 @@ class V1Cgroup:
             if not os.path.isdir(d):
                 raise errors.NotFoundError("cgroup", f"{self.name} ({d})", hint="call create() first")
             _io.write(_join(d, "tasks"), "0")
-        if self._unified is not None:
+        if (mirror := self._mirror()) is not None:
             # cgroup v2 has no "tasks" file, and its cgroup.threads moves a thread only
             # inside its own domain (cgroup-v2.rst "Threads"): cgroup.procs it is, with the
-            # global lock's grace period (labkit.engine.runtime.create forks into it instead).
-            if not os.path.isdir(self._unified):
-                raise errors.NotFoundError("cgroup", f"{self.name} ({self._unified})",
-                                           hint="call create() first")
-            _io.write(_join(self._unified, "cgroup.procs"), "0")
+            # global lock's grace period (labkit.engine.runtime.create forks into it instead;
+            # without_unified() skips it).
+            _io.write(_join(mirror, "cgroup.procs"), "0")
 
     def procs(self) -> list[int]:
         """The pids in this cgroup (not its children), from cgroup.procs of every hierarchy."""
@@ -438,6 +463,14 @@ class V1Cgroup:
             # check above): re-walking every hierarchy for each one was ~10 walks per remove,
             # on the path between a container's exit and `docker wait`'s answer.
             _ops.remove_tree(d, self.name, functools.partial(_sorted_pids_under, d), timeout)
+
+
+def _undo_mkdirs(made: list[str], name: str) -> None:
+    for d in reversed(made):
+        try:
+            _ops.remove_tree(d, name, list, 0.5)
+        except errors.LabkitError:
+            pass
 
 
 def _unified_mount(root: str, mountinfo: str) -> str | None:

@@ -43,9 +43,13 @@ from labkit import errors
 __all__ = ["KINDS", "base", "bcc_unusable", "execsnoop", "kcount", "oomkill", "open",
            "proctree", "selftest"]
 
-# kind -> the module that implements it with eBPF: Options(targets=..., **opts) and
-# attach(Options) -> a probe with .read(), .close(), .mode and .missing.  The procfs
-# stand-ins are in fallback.FALLBACKS (a kind without one gets fallback.NothingProbe).
+# kind -> the module that implements it with eBPF.  Adding a kind: the module has a frozen
+# dataclass Options whose first field is ``targets: Sequence[Target] = ()`` and
+# attach(Options) -> a probe with .read(), .close(), context manager, .mode ("tracepoint",
+# "kprobe", ...) and .missing (a tuple of what that mode cannot see); its BPF C uses
+# labkit.probes.attribution (render / LK_TARGET / fill / name_of).  The procfs stand-in, if
+# any, goes in fallback.FALLBACKS with its fallback.MISSING text; a kind without one gets
+# fallback.NothingProbe (read() == [], .missing says why).
 KINDS: dict[str, str] = {
     "lifecycle": "labkit.probes.lifecycle",
     "syscalls": "labkit.probes.nssyscalls",

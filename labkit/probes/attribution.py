@@ -15,6 +15,8 @@ The contract (lifecycle, nssyscalls, cgattach here; runqlat, net, oomkill build 
 3. After loading: ``attribution.fill(bpf, targets)`` fills ``lk_targets`` (targets with no
    cgroup id, or sharing one, are refused before anything is loaded: call ``check`` first).
 4. When reading: ``attribution.name_of(targets, ix)`` gives the container's name.
+5. Optionally, ``render(targets, ns_pid=True)`` adds ``lk_ns_pid(ix)``: the task's pid as the
+   container sees it (in its pid namespace, the inode the runtime published), 0 otherwise.
 
 How a task is matched: ``bpf_get_current_cgroup_id()`` is the task's cgroup in the v2
 hierarchy (kernel/bpf/helpers.c, task_dfl_cgroup); on this hybrid host that is the mirror
@@ -29,6 +31,7 @@ The C depends only on the targets' depths, so ``render`` is pure and unit-testab
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,7 +60,25 @@ LK_ANCESTORS
 }
 
 #define LK_TARGET(ix) u32 ix = 0; if (!lk_target_of(&ix)) return 0;
+LK_NS_PID_BLOCK
 // ---- end attribution ----
+"""
+
+# The pid a task has inside target ix's pid namespace (0: not in it, or ix 0), with the
+# helper bpf_get_ns_current_pid_tgid (Linux 5.7): the namespace named by the nsfs device
+# and inode the runtime published, no task_struct read.
+_NS_PID = r"""
+BPF_ARRAY(lk_pidns, u64, LK_MAX_TARGETS_PLUS_1);   // ix -> its pid namespace's inode
+
+static __always_inline u32 lk_ns_pid(u32 ix) {
+    u64 *ino = lk_pidns.lookup(&ix);
+    if (!ino || !*ino)
+        return 0;
+    struct bpf_pidns_info lk_ns = {};
+    if (bpf_get_ns_current_pid_tgid(LK_NSFS_DEV, *ino, &lk_ns, sizeof(lk_ns)))
+        return 0;
+    return lk_ns.tgid;
+}
 """
 
 _ANCESTOR = """    lk_cg = bpf_get_current_ancestor_cgroup_id({level});
@@ -102,17 +123,30 @@ def check(targets: Sequence[Target]) -> None:
         seen[t.cgroup_id] = t.name
 
 
-def render(targets: Sequence[Target] | None, *, host: bool | None = None) -> str:
+def nsfs_dev() -> int:
+    """The device of the nsfs filesystem, which names a namespace with its inode."""
+    return os.stat("/proc/self/ns/pid").st_dev
+
+
+def render(targets: Sequence[Target] | None, *, host: bool | None = None,
+           ns_pid: bool = False, nsfs: int | None = None) -> str:
     """The attribution C block for ``targets`` (None or empty: attribute everything to host).
 
     ``host``: keep tasks that are in no target, with ix 0 (default: only when there are no
-    targets)."""
+    targets).  ``ns_pid``: also ``lk_ns_pid(ix)``, the task's pid inside target ix's pid
+    namespace (Linux 5.7; ``fill`` stores the inodes); ``nsfs``: nsfs's device number
+    (default: read from /proc/self/ns/pid)."""
     targets = list(targets or ())
     keep = (not targets) if host is None else host
     ancestors = "".join(_ANCESTOR.format(level=lv) for lv in levels(targets))
+    block = ""
+    if ns_pid:
+        block = (_NS_PID.replace("LK_MAX_TARGETS_PLUS_1", str(MAX_TARGETS + 1))
+                 .replace("LK_NSFS_DEV", f"{nsfs_dev() if nsfs is None else nsfs}ULL"))
     return (C_TEXT.replace("LK_MAX_TARGETS", str(MAX_TARGETS))
             .replace("LK_ANCESTORS\n", ancestors)
-            .replace("LK_KEEP_HOST", "1" if keep else "0"))
+            .replace("LK_KEEP_HOST", "1" if keep else "0")
+            .replace("LK_NS_PID_BLOCK", block))
 
 
 def fill(bpf: Any, targets: Sequence[Target] | None) -> None:
@@ -123,6 +157,13 @@ def fill(bpf: Any, targets: Sequence[Target] | None) -> None:
     for ix, t in enumerate(targets, 1):
         assert t.cgroup_id is not None  # check() refused it otherwise
         table[ctypes.c_uint64(t.cgroup_id)] = ctypes.c_uint32(ix)
+    try:
+        pidns = bpf[b"lk_pidns"]  # only when rendered with ns_pid=True
+    except KeyError:
+        return
+    for ix, t in enumerate(targets, 1):
+        if t.ns.get("pid"):
+            pidns[ctypes.c_int(ix)] = ctypes.c_uint64(t.ns["pid"])
 
 
 def name_of(targets: Sequence[Target] | None, ix: int) -> str:

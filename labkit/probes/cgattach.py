@@ -16,7 +16,9 @@ Hooks:
   kernfs write handlers of cgroup.procs / tasks (cgroup_procs_write, cgroup1_procs_write,
   cgroup1_tasks_write, cgroup_threads_write), so ``lat_ns`` is the whole write: the wait
   for cgroup_threadgroup_rwsem (the RCU grace period: 5-15 ms after a quiet spell here)
-  plus the migration.  In mode "tracepoint" ``lat_ns`` is None and ``.missing`` says so.
+  plus the migration.  A kprobe on cgroup_attach_task would miss that wait (the lock is
+  taken before it is called); it is used only when no write handler can be probed.  In
+  mode "tracepoint" ``lat_ns`` is None and ``.missing`` says so.
 
 Overhead: nothing but on cgroup moves and clone3, which are rare; kprobes add a trap each.
 """
@@ -42,6 +44,10 @@ LATENCY_MISSING = "attach latency (lat_ns): needs kprobes on the cgroup.procs wr
 # cgroup-v1.c): their address is taken, so they are never inlined and can be kprobed.
 WRITE_HANDLERS = ("cgroup_procs_write", "cgroup_threads_write", "cgroup1_procs_write",
                   "cgroup1_tasks_write")
+# Where none of them can be probed: cgroup_attach_task itself (the move, called with the
+# lock already held, so its time leaves out the wait for it).  Never both: nested entries
+# would overwrite each other's start time.
+MIGRATE = "cgroup_attach_task"
 CLONE_INTO_CGROUP = 0x200000000
 
 BPF_TEXT = r"""
@@ -210,10 +216,15 @@ def select(mode: str, *, has_kprobes: bool | None = None,
         raise errors.InvalidArgumentError("mode", f"{mode!r}: use auto, tracepoint or kprobe")
     kp = features.has_kprobes() if has_kprobes is None else has_kprobes
     sym = features.kallsyms_has if has_symbol is None else has_symbol
-    fns = tuple(f for f in WRITE_HANDLERS if kp and sym(f)) if mode != "tracepoint" else ()
+    fns: tuple[str, ...] = ()
+    if kp and mode != "tracepoint":
+        fns = tuple(f for f in WRITE_HANDLERS if sym(f))
+        if not fns and sym(MIGRATE):
+            # no write handler to probe: time the migration alone (without the lock wait)
+            fns = (MIGRATE,)
     if mode == "kprobe" and not fns:
         why = ("this kernel was built without CONFIG_KPROBES" if not kp
-               else f"none of {', '.join(WRITE_HANDLERS)} is in /proc/kallsyms")
+               else f"none of {', '.join((*WRITE_HANDLERS, MIGRATE))} is in /proc/kallsyms")
         raise errors.UnsupportedError("kprobes", why,
                                       hint=base.VM_HINT + "; or Options(mode='tracepoint')")
     if fns:
@@ -273,6 +284,31 @@ class AttachProbe(base.BccProbe[Attach]):
         return sorted(self._drain(), key=lambda e: e.ts_ns)
 
 
+def _attach_kprobes(probe: AttachProbe, fns: tuple[str, ...], asked: str) -> None:
+    """kprobe + kretprobe on each write handler.  If the kernel refuses one (a function on
+    the kprobe blacklist, say), mode "auto" goes on as "tracepoint": without an entry time
+    the tracepoint sends its record itself (see _PARK)."""
+    done: list[str] = []
+    try:
+        for fn in fns:
+            probe.bpf.attach_kprobe(event=fn.encode(), fn_name=b"lk_write_enter")
+            done.append(fn)
+            probe.bpf.attach_kretprobe(event=fn.encode(), fn_name=b"lk_write_return")
+    except Exception as err:  # bcc raises bare Exception when attaching fails
+        for fn in done:
+            for detach in (probe.bpf.detach_kprobe, probe.bpf.detach_kretprobe):
+                try:
+                    detach(event=fn.encode())
+                except Exception:  # noqa: BLE001, S112 - the other half may never have attached
+                    continue
+        if asked == "kprobe":
+            raise errors.UnsupportedError(
+                "kprobes", f"attaching to {fns[len(done)]} failed: {err}",
+                hint="Options(mode='tracepoint')") from err
+        probe.mode = "tracepoint"
+        probe.missing = (f"{LATENCY_MISSING} ({fns[len(done)]}: {err})",)
+
+
 def attach(opts: Options | None = None) -> AttachProbe:
     """Compile and attach; ``.mode`` says which ran, ``.missing`` what it cannot see.
 
@@ -290,9 +326,7 @@ def attach(opts: Options | None = None) -> AttachProbe:
     try:
         probe.targets = tuple(opts.targets)
         probe.mode, probe.missing = mode, missing
-        for fn in fns:
-            probe.bpf.attach_kprobe(event=fn.encode(), fn_name=b"lk_write_enter")
-            probe.bpf.attach_kretprobe(event=fn.encode(), fn_name=b"lk_write_return")
+        _attach_kprobes(probe, fns, opts.mode)
         attribution.fill(probe.bpf, opts.targets)
     except BaseException:
         probe.close()

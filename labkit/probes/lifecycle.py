@@ -61,6 +61,8 @@ struct event_t {
     u32 ppid;           // 0 = unknown
     s32 code;           // exit: exit_group(2) status
     u32 has_code;
+    u32 ns_pid;         // exec/exit: the pid inside the container's pid namespace (0: none)
+    u32 pad;
     char comm[TASK_COMM_LEN];
     char filename[FILENAME_LEN];
 };
@@ -97,6 +99,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     ev.kind = 2;
     ev.ix = ix;
     ev.pid = bpf_get_current_pid_tgid() >> 32;
+    NS_PID
     u32 *pp = lk_parents.lookup(&ev.pid);
     if (pp)
         ev.ppid = *pp;
@@ -106,13 +109,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) {
-    LK_TARGET(ix);
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    s32 code = args->error_code;
-    lk_codes.update(&tgid, &code);
-    return 0;
-}
+EXIT_GROUP
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     LK_TARGET(ix);
@@ -124,6 +121,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     ev.kind = 3;
     ev.ix = ix;
     ev.pid = tgid;
+    NS_PID
     u32 *pp = lk_parents.lookup(&tgid);
     if (pp)
         ev.ppid = *pp;
@@ -140,8 +138,19 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 }
 """
 
+_EXIT_GROUP = r"""
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) {
+    LK_TARGET(ix);
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s32 code = args->error_code;
+    lk_codes.update(&tgid, &code);
+    return 0;
+}
+"""
+
 TRACEPOINTS = (("task", "task_newtask"), ("sched", "sched_process_exec"),
-               ("sched", "sched_process_exit"), ("syscalls", "sys_enter_exit_group"))
+               ("sched", "sched_process_exit"))
+EXIT_CODES_MISSING = "exit codes: this kernel has no syscalls:sys_enter_exit_group tracepoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +168,9 @@ class Event:
 
     fork: ``ppid`` made ``pid`` (``thread`` when CLONE_THREAD); exec: ``pid`` ran
     ``filename``; exit: process ``pid`` ended, ``code`` its exit_group(2) status or None.
-    ``comm`` is the task's name at the event (for a fork, the parent's)."""
+    ``comm`` is the task's name at the event (for a fork, the parent's); ``ns_pid``: for
+    exec and exit, the pid inside the container's pid namespace (1 for its init), None for
+    the host or a kernel before 5.7."""
 
     ts_ns: int
     kind: str
@@ -170,6 +181,7 @@ class Event:
     filename: str = ""
     code: int | None = None
     thread: bool = False
+    ns_pid: int | None = None
 
 
 def _filename_read(fields: dict[str, str]) -> str:
@@ -190,28 +202,34 @@ def _process_dead(fields: dict[str, str]) -> str:
 
 
 def render(opts: Options, *, exec_fields: dict[str, str] | None = None,
-           exit_fields: dict[str, str] | None = None) -> str:
+           exit_fields: dict[str, str] | None = None, exit_codes: bool = True,
+           ns_pid: bool | None = None) -> str:
     """The BPF C program for ``opts``; the tracepoints' formats are read from tracefs unless
-    given (to render for another kernel)."""
+    given (to render for another kernel); ``exit_codes``: hook exit_group(2) (a kernel
+    without syscall tracepoints has none, and its exits carry code None); ``ns_pid``: name
+    each exec/exit's pid inside its container too (default: Linux 5.7+, for the helper)."""
     if exec_fields is None:
         exec_fields = features.tracepoint_fields("sched", "sched_process_exec")
     if exit_fields is None:
         exit_fields = features.tracepoint_fields("sched", "sched_process_exit")
-    return (BPF_TEXT.replace("ATTRIBUTION", attribution.render(opts.targets))
+    ns_pid = features.kernel_version() >= (5, 7) if ns_pid is None else ns_pid
+    return (BPF_TEXT.replace("ATTRIBUTION", attribution.render(opts.targets, ns_pid=ns_pid))
+            .replace("NS_PID", "ev.ns_pid = lk_ns_pid(ix);" if ns_pid else "")
             .replace("THREADS", "" if opts.threads else "return 0;")
             .replace("FILENAME_READ", _filename_read(exec_fields))
-            .replace("PROCESS_DEAD", _process_dead(exit_fields)))
+            .replace("PROCESS_DEAD", _process_dead(exit_fields))
+            .replace("EXIT_GROUP", _EXIT_GROUP if exit_codes else ""))
 
 
 class LifecycleProbe(base.BccProbe[Event]):
     """An attached lifecycle probe; ``read()`` returns the events since the last read."""
 
     mode = MODE
-    missing = MISSING
 
     def __init__(self, bpf: Any, tool: str) -> None:
         super().__init__(bpf, tool)
         self.targets: tuple[Target, ...] = ()
+        self.missing: tuple[str, ...] = MISSING
 
     def _on_event(self, cpu: int, data: Any, size: int) -> None:
         ev = self.bpf[b"events"].event(data)
@@ -222,7 +240,8 @@ class LifecycleProbe(base.BccProbe[Event]):
             ppid=int(ev.ppid) or None, comm=base.c_string(bytes(ev.comm)),
             filename=base.c_string(bytes(ev.filename)),
             code=int(ev.code) if int(ev.has_code) else None,
-            thread=bool(flags & 0x00010000) and int(ev.kind) == 1))
+            thread=bool(flags & 0x00010000) and int(ev.kind) == 1,
+            ns_pid=int(ev.ns_pid) or None))
 
     def read(self) -> list[Event]:
         # Per-CPU perf buffers drain CPU by CPU: put the records back in time order.
@@ -238,8 +257,12 @@ def attach(opts: Options | None = None) -> LifecycleProbe:
     """
     opts = opts or Options()
     attribution.check(opts.targets)
-    probe = base.load_event_probe(LifecycleProbe, render(opts), TOOL, TRACEPOINTS)
+    base.ensure_tracefs()
+    codes = features.tracepoint_exists("syscalls", "sys_enter_exit_group")
+    probe = base.load_event_probe(LifecycleProbe, render(opts, exit_codes=codes), TOOL,
+                                  TRACEPOINTS)
     try:
+        probe.missing = MISSING if codes else (EXIT_CODES_MISSING,)
         probe.targets = tuple(opts.targets)
         attribution.fill(probe.bpf, opts.targets)
     except BaseException:

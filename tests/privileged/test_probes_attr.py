@@ -125,6 +125,9 @@ def test_lifecycle_sees_exactly_23_execs_in_the_container(lab: Lab) -> None:
     assert Counter(e.comm for e in exits) == {"true": 23, "sh": 1}
     assert all(e.code == 0 for e in exits if e.comm == "true")
     assert [e.code for e in exits if e.comm == "sh"] == [7]  # exit_group's status
+    # the pids the container itself sees: its init is 1 (in its own pid namespace)
+    assert [e.ns_pid for e in exits if e.comm == "sh"] == [1]
+    assert all(e.ns_pid is not None and e.ns_pid > 1 for e in execs(events, cid))
     # each exec'd child is one of the forks, and names init as its parent
     assert {e.pid for e in execs(events, cid)} == {e.pid for e in forks}
     assert all(e.ppid == t.pid for e in execs(events, cid))
@@ -296,3 +299,44 @@ def test_without_bcc_the_lifecycle_falls_back_to_polling(lab: Lab,
     assert all(e.ppid == t.pid for e in events if e.kind == "fork" and e.pid in sleeps)
     with probes.open("syscalls", targets=[cid], state_root=str(lab.b.root)) as nothing:
         assert nothing.mode == "procfs" and nothing.read() == []
+
+
+def test_delete_removes_the_cgroup_from_both_hierarchies(lab: Lab) -> None:
+    cid = lab.create(["sleep", "30"])
+    lab.start(cid)
+    mirror = UNIFIED / "lk" / cid
+    v1 = [Path(f"/sys/fs/cgroup/{c}/lk/{cid}") for c in ("pids", "memory", "freezer")]
+    assert mirror.is_dir() and all(d.is_dir() for d in v1)
+    assert int((mirror / "cgroup.procs").read_text().split()[0]) > 0
+    lab.b.cli("delete", "--force", cid, check=True)
+    assert not mirror.exists() and not any(d.exists() for d in v1)
+    assert not [d for d in (UNIFIED / "lk").iterdir() if d.is_dir() and d.name == cid]
+
+
+# --- the engine's path: supervisor -> shim -> runtime ----------------------------------------
+
+
+def test_a_container_started_by_the_supervisor_is_attributed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit.engine.supervisor.harness import Harness
+
+    h = Harness(tmp_path)
+    try:
+        h.start()
+        # the engine's state roots: where target.resolve looks for runtime containers
+        monkeypatch.setenv("LABKIT_RUN", str(h.run))
+        monkeypatch.setenv("LABKIT_ROOT", str(h.root))
+        cid = h.new_id("attr")
+        h.client.create(cid, str(h.bundle(cid, loop(23))))
+        t = target.resolve(cid)
+        assert t.cgroup_path == f"/lk/{cid}" and t.cgroup_id == (UNIFIED / "lk" / cid).stat().st_ino
+        with lifecycle.attach(lifecycle.Options(targets=(t,))) as probe:
+            h.client.start(cid)
+            assert h.client.wait(cid).exit_status == 0
+            events = probe.read()
+        assert len(execs(events, cid)) == 23
+        h.client.delete(cid)
+    finally:
+        h.cleanup()
+    assert h.leftover_cgroups() == []
+    assert not (UNIFIED / "lk" / cid).exists()

@@ -15,7 +15,7 @@ from labkit._sys import consts, features
 from labkit.probes import cgattach, fallback, lifecycle, nssyscalls
 from labkit.probes.target import Target
 
-LEFT = re.compile(r"\b(ATTRIBUTION|THREADS|FILENAME_READ|PROCESS_DEAD|TREE_MATCH|TREE_HOOKS|"
+LEFT = re.compile(r"\b(ATTRIBUTION|THREADS|FILENAME_READ|PROCESS_DEAD|TREE_MATCH|TREE_HOOKS|EXIT_GROUP|"
                   r"TREE_IX|HOOKS|DST_ID|ON_ATTACH|KPROBES|CLONE_INTO_CGROUP_FLAG|"
                   r"LK_ANCESTORS|LK_KEEP_HOST|LK_MAX_TARGETS)\b")
 
@@ -42,6 +42,25 @@ def test_lifecycle_render_fills_every_placeholder_and_attributes_each_hook() -> 
     assert "data_loc_filename & 0xFFFF" in text
     # threads are dropped unless asked for
     assert "if (args->clone_flags & LK_CLONE_THREAD) {\n        return 0;" in text
+
+
+def test_lifecycle_render_names_the_pid_inside_the_container_on_57_and_later() -> None:
+    text = lifecycle.render(lifecycle.Options(targets=(WEB,)), exec_fields=EXEC_NEW,
+                            exit_fields=EXIT_NEW, ns_pid=True)
+    assert "bpf_get_current_ns_pid_tgid" not in text
+    assert "bpf_get_ns_current_pid_tgid(" in text and text.count("lk_ns_pid(ix);") == 2
+    assert "BPF_ARRAY(lk_pidns, u64," in text and not LEFT.search(text)
+    old = lifecycle.render(lifecycle.Options(targets=(WEB,)), exec_fields=EXEC_NEW,
+                           exit_fields=EXIT_NEW, ns_pid=False)
+    assert "lk_ns_pid" not in old and "NS_PID" not in old
+
+
+def test_lifecycle_render_without_syscall_tracepoints_has_no_exit_codes() -> None:
+    with_codes = lifecycle.render(lifecycle.Options(), exec_fields=EXEC_NEW, exit_fields=EXIT_NEW)
+    assert "sys_enter_exit_group" in with_codes
+    text = lifecycle.render(lifecycle.Options(), exec_fields=EXEC_NEW, exit_fields=EXIT_NEW,
+                            exit_codes=False)
+    assert "sys_enter_exit_group" not in text and not LEFT.search(text)
 
 
 def test_lifecycle_render_old_kernel_and_threads() -> None:
@@ -115,6 +134,10 @@ def test_cgattach_selects_kprobes_when_the_kernel_has_them() -> None:
     only_v1 = cgattach.select("auto", has_kprobes=True,
                               has_symbol=lambda s: s.startswith("cgroup1_"))
     assert only_v1[1] == ("cgroup1_procs_write", "cgroup1_tasks_write")
+    # no write handler to probe: the migration itself, never both (nested entries)
+    only_migrate = cgattach.select("auto", has_kprobes=True,
+                                   has_symbol=lambda s: s == "cgroup_attach_task")
+    assert only_migrate[:2] == ("kprobe", ("cgroup_attach_task",))
 
 
 def test_cgattach_falls_back_to_the_tracepoint_and_names_the_latency() -> None:
@@ -149,6 +172,38 @@ def test_cgattach_render_both_modes() -> None:
     old = cgattach.render(cgattach.Options(), fields={"dst_root": "int", "dst_id": "int"})
     assert "ev.dst_id = args->dst_id;" in old
     assert "ev.dst_id = 0;" in cgattach.render(cgattach.Options(), fields={"dst_root": "int"})
+
+
+class _FakeBpf:
+    """attach_kprobe fails on one function, as on a kprobe-blacklisted symbol."""
+
+    def __init__(self, bad: str) -> None:
+        self.bad, self.attached, self.detached = bad, [], []  # type: ignore[var-annotated]
+
+    def attach_kprobe(self, event: bytes, fn_name: bytes) -> None:
+        if event.decode() == self.bad:
+            raise Exception(f"Failed to attach BPF program to kprobe {self.bad}")  # noqa: TRY002
+        self.attached.append(event.decode())
+
+    def attach_kretprobe(self, event: bytes, fn_name: bytes) -> None:
+        self.attached.append("ret:" + event.decode())
+
+    def detach_kprobe(self, event: bytes) -> None:
+        self.detached.append(event.decode())
+
+    def detach_kretprobe(self, event: bytes) -> None:
+        self.detached.append("ret:" + event.decode())
+
+
+def test_cgattach_kprobe_refused_by_the_kernel_auto_goes_on_as_tracepoint() -> None:
+    fake = _FakeBpf("cgroup1_procs_write")
+    p = cgattach.AttachProbe(fake, "cgattach")
+    cgattach._attach_kprobes(p, cgattach.WRITE_HANDLERS, "auto")
+    assert p.mode == "tracepoint" and "cgroup1_procs_write" in p.missing[0]
+    assert sorted(fake.detached) == sorted(fake.attached)  # nothing left half attached
+    p2 = cgattach.AttachProbe(_FakeBpf("cgroup_procs_write"), "cgattach")
+    with pytest.raises(errors.UnsupportedError, match="cgroup_procs_write"):
+        cgattach._attach_kprobes(p2, cgattach.WRITE_HANDLERS, "kprobe")
 
 
 def test_cgattach_attributes_v1_moves_by_path() -> None:

@@ -294,3 +294,35 @@ def test_without_unified_keeps_the_v1_dirs(hybrid: Path) -> None:
     v1 = cg.without_unified()
     assert v1.unified_dir is None and cg.unified_dir is not None
     assert v1.dirs == cg.dirs and v1.name == cg.name
+
+
+def test_a_mirror_that_cannot_be_made_leaves_the_cgroup_working(
+        hybrid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    real = os.mkdir
+
+    def mkdir(path: str, mode: int = 0o777) -> None:
+        if "/unified/" in str(path):
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        real(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    cg = V1Cgroup(hybrid, "lk-t/c5", mountinfo=hybrid / "none", unified=hybrid / "unified")
+    cg.create()
+    assert cg.unified_dir is None and (hybrid / "pids" / "lk-t" / "c5").is_dir()
+    assert not (hybrid / "unified" / "lk-t").exists()
+
+
+def test_a_cgroup_made_before_mirroring_is_joined_in_v1_only(
+        hybrid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = V1Cgroup(hybrid, "lk-t/c6", mountinfo=hybrid / "none")  # an older labkit: no mirror
+    old.create()
+    fake.populate(old)
+    cg = V1Cgroup(hybrid, "lk-t/c6", mountinfo=hybrid / "none", unified=hybrid / "unified")
+    writes: list[str] = []
+    real = _io.write
+    monkeypatch.setattr(_io, "write", lambda p, d: (writes.append(str(p)), real(p, d)))
+    cg.add_self()
+    cg.add(4242)
+    assert writes and not any("/unified/" in w for w in writes)
