@@ -48,7 +48,8 @@ __all__ = ["KINDS", "base", "bcc_unusable", "execsnoop", "kcount", "oomkill", "o
 # attach(Options) -> a probe with .read(), .close(), context manager, .mode ("tracepoint",
 # "kprobe", ...) and .missing (a tuple of what that mode cannot see); its BPF C uses
 # labkit.probes.attribution (render / LK_TARGET / fill / name_of).  The procfs stand-in, if
-# any, goes in fallback.FALLBACKS with its fallback.MISSING text; a kind without one gets
+# any, goes in fallback.FALLBACKS with its fallback.MISSING text, or is the module's own
+# procfs(Options, reason) (the kernel's counters, read directly); a kind without one gets
 # fallback.NothingProbe (read() == [], .missing says why).
 KINDS: dict[str, str] = {
     "lifecycle": "labkit.probes.lifecycle",

@@ -26,8 +26,9 @@ Attribution to a container, two ways:
   for those: whatever runs in a softirq is charged to the task it interrupted.  On a veth
   pair that includes the sender itself: the peer's receive runs in the softirq the send
   raised, on the sender's CPU, so the bridge forwarding it and a local reply (an ICMP echo
-  reply, an ARP answer) are charged to the sender too; a qdisc, TCP timers and forwarding
-  from a NIC are charged to whoever was running.
+  reply, an ARP answer) are charged to the sender too; packets held while the neighbour is
+  resolved (ARP) leave from the softirq that receives the answer; a qdisc, TCP timers and
+  forwarding from a NIC are charged to whoever was running.
 
 Device names are per network namespace: every container's ``eth0`` is counted under one
 key; name host-side veths (unique on their host) to tell containers apart.
@@ -150,12 +151,12 @@ TRACEPOINT_PROBE(net, EVENT) {
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """``devices``: device name -> container name (host-side veths: ``veths``); ``targets``:
-    containers whose cgroup is charged for what its tasks transmit (none: every cgroup);
+    """``targets``: containers whose cgroup is charged for what its tasks transmit (none:
+    every cgroup); ``devices``: device name -> container name (host-side veths: ``veths``);
     ``netns``: for the procfs fallback, the namespace file the devices live in."""
 
-    devices: Mapping[str, str] = field(default_factory=dict)
     targets: Sequence[Target] = ()
+    devices: Mapping[str, str] = field(default_factory=dict)
     netns: str | None = None
 
 
