@@ -17,9 +17,10 @@ whose allocation ran into the limit, not necessarily the victim, so its cgroup i
 later: sched:sched_process_exit fires in the victim itself when the SIGKILL ends it, where the
 current cgroup is the victim's own; that is ``cgroup_id``, exact (``attributed_by="exit"``).
 Before its exit is seen, ``read()`` falls back to the trigger's cgroup when the trigger was the
-victim (``"trigger"``, exact too), else to /proc/PID/cgroup read in Python right away
-(``"proc"``, racing the victim's end), else None.  Cgroup ids are v2 (unified hierarchy)
-ids, on a hybrid host those of /sys/fs/cgroup/unified.
+victim (``"trigger"``, exact too), else to /proc/PID/cgroup read in Python when ``read()``
+drains the record (``"proc"``: the victim may be gone by then), else None.  Cgroup ids are
+v2 (unified hierarchy) ids, on a hybrid host those of /sys/fs/cgroup/unified; the container
+is named through labkit.probes.attribution at both hooks (its sub-cgroups count for it).
 
 Cross-check: ``kill_count(kills, name)`` is the probe's count for a container; it must equal
 ``cgroup_oom_kills(path)``, the memory cgroup's own ``oom_kill`` counter (v1

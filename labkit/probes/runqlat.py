@@ -26,8 +26,10 @@ What this misses, so the counts are a floor, not the truth:
 The cgroup is the one bpf_get_current_cgroup_id() sees: the v2 (unified) hierarchy, which
 on a hybrid host is /sys/fs/cgroup/unified.  With targets, a task is matched to a container
 by labkit.probes.attribution (its cgroup or an ancestor is the target's), learnt while the
-task is current, so sub-cgroups a container makes count for it.  Overhead: a hash update on every context switch
-and wakeup of the machine (a few hundred ns each): meant for a measurement, not always-on.
+task is current, so sub-cgroups a container makes count for it.
+
+Overhead: a hash update on every context switch and wakeup of the machine (a few hundred ns
+each): meant for a measurement, not always-on.
 
 Without bcc, ``procfs(opts)`` sums ``run_delay`` and the slice count of
 /proc/PID/task/TID/schedstat over the container's tasks (Documentation/scheduler/sched-stats
