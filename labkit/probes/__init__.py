@@ -15,6 +15,9 @@ Container-aware (every event named by its container, labkit.probes.attribution):
 * ``nssyscalls`` (kind "syscalls"): clone/clone3/unshare/setns/mount/pivot_root/execve with
   their latency
 * ``cgattach``: moves into cgroups (and births in one, clone3 CLONE_INTO_CGROUP)
+* ``runqlat``: run-queue latency per container, log2 histograms (sched tracepoints)
+* ``netio`` (kind "net"): packets and bytes per device, ethertype and container
+* ``oomkill`` (kind "oomkill"): each OOM kill, named by the victim's container
 * ``target``: a container name -> its cgroup id and namespace inodes; ``fallback``: the
   procfs stand-ins
 
@@ -45,13 +48,17 @@ __all__ = ["KINDS", "base", "bcc_unusable", "execsnoop", "kcount", "oomkill", "o
 # attach(Options) -> a probe with .read(), .close(), context manager, .mode ("tracepoint",
 # "kprobe", ...) and .missing (a tuple of what that mode cannot see); its BPF C uses
 # labkit.probes.attribution (render / LK_TARGET / fill / name_of).  The procfs stand-in, if
-# any, goes in fallback.FALLBACKS with its fallback.MISSING text; a kind without one gets
+# any, goes in fallback.FALLBACKS with its fallback.MISSING text, or is the module's own
+# procfs(Options, reason) (the kernel's counters, read directly); a kind without one gets
 # fallback.NothingProbe (read() == [], .missing says why).
 KINDS: dict[str, str] = {
     "lifecycle": "labkit.probes.lifecycle",
     "syscalls": "labkit.probes.nssyscalls",
     "cgattach": "labkit.probes.cgattach",
-    # per-container statistics (helper "kstats"): "runqlat", "net", "oomkill"
+    # per-container statistics; each module has its own counter stand-in, procfs(opts, why)
+    "runqlat": "labkit.probes.runqlat",
+    "net": "labkit.probes.netio",
+    "oomkill": "labkit.probes.oomkill",
 }
 
 
@@ -103,4 +110,6 @@ def open(kind: str, targets: Iterable[Any] = (), *, fallback: bool = True,
     if not fallback:
         raise errors.UnsupportedError(f"probe {kind}", reason,
                                       hint="pass fallback=True for the procfs stand-in")
+    if hasattr(module, "procfs"):  # runqlat, net, oomkill: the kernel's own counters
+        return module.procfs(options, reason)
     return fb.open(kind, resolved, reason, interval=poll_interval, **opts)
