@@ -97,3 +97,23 @@ def test_unset_writes_nothing(bundle: Path, tmp_path: Path) -> None:
     assert out.strip() == "done"
     after = {str(p) for p in bundle.rglob("*")}
     assert after - before == set()
+
+
+def test_startup_probe_counts_23_execs_and_unshares_of_its_tree_exactly() -> None:
+    from labkit.probes import startup
+
+    n = 23  # prime: a doubled or dropped event cannot hide
+    with startup.attach([os.getpid()]) as probe:
+        probe.read()
+        kids = [subprocess.Popen(["unshare", "--uts", "/bin/true"]) for _ in range(n)]
+        for k in kids:
+            assert k.wait() == 0
+        subprocess.run(["/bin/true"], check=True)  # the last exits reach the buffer first
+        evs = probe.read()
+        lost = probe.lost
+    assert lost == 0
+    pids = {k.pid for k in kids}
+    assert len([e for e in evs if e.kind == "unshare" and e.pid in pids and e.ret == 0]) == n
+    true_execs = [e for e in evs if e.kind == "exec" and e.pid in pids and e.text == "/bin/true"]
+    assert len(true_execs) == n
+    assert all(e.enter_ns <= e.ts_ns for e in evs if e.kind == "unshare")
