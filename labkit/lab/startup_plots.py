@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from labkit.measure.timeline import StartTimeline, to_dataframe
+from labkit.measure.timeline import StartTimeline, off_chain_marks, to_dataframe
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -35,12 +35,19 @@ def plot_waterfall(timeline: StartTimeline, ax: Axes | None = None) -> Axes:
         ax.text(left + p.ms, i, f" {p.ms:.2f}", va="center", fontsize=7)
     ax.set_yticks(range(len(phases)), [p.name for p in phases], fontsize=8)
     ax.invert_yaxis()  # the first phase on top
+    # Marks off the causal chain (the daemon's answer to start, the shim's end of start):
+    # they happen beside the phases, not between them, so they are drawn as lines.
+    for m in off_chain_marks(timeline):
+        x = (m.ts_ns - t0) / 1e6
+        ax.axvline(x, linestyle=":", color="tab:green", linewidth=0.8)
+        ax.text(x, len(phases) - 0.6, f"{m.phase} ", rotation=90, fontsize=6,
+                color="tab:green", va="bottom", ha="right")
     ax.set_xlabel("ms since the start's first point")
     ax.set_title(f"one start via the {timeline.via}: {timeline.total_ms:.1f} ms "
                  f"({timeline.key[:12]})")
     used = sorted({p.source for p in phases})
     ax.legend(handles=[Patch(color=SOURCE_COLOURS.get(s, "tab:grey"), label=f"end from {s}")
-                       for s in used], fontsize=7, loc="lower right")
+                       for s in used], fontsize=7, loc="upper right")
     return ax
 
 
@@ -60,6 +67,7 @@ def plot_distribution(timelines: Iterable[StartTimeline], ax: Axes | None = None
     ax.set_yticks(range(1, len(order) + 1), order, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(0, 1.5 * float(df["ms"].max()) if len(df) else 1.0)
     ax.set_xlabel("ms (log scale above 1 ms)")
     ax.set_title(f"{df['start'].nunique()} starts: time per phase")
     return ax

@@ -18,7 +18,7 @@ contiguous, so they add up to the start's total (first point -> last point).
 
 A point that cannot be found (no eBPF: the kernel-only points; a component that did not
 mark) is left out: its phase merges into the next one, whose name then says so
-("cgroup + namespaces (no runtime.cgroup)"), and it is listed in ``missing``.  A point
+("finalize + start handshake (no runtime.ready)"), and it is listed in ``missing``.  A point
 earlier than the one before it (it cannot be, causally: a mark from another start) is
 left out the same way.  labkit runs these starts one at a time, so marks are given to the
 start whose client was running when they were made (and by container id where they
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from labkit.probes.startup import Event
 
 __all__ = ["ENGINE_CHAIN", "RUNTIME_CHAIN", "Mark", "Phase", "StartTimeline", "join",
-           "read_marks", "to_dataframe", "trace_starts"]
+           "medians", "off_chain_marks", "read_marks", "to_dataframe", "trace_starts"]
 
 VIAS = ("engine", "runtime")
 
@@ -269,6 +269,14 @@ def _phases(via: str, key: str, chain: tuple[tuple[str, str], ...],
             phases.append(Phase(label, last, ns, source))
         last = ns
     return StartTimeline(key, via, phases, missing, marks, evs)
+
+
+def off_chain_marks(tl: StartTimeline) -> list[Mark]:
+    """The start's marks that are no point of its chain (e.g. daemon.start.sent, shim.start.end:
+    the answers that travel back while the container already runs), within its span."""
+    points = {point for point, _ in CHAINS[tl.via]} | set(_MARK_FOR.values())
+    return [m for m in tl.marks if m.phase not in points and m.key
+            and tl.start_ns <= m.ts_ns <= tl.end_ns]
 
 
 def to_dataframe(timelines: StartTimeline | Iterable[StartTimeline]) -> pd.DataFrame:
