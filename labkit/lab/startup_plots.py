@@ -60,7 +60,7 @@ def plot_distribution(timelines: Iterable[StartTimeline], ax: Axes | None = None
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.3 * len(order) + 1.2))
     data = [df.loc[df["phase"] == name, "ms"].to_numpy() for name in order]
-    ax.boxplot(data, vert=False, widths=0.6, showfliers=False)
+    ax.boxplot(data, orientation="horizontal", widths=0.6, showfliers=False)
     for i, values in enumerate(data, start=1):
         jitter = [i + 0.15 * ((k % 5) - 2) / 2 for k in range(len(values))]
         ax.plot(values, jitter, ".", color="tab:blue", alpha=0.6, markersize=4)

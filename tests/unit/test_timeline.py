@@ -235,3 +235,44 @@ def test_startup_descendants_of_this_process() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+# -- plots and the notebook's check ------------------------------------------------------
+
+def _tls(n: int = 3) -> list[tlm.StartTimeline]:
+    return [join("runtime", f"{CID[:-1]}{i}", [Mark(m.ts_ns, m.pid, m.tid, m.phase,
+                                                    f"{CID[:-1]}{i}") for m in _runtime_marks()],
+                 _events(), client=(5 * MS, 27 * MS)) for i in range(n)]
+
+
+def test_plots_draw_a_bar_per_phase_and_a_box_per_phase() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from labkit.lab import startup_plots
+
+    tls = _tls()
+    ax = startup_plots.plot_waterfall(tls[0])
+    assert len(ax.patches) == len(tls[0].phases)
+    assert [t.get_text() for t in ax.get_yticklabels()] == [p.name for p in tls[0].phases]
+    ax = startup_plots.plot_distribution(tls)
+    assert len(ax.get_yticklabels()) == len(tls[0].phases)
+
+
+def test_nb09_check_passes_the_worked_answer_and_hints_otherwise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit.lab import exercises
+
+    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)  # hints are returned, not raised
+
+    df_one = tlm.to_dataframe(_tls(1)[0])
+    share = float(df_one.loc[df_one["phase"] == "execve", "end_ms"].iloc[0]) / 22.0
+    assert exercises.check("09.before_exec_share",
+                           {"df_one": df_one, "before_exec_share": share}).passed
+    pct = exercises.check("09.before_exec_share",
+                          {"df_one": df_one, "before_exec_share": share * 100})
+    assert not pct.passed and "percentage" in pct.message
+    wrong = exercises.check("09.before_exec_share", {"df_one": df_one, "before_exec_share": 0.1})
+    assert not wrong.passed and "execve" in wrong.message
+    missing = exercises.check("09.before_exec_share", {"df_one": df_one})
+    assert not missing.passed and "before_exec_share" in missing.message
