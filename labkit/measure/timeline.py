@@ -343,8 +343,12 @@ def _one(argv: list[str], env: dict[str, str], probe: Any,
         raise errors.LabkitError(f"{' '.join(argv[:3])}...: exit {proc.returncode}: {last}")
     evs: list[Event] = []
     if probe is not None:
+        lost = probe.lost
         time.sleep(0.05)  # the last exits reach the perf buffer
         evs = probe.read()
+        if probe.lost != lost:  # a full perf buffer: this start's kernel side is not whole
+            raise errors.LabkitError(f"the startup probe lost {probe.lost - lost} events "
+                                     "during one start; run fewer things beside it")
     return proc.pid, t0, t1, evs
 
 
