@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from labkit import errors
-from labkit._sys import consts, fastjson, syscalls
+from labkit._sys import consts, fastjson, syscalls, trace
 from labkit.engine.runtime import config as configmod
 from labkit.engine.runtime import devices as device_rules
 from labkit.engine.runtime import hooks as hookmod
@@ -113,6 +113,7 @@ def create_with_tty(root: str, container_id: str, bundle: str, *, pid_file: str 
     console socket, init opens a pty in the container's devpts and makes it its controlling
     terminal; the master is returned for the caller to pump (else None)."""
     statemod.check_id(container_id)
+    trace.mark("runtime.create", container_id, scope=True)  # its forks mark under this id
     cfg = configmod.load(bundle, container_id)
     if cfg.terminal and console_socket is None and not foreground:
         raise errors.InvalidArgumentError(

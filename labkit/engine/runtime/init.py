@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
 from labkit import errors
-from labkit._sys import consts, syscalls
+from labkit._sys import consts, syscalls, trace
 from labkit._sys.libc import libc
 from labkit._sys.seccomp import load_bpf
 from labkit._sys.signals import reset_signals
@@ -129,9 +129,12 @@ def intermediate(a: InitArgs, cgroup: Any, ns_sock: int) -> NoReturn:
     """The intermediate child: cgroup, namespaces, fork init, report its pid, exit."""
     code = 1
     try:
+        trace.mark("runtime.clone")
         if cgroup is not None:
             join_cgroup(cgroup)
+        trace.mark("runtime.cgroup")
         child_enter(a.cfg.namespaces, ns_sock)
+        trace.mark("runtime.ns")
         os.close(ns_sock)
         if "net" in a.cfg.namespaces.new:
             loopback_up()
@@ -309,6 +312,7 @@ def container_init(a: InitArgs) -> NoReturn:
             cgroupns = "cgroup" in cfg.namespaces.new or "cgroup" in cfg.namespaces.join
             cgroup_dirs = rootfs.host_cgroup_dirs(cgroupns=cgroupns) if a.host_cgroups else {}
             rootfs.prepare(cfg, cgroup_dirs)
+        trace.mark("runtime.mounts")
         started = _create_hooks(a)
         # The host's /proc, kept open across pivot_root, to reopen exec.fifo by its fd
         # without depending on the container mounting a /proc of its own.
@@ -318,6 +322,7 @@ def container_init(a: InitArgs) -> NoReturn:
             rootfs.finalize(cfg)
         else:
             rootfs.enter_chroot(cfg)
+        trace.mark("runtime.pivot_root")
         ready = b""
         if a.pty:
             # The runtime takes the master with pidfd_getfd(2): the number is in "R".
@@ -346,6 +351,7 @@ def container_init(a: InitArgs) -> NoReturn:
             process.no_new_privs()
         if a.seccomp is not None and nnp:
             load_bpf(*a.seccomp)  # last: the filter must allow only what execve needs from here
+        trace.mark("runtime.ready")
         send_frame(a.sync_w, b"R", ready)
         os.close(a.sync_w)
     except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
@@ -363,6 +369,7 @@ def container_init(a: InitArgs) -> NoReturn:
         os.write(fd, b"0")
         os.close(fd)
         envd = dict(kv.split("=", 1) for kv in env if "=" in kv)
+        trace.mark("runtime.exec")
         os.execve(path, p["args"], envd)
     except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
         print(f"labkit-runtime init: exec {p['args'][0]!r} failed: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from labkit import errors
+from labkit._sys import trace
 from labkit._sys.signals import reset_signals
 from labkit.engine.runtime import create as rt_create
 from labkit.engine.runtime import delete as rt_delete
@@ -122,6 +123,7 @@ class Ops:
     # -- lifecycle -----------------------------------------------------------------------
     def op_create(self, req: dict[str, Any], conn: CtlConn) -> dict[str, Any]:
         init = self.procs[""]
+        trace.mark("shim.create.begin", self.id)
         if init.pid:
             raise errors.AlreadyExistsError("container", self.id)
         log = self.cfg.get("log") or {}
@@ -157,6 +159,7 @@ class Ops:
         self.by_pid[pid] = init
         self.watch_output(init)
         self.save_state()
+        trace.mark("shim.create.end", self.id)
         self.emit("/tasks/create", init)
         return {"ok": True, "pid": pid}
 
@@ -222,7 +225,9 @@ class Ops:
         if p.exec_id:
             self._start_exec(p)
         else:
+            trace.mark("shim.start.begin", self.id)
             rt_start.start(self.runtime_root, self.id)
+            trace.mark("shim.start.end", self.id)
         p.move(Status.RUNNING)
         p.started_at = time.time()
         if not p.exec_id:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labkit import errors
+from labkit._sys import trace
 from labkit.engine.runtime import stats as rt_stats
 from labkit.engine.runtime.state import Status
 from labkit.engine.shim import layout
@@ -140,6 +141,7 @@ class Shim(Ops):
 
     def exited(self, proc: Proc, code: int, error: str = "") -> None:
         """Record an exit: drain output, persist, answer waiters, close clients, emit."""
+        trace.mark("shim.exit", self.id if not proc.exec_id else "")
         for c in proc.drain():
             self.drop_client(c)
         for fd in list(proc.outs):

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 
 from labkit import errors
+from labkit._sys import trace
 from labkit.engine.runtime.state import Status, check_id
 from labkit.engine.shim import layout
 from labkit.engine.shim.template import Template
@@ -201,6 +202,7 @@ class TasksService(pb_grpc.TasksServicer):
 
         A failure at any step undoes the earlier ones (no mount, shim or dir is left)."""
         cid = check_id(req.id)
+        trace.mark("supervisor.create.recv", cid)
         if cid in self.records:
             raise errors.AlreadyExistsError("task", cid)
         _check_log(req.log)
@@ -224,6 +226,7 @@ class TasksService(pb_grpc.TasksServicer):
         try:
             async with self.spawn_lock:
                 r.shim_pid = await loop.run_in_executor(None, self.template.spawn, cfg)
+            trace.mark("supervisor.shim.forked", cid)
             await self.subscribe(r)
             rep = await shims.call(r.ctl, {"op": "create"})
         except BaseException:
@@ -259,6 +262,7 @@ class TasksService(pb_grpc.TasksServicer):
     @rpc
     async def Start(self, req: pb.StartRequest, ctx: Any) -> pb.Process:
         r = self.rec(req.id)
+        trace.mark("supervisor.start.recv", req.id)
         rep = await shims.call(r.ctl, {"op": "start", "exec_id": req.exec_id})
         return pb.Process(id=r.id, exec_id=req.exec_id, pid=int(rep.get("pid") or 0),
                           status=pb.RUNNING, io_socket=r.io_socket)

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from labkit import errors
+from labkit._sys import trace
 from labkit.engine.containers import listing, parse_create
 from labkit.engine.containers.lifecycle import State
 from labkit.engine.daemon import hijack, streams
@@ -14,10 +15,12 @@ from labkit.engine.daemon.params import body, cid, engine, filters, flag, intege
 
 
 async def create(request: web.Request) -> web.Response:
+    trace.mark("daemon.create.recv")  # no id yet: timeline pairs it with the next create.sent
     eng = engine(request)
     spec = parse_create(await body(request), request.query.get("name", ""),
                         (eng.config.log_driver, eng.config.log_opts))  # daemon.json defaults
     rec = eng.containers.create(spec)
+    trace.mark("daemon.create.sent", rec.id)
     return reply({"Id": rec.id, "Warnings": rec.warnings}, 201)
 
 
@@ -44,7 +47,9 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 async def start(request: web.Request) -> web.Response:
+    trace.mark("daemon.start.recv", request.match_info.get("id", ""))
     await engine(request).containers.start(cid(request))
+    trace.mark("daemon.start.sent", request.match_info.get("id", ""))
     return web.Response(status=204)
 
 
