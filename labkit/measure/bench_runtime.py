@@ -256,9 +256,12 @@ class _Warmer:
 
         for n in self.names:
             open_cgroup(n).create()
-        code = ("import sys\nfrom labkit.cgroups import open_cgroup\n"
+        # cgroup.procs with its own pid (Cgroup.add), not add_self's "0" to ``tasks``: only a
+        # threadgroup move takes cgroup_threadgroup_rwsem, whose rcu_sync this keeps busy
+        # (kernel/cgroup/cgroup.c, cgroup_procs_write_start)
+        code = ("import os, sys\nfrom labkit.cgroups import open_cgroup\n"
                 "cgs = [open_cgroup(n) for n in sys.argv[1:]]\n"
-                "while True:\n    for c in cgs:\n        c.add_self()\n")
+                "while True:\n    for c in cgs:\n        c.add(os.getpid())\n")
         self.proc = subprocess.Popen([sys.executable, "-c", code, *self.names])
         self.pause()
 

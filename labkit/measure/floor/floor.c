@@ -4,12 +4,16 @@
  *   floor ns PROG           clone(2) into new pid, mount, uts, ipc and net namespaces
  *                           (no user namespace), execv(PROG), wait for it
  *   floor full ROOTFS CG... mkdir(2) each cgroup directory CG; clone into the same
- *                           namespaces; the parent writes the child's pid to each
- *                           CG/cgroup.procs and then lets it go on (a pipe); the child makes
- *                           / private, bind-mounts ROOTFS on itself, mounts proc in it,
+ *                           namespaces; the child joins each CG itself, makes / private,
+ *                           bind-mounts ROOTFS on itself, mounts proc in it,
  *                           pivot_root(".", ".") and detaches the old root (runc's trick,
  *                           pivot_root(2) NOTES), execs /bin/true there; the parent waits
  *                           and rmdirs the cgroups.
+ *
+ * The join is the cheapest the kernel offers, the one labkit-runtime uses: "0" written to
+ * CG/tasks (v1) moves the writing thread without cgroup_threadgroup_rwsem, whose writer waits
+ * for an RCU grace period after a quiet spell (kernel/cgroup/cgroup.c,
+ * cgroup_procs_write_start; 5-15 ms here); CG/cgroup.procs where there is no tasks file (v2).
  *
  * Exit status: the child's, or 1 (and a message on stderr naming the failing call).
  * Built by labkit.measure.bench_startup with `cc -O2` on first use.  */
@@ -59,10 +63,24 @@ static int mode_ns(const char *prog) {
 	return wait_child(pid);
 }
 
-static void child_full(const char *rootfs, int gate) {
-	char c;
-	if (read(gate, &c, 1) != 1) /* the parent died or failed to join the cgroups */
-		_exit(1);
+static void join_self(const char *dir) {
+	char path[4096];
+	snprintf(path, sizeof path, "%s/tasks", dir);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+	}
+	if (fd < 0)
+		die("open", path);
+	if (write(fd, "0", 1) != 1)
+		die("write", path);
+	close(fd);
+}
+
+static void child_full(const char *rootfs, int ncg, char **cgs) {
+	for (int i = 0; i < ncg; i++)
+		join_self(cgs[i]);
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		die("mount --make-rprivate", "/");
 	if (mount(rootfs, rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
@@ -80,18 +98,6 @@ static void child_full(const char *rootfs, int gate) {
 	char *argv[] = {"true", NULL};
 	execv("/bin/true", argv);
 	die("execv", "/bin/true");
-}
-
-static void join(const char *dir, pid_t pid) {
-	char path[4096], buf[32];
-	snprintf(path, sizeof path, "%s/cgroup.procs", dir);
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		die("open", path);
-	int n = snprintf(buf, sizeof buf, "%d", (int)pid);
-	if (write(fd, buf, (size_t)n) != n)
-		die("write", path);
-	close(fd);
 }
 
 static void remove_dir(const char *dir) {
@@ -133,27 +139,16 @@ static void inherit_cpuset(const char *dir) {
 }
 
 static int mode_full(const char *rootfs, int ncg, char **cgs) {
-	int gate[2];
 	for (int i = 0; i < ncg; i++) {
 		if (mkdir(cgs[i], 0755) < 0)
 			die("mkdir", cgs[i]);
 		inherit_cpuset(cgs[i]);
 	}
-	if (pipe2(gate, O_CLOEXEC) < 0)
-		die("pipe2", NULL);
 	pid_t pid = clone_ns();
 	if (pid < 0)
 		die("clone", NULL);
-	if (pid == 0) {
-		close(gate[1]);
-		child_full(rootfs, gate[0]);
-	}
-	close(gate[0]);
-	for (int i = 0; i < ncg; i++)
-		join(cgs[i], pid);
-	if (write(gate[1], "g", 1) != 1)
-		die("write", "gate");
-	close(gate[1]);
+	if (pid == 0)
+		child_full(rootfs, ncg, cgs);
 	int code = wait_child(pid);
 	for (int i = 0; i < ncg; i++)
 		remove_dir(cgs[i]);
