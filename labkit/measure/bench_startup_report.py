@@ -232,8 +232,10 @@ def plot(rows: Sequence[StartupRow], ax: Axes | None = None) -> Axes:
             lo.append(0.0)
             hi.append(max(0.0, (r.p95_ms or r.median_ms) - r.median_ms))
             labels.append("" if r.ratio_to_floor is None else f"{r.ratio_to_floor:.1f}x")
-        bars = ax.barh(ys, meds, height, xerr=[lo, hi], capsize=2, label=host)
-        ax.bar_label(bars, labels, padding=8, fontsize=7)
+        ax.barh(ys, meds, height, xerr=[lo, hi], capsize=2, label=host)
+        for y, m, h, text in zip(ys, meds, hi, labels, strict=True):
+            # past the whisker's end (log axis: a factor, not an offset)
+            ax.annotate(text, ((m + h) * 1.08, y), va="center", fontsize=7)
     ax.set_xscale("log")
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
