@@ -26,8 +26,8 @@ the warmer is SIGSTOPped and each sample waits COLD_GAP_S first, so every start 
 cgroup attach after a quiet spell (5-15 ms of RCU grace period on this kernel).  Rounds are
 interleaved round-robin (hosts and candidates rotate each round); warm-up rounds are dropped.
 
-Probe overhead (item 7): after the round-robin, labkit-runtime warm alone, in ABBA blocks
-(off, on, on, off: linear drift cancels), probes attached in this process for the "on" block
+Probe overhead (item 7): after the round-robin, labkit-runtime warm alone, in PROBE_CYCLES
+cycles of ABBA blocks (off, on, on, off: linear drift cancels; see probe_plan()), probes attached in this process for the "on" block
 and drained between samples, outside the timing.  A probe module is any labkit.probes.NAME
 with an ``attach()``; one that cannot attach is named in the note.
 
@@ -69,8 +69,8 @@ from labkit.measure.bench_startup_report import (
 )
 
 __all__ = ["CANDIDATES", "DEFAULT_PROBES", "HOSTS", "StartupRow", "Target", "available",
-           "floor_binary", "plot", "print_table", "run", "steps", "summarize", "targets",
-           "to_json", "write_csv", "write_png"]
+           "floor_binary", "plot", "print_table", "probe_plan", "run", "steps", "summarize",
+           "targets", "to_json", "write_csv", "write_png"]
 
 CANDIDATES = ("fork+exec", "clone+ns", FLOOR, "labkit-runtime warm", "labkit-runtime cli",
               "runc", "crun", "labkit engine", "podman", "dockerd")
@@ -78,6 +78,7 @@ HOSTS = br.HOSTS
 DEFAULT_PROBES = ("execsnoop", "proctree", "oomkill")
 COLD_GAP_S = 0.05  # quiet spell before each cold sample (longer than an RCU grace period)
 WARMER_LEAD_S = 0.02  # the warmer's head start after SIGCONT
+PROBE_CYCLES = 4  # ABBA cycles of the probe-overhead phase
 FLOOR_SRC = Path(__file__).with_name("floor") / "floor.c"
 Timer = Callable[[], "tuple[float, str | None]"]
 ENGINES = ("labkit engine", "podman", "dockerd")
@@ -418,6 +419,18 @@ def _rounds(timers: dict[str, Timer], hosts: list[str], runs: int, warmup: int,
     return samples
 
 
+def probe_plan(runs: int, cycles: int = PROBE_CYCLES) -> list[tuple[bool, int]]:
+    """(probes on?, samples) blocks: ``cycles`` ABBA cycles (off, on, off; the "on" halves of
+    two ABBA halves merged, so one attach per cycle), ``runs`` samples per state in all.
+    More cycles follow a drifting machine more closely; each costs one compile + attach."""
+    plan: list[tuple[bool, int]] = []
+    cycles = max(1, min(cycles, runs))
+    for c in range(cycles):
+        n = runs // cycles + (1 if c < runs % cycles else 0)
+        plan += [(False, (n + 1) // 2), (True, n), (False, n // 2)]
+    return [(on, n) for on, n in plan if n]
+
+
 def _attach(names: list[str]) -> tuple[list[Any], list[str]]:
     """Attach each probe module's attach(); (probes attached, "name: why" for the rest)."""
     attached, skipped = [], []
@@ -432,9 +445,9 @@ def _attach(names: list[str]) -> tuple[list[Any], list[str]]:
 def _probe_phase(timer: Timer, probes: list[str], hosts: list[str], runs: int,
                  cond: _Hosts,
                  progress: Callable[[str], None] | None) -> list[StartupRow]:
-    """labkit-runtime warm with probes off, on, on, off (ABBA), each host per round."""
-    half = (runs + 1) // 2
-    plan = [(False, half), (True, runs), (False, runs - half)]
+    """labkit-runtime warm with probes off and on in the blocks of probe_plan(), the hosts
+    alternating sample by sample."""
+    plan = probe_plan(runs)
     samples: dict[tuple[bool, str], list[float]] = {(on, h): [] for on in (False, True)
                                                     for h in hosts}
     error: str | None = None

@@ -134,6 +134,17 @@ def test_steps_counts_progress_calls() -> None:
     assert bs.steps(2, 1, 3, 2, probes=True) == 18 + 8
 
 
+@pytest.mark.parametrize("runs", [1, 2, 3, 7, 20])
+def test_probe_plan_is_abba_cycles_with_runs_samples_per_state(runs: int) -> None:
+    plan = bs.probe_plan(runs, cycles=4)
+    assert sum(n for on, n in plan if on) == runs
+    assert sum(n for on, n in plan if not on) == runs
+    assert all(n > 0 for _, n in plan)
+    # every "on" block sits between "off" blocks of the same cycle (one attach per cycle)
+    assert sum(1 for on, _ in plan if on) == min(4, runs)
+    assert plan[0][0] is False
+
+
 def test_cli_parses_startup_options() -> None:
     args = bench.parser().parse_args(["startup", "-n", "5", "--candidates", "runc,crun",
                                       "--probes", "", "--hosts", "cold"])
