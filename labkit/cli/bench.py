@@ -1,5 +1,5 @@
-"""labkit bench runtime | engine | images | net: container start-to-exit latency, engine run,
-image ops, run on the default bridge."""
+"""labkit bench runtime | engine | images | net | startup: container start-to-exit latency,
+engine run, image ops, run on the default bridge, every way to start a container side by side."""
 
 from __future__ import annotations
 
@@ -99,7 +99,61 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
     nt.add_argument("--json", action="store_true", help="print rows as JSON, no table")
     nt.add_argument("--csv", metavar="FILE", help="also write the rows as CSV to FILE")
     nt.add_argument("--png", metavar="FILE", help="also write a bar chart of the medians")
+    st = sub.add_parser(
+        "startup", help="container start latency: floors, labkit-runtime (warm, cli), runc, "
+                        "crun, labkit's engine, podman, dockerd, and the probes' overhead",
+        description="Time one busybox /bin/true container start, start to exit, for every "
+                    "candidate side by side (interleaved round-robin), in a cold and a warm "
+                    "host condition, then labkit-runtime warm with and without eBPF probes.",
+        epilog="example: labkit bench startup -n 20 --csv startup.csv --png startup.png")
+    st.add_argument("-n", "--runs", type=_count(1), default=20,
+                    help="timed runs per candidate and host (default 20)")
+    st.add_argument("--warmup", type=_count(0), default=3,
+                    help="untimed rounds first (default 3)")
+    st.add_argument("--candidates", metavar="LIST",
+                    help="comma-separated candidates (default all): fork+exec, clone+ns, "
+                         "hand-built floor, labkit-runtime warm, labkit-runtime cli, runc, "
+                         "crun, labkit engine, podman, dockerd")
+    st.add_argument("--hosts", default="cold,warm",
+                    help="host conditions: cold (a quiet spell before each start), warm "
+                         "(a helper keeps cgroup attach busy); default both")
+    st.add_argument("--probes", default="execsnoop,proctree,oomkill",
+                    help="labkit.probes modules to attach for the overhead rows (default "
+                         "execsnoop,proctree,oomkill); '' skips that phase")
+    st.add_argument("--json", action="store_true", help="print rows as JSON, no table")
+    st.add_argument("--csv", metavar="FILE", help="also write the rows as CSV to FILE")
+    st.add_argument("--png", metavar="FILE", help="also write a bar chart of the medians")
     return p
+
+
+def _startup(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from labkit import errors
+    from labkit.measure import bench_startup as bs
+
+    _check_outputs(args)
+    names = peers(args.candidates) if args.candidates is not None else list(bs.CANDIDATES)
+    hosts, probes = peers(args.hosts), peers(args.probes)
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("labkit bench startup: setting up", total=bs.steps(
+                args.runs, args.warmup, len(names), len(hosts), bool(probes)))
+            rows = bs.run(candidates=names, runs=args.runs, warmup=args.warmup, hosts=hosts,
+                          probes=probes, progress=lambda what: bar.update(
+                              task, advance=1, description=what))
+    except errors.InvalidArgumentError as err:
+        parser().error(str(err))
+    if args.json:
+        print(bs.to_json(rows))
+    else:
+        bs.print_table(rows)
+    if args.csv:
+        bs.write_csv(rows, args.csv)
+    if args.png:
+        bs.write_png(rows, args.png)
+    return 0
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -178,6 +232,8 @@ def run(argv: list[str], prog: str = "labkit bench") -> int:
         return _images(args)
     if args.bench == "net":
         return _net(args)
+    if args.bench == "startup":
+        return _startup(args)
     if args.bench == "engine":
         from labkit.measure import bench_engine
 

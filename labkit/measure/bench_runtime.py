@@ -244,8 +244,8 @@ def _time_one(r: Runner, bundle: Path, cid: str) -> tuple[float, float, str | No
 
 
 class _Warmer:
-    """The "warm" host: a child moving itself between two cgroups (lk-bench-warm-PID-a/b) in
-    a loop, so cgroup attach is never idle; SIGSTOPped while cold rounds run."""
+    """The "warm" host: a child moving itself between two cgroups (lk-bench-warm-PID-a/b)
+    every 2 ms, so cgroup attach is never idle; SIGSTOPped while cold rounds run."""
 
     def __init__(self) -> None:
         self.names = [f"lk-bench-warm-{os.getpid()}-{x}" for x in "ab"]
@@ -256,9 +256,15 @@ class _Warmer:
 
         for n in self.names:
             open_cgroup(n).create()
-        code = ("import sys\nfrom labkit.cgroups import open_cgroup\n"
+        # cgroup.procs with its own pid (Cgroup.add), not add_self's "0" to ``tasks``: only a
+        # threadgroup move takes cgroup_threadgroup_rwsem, whose rcu_sync this keeps busy
+        # (kernel/cgroup/cgroup.c, cgroup_procs_write_start).  One move every 2 ms is enough
+        # (shorter than a grace period; measured: first attach 0.1 ms) at ~5 % of a CPU,
+        # where a tight loop took a whole core from what is being measured.
+        code = ("import os, sys, time\nfrom labkit.cgroups import open_cgroup\n"
                 "cgs = [open_cgroup(n) for n in sys.argv[1:]]\n"
-                "while True:\n    for c in cgs:\n        c.add_self()\n")
+                "while True:\n    for c in cgs:\n        c.add(os.getpid())\n"
+                "        time.sleep(0.002)\n")
         self.proc = subprocess.Popen([sys.executable, "-c", code, *self.names])
         self.pause()
 
