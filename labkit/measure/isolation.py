@@ -47,8 +47,15 @@ from labkit import errors
 from labkit.cgroups import Cgroup, open_cgroup
 from labkit.ns import KINDS, IdMap, NamespaceSpec, spawn
 
-__all__ = ["ASPECTS", "IsolationRow", "SPECS", "SysvObjects", "measure", "rows_for",
-           "to_dataframe"]
+__all__ = [
+    "ASPECTS",
+    "SPECS",
+    "IsolationRow",
+    "SysvObjects",
+    "measure",
+    "rows_for",
+    "to_dataframe",
+]
 
 ASPECTS = ("processes", "hostname", "mounts", "interfaces", "users", "ipc", "clocks", "cgroup")
 DAY = 86400
