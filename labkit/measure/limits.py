@@ -1,0 +1,484 @@
+"""Limits measured: what each cgroup limit does to a workload that runs into it.
+
+* memory: usage climbs (sampled) to ``memory_max`` and the OOM killer ends the hog; the kill
+  is timed by the cgroup's own counter (the first sample whose oom_kill went up) and, where
+  bcc and the oom:mark_victim tracepoint are there, by labkit.probes.oomkill (its
+  bpf_ktime_get_ns stamp is CLOCK_MONOTONIC, the samplers' clock);
+* CPU: the CFS quota (sched-bwc.rst) against the CPU a burner achieves in each interval,
+  beside a baseline run without quota;
+* pids: a forker asks for more children than pids.max allows; exactly the forks beyond the
+  limit fail with EAGAIN (fork(2); pids.rst), and pids.events "max" counts them too;
+* io: v1 blkio.throttle.write_bps_device (v2 io.max wbps) on a loop device of our own, and
+  the bytes per interval that O_DIRECT writes achieve under it, beside a baseline.
+
+Each run is one workloads.LimitedRun (cgroup counters sampled every ``interval`` seconds,
+the process through psutil) in a fresh lk-* cgroup that is killed and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from labkit import errors
+from labkit.cgroups import Cgroup, IoLimit, Resources, open_cgroup
+from labkit.measure.sampler import CgroupSampler, ProcessSampler
+from labkit.measure.workloads import LimitedRun, cpu_burner, memory_hog, start_in
+
+__all__ = ["CpuPoint", "CpuQuotaRun", "IoPoint", "IoRun", "MemoryLimitRun", "PidsRun",
+           "cpu_points", "cpu_quota", "forker", "io_limit", "io_points", "memory_limit", "oom_time",
+           "pids_limit"]
+
+if TYPE_CHECKING:
+    from labkit.probes.oomkill import OomKill, OomProbe
+
+MIB = 1 << 20
+
+
+def _run(name: str, resources: Resources, argv: Sequence[str], *, interval: float,
+         timeout: float, prepare: contextlib.AbstractContextManager[object] | None = None,
+         stdout: int = subprocess.DEVNULL) -> tuple[LimitedRun, float, bytes]:
+    """workloads.run_limited, also returning the sampler's t=0 (time.monotonic) and stdout.
+
+    ``prepare`` is entered after the cgroup exists and before the workload starts (a probe).
+    """
+    cg = open_cgroup(name)
+    cg.create(exist_ok=False)
+    out = b""
+    try:
+        cg.set(resources)
+        before = cg.stats()
+        with contextlib.ExitStack() as stack:
+            if prepare is not None:
+                stack.enter_context(prepare)
+            sampler = CgroupSampler(cg, interval)
+            sampler.start()
+            t0 = sampler._t0  # the samples' clock: time.monotonic() at start
+            try:
+                w0 = time.perf_counter()
+                proc = start_in(cg, argv, stdout=stdout, stderr=subprocess.DEVNULL)
+                psampler = ProcessSampler(proc.pid, interval).start()
+                try:
+                    if proc.stdout is not None:  # start_in closed stdin: no communicate()
+                        out = proc.stdout.read()
+                    code = proc.wait(timeout)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                    psampler.stop()
+                wall = time.perf_counter() - w0
+            finally:
+                sampler.stop()
+        after = cg.stats()
+    finally:
+        try:
+            cg.kill()
+        finally:
+            cg.remove()
+    run = LimitedRun(name, resources, tuple(argv), code, wall, tuple(sampler.rows), before,
+                     after, tuple(psampler.rows))
+    return run, t0, out
+
+
+# --- memory -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MemoryLimitRun:
+    """A memory hog under ``limit`` bytes and when the OOM killer ended it.
+
+    ``t_oom_cgroup``: the first sample whose oom_kills counter had gone up (seconds since
+    sampling began; the kill happened in the interval before it).  ``t_oom_probe``: the
+    oomkill probe's stamp of the victim, same clock; None with ``probe_note`` saying why
+    when no probe ran.  ``probe_kills`` counts the victims the probe saw in this cgroup's hog.
+    """
+
+    run: LimitedRun
+    limit: int
+    t_oom_cgroup: float | None
+    t_oom_probe: float | None
+    probe_kills: int | None
+    probe_note: str
+
+    @property
+    def cgroup_kills(self) -> int:
+        return self.run.oom_kills
+
+
+def oom_time(run: LimitedRun) -> float | None:
+    """t of the first sample whose oom_kills is above the count before the run."""
+    base = run.before.oom_kills or 0
+    for s in run.samples:
+        if s.oom_kills is not None and s.oom_kills > base:
+            return s.t
+    return None
+
+
+class _Probe(contextlib.AbstractContextManager[object]):
+    """Attaches oomkill on enter (remembering why not, when it cannot), detaches on exit."""
+
+    def __init__(self) -> None:
+        self.probe: OomProbe | None = None
+        self.note = ""
+        self.events: list[OomKill] = []
+
+    def __enter__(self) -> object:
+        try:
+            from labkit.probes import oomkill
+
+            self.probe = oomkill.attach()
+            self.note = "oomkill probe (tracepoint oom:mark_victim)"
+        except errors.UnsupportedError as err:
+            self.note = f"no probe: {err}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.probe is not None:
+            self.events = list(self.probe.read())
+            self.probe.close()
+
+
+def memory_limit(limit: int = 48 * MIB, *, name: str = "", interval: float = 0.02,
+                 probe: bool = True, timeout: float = 60.0) -> MemoryLimitRun:
+    """Run workloads.memory_hog() under ``limit`` (memory and memory+swap) until it is killed.
+
+    Raises what Cgroup.create/set raise (AlreadyExistsError for an existing ``name``).
+    """
+    name = name or f"lk-limits-mem-{os.getpid()}"
+    watch = _Probe() if probe else None
+    run, t0, _ = _run(name, Resources(memory_max=limit, memory_swap_max=limit), memory_hog(),
+                      interval=interval, timeout=timeout, prepare=watch)
+    t_probe = kills = None
+    note = "probe not asked for"
+    if watch is not None:
+        note = watch.note
+        if watch.probe is not None:
+            # The hog's pid is the gate's (sh execs the workload in its place).
+            hog = run.process_samples[0].pid if run.process_samples else None
+            mine = [e for e in watch.events if getattr(e, "pid", None) == hog]
+            kills = len(mine)
+            if mine:
+                t_probe = mine[0].ts_ns / 1e9 - t0
+    return MemoryLimitRun(run, limit, oom_time(run), t_probe, kills, note)
+
+
+# --- CPU --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CpuPoint:
+    """CPU achieved in one sampling interval ending at ``t``: percent of one CPU."""
+
+    label: str
+    t: float
+    percent: float
+
+
+def cpu_points(label: str, run: LimitedRun) -> list[CpuPoint]:
+    """Per-interval CPU % from consecutive cgroup samples' cpu_usage_usec (pure)."""
+    out = []
+    rows = [s for s in run.samples if s.cpu_usage_usec is not None]
+    for a, b in itertools.pairwise(rows):
+        if b.t > a.t:
+            pct = 100.0 * (b.cpu_usage_usec - a.cpu_usage_usec) / ((b.t - a.t) * 1e6)  # type: ignore[operator]
+            out.append(CpuPoint(label, b.t, pct))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CpuQuotaRun:
+    """A CPU burner under ``quota_pct`` % of one CPU, and the same burner with no quota."""
+
+    quota_pct: float
+    limited: LimitedRun
+    baseline: LimitedRun | None
+    points: tuple[CpuPoint, ...]
+
+    @property
+    def achieved_pct(self) -> float:
+        """CPU used over the whole run (cgroup counter / wall): compare with quota_pct."""
+        return self.limited.cpu_percent
+
+    @property
+    def error(self) -> float:
+        """(achieved - quota) / quota: 0.05 is 5 % above the quota."""
+        return (self.achieved_pct - self.quota_pct) / self.quota_pct
+
+
+def cpu_quota(quota_pct: float = 25.0, *, seconds: float = 1.5, period_us: int = 100_000,
+              baseline: bool = True, name: str = "", interval: float = 0.1) -> CpuQuotaRun:
+    """Burn one CPU for ``seconds`` under a quota of ``quota_pct`` % per ``period_us``.
+
+    Raises:
+        InvalidArgumentError: the quota is below 1 ms per period (sched-bwc.rst).
+    """
+    quota = round(period_us * quota_pct / 100)
+    if quota < 1000:
+        raise errors.InvalidArgumentError("quota_pct", f"{quota_pct}% of {period_us} us is "
+                                          f"{quota} us; the kernel needs >= 1000 us")
+    name = name or f"lk-limits-cpu-{os.getpid()}"
+    limited, _, _ = _run(name, Resources(cpu_quota_us=quota, cpu_period_us=period_us),
+                         cpu_burner(seconds), interval=interval, timeout=seconds * 20 + 30)
+    points = cpu_points(f"quota {quota_pct:g}%", limited)
+    base = None
+    if baseline:
+        base, _, _ = _run(name, Resources(cpu_quota_us=-1, cpu_period_us=period_us),
+                          cpu_burner(seconds), interval=interval, timeout=seconds * 20 + 30)
+        points += cpu_points("no quota", base)
+    return CpuQuotaRun(quota_pct, limited, base, tuple(points))
+
+
+# --- pids -------------------------------------------------------------------------------------
+def forker(attempts: int) -> list[str]:
+    """argv of a process that forks ``attempts`` children which all wait (so each holds a
+    pid), then prints JSON: per attempt "ok" or the errno name, e.g. "EAGAIN"."""
+    code = (
+        "import errno, json, os\n"
+        "r, w = os.pipe()\nres = []\n"
+        f"for _ in range({attempts}):\n"
+        "    try:\n        pid = os.fork()\n"
+        "    except OSError as e:\n        res.append(errno.errorcode[e.errno]); continue\n"
+        "    if pid == 0:\n        os.close(w); os.read(r, 1); os._exit(0)\n"
+        "    res.append('ok')\n"
+        "os.close(w)\n"
+        "while True:\n    try: os.wait()\n    except ChildProcessError: break\n"
+        "print(json.dumps(res), flush=True)\n")
+    return [sys.executable, "-S", "-c", code]
+
+
+@dataclass(frozen=True, slots=True)
+class PidsRun:
+    """A forker under ``pids.max = limit``: each attempt's outcome, and the kernel's count."""
+
+    limit: int
+    attempts: tuple[str, ...]  # "ok" or an errno name, in order
+    pids_events_max: int | None  # pids.events "max": forks refused at the limit
+    peak_pids: int | None  # the highest pids.current sampled
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for a in self.attempts if a == "ok")
+
+    @property
+    def eagain(self) -> int:
+        return sum(1 for a in self.attempts if a == "EAGAIN")
+
+
+def _pids_events(cg: Cgroup) -> int | None:
+    d = getattr(cg, "controller_dir", lambda _c: str(cg.path))("pids")
+    try:
+        with open(os.path.join(d, "pids.events")) as f:
+            for line in f:
+                k, _, v = line.partition(" ")
+                if k == "max":
+                    return int(v)
+    except (FileNotFoundError, TypeError):
+        return None
+    return None
+
+
+def pids_limit(limit: int = 23, attempts: int = 40, *, name: str = "",
+               interval: float = 0.02) -> PidsRun:
+    """Fork ``attempts`` children under pids.max = ``limit``; the forker is one of the pids,
+    so ``limit - 1`` forks succeed and the rest fail with EAGAIN.
+
+    Raises:
+        InvalidArgumentError: limit < 1 or attempts < 0.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise errors.InvalidArgumentError("limit", f"{limit!r} must be an integer >= 1")
+    if attempts < 0:
+        raise errors.InvalidArgumentError("attempts", f"{attempts} must be >= 0")
+    name = name or f"lk-limits-pids-{os.getpid()}"
+    cg = open_cgroup(name)
+    cg.create(exist_ok=False)
+    try:
+        cg.set(Resources(pids_max=limit))
+        with CgroupSampler(cg, interval) as s:
+            proc = start_in(cg, forker(attempts), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+            try:
+                assert proc.stdout is not None
+                out = proc.stdout.read()  # the forker ends by itself; EOF when it exits
+                proc.wait(60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        events = _pids_events(cg)
+    finally:
+        try:
+            cg.kill()
+        finally:
+            cg.remove()
+    if proc.returncode != 0:
+        raise errors.LabkitError(f"the forker exited with {proc.returncode}")
+    peak = max((r.pids_current for r in s.rows if r.pids_current is not None), default=None)
+    return PidsRun(limit, tuple(json.loads(out)), events, peak)
+
+
+# --- io ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class IoPoint:
+    """Bytes per second written in the interval ending at ``t``."""
+
+    label: str
+    t: float
+    bytes_per_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class IoRun:
+    """O_DIRECT writes to a loop device under a write-bps limit, and without one."""
+
+    device: str
+    wbps: int
+    nbytes: int
+    limited_s: float
+    baseline_s: float
+    points: tuple[IoPoint, ...]
+
+    @property
+    def achieved_bps(self) -> float:
+        return self.nbytes / self.limited_s
+
+
+@contextlib.contextmanager
+def _loop_device(size: int) -> Iterator[tuple[str, int, int]]:
+    """A loop device backed by a sparse file (losetup(8)); detached and removed on exit."""
+    if shutil.which("losetup") is None:
+        raise errors.UnsupportedError("io limits", "losetup(8) is not installed",
+                                      hint="apt-get install mount")
+    tmp = tempfile.mkdtemp(prefix="lk-limits-io-")
+    backing = os.path.join(tmp, "disk")
+    try:
+        with open(backing, "wb") as f:
+            f.truncate(size)
+        p = subprocess.run(["losetup", "--find", "--show", backing], capture_output=True,
+                           text=True, check=False)
+        if p.returncode != 0:
+            raise errors.UnsupportedError("io limits", f"losetup failed: {p.stderr.strip()}",
+                                          hint="load the loop module: modprobe loop")
+        dev = p.stdout.strip()
+        try:
+            st = os.stat(dev)
+            yield dev, os.major(st.st_rdev), os.minor(st.st_rdev)
+        finally:
+            subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def io_points(label: str, t0: float, rows: Sequence[tuple[float, int]]) -> list[IoPoint]:
+    """Bytes/s between consecutive (time.monotonic, bytes written) readings, t from ``t0`` (pure)."""
+    out = []
+    for (ta, a), (tb, b) in itertools.pairwise(rows):
+        if tb > ta:
+            out.append(IoPoint(label, tb - t0, (b - a) / (tb - ta)))
+    return out
+
+
+class _IoWatch(contextlib.AbstractContextManager[object]):
+    """Samples the cgroup's written bytes on one device (v1 blkio / v2 io.stat) in a thread."""
+
+    def __init__(self, cg: Cgroup, device: str, interval: float) -> None:
+        import threading
+
+        self.cg, self.device, self.interval = cg, device, interval
+        self.rows: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _read(self) -> int:
+        d = getattr(self.cg, "controller_dir", None)
+        if d is not None:
+            path, v1 = os.path.join(d("blkio") or "", "blkio.throttle.io_service_bytes"), True
+        else:
+            path, v1 = os.path.join(str(self.cg.path), "io.stat"), False
+        try:
+            with open(path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return 0
+        for line in text.splitlines():
+            parts = line.split()
+            if not parts or parts[0] != self.device:
+                continue
+            if v1 and len(parts) == 3 and parts[1] == "Write":
+                return int(parts[2])
+            if not v1:
+                return next((int(kv[7:]) for kv in parts[1:] if kv.startswith("wbytes=")), 0)
+        return 0
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.rows.append((time.monotonic(), self._read()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> object:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.rows.append((time.monotonic(), self._read()))
+
+
+def _timed_io_run(name: str, dev: str, device: str, resources: Resources, nbytes: int,
+                  interval: float, label: str) -> tuple[float, list[IoPoint]]:
+    argv = ["dd", "if=/dev/zero", f"of={dev}", "bs=256K", f"count={nbytes // (256 << 10)}",
+            "oflag=direct", "status=none"]
+    cg = open_cgroup(name)
+    cg.create(exist_ok=False)
+    try:
+        cg.set(resources)
+        watch = _IoWatch(cg, device, interval)
+        with watch:
+            t0 = time.monotonic()
+            proc = start_in(cg, argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                assert proc.stderr is not None
+                err = proc.stderr.read()  # dd ends by itself: EOF when it exits
+                proc.wait(120)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            took = time.monotonic() - t0
+    finally:
+        try:
+            cg.kill()
+        finally:
+            cg.remove()
+    if proc.returncode != 0:
+        raise errors.LabkitError(f"dd to {dev} failed: {err.decode(errors='replace').strip()}")
+    # Samples before the workload started (the watcher ran first) are kept: they read 0.
+    return took, io_points(label, t0, watch.rows)
+
+
+def io_limit(wbps: int = 4 * MIB, nbytes: int = 6 * MIB, *, name: str = "",
+             interval: float = 0.1) -> IoRun:
+    """Write ``nbytes`` with O_DIRECT to a fresh loop device under ``wbps`` bytes/s, then
+    without a limit; the device, its backing file and the cgroups are removed afterwards.
+
+    Raises:
+        UnsupportedError: no losetup/loop devices, or the io controller lacks the throttle
+            files (v1 blkio.throttle.*, v2 io.max) here; the reason is in the message.
+    """
+    name = name or f"lk-limits-io-{os.getpid()}"
+    with _loop_device(max(nbytes * 2, 16 * MIB)) as (dev, major, minor):
+        device = f"{major}:{minor}"
+        limited = Resources(io_limits=(IoLimit(major, minor, wbps=wbps),))
+        took, pts = _timed_io_run(name, dev, device, limited, nbytes, interval,
+                                  f"wbps {wbps // 1024} KiB/s")
+        base_s, base_pts = _timed_io_run(name, dev, device, Resources(), nbytes, interval,
+                                         "no limit")
+    return IoRun(dev, wbps, nbytes, took, base_s, tuple(pts + base_pts))
