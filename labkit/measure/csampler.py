@@ -41,8 +41,8 @@ from labkit import errors
 from labkit.cgroups import Cgroup, Resources, open_cgroup
 from labkit.measure.sampler import Sampler
 
-__all__ = ["ContainerSample", "ContainerSampler", "HostViewRow", "agreement", "cgroup_of",
-           "host_view", "host_view_rows", "parse_blkio", "parse_io_stat"]
+__all__ = ["ContainerSample", "ContainerSampler", "HostViewRow", "agreement", "busy_workload", "cgroup_of",
+           "host_view", "host_view_rows", "last_alive", "parse_blkio", "parse_io_stat", "sample_run"]
 
 
 # --- where the container is -----------------------------------------------------------------
@@ -260,6 +260,17 @@ class Agreement:
     ratio: float | None  # psutil / cgroup
 
 
+def last_alive(rows: list[ContainerSample]) -> ContainerSample:
+    """The last sample taken while processes were still in the container (psutil's sums
+    drop to 0 once they exit; the cgroup's counters stay): the one to compare.
+
+    Raises NotFoundError when no sample saw a process."""
+    for r in reversed(rows):
+        if r.ps_procs > 0:
+            return r
+    raise errors.NotFoundError("sample with a live process", f"{len(rows)} samples")
+
+
 _PAIRS = (("threads vs pids.current", "ps_threads", "cg_pids_current"),
           ("cpu seconds", "ps_cpu_s", "cg_cpu_s"),
           ("anon memory", "ps_anon", "cg_anon"),
@@ -276,6 +287,64 @@ def agreement(row: ContainerSample) -> list[Agreement]:
         out.append(Agreement(name, float(a), None if b is None else float(b),
                              None if not b else a / b))
     return out
+
+
+def busy_workload(seconds: float = 1.0, mib: int = 32, write_mib: int = 4) -> list[str]:
+    """argv of a small "container": a process and one child, each touching ``mib`` MiB of
+    anonymous memory, writing ``write_mib`` MiB with O_DIRECT (so the bytes reach the block
+    layer from this task, where both psutil and the cgroup count them) and spinning on a CPU
+    for ``seconds``."""
+    code = (
+        "import mmap, os, tempfile, time\n"
+        "pid = os.fork()\n"
+        f"buf = bytearray({mib} << 20)\n"
+        "for i in range(0, len(buf), 4096): buf[i] = 1\n"
+        "blk = mmap.mmap(-1, 1 << 20)\nblk.write(b'x' * (1 << 20))\n"
+        "fd, path = tempfile.mkstemp(prefix='lk-busy-', dir='/var/tmp')\n"
+        "os.close(fd)\nfd = os.open(path, os.O_WRONLY | os.O_DIRECT)\nos.unlink(path)\n"
+        f"for _ in range({write_mib}): os.write(fd, blk)\n"
+        "os.close(fd)\n"
+        f"end = time.monotonic() + {seconds}\n"
+        "while time.monotonic() < end: pass\n"
+        "if pid: os.waitpid(pid, 0)\n")
+    return [sys.executable, "-S", "-c", code]
+
+
+def sample_run(argv: list[str], *, name: str = "", interval: float = 0.1,
+               timeout: float = 60.0, io_dir: str | None = "/var/tmp") -> list[ContainerSample]:
+    """Run ``argv`` in a fresh cgroup (``name``, default lk-csample-PID) sampled by a
+    ContainerSampler until it exits; the cgroup is removed afterwards.
+
+    ``io_dir``: the block device holding it gets a write-bps rule far above any disk
+    (2**40 B/s) in this cgroup.  Why: blk-throttle keeps the cgroup's byte counters
+    (blkio.throttle.io_service_bytes, v1) only for bios it looks at, i.e. on devices with a
+    rule; without one the cgroup reads 0 while psutil counts the writes.  None: no rule.
+
+    Raises AlreadyExistsError if the cgroup exists, subprocess.TimeoutExpired.
+    """
+    from labkit.cgroups import IoLimit
+    from labkit.measure.workloads import start_in
+
+    cg = open_cgroup(name or f"lk-csample-{os.getpid()}")
+    cg.create(exist_ok=False)
+    try:
+        if io_dir is not None:
+            dev = os.stat(io_dir).st_dev
+            cg.set(Resources(io_limits=(IoLimit(os.major(dev), os.minor(dev), wbps=1 << 40),)))
+        with ContainerSampler(cg, interval) as s:
+            proc = start_in(cg, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                proc.wait(timeout)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        try:
+            cg.kill()
+        finally:
+            cg.remove()
+    return s.rows
 
 
 # --- psutil inside a container ----------------------------------------------------------------

@@ -36,7 +36,7 @@ from labkit.measure.sampler import CgroupSampler, ProcessSampler
 from labkit.measure.workloads import LimitedRun, cpu_burner, memory_hog, start_in
 
 __all__ = ["CpuPoint", "CpuQuotaRun", "IoPoint", "IoRun", "MemoryLimitRun", "PidsRun",
-           "cpu_points", "cpu_quota", "forker", "io_limit", "io_points", "memory_limit", "oom_time",
+           "cpu_points", "cpu_quota", "cpu_run", "forker", "io_limit", "io_points", "memory_limit", "oom_time",
            "pids_limit"]
 
 if TYPE_CHECKING:
@@ -212,9 +212,24 @@ class CpuQuotaRun:
         return (self.achieved_pct - self.quota_pct) / self.quota_pct
 
 
+def cpu_run(quota_us: int, period_us: int = 100_000, *, seconds: float = 1.5, name: str = "",
+            interval: float = 0.1) -> LimitedRun:
+    """One CPU burner (``seconds`` of wall time) under ``quota_us`` per ``period_us``
+    (-1: no quota) in a fresh cgroup; ``run.cpu_percent`` is what it achieved.
+
+    Raises InvalidArgumentError (from Resources) for a quota below 1000 us or a period
+    outside 1000 us..1 s (sched-bwc.rst).
+    """
+    res = Resources(cpu_quota_us=quota_us, cpu_period_us=period_us)
+    run, _, _ = _run(name or f"lk-limits-cpu-{os.getpid()}", res, cpu_burner(seconds),
+                     interval=interval, timeout=seconds * 20 + 30)
+    return run
+
+
 def cpu_quota(quota_pct: float = 25.0, *, seconds: float = 1.5, period_us: int = 100_000,
               baseline: bool = True, name: str = "", interval: float = 0.1) -> CpuQuotaRun:
-    """Burn one CPU for ``seconds`` under a quota of ``quota_pct`` % per ``period_us``.
+    """Burn one CPU for ``seconds`` under a quota of ``quota_pct`` % per ``period_us``, then
+    (``baseline``) the same without a quota.
 
     Raises:
         InvalidArgumentError: the quota is below 1 ms per period (sched-bwc.rst).
@@ -223,14 +238,11 @@ def cpu_quota(quota_pct: float = 25.0, *, seconds: float = 1.5, period_us: int =
     if quota < 1000:
         raise errors.InvalidArgumentError("quota_pct", f"{quota_pct}% of {period_us} us is "
                                           f"{quota} us; the kernel needs >= 1000 us")
-    name = name or f"lk-limits-cpu-{os.getpid()}"
-    limited, _, _ = _run(name, Resources(cpu_quota_us=quota, cpu_period_us=period_us),
-                         cpu_burner(seconds), interval=interval, timeout=seconds * 20 + 30)
+    limited = cpu_run(quota, period_us, seconds=seconds, name=name, interval=interval)
     points = cpu_points(f"quota {quota_pct:g}%", limited)
     base = None
     if baseline:
-        base, _, _ = _run(name, Resources(cpu_quota_us=-1, cpu_period_us=period_us),
-                          cpu_burner(seconds), interval=interval, timeout=seconds * 20 + 30)
+        base = cpu_run(-1, period_us, seconds=seconds, name=name, interval=interval)
         points += cpu_points("no quota", base)
     return CpuQuotaRun(quota_pct, limited, base, tuple(points))
 
@@ -344,6 +356,8 @@ class IoRun:
     limited_s: float
     baseline_s: float
     points: tuple[IoPoint, ...]
+    ps_write_bytes: int  # psutil's /proc/PID/io write_bytes of dd, last read while alive
+    cg_write_bytes: int  # the cgroup's counter for the device after the limited run
 
     @property
     def achieved_bps(self) -> float:
@@ -385,63 +399,20 @@ def io_points(label: str, t0: float, rows: Sequence[tuple[float, int]]) -> list[
     return out
 
 
-class _IoWatch(contextlib.AbstractContextManager[object]):
-    """Samples the cgroup's written bytes on one device (v1 blkio / v2 io.stat) in a thread."""
-
-    def __init__(self, cg: Cgroup, device: str, interval: float) -> None:
-        import threading
-
-        self.cg, self.device, self.interval = cg, device, interval
-        self.rows: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _read(self) -> int:
-        d = getattr(self.cg, "controller_dir", None)
-        if d is not None:
-            path, v1 = os.path.join(d("blkio") or "", "blkio.throttle.io_service_bytes"), True
-        else:
-            path, v1 = os.path.join(str(self.cg.path), "io.stat"), False
-        try:
-            with open(path) as f:
-                text = f.read()
-        except FileNotFoundError:
-            return 0
-        for line in text.splitlines():
-            parts = line.split()
-            if not parts or parts[0] != self.device:
-                continue
-            if v1 and len(parts) == 3 and parts[1] == "Write":
-                return int(parts[2])
-            if not v1:
-                return next((int(kv[7:]) for kv in parts[1:] if kv.startswith("wbytes=")), 0)
-        return 0
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.rows.append((time.monotonic(), self._read()))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> object:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.rows.append((time.monotonic(), self._read()))
-
-
-def _timed_io_run(name: str, dev: str, device: str, resources: Resources, nbytes: int,
-                  interval: float, label: str) -> tuple[float, list[IoPoint]]:
+def _timed_io_run(name: str, dev: str, resources: Resources, nbytes: int,
+                  interval: float, label: str) -> tuple[float, list[IoPoint], int, int]:
+    """dd ``nbytes`` with O_DIRECT to ``dev`` in a fresh cgroup sampled by a ContainerSampler:
+    (seconds, bytes/s per interval from the cgroup's counter, psutil's last write_bytes,
+    the cgroup's write bytes at the end)."""
     argv = ["dd", "if=/dev/zero", f"of={dev}", "bs=256K", f"count={nbytes // (256 << 10)}",
             "oflag=direct", "status=none"]
+    from labkit.measure.csampler import ContainerSampler
+
     cg = open_cgroup(name)
     cg.create(exist_ok=False)
     try:
         cg.set(resources)
-        watch = _IoWatch(cg, device, interval)
-        with watch:
+        with ContainerSampler(cg, interval) as sampler:
             t0 = time.monotonic()
             proc = start_in(cg, argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
@@ -460,8 +431,10 @@ def _timed_io_run(name: str, dev: str, device: str, resources: Resources, nbytes
             cg.remove()
     if proc.returncode != 0:
         raise errors.LabkitError(f"dd to {dev} failed: {err.decode(errors='replace').strip()}")
-    # Samples before the workload started (the watcher ran first) are kept: they read 0.
-    return took, io_points(label, t0, watch.rows)
+    rows = sampler.rows
+    ps = [r.ps_write_bytes for r in rows if r.ps_procs > 0]
+    cg_bytes = [(r.t, r.cg_write_bytes or 0) for r in rows]
+    return took, io_points(label, 0.0, cg_bytes), max(ps, default=0), cg_bytes[-1][1]
 
 
 def io_limit(wbps: int = 4 * MIB, nbytes: int = 6 * MIB, *, name: str = "",
@@ -475,10 +448,12 @@ def io_limit(wbps: int = 4 * MIB, nbytes: int = 6 * MIB, *, name: str = "",
     """
     name = name or f"lk-limits-io-{os.getpid()}"
     with _loop_device(max(nbytes * 2, 16 * MIB)) as (dev, major, minor):
-        device = f"{major}:{minor}"
         limited = Resources(io_limits=(IoLimit(major, minor, wbps=wbps),))
-        took, pts = _timed_io_run(name, dev, device, limited, nbytes, interval,
-                                  f"wbps {wbps // 1024} KiB/s")
-        base_s, base_pts = _timed_io_run(name, dev, device, Resources(), nbytes, interval,
-                                         "no limit")
-    return IoRun(dev, wbps, nbytes, took, base_s, tuple(pts + base_pts))
+        took, pts, ps_bytes, cg_bytes = _timed_io_run(name, dev, limited, nbytes, interval,
+                                                      f"wbps {wbps // 1024} KiB/s")
+        # The baseline keeps a rule far above the device's speed: blk-throttle counts a
+        # cgroup's bytes only on devices it has a rule for (see csampler.sample_run).
+        unlimited = Resources(io_limits=(IoLimit(major, minor, wbps=1 << 40),))
+        base_s, base_pts, _, _ = _timed_io_run(name, dev, unlimited, nbytes, interval, "no limit")
+    return IoRun(dev, wbps, nbytes, took, base_s, tuple(pts + base_pts), ps_bytes,
+                 cg_bytes)
