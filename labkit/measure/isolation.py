@@ -49,6 +49,7 @@ from labkit.ns import KINDS, IdMap, NamespaceSpec, spawn
 
 __all__ = [
     "ASPECTS",
+    "PROMISES",
     "SPECS",
     "IsolationRow",
     "SysvObjects",
@@ -60,6 +61,10 @@ __all__ = [
 ASPECTS = ("processes", "hostname", "mounts", "interfaces", "users", "ipc", "clocks", "cgroup")
 DAY = 86400
 _MAP = (IdMap(0, 100000, 65536),)
+
+# The aspect each kind exists to isolate: the diagonal of the kind x aspect table.
+PROMISES = {"pid": "processes", "mnt": "mounts", "uts": "hostname", "net": "interfaces",
+            "ipc": "ipc", "user": "users", "cgroup": "cgroup", "time": "clocks"}
 
 # What each insider is given; "cgroup" makes its own namespace after it was moved (above).
 SPECS: dict[str, NamespaceSpec] = {
