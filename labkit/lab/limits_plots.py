@@ -68,7 +68,9 @@ def plot_forks(runs: Sequence[PidsRun], ax: Axes | None = None) -> Axes:
                  label="forks failed (EAGAIN)")
     ax.bar_label(ok)
     ax.bar_label(bad)
-    ax.plot(list(xs), [r.limit for r in runs], "k_", markersize=30, label="pids.max")
+    ax.hlines([r.limit for r in runs], [x - 0.45 for x in xs], [x + 0.45 for x in xs],
+              colors="black", linestyles="--", label="pids.max")
+    ax.set_ylim(top=1.35 * max([r.limit for r in runs] + [r.eagain for r in runs] + [1]))
     ax.set_xticks(list(xs), [f"pids.max={r.limit}\n{len(r.attempts)} tries" for r in runs])
     ax.set_ylabel("forks")
     ax.legend(loc="upper left", fontsize="small")
@@ -86,6 +88,7 @@ def plot_io(io: IoRun, ax: Axes | None = None) -> Axes:
         ax.plot([p.t for p in pts], [p.bytes_per_s / MIB for p in pts], marker=".", label=label)
     ax.axhline(io.wbps / MIB, linestyle="--", color="grey", label="write limit")
     ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("MiB/s (cgroup counter)")
     ax.set_title(f"{io.nbytes // MIB} MiB O_DIRECT to {io.device}: {io.limited_s:.2f} s "
