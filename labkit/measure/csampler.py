@@ -261,14 +261,15 @@ class Agreement:
 
 
 def last_alive(rows: list[ContainerSample]) -> ContainerSample:
-    """The last sample taken while processes were still in the container (psutil's sums
-    drop to 0 once they exit; the cgroup's counters stay): the one to compare.
+    """The last sample taken while the most processes were in the container: psutil's sums
+    lose a process once it exits (the cgroup's counters keep it), so this is the one where
+    both views cover the same processes.
 
     Raises NotFoundError when no sample saw a process."""
-    for r in reversed(rows):
-        if r.ps_procs > 0:
-            return r
-    raise errors.NotFoundError("sample with a live process", f"{len(rows)} samples")
+    most = max((r.ps_procs for r in rows), default=0)
+    if most == 0:
+        raise errors.NotFoundError("sample with a live process", f"{len(rows)} samples")
+    return next(r for r in reversed(rows) if r.ps_procs == most)
 
 
 _PAIRS = (("threads vs pids.current", "ps_threads", "cg_pids_current"),
