@@ -24,11 +24,15 @@ MIB = 1 << 20
 
 
 def plot_oom(m: MemoryLimitRun, ax: Axes | None = None) -> Axes:
-    """notebook 02's memory plot, with the OOM kill marked: the probe's stamp (solid red)
-    and the first sample whose cgroup oom_kill counter went up (dotted)."""
+    """notebook 02's memory plot, with the OOM kill marked: the probe's stamp (solid red),
+    the cgroup's OOM notification (dashed orange) and the first sample whose oom_kill
+    counter went up (dotted red)."""
     ax = plots.plot_memory_run(m.run, ax)
     if m.t_oom_probe is not None:
         ax.axvline(m.t_oom_probe, color="red", label=f"OOM kill, probe: t={m.t_oom_probe:.3f} s")
+    if m.t_oom_event is not None:
+        ax.axvline(m.t_oom_event, color="darkorange", linestyle="--",
+                   label=f"cgroup OOM notification: t={m.t_oom_event:.3f} s")
     if m.t_oom_cgroup is not None:
         ax.axvline(m.t_oom_cgroup, color="red", linestyle=":",
                    label=f"oom_kill counter seen: t={m.t_oom_cgroup:.3f} s")

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,11 +46,14 @@ MIB = 1 << 20
 
 
 def _run(name: str, resources: Resources, argv: Sequence[str], *, interval: float,
-         timeout: float, prepare: contextlib.AbstractContextManager[object] | None = None,
-         stdout: int = subprocess.DEVNULL) -> tuple[LimitedRun, float, bytes]:
+         timeout: float, prepare: Sequence[contextlib.AbstractContextManager[object]] = (),
+         stdout: int = subprocess.DEVNULL,
+         watch: Callable[[Cgroup], contextlib.AbstractContextManager[object]] | None = None,
+         ) -> tuple[LimitedRun, float, bytes]:
     """workloads.run_limited, also returning the sampler's t=0 (time.monotonic) and stdout.
 
-    ``prepare`` is entered after the cgroup exists and before the workload starts (a probe).
+    ``prepare`` (a probe) and ``watch(cgroup)`` are entered after the cgroup exists and
+    limited, before the workload starts, and left after it ended.
     """
     cg = open_cgroup(name)
     cg.create(exist_ok=False)
@@ -59,8 +62,10 @@ def _run(name: str, resources: Resources, argv: Sequence[str], *, interval: floa
         cg.set(resources)
         before = cg.stats()
         with contextlib.ExitStack() as stack:
-            if prepare is not None:
-                stack.enter_context(prepare)
+            for ctx in prepare:
+                stack.enter_context(ctx)
+            if watch is not None:
+                stack.enter_context(watch(cg))
             sampler = CgroupSampler(cg, interval)
             sampler.start()
             t0 = sampler._t0  # the samples' clock: time.monotonic() at start
@@ -97,7 +102,8 @@ class MemoryLimitRun:
     """A memory hog under ``limit`` bytes and when the OOM killer ended it.
 
     ``t_oom_cgroup``: the first sample whose oom_kills counter had gone up (seconds since
-    sampling began; the kill happened in the interval before it).  ``t_oom_probe``: the
+    sampling began; the kill happened in the interval before it).  ``t_oom_event``: when
+    the cgroup's own OOM notification arrived (``event_note`` says which), same clock.  ``t_oom_probe``: the
     oomkill probe's stamp of the victim, same clock; None with ``probe_note`` saying why
     when no probe ran.  ``probe_kills`` counts the victims the probe saw in this cgroup's hog.
     """
@@ -108,6 +114,8 @@ class MemoryLimitRun:
     t_oom_probe: float | None
     probe_kills: int | None
     probe_note: str
+    t_oom_event: float | None = None  # the cgroup's OOM notification (v1 eventfd / v2 poll)
+    event_note: str = ""
 
     @property
     def cgroup_kills(self) -> int:
@@ -147,6 +155,85 @@ class _Probe(contextlib.AbstractContextManager[object]):
             self.probe.close()
 
 
+class _OomWatch(contextlib.AbstractContextManager[object]):
+    """The cgroup's own OOM notification, stamped with time.monotonic() in a thread.
+
+    v1 (memory-v1.rst 10, "OOM Control"): an eventfd registered for memory.oom_control via
+    cgroup.event_control is signalled when the cgroup hits OOM, before the killer picks a
+    victim.  v2 (cgroup-v2.rst "memory.events"): the file raises a "modified" event
+    (POLLPRI) when a counter changes; oom_kill going up is the kill.  ``t`` stays None
+    where neither works (``note`` says why); the counters are still sampled.
+    """
+
+    def __init__(self, cg: Cgroup) -> None:
+        import threading
+
+        self.cg = cg
+        self.t: float | None = None
+        self.note = ""
+        self._fds: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="labkit-oomwatch", daemon=True)
+        self._v1 = getattr(cg, "controller_dir", None) is not None
+
+    def __enter__(self) -> object:
+        try:
+            if self._v1:
+                d = self.cg.controller_dir("memory")  # type: ignore[attr-defined]
+                efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+                self._fds.append(efd)
+                ofd = os.open(os.path.join(d, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+                self._fds.append(ofd)
+                with open(os.path.join(d, "cgroup.event_control"), "w") as f:
+                    f.write(f"{efd} {ofd}")
+                self.note = "v1 eventfd on memory.oom_control"
+            else:
+                self._fds.append(os.open(os.path.join(str(self.cg.path), "memory.events"),
+                                         os.O_RDONLY | os.O_CLOEXEC))
+                self.note = "v2 memory.events (POLLPRI)"
+        except OSError as err:
+            self._close()
+            self.note = f"no OOM notification: {err}"
+            return self
+        self._thread.start()
+        return self
+
+    def _kills_v2(self) -> int:
+        os.lseek(self._fds[0], 0, os.SEEK_SET)
+        for line in os.read(self._fds[0], 4096).decode().splitlines():
+            k, _, v = line.partition(" ")
+            if k == "oom_kill":
+                return int(v)
+        return 0
+
+    def _loop(self) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(self._fds[0], select.POLLIN if self._v1 else select.POLLPRI)
+        base = 0 if self._v1 else self._kills_v2()
+        while not self._stop.is_set() and self.t is None:
+            if not poller.poll(50):
+                continue
+            now = time.monotonic()
+            if self._v1:
+                os.eventfd_read(self._fds[0])
+                self.t = now
+            elif self._kills_v2() > base:
+                self.t = now
+
+    def _close(self) -> None:
+        for fd in self._fds:  # closing the eventfd also unregisters it (memory-v1.rst)
+            os.close(fd)
+        self._fds = []
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._close()
+
+
 def memory_limit(limit: int = 48 * MIB, *, name: str = "", interval: float = 0.02,
                  probe: bool = True, timeout: float = 60.0) -> MemoryLimitRun:
     """Run workloads.memory_hog() under ``limit`` (memory and memory+swap) until it is killed.
@@ -155,8 +242,16 @@ def memory_limit(limit: int = 48 * MIB, *, name: str = "", interval: float = 0.0
     """
     name = name or f"lk-limits-mem-{os.getpid()}"
     watch = _Probe() if probe else None
+    events: list[_OomWatch] = []
+
+    def oom_watch(cg: Cgroup) -> _OomWatch:
+        events.append(_OomWatch(cg))
+        return events[-1]
+
     run, t0, _ = _run(name, Resources(memory_max=limit, memory_swap_max=limit), memory_hog(),
-                      interval=interval, timeout=timeout, prepare=watch)
+                      interval=interval, timeout=timeout, prepare=[watch] if watch else [],
+                      watch=oom_watch)
+    t_event = None if events[0].t is None else events[0].t - t0
     t_probe = kills = None
     note = "probe not asked for"
     if watch is not None:
@@ -168,7 +263,8 @@ def memory_limit(limit: int = 48 * MIB, *, name: str = "", interval: float = 0.0
             kills = len(mine)
             if mine:
                 t_probe = mine[0].ts_ns / 1e9 - t0
-    return MemoryLimitRun(run, limit, oom_time(run), t_probe, kills, note)
+    return MemoryLimitRun(run, limit, oom_time(run), t_probe, kills, note, t_event,
+                          events[0].note)
 
 
 # --- CPU --------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ def test_memory_limit_oom_kill_seen_by_counter_and_probe() -> None:
     assert m.run.returncode == -9 and m.cgroup_kills == 1
     assert m.run.after.memory_peak is not None and m.run.after.memory_peak <= 32 * MIB
     assert m.t_oom_cgroup is not None
+    assert m.t_oom_event is not None, m.event_note  # the cgroup's own notification came
     if m.probe_kills is not None:  # bcc and oom:mark_victim here
         assert m.probe_kills == m.cgroup_kills == 1
         assert m.t_oom_probe is not None and m.t_oom_probe <= m.t_oom_cgroup
