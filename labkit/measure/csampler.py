@@ -307,7 +307,9 @@ def busy_workload(seconds: float = 1.0, mib: int = 32, write_mib: int = 4) -> li
         "os.close(fd)\n"
         f"end = time.monotonic() + {seconds}\n"
         "while time.monotonic() < end: pass\n"
-        "if pid: os.waitpid(pid, 0)\n")
+        "if pid: os.waitpid(pid, 0)\n"
+        # _exit: no interpreter teardown freeing the buffer while the samplers still look.
+        "os._exit(0)\n")
     return [sys.executable, "-S", "-c", code]
 
 
