@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,40 @@ def test_host_view_separates_host_values_from_the_containers() -> None:
     assert rows["len(net_if_addrs())"].inside == "1"  # lo only
     assert rows["platform.node()"].inside == "lk-hostview"
     assert _lk_cgroups(name) == []
+
+
+def test_a_real_labkit_runtime_container(tmp_path: Path) -> None:
+    # A busybox container run detached by labkit-runtime, sampled by its id: the sampler
+    # finds lk/<id> through state.json and sees the container's busy shell.
+    from labkit.engine.images.busybox import build_rootfs
+
+    repo = Path(__file__).resolve().parents[2]
+    root, bundle = tmp_path / "state", tmp_path / "bundle"
+    bundle.mkdir()
+    build_rootfs(bundle / "rootfs")
+    rt = [sys.executable, "-m", "labkit.engine.runtime", "--root", str(root)]
+
+    def cli(*args: str) -> None:
+        with open(tmp_path / "out", "w") as out:  # a file: the detached init inherits it
+            subprocess.run([*rt, *args], cwd=repo, stdout=out, stderr=out, timeout=120,
+                           check=True, stdin=subprocess.DEVNULL)
+
+    cli("spec", "--bundle", str(bundle))
+    cfg = json.loads((bundle / "config.json").read_text())
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["sh", "-c", "while :; do :; done"]
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    cid = f"lk-cs-rt-{os.getpid()}"
+    try:
+        cli("run", "--bundle", str(bundle), "--detach", cid)
+        with csampler.ContainerSampler(cid, 0.1, runtime_root=str(root)) as s:
+            time.sleep(0.6)
+        last = s.rows[-1]
+        assert last.ps_procs == 1 and last.ps_threads == last.cg_pids_current == 1
+        assert last.cg_cpu_s is not None and last.cg_cpu_s > 0.05
+        assert abs(last.ps_cpu_s / last.cg_cpu_s - 1) < 0.15, last
+        assert s.cgroup.name.endswith(cid)
+    finally:
+        if (root / cid).exists():
+            cli("delete", "--force", cid)
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/lk/{cid}"))
