@@ -283,11 +283,16 @@ def measure(kinds: Iterable[str] = KINDS, *, cgroup: str = "") -> list[Isolation
         AlreadyExistsError: the cgroup exists.
         UnsupportedError: a namespace kind or ipcmk(1) is missing.
     """
+    from labkit._sys import features
+
     kinds = list(kinds)
     for k in kinds:
         if k not in SPECS:
             raise errors.InvalidArgumentError("kinds", f"unknown namespace kind {k!r}",
                                               hint=f"one of: {', '.join(KINDS)}")
+        if not features.has_namespace(k) or (k == "user" and not features.userns_allowed()):
+            raise errors.UnsupportedError(f"{k} namespaces", "this kernel cannot make them",
+                                          hint="leave the kind out, or use the VM: labkit vm")
     cg = open_cgroup(cgroup or f"lk-iso-{os.getpid()}")
     cg.create(exist_ok=False)
     rows: list[IsolationRow] = []
