@@ -293,8 +293,8 @@ def agreement(row: ContainerSample) -> list[Agreement]:
 def busy_workload(seconds: float = 1.0, mib: int = 32, write_mib: int = 4) -> list[str]:
     """argv of a small "container": a process and one child, each touching ``mib`` MiB of
     anonymous memory, writing ``write_mib`` MiB with O_DIRECT (so the bytes reach the block
-    layer from this task, where both psutil and the cgroup count them) and spinning on a CPU
-    for ``seconds``."""
+    layer from this task, where both psutil and the cgroup count them) and spinning until it
+    has used ``seconds`` of CPU time."""
     code = (
         "import mmap, os, tempfile, time\n"
         "pid = os.fork()\n"
@@ -305,8 +305,9 @@ def busy_workload(seconds: float = 1.0, mib: int = 32, write_mib: int = 4) -> li
         "os.close(fd)\nfd = os.open(path, os.O_WRONLY | os.O_DIRECT)\nos.unlink(path)\n"
         f"for _ in range({write_mib}): os.write(fd, blk)\n"
         "os.close(fd)\n"
-        f"end = time.monotonic() + {seconds}\n"
-        "while time.monotonic() < end: pass\n"
+        # CPU time, not wall time: a loaded machine stretches the run, not the CPU used.
+        f"end = time.process_time() + {seconds}\n"
+        "while time.process_time() < end: pass\n"
         "if pid: os.waitpid(pid, 0)\n"
         # _exit: no interpreter teardown freeing the buffer while the samplers still look.
         "os._exit(0)\n")

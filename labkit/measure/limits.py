@@ -212,8 +212,11 @@ class _OomWatch(contextlib.AbstractContextManager[object]):
         poller = select.poll()
         poller.register(self._fds[0], select.POLLIN if self._v1 else select.POLLPRI)
         base = 0 if self._v1 else self._kills_v2()
-        while not self._stop.is_set() and self.t is None:
+        while self.t is None:
+            # Poll once more after stop(): a notification already pending is still read.
             if not poller.poll(50):
+                if self._stop.is_set():
+                    return
                 continue
             now = time.monotonic()
             if self._v1:

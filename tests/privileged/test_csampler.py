@@ -114,7 +114,12 @@ def test_a_real_labkit_runtime_container(tmp_path: Path) -> None:
     try:
         cli("run", "--bundle", str(bundle), "--detach", cid)
         with csampler.ContainerSampler(cid, 0.1, runtime_root=str(root)) as s:
-            time.sleep(0.6)
+            # Until the container has used 0.5 s of CPU (clock-tick resolution is 10 ms), or
+            # 30 s passed on a very busy machine: a condition, not a timing.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (
+                    not s.rows or (s.rows[-1].cg_cpu_s or 0) < 0.5):
+                time.sleep(0.1)
         last = s.rows[-1]
         assert last.ps_procs == 1 and last.ps_threads == last.cg_pids_current == 1
         assert last.cg_cpu_s is not None and last.cg_cpu_s > 0.05
