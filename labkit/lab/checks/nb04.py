@@ -44,6 +44,9 @@ def pause(ns: Namespace) -> str:
     try:
         client.containers.start(cid)
         pid = int(client.containers.inspect(cid)["State"]["Pid"])
+        deadline = time.monotonic() + 10
+        while cpu_s(pid) < 0.05 and time.monotonic() < deadline:
+            time.sleep(0.02)  # let it spin a little: a frozen process should have run
         evidence = fn(client, cid)
         state = client.containers.inspect(cid)["State"]
         need(state.get("Paused") and state.get("Status") == "paused",
