@@ -14,8 +14,8 @@ pytestmark = pytest.mark.privileged
 N = 23
 UNSHARE_23 = [sys.executable, "-S", "-c",
               # Python 3.11 has no os.unshare: libc's, through ctypes, in the child only.
-              "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-              f"for _ in range({N}):\n    assert libc.unshare(0x04000000) == 0\n"]
+              ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+               f"for _ in range({N}):\n    assert libc.unshare(0x04000000) == 0\n")]
 
 
 def test_counts_exactly_the_tree_under_the_pid() -> None:
