@@ -6,8 +6,9 @@ run, e.g. nbval, executes it exactly once) and again each time the slider is rel
 
 A saved notebook keeps the widget state, but a viewer without a widget manager (GitHub,
 nbviewer, a JupyterLab that has not run the cell) shows only the widget's text repr.  So each
-knob also offers the PNG of its last run in its display bundle: front ends that can render the
-widget pick it, the others show the picture of what the slider did.
+knob also offers, in its display bundle, the PNG of its latest run when it is displayed (for a
+cell that ends with the call: the run at the slider's default).  Front ends that can render
+the widget pick the widget; the others show the picture of what the slider does.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ MIB = 1 << 20
 
 
 def _knob_box(children: list[Any], last: dict[str, bytes]) -> Any:
-    """A VBox whose display bundle also carries ``last["png"]`` (the last run's figure)."""
+    """A VBox whose display bundle also carries ``last["png"]`` (the latest run's figure)."""
     import ipywidgets as w
 
     class KnobBox(w.VBox):  # type: ignore[misc]
