@@ -135,3 +135,13 @@ def test_checker_catches(cells: list[tuple[str, str]], spec: dict[str, str] | No
                          expect: str) -> None:
     found = problems(_nb(*cells, spec=spec))
     assert any(expect in p for p in found), found
+
+
+def test_exercise_cells_may_define_functions_but_no_classes() -> None:
+    nb = _nb(*GOOD[:1], ("code", "def f(x):\n    return x"), *GOOD[1:])
+    nb["cells"][1]["metadata"] = {"tags": ["exercise"]}
+    assert problems(nb) == []
+    nb["cells"][1]["source"] = "\n".join(f"a{i} = {i}" for i in range(13))
+    assert any("13 lines (at most 12" in p for p in problems(nb))
+    nb["cells"][1]["source"] = "class A: pass"
+    assert any("defines 'A'" in p for p in problems(nb))
