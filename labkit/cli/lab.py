@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +162,9 @@ def execute(path: Path, progress: Any = None) -> Report:
     client = NotebookClient(nb, km=_kernel_manager(), timeout=CELL_TIMEOUT, allow_errors=True,
                             resources={"metadata": {"path": str(path.parent)}})
     code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    with client.setup_kernel():
+    # The kernel's own log (e.g. jupyter_client's "running over TCP" warning) is noise here:
+    # cell output reaches us over the kernel's iopub channel, not its stderr.
+    with client.setup_kernel(stderr=subprocess.DEVNULL):
         for n, (i, cell) in enumerate(code, 1):
             if progress is not None:
                 progress(n, len(code), i, "check" in _tags(cell))
