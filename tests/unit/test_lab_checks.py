@@ -28,9 +28,10 @@ def hint(ex: str, ns: dict[str, Any]) -> str:
     return r.message
 
 
-def test_every_notebook_has_two_exercises_but_04() -> None:
+def test_every_notebook_has_two_exercises() -> None:
     assert ALL == ["00.cgroup_mode", "00.tracepoint", "01.box_spec", "01.lo_up",
-                   "02.memory_bytes", "02.pids_cap", "03.copy_up", "03.whiteout", "04.pause"]
+                   "02.memory_bytes", "02.pids_cap", "03.copy_up", "03.whiteout",
+                   "04.memory_cgroup", "04.pause"]
 
 
 @pytest.mark.parametrize("ex", ALL)
@@ -43,7 +44,8 @@ def test_a_stub_left_as_ellipsis_gives_a_hint(ex: str) -> None:
     name = {"00.cgroup_mode": "cgroup_mode_from_mountinfo", "00.tracepoint": "has_tracepoint",
             "01.box_spec": "box_spec", "01.lo_up": "bring_up_lo", "02.memory_bytes": "memory_limit",
             "02.pids_cap": "cap_fork_bomb", "03.copy_up": "predict_upper_size",
-            "03.whiteout": "predict_whiteout", "04.pause": "pause_and_prove"}[ex]
+            "03.whiteout": "predict_whiteout", "04.pause": "pause_and_prove",
+            "04.memory_cgroup": "memory_cgroup_dir"}[ex]
     assert "define a function" in hint(ex, {name: ...})
     assert "should be a function" in hint(ex, {name: 42})
 
@@ -98,5 +100,7 @@ def test_03_wrong_shape_hints_before_mounting() -> None:
         "03.whiteout", {"predict_whiteout": lambda n: f".wh.{n}"})
 
 
-def test_04_needs_the_engine_client() -> None:
-    assert "the engine client" in hint("04.pause", {"pause_and_prove": lambda c, i: None})
+@pytest.mark.parametrize(("ex", "fn"), [("04.pause", "pause_and_prove"),
+                                        ("04.memory_cgroup", "memory_cgroup_dir")])
+def test_04_needs_the_engine_client(ex: str, fn: str) -> None:
+    assert "the engine client" in hint(ex, {fn: lambda c, i: None})

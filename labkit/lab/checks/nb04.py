@@ -71,3 +71,41 @@ def pause(ns: Namespace) -> str:
         client.containers.remove(cid, force=True)
     return (f"paused: freezer FROZEN, CPU time stuck at {c0:.2f} s, and your evidence "
             f"{evidence[0]:.2f} == {evidence[1]:.2f}")
+
+
+LIMIT = 48 << 20  # what the check's container is given (docker run --memory 48m)
+
+
+def _limit_in(d: Path) -> int | None:
+    for name in ("memory.limit_in_bytes", "memory.max"):  # cgroup v1, v2
+        f = d / name
+        if f.is_file():
+            text = f.read_text().strip()
+            return None if text == "max" else int(text)
+    return None
+
+
+@exercise("04.memory_cgroup")
+def memory_cgroup(ns: Namespace) -> str:
+    fn = defined(ns, "memory_cgroup_dir")
+    client: Any = defined(ns, "client", "the engine client (run the set-up cells first)")
+    cid = str(client.containers.create(
+        {"Image": "busybox", "Cmd": ["sleep", "60"],
+         "HostConfig": {"NetworkMode": "none", "Memory": LIMIT}},
+        name=f"lk-ex-memcg-{os.getpid()}")["Id"])
+    try:
+        client.containers.start(cid)
+        got = fn(client, cid)
+        need(isinstance(got, str | Path), f"memory_cgroup_dir returned {got!r}; return the "
+                                          "directory's path, e.g. '/sys/fs/cgroup/memory/...'")
+        d = Path(got)
+        need(d.is_dir(), f"{d} is not a directory: join the cgroup mount (/sys/fs/cgroup/memory "
+                         "on v1, /sys/fs/cgroup on v2) and the path from /proc/PID/cgroup")
+        limit = _limit_in(d)
+        need(limit is not None, f"{d} has no memory.limit_in_bytes or memory.max: is it the "
+                                "memory controller's hierarchy?")
+        need(limit == LIMIT, f"{d} limits memory to {limit}, not the container's {LIMIT}: "
+                             "that is another cgroup (the host's, or a parent)")
+    finally:
+        client.containers.remove(cid, force=True)
+    return f"{d} holds the container's --memory 48m as {LIMIT} bytes"
