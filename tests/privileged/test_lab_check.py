@@ -113,3 +113,43 @@ def test_03_predictions() -> None:
     assert exercises.check("03.copy_up", {"predict_upper_size": lambda s, a: s + a}).passed
     assert "copies the whole file up" in exercises.check(
         "03.copy_up", {"predict_upper_size": lambda s, a: a}).message
+
+
+def pause_and_prove(client: Any, cid: str) -> tuple[float, float]:
+    import time
+
+    import psutil
+
+    client.containers.pause(cid)
+    proc = psutil.Process(client.containers.inspect(cid)["State"]["Pid"])
+    first = proc.cpu_times()
+    time.sleep(0.2)
+    second = proc.cpu_times()
+    return first.user + first.system, second.user + second.system
+
+
+def memory_cgroup_dir(client: Any, cid: str) -> str:
+    pid = client.containers.inspect(cid)["State"]["Pid"]
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return f"/sys/fs/cgroup/memory{path}"
+    return f"/sys/fs/cgroup{path}"
+
+
+def test_04_checks_on_a_live_engine() -> None:
+    from labkit.lab.engine import LabEngine
+
+    with LabEngine("exck").start() as eng:
+        client = eng.client()
+        r = exercises.check("04.pause", {"client": client, "pause_and_prove": pause_and_prove})
+        assert r.passed, r
+        r = exercises.check("04.pause", {"client": client, "pause_and_prove": lambda c, i: (1, 1)})
+        assert "pause it" in r.message, r
+        r = exercises.check("04.memory_cgroup", {"client": client,
+                                                 "memory_cgroup_dir": memory_cgroup_dir})
+        assert r.passed, r
+        r = exercises.check("04.memory_cgroup", {"client": client,
+                                                 "memory_cgroup_dir": lambda c, i: "/sys/fs/cgroup/memory"})
+        assert "that is another cgroup" in r.message, r
+        assert [c for c in client.containers.list(all=True)] == []
