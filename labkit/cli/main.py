@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "image": ("labkit.cli.image", "manage images (ls, rm, save, load, import, bootstrap...)"),
     "volume": ("labkit.cli.volume", "manage volumes (create, ls, inspect, rm, prune)"),
     "network": ("labkit.cli.network", "manage networks (create, ls, rm, connect...)"),
+    "lab": ("labkit.cli.lab", "run a notebook's exercise checks outside Jupyter (lab check 01)"),
     "build": ("labkit.cli.build", "build an image from a Dockerfile (the classic builder)"),
     "commit": ("labkit.cli.build", "make an image from a container's changes"),
 }

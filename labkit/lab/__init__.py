@@ -4,6 +4,7 @@
     lab.require("root", "cgroup_v1", "bcc")     # stops the notebook with a readable reason
     lab.show_table(rows)                        # dataclass rows -> DataFrame (displayed)
     lab.plot_series(rows, "memory_current", limit=16 << 20)
+    lab.exercises.check("01.lo_up", globals())  # a "Your turn" cell's check
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
     from matplotlib.axes import Axes
 
-__all__ = ["REQUIREMENTS", "MissingFeatureError", "plot_series", "require", "show_table"]
+__all__ = ["REQUIREMENTS", "MissingFeatureError", "exercises", "plot_series", "require",
+           "show_table"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``lab.exercises`` without importing it (and its checks) for every notebook that never
+    # checks anything (PEP 562 module __getattr__).
+    if name == "exercises":
+        import importlib
+
+        return importlib.import_module("labkit.lab.exercises")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _VM = "use the VM: labkit vm"
 

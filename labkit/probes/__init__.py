@@ -7,6 +7,7 @@ Each module is one tool in the shape of a bcc tool: ``render(opts)`` gives the B
 * ``oomkill``: every OOM kill (oom:mark_victim)
 * ``kcount``: calls of a kernel function (kprobe), or of a syscall tracepoint instead
 * ``proctree``: each process's fork, exec, exit and on-CPU time (sched tracepoints)
+* ``nscount``: unshare/setns/clone/clone3 calls of one process tree, by flags
 * ``selftest``: one tiny tracepoint program, used by ``labkit doctor``
 
 Container-aware (every event named by its container, labkit.probes.attribution):
@@ -40,7 +41,7 @@ from typing import Any
 
 from labkit import errors
 
-__all__ = ["KINDS", "base", "bcc_unusable", "execsnoop", "kcount", "oomkill", "open",
+__all__ = ["KINDS", "base", "bcc_unusable", "execsnoop", "kcount", "nscount", "oomkill", "open",
            "proctree", "selftest"]
 
 # kind -> the module that implements it with eBPF.  Adding a kind: the module has a frozen

@@ -66,6 +66,9 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("labkit.doctor._live", "labkit.probes"):
         "the doctor's one live BPF row runs the probes room's selftest program instead of "
         "a second copy; imported inside that check, which runs only as root",
+    ("labkit.cli.lab", "labkit.lab"):
+        "`labkit lab check` is the command-line face of the notebooks' exercises (lab, below "
+        "cli in DESIGN); imported inside the verb, so no other command loads it",
 }
 
 # Test doubles live in tests/fakes/ (DESIGN: tests/ holds them); the package never imports them.
