@@ -4,6 +4,7 @@ check removes what it made (lk-chk* volumes, containers, namespaces, temp dirs).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -16,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from labkit import errors
 from labkit.lab import exercises
 from labkit.lab import layers as lay
+from labkit.lab import net_demo as nd
 from labkit.lab import volumes_demo as vd
 from labkit.lab.checks.nb05 import reference_layer_of
 from labkit.lab.engine import LabEngine
@@ -112,6 +115,22 @@ def test_06_worked_answers_pass_and_wrong_ones_hint(eng: LabEngine) -> None:
     assert _lk_chk(eng) == ([], [])
 
 
+def test_06_greeting_reads_the_notebooks_volume(eng: LabEngine) -> None:
+    client = eng.client()
+    assert "no volume 'lk-nb-ex'" in _hint("06.greeting", _ns(eng))
+    cid = vd.start(client, "lk-chk-writer", [{"Type": "volume", "Source": "lk-nb-ex",
+                                             "Target": "/data"}],
+                   cmd=("sh", "-c", "echo hello volumes > /data/greeting; sleep 600"))
+    try:
+        assert "still use it" in _hint("06.greeting", _ns(eng))
+        client.containers.remove(cid, force=True)
+        _passes("06.greeting", _ns(eng))
+    finally:
+        with contextlib.suppress(errors.NotFoundError):
+            client.containers.remove(cid, force=True)
+        client.volumes.remove("lk-nb-ex")
+
+
 # -- 07 -----------------------------------------------------------------------------------------
 
 def _count(path: Path) -> dict[str, int]:
@@ -199,3 +218,12 @@ def test_08_dnat_target_on_a_live_lab_host() -> None:
         assert "on the lab host's live rules" in _hint("08.dnat_target",
                                                         {**fixed, "netlab": lab})
         assert lab.must("ps", "-aq").split() == []
+        # section 7's exercises: a hint before, PASS after the notebook's worked answers
+        assert "no container publishes host port 8088" in _hint("08.publish", {"netlab": lab})
+        assert "no network 'lk-ex'" in _hint("08.dns", {"netlab": lab})
+        nd.web(lab, "lk-chk-mine", "8088:80", page="hello networks")
+        lab.must("network", "create", "lk-ex")
+        lab.must("run", "-d", "--name", "lk-chk-db", "--network", "lk-ex", "--network-alias",
+                 "shop", "busybox", "sleep", "600")
+        _passes("08.publish", {"netlab": lab})
+        _passes("08.dns", {"netlab": lab})

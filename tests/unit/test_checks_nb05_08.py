@@ -164,3 +164,12 @@ def test_dnat_target_hints() -> None:
     # right on the samples, a list instead of a tuple is fine; then it asks for the lab
     listy = {"dnat_target": lambda r, p: list(_dnat(r, p) or []) or None}
     assert "'netlab' is not defined" in _hint("08.dnat_target", listy)
+
+
+# -- the notebooks' older exercises (section 7 of 06 and 08), checked by the demo modules -------
+
+@pytest.mark.parametrize(("exercise_id", "needs"), [("06.greeting", "'client'"),
+                                                    ("08.publish", "'netlab'"),
+                                                    ("08.dns", "'netlab'")])
+def test_section_exercises_ask_for_the_notebook_objects(exercise_id: str, needs: str) -> None:
+    assert f"{needs} is not defined" in _hint(exercise_id, {})

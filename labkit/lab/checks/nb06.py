@@ -1,5 +1,6 @@
 """Checks of notebook 06 (volumes): where a volume's data lives on the host, and data that
-outlives the container that wrote it.
+outlives the container that wrote it; and section 7's exercise (06.greeting), read only
+through volumes_demo.check_exercise.
 
 Each check uses the notebook's engine client (``client``) and makes its own volume and
 containers, named ``lk-chk06-<random>``, removing them again whatever the answer did.
@@ -107,3 +108,21 @@ def keep_data(ns: Namespace) -> str:
                 "text back")
     finally:
         _cleanup(client, vol)
+
+
+# -- 06.greeting: section 7's exercise, checked by volumes_demo.check_exercise ---------------
+
+@exercise("06.greeting")
+def greeting(ns: Namespace) -> str:
+    import contextlib
+    import io
+
+    from labkit.lab.volumes_demo import check_exercise
+
+    client = _client(ns)
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):  # it prints PASS or "not yet: <hint>"
+        ok = check_exercise(client, "lk-nb-ex")
+    text = said.getvalue().strip()
+    need(ok, text.removeprefix("not yet: "))
+    return text.removeprefix("PASS: ")

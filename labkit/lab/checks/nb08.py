@@ -1,5 +1,6 @@
 """Checks of notebook 08 (networking): a veth pair between two namespaces, and reading the
-nftables rule that publishes a port.
+nftables rule that publishes a port; and section 7's two exercises (08.publish, 08.dns),
+checked read only on the lab host by net_demo's check_publish and check_dns.
 
 08.veth makes three network namespaces ``lk-c8<x>-<random>``: two for the learner's
 function to connect, and one it runs the function *in* (its thread setns(2)'d there, as
@@ -160,9 +161,7 @@ def dnat_target(ns: Namespace) -> str:
                  "also the start of 'dport 8080'; compare the port as a whole number")
         fail(f"dnat_target(rules, {port}) returned {got!r}, expected {want}: find the rule "
              f"with 'dport {port}' and read the address:port after 'dnat ip to'")
-    need(ns.get("netlab") is not None, "'netlab' is not defined: run the notebook from the top (the "
-                                       "set-up cell makes it), then this cell again")
-    lab: Any = ns["netlab"]
+    lab = _netlab(ns)
     name, port = f"lk-chk08-{secrets.token_hex(3)}", random.randint(20000, 29999)
     try:
         r = lab.docker("run", "-d", "--name", name, "-p", f"{port}:80", "busybox", "sleep",
@@ -178,3 +177,38 @@ def dnat_target(ns: Namespace) -> str:
                           f"{got!r}")
     return (f"read the sample rules right, and on the lab host: port {port} is rewritten to "
             f"{ip}:80, as the engine said")
+
+
+# -- 08.publish and 08.dns: section 7's exercises, checked by net_demo -----------------------
+
+def _said(fn: Callable[..., bool], *args: Any) -> str:
+    """Run one of net_demo's printing checks; its PASS text, or stop with its hint."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # it prints PASS... or "not yet: <hint>"
+        ok = fn(*args)
+    text = out.getvalue().strip()
+    need(ok, text.removeprefix("not yet: "))
+    return text.removeprefix("PASS: ")
+
+
+def _netlab(ns: Namespace) -> Any:
+    need(ns.get("netlab") is not None, "'netlab' is not defined: run the notebook from the "
+                                       "top (the set-up cell makes it), then this cell again")
+    return ns["netlab"]
+
+
+@exercise("08.publish")
+def publish(ns: Namespace) -> str:
+    from labkit.lab.net_demo import check_publish
+
+    return _said(check_publish, _netlab(ns), 8088, "hello networks")
+
+
+@exercise("08.dns")
+def dns(ns: Namespace) -> str:
+    from labkit.lab.net_demo import check_dns
+
+    return _said(check_dns, _netlab(ns), "lk-ex", "shop")
