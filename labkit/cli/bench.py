@@ -117,9 +117,9 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
     st.add_argument("--hosts", default="cold,warm",
                     help="host conditions: cold (a quiet spell before each start), warm "
                          "(a helper keeps cgroup attach busy); default both")
-    st.add_argument("--probes", default="execsnoop,proctree,oomkill",
+    st.add_argument("--probes", default="lifecycle,nssyscalls,cgattach,runqlat,netio,oomkill",
                     help="labkit.probes modules to attach for the overhead rows (default "
-                         "execsnoop,proctree,oomkill); '' skips that phase")
+                         "lifecycle,nssyscalls,cgattach,runqlat,netio,oomkill); '' skips that phase")
     st.add_argument("--json", action="store_true", help="print rows as JSON, no table")
     st.add_argument("--csv", metavar="FILE", help="also write the rows as CSV to FILE")
     st.add_argument("--png", metavar="FILE", help="also write a bar chart of the medians")

@@ -16,9 +16,10 @@ fresh kernel objects it makes and removes itself, and prints ``PASS: ...`` or ``
 naming what is wrong (a missing definition, a wrong value, an exception, with its message).
 It never raises for a wrong answer, so a learner sees a hint, not a traceback.
 
-Executed headless (nbval, ``labkit lab check``), the exercise cells hold a worked answer;
-``LABKIT_EXERCISES_STRICT=1`` (set by ``make test`` and ``labkit lab check``) turns a hint into
-an ``ExerciseFailed`` error, so a worked answer that stops working fails the suite.
+Executed headless (nbval under ``make test``), the exercise cells hold a worked answer;
+``LABKIT_EXERCISES_STRICT=1`` (set by ``make test``) turns a hint into an ``ExerciseFailed``
+error, so a worked answer that stops working fails the suite.  ``labkit lab check NOTEBOOK``
+runs a notebook outside Jupyter without it, printing each PASS or HINT.
 
 Checks are registered per notebook in ``labkit.lab.checks.nbNN`` modules with ``@exercise``;
 ``check`` imports the module named by the exercise id's prefix ("01" -> checks.nb01) on first

@@ -75,7 +75,7 @@ __all__ = ["CANDIDATES", "DEFAULT_PROBES", "HOSTS", "StartupRow", "Target", "ava
 CANDIDATES = ("fork+exec", "clone+ns", FLOOR, "labkit-runtime warm", "labkit-runtime cli",
               "runc", "crun", "labkit engine", "podman", "dockerd")
 HOSTS = br.HOSTS
-DEFAULT_PROBES = ("execsnoop", "proctree", "oomkill")
+DEFAULT_PROBES = ("lifecycle", "nssyscalls", "cgattach", "runqlat", "netio", "oomkill")  # the container-aware set
 COLD_GAP_S = 0.05  # quiet spell before each cold sample (longer than an RCU grace period)
 WARMER_LEAD_S = 0.02  # the warmer's head start after SIGCONT
 PROBE_CYCLES = 4  # ABBA cycles of the probe-overhead phase
