@@ -22,7 +22,7 @@ from labkit import errors
 from labkit._sys import features
 from labkit._sys.syscalls import mount
 
-__all__ = ["BccProbe", "Probe", "ensure_tracefs", "load_bpf", "load_event_probe",
+__all__ = ["BccProbe", "CounterFallback", "Probe", "ensure_tracefs", "load_bpf", "load_event_probe",
            "require_tracepoint"]
 
 R = TypeVar("R")
@@ -190,6 +190,29 @@ class BccProbe(Generic[R]):
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class CounterFallback:
+    """What every procfs stand-in for an eBPF probe shares: ``mode`` "procfs", ``reason``
+    (why eBPF did not run), nothing to detach (close() only marks it closed), ``with``."""
+
+    mode = "procfs"
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        self.lost = 0
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
 
     def __enter__(self) -> Self:
         return self

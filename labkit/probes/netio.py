@@ -46,8 +46,7 @@ import json
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from labkit import errors
 from labkit._sys import features
@@ -316,10 +315,9 @@ def link_stats(devices: Sequence[str], netns: str | None = None) -> dict[str, di
     return out
 
 
-class ProcfsNet:
+class ProcfsNet(base.CounterFallback):
     """netio without bcc: device counters (packets, bytes per direction) since open."""
 
-    mode = "procfs"
     missing = ("protocol split", "cgroup attribution")
 
     def __init__(self, opts: Options, reason: str = "") -> None:
@@ -330,10 +328,8 @@ class ProcfsNet:
                 hint="Options(devices={'lkv...': 'web'}); veths(inspect) lists a container's")
         self.opts = opts
         self.tool = TOOL
-        self.reason = reason  # why eBPF did not run (the front door says)
-        self.lost = 0
+        super().__init__(reason)  # why eBPF did not run (the front door says)
         self._base = link_stats(list(opts.devices), opts.netns)
-        self._closed = False
 
     def read(self) -> list[NetRow]:
         if self._closed:
@@ -350,15 +346,6 @@ class ProcfsNet:
     def clear(self) -> None:
         self._base = link_stats(list(self.opts.devices), self.opts.netns)
 
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def procfs(opts: Options, reason: str = "") -> ProcfsNet:

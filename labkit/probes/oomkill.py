@@ -39,8 +39,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from labkit import errors
 from labkit._sys import features
@@ -342,10 +341,9 @@ def _path(t: Target) -> str:
     return t.cgroup_path
 
 
-class ProcfsOom:
+class ProcfsOom(base.CounterFallback):
     """oomkill without bcc: the memory cgroups' oom_kill counters, since open."""
 
-    mode = "procfs"
     missing = ("victim pid and comm", "kill time", "memory figures", "trigger")
 
     def __init__(self, targets: Sequence[Target], reason: str = "") -> None:
@@ -355,10 +353,8 @@ class ProcfsOom:
         attribution.check(targets)
         self.targets = tuple(targets)
         self.tool = TOOL
-        self.reason = reason  # why eBPF did not run (the front door says)
-        self.lost = 0
+        super().__init__(reason)  # why eBPF did not run (the front door says)
         self._base = {t.name: cgroup_oom_kills(_path(t)) for t in self.targets}
-        self._closed = False
 
     def read(self) -> list[OomCount]:
         if self._closed:
@@ -369,15 +365,6 @@ class ProcfsOom:
     def counts(self) -> dict[str, int]:
         return {r.target: r.kills for r in self.read()}
 
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def procfs(opts: Options, reason: str = "") -> ProcfsOom:

@@ -42,8 +42,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from labkit import errors
 from labkit.probes import attribution, base
@@ -311,10 +310,9 @@ def read_schedstat(tid: int, proc: str | Path = "/proc") -> tuple[int, int] | No
         return None
 
 
-class ProcfsRunq:
+class ProcfsRunq(base.CounterFallback):
     """runqlat without bcc: run_delay summed over the container's tasks, since open."""
 
-    mode = "procfs"
     missing = ("histogram", "p50/p95", "tasks that exited before read()")
 
     def __init__(self, targets: Sequence[Target], proc: str | Path = "/proc",
@@ -326,11 +324,9 @@ class ProcfsRunq:
         attribution.check(targets)
         self.targets = tuple(targets)
         self.tool = TOOL
-        self.reason = reason  # why eBPF did not run (the front door says)
-        self.lost = 0
+        super().__init__(reason)  # why eBPF did not run (the front door says)
         self._proc = proc
         self._base = {t.name: self._sample(t) for t in self.targets}
-        self._closed = False
 
     def _sample(self, t: Target) -> dict[int, tuple[int, int]]:
         out = {}
@@ -355,15 +351,6 @@ class ProcfsRunq:
     def clear(self) -> None:
         self._base = {t.name: self._sample(t) for t in self.targets}
 
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def procfs(opts: Options, reason: str = "") -> ProcfsRunq:
