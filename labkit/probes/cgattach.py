@@ -80,6 +80,7 @@ static __always_inline u32 lk_dst_ix(u64 dst_id) {
     return p ? *p : 0;
 }
 
+KPROBES
 TRACEPOINT_PROBE(cgroup, cgroup_attach_task) {
     struct event_t ev = {};
     ev.ts_ns = bpf_ktime_get_ns();
@@ -132,14 +133,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_clone3) {
     events.perf_submit(args, &ev, sizeof(ev));
     return 0;
 }
-
-KPROBES
 """
 
 _SUBMIT = "events.perf_submit(args, &ev, sizeof(ev));"
 
 # kprobe mode: the tracepoint parks its record per writer thread; the write handler's
-# return sends it with the time since the handler's entry.
+# return sends it with the time since the handler's entry.  Rendered before the tracepoint
+# program, which uses these maps (C wants them declared first).
 _KPROBES = r"""
 BPF_HASH(lk_wstart, u32, u64, 4096);                 // writer tid -> write handler entry
 BPF_HASH(lk_parked, u32, struct event_t, 4096);      // writer tid -> its attach record

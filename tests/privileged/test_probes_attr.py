@@ -341,3 +341,15 @@ def test_a_container_started_by_the_supervisor_is_attributed(
         h.cleanup()
     assert h.leftover_cgroups() == []
     assert not (UNIFIED / "lk" / cid).exists()
+
+
+def test_cgattach_kprobe_mode_program_compiles_here() -> None:
+    """The kprobe mode's program is compiled and loaded (its tracepoint part attaches) even
+    on this kprobe-less host, so a C error in it fails here, not only in the VM."""
+    from labkit.probes import base
+
+    bpf = base.load_bpf(cgattach.render(cgattach.Options(), kprobes=True), "cgattach")
+    try:
+        assert bpf.load_func(b"lk_write_enter", bpf.KPROBE) is not None
+    finally:
+        bpf.cleanup()

@@ -169,6 +169,9 @@ def test_cgattach_render_both_modes() -> None:
     kp = cgattach.render(cgattach.Options(), kprobes=True, fields=fields)
     assert "int lk_write_enter(struct pt_regs *ctx)" in kp
     assert "lk_parked.update(&lk_tid, &ev)" in kp
+    # C: the maps the tracepoint program parks records in are declared before it uses them
+    assert kp.index("BPF_HASH(lk_wstart") < kp.index("lk_wstart.lookup(&lk_tid)")
+    assert kp.index("BPF_HASH(lk_parked") < kp.index("lk_parked.update(&lk_tid, &ev)")
     old = cgattach.render(cgattach.Options(), fields={"dst_root": "int", "dst_id": "int"})
     assert "ev.dst_id = args->dst_id;" in old
     assert "ev.dst_id = 0;" in cgattach.render(cgattach.Options(), fields={"dst_root": "int"})
