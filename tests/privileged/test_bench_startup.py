@@ -62,6 +62,9 @@ def test_bench_startup_tiny_run_shape_outputs_reasons_and_cleanup(
         raise errors.UnsupportedError("the hand-built floor", "no C compiler (cc) on PATH")
 
     netns_before = _netns()
+    # In the whole suite, other tests' long-lived engines are this process's children too:
+    # only what the bench started counts.
+    procs_before = {p.pid for p in psutil.Process().children(recursive=True)}
     monkeypatch.setenv("COLUMNS", "250")  # rich wraps a narrow table's status column
     monkeypatch.setattr(tempfile, "mkdtemp", spy)
     monkeypatch.setattr(bs, "available", runc_missing)
@@ -76,7 +79,7 @@ def test_bench_startup_tiny_run_shape_outputs_reasons_and_cleanup(
     finally:
         monkeypatch.undo()
         leaked_procs = [f"{p.pid} {p.cmdline()}" for p in psutil.Process().children(
-            recursive=True)]
+            recursive=True) if p.pid not in procs_before]
         leaked_cgroups, leaked_mounts = _cgroups(), _mounts(made)
         leaked_dirs = [d for d in made if os.path.exists(d)]
         leaked_netns = _netns() - netns_before
