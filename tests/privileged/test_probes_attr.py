@@ -275,8 +275,22 @@ def test_cgattach_exec_into_a_running_container_is_attributed(lab: Lab) -> None:
         lab.b.cli("exec", a, "true", check=True)
         events = probe.read()
     assert events and {e.container for e in events} == {a}
-    v2 = [e for e in events if e.dst_root == 0]
-    assert len(v2) == 1 and v2[0].dst_id == ta.cgroup_id and v2[0].dst_path == f"/lk/{a}"
+    # exec's middle child is born in a's v2 cgroup (clone3 CLONE_INTO_CGROUP, like create's
+    # intermediate), then moves itself into each v1 hierarchy of a's cgroup
+    into = [e for e in events if e.kind == "clone_into"]
+    assert len(into) == 1 and into[0].dst_id == ta.cgroup_id and into[0].dst_root == 0
+    v1 = [e for e in events if e.kind == "attach"]
+    assert v1 and all(e.dst_root != 0 and e.dst_path == f"/lk/{a}" for e in v1)
+    assert all(e.pid == into[0].pid for e in v1)
+
+
+def test_an_execd_process_is_in_the_containers_v2_cgroup(lab: Lab) -> None:
+    """exec joins every hierarchy of the container's cgroup, the unified one included (this
+    bundle has no cgroup namespace, so /proc/self/cgroup shows the host's paths)."""
+    a = lab.create(["sleep", "30"])
+    lab.start(a)
+    out = lab.b.cli("exec", a, "cat", "/proc/self/cgroup", check=True).stdout
+    assert f"0::/lk/{a}\n" in out and f"memory:/lk/{a}\n" in out, out
 
 
 # --- the procfs stand-in -------------------------------------------------------------------
