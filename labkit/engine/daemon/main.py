@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from labkit import errors
 from labkit.engine import paths
@@ -95,6 +96,18 @@ async def supervise(tasks: object, stop: asyncio.Event, period: float = 1.0) -> 
             await ready(15.0)
 
 
+async def start_swarm(engine: Any) -> Any:
+    """The daemon's swarm membership (engine.swarm), brought back from disk: a manager
+    starts its etcd member, a worker heartbeats, an autolocked manager waits locked."""
+    from labkit.engine.daemon.serialize import version
+    from labkit.engine.swarm.node import SwarmNode
+
+    swarm = SwarmNode(engine_version=str(version().get("Version", "")))
+    await swarm.start()
+    engine.swarm = swarm
+    return swarm
+
+
 def _init_binary() -> str | None:
     for cand in ("/usr/bin/tini-static", "/usr/bin/docker-init"):
         if os.path.exists(cand):
@@ -128,6 +141,7 @@ async def serve(sock: Path, ready: asyncio.Event | None = None,
     tasks = await connect_supervisor()
     engine = Engine(tasks, init_binary=_init_binary(), config=config, networking=True)
     await engine.restore()
+    swarm = await start_swarm(engine)
     from labkit.engine.build.recovery import sweep as sweep_builds
     await sweep_builds(engine)  # a build killed with the daemon: its container goes
     runner = web.AppRunner(make_app(engine), access_log=None, handler_cancellation=False)
@@ -149,6 +163,8 @@ async def serve(sock: Path, ready: asyncio.Event | None = None,
     await stop.wait()
     await watchdog
     await runner.cleanup()  # containers keep running: live-restore
+    with contextlib.suppress(Exception):
+        await swarm.close()  # the etcd member stops with us; the swarm state stays on disk
     engine.close()
     with contextlib.suppress(Exception):
         await engine.aclose()

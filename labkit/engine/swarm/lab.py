@@ -1,0 +1,349 @@
+"""A local swarm for notebooks and tests: `labkit swarm lab up --managers 3 --workers 2`.
+
+Every node is a labkit daemon in a network namespace of its own ("its host"), with its own
+LABKIT_ROOT and LABKIT_RUN, and one link (eth0) to an underlay bridge that lives in one more
+namespace; addresses come from a private /24 that exists only inside these namespaces, so
+nothing the lab does touches the machine's own network.  The first manager inits the swarm,
+the other managers join one at a time (an etcd membership change at a time), then the
+workers.  What was made is recorded in $LABKIT_RUN/swarm-lab/<name>.json (0600), so `down`
+and `exec` work from another process, and `down` removes exactly that: each node's
+processes (by pid, checked against their start time), its namespace, the links, the dirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from labkit import errors
+from labkit.engine import paths
+from labkit.engine.client import Client
+from labkit.engine.client.launch import DAEMON_CMD, spawn_daemon, wait_ready
+from labkit.ns.netns import create_netns, remove_netns
+
+__all__ = ["LabNode", "SwarmLab", "labs"]
+
+_NAME = re.compile(r"[a-z][a-z0-9]{0,7}")
+BRIDGE = "lkswbr"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LabNode:
+    """One node of the lab: its name (m1, w2), role, namespace, address and dirs."""
+
+    name: str
+    role: str
+    netns: str
+    addr: str
+    base: str
+    pids: dict[int, float] = field(default_factory=dict)  # pid -> start time
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.base) / "run" / "labkit.sock"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, LABKIT_ROOT=f"{self.base}/root", LABKIT_RUN=f"{self.base}/run",
+                    LABKIT_SOCKET=str(self.socket), LABKIT_CONFIG=f"{self.base}/daemon.json",
+                    LABKIT_NODE_NAME=self.hostname)
+
+    @property
+    def hostname(self) -> str:
+        return f"lk-{self.name}"
+
+    @property
+    def docker_env(self) -> dict[str, str]:
+        """For the Docker CLI (or any client): DOCKER_HOST at this node's daemon."""
+        return dict(self.env, DOCKER_HOST=f"unix://{self.socket}",
+                    DOCKER_CONFIG=f"{self.base}/docker-config")
+
+    def client(self, timeout: float = 60.0) -> Client:
+        return Client(self.socket, timeout=timeout)
+
+    def api(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        t = self.client().transport
+        if method == "GET":
+            return t.get(path, **params)
+        if method == "DELETE":
+            return t.delete(path, **params)
+        return t.post(path, body, **params)
+
+    def node_id(self) -> str:
+        return str(self.api("GET", "/info")["Swarm"]["NodeID"])
+
+    def processes(self) -> list[int]:
+        """Every live process of this node: the daemon and what it started (supervisor,
+        etcd member), found by the LABKIT_RUN they inherit, plus the pids recorded."""
+        run = f"{self.base}/run"
+        out = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.environ().get("LABKIT_RUN") == run:
+                    out.append(p.pid)
+            except (psutil.Error, OSError):
+                continue
+        for pid, t in self.pids.items():
+            with contextlib.suppress(psutil.Error):
+                if psutil.Process(pid).create_time() == t and pid not in out:
+                    out.append(pid)
+        return out
+
+
+class SwarmLab:
+    """A swarm of ``managers`` + ``workers`` labkit nodes on this machine."""
+
+    def __init__(self, managers: int = 3, workers: int = 2, *, name: str = "lab",
+                 subnet: str = "10.211.0.0/24", autolock: bool = False,
+                 heartbeat: float = 1.0) -> None:
+        if not _NAME.fullmatch(name):
+            raise errors.InvalidArgumentError("lab name", f"{name!r}: 1-8 of [a-z0-9], "
+                                              "starting with a letter")
+        if managers < 1 or workers < 0 or managers + workers > 20:
+            raise errors.InvalidArgumentError(
+                "lab size", f"{managers} managers + {workers} workers: at least 1 manager, "
+                "at most 20 nodes")
+        net = ipaddress.ip_network(subnet)
+        if net.num_addresses < managers + workers + 2:
+            raise errors.InvalidArgumentError("subnet", f"{subnet} is too small")
+        self.name, self.subnet, self.autolock = name, str(net), autolock
+        self.heartbeat = heartbeat
+        self.prefix = net.prefixlen
+        hosts = iter(net.hosts())
+        next(hosts)  # .1 is left free (the underlay's "gateway" if one is ever wanted)
+        self.nodes = [LabNode(f"{r[0]}{i}", r, f"lk-sw-{name}-{r[0]}{i}", str(next(hosts)),
+                              f"/tmp/lksw-{name}-{r[0]}{i}")
+                      for r, n in (("manager", managers), ("worker", workers))
+                      for i in range(1, n + 1)]
+        self.unlock_key = ""
+        self.bridge_ns = f"lk-sw-{name}"
+
+    # ------------------------------------------------------------------ record
+    @staticmethod
+    def record_path(name: str) -> Path:
+        return paths.run() / "swarm-lab" / f"{name}.json"
+
+    def save(self) -> None:
+        p = self.record_path(self.name)
+        paths.make_dir(p.parent, paths.PRIVATE_DIR_MODE)
+        data = {"name": self.name, "subnet": self.subnet, "autolock": self.autolock,
+                "heartbeat": self.heartbeat, "unlock_key": self.unlock_key,
+                "nodes": [asdict(n) for n in self.nodes]}
+        paths.write_secret(p, json.dumps(data, indent=1).encode())
+
+    @classmethod
+    def load(cls, name: str = "lab") -> SwarmLab:
+        p = cls.record_path(name)
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError as err:
+            raise errors.NotFoundError("swarm lab", name,
+                                       hint="`labkit swarm lab up` makes one") from err
+        lab = cls.__new__(cls)
+        lab.name, lab.subnet, lab.autolock = data["name"], data["subnet"], data["autolock"]
+        lab.heartbeat, lab.unlock_key = data["heartbeat"], data.get("unlock_key", "")
+        lab.prefix = ipaddress.ip_network(lab.subnet).prefixlen
+        lab.bridge_ns = f"lk-sw-{lab.name}"
+        lab.nodes = [LabNode(**{**n, "pids": {int(k): v for k, v in n["pids"].items()}})
+                     for n in data["nodes"]]
+        return lab
+
+    # ------------------------------------------------------------------ up
+    def up(self, progress: Progress | None = None) -> SwarmLab:
+        """Make the network and the nodes, form the swarm; on any failure remove all."""
+        say = progress or (lambda _msg: None)
+        if self.record_path(self.name).exists():
+            raise errors.AlreadyExistsError("swarm lab", self.name,
+                                            hint=f"`labkit swarm lab down --name {self.name}`")
+        self.save()
+        try:
+            say(f"network: {len(self.nodes)} namespaces on bridge {BRIDGE} ({self.subnet})")
+            self._network()
+            say("daemons: starting one per node")
+            self._start_daemons()
+            first = self.nodes[0]
+            say(f"{first.name}: swarm init")
+            body = {"ListenAddr": "0.0.0.0:2377", "AdvertiseAddr": first.addr,
+                    "AutoLockManagers": self.autolock,
+                    "Spec": {"Dispatcher": {"HeartbeatPeriod": int(self.heartbeat * 1e9)},
+                             "EncryptionConfig": {"AutoLockManagers": self.autolock}}}
+            first.api("POST", "/swarm/init", body)
+            if self.autolock:
+                self.unlock_key = first.api("GET", "/swarm/unlockkey")["UnlockKey"]
+            toks = first.api("GET", "/swarm")["JoinTokens"]
+            for n in self.nodes[1:]:
+                say(f"{n.name}: swarm join as {n.role}")
+                self.join(n, toks["Manager" if n.role == "manager" else "Worker"])
+            say("waiting for every node to be ready")
+            self.wait_ready()
+            self.save()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _network(self) -> None:
+        from pyroute2 import NetNS
+
+        create_netns(self.bridge_ns)
+        with NetNS(self.bridge_ns) as br:
+            br.link("add", ifname=BRIDGE, kind="bridge")
+            br.link("set", index=br.link_lookup(ifname=BRIDGE)[0], state="up")
+            for n in self.nodes:
+                create_netns(n.netns)
+                br.link("add", ifname=f"lk{n.name}", kind="veth",
+                        peer={"ifname": "eth0", "net_ns_fd": f"/run/netns/{n.netns}"})
+                idx = br.link_lookup(ifname=f"lk{n.name}")[0]
+                br.link("set", index=idx, master=br.link_lookup(ifname=BRIDGE)[0], state="up")
+                with NetNS(n.netns) as ns:
+                    eth = ns.link_lookup(ifname="eth0")[0]
+                    ns.addr("add", index=eth, address=n.addr, prefixlen=self.prefix)
+                    ns.link("set", index=eth, state="up")
+                    ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+
+    def _start_daemons(self, nodes: Sequence[LabNode] | None = None) -> None:
+        procs = []
+        for n in nodes or self.nodes:
+            for d in ("root", "run"):
+                Path(n.base, d).mkdir(parents=True, exist_ok=True, mode=0o711)
+            cfg = Path(n.base, "daemon.json")
+            if not cfg.exists():
+                cfg.write_text("{}\n")
+            cmd = ["nsenter", f"--net=/run/netns/{n.netns}", *DAEMON_CMD]
+            procs.append((n, spawn_daemon(n.env, log=Path(n.base, "run", "daemon.log"),
+                                          cmd=cmd)))
+        for n, proc in procs:
+            n.pids[proc.pid] = psutil.Process(proc.pid).create_time()
+            wait_ready(n.socket, 60.0, proc=proc, log=Path(n.base, "run", "daemon.log"))
+        self.save()
+
+    def join(self, node: LabNode, token: str) -> float:
+        """``node`` joins through the first manager; returns the seconds it took."""
+        t0 = time.monotonic()
+        node.api("POST", "/swarm/join", {"ListenAddr": "0.0.0.0:2377",
+                                          "AdvertiseAddr": node.addr,
+                                          "RemoteAddrs": [f"{self.nodes[0].addr}:2377"],
+                                          "JoinToken": token})
+        return time.monotonic() - t0
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(errors.LabkitError, OSError):
+                nodes = self.any_manager().api("GET", "/nodes")
+                last = [(n["Description"]["Hostname"], n["Status"]["State"]) for n in nodes]
+                if len(nodes) == len(self.nodes) and all(
+                        n["Status"]["State"] == "ready" for n in nodes):
+                    return
+            time.sleep(0.2)
+        raise errors.UnsupportedError("swarm lab", f"nodes not ready after {timeout:.0f} s: "
+                                      f"{last}", hint=f"see {self.nodes[0].base}/run/*.log")
+
+    # ------------------------------------------------------------------ use
+    def node(self, ref: int | str) -> LabNode:
+        """A node by index (1-based, managers first) or name (m1, w2)."""
+        if isinstance(ref, int) or str(ref).isdigit():
+            i = int(ref)
+            if not 1 <= i <= len(self.nodes):
+                raise errors.NotFoundError("lab node", str(ref))
+            return self.nodes[i - 1]
+        for n in self.nodes:
+            if ref in (n.name, n.hostname):
+                return n
+        raise errors.NotFoundError("lab node", str(ref))
+
+    def managers(self) -> list[LabNode]:
+        return [n for n in self.nodes if n.role == "manager"]
+
+    def running(self, node: LabNode) -> bool:
+        return node.socket.exists() and bool(node.processes())
+
+    def any_manager(self, exclude: Sequence[LabNode] = ()) -> LabNode:
+        for n in self.managers():
+            if n not in exclude and self.running(n):
+                return n
+        raise errors.UnsupportedError("swarm lab", "no manager is running")
+
+    def leader(self, via: LabNode | None = None) -> LabNode | None:
+        """The node whose manager status says Leader (asked of ``via``)."""
+        nodes = (via or self.any_manager()).api("GET", "/nodes")
+        for n in nodes:
+            if (n.get("ManagerStatus") or {}).get("Leader"):
+                return self.node(n["Description"]["Hostname"])
+        return None
+
+    def exec(self, ref: int | str, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` with DOCKER_HOST at node ``ref``'s daemon."""
+        return subprocess.run(list(argv), env=self.node(ref).docker_env, text=True, check=False,
+                              **kw)
+
+    def kill(self, node: LabNode) -> list[int]:
+        """Crash a node: SIGKILL its daemon and everything it started (its etcd member)."""
+        pids = node.processes()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _wait_gone(pids)
+        node.pids.clear()
+        self.save()
+        return pids
+
+    def restart(self, node: LabNode) -> None:
+        """Start a killed node's daemon again (its swarm state is on disk)."""
+        node.socket.unlink(missing_ok=True)
+        self._start_daemons([node])
+
+    # ------------------------------------------------------------------ down
+    def down(self) -> None:
+        """Remove every process, namespace, link and directory the lab made."""
+        for n in self.nodes:
+            self.kill(n)
+        for n in self.nodes:
+            _unmount_under(n.base)
+            shutil.rmtree(n.base, ignore_errors=True)
+            with contextlib.suppress(errors.LabkitError, OSError):
+                remove_netns(n.netns)  # its eth0 goes with it, and the veth peer with that
+        with contextlib.suppress(errors.LabkitError, OSError):
+            remove_netns(self.bridge_ns)
+        self.record_path(self.name).unlink(missing_ok=True)
+
+
+def labs() -> list[str]:
+    d = paths.run() / "swarm-lab"
+    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+
+def _wait_gone(pids: list[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline and psutil.pid_exists(pid):
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.Error:
+                break
+            time.sleep(0.01)
+
+
+def _unmount_under(base: str) -> None:
+    with open("/proc/self/mounts") as f:
+        targets = [line.split()[1] for line in f if line.split()[1].startswith(base + "/")]
+    for t in sorted(targets, key=len, reverse=True):
+        subprocess.run(["umount", "-l", t], check=False, capture_output=True)

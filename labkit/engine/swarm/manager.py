@@ -1,0 +1,389 @@
+"""A manager: one etcd member, the sealed store over it, and the node <-> manager service.
+
+Every manager runs the same code; none is special.  The swarm's leader is etcd's leader,
+and anything that must happen once per cluster (promoting a new etcd learner to a voting
+member) is done by whichever manager's member is the leader at the time.  What a manager
+decides it writes to the store with compare-and-swap (store.py), so two managers racing on
+the same object cannot both win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from labkit import errors
+from labkit.engine.swarm import ca, objects, tokens
+from labkit.engine.swarm.etcd.client import EtcdClient
+from labkit.engine.swarm.etcd.member import EtcdMember, MemberConfig
+from labkit.engine.swarm.rpc import swarm_pb2 as pb
+from labkit.engine.swarm.rpc import swarm_pb2_grpc as pbg
+from labkit.engine.swarm.seal import DataKey
+from labkit.engine.swarm.state import LocalState, NodeFiles
+from labkit.engine.swarm.store import ALIVE, CLUSTER, NODES, ClusterStore
+
+__all__ = ["Manager", "Identity"]
+
+log = logging.getLogger("labkit.swarm")
+Obj = dict[str, Any]
+NS = 1_000_000_000
+RAFT_TICK_MS = 100   # one Raft tick of Spec.Raft (ElectionTick, HeartbeatTick), in etcd's ms
+PEER_PORT, CLIENT_PORT = 2380, 2379
+
+
+class Identity:
+    """This node's TLS identity in memory: certificate, key and trust roots (PEM)."""
+
+    def __init__(self, cert: bytes, key: bytes, roots: bytes) -> None:
+        self.cert, self.key, self.roots = cert, key, roots
+
+    @property
+    def who(self) -> ca.NodeIdentity:
+        return ca.identity(self.cert)
+
+
+def peer_url(ip: str) -> str:
+    return f"https://{_bracket(ip)}:{PEER_PORT}"
+
+
+def client_url(ip: str) -> str:
+    return f"https://{_bracket(ip)}:{CLIENT_PORT}"
+
+
+def _bracket(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def heartbeat_ms(spec: Obj) -> int:
+    return max(100, int(spec.get("Dispatcher", {}).get("HeartbeatPeriod") or 5 * NS) // 1_000_000)
+
+
+def alive_ttl(spec: Obj) -> int:
+    """A node is down after three missed heartbeats (swarmkit's dispatcher: 3 periods)."""
+    return max(2, math.ceil(3 * heartbeat_ms(spec) / 1000))
+
+
+class Manager:
+    """The manager half of a swarm node (the node's façade is node.SwarmNode)."""
+
+    def __init__(self, files: NodeFiles, state: LocalState, ident: Identity, dek: bytes,
+                 on_demoted: Callable[[], Awaitable[None]]) -> None:
+        self.files, self.state, self.ident = files, state, ident
+        self.dek = DataKey(dek)
+        self.on_demoted = on_demoted
+        self.member: EtcdMember | None = None
+        self.client: EtcdClient | None = None
+        self.store: ClusterStore | None = None
+        self.server: grpc.aio.Server | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._kek_key: str | None = None   # the unlock key this node's files are sealed with
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start the etcd member (founding the cluster when state.etcd_new), open the
+        store, serve the node <-> manager channel, start the background loop."""
+        cert, key, roots = self.files.write_tls(self.ident.cert, self.ident.key,
+                                                self.ident.roots)
+        election, beat = self.state.election_ms, self.state.raft_heartbeat_ms
+        cfg = MemberConfig(
+            name=self.state.node_id, data_dir=self.files.make_etcd_dir(),
+            advertise_ip=self.state.addr, cert_file=cert, key_file=key, ca_file=roots,
+            initial_cluster=self.state.etcd_cluster,
+            state="new" if self.state.etcd_new else "existing",
+            cluster_token=self.state.cluster_id, heartbeat_ms=beat, election_ms=election,
+            log_file=self.files.run / "etcd.log")
+        self.member = EtcdMember(cfg)
+        self.member.start()
+        self.client = EtcdClient([f"https://127.0.0.1:{CLIENT_PORT}"], roots, cert, key)
+        await self.member.wait_ready(30.0)
+        self.store = ClusterStore(self.client, self.dek)
+        await self._serve()
+        self._loop_task = asyncio.create_task(self._loop(), name="swarm-manager-loop")
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop_task
+        if self.server is not None:
+            await self.server.stop(0.5)
+            self.server = None
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.close()
+        if self.member is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.member.stop)
+        self.files.drop_tls()
+
+    async def _serve(self) -> None:
+        from labkit.engine.swarm.rpc.server import ClusterService, JoinService
+
+        server = grpc.aio.server()
+        pbg.add_JoinServicer_to_server(JoinService(self), server)
+        pbg.add_ClusterServicer_to_server(ClusterService(self), server)
+        chain = self.ident.cert + self.ident.roots  # the root rides along: joiners pin it
+        join_creds = grpc.ssl_server_credentials([(self.ident.key, chain)])
+        mutual = grpc.ssl_server_credentials([(self.ident.key, chain)],
+                                             root_certificates=self.ident.roots,
+                                             require_client_auth=True)
+        ip = _bracket(self.state.listen_ip)
+        server.add_secure_port(f"{ip}:{self.state.join_port}", join_creds)
+        server.add_secure_port(f"{ip}:{self.state.join_port + 1}", mutual)
+        await server.start()
+        self.server = server
+
+    async def restart_server(self) -> None:
+        """A renewed certificate: serve with it (grpcio's credentials are fixed per port)."""
+        if self.server is not None:
+            await self.server.stop(0.2)
+        await self._serve()
+
+    # ------------------------------------------------------------------ store helpers
+    def _store(self) -> ClusterStore:
+        if self.store is None:
+            raise errors.ConflictError("the swarm's store is not open yet")
+        return self.store
+
+    async def cluster(self) -> tuple[Obj, int]:
+        return await self._store().must_get(CLUSTER, "swarm")
+
+    async def signer(self, cluster: Obj) -> ca.RootCA:
+        root = cluster["_RootCA"]
+        return ca.RootCA(root["Cert"].encode(),
+                         root["Key"].encode() if root.get("Key") else None)
+
+    async def issue(self, csr: bytes, node_id: str, role: str, ip: str,
+                    cluster: Obj | None = None) -> bytes:
+        """A certificate for ``node_id`` in ``role``: signed here with the root key kept in
+        the store, or by the external CA when Spec.CAConfig.ExternalCAs names one."""
+        if cluster is None:
+            cluster, _ = await self.cluster()
+        spec = cluster["Spec"]
+        expiry_ns = int(spec.get("CAConfig", {}).get("NodeCertExpiry") or 90 * 24 * 3600 * NS)
+        import datetime as dt
+
+        expiry = dt.timedelta(microseconds=expiry_ns // 1000)
+        ips = [ip, "127.0.0.1"] if role == "manager" else [ip]
+        externals = spec.get("CAConfig", {}).get("ExternalCAs") or []
+        if externals:
+            from labkit.engine.swarm.cfssl import ExternalCA
+
+            ext = externals[0]
+            signer = ExternalCA(ext["URL"], cluster["_RootCA"]["Cert"].encode())
+            return await signer.sign(csr, node_id=node_id, role=role,  # type: ignore[arg-type]
+                                     cluster_id=self.state.cluster_id, expiry=expiry)
+        root = await self.signer(cluster)
+        return root.issue(csr, node_id=node_id, role=role,  # type: ignore[arg-type]
+                          cluster_id=self.state.cluster_id, expiry=expiry, ips=ips)
+
+    # ------------------------------------------------------------------ RPC: join
+    async def handle_join(self, req: pb.JoinRequest) -> pb.JoinResponse:
+        cluster, _ = await self.cluster()
+        try:
+            tok = tokens.parse(req.token)
+        except errors.InvalidArgumentError as err:
+            raise errors.ForbiddenError("invalid join token") from err
+        role = None
+        for name, r in (("Manager", "manager"), ("Worker", "worker")):
+            mine = tokens.parse(cluster["JoinTokens"][name])
+            if tokens.same_secret(mine.secret, tok.secret) and mine.digest == tok.digest:
+                role = r
+        if role is None:
+            raise errors.ForbiddenError(
+                "invalid join token: it does not match this swarm's current worker or "
+                "manager token (rotated, or from another swarm)")
+        node_id = ca.new_id()
+        cert = await self.issue(req.csr, node_id, role, req.addr, cluster)
+        roots = cluster["_RootCA"]["Cert"].encode()
+        d = req.description
+        node = objects.new_node(node_id, role, req.addr, req.availability, d.hostname,
+                                d.engine_version, d.nano_cpus, d.memory_bytes, roots,
+                                self.state.join_port)
+        await self._store().create(NODES + node_id, node)
+        resp = pb.JoinResponse(node_id=node_id, cluster_id=self.state.cluster_id, role=role,
+                               certificate=cert, trust_roots=roots,
+                               managers=await self.manager_addrs(),
+                               heartbeat_period_ms=heartbeat_ms(cluster["Spec"]))
+        if role == "manager":
+            resp.manager.CopyFrom(await self._admit_member(node_id, req.addr))
+        await self._store().mark_alive(node_id, alive_ttl(cluster["Spec"]))
+        log.info("node %s (%s) joined as %s", node_id, d.hostname, role)
+        return resp
+
+    async def _admit_member(self, node_id: str, ip: str) -> pb.ManagerMaterial:
+        """Add the node's etcd member as a learner: it counts toward no quorum until it
+        has caught up, and the leader's loop then promotes it to a voter (etcd learners,
+        etcd 3.4 "runtime reconfiguration"); a manager that never starts thus cannot
+        take the store's quorum down with it."""
+        assert self.client is not None
+        added, members = await self.client.member_add(peer_url(ip), learner=True)
+        peers = [pb.EtcdPeer(name=m.name or node_id, peer_url=m.peer_urls[0])
+                 for m in members if m.peer_urls]
+        return pb.ManagerMaterial(data_key=self.dek.raw, etcd_cluster=peers,
+                                  etcd_member_id=added.id, election_ms=self.state.election_ms,
+                                  heartbeat_ms=self.state.raft_heartbeat_ms)
+
+    async def manager_addrs(self) -> list[str]:
+        return [n["ManagerStatus"]["Addr"] for n, _ in await self._store().list(NODES)
+                if n["Spec"]["Role"] == "manager" and "ManagerStatus" in n]
+
+    # ------------------------------------------------------------------ RPC: cluster
+    async def handle_heartbeat(self, node_id: str) -> pb.HeartbeatResponse:
+        cluster, _ = await self.cluster()
+        got = await self._store().get(NODES + node_id)
+        if got is None:
+            return pb.HeartbeatResponse(removed=True)
+        node, _ = got
+        await self._store().mark_alive(node_id, alive_ttl(cluster["Spec"]))
+        root = ca.RootCA(cluster["_RootCA"]["Cert"].encode(), None)
+        return pb.HeartbeatResponse(period_ms=heartbeat_ms(cluster["Spec"]),
+                                    managers=await self.manager_addrs(),
+                                    desired_role=node["Spec"]["Role"],
+                                    root_digest=root.digest())
+
+    async def handle_renew(self, node_id: str, csr: bytes) -> pb.RenewResponse:
+        """A new certificate for the caller, in the role its node object now has; on a
+        promotion also what it needs to start an etcd member."""
+        cluster, _ = await self.cluster()
+        node, _ = await self._store().must_get(NODES + node_id, "node")
+        role = node["Spec"]["Role"]
+        ip = node["Status"]["Addr"]
+        cert = await self.issue(csr, node_id, role, ip, cluster)
+        resp = pb.RenewResponse(certificate=cert, role=role,
+                                trust_roots=cluster["_RootCA"]["Cert"].encode())
+        if role == "manager" and not await self._is_member(node_id, ip):
+            resp.manager.CopyFrom(await self._admit_member(node_id, ip))
+            node["ManagerStatus"] = {"Addr": f"{_bracket(ip)}:{self.state.join_port}"}
+            node["UpdatedAt"] = objects.now()
+            await self._store().put(NODES + node_id, node)
+        return resp
+
+    async def _is_member(self, node_id: str, ip: str) -> bool:
+        assert self.client is not None
+        return any(m.name == node_id or peer_url(ip) in m.peer_urls
+                   for m in await self.client.member_list())
+
+    async def handle_leave(self, node_id: str) -> None:
+        """A worker leaves: it stays listed, down, until `docker node rm` (as in Docker)."""
+        await self._store().mark_down(node_id)
+
+    # ------------------------------------------------------------------ the loop
+    async def _loop(self) -> None:
+        """Own liveness, learner promotion (leader only), the unlock key and own role."""
+        while True:
+            period = 1.0
+            try:
+                cluster, _ = await self.cluster()
+                period = heartbeat_ms(cluster["Spec"]) / 1000
+                await self._store().mark_alive(self.state.node_id, alive_ttl(cluster["Spec"]))
+                await self._promote_learners()
+                await self._follow_unlock_key(cluster)
+                mine = await self._store().get(NODES + self.state.node_id)
+                if mine is not None and mine[0]["Spec"]["Role"] == "worker":
+                    await self.on_demoted()
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # a lost quorum, a member restarting: try again
+                log.warning("manager loop: %s", err)
+            await asyncio.sleep(min(period, 1.0))
+
+    async def _promote_learners(self) -> None:
+        assert self.client is not None
+        status = await self.client.status(f"https://127.0.0.1:{CLIENT_PORT}")
+        if status.leader_id != status.member_id:
+            return
+        for m in await self.client.member_list():
+            if m.is_learner:
+                with contextlib.suppress(errors.LabkitError):
+                    # refused until the learner has caught up with the leader's log
+                    await self.client.member_promote(m.id)
+                    log.info("etcd learner %s promoted to voting member", m.name or m.id)
+
+    async def _follow_unlock_key(self, cluster: Obj) -> None:
+        """Another manager turned autolock on/off or rotated the key: reseal our files."""
+        want = cluster.get("_UnlockKey")
+        if want == self._kek_key:
+            return
+        from labkit.engine.swarm import seal
+
+        old = seal.kek(self._kek_key) if self._kek_key else None
+        new = seal.kek(want) if want else None
+        self.files.reseal(old, new)
+        self._kek_key = want
+        self.state.autolock = bool(want)
+        self.files.save(self.state)
+
+    def set_unlock_key(self, key: str | None) -> None:
+        """The key this node's files are sealed with right now (after unlock or init)."""
+        self._kek_key = key
+
+    # ------------------------------------------------------------------ membership views
+    async def members(self) -> dict[str, tuple[bool, str]]:
+        """node id -> (leader?, reachability) for every etcd member."""
+        assert self.client is not None
+        out: dict[str, tuple[bool, str]] = {}
+        members = await self.client.member_list()
+        leader_id = None
+
+        async def probe(m: Any) -> tuple[Any, Any]:
+            if not m.client_urls:
+                return m, None
+            try:
+                return m, await asyncio.wait_for(self.client.status(m.client_urls[0]), 0.5)  # type: ignore[union-attr]
+            except Exception:
+                return m, None
+
+        for m, st in await asyncio.gather(*(probe(m) for m in members)):
+            if st is not None and st.leader_id:
+                leader_id = st.leader_id
+            out[m.name] = (False, "reachable" if st is not None else "unreachable")
+        for m in members:
+            if m.id == leader_id and m.name in out:
+                out[m.name] = (True, out[m.name][1])
+        return out
+
+    async def alive(self) -> set[str]:
+        return await self._store().alive()
+
+    async def render_nodes(self) -> list[Obj]:
+        nodes = await self._store().list(NODES)
+        alive = await self.alive()
+        members = await self.members()
+        out = []
+        for node, version in nodes:
+            pub = objects.public(node, version)
+            up = node["ID"] in alive
+            pub["Status"] = {**node["Status"], "State": "ready" if up else "down"}
+            if "ManagerStatus" in node and node["Spec"]["Role"] == "manager":
+                leader, reach = members.get(node["ID"], (False, "unreachable"))
+                ms = {"Addr": node["ManagerStatus"]["Addr"], "Reachability": reach}
+                if leader:
+                    ms["Leader"] = True
+                pub["ManagerStatus"] = ms
+            else:
+                pub.pop("ManagerStatus", None)
+            out.append(pub)
+        return out
+
+    async def remove_self_from_etcd(self) -> None:
+        """Leave the Raft group (before a demotion or a forced leave)."""
+        assert self.client is not None
+        for m in await self.client.member_list():
+            if m.name == self.state.node_id:
+                await self.client.member_remove(m.id)
+
+
+def quorum(n: int) -> int:
+    return n // 2 + 1
+
+
+def alive_key(node_id: str) -> str:
+    return ALIVE + node_id

@@ -1,0 +1,547 @@
+"""SwarmNode: one daemon's membership of a swarm (the daemon's ``engine.swarm``).
+
+States (Docker's LocalNodeState): inactive -> (init | join) -> active; a restarted manager
+whose key material is sealed (autolock) is ``locked`` and serves nothing of the swarm until
+``unlock``; ``pending`` while a join is under way; ``error`` when the node's swarm state
+could not be brought up (the message says why).  A node is a manager (etcd member + store +
+the node <-> manager service: manager.py) or a worker (heartbeats: worker.py), and switches
+between the two when a manager changes its role (promote / demote).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import logging
+from typing import Any
+
+import psutil
+
+from labkit import errors
+from labkit.engine.swarm import ca, objects, seal, tokens
+from labkit.engine.swarm import spec as sp
+from labkit.engine.swarm.manager import Identity, Manager, peer_url, quorum
+from labkit.engine.swarm.rpc import client as rpc
+from labkit.engine.swarm.rpc import swarm_pb2 as pb
+from labkit.engine.swarm.state import JOIN_PORT, LocalState, NodeFiles, hostname
+from labkit.engine.swarm.store import ALIVE, CLUSTER, NODES
+from labkit.engine.swarm.worker import Worker
+
+__all__ = ["SwarmNode", "advertise_ip"]
+
+log = logging.getLogger("labkit.swarm")
+Obj = dict[str, Any]
+NS = 1_000_000_000
+
+
+def advertise_ip(advertise: str, listen_ip: str) -> str:
+    """The IP this node tells the others, as Docker picks it: --advertise-addr (an IP, an
+    IP:port or an interface name), else the listen IP, else this network namespace's one
+    global address (labkit's own lk* links, its bridges and veths, do not count)."""
+    cand = advertise.strip()
+    if cand:
+        host, _ = rpc.split_addr(cand, JOIN_PORT) if ":" in cand.rstrip("]") else (cand, 0)
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            addrs = psutil.net_if_addrs().get(host)
+            if not addrs:
+                raise errors.InvalidArgumentError(
+                    "advertise address", f"{cand!r} is neither an IP address nor an interface")
+            v4 = [a.address for a in addrs if a.family.name == "AF_INET"]
+            if not v4:
+                raise errors.InvalidArgumentError(
+                    "advertise address", f"interface {host} has no IPv4 address")
+            return v4[0]
+    if listen_ip not in ("0.0.0.0", "::", ""):
+        return listen_ip
+    found = [(name, a.address) for name, addrs in psutil.net_if_addrs().items()
+             if name != "lo" and not name.startswith("lk")
+             for a in addrs if a.family.name == "AF_INET"]
+    if not found:
+        raise errors.InvalidArgumentError(
+            "advertise address", "could not find the system's IP address - specify one with "
+            "--advertise-addr")
+    if len({a for _, a in found}) > 1:
+        names = " and ".join(sorted({n for n, _ in found}))
+        raise errors.InvalidArgumentError(
+            "advertise address", "could not choose an IP address to advertise since this "
+            f"system has multiple addresses on different interfaces ({names}) - specify one "
+            "with --advertise-addr")
+    return found[0][1]
+
+
+def _listen(listen_addr: str) -> tuple[str, int]:
+    host, port = rpc.split_addr(listen_addr or f"0.0.0.0:{JOIN_PORT}", JOIN_PORT)
+    return host or "0.0.0.0", port
+
+
+class SwarmNode:
+    """The swarm membership of this daemon (implements spec.SwarmBackend)."""
+
+    def __init__(self, files: NodeFiles | None = None, engine_version: str = "") -> None:
+        self.files = files or NodeFiles()
+        self.engine_version = engine_version
+        self.state: LocalState | None = None
+        self.mode = "inactive"
+        self.error = ""
+        self.manager: Manager | None = None
+        self.worker: Worker | None = None
+        self.lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ daemon start/stop
+    async def start(self) -> None:
+        """Bring back what this node was (daemon start): a worker heartbeats again, a
+        manager starts its etcd member, a sealed manager waits locked for its key."""
+        if not self.files.exists():
+            return
+        try:
+            self.state = self.files.load()
+            if self.state.role == "manager" and self.files.sealed():
+                self.mode = "locked"
+                return
+            await self._activate(None, None)
+        except Exception as err:
+            self.mode, self.error = "error", str(err).splitlines()[0]
+            log.error("swarm state not restored: %s", err)
+
+    async def close(self) -> None:
+        """Daemon stop: the etcd member and the loops end; the state on disk stays."""
+        await self._stop_roles()
+
+    async def _stop_roles(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+        if self.manager is not None:
+            await self.manager.stop()
+            self.manager = None
+
+    async def _activate(self, kek: seal.DataKey | None, unlock_key: str | None) -> None:
+        st = self.state
+        assert st is not None
+        key = self.files.read_key(kek)
+        ident = Identity(self.files.cert_file.read_bytes(), key,
+                         self.files.roots_file.read_bytes())
+        if st.role == "manager":
+            dek = self.files.read_dek(kek)
+            self.manager = Manager(self.files, st, ident, dek, self._demoted)
+            self.manager.set_unlock_key(unlock_key)
+            await self.manager.start()
+        else:
+            self.worker = Worker(self.files, st, ident, self._role_changed, self._removed)
+            self.worker.start()
+        self.mode, self.error = "active", ""
+
+    # ------------------------------------------------------------------ the protocol
+    def local_state(self) -> str:
+        return self.mode
+
+    def role(self) -> str | None:
+        return self.state.role if self.state is not None and self.mode == "active" else None
+
+    def _manager(self) -> Manager:
+        if self.mode == "locked":
+            raise errors.UnavailableError(sp.MSG_LOCKED)
+        if self.mode != "active" or self.state is None:
+            raise errors.UnavailableError(sp.MSG_NOT_MANAGER)
+        if self.manager is None:
+            raise errors.UnavailableError(sp.MSG_WORKER)
+        return self.manager
+
+    async def info(self) -> Obj:
+        out: Obj = {"NodeID": "", "NodeAddr": "", "LocalNodeState": self.mode,
+                    "ControlAvailable": False, "Error": self.error, "RemoteManagers": None}
+        st = self.state
+        if st is None or self.mode == "inactive":
+            return out
+        out.update(NodeID=st.node_id, NodeAddr=st.addr,
+                   RemoteManagers=[{"NodeID": "", "Addr": a} for a in st.managers])
+        if self.manager is not None and self.mode == "active":
+            with contextlib.suppress(errors.LabkitError):
+                nodes = await self.manager.render_nodes()
+                out["Nodes"] = len(nodes)
+                out["Managers"] = sum(1 for n in nodes if n["Spec"]["Role"] == "manager")
+                out["RemoteManagers"] = [{"NodeID": n["ID"], "Addr": n["ManagerStatus"]["Addr"]}
+                                         for n in nodes if "ManagerStatus" in n]
+                cluster = await self.inspect()
+                cluster.pop("JoinTokens", None)
+                out["Cluster"] = cluster
+            out["ControlAvailable"] = True
+        if self.worker is not None and self.worker.error:
+            out["Error"] = self.worker.error
+        return out
+
+    async def init(self, req: sp.InitRequest) -> str:
+        async with self.lock:
+            if self.mode != "inactive":
+                raise errors.UnavailableError(sp.MSG_ALREADY)
+            listen_ip, port = _listen(req.listen_addr)
+            addr = advertise_ip(req.advertise_addr, listen_ip)
+            spec = req.spec.to_docker()
+            autolock = bool(req.autolock or spec.get("EncryptionConfig", {})
+                            .get("AutoLockManagers"))
+            spec.setdefault("EncryptionConfig", {})["AutoLockManagers"] = autolock
+            try:
+                return await self._found(spec, listen_ip, port, addr, autolock,
+                                         req.availability or "active")
+            except BaseException:
+                await self._stop_roles()
+                self.files.wipe()
+                self.state, self.mode = None, "inactive"
+                raise
+
+    async def _found(self, spec: Obj, listen_ip: str, port: int, addr: str, autolock: bool,
+                     availability: str) -> str:
+        cluster_id, node_id = ca.new_id(), ca.new_id()
+        externals = spec.get("CAConfig", {}).get("ExternalCAs") or []
+        key, csr = ca.new_key_and_csr(node_id)
+        expiry = dt.timedelta(microseconds=int(spec.get("CAConfig", {}).get(
+            "NodeCertExpiry") or 90 * 24 * 3600 * NS) // 1000)
+        if externals:
+            from labkit.engine.swarm.cfssl import ExternalCA
+
+            ext = externals[0]
+            cacert = (ext.get("CACert") or "").encode()
+            signer = ExternalCA(ext["URL"], cacert or None)
+            if not cacert:
+                cacert = await signer.info()
+                signer = ExternalCA(ext["URL"], cacert)
+            root = ca.RootCA(cacert, None)
+            cert = await signer.sign(csr, node_id=node_id, role="manager",
+                                     cluster_id=cluster_id, expiry=expiry)
+        else:
+            root = ca.RootCA.create()
+            cert = root.issue(csr, node_id=node_id, role="manager", cluster_id=cluster_id,
+                              expiry=expiry, ips=[addr, "127.0.0.1"])
+        raft = spec.get("Raft", {})
+        dek = seal.DataKey.new()
+        unlock_key = seal.new_unlock_key() if autolock else None
+        kek = seal.kek(unlock_key) if unlock_key else None
+        st = LocalState(node_id=node_id, cluster_id=cluster_id, role="manager", addr=addr,
+                        hostname=hostname(), listen_ip=listen_ip, join_port=port,
+                        managers=[f"{_br(addr)}:{port}"],
+                        heartbeat_ms=int(spec.get("Dispatcher", {}).get("HeartbeatPeriod")
+                                         or 5 * NS) // 1_000_000,
+                        autolock=autolock, etcd_cluster={node_id: peer_url(addr)},
+                        etcd_new=True, election_ms=int(raft.get("ElectionTick") or 10) * 100,
+                        raft_heartbeat_ms=int(raft.get("HeartbeatTick") or 1) * 100)
+        self.files.write_identity(cert, root.cert_pem, key, kek)
+        self.files.write_dek(dek.raw, kek)
+        self.files.save(st)
+        self.state = st
+        await self._activate(kek, unlock_key)
+        assert self.manager is not None and self.manager.store is not None
+        t = objects.now()
+        cluster: Obj = {
+            "ID": cluster_id, "CreatedAt": t, "UpdatedAt": t, "Spec": spec,
+            "JoinTokens": {"Worker": tokens.make(root.cert_pem),
+                           "Manager": tokens.make(root.cert_pem)},
+            "RootRotationInProgress": False, "DataPathPort": 4789,
+            "DefaultAddrPool": ["10.0.0.0/8"], "SubnetSize": 24,
+            "_RootCA": {"Cert": root.cert_pem.decode(),
+                        "Key": root.key_pem.decode() if root.key_pem else None},
+            "_UnlockKey": unlock_key,
+        }
+        await self.manager.store.create(CLUSTER, cluster)
+        node = objects.new_node(node_id, "manager", addr, availability, st.hostname,
+                                self.engine_version, psutil.cpu_count() * NS,
+                                psutil.virtual_memory().total, root.cert_pem, port)
+        await self.manager.store.create(NODES + node_id, node)
+        self._founded()
+        return node_id
+
+    def _founded(self) -> None:
+        """After the first start the member's data dir holds the cluster: a restart must
+        not try to found it again."""
+        assert self.state is not None
+        self.state.etcd_new = False
+        self.files.save(self.state)
+
+    async def join(self, req: sp.JoinRequest) -> None:
+        async with self.lock:
+            if self.mode != "inactive":
+                raise errors.UnavailableError(sp.MSG_ALREADY)
+            tokens.parse(req.join_token)  # a malformed token: 400 before any network
+            listen_ip, port = _listen(req.listen_addr)
+            addr = advertise_ip(req.advertise_addr, listen_ip)
+            self.mode = "pending"
+            try:
+                await self._join(req, listen_ip, port, addr)
+            except BaseException:
+                await self._stop_roles()
+                self.files.wipe()
+                self.state, self.mode = None, "inactive"
+                raise
+
+    async def _join(self, req: sp.JoinRequest, listen_ip: str, port: int, addr: str) -> None:
+        last: Exception | None = None
+        for remote in req.remote_addrs:
+            try:
+                roots = await rpc.fetch_root(remote, req.join_token)
+                key, csr = ca.new_key_and_csr("joining")
+                desc = pb.Description(hostname=hostname(), engine_version=self.engine_version,
+                                      os="linux", architecture=os.uname().machine,
+                                      nano_cpus=(psutil.cpu_count() or 1) * NS,
+                                      memory_bytes=psutil.virtual_memory().total)
+                resp = await rpc.join(remote, roots, pb.JoinRequest(
+                    token=req.join_token, csr=csr, addr=addr,
+                    availability=req.availability or "active", description=desc))
+                break
+            except (errors.UnsupportedError, ConnectionError) as err:
+                last = err  # try the next manager
+        else:
+            raise last or errors.InvalidArgumentError("remote address", "none given")
+        ca.RootCA(roots, None).verify(resp.certificate, role=resp.role,  # type: ignore[arg-type]
+                                      cluster_id=resp.cluster_id)
+        st = LocalState(node_id=resp.node_id, cluster_id=resp.cluster_id, role=resp.role,
+                        addr=addr, hostname=hostname(), listen_ip=listen_ip, join_port=port,
+                        managers=list(resp.managers) or [remote],
+                        heartbeat_ms=resp.heartbeat_period_ms or 5000)
+        self._take_manager_material(st, resp.manager if resp.role == "manager" else None)
+        self.files.write_identity(resp.certificate, resp.trust_roots or roots, key, None)
+        self.files.save(st)
+        self.state = st
+        await self._activate(None, None)
+
+    def _take_manager_material(self, st: LocalState, m: pb.ManagerMaterial | None) -> None:
+        if m is None:
+            return
+        st.etcd_cluster = {p.name: p.peer_url for p in m.etcd_cluster}
+        st.etcd_new = False
+        st.election_ms = m.election_ms or 1000
+        st.raft_heartbeat_ms = m.heartbeat_ms or 100
+        self.files.write_dek(m.data_key, None)
+
+    # ------------------------------------------------------------------ role switches
+    async def _role_changed(self, resp: pb.RenewResponse, key: bytes) -> None:
+        """Called from the worker loop with a renewed certificate (maybe a new role)."""
+        st = self.state
+        assert st is not None
+        roots = resp.trust_roots or self.files.roots_file.read_bytes()
+        self.files.write_identity(resp.certificate, roots, key, None)
+        if resp.role == st.role or resp.role != "manager" or not resp.HasField("manager"):
+            if self.worker is not None:
+                self.worker.ident = Identity(resp.certificate, key, roots)
+            return
+        self._take_manager_material(st, resp.manager)
+        st.role = "manager"
+        self.files.save(st)
+        asyncio.get_running_loop().create_task(self._switch(), name="swarm-promote")
+
+    async def _demoted(self) -> None:
+        """Called from the manager loop when this node's Spec.Role became worker."""
+        asyncio.get_running_loop().create_task(self._become_worker(), name="swarm-demote")
+
+    async def _become_worker(self) -> None:
+        async with self.lock:
+            m, st = self.manager, self.state
+            if m is None or st is None:
+                return
+            key, csr = ca.new_key_and_csr(st.node_id)
+            cert = await m.issue(csr, st.node_id, "worker", st.addr)
+            node, version = await m._store().must_get(NODES + st.node_id, "node")
+            node.pop("ManagerStatus", None)
+            node["UpdatedAt"] = objects.now()
+            await m._store().cas(NODES + st.node_id, node, version)
+            st.managers = [a for a in await m.manager_addrs()]
+            await m.remove_self_from_etcd()
+            await self._stop_roles()
+            self.files.drop_manager_material()
+            self.files.write_identity(cert, self.files.roots_file.read_bytes(), key, None)
+            st.role, st.autolock, st.etcd_cluster = "worker", False, {}
+            self.files.save(st)
+            await self._activate(None, None)
+            log.info("demoted: this node is a worker now")
+
+    async def _switch(self) -> None:
+        async with self.lock:
+            await self._stop_roles()
+            await self._activate(None, None)
+            log.info("promoted: this node is a manager now")
+
+    async def _removed(self) -> None:
+        """A manager says this node is no longer in the swarm (node rm)."""
+        asyncio.get_running_loop().create_task(self._reset(), name="swarm-removed")
+
+    async def _reset(self) -> None:
+        async with self.lock:
+            await self._stop_roles()
+            self.files.wipe()
+            self.state, self.mode, self.error = None, "inactive", ""
+
+    # ------------------------------------------------------------------ leave
+    async def leave(self, force: bool) -> None:
+        async with self.lock:
+            if self.mode == "inactive":
+                raise errors.UnavailableError(sp.MSG_NOT_IN_SWARM)
+            st = self.state
+            if self.mode == "active" and self.manager is not None and not force:
+                raise errors.UnavailableError(await self._leave_warning())
+            if self.manager is not None:
+                with contextlib.suppress(Exception):
+                    if len(await self.manager.client.member_list()) > 1:  # type: ignore[union-attr]
+                        await self.manager.remove_self_from_etcd()
+                        await self.manager._store().mark_down(st.node_id)  # type: ignore[union-attr]
+            elif self.worker is not None:
+                with contextlib.suppress(Exception):
+                    await self.worker.call("Leave", pb.LeaveRequest(), timeout=2.0)
+            await self._stop_roles()
+            self.files.wipe()
+            self.state, self.mode, self.error = None, "inactive", ""
+
+    async def _leave_warning(self) -> str:
+        msg = ("You are attempting to leave the swarm on a node that is participating as a "
+               "manager. ")
+        m = self._manager()
+        members = await m.members()
+        reach = sum(1 for _, r in members.values() if r == "reachable")
+        if len(members) <= 1:
+            msg += ("Removing the last manager erases all current state of the swarm. Use "
+                    "`--force` to ignore this message. ")
+        elif reach - 1 < quorum(len(members)):
+            msg += (f"Removing this node leaves {reach - 1} managers out of {len(members)}. "
+                    "Without a Raft quorum your swarm will be inaccessible. The only way to "
+                    "restore a swarm that has lost consensus is to reinitialize it with "
+                    "`--force-new-cluster`. Use `--force` to suppress this message.")
+        else:
+            msg += "Use `--force` to leave anyway (its etcd member is removed first)."
+        return msg
+
+    # ------------------------------------------------------------------ cluster object
+    async def inspect(self) -> Obj:
+        m = self._manager()
+        cluster, version = await m.cluster()
+        out = objects.public(cluster, version)
+        out["TLSInfo"] = objects.tls_info(cluster["_RootCA"]["Cert"].encode())
+        return out
+
+    async def update(self, version: int, spec: sp.ClusterSpec, flags: sp.UpdateFlags) -> None:
+        m = self._manager()
+        cluster, current = await m.cluster()
+        if version != current:
+            raise errors.ConflictError("update out of sequence")
+        new = spec.to_docker()
+        old = cluster["Spec"]
+        for tick in ("ElectionTick", "HeartbeatTick"):
+            was, want = old.get("Raft", {}).get(tick), new.get("Raft", {}).get(tick)
+            if want and was and want != was:
+                raise errors.InvalidArgumentError(
+                    f"Raft.{tick}", f"cannot change from {was} to {want} after swarm init: "
+                    "etcd fixes its heartbeat and election timeout when a member starts")
+        if _ca_identity(new) != _ca_identity(old):
+            raise errors.UnsupportedError(
+                "root CA rotation", "labkit does not rotate a swarm's root CA (CAConfig."
+                "ForceRotate, SigningCACert, a changed external CA certificate)",
+                hint="init a new swarm to change its root CA")
+        if flags.rotate_worker_token:
+            cluster["JoinTokens"]["Worker"] = tokens.make(cluster["_RootCA"]["Cert"].encode())
+        if flags.rotate_manager_token:
+            cluster["JoinTokens"]["Manager"] = tokens.make(cluster["_RootCA"]["Cert"].encode())
+        auto = bool(new.get("EncryptionConfig", {}).get("AutoLockManagers"))
+        if not auto:
+            cluster["_UnlockKey"] = None
+        elif not cluster.get("_UnlockKey") or flags.rotate_unlock_key:
+            cluster["_UnlockKey"] = seal.new_unlock_key()
+        cluster["Spec"] = new
+        cluster["UpdatedAt"] = objects.now()
+        await m._store().cas(CLUSTER, cluster, current)
+        await m._follow_unlock_key(cluster)  # this node at once; the others within a beat
+
+    async def unlock_key(self) -> str:
+        cluster, _ = await self._manager().cluster()
+        key: str | None = cluster.get("_UnlockKey")
+        return key or ""
+
+    async def unlock(self, key: str) -> None:
+        async with self.lock:
+            if self.mode == "inactive":
+                raise errors.UnavailableError(sp.MSG_NOT_IN_SWARM)
+            if self.mode != "locked":
+                raise errors.ConflictError("swarm is not locked")
+            kek = seal.kek(key.strip())
+            try:
+                self.files.read_key(kek)
+            except errors.ForbiddenError as err:
+                raise errors.ForbiddenError("invalid key") from err
+            await self._activate(kek, key.strip())
+
+    # ------------------------------------------------------------------ nodes
+    async def nodes(self, filters: dict[str, list[str]]) -> list[Obj]:
+        nodes = await self._manager().render_nodes()
+        return [n for n in nodes if sp.match_node(n, filters)]
+
+    async def node(self, ref: str) -> Obj:
+        nodes = await self._manager().render_nodes()
+        return self._find(nodes, ref)
+
+    def _find(self, nodes: list[Obj], ref: str) -> Obj:
+        if ref == "self" and self.state is not None:
+            ref = self.state.node_id
+        for test in (lambda n: n["ID"] == ref,
+                     lambda n: n["Description"]["Hostname"] == ref,
+                     lambda n: n["Spec"].get("Name") == ref):
+            hits = [n for n in nodes if test(n)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise errors.ConflictError(f"node {ref} is ambiguous ({len(hits)} matches)")
+        hits = [n for n in nodes if ref and n["ID"].startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise errors.ConflictError(f"node {ref} is ambiguous ({len(hits)} matches)")
+        raise errors.NotFoundError("node", ref)
+
+    async def update_node(self, ref: str, version: int, spec: sp.NodeSpec) -> None:
+        m = self._manager()
+        target = await self.node(ref)
+        node, current = await m._store().must_get(NODES + target["ID"], "node")
+        if version != current:
+            raise errors.ConflictError("update out of sequence")
+        new = spec.to_docker()
+        if node["Spec"]["Role"] == "manager" and new.get("Role") == "worker":
+            await self._check_demote(m, target)
+        node["Spec"] = {**node["Spec"], **new}
+        node["UpdatedAt"] = objects.now()
+        await m._store().cas(NODES + target["ID"], node, current)
+
+    async def _check_demote(self, m: Manager, target: Obj) -> None:
+        nodes = await m.render_nodes()
+        managers = [n for n in nodes if n["Spec"]["Role"] == "manager"]
+        if len(managers) <= 1:
+            raise errors.ConflictError("attempting to demote the last manager of the swarm")
+        members = await m.members()
+        reach = sum(1 for _, r in members.values() if r == "reachable")
+        left = reach - (1 if members.get(target["ID"], (False, ""))[1] == "reachable" else 0)
+        if left < quorum(len(members) - 1):
+            raise errors.ConflictError(
+                "can't remove member from the raft: this would result in a loss of quorum")
+
+    async def remove_node(self, ref: str, force: bool) -> None:
+        m = self._manager()
+        target = await self.node(ref)
+        nid = target["ID"]
+        if target["Spec"]["Role"] == "manager":
+            raise errors.ConflictError(
+                f"node {nid} is a cluster manager and is a member of the raft cluster. It must "
+                "be demoted to worker before removal")
+        if target["Status"]["State"] != "down" and not force:
+            raise errors.ConflictError(
+                f"node {nid} is not down and can't be removed",
+                hint="stop the node first, or use --force")
+        await m._store().delete(NODES + nid)
+        await m._store().delete(ALIVE + nid)
+
+
+def _ca_identity(spec: Obj) -> tuple[Any, ...]:
+    c = spec.get("CAConfig", {})
+    return (c.get("ForceRotate") or 0, c.get("SigningCACert") or "",
+            tuple((e.get("CACert") or "") for e in c.get("ExternalCAs") or []))
+
+
+def _br(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip

@@ -1,0 +1,1 @@
+"""The node <-> manager gRPC contract (swarm.proto), its stubs, server and client."""

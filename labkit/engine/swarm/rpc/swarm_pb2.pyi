@@ -1,0 +1,125 @@
+# ruff: noqa
+# mypy: ignore-errors
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Description(_message.Message):
+    __slots__ = ("hostname", "engine_version", "os", "architecture", "nano_cpus", "memory_bytes")
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    NANO_CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    engine_version: str
+    os: str
+    architecture: str
+    nano_cpus: int
+    memory_bytes: int
+    def __init__(self, hostname: _Optional[str] = ..., engine_version: _Optional[str] = ..., os: _Optional[str] = ..., architecture: _Optional[str] = ..., nano_cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("token", "csr", "addr", "availability", "description")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CSR_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    csr: bytes
+    addr: str
+    availability: str
+    description: Description
+    def __init__(self, token: _Optional[str] = ..., csr: _Optional[bytes] = ..., addr: _Optional[str] = ..., availability: _Optional[str] = ..., description: _Optional[_Union[Description, _Mapping]] = ...) -> None: ...
+
+class EtcdPeer(_message.Message):
+    __slots__ = ("name", "peer_url")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PEER_URL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    peer_url: str
+    def __init__(self, name: _Optional[str] = ..., peer_url: _Optional[str] = ...) -> None: ...
+
+class ManagerMaterial(_message.Message):
+    __slots__ = ("data_key", "etcd_cluster", "etcd_member_id", "election_ms", "heartbeat_ms")
+    DATA_KEY_FIELD_NUMBER: _ClassVar[int]
+    ETCD_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    ETCD_MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    ELECTION_MS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    data_key: bytes
+    etcd_cluster: _containers.RepeatedCompositeFieldContainer[EtcdPeer]
+    etcd_member_id: int
+    election_ms: int
+    heartbeat_ms: int
+    def __init__(self, data_key: _Optional[bytes] = ..., etcd_cluster: _Optional[_Iterable[_Union[EtcdPeer, _Mapping]]] = ..., etcd_member_id: _Optional[int] = ..., election_ms: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("node_id", "cluster_id", "role", "certificate", "trust_roots", "managers", "heartbeat_period_ms", "manager")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    TRUST_ROOTS_FIELD_NUMBER: _ClassVar[int]
+    MANAGERS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    cluster_id: str
+    role: str
+    certificate: bytes
+    trust_roots: bytes
+    managers: _containers.RepeatedScalarFieldContainer[str]
+    heartbeat_period_ms: int
+    manager: ManagerMaterial
+    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., role: _Optional[str] = ..., certificate: _Optional[bytes] = ..., trust_roots: _Optional[bytes] = ..., managers: _Optional[_Iterable[str]] = ..., heartbeat_period_ms: _Optional[int] = ..., manager: _Optional[_Union[ManagerMaterial, _Mapping]] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("period_ms", "managers", "desired_role", "root_digest", "removed")
+    PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    MANAGERS_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_ROLE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    period_ms: int
+    managers: _containers.RepeatedScalarFieldContainer[str]
+    desired_role: str
+    root_digest: str
+    removed: bool
+    def __init__(self, period_ms: _Optional[int] = ..., managers: _Optional[_Iterable[str]] = ..., desired_role: _Optional[str] = ..., root_digest: _Optional[str] = ..., removed: _Optional[bool] = ...) -> None: ...
+
+class RenewRequest(_message.Message):
+    __slots__ = ("csr",)
+    CSR_FIELD_NUMBER: _ClassVar[int]
+    csr: bytes
+    def __init__(self, csr: _Optional[bytes] = ...) -> None: ...
+
+class RenewResponse(_message.Message):
+    __slots__ = ("certificate", "trust_roots", "role", "manager")
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    TRUST_ROOTS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_FIELD_NUMBER: _ClassVar[int]
+    certificate: bytes
+    trust_roots: bytes
+    role: str
+    manager: ManagerMaterial
+    def __init__(self, certificate: _Optional[bytes] = ..., trust_roots: _Optional[bytes] = ..., role: _Optional[str] = ..., manager: _Optional[_Union[ManagerMaterial, _Mapping]] = ...) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LeaveResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
