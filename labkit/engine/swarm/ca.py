@@ -147,7 +147,8 @@ def _identity(cert: x509.Certificate) -> NodeIdentity:
     if not node_id or not _ID_RE.fullmatch(node_id):
         raise errors.InvalidArgumentError("certificate", f"subject CN {node_id!r} is not a node id")
     if not cluster or not _ID_RE.fullmatch(cluster):
-        raise errors.InvalidArgumentError("certificate", f"subject O {cluster!r} is not a cluster id")
+        raise errors.InvalidArgumentError("certificate",
+                                          f"subject O {cluster!r} is not a cluster id")
     return NodeIdentity(node_id=node_id, role=_ROLE_BY_OU[ou], cluster_id=cluster,
                         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
                         issuer=cert.issuer.rfc4514_string(), serial=cert.serial_number,
@@ -267,7 +268,8 @@ class RootCA:
         cert = _load_one(cert_pem)
         bc = _ext(cert, x509.BasicConstraints)
         if bc is None or not bc.ca:
-            raise errors.InvalidArgumentError("root CA certificate", "is not a CA (BasicConstraints)")
+            raise errors.InvalidArgumentError("root CA certificate",
+                                              "is not a CA (BasicConstraints)")
         self._cert = cert
         self.cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         self.key_pem = key_pem

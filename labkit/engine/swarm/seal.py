@@ -193,16 +193,21 @@ def write_material(path: Path, data: bytes, kek: DataKey | None) -> None:
 
 
 def _read_envelope(path: Path) -> tuple[bool, bytes]:
+    # O_NONBLOCK: a FIFO planted at the path must not hang the daemon in open(2).
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise errors.NotFoundError("swarm key file", str(path)) from None
     except OSError as err:
         raise errors.InvalidArgumentError(str(path), f"cannot open: {err.strerror}") from err
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise errors.InvalidArgumentError(str(path), "is not a regular file")
-        raw = f.read(_MAX_FILE + 1)
+        raw = b""
+        while len(raw) <= _MAX_FILE and (chunk := os.read(fd, 65536)):
+            raw += chunk
+    finally:
+        os.close(fd)
     bad = errors.InvalidArgumentError(str(path), "is not a labkit swarm key file")
     if len(raw) > _MAX_FILE:
         raise bad
