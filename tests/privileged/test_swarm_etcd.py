@@ -268,8 +268,17 @@ def test_leader_killed_then_quorum_lost_and_back(cluster: Cluster) -> None:
             with pytest.raises(QuorumError, match="no quorum|did not confirm") as info:
                 while time.monotonic() - t0 < 20:
                     await c.put("/lk/q", b"x")
-            print(f"\nquorum loss: {info.value}")
             refused_after = time.monotonic() - t0
+            print(f"\nquorum loss, first write: {info.value}")
+            # once the survivor has noticed (an election timeout), it says "no leader" at
+            # once and the write is known not to be applied
+            await asyncio.sleep(1.5)
+            t1 = time.monotonic()
+            with pytest.raises(QuorumError, match="no quorum: 1 of 3") as info:
+                await c.put("/lk/q", b"x")
+            assert not info.value.outcome_unknown and "no leader" in str(info.value)
+            print(f"quorum loss, later write: {info.value} "
+                  f"({(time.monotonic() - t1) * 1000:.0f} ms)")
 
             # back: the second member restarts on its data dir, writes work again
             second.start()

@@ -255,8 +255,9 @@ class EtcdClient:
         return [(self._good + i) % n for i in range(n)]
 
     async def _post(self, url: str, body: Json, timeout: float) -> tuple[int, Json]:
-        async with self._sess().post(url, json=body,
-                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        # a connect that times out is told apart (ConnectionTimeoutError): nothing was sent
+        limit = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 1.0))
+        async with self._sess().post(url, json=body, timeout=limit) as resp:
             text = await resp.text()
             try:
                 data = json.loads(text) if text else {}
@@ -279,8 +280,10 @@ class EtcdClient:
         reached: set[str] = set()
         tls: tuple[str, str] | None = None
         last = "no endpoint was tried"
+        said: str | None = None  # etcd's own word beats a connection error in the message
         delay = 0.05
         while True:
+            refused = 0  # endpoints of this pass that refused TLS: retrying will not help
             for ep in order:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -288,20 +291,24 @@ class EtcdClient:
                 try:
                     status, data = await self._post(ep + path, body, remaining)
                 except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as err:
-                    tls, last = (ep, str(err)), f"{ep}: {err}"
+                    tls, last, refused = (ep, str(err)), f"{ep}: {err}", refused + 1
                     continue
                 except aiohttp.ClientConnectorError as err:
                     last = f"{ep}: {err.os_error or err}"
+                    continue
+                except aiohttp.ConnectionTimeoutError:
+                    last = f"{ep}: no connection in time"
                     continue
                 except (TimeoutError, aiohttp.ClientError) as err:
                     what = "no answer in time" if isinstance(err, TimeoutError) else str(err)
                     if _ssl_cause(err):
                         # TLS 1.3: the server's refusal of our certificate arrives after the
                         # handshake, as an alert on the first read
-                        tls, last = (ep, what), f"{ep}: {what}"
+                        tls, last, refused = (ep, what), f"{ep}: {what}", refused + 1
                         continue
+                    reached.add(ep)  # connected, then no (whole) answer
                     if write:
-                        raise QuorumError(len(reached), len(self.endpoints), f"{ep}: {what}",
+                        raise QuorumError(len(reached), len(order), f"{ep}: {what}",
                                           outcome_unknown=True) from err
                     last = f"{ep}: {what}"
                     continue
@@ -312,23 +319,27 @@ class EtcdClient:
                     return data
                 message = str(data.get("error") or data.get("message") or f"HTTP {status}")
                 code = int(data.get("code", 2))
-                if code == _UNAVAILABLE or any(s in message for s in _NOT_APPLIED):
-                    last = f"{ep}: {message}"
-                    continue
                 if "request timed out" in message:
+                    # the proposal may still commit (etcd: "possibly due to previous leader
+                    # failure"): a write is not re-sent
                     if write:
-                        raise QuorumError(len(reached), len(self.endpoints), f"{ep}: {message}",
+                        raise QuorumError(len(reached), len(order), f"{ep}: {message}",
                                           outcome_unknown=True)
                     last = f"{ep}: {message}"
                     continue
+                if code == _UNAVAILABLE or any(s in message for s in _NOT_APPLIED):
+                    said = last = f"{ep}: {message}"
+                    continue
                 raise _map_error(message, code)
+            if tls is not None and refused == len(order):
+                raise StoreAuthError(*tls)
             if loop.time() + delay >= deadline:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.4)
         if tls is not None and not reached:
             raise StoreAuthError(*tls)
-        raise QuorumError(len(reached), len(order), last)
+        raise QuorumError(len(reached), len(order), said or last)
 
     # -- KV ---------------------------------------------------------------------------
 
