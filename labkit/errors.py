@@ -6,9 +6,9 @@ Two families live here:
   syscall's name, the errno, the target (a path, a pid, a namespace) and a hint.  They stay
   ``OSError`` subclasses so ``except PermissionError`` and ``.errno`` keep working.
 * Domain errors (``NotFoundError``, ``AlreadyExistsError``, ``InvalidStateError``,
-  ``UnsupportedError``, ``ConflictError``, ``InvalidArgumentError``): a small fixed
-  vocabulary in the spirit of containerd's errdefs, so the daemon can map each class to one
-  HTTP status and the client can rebuild the same class on the other side.
+  ``UnsupportedError``, ``ConflictError``, ``InvalidArgumentError``, ``UnavailableError``):
+  a small fixed vocabulary in the spirit of containerd's errdefs, so the daemon can map each
+  class to one HTTP status and the client can rebuild the same class on the other side.
 
 Every class pickles (``__reduce__``), because errors cross the pipe from a spawned child to
 its parent (see labkit.ns.spawn).
@@ -34,6 +34,7 @@ __all__ = [
     "SyscallInvalidError",
     "SyscallNotFoundError",
     "SyscallPermissionError",
+    "UnavailableError",
     "UnsupportedError",
     "from_errno",
 ]
@@ -217,6 +218,19 @@ class ConflictError(LabkitError):
 class ForbiddenError(LabkitError):
     """The request names a thing that may never be changed that way (Docker's 403: a
     predefined network removed, a network with active endpoints removed)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+        self._note_hint()
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.message, self.hint))
+
+
+class UnavailableError(LabkitError):
+    """The service is not available in this node's current state (Docker's 503: not a swarm
+    manager, swarm locked, not part of a swarm); ``message`` is Docker's own text."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

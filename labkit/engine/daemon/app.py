@@ -21,7 +21,9 @@ from labkit.engine.daemon.handlers import execs as x
 from labkit.engine.daemon.handlers import fsinfo as f
 from labkit.engine.daemon.handlers import images as i
 from labkit.engine.daemon.handlers import networks as n
+from labkit.engine.daemon.handlers import nodes as nd
 from labkit.engine.daemon.handlers import registry as r
+from labkit.engine.daemon.handlers import swarm as sw
 from labkit.engine.daemon.handlers import system as s
 from labkit.engine.daemon.handlers import volumes as v
 from labkit.engine.daemon.params import reply
@@ -69,6 +71,12 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/networks/prune", n.prune), ("GET", "/networks/{id}", n.inspect),
     ("DELETE", "/networks/{id}", n.remove), ("POST", "/networks/{id}/connect", n.connect),
     ("POST", "/networks/{id}/disconnect", n.disconnect),
+    ("GET", "/swarm", sw.inspect), ("POST", "/swarm/init", sw.init),
+    ("POST", "/swarm/join", sw.join), ("POST", "/swarm/leave", sw.leave),
+    ("POST", "/swarm/update", sw.update), ("GET", "/swarm/unlockkey", sw.unlock_key),
+    ("POST", "/swarm/unlock", sw.unlock),
+    ("GET", "/nodes", nd.list_), ("GET", "/nodes/{id}", nd.inspect),
+    ("POST", "/nodes/{id}/update", nd.update), ("DELETE", "/nodes/{id}", nd.remove),
 )
 
 

@@ -26,6 +26,7 @@ TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (errors.InvalidStateError, 409),
     (errors.InvalidArgumentError, 400),
     (errors.UnsupportedError, 501),
+    (errors.UnavailableError, 503),  # moby daemon/cluster/errors.go notAvailableError
     (errors.SyscallPermissionError, 403),
 )
 

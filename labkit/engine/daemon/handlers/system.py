@@ -7,6 +7,7 @@ from aiohttp import web
 from labkit.engine.containers.events import check_filters
 from labkit.engine.containers.listing import parse_until
 from labkit.engine.daemon import streams
+from labkit.engine.daemon.handlers.swarm import info_section, ping_status
 from labkit.engine.daemon.params import engine, filters, reply
 from labkit.engine.daemon.serialize import info, version
 
@@ -16,7 +17,10 @@ PING_HEADERS = {"Api-Version": "1.41", "Ostype": "linux", "Docker-Experimental":
 
 
 async def ping(request: web.Request) -> web.Response:
-    return web.Response(text="OK", headers=PING_HEADERS, content_type="text/plain")
+    # Swarm: dockerd >= 23 (docs/api/version-history.md, "not versioned"); the CLI reads it
+    # as optional.
+    return web.Response(text="OK", headers={**PING_HEADERS, "Swarm": ping_status(
+        engine(request))}, content_type="text/plain")
 
 
 async def get_version(request: web.Request) -> web.Response:
@@ -24,7 +28,8 @@ async def get_version(request: web.Request) -> web.Response:
 
 
 async def get_info(request: web.Request) -> web.Response:
-    return reply(info(engine(request)))
+    eng = engine(request)
+    return reply({**info(eng), "Swarm": await info_section(eng)})
 
 
 async def events(request: web.Request) -> web.StreamResponse:
