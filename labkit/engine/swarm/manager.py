@@ -29,7 +29,7 @@ from labkit.engine.swarm.seal import DataKey
 from labkit.engine.swarm.state import LocalState, NodeFiles
 from labkit.engine.swarm.store import ALIVE, CLUSTER, NODES, ClusterStore
 
-__all__ = ["Manager", "Identity"]
+__all__ = ["Identity", "Manager"]
 
 log = logging.getLogger("labkit.swarm")
 Obj = dict[str, Any]
@@ -102,10 +102,29 @@ class Manager:
         self.member = EtcdMember(cfg)
         self.member.start()
         self.client = EtcdClient([f"https://127.0.0.1:{CLIENT_PORT}"], roots, cert, key)
-        await self.member.wait_ready(30.0)
+        # a member that just joined is a learner: it answers status, not reads, until the
+        # leader promotes it (manager._promote_soon); then the store is usable here
+        await self.member.wait_ready(30.0, quorum=False)
         self.store = ClusterStore(self.client, self.dek)
+        await self._wait_store(30.0)
         await self._serve()
         self._loop_task = asyncio.create_task(self._loop(), name="swarm-manager-loop")
+
+    async def _wait_store(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self.cluster()
+                return
+            except errors.NotFoundError:
+                return  # a founding member: the cluster object is written next
+            except errors.LabkitError as err:
+                if loop.time() > deadline:
+                    raise errors.UnsupportedError(
+                        "swarm store", f"this manager's etcd member serves no reads after "
+                        f"{timeout:.0f} s: {err}", hint=f"see {self.files.run / 'etcd.log'}")
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         if self._loop_task is not None:
@@ -178,7 +197,7 @@ class Manager:
             ext = externals[0]
             signer = ExternalCA(ext["URL"], cluster["_RootCA"]["Cert"].encode())
             return await signer.sign(csr, node_id=node_id, role=role,  # type: ignore[arg-type]
-                                     cluster_id=self.state.cluster_id, expiry=expiry)
+                                     cluster_id=self.state.cluster_id, expiry=expiry, ips=ips)
         root = await self.signer(cluster)
         return root.issue(csr, node_id=node_id, role=role,  # type: ignore[arg-type]
                           cluster_id=self.state.cluster_id, expiry=expiry, ips=ips)
@@ -192,8 +211,8 @@ class Manager:
             raise errors.ForbiddenError("invalid join token") from err
         role = None
         for name, r in (("Manager", "manager"), ("Worker", "worker")):
-            mine = tokens.parse(cluster["JoinTokens"][name])
-            if tokens.same_secret(mine.secret, tok.secret) and mine.digest == tok.digest:
+            mine = cluster["JoinTokens"][name]
+            if tokens.same_secret(mine, req.token) and tokens.parse(mine).digest == tok.digest:
                 role = r
         if role is None:
             raise errors.ForbiddenError(
@@ -223,12 +242,28 @@ class Manager:
         etcd 3.4 "runtime reconfiguration"); a manager that never starts thus cannot
         take the store's quorum down with it."""
         assert self.client is not None
-        added, members = await self.client.member_add(peer_url(ip), learner=True)
-        peers = [pb.EtcdPeer(name=m.name or node_id, peer_url=m.peer_urls[0])
-                 for m in members if m.peer_urls]
+        added = await self.client.member_add(peer_url(ip), learner=True)
+        peers = [pb.EtcdPeer(name=name, peer_url=url)
+                 for name, url in added.initial_cluster(node_id).items()]
+        asyncio.get_running_loop().create_task(self._promote_soon(added.member.id))
         return pb.ManagerMaterial(data_key=self.dek.raw, etcd_cluster=peers,
-                                  etcd_member_id=added.id, election_ms=self.state.election_ms,
+                                  etcd_member_id=added.member.id, election_ms=self.state.election_ms,
                                   heartbeat_ms=self.state.raft_heartbeat_ms)
+
+    async def _promote_soon(self, member_id: int, timeout: float = 60.0) -> None:
+        """Promote the new learner as soon as etcd allows (it refuses until the learner's
+        log has caught up with the leader's)."""
+        assert self.client is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                await self.client.member_promote(member_id)
+                return
+            except errors.LabkitError as err:
+                if "not found" in str(err).lower() or "not a learner" in str(err).lower():
+                    return
+            await asyncio.sleep(0.05)
 
     async def manager_addrs(self) -> list[str]:
         return [n["ManagerStatus"]["Addr"] for n, _ in await self._store().list(NODES)
@@ -291,7 +326,7 @@ class Manager:
                     return
             except asyncio.CancelledError:
                 raise
-            except Exception as err:  # a lost quorum, a member restarting: try again
+            except Exception as err:  # noqa: BLE001 - any failure: retry next round  # a lost quorum, a member restarting: try again
                 log.warning("manager loop: %s", err)
             await asyncio.sleep(min(period, 1.0))
 
@@ -338,7 +373,7 @@ class Manager:
                 return m, None
             try:
                 return m, await asyncio.wait_for(self.client.status(m.client_urls[0]), 0.5)  # type: ignore[union-attr]
-            except Exception:
+            except Exception:  # noqa: BLE001 - unreachable is the answer
                 return m, None
 
         for m, st in await asyncio.gather(*(probe(m) for m in members)):

@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
-import os
 import logging
+import os
 from typing import Any
 
 import psutil
@@ -74,11 +74,6 @@ def advertise_ip(advertise: str, listen_ip: str) -> str:
     return found[0][1]
 
 
-def _listen(listen_addr: str) -> tuple[str, int]:
-    host, port = rpc.split_addr(listen_addr or f"0.0.0.0:{JOIN_PORT}", JOIN_PORT)
-    return host or "0.0.0.0", port
-
-
 class SwarmNode:
     """The swarm membership of this daemon (implements spec.SwarmBackend)."""
 
@@ -104,7 +99,7 @@ class SwarmNode:
                 self.mode = "locked"
                 return
             await self._activate(None, None)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - reported as LocalNodeState error
             self.mode, self.error = "error", str(err).splitlines()[0]
             log.error("swarm state not restored: %s", err)
 
@@ -178,12 +173,12 @@ class SwarmNode:
     async def init(self, req: sp.InitRequest) -> str:
         async with self.lock:
             if self.mode != "inactive":
-                raise errors.UnavailableError(sp.MSG_ALREADY)
-            listen_ip, port = _listen(req.listen_addr)
-            addr = advertise_ip(req.advertise_addr, listen_ip)
+                raise errors.UnavailableError(sp.MSG_SWARM_EXISTS)
+            listen_ip, port = req.listen_addr.host, req.listen_addr.port
+            addr = advertise_ip(req.advertise_addr.host if req.advertise_addr else "",
+                                listen_ip)
             spec = req.spec.to_docker()
-            autolock = bool(req.autolock or spec.get("EncryptionConfig", {})
-                            .get("AutoLockManagers"))
+            autolock = req.autolock_managers
             spec.setdefault("EncryptionConfig", {})["AutoLockManagers"] = autolock
             try:
                 return await self._found(spec, listen_ip, port, addr, autolock,
@@ -264,10 +259,11 @@ class SwarmNode:
     async def join(self, req: sp.JoinRequest) -> None:
         async with self.lock:
             if self.mode != "inactive":
-                raise errors.UnavailableError(sp.MSG_ALREADY)
+                raise errors.UnavailableError(sp.MSG_SWARM_EXISTS)
             tokens.parse(req.join_token)  # a malformed token: 400 before any network
-            listen_ip, port = _listen(req.listen_addr)
-            addr = advertise_ip(req.advertise_addr, listen_ip)
+            listen_ip, port = req.listen_addr.host, req.listen_addr.port
+            addr = advertise_ip(req.advertise_addr.host if req.advertise_addr else "",
+                                listen_ip)
             self.mode = "pending"
             try:
                 await self._join(req, listen_ip, port, addr)
@@ -279,7 +275,8 @@ class SwarmNode:
 
     async def _join(self, req: sp.JoinRequest, listen_ip: str, port: int, addr: str) -> None:
         last: Exception | None = None
-        for remote in req.remote_addrs:
+        for hp in req.remote_addrs:
+            remote = str(hp)
             try:
                 roots = await rpc.fetch_root(remote, req.join_token)
                 key, csr = ca.new_key_and_csr("joining")
@@ -377,7 +374,7 @@ class SwarmNode:
     async def leave(self, force: bool) -> None:
         async with self.lock:
             if self.mode == "inactive":
-                raise errors.UnavailableError(sp.MSG_NOT_IN_SWARM)
+                raise errors.UnavailableError(sp.MSG_NO_SWARM)
             st = self.state
             if self.mode == "active" and self.manager is not None and not force:
                 raise errors.UnavailableError(await self._leave_warning())
@@ -459,14 +456,14 @@ class SwarmNode:
     async def unlock(self, key: str) -> None:
         async with self.lock:
             if self.mode == "inactive":
-                raise errors.UnavailableError(sp.MSG_NOT_IN_SWARM)
+                raise errors.UnavailableError(sp.MSG_NO_SWARM)
             if self.mode != "locked":
-                raise errors.ConflictError("swarm is not locked")
+                raise errors.ConflictError(sp.MSG_NOT_LOCKED)
             kek = seal.kek(key.strip())
             try:
                 self.files.read_key(kek)
             except errors.ForbiddenError as err:
-                raise errors.ForbiddenError("invalid key") from err
+                raise errors.ForbiddenError(sp.MSG_INVALID_UNLOCK_KEY) from err
             await self._activate(kek, key.strip())
 
     # ------------------------------------------------------------------ nodes

@@ -16,7 +16,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-__all__ = ["now", "public", "tls_info", "new_node", "DEFAULT_SPEC_NODE"]
+__all__ = ["DEFAULT_SPEC_NODE", "new_node", "now", "public", "tls_info"]
 
 Obj = dict[str, Any]
 DEFAULT_SPEC_NODE: Obj = {"Labels": {}, "Role": "worker", "Availability": "active"}

@@ -15,7 +15,7 @@ from labkit import errors
 from labkit.engine.swarm.etcd.client import EtcdClient
 from labkit.engine.swarm.seal import DataKey
 
-__all__ = ["ClusterStore", "CLUSTER", "NODES", "ALIVE"]
+__all__ = ["ALIVE", "CLUSTER", "NODES", "ClusterStore"]
 
 PREFIX = "/lk/swarm/"
 CLUSTER = PREFIX + "cluster"
@@ -65,7 +65,7 @@ class ClusterStore:
             raise errors.ConflictError("update out of sequence")
 
     async def list(self, prefix: str) -> list[tuple[Obj, int]]:
-        return [(self._open(kv.key, kv.value), kv.mod_revision)
+        return [(self._open(kv.key.decode(), kv.value), kv.mod_revision)
                 for kv in await self.client.range_prefix(prefix)]
 
     async def delete(self, key: str) -> bool:
@@ -80,4 +80,5 @@ class ClusterStore:
         await self.client.delete(ALIVE + node_id)
 
     async def alive(self) -> set[str]:
-        return {kv.key.removeprefix(ALIVE) for kv in await self.client.range_prefix(ALIVE)}
+        return {kv.key.decode().removeprefix(ALIVE)
+                for kv in await self.client.range_prefix(ALIVE)}

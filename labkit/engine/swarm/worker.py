@@ -89,7 +89,7 @@ class Worker:
                         return  # the node has switched roles: a manager runs now
             except asyncio.CancelledError:
                 raise
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - shown in info, retried
                 self.error = str(err).splitlines()[0]
                 log.warning("heartbeat: %s", self.error)
             await asyncio.sleep(period)

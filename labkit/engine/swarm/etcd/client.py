@@ -430,6 +430,11 @@ class EtcdClient:
         return MemberAdded(member=_member(data.get("member") or {}),
                            members=tuple(_member(d) for d in data.get("members") or []))
 
+    async def member_promote(self, member_id: int) -> None:
+        """Make a learner a voting member; etcd refuses until the learner's log has caught
+        up with the leader's (a ConflictError then: try again)."""
+        await self._call("/v3/cluster/member/promote", {"ID": str(member_id)}, write=True)
+
     async def member_remove(self, member_id: int) -> None:
         """Remove a member from the cluster (its process must be stopped by its owner)."""
         await self._call("/v3/cluster/member/remove", {"ID": str(member_id)}, write=True)

@@ -64,6 +64,7 @@ class MemberConfig:
     heartbeat_ms: int = 100
     election_ms: int = 1000
     quota_backend_bytes: int = field(default=_QUOTA)
+    allowed_hostname: str = "swarm-manager"
 
     @property
     def peer_url(self) -> str:
@@ -141,6 +142,18 @@ class MemberConfig:
             "--auto-compaction-mode=periodic", "--auto-compaction-retention=1h",
             f"--quota-backend-bytes={self.quota_backend_bytes}",
             "--logger=zap", f"--log-outputs={self.log_file}",
+            # managers join as learners, which count toward no quorum, and are promoted
+            # once caught up; etcd's strict check would also refuse a new member until
+            # every voter has been connected for 5 s (etcdserver: unhealthy cluster),
+            # which only slows a swarm forming manager after manager
+            "--strict-reconfig-check=false",
+            # a worker's certificate is signed by the same root: only a certificate
+            # that names the manager role (its SAN swarm-manager) may join the Raft
+            # peers (etcd op-guide/security: allowed hostname).  The same check on the
+            # client port breaks etcd 3.4's own JSON gateway, which dials the member
+            # without verifying it and so has no chain to check (every request then
+            # fails "client certificate authentication failed")
+            f"--peer-cert-allowed-hostname={self.allowed_hostname}",
         ]
 
 

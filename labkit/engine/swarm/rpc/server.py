@@ -58,7 +58,7 @@ class JoinService(pbg.JoinServicer):
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
-    async def Join(self, request: pb.JoinRequest,  # noqa: N802 (gRPC's method name)
+    async def Join(self, request: pb.JoinRequest,
                    context: grpc.aio.ServicerContext) -> pb.JoinResponse:
         try:
             return await self.m.handle_join(request)
@@ -71,7 +71,7 @@ class ClusterService(pbg.ClusterServicer):
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
-    async def Heartbeat(self, request: pb.HeartbeatRequest,  # noqa: N802
+    async def Heartbeat(self, request: pb.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
         try:
             who = caller(context, self.m.state.cluster_id)
@@ -80,7 +80,7 @@ class ClusterService(pbg.ClusterServicer):
             await _abort(context, err)
             raise
 
-    async def RenewCertificate(self, request: pb.RenewRequest,  # noqa: N802
+    async def RenewCertificate(self, request: pb.RenewRequest,
                                context: grpc.aio.ServicerContext) -> pb.RenewResponse:
         try:
             who = caller(context, self.m.state.cluster_id)
@@ -89,7 +89,7 @@ class ClusterService(pbg.ClusterServicer):
             await _abort(context, err)
             raise
 
-    async def Leave(self, request: pb.LeaveRequest,  # noqa: N802
+    async def Leave(self, request: pb.LeaveRequest,
                     context: grpc.aio.ServicerContext) -> pb.LeaveResponse:
         try:
             who = caller(context, self.m.state.cluster_id)
