@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import ssl
 from typing import Any
 
 import pytest
@@ -346,3 +347,77 @@ def test_load_pem_chain_limits() -> None:
         ca.load_pem_chain(b"")
     with pytest.raises(errors.InvalidArgumentError):
         ca.load_pem_chain("text")  # type: ignore[arg-type]
+
+
+# --- the certificates in real TLS (OpenSSL through the ssl module, in memory) ------------------
+
+
+def _ctx(side: int, root_pems: bytes, chain: bytes, key: bytes, tmp: Any) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(side)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: each side checks the other
+    ctx.check_hostname = False  # peers are named by certificate identity, not hostname
+    ctx.load_verify_locations(cadata=root_pems.decode())
+    cert, keyf = tmp / f"c{side}.pem", tmp / f"k{side}.pem"
+    cert.write_bytes(chain)
+    keyf.write_bytes(key)
+    ctx.load_cert_chain(cert, keyf)
+    return ctx
+
+
+def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> bytes:
+    """Run a TLS handshake over memory BIOs; the server's view of the client certificate."""
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    s = server.wrap_bio(bios[0], bios[1], server_side=True)
+    c = client.wrap_bio(bios[2], bios[3], server_side=False)
+    done = [False, False]
+    for _ in range(20):
+        for i, end in enumerate((c, s)):
+            if not done[i]:
+                try:
+                    end.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+        bios[0].write(bios[3].read())
+        bios[2].write(bios[1].read())
+        if all(done):
+            der = s.getpeercert(binary_form=True)
+            assert der is not None
+            return der
+    raise AssertionError("handshake did not finish")
+
+
+def test_node_certificates_work_for_mutual_tls(root: ca.RootCA, other: ca.RootCA,
+                                               ids: tuple[str, str], tmp_path: Any) -> None:
+    k1, c1 = ca.new_key_and_csr("a")
+    k2, c2 = ca.new_key_and_csr("b")
+    mgr = root.issue(c1, node_id=ids[0], role="manager", cluster_id=ids[1], ips=["127.0.0.1"])
+    wrk = root.issue(c2, node_id=ca.new_id(), role="worker", cluster_id=ids[1])
+    server = _ctx(ssl.PROTOCOL_TLS_SERVER, root.cert_pem, mgr, k1, tmp_path)
+    client = _ctx(ssl.PROTOCOL_TLS_CLIENT, root.cert_pem, wrk, k2, tmp_path)
+    der = _handshake(server, client)
+    peer = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+    assert root.verify(peer, role="worker").cluster_id == ids[1]
+    # a client whose certificate comes from another CA is refused by OpenSSL itself
+    k3, c3 = ca.new_key_and_csr("c")
+    stranger = other.issue(c3, node_id=ca.new_id(), role="manager", cluster_id=ids[1])
+    bad = _ctx(ssl.PROTOCOL_TLS_CLIENT, root.cert_pem, stranger, k3, tmp_path)
+    with pytest.raises(ssl.SSLError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        _handshake(server, bad)
+
+
+def test_cross_signed_chain_in_tls(root: ca.RootCA, ids: tuple[str, str], tmp_path: Any) -> None:
+    """Mid-rotation: a server with a new-root certificate presents it with the cross-signed
+    intermediate; a client that trusts only the old root accepts it."""
+    new = ca.RootCA.create()
+    k1, c1 = ca.new_key_and_csr("a")
+    leaf = new.issue(c1, node_id=ids[0], role="manager", cluster_id=ids[1])
+    k2, c2 = ca.new_key_and_csr("b")
+    wrk = root.issue(c2, node_id=ca.new_id(), role="worker", cluster_id=ids[1])
+    both = ca.bundle_pem([root, new])
+    server = _ctx(ssl.PROTOCOL_TLS_SERVER, both, leaf + root.cross_sign(new), k1, tmp_path)
+    client = _ctx(ssl.PROTOCOL_TLS_CLIENT, root.cert_pem, wrk, k2, tmp_path)
+    _handshake(server, client)
+    without = _ctx(ssl.PROTOCOL_TLS_SERVER, both, leaf, k1, tmp_path)
+    with pytest.raises(ssl.SSLError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        _handshake(without, client)

@@ -342,7 +342,8 @@ class RootCA:
 
         The CSR's own subject and extensions are ignored: the CA alone decides who the node
         is (a node asking for OU=swarm-manager in its CSR gets what the caller passes).
-        ``not_after`` never passes the root's own.
+        ``not_after`` never passes the root's own. ``now`` moves the start (tests and the
+        notebook make already-expired certificates with it).
         """
         key = self._signing_key()
         _check_ids(node_id, cluster_id)

@@ -27,7 +27,7 @@ import datetime as dt
 import ipaddress
 import json
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,30 @@ class ExternalCA:
         object.__setattr__(self, "url", _check_url(self.url))
         if self.ca_cert_pem is not None:
             ca.RootCA(self.ca_cert_pem)  # a CA certificate, or InvalidArgumentError
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], *, root_pem: bytes | None = None,
+                  timeout: float = 10.0) -> ExternalCA:
+        """From Docker's ExternalCA JSON (Spec.CAConfig.ExternalCAs[i]). An empty CACert
+        means the swarm's own root (``root_pem``), as in swarmkit. The only Option known is
+        ``profile`` (a CFSSL signing profile); others are refused by name."""
+        proto = str(spec.get("Protocol", ""))
+        if proto.lower() != "cfssl":
+            raise errors.UnsupportedError(f"external CA protocol {proto!r}", "only cfssl is known")
+        url = spec.get("URL")
+        if not isinstance(url, str):
+            raise errors.InvalidArgumentError("ExternalCA.URL", "is required")
+        cacert = spec.get("CACert") or None
+        if cacert is not None and not isinstance(cacert, str):
+            raise errors.InvalidArgumentError("ExternalCA.CACert", "must be PEM text")
+        opts = spec.get("Options") or {}
+        if not isinstance(opts, Mapping) or set(opts) - {"profile"}:
+            raise errors.InvalidArgumentError(
+                "ExternalCA.Options", f"unknown option(s) {sorted(set(opts) - {'profile'})} "
+                "(known: profile)" if isinstance(opts, Mapping) else "must be an object")
+        profile = opts.get("profile")
+        return cls(url, cacert.encode() if cacert else root_pem, timeout,
+                   str(profile) if profile else None)
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.url.startswith("https:"):

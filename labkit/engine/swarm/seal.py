@@ -120,7 +120,7 @@ def parse_unlock_key(s: str) -> bytes:
     """The 32 key bytes of an unlock key. Surrounding whitespace (a newline from stdin) is
     dropped; anything else off the exact shape is refused without echoing the input."""
     bad = errors.InvalidArgumentError(
-        "invalid unlock key", "expected SWMKEY-1- followed by 43 base64 characters")
+        "unlock key", "invalid unlock key (expected SWMKEY-1- and 43 base64 characters)")
     if not isinstance(s, str) or len(s) > 256:
         raise bad
     s = s.strip()

@@ -82,11 +82,12 @@ def parse(token: str) -> JoinToken:
         len(token) <= _MAX_TOKEN else None
     if m is None:
         raise errors.InvalidArgumentError(
-            "invalid join token", "expected SWMTKN-1-<50 base36 characters>-<25 base36 characters>")
+            "join token",
+            "invalid join token (expected SWMTKN-1-<50 base36 characters>-<25 base36 characters>)")
     digest, secret = int(m.group(1), 36), m.group(2)
     # Values above the hash's and the secret's width are not tokens anyone made.
     if digest >> 256 or int(secret, 36) >> 128:
-        raise errors.InvalidArgumentError("invalid join token", "a part is out of range")
+        raise errors.InvalidArgumentError("join token", "invalid join token (a part is out of range)")
     return JoinToken(VERSION, format(digest, "064x"), secret)
 
 
