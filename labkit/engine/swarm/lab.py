@@ -163,8 +163,10 @@ class SwarmLab:
         return lab
 
     # ------------------------------------------------------------------ up
-    def up(self, progress: Progress | None = None) -> SwarmLab:
-        """Make the network and the nodes, form the swarm; on any failure remove all."""
+    def up(self, progress: Progress | None = None, form: bool = True) -> SwarmLab:
+        """Make the network and the nodes, form the swarm (unless ``form`` is False: then
+        the nodes are inactive daemons, for a client to init and join); on any failure
+        remove all."""
         say = progress or (lambda _msg: None)
         if self.record_path(self.name).exists():
             raise errors.AlreadyExistsError("swarm lab", self.name,
@@ -175,6 +177,8 @@ class SwarmLab:
             self._network()
             say("daemons: starting one per node")
             self._start_daemons()
+            if not form:
+                return self
             first = self.nodes[0]
             say(f"{first.name}: swarm init")
             body = {"ListenAddr": "0.0.0.0:2377", "AdvertiseAddr": first.addr,

@@ -20,7 +20,7 @@ import grpc
 import grpc.aio
 
 from labkit import errors
-from labkit.engine.swarm import ca, objects, tokens
+from labkit.engine.swarm import ca, objects, seal, tokens
 from labkit.engine.swarm.etcd.client import EtcdClient
 from labkit.engine.swarm.etcd.member import EtcdMember, MemberConfig
 from labkit.engine.swarm.rpc import swarm_pb2 as pb
@@ -319,6 +319,7 @@ class Manager:
                 period = heartbeat_ms(cluster["Spec"]) / 1000
                 await self._store().mark_alive(self.state.node_id, alive_ttl(cluster["Spec"]))
                 await self._promote_learners()
+                await self._renew_own(cluster)
                 await self._follow_unlock_key(cluster)
                 mine = await self._store().get(NODES + self.state.node_id)
                 if mine is not None and mine[0]["Spec"]["Role"] == "worker":
@@ -329,6 +330,22 @@ class Manager:
             except Exception as err:  # noqa: BLE001 - any failure: retry next round  # a lost quorum, a member restarting: try again
                 log.warning("manager loop: %s", err)
             await asyncio.sleep(min(period, 1.0))
+
+    async def _renew_own(self, cluster: Obj) -> None:
+        """A manager renews its own certificate (between 50 % and 80 % of its life, or at
+        once when the swarm's root changed): it signs for itself, as it would for others."""
+        roots = cluster["_RootCA"]["Cert"].encode()
+        if not ca.needs_renewal(self.ident.cert) and roots == self.ident.roots:
+            return
+        key, csr = ca.new_key_and_csr(self.state.node_id)
+        cert = await self.issue(csr, self.state.node_id, "manager", self.state.addr, cluster)
+        kek = seal.kek(self._kek_key) if self._kek_key else None
+        self.files.write_identity(cert, roots, key, kek)
+        self.ident = Identity(cert, key, roots)
+        # etcd reads its certificate files again for each new connection
+        self.files.write_tls(cert, key, roots)
+        await self.restart_server()
+        log.info("manager certificate renewed, valid until %s", ca.identity(cert).not_after)
 
     async def _promote_learners(self) -> None:
         assert self.client is not None
@@ -347,8 +364,6 @@ class Manager:
         want = cluster.get("_UnlockKey")
         if want == self._kek_key:
             return
-        from labkit.engine.swarm import seal
-
         old = seal.kek(self._kek_key) if self._kek_key else None
         new = seal.kek(want) if want else None
         self.files.reseal(old, new)
@@ -409,11 +424,25 @@ class Manager:
         return out
 
     async def remove_self_from_etcd(self) -> None:
-        """Leave the Raft group (before a demotion or a forced leave)."""
+        """Leave the Raft group (before a demotion or a forced leave).  The request goes
+        to another member: the removed member stops serving as soon as the removal is
+        applied, so its own answer may never come."""
         assert self.client is not None
-        for m in await self.client.member_list():
-            if m.name == self.state.node_id:
-                await self.client.member_remove(m.id)
+        members = await self.client.member_list()
+        me = [m for m in members if m.name == self.state.node_id]
+        others = [u for m in members if m.name != self.state.node_id for u in m.client_urls]
+        if not me:
+            return
+        if not others:
+            raise errors.ConflictError("this is the swarm's last manager")
+        tls = self.files.tls_dir
+        async with EtcdClient(others, tls / "ca.crt", tls / "node.crt", tls / "node.key") as c:
+            await c.member_remove(me[0].id)
+
+    def resume(self) -> None:
+        """Run the loop again (a role switch that failed half-way is retried)."""
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._loop(), name="swarm-manager-loop")
 
 
 def quorum(n: int) -> int:

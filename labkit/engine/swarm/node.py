@@ -91,6 +91,9 @@ class SwarmNode:
     async def start(self) -> None:
         """Bring back what this node was (daemon start): a worker heartbeats again, a
         manager starts its etcd member, a sealed manager waits locked for its key."""
+        # etcd's clear copies of the TLS files from a daemon that crashed: a locked node
+        # must not keep them, and a running one writes them again
+        self.files.drop_tls()
         if not self.files.exists():
             return
         try:
@@ -335,24 +338,33 @@ class SwarmNode:
 
     async def _become_worker(self) -> None:
         async with self.lock:
-            m, st = self.manager, self.state
-            if m is None or st is None:
+            m = self.manager
+            if m is None or self.state is None:
                 return
-            key, csr = ca.new_key_and_csr(st.node_id)
-            cert = await m.issue(csr, st.node_id, "worker", st.addr)
-            node, version = await m._store().must_get(NODES + st.node_id, "node")
-            node.pop("ManagerStatus", None)
-            node["UpdatedAt"] = objects.now()
-            await m._store().cas(NODES + st.node_id, node, version)
-            st.managers = [a for a in await m.manager_addrs()]
-            await m.remove_self_from_etcd()
-            await self._stop_roles()
-            self.files.drop_manager_material()
-            self.files.write_identity(cert, self.files.roots_file.read_bytes(), key, None)
-            st.role, st.autolock, st.etcd_cluster = "worker", False, {}
-            self.files.save(st)
-            await self._activate(None, None)
-            log.info("demoted: this node is a worker now")
+            try:
+                await self._demote_self(m, self.state)
+            except Exception as err:  # noqa: BLE001 - reported, and the loop tries again
+                self.error = f"demotion failed: {err}".splitlines()[0]
+                log.error("%s", self.error)
+                if self.manager is m:
+                    m.resume()
+
+    async def _demote_self(self, m: Manager, st: LocalState) -> None:
+        key, csr = ca.new_key_and_csr(st.node_id)
+        cert = await m.issue(csr, st.node_id, "worker", st.addr)
+        node, version = await m._store().must_get(NODES + st.node_id, "node")
+        node.pop("ManagerStatus", None)
+        node["UpdatedAt"] = objects.now()
+        await m._store().cas(NODES + st.node_id, node, version)
+        st.managers = [a for a in await m.manager_addrs()]
+        await m.remove_self_from_etcd()
+        await self._stop_roles()
+        self.files.drop_manager_material()
+        self.files.write_identity(cert, self.files.roots_file.read_bytes(), key, None)
+        st.role, st.autolock, st.etcd_cluster = "worker", False, {}
+        self.files.save(st)
+        await self._activate(None, None)
+        log.info("demoted: this node is a worker now")
 
     async def _switch(self) -> None:
         async with self.lock:
