@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from labkit import errors
 from labkit._sys import consts, syscalls
 from labkit.engine.swarm.etcd import EtcdClient, EtcdMember, MemberConfig, QuorumError
 from labkit.engine.swarm.etcd.errors import StoreAuthError
@@ -40,7 +41,7 @@ pytestmark = [
 T = TypeVar("T")
 PID = os.getpid()
 NET = 10 + PID % 200
-N = 3
+N = 3  # members started by the fixture; a fourth namespace waits for member_add
 
 
 class NsLoop:
@@ -83,6 +84,7 @@ class Cluster:
     ns: NsLoop
     endpoints: list[str]
     ca: Path
+    ca_obj: Any
     client_cert: Path
     client_key: Path
     tmp: Path
@@ -99,7 +101,7 @@ def _ip(*args: str) -> None:
 
 
 def _netns_names() -> list[str]:
-    return [f"lk-et-br-{PID}"] + [f"lk-et-{i}-{PID}" for i in range(1, N + 1)]
+    return [f"lk-et-br-{PID}"] + [f"lk-et-{i}-{PID}" for i in range(1, N + 2)]
 
 
 def _build_net() -> None:
@@ -110,7 +112,7 @@ def _build_net() -> None:
     _ip("-n", br, "link", "add", "br0", "type", "bridge")
     _ip("-n", br, "addr", "add", f"10.247.{NET}.254/24", "dev", "br0")
     _ip("-n", br, "link", "set", "br0", "up")
-    for i in range(1, N + 1):
+    for i in range(1, N + 2):
         m = f"lk-et-{i}-{PID}"
         _ip("-n", br, "link", "add", f"v{i}", "type", "veth", "peer", "name", "eth0",
             "netns", m)
@@ -146,7 +148,7 @@ def cluster() -> Iterator[Cluster]:
         async def ready() -> None:
             await asyncio.gather(*(m.wait_ready(20) for m in members))
         ns.run(ready())
-        yield Cluster(members, ns, [m.config.client_url for m in members], ca.path,
+        yield Cluster(members, ns, [m.config.client_url for m in members], ca.path, ca,
                       client_cert.cert_file, client_cert.key_file, tmp)
     finally:
         for m in members:
@@ -217,6 +219,49 @@ def test_foreign_ca_client_refused(cluster: Cluster) -> None:
         async with cluster.client() as c:
             assert await c.get("/lk/t/intruder") is None
     cluster.ns.run(body())
+
+
+def test_member_add_and_stale_member_cleaned(cluster: Cluster) -> None:
+    """A fourth member joins through member_add; a daemon that lost track of it (a new
+    EtcdMember on the same data dir) stops it by pid; then it is removed again."""
+    ip = f"10.247.{NET}.{N + 1}"
+    cert = make_node_cert(cluster.ca_obj, cluster.tmp / "pki", "m4", [ip, "127.0.0.1"])
+    base = cluster.members[0].config
+
+    async def body() -> None:
+        async with cluster.client() as c:
+            t0 = time.monotonic()
+            while True:  # etcd adds a member once all were connected for 5 s (HealthInterval)
+                try:
+                    added = await c.member_add(f"https://{ip}:2380")
+                    break
+                except errors.ConflictError:
+                    assert time.monotonic() - t0 < 15, "member_add refused for 15 s"
+                    await asyncio.sleep(0.2)
+            assert added.member.name == "" and len(added.members) == N + 1
+            cfg = MemberConfig(
+                name="m4", data_dir=cluster.tmp / "m4" / "etcd", advertise_ip=ip,
+                cert_file=cert.cert_file, key_file=cert.key_file, ca_file=cluster.ca,
+                initial_cluster=added.initial_cluster("m4"), state="existing",
+                cluster_token=base.cluster_token, log_file=cluster.tmp / "m4" / "etcd.log")
+            m4 = EtcdMember(cfg, netns=f"lk-et-{N + 1}-{PID}")
+            try:
+                m4.start()
+                await m4.wait_ready(20)
+                names = sorted(m.name for m in await c.member_list())
+                assert names == ["m1", "m2", "m3", "m4"]
+                st = await c.status(cfg.client_url)
+                assert st.member_id == added.member.id and st.leader_id != 0
+                # a new daemon finds the member the old one left: pid file + /proc cmdline
+                old_pid = m4.pid
+                assert old_pid is not None and m4.pid_file.exists()
+                assert EtcdMember(cfg).adopt_or_clean() == old_pid
+                assert not m4.running and not m4.pid_file.exists()
+                await c.member_remove(added.member.id)
+                assert sorted(m.name for m in await c.member_list()) == ["m1", "m2", "m3"]
+            finally:
+                m4.stop()
+    cluster.ns.run(body(), timeout=40)
 
 
 def test_leader_killed_then_quorum_lost_and_back(cluster: Cluster) -> None:

@@ -46,7 +46,11 @@ Json = dict[str, Any]
 # etcd messages that mean "this member cannot serve a write now": another member may, or a
 # majority is gone (etcdserver/api/v3rpc/rpctypes/error.go).  None of them applied anything.
 _NOT_APPLIED = ("no leader", "raft proposal dropped", "not capable", "leader changed",
-                "too many requests", "unhealthy cluster", "stopped")
+                "too many requests", "stopped")
+# Unavailable too, but a refusal to reconfigure that retrying elsewhere will not change:
+# etcd's strict reconfig check wants the leader connected to every member for 5 s
+# (etcdserver/server.go mayAddMember, mayRemoveMember; HealthInterval).
+_RECONFIG_REFUSED = ("unhealthy cluster", "not enough started members")
 # gRPC codes (google.golang.org/grpc/codes): Unavailable is what a member without quorum says.
 _UNAVAILABLE, _INVALID_ARGUMENT, _NOT_FOUND, _ALREADY_EXISTS = 14, 3, 5, 6
 _FAILED_PRECONDITION, _OUT_OF_RANGE = 9, 11
@@ -327,6 +331,11 @@ class EtcdClient:
                                           outcome_unknown=True)
                     last = f"{ep}: {message}"
                     continue
+                if any(s in message for s in _RECONFIG_REFUSED):
+                    raise errors.ConflictError(
+                        f"cluster store: {message}",
+                        hint="a membership change needs every member connected for 5 s "
+                             "and a quorum that survives it: retry when the cluster is healthy")
                 if code == _UNAVAILABLE or any(s in message for s in _NOT_APPLIED):
                     said = last = f"{ep}: {message}"
                     continue
