@@ -12,9 +12,11 @@ setns(2)'d into the bridge namespace (setns moves only the calling thread).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -189,6 +191,23 @@ def test_kv_cas_leases_cluster(cluster: Cluster) -> None:
             assert got is not None and got.lease == lease
             await c.lease_revoke(lease)
             assert await c.get("/lk/t/alive") is None
+            # watch: the changes under a prefix, in order
+            start = await c.put("/lk/x", b"before")
+            seen: list[tuple[str, bytes, bytes]] = []
+
+            async def watch() -> None:
+                async for ev in c.watch_prefix("/lk/w8/", start):
+                    seen.append((ev.type, ev.kv.key, ev.kv.value))
+                    if len(seen) == 3:
+                        return
+            task = asyncio.create_task(watch())
+            await c.put("/lk/w8/1", b"a")
+            await c.put("/lk/other", b"not watched")
+            await c.put("/lk/w8/2", b"b")
+            await c.delete("/lk/w8/1")
+            await asyncio.wait_for(task, 10)
+            assert seen == [("PUT", b"/lk/w8/1", b"a"), ("PUT", b"/lk/w8/2", b"b"),
+                            ("DELETE", b"/lk/w8/1", b"")]
             # cluster view
             members = await c.member_list()
             assert sorted(m.name for m in members) == ["m1", "m2", "m3"]
@@ -262,6 +281,58 @@ def test_member_add_and_stale_member_cleaned(cluster: Cluster) -> None:
             finally:
                 m4.stop()
     cluster.ns.run(body(), timeout=40)
+
+
+_CHILD = """
+import json, sys, time
+from pathlib import Path
+from labkit.engine.swarm.etcd import EtcdMember, MemberConfig
+a = json.loads(sys.argv[1])
+for k in ("data_dir", "cert_file", "key_file", "ca_file", "log_file"):
+    a[k] = Path(a[k])
+netns = a.pop("netns")
+print(EtcdMember(MemberConfig(**a), netns=netns).start(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_member_dies_with_its_daemon(cluster: Cluster) -> None:
+    """A daemon killed with SIGKILL takes its etcd along (setpriv --pdeathsig TERM)."""
+    ip = f"10.247.{NET}.{N + 1}"
+    cert = make_node_cert(cluster.ca_obj, cluster.tmp / "pki", "solo", [ip, "127.0.0.1"])
+    args = {"name": "solo", "data_dir": str(cluster.tmp / "solo" / "etcd"), "advertise_ip": ip,
+            "cert_file": str(cert.cert_file), "key_file": str(cert.key_file),
+            "ca_file": str(cluster.ca), "initial_cluster": {"solo": f"https://{ip}:2480"},
+            "state": "new", "cluster_token": "solo", "log_file": str(cluster.tmp / "solo.log"),
+            "peer_port": 2480, "client_port": 2479, "netns": f"lk-et-{N + 1}-{PID}"}
+    daemon = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(args)],
+                              stdout=subprocess.PIPE, text=True)
+    netns = args.pop("netns")
+    cfg = MemberConfig(**{**args, **{k: Path(str(args[k])) for k in (
+        "data_dir", "cert_file", "key_file", "ca_file", "log_file")}})  # type: ignore[arg-type]
+    try:
+        assert daemon.stdout is not None
+        pid = int(daemon.stdout.readline())
+        end = time.monotonic() + 10
+        while True:  # setpriv, then nsenter, exec etcd on the same pid
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if os.path.basename(cmdline[0]) == b"etcd" or time.monotonic() > end:
+                break
+            time.sleep(0.02)
+        assert os.path.basename(cmdline[0]) == b"etcd", cmdline[:3]
+        assert f"--data-dir={cfg.data_dir}".encode() in cmdline
+        daemon.kill()
+        daemon.wait(10)
+        end = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{pid}").exists(), "etcd outlived its daemon"
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(10)
+        # whatever is left on that data dir (the test failed): stopped by pid
+        EtcdMember(cfg, netns=netns).adopt_or_clean()
 
 
 def test_leader_killed_then_quorum_lost_and_back(cluster: Cluster) -> None:

@@ -26,7 +26,7 @@ import asyncio
 import base64
 import json
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +37,7 @@ import aiohttp
 from labkit import errors
 from labkit.engine.swarm.etcd.errors import EtcdError, QuorumError, StoreAuthError
 
-__all__ = ["KV", "EtcdClient", "Member", "MemberAdded", "Status", "TxnResult",
+__all__ = ["KV", "EtcdClient", "Member", "MemberAdded", "Status", "TxnResult", "WatchEvent",
            "cmp_mod", "op_delete", "op_get", "op_put", "prefix_end"]
 
 Key = str | bytes
@@ -105,6 +105,15 @@ class Status:
     raft_index: int
     db_size: int
     version: str
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change seen by a watch: "PUT" or "DELETE" (a deleted key's kv has no value,
+    its mod_revision is the deletion's revision)."""
+
+    type: str
+    kv: KV
 
 
 @dataclass(frozen=True)
@@ -462,6 +471,52 @@ class EtcdClient:
         except (TimeoutError, aiohttp.ClientError, ValueError):
             return False
         return r.status == 200 and isinstance(data, dict) and data.get("health") == "true"
+
+    async def watch_prefix(self, prefix: Key, start_revision: int = 0) -> AsyncIterator[WatchEvent]:
+        """Every change under ``prefix`` from ``start_revision`` on (0: from now), as the
+        gateway streams them (one JSON object per line, ``{"result": WatchResponse}``).
+
+        One endpoint, no reconnection: when the stream ends (the member went away) this
+        raises QuorumError; watch again from the last revision seen + 1.  A revision that
+        was compacted away raises ConflictError.
+        """
+        create: Json = {"key": _enc(_b(prefix)), "range_end": _enc(prefix_end(prefix))}
+        if start_revision:
+            create["start_revision"] = str(start_revision)
+        last = "no endpoint was tried"
+        for i in self._order():
+            ep = self.endpoints[i]
+            limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
+            try:
+                resp = await self._sess().post(ep + "/v3/watch", json={"create_request": create},
+                                               timeout=limit)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
+                last = f"{ep}: {err}"
+                continue
+            async with resp:
+                if resp.status != 200:
+                    raise EtcdError((await resp.text()).strip()[:200])
+                try:
+                    async for line in resp.content:
+                        if not line.strip():
+                            continue
+                        msg = json.loads(line)
+                        if "error" in msg:
+                            err_body = msg["error"]
+                            raise EtcdError(str(err_body.get("message", err_body))
+                                            if isinstance(err_body, dict) else str(err_body))
+                        result = msg.get("result", {})
+                        if int(result.get("compact_revision", 0)):
+                            raise errors.ConflictError(
+                                f"cluster store: watch from revision {start_revision} "
+                                f"is compacted (now {result['compact_revision']})")
+                        for ev in result.get("events") or []:
+                            yield WatchEvent(type=str(ev.get("type", "PUT")),
+                                             kv=_kv(ev.get("kv") or {}))
+                except (aiohttp.ClientError, TimeoutError) as err:
+                    last = f"{ep}: {err}"
+            raise QuorumError(0, len(self.endpoints), f"watch ended: {last}")
+        raise QuorumError(0, len(self.endpoints), last)
 
     async def leader(self) -> Member | None:
         """The leader as the first member that has one sees it; None during an election."""
