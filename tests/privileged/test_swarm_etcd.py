@@ -140,7 +140,7 @@ def cluster() -> Iterator[Cluster]:
                 name=n, data_dir=tmp / n / "etcd", advertise_ip=ips[n],
                 cert_file=cert.cert_file, key_file=cert.key_file, ca_file=ca.path,
                 initial_cluster=peers, state="new", cluster_token=f"lk-et-{PID}",
-                log_file=tmp / n / "etcd.log")
+                log_file=tmp / n / "etcd.log", allowed_hostname="swarm-manager")
             members.append(EtcdMember(cfg, netns=f"lk-et-{i}-{PID}"))
         client_cert = make_node_cert(ca, tmp / "pki", "client", [])
         ns = NsLoop(netns_path(f"lk-et-br-{PID}"))
