@@ -191,6 +191,8 @@ def test_kv_cas_leases_cluster(cluster: Cluster) -> None:
             assert got is not None and got.lease == lease
             await c.lease_revoke(lease)
             assert await c.get("/lk/t/alive") is None
+            with pytest.raises(errors.NotFoundError, match="lease"):
+                await c.lease_keepalive(lease)
             # watch: the changes under a prefix, in order
             start = await c.put("/lk/x", b"before")
             seen: list[tuple[str, bytes, bytes]] = []
