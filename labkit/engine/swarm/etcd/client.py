@@ -316,8 +316,8 @@ class EtcdClient:
                 except (TimeoutError, aiohttp.ClientError) as err:
                     what = "no answer in time" if isinstance(err, TimeoutError) else str(err)
                     if _ssl_cause(err):
-                        # TLS 1.3: the server's refusal of our certificate arrives after the
-                        # handshake, as an alert on the first read
+                        # a TLS alert after the handshake (a refusal that TLS 1.3 would
+                        # send this way, should a server cap us there): not a lost quorum
                         tls, last, refused = (ep, what), f"{ep}: {what}", refused + 1
                         continue
                     reached.add(ep)  # connected, then no (whole) answer
@@ -332,7 +332,8 @@ class EtcdClient:
                         self._good = self.endpoints.index(ep)
                     return data
                 message = str(data.get("error") or data.get("message") or f"HTTP {status}")
-                code = int(data.get("code", 2))
+                code = data.get("code", 2)
+                code = code if isinstance(code, int) else 2  # gRPC Unknown
                 if "request timed out" in message:
                     # the proposal may still commit (etcd: "possibly due to previous leader
                     # failure"): a write is not re-sent
