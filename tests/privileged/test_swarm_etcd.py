@@ -12,9 +12,11 @@ setns(2)'d into the bridge namespace (setns moves only the calling thread).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from labkit import errors
 from labkit._sys import consts, syscalls
 from labkit.engine.swarm.etcd import EtcdClient, EtcdMember, MemberConfig, QuorumError
 from labkit.engine.swarm.etcd.errors import StoreAuthError
@@ -40,7 +43,7 @@ pytestmark = [
 T = TypeVar("T")
 PID = os.getpid()
 NET = 10 + PID % 200
-N = 3
+N = 3  # members started by the fixture; a fourth namespace waits for member_add
 
 
 class NsLoop:
@@ -83,6 +86,7 @@ class Cluster:
     ns: NsLoop
     endpoints: list[str]
     ca: Path
+    ca_obj: Any
     client_cert: Path
     client_key: Path
     tmp: Path
@@ -99,7 +103,7 @@ def _ip(*args: str) -> None:
 
 
 def _netns_names() -> list[str]:
-    return [f"lk-et-br-{PID}"] + [f"lk-et-{i}-{PID}" for i in range(1, N + 1)]
+    return [f"lk-et-br-{PID}"] + [f"lk-et-{i}-{PID}" for i in range(1, N + 2)]
 
 
 def _build_net() -> None:
@@ -110,7 +114,7 @@ def _build_net() -> None:
     _ip("-n", br, "link", "add", "br0", "type", "bridge")
     _ip("-n", br, "addr", "add", f"10.247.{NET}.254/24", "dev", "br0")
     _ip("-n", br, "link", "set", "br0", "up")
-    for i in range(1, N + 1):
+    for i in range(1, N + 2):
         m = f"lk-et-{i}-{PID}"
         _ip("-n", br, "link", "add", f"v{i}", "type", "veth", "peer", "name", "eth0",
             "netns", m)
@@ -136,7 +140,7 @@ def cluster() -> Iterator[Cluster]:
                 name=n, data_dir=tmp / n / "etcd", advertise_ip=ips[n],
                 cert_file=cert.cert_file, key_file=cert.key_file, ca_file=ca.path,
                 initial_cluster=peers, state="new", cluster_token=f"lk-et-{PID}",
-                log_file=tmp / n / "etcd.log")
+                log_file=tmp / n / "etcd.log", allowed_hostname="swarm-manager")
             members.append(EtcdMember(cfg, netns=f"lk-et-{i}-{PID}"))
         client_cert = make_node_cert(ca, tmp / "pki", "client", [])
         ns = NsLoop(netns_path(f"lk-et-br-{PID}"))
@@ -146,7 +150,7 @@ def cluster() -> Iterator[Cluster]:
         async def ready() -> None:
             await asyncio.gather(*(m.wait_ready(20) for m in members))
         ns.run(ready())
-        yield Cluster(members, ns, [m.config.client_url for m in members], ca.path,
+        yield Cluster(members, ns, [m.config.client_url for m in members], ca.path, ca,
                       client_cert.cert_file, client_cert.key_file, tmp)
     finally:
         for m in members:
@@ -187,6 +191,25 @@ def test_kv_cas_leases_cluster(cluster: Cluster) -> None:
             assert got is not None and got.lease == lease
             await c.lease_revoke(lease)
             assert await c.get("/lk/t/alive") is None
+            with pytest.raises(errors.NotFoundError, match="lease"):
+                await c.lease_keepalive(lease)
+            # watch: the changes under a prefix, in order
+            start = await c.put("/lk/x", b"before")
+            seen: list[tuple[str, bytes, bytes]] = []
+
+            async def watch() -> None:
+                async for ev in c.watch_prefix("/lk/w8/", start):
+                    seen.append((ev.type, ev.kv.key, ev.kv.value))
+                    if len(seen) == 3:
+                        return
+            task = asyncio.create_task(watch())
+            await c.put("/lk/w8/1", b"a")
+            await c.put("/lk/other", b"not watched")
+            await c.put("/lk/w8/2", b"b")
+            await c.delete("/lk/w8/1")
+            await asyncio.wait_for(task, 10)
+            assert seen == [("PUT", b"/lk/w8/1", b"a"), ("PUT", b"/lk/w8/2", b"b"),
+                            ("DELETE", b"/lk/w8/1", b"")]
             # cluster view
             members = await c.member_list()
             assert sorted(m.name for m in members) == ["m1", "m2", "m3"]
@@ -219,20 +242,116 @@ def test_foreign_ca_client_refused(cluster: Cluster) -> None:
     cluster.ns.run(body())
 
 
+def test_member_add_and_stale_member_cleaned(cluster: Cluster) -> None:
+    """A fourth member joins through member_add; a daemon that lost track of it (a new
+    EtcdMember on the same data dir) stops it by pid; then it is removed again."""
+    ip = f"10.247.{NET}.{N + 1}"
+    cert = make_node_cert(cluster.ca_obj, cluster.tmp / "pki", "m4", [ip, "127.0.0.1"])
+    base = cluster.members[0].config
+
+    async def body() -> None:
+        async with cluster.client() as c:
+            t0 = time.monotonic()
+            while True:  # etcd adds a member once all were connected for 5 s (HealthInterval)
+                try:
+                    added = await c.member_add(f"https://{ip}:2380")
+                    break
+                except errors.ConflictError:
+                    assert time.monotonic() - t0 < 15, "member_add refused for 15 s"
+                    await asyncio.sleep(0.2)
+            assert added.member.name == "" and len(added.members) == N + 1
+            cfg = MemberConfig(
+                name="m4", data_dir=cluster.tmp / "m4" / "etcd", advertise_ip=ip,
+                cert_file=cert.cert_file, key_file=cert.key_file, ca_file=cluster.ca,
+                initial_cluster=added.initial_cluster("m4"), state="existing",
+                cluster_token=base.cluster_token, log_file=cluster.tmp / "m4" / "etcd.log")
+            m4 = EtcdMember(cfg, netns=f"lk-et-{N + 1}-{PID}")
+            try:
+                m4.start()
+                await m4.wait_ready(20)
+                names = sorted(m.name for m in await c.member_list())
+                assert names == ["m1", "m2", "m3", "m4"]
+                st = await c.status(cfg.client_url)
+                assert st.member_id == added.member.id and st.leader_id != 0
+                # a new daemon finds the member the old one left: pid file + /proc cmdline
+                old_pid = m4.pid
+                assert old_pid is not None and m4.pid_file.exists()
+                assert EtcdMember(cfg).adopt_or_clean() == old_pid
+                assert not m4.running and not m4.pid_file.exists()
+                await c.member_remove(added.member.id)
+                assert sorted(m.name for m in await c.member_list()) == ["m1", "m2", "m3"]
+            finally:
+                m4.stop()
+    cluster.ns.run(body(), timeout=40)
+
+
+_CHILD = """
+import json, sys, time
+from pathlib import Path
+from labkit.engine.swarm.etcd import EtcdMember, MemberConfig
+a = json.loads(sys.argv[1])
+for k in ("data_dir", "cert_file", "key_file", "ca_file", "log_file"):
+    a[k] = Path(a[k])
+netns = a.pop("netns")
+print(EtcdMember(MemberConfig(**a), netns=netns).start(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_member_dies_with_its_daemon(cluster: Cluster) -> None:
+    """A daemon killed with SIGKILL takes its etcd along (setpriv --pdeathsig TERM)."""
+    ip = f"10.247.{NET}.{N + 1}"
+    cert = make_node_cert(cluster.ca_obj, cluster.tmp / "pki", "solo", [ip, "127.0.0.1"])
+    args = {"name": "solo", "data_dir": str(cluster.tmp / "solo" / "etcd"), "advertise_ip": ip,
+            "cert_file": str(cert.cert_file), "key_file": str(cert.key_file),
+            "ca_file": str(cluster.ca), "initial_cluster": {"solo": f"https://{ip}:2480"},
+            "state": "new", "cluster_token": "solo", "log_file": str(cluster.tmp / "solo.log"),
+            "peer_port": 2480, "client_port": 2479, "netns": f"lk-et-{N + 1}-{PID}"}
+    daemon = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(args)],
+                              stdout=subprocess.PIPE, text=True)
+    netns = str(args.pop("netns"))
+    cfg = MemberConfig(**{**args, **{k: Path(str(args[k])) for k in (
+        "data_dir", "cert_file", "key_file", "ca_file", "log_file")}})  # type: ignore[arg-type]
+    try:
+        assert daemon.stdout is not None
+        pid = int(daemon.stdout.readline())
+        end = time.monotonic() + 10
+        while True:  # setpriv, then nsenter, exec etcd on the same pid
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if os.path.basename(cmdline[0]) == b"etcd" or time.monotonic() > end:
+                break
+            time.sleep(0.02)
+        assert os.path.basename(cmdline[0]) == b"etcd", cmdline[:3]
+        assert f"--data-dir={cfg.data_dir}".encode() in cmdline
+        daemon.kill()
+        daemon.wait(10)
+        end = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{pid}").exists(), "etcd outlived its daemon"
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(10)
+        # whatever is left on that data dir (the test failed): stopped by pid
+        EtcdMember(cfg, netns=netns).adopt_or_clean()
+
+
 def test_leader_killed_then_quorum_lost_and_back(cluster: Cluster) -> None:
-    acked: dict[int, float] = {}
+    acked: dict[int, tuple[float, float]] = {}  # i -> (last attempt sent, acknowledged)
     stop = asyncio.Event()
 
     async def writer() -> None:
         async with cluster.client(timeout=2.0) as c:
             i = 0
             while not stop.is_set():
+                sent = time.monotonic()
                 try:
                     await c.put(f"/lk/w/{i:06d}", str(i).encode())
                 except QuorumError:
                     await asyncio.sleep(0.02)
                     continue  # not acknowledged: write the same key again
-                acked[i] = time.monotonic()
+                acked[i] = (sent, time.monotonic())
                 i += 1
 
     async def scenario() -> tuple[float, float]:
@@ -251,7 +370,8 @@ def test_leader_killed_then_quorum_lost_and_back(cluster: Cluster) -> None:
                 await asyncio.sleep(0.02)
             stop.set()
             await task
-            after = [t for t in acked.values() if t > t_kill]
+            # writes sent after the kill (one in flight then may be acknowledged just after)
+            after = [done for sent, done in acked.values() if sent > t_kill]
             assert len(after) >= 20, "no writes acknowledged after the leader was killed"
             new_leader = await c.leader()
             assert new_leader is not None and new_leader.name != leader.name

@@ -170,6 +170,9 @@ def test_member_config_flags_and_validation() -> None:
     assert "--listen-client-urls=https://10.0.0.1:2379,https://127.0.0.1:2379" in flags
     assert "--client-cert-auth=true" in flags and "--peer-client-cert-auth=true" in flags
     assert "--initial-cluster=m1=https://10.0.0.1:2380" in flags
+    assert not any("allowed-hostname" in f for f in flags)
+    assert [f for f in _config(allowed_hostname="swarm-manager").flags()
+            if "allowed-hostname" in f] == ["--peer-cert-allowed-hostname=swarm-manager"]
     for bad in ({"election_ms": 400}, {"name": "a,b"}, {"advertise_ip": "10.0.0.300"},
                 {"initial_cluster": {"m1": "https://10.0.0.2:2380"}},
                 {"cluster_token": "x=y"}, {"data_dir": Path("rel")}):

@@ -23,6 +23,7 @@ from labkit import errors
 from labkit.engine.swarm import ca, objects, seal, tokens
 from labkit.engine.swarm.etcd.client import EtcdClient
 from labkit.engine.swarm.etcd.member import EtcdMember, MemberConfig
+from labkit.engine.swarm.rpc import client as rpc_client
 from labkit.engine.swarm.rpc import swarm_pb2 as pb
 from labkit.engine.swarm.rpc import swarm_pb2_grpc as pbg
 from labkit.engine.swarm.seal import DataKey
@@ -98,6 +99,7 @@ class Manager:
             initial_cluster=self.state.etcd_cluster,
             state="new" if self.state.etcd_new else "existing",
             cluster_token=self.state.cluster_id, heartbeat_ms=beat, election_ms=election,
+            allowed_hostname=rpc_client.MANAGER_NAME,
             log_file=self.files.run / "etcd.log")
         self.member = EtcdMember(cfg)
         self.member.start()

@@ -8,9 +8,17 @@
 
 from __future__ import annotations
 
-from labkit.engine.swarm.etcd.client import KV, EtcdClient, Member, MemberAdded, Status, TxnResult
+from labkit.engine.swarm.etcd.client import (
+    KV,
+    EtcdClient,
+    Member,
+    MemberAdded,
+    Status,
+    TxnResult,
+    WatchEvent,
+)
 from labkit.engine.swarm.etcd.errors import EtcdError, QuorumError, StoreAuthError
 from labkit.engine.swarm.etcd.member import EtcdMember, MemberConfig
 
 __all__ = ["KV", "EtcdClient", "EtcdError", "EtcdMember", "Member", "MemberAdded",
-           "MemberConfig", "QuorumError", "Status", "StoreAuthError", "TxnResult"]
+           "MemberConfig", "QuorumError", "Status", "StoreAuthError", "TxnResult", "WatchEvent"]

@@ -26,7 +26,7 @@ import asyncio
 import base64
 import json
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +37,7 @@ import aiohttp
 from labkit import errors
 from labkit.engine.swarm.etcd.errors import EtcdError, QuorumError, StoreAuthError
 
-__all__ = ["KV", "EtcdClient", "Member", "MemberAdded", "Status", "TxnResult",
+__all__ = ["KV", "EtcdClient", "Member", "MemberAdded", "Status", "TxnResult", "WatchEvent",
            "cmp_mod", "op_delete", "op_get", "op_put", "prefix_end"]
 
 Key = str | bytes
@@ -46,7 +46,11 @@ Json = dict[str, Any]
 # etcd messages that mean "this member cannot serve a write now": another member may, or a
 # majority is gone (etcdserver/api/v3rpc/rpctypes/error.go).  None of them applied anything.
 _NOT_APPLIED = ("no leader", "raft proposal dropped", "not capable", "leader changed",
-                "too many requests", "unhealthy cluster", "stopped")
+                "too many requests", "stopped")
+# Unavailable too, but a refusal to reconfigure that retrying elsewhere will not change:
+# etcd's strict reconfig check wants the leader connected to every member for 5 s
+# (etcdserver/server.go mayAddMember, mayRemoveMember; HealthInterval).
+_RECONFIG_REFUSED = ("unhealthy cluster", "not enough started members")
 # gRPC codes (google.golang.org/grpc/codes): Unavailable is what a member without quorum says.
 _UNAVAILABLE, _INVALID_ARGUMENT, _NOT_FOUND, _ALREADY_EXISTS = 14, 3, 5, 6
 _FAILED_PRECONDITION, _OUT_OF_RANGE = 9, 11
@@ -101,6 +105,15 @@ class Status:
     raft_index: int
     db_size: int
     version: str
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change seen by a watch: "PUT" or "DELETE" (a deleted key's kv has no value,
+    its mod_revision is the deletion's revision)."""
+
+    type: str
+    kv: KV
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,7 @@ class EtcdClient:
     ``endpoints`` are client URLs (``https://10.0.0.2:2379``); ``ca_file`` is the swarm root
     CA, ``cert_file``/``key_file`` a node certificate of that CA; ``timeout`` bounds one call
     in seconds, failover included.  Use ``async with EtcdClient(...) as c:`` or ``close()``.
+    ``ca_file=None`` speaks plain HTTP (unit tests against a fake gateway only).
     The session is made lazily in the running event loop, so construct it anywhere.
     """
 
@@ -302,8 +316,8 @@ class EtcdClient:
                 except (TimeoutError, aiohttp.ClientError) as err:
                     what = "no answer in time" if isinstance(err, TimeoutError) else str(err)
                     if _ssl_cause(err):
-                        # TLS 1.3: the server's refusal of our certificate arrives after the
-                        # handshake, as an alert on the first read
+                        # a TLS alert after the handshake (a refusal that TLS 1.3 would
+                        # send this way, should a server cap us there): not a lost quorum
                         tls, last, refused = (ep, what), f"{ep}: {what}", refused + 1
                         continue
                     reached.add(ep)  # connected, then no (whole) answer
@@ -318,7 +332,8 @@ class EtcdClient:
                         self._good = self.endpoints.index(ep)
                     return data
                 message = str(data.get("error") or data.get("message") or f"HTTP {status}")
-                code = int(data.get("code", 2))
+                code = data.get("code", 2)
+                code = code if isinstance(code, int) else 2  # gRPC Unknown
                 if "request timed out" in message:
                     # the proposal may still commit (etcd: "possibly due to previous leader
                     # failure"): a write is not re-sent
@@ -327,14 +342,19 @@ class EtcdClient:
                                           outcome_unknown=True)
                     last = f"{ep}: {message}"
                     continue
+                if any(s in message for s in _RECONFIG_REFUSED):
+                    raise errors.ConflictError(
+                        f"cluster store: {message}",
+                        hint="a membership change needs every member connected for 5 s "
+                             "and a quorum that survives it: retry when the cluster is healthy")
                 if code == _UNAVAILABLE or any(s in message for s in _NOT_APPLIED):
                     said = last = f"{ep}: {message}"
                     continue
                 raise _map_error(message, code)
             if tls is not None and refused == len(order):
                 raise StoreAuthError(*tls)
-            if loop.time() + delay >= deadline:
-                break
+            if endpoint is not None or loop.time() + delay >= deadline:
+                break  # one named member: one try, its caller asks the others
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.4)
         if tls is not None and not reached:
@@ -458,6 +478,52 @@ class EtcdClient:
         except (TimeoutError, aiohttp.ClientError, ValueError):
             return False
         return r.status == 200 and isinstance(data, dict) and data.get("health") == "true"
+
+    async def watch_prefix(self, prefix: Key, start_revision: int = 0) -> AsyncIterator[WatchEvent]:
+        """Every change under ``prefix`` from ``start_revision`` on (0: from now), as the
+        gateway streams them (one JSON object per line, ``{"result": WatchResponse}``).
+
+        One endpoint, no reconnection: when the stream ends (the member went away) this
+        raises QuorumError; watch again from the last revision seen + 1.  A revision that
+        was compacted away raises ConflictError.
+        """
+        create: Json = {"key": _enc(_b(prefix)), "range_end": _enc(prefix_end(prefix))}
+        if start_revision:
+            create["start_revision"] = str(start_revision)
+        last = "no endpoint was tried"
+        for i in self._order():
+            ep = self.endpoints[i]
+            limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
+            try:
+                resp = await self._sess().post(ep + "/v3/watch", json={"create_request": create},
+                                               timeout=limit)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
+                last = f"{ep}: {err}"
+                continue
+            async with resp:
+                if resp.status != 200:
+                    raise EtcdError((await resp.text()).strip()[:200])
+                try:
+                    async for line in resp.content:
+                        if not line.strip():
+                            continue
+                        msg = json.loads(line)
+                        if "error" in msg:
+                            err_body = msg["error"]
+                            raise EtcdError(str(err_body.get("message", err_body))
+                                            if isinstance(err_body, dict) else str(err_body))
+                        result = msg.get("result", {})
+                        if int(result.get("compact_revision", 0)):
+                            raise errors.ConflictError(
+                                f"cluster store: watch from revision {start_revision} "
+                                f"is compacted (now {result['compact_revision']})")
+                        for ev in result.get("events") or []:
+                            yield WatchEvent(type=str(ev.get("type", "PUT")),
+                                             kv=_kv(ev.get("kv") or {}))
+                except (aiohttp.ClientError, TimeoutError) as err:
+                    last = f"{ep}: {err}"
+            raise QuorumError(0, len(self.endpoints), f"watch ended: {last}")
+        raise QuorumError(0, len(self.endpoints), last)
 
     async def leader(self) -> Member | None:
         """The leader as the first member that has one sees it; None during an election."""

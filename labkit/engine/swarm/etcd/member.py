@@ -64,7 +64,12 @@ class MemberConfig:
     heartbeat_ms: int = 100
     election_ms: int = 1000
     quota_backend_bytes: int = field(default=_QUOTA)
-    allowed_hostname: str = "swarm-manager"
+    # only peers whose certificate names this host (a SAN DNS name: the role OU string
+    # "swarm-manager") may join Raft; a worker's certificate of the same CA is refused.
+    # Peers only: etcd 3.4's --client-cert-allowed-hostname also binds the client side of
+    # its own gRPC gateway, which skips chain verification and is then refused ("client
+    # certificate authentication failed"), so the whole /v3 JSON API stops working.
+    allowed_hostname: str | None = None
 
     @property
     def peer_url(self) -> str:
@@ -106,6 +111,8 @@ class MemberConfig:
             raise bad("cluster token", f"{self.cluster_token!r} is not 1-63 of [A-Za-z0-9._-]")
         if self.state not in ("new", "existing"):
             raise bad("initial cluster state", f"{self.state!r} is not 'new' or 'existing'")
+        if self.allowed_hostname is not None and not _NAME.fullmatch(self.allowed_hostname):
+            raise bad("allowed hostname", f"{self.allowed_hostname!r} is not a DNS name")
         if self.quota_backend_bytes < 16 * 1024 * 1024:
             raise bad("quota backend bytes", f"{self.quota_backend_bytes} is below 16 MiB")
         for name, url in self.initial_cluster.items():
@@ -121,7 +128,9 @@ class MemberConfig:
         """etcd's command-line flags (etcd --help; etcd 3.4 op-guide/configuration.md)."""
         cluster = ",".join(f"{n}={u}" for n, u in sorted(self.initial_cluster.items()))
         local = f"https://127.0.0.1:{self.client_port}"
-        return [
+        allowed = ([f"--peer-cert-allowed-hostname={self.allowed_hostname}"]
+                   if self.allowed_hostname else [])
+        return [*allowed,
             f"--name={self.name}",
             f"--data-dir={self.data_dir}",
             f"--listen-peer-urls={self.peer_url}",
@@ -147,13 +156,6 @@ class MemberConfig:
             # every voter has been connected for 5 s (etcdserver: unhealthy cluster),
             # which only slows a swarm forming manager after manager
             "--strict-reconfig-check=false",
-            # a worker's certificate is signed by the same root: only a certificate
-            # that names the manager role (its SAN swarm-manager) may join the Raft
-            # peers (etcd op-guide/security: allowed hostname).  The same check on the
-            # client port breaks etcd 3.4's own JSON gateway, which dials the member
-            # without verifying it and so has no chain to check (every request then
-            # fails "client certificate authentication failed")
-            f"--peer-cert-allowed-hostname={self.allowed_hostname}",
         ]
 
 
