@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from labkit import errors
@@ -58,14 +59,16 @@ def _ls(c: Client, args: argparse.Namespace) -> int:
     me = _self_id(c) if nodes else ""
     tab = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"):
-        tab.add_column(col, no_wrap=True, overflow="ignore")
+        tab.add_column(col, no_wrap=True)
     for n in nodes:
         desc = n.get("Description") or {}
         tab.add_row(f"{n['ID']} {'*' if n['ID'] == me else ' '}", desc.get("Hostname", ""),
                     _cap((n.get("Status") or {}).get("State", "")),
                     _cap((n.get("Spec") or {}).get("Availability", "")), _manager_status(n),
                     (desc.get("Engine") or {}).get("EngineVersion", ""))
-    out.print(tab)
+    # never cut a 25-character node id: as wide as the table needs, however narrow the tty
+    need = Measurement.get(out, out.options.update(width=10**4), tab).maximum
+    Console(highlight=False, soft_wrap=True, width=max(out.width, need)).print(tab)
     return 0
 
 

@@ -16,6 +16,7 @@ import getpass
 import io
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,15 @@ def connect() -> Client:
     return Client(autostart=False)
 
 
-def _duration(flag: str) -> Any:
+def _duration(flag: str) -> Callable[[str], int]:
+    """Go's time.ParseDuration for an argparse flag ("48h", "90m", "2h30m") -> ns."""
     def parse(text: str) -> int:
         from labkit.cli._create_opts import parse_duration
 
-        return parse_duration(flag, text)
+        try:
+            return parse_duration(flag, text)
+        except errors.InvalidArgumentError as err:  # argparse's own message otherwise hides it
+            raise argparse.ArgumentTypeError(f"{err.problem} (e.g. 48h, 90m, 2h30m)") from None
     return parse
 
 

@@ -65,7 +65,7 @@ class FakeSwarm:
         self.version = 0
         self.tokens = {"Worker": "", "Manager": ""}
         self.key = ""
-        self.nodes: dict[str, dict[str, Any]] = {}
+        self.members: dict[str, dict[str, Any]] = {}
 
     def _next(self, prefix: str) -> str:
         n = next(self._seq)
@@ -98,8 +98,8 @@ class FakeSwarm:
             "ControlAvailable": self.state == "active" and self._role == "manager",
             "Error": "", "RemoteManagers": [{"NodeID": self.node_id, "Addr": "10.99.0.1:2377"}]}
         if out["ControlAvailable"]:
-            out["Nodes"] = len(self.nodes)
-            out["Managers"] = sum(1 for n in self.nodes.values() if "ManagerStatus" in n)
+            out["Nodes"] = len(self.members)
+            out["Managers"] = sum(1 for n in self.members.values() if "ManagerStatus" in n)
             out["Cluster"] = {k: v for k, v in (await self.inspect()).items()
                               if k != "JoinTokens"}
         return out
@@ -184,19 +184,19 @@ class FakeSwarm:
 
     async def nodes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         self._manager()
-        return [n for n in self.nodes.values() if match_node(n, filters)]
+        return [n for n in self.members.values() if match_node(n, filters)]
 
     async def node(self, ref: str) -> dict[str, Any]:
         self._manager()
-        return self.nodes[self._resolve(ref)]
+        return self.members[self._resolve(ref)]
 
     async def update_node(self, ref: str, version: int, spec: NodeSpec) -> None:
         self.calls.append(("update_node", (ref, version, spec)))
         self._manager()
-        node = self.nodes[self._resolve(ref)]
+        node = self.members[self._resolve(ref)]
         if version != node["Version"]["Index"]:
             raise errors.ConflictError(MSG_OUT_OF_SEQUENCE)
-        managers = [n for n in self.nodes.values() if n["Spec"]["Role"] == "manager"]
+        managers = [n for n in self.members.values() if n["Spec"]["Role"] == "manager"]
         if spec.role == "worker" and managers == [node]:
             raise errors.ConflictError("attempting to demote the last manager of the swarm")
         node["Spec"] = {**node["Spec"], **spec.to_docker()}
@@ -211,22 +211,22 @@ class FakeSwarm:
         self.calls.append(("remove_node", (ref, force)))
         self._manager()
         nid = self._resolve(ref)
-        node = self.nodes[nid]
+        node = self.members[nid]
         if "ManagerStatus" in node:
             raise errors.ConflictError(f"node {nid} is a cluster manager and is a member of "
                                        "the raft cluster. It must be demoted to worker before "
                                        "removal")
         if not force and node["Status"]["State"] == "ready":
             raise errors.ConflictError(f"node {nid} is not down and can't be removed")
-        del self.nodes[nid]
+        del self.members[nid]
 
     # -- test helpers ----------------------------------------------------------------------
     def _resolve(self, ref: str) -> str:
         if ref == "self" and self.node_id:
             return self.node_id
-        if ref in self.nodes:
+        if ref in self.members:
             return ref
-        hits = [i for i, n in self.nodes.items()
+        hits = [i for i, n in self.members.items()
                 if i.startswith(ref) or n["Description"]["Hostname"] == ref]
         if len(hits) != 1:
             raise errors.NotFoundError("node", ref) if not hits else errors.ConflictError(
@@ -250,7 +250,7 @@ class FakeSwarm:
         if role == "manager":
             node["ManagerStatus"] = {"Leader": nid == self.node_id, "Addr": manager_addr or
                                      "10.99.0.2:2377", "Reachability": "reachable"}
-        self.nodes[nid] = node
+        self.members[nid] = node
         return nid
 
     def lock(self) -> None:

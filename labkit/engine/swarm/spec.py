@@ -600,14 +600,14 @@ def check_node_filters(filters: Mapping[str, list[str]]) -> None:
     """GET /nodes filters (moby daemon/cluster/filters.go newListNodesFilters)."""
     for key, values in filters.items():
         if key not in NODE_FILTERS:
-            raise errors.InvalidArgumentError("filters", f"invalid filter '{key}'")
+            raise errors.InvalidArgumentError("filter", f"invalid filter '{key}'")
         for v in values:
             if not isinstance(v, str):
-                raise errors.InvalidArgumentError("filters", f"{key}: values must be strings")
+                raise errors.InvalidArgumentError("filter", f"{key} filter: values must be strings")
             if key == "role" and v and v.lower() not in ROLES:
-                raise errors.InvalidArgumentError("filters", f"Invalid role filter: '{v}'")
+                raise errors.InvalidArgumentError("filter", f"Invalid role filter: '{v}'")
             if key == "membership" and v and v.lower() not in ("accepted", "pending"):
-                raise errors.InvalidArgumentError("filters", f"Invalid membership filter: '{v}'")
+                raise errors.InvalidArgumentError("filter", f"Invalid membership filter: '{v}'")
 
 
 def _labels_match(labels: Mapping[str, str], wanted: list[str]) -> bool:
