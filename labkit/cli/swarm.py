@@ -276,10 +276,21 @@ def _ca(args: argparse.Namespace) -> int:
                 raise errors.InvalidArgumentError(flag, f"`{flag}` flag requires the "
                                                   "`--rotate` flag to update the CA")
         return _trust_root(sw)
+    if args.external_ca and not args.ca_cert:  # docker/cli ca.go's two checks
+        raise errors.InvalidArgumentError("--ca-cert", "rotating to an external CA requires "
+                                          "the `--ca-cert` flag to specify the external CA's "
+                                          "cert - to add an external CA with the current root "
+                                          "CA certificate, use the `update` command instead")
+    if args.ca_cert and not args.external_ca and not args.ca_key:
+        raise errors.InvalidArgumentError("--ca-cert", "the --ca-cert flag requires that a "
+                                          "--ca-key flag and/or --external-ca flag be provided "
+                                          "as well")
     spec = merge_spec(dict(sw["Spec"]), args)
     ca = dict(spec.get("CAConfig") or {})
     cert = Path(args.ca_cert).read_text() if args.ca_cert else ""
     key = Path(args.ca_key).read_text() if args.ca_key else ""
+    if args.external_ca:  # the new external CAs sign with the new root
+        ca["ExternalCAs"] = [dict(e, CACert=cert) for e in ca.get("ExternalCAs") or []]
     if cert or key:
         ca.update(SigningCACert=cert, SigningCAKey=key)
     else:  # no root given: a new one is made (docker/cli ca.go updateSwarmSpec)

@@ -186,6 +186,10 @@ def test_join_leave_ca(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> No
     assert rc == 1 and "requires the `--rotate` flag" in err
     rc, _, _ = lk(capsys, "swarm", "ca", "--rotate", "-q")
     assert rc == 0 and fake.spec.force_rotate == 1
+    version = fake.version
+    rc, _, err = lk(capsys, "swarm", "ca", "--rotate", "--external-ca",
+                    "protocol=cfssl,url=https://127.0.0.1:8888")
+    assert rc == 1 and "requires the `--ca-cert` flag" in err and fake.version == version
 
 
 def test_node_ls_inspect_promote_update_rm(daemon: Daemon,

@@ -18,6 +18,7 @@ from fakes.tasks import FakeTasks
 from labkit.engine.containers.engine import Engine
 from labkit.engine.containers.store import ContainerStore
 from labkit.engine.daemon.app import make_app
+from labkit.engine.daemon.handlers.swarm import ping_status
 from labkit.engine.images.store import ImageStore
 from labkit.engine.swarm import spec as sp
 
@@ -238,3 +239,25 @@ def test_nodes(tmp_path: Path) -> None:
         assert fake.calls[-1] == ("remove_node", (other, True))
         assert (await client.get(f"{V}/nodes/{other}")).status == 404
     run(tmp_path, t)
+
+
+class _Node:
+    def __init__(self, state: str, role: str | None) -> None:
+        self.state, self._role = state, role
+
+    def local_state(self) -> str:
+        return self.state
+
+    def role(self) -> str | None:
+        return self._role
+
+
+@pytest.mark.parametrize(("state", "role", "header"), [
+    ("inactive", None, "inactive"), ("pending", None, "pending"), ("error", None, "error"),
+    ("locked", "manager", "locked"), ("active", "manager", "active/manager"),
+    ("active", "worker", "active/worker")])
+def test_ping_status_values(state: str, role: str | None, header: str) -> None:
+    class Eng:
+        swarm = _Node(state, role)
+    assert ping_status(Eng()) == header
+    assert ping_status(object()) == "inactive"
