@@ -102,7 +102,7 @@ def test_parse_addr(text: str, want: str) -> None:
 
 @pytest.mark.parametrize("text", ["eth0", "eth0:2377", "10.0.0.1:", "10.0.0.1:0",
                                   "10.0.0.1:65536", "10.0.0.1:x", "[::1", "[::1]x", "1.2.3",
-                                  "10.0.0.1:-1"])
+                                  "10.0.0.1:-1", "10.0.0.1:\u0663"])  # an Arabic-Indic 3
 def test_parse_addr_refuses(text: str) -> None:
     with pytest.raises(errors.InvalidArgumentError) as exc:
         parse_addr(text, "ListenAddr")
@@ -211,6 +211,9 @@ def test_signing_root_is_redacted_and_kept() -> None:
     assert spec.to_docker(secrets=True)["CAConfig"]["SigningCAKey"] == key
     # GET /swarm leaves them out; sending that back keeps them
     assert ClusterSpec.merge_update(spec, spec.to_docker()).signing_ca_key == key
+    # a new cert alone (an external CA will sign) does not inherit the current key
+    new = ClusterSpec.merge_update(spec, {"CAConfig": {"SigningCACert": PEM + "\n"}})
+    assert (new.signing_ca_cert, new.signing_ca_key) == (PEM + "\n", "")
 
 
 def test_replace_checks_again() -> None:

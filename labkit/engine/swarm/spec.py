@@ -55,7 +55,8 @@ MSG_JOIN_TIMEOUT = ('Timeout was reached before node joined. The attempt to join
 MSG_CERTS_EXPIRED = ("Swarm certificates have expired. To replace them, leave the swarm and "
                      "join again.")
 MSG_NOT_LOCKED = "swarm is not locked"                                    # moby: a Conflict
-MSG_INVALID_UNLOCK_KEY = "swarm could not be unlocked: invalid key provided"  # moby: 401
+# moby answers 401; labkit has no such class and raises it as a ForbiddenError (403)
+MSG_INVALID_UNLOCK_KEY = "swarm could not be unlocked: invalid key provided"
 # swarmkit store.ErrSequenceConflict; dockerd answers it as a 500 ("rpc error: code =
 # Unknown desc = update out of sequence"), labkit as a ConflictError (409).
 MSG_OUT_OF_SEQUENCE = "update out of sequence"
@@ -71,7 +72,6 @@ AVAILABILITIES = ("active", "pause", "drain")
 NODE_FILTERS = ("id", "label", "membership", "name", "node.label", "role")
 _MAX_NS = 2**63 - 1                            # Go's time.Duration is an int64
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-
 
 
 def _name(where: str, key: str) -> str:
@@ -152,7 +152,6 @@ def _choice(text: str, allowed: tuple[str, ...], where: str, what: str) -> str:
     return text.lower()
 
 
-
 @dataclass(frozen=True, slots=True)
 class HostPort:
     """``host:port`` with the host an IP literal (unbracketed) or, for remote managers, a DNS
@@ -198,12 +197,12 @@ def parse_addr(text: str, where: str, default_port: int = SWARM_PORT, *,
                 hint="labkit takes an IP address here, not an interface name") from None
     if port_s == "" and raw.endswith(":"):
         raise errors.InvalidArgumentError(where, f"invalid {where} {text!r}: empty port")
-    port = default_port if port_s == "" else (int(port_s) if port_s.isdigit() else -1)
+    digits = port_s.isascii() and port_s.isdigit()  # not int("٣"): ASCII digits only
+    port = default_port if port_s == "" else (int(port_s) if digits else -1)
     if not 1 <= port <= 65535:
         raise errors.InvalidArgumentError(where, f"invalid {where} {text!r}: port must be "
                                                  "1-65535")
     return HostPort(host, port)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +287,8 @@ class ClusterSpec:
         (TaskHistoryRetentionLimit, KeepOldSnapshots, ForceRotate) keep the current value;
         Labels, ExternalCAs, TaskDefaults.LogDriver and AutoLockManagers are taken from the
         body as they are (absent = none / false).  SigningCACert/Key are redacted by GET /swarm,
-        so empty keeps the current ones.  Raises InvalidArgumentError naming the field.
+        so neither keeps the current pair; a new cert never inherits the current key.  Raises
+        InvalidArgumentError naming the field.
         """
         s = _obj(body, "Spec")
         _known(s, _SPEC_KEYS, "Spec")
@@ -316,6 +316,14 @@ class ClusterSpec:
         def ptr(value: int | None, cur: int) -> int:   # absent only: *int64 in moby
             return cur if value is None else value
 
+        # the signing root is a pair: a new cert comes with its own key (or none: an external
+        # CA signs), never with the current key; neither given keeps the current pair
+        cert = _pem(_str(ca, "SigningCACert", "Spec.CAConfig"), "CERTIFICATE",
+                    "Spec.CAConfig.SigningCACert")
+        key = _pem(_str(ca, "SigningCAKey", "Spec.CAConfig"), "", "Spec.CAConfig.SigningCAKey")
+        if not cert and not key:
+            cert, key = current.signing_ca_cert, current.signing_ca_key
+
         spec = cls(
             name=name,
             labels=_strmap(s.get("Labels"), "Spec.Labels"),
@@ -339,10 +347,7 @@ class ClusterSpec:
                                   current.node_cert_expiry),
             external_cas=tuple(ExternalCA.from_docker(c, f"Spec.CAConfig.ExternalCAs[{i}]")
                                for i, c in enumerate(cas)),
-            signing_ca_cert=_pem(_str(ca, "SigningCACert", "Spec.CAConfig"), "CERTIFICATE",
-                                 "Spec.CAConfig.SigningCACert") or current.signing_ca_cert,
-            signing_ca_key=_pem(_str(ca, "SigningCAKey", "Spec.CAConfig"), "",
-                                "Spec.CAConfig.SigningCAKey") or current.signing_ca_key,
+            signing_ca_cert=cert, signing_ca_key=key,
             force_rotate=ptr(_int(ca, "ForceRotate", "Spec.CAConfig"), current.force_rotate),
             log_driver=driver, log_options=driver_opts,
             autolock_managers=bool(_bool(enc, "AutoLockManagers", "Spec.EncryptionConfig")),
@@ -418,7 +423,6 @@ def _log_driver(value: Any) -> tuple[str | None, dict[str, str]]:
             f"(it has {', '.join(drivers.DRIVERS)})")
     drivers.check(name, opts)
     return name, opts
-
 
 
 def _refuse_unapplied(what: str) -> errors.InvalidArgumentError:
@@ -562,7 +566,6 @@ def parse_version(query: Mapping[str, str]) -> int:
         raise errors.InvalidArgumentError("version", f"invalid swarm version {v!r}: an "
                                           "unsigned integer (Version.Index) is required")
     return int(v)
-
 
 
 @dataclass(frozen=True, slots=True)
