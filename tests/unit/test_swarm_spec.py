@@ -230,7 +230,8 @@ def test_join_request_and_its_secret() -> None:
     assert [str(a) for a in req.remote_addrs] == ["manager-1.lab:2377", "[fd00::2]:2400"]
     for bad in ({"JoinToken": ""}, {"JoinToken": None}, {"JoinToken": "secret\n\x00"},
                 {"RemoteAddrs": []}, {"RemoteAddrs": "1.2.3.4"}, {"RemoteAddrs": ["0.0.0.0"]},
-                {"RemoteAddrs": ["bad_host!"]}, {"DataPathAddr": "10.0.0.1"}, {"Extra": 1}):
+                {"RemoteAddrs": ["bad_host!"]}, {"DataPathAddr": "10.0.0.1"}, {"Extra": 1},
+                {"AdvertiseAddr": "::"}, {"ListenAddr": "node1"}):
         with pytest.raises(errors.InvalidArgumentError) as exc:
             JoinRequest.from_docker(dict(JOIN, **bad))
         assert exc.value.what == next(iter(bad)), bad

@@ -434,6 +434,19 @@ def _availability(d: Mapping[str, Any]) -> str:
     return _choice(text, AVAILABILITIES, "Availability", "availability") if text else "active"
 
 
+def _advertise(d: Mapping[str, Any], listen: HostPort) -> HostPort | None:
+    """AdvertiseAddr: None when not given (the node picks); its port defaults to the listen
+    port (moby resolveAdvertiseAddr)."""
+    text = _str(d, "AdvertiseAddr", "")
+    if not text:
+        return None
+    addr = parse_addr(text, "AdvertiseAddr", listen.port, default_host="")
+    if addr.unspecified:
+        raise errors.InvalidArgumentError("AdvertiseAddr", "advertise address must be a "
+                                          "non-zero IP address")
+    return addr
+
+
 @dataclass(frozen=True, slots=True)
 class InitRequest:
     """POST /swarm/init.  ``advertise_addr`` None: the node picks its address (the listen
@@ -465,12 +478,7 @@ class InitRequest:
         if _bool(d, "ForceNewCluster", ""):
             raise _refuse_unapplied("ForceNewCluster")
         listen = parse_addr(_str(d, "ListenAddr", "") or DEFAULT_LISTEN_ADDR, "ListenAddr")
-        adv_text = _str(d, "AdvertiseAddr", "")
-        advertise = parse_addr(adv_text, "AdvertiseAddr", listen.port, default_host="") \
-            if adv_text else None
-        if advertise is not None and advertise.unspecified:
-            raise errors.InvalidArgumentError("AdvertiseAddr", "advertise address must be a "
-                                              "non-zero IP address")
+        advertise = _advertise(d, listen)
         spec = ClusterSpec.from_docker(d.get("Spec"))
         autolock = bool(_bool(d, "AutoLockManagers", "")) or spec.autolock_managers
         if autolock != spec.autolock_managers:
@@ -496,9 +504,7 @@ class JoinRequest:
         if _str(d, "DataPathAddr", ""):
             raise _refuse_unapplied("DataPathAddr")
         listen = parse_addr(_str(d, "ListenAddr", "") or DEFAULT_LISTEN_ADDR, "ListenAddr")
-        adv_text = _str(d, "AdvertiseAddr", "")
-        advertise = parse_addr(adv_text, "AdvertiseAddr", listen.port, default_host="") \
-            if adv_text else None
+        advertise = _advertise(d, listen)
         remotes = d.get("RemoteAddrs")
         if not isinstance(remotes, list) or not remotes or not all(
                 isinstance(r, str) for r in remotes):
