@@ -162,7 +162,7 @@ def _init(args: argparse.Namespace) -> int:
     print(f"Swarm initialized: current node ({node_id}) is now a manager.\n")
     print_join_command(c, node_id, worker=True, manager=False)
     print("To add a manager to this swarm, run 'docker swarm join-token manager' and follow "
-          "the instructions.\n")
+          "the instructions.")
     if args.autolock:
         print_unlock_command(c.swarm.unlock_key())
     return 0

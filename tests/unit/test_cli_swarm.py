@@ -66,7 +66,7 @@ def test_init_prints_docker_text_and_the_join_command(daemon: Daemon,
                    "To add a worker to this swarm, run the following command:\n\n"
                    f"    docker swarm join --token {token} 10.99.0.5:2377\n\n"
                    "To add a manager to this swarm, run 'docker swarm join-token manager' and "
-                   "follow the instructions.\n\n")
+                   "follow the instructions.\n")
     spec = fake.spec
     assert spec.node_cert_expiry == 48 * 3600 * 10**9 and spec.task_history_retention_limit == 7
     assert spec.dispatcher_heartbeat_period == 10 * 10**9
@@ -272,8 +272,9 @@ def docker(daemon: Daemon, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]
     yield cli, env
 
 
-def test_docker_cli_against_labkit(daemon: Daemon, docker: tuple[str, dict[str, str]]) -> None:
-    """The scenarios of issue 12 item 6 with the real Docker CLI."""
+def test_docker_cli_against_labkit(daemon: Daemon, docker: tuple[str, dict[str, str]],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The scenarios of issue 12 item 6 with the real Docker CLI; labkit prints the same."""
     cli, env = docker
 
     def d(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -295,6 +296,12 @@ def test_docker_cli_against_labkit(daemon: Daemon, docker: tuple[str, dict[str, 
     assert r.returncode == 0 and fake.spec.node_cert_expiry == 48 * 3600 * 10**9, r.stderr
     r = d("swarm", "update", "--cert-expiry", "30m")
     assert r.returncode == 1 and "minimum certificate expiry time is: 1h0m0s" in r.stderr
+    for argv in (["swarm", "join-token", "worker"], ["swarm", "join-token", "-q", "manager"],
+                 ["swarm", "unlock-key"], ["swarm", "unlock-key", "-q"], ["swarm", "ca"],
+                 ["swarm", "update", "--task-history-limit", "4"]):
+        r = d(*argv)
+        assert r.returncode == 0, r.stderr
+        assert lk(capsys, *argv) == (0, r.stdout, ""), argv
     fake.add_node("lk-node2")
     r = d("node", "ls")
     assert r.returncode == 0 and f"{fake.node_id} *" in r.stdout and "Leader" in r.stdout
