@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("labkit.cli.lab", "run a notebook's exercise checks outside Jupyter (lab check 01)"),
     "build": ("labkit.cli.build", "build an image from a Dockerfile (the classic builder)"),
     "commit": ("labkit.cli.build", "make an image from a container's changes"),
+    "swarm": ("labkit.cli.swarm", "manage the swarm (init, join, join-token, update, unlock...)"),
+    "node": ("labkit.cli.node", "manage swarm nodes (ls, inspect, promote, demote, update, rm)"),
 }
 COMMANDS.update({verb: ("labkit.cli.registry", f"registry: {what}") for verb, what in (
     ("login", "log in to a registry (kept in the Docker CLI's config.json)"),

@@ -1,8 +1,8 @@
 """The engine's client: HTTP over the daemon's unix socket, one module per resource.
 
 ``Client()`` talks to ``paths.daemon_socket()`` (LABKIT_SOCKET / LABKIT_RUN), or to the
-socket given; ``.containers``, ``.execs``, ``.images``, ``.networks``, ``.system`` and
-``.volumes`` hold the calls, as docker-py's APIClient mixins do.  Daemon errors come back as labkit.errors classes.
+socket given; ``.containers``, ``.execs``, ``.images``, ``.networks``, ``.nodes``,
+``.swarm``, ``.system`` and ``.volumes`` hold the calls, as docker-py's APIClient mixins do.  Daemon errors come back as labkit.errors classes.
 Only the standard library is imported here, so the `labkit` command starts fast.
 """
 
@@ -14,6 +14,7 @@ from labkit.engine.client.containers import Containers
 from labkit.engine.client.exec import Execs
 from labkit.engine.client.images import Images
 from labkit.engine.client.networks import Networks
+from labkit.engine.client.swarm import Nodes, Swarm
 from labkit.engine.client.system import System
 from labkit.engine.client.transport import APIError, DaemonUnavailable, Transport
 from labkit.engine.client.volumes import Volumes
@@ -38,6 +39,8 @@ class Client:
         self.execs = Execs(self.transport)
         self.images = Images(self.transport)
         self.networks = Networks(self.transport)
+        self.nodes = Nodes(self.transport)
+        self.swarm = Swarm(self.transport)
         self.system = System(self.transport)
         self.volumes = Volumes(self.transport)
 

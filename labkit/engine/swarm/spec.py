@@ -55,7 +55,8 @@ MSG_JOIN_TIMEOUT = ('Timeout was reached before node joined. The attempt to join
 MSG_CERTS_EXPIRED = ("Swarm certificates have expired. To replace them, leave the swarm and "
                      "join again.")
 MSG_NOT_LOCKED = "swarm is not locked"                                    # moby: a Conflict
-MSG_INVALID_UNLOCK_KEY = "swarm could not be unlocked: invalid key provided"  # moby: 401
+# moby answers 401; labkit has no such class and raises it as a ForbiddenError (403)
+MSG_INVALID_UNLOCK_KEY = "swarm could not be unlocked: invalid key provided"
 # swarmkit store.ErrSequenceConflict; dockerd answers it as a 500 ("rpc error: code =
 # Unknown desc = update out of sequence"), labkit as a ConflictError (409).
 MSG_OUT_OF_SEQUENCE = "update out of sequence"
@@ -71,7 +72,6 @@ AVAILABILITIES = ("active", "pause", "drain")
 NODE_FILTERS = ("id", "label", "membership", "name", "node.label", "role")
 _MAX_NS = 2**63 - 1                            # Go's time.Duration is an int64
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-
 
 
 def _name(where: str, key: str) -> str:
@@ -152,7 +152,6 @@ def _choice(text: str, allowed: tuple[str, ...], where: str, what: str) -> str:
     return text.lower()
 
 
-
 @dataclass(frozen=True, slots=True)
 class HostPort:
     """``host:port`` with the host an IP literal (unbracketed) or, for remote managers, a DNS
@@ -198,12 +197,12 @@ def parse_addr(text: str, where: str, default_port: int = SWARM_PORT, *,
                 hint="labkit takes an IP address here, not an interface name") from None
     if port_s == "" and raw.endswith(":"):
         raise errors.InvalidArgumentError(where, f"invalid {where} {text!r}: empty port")
-    port = default_port if port_s == "" else (int(port_s) if port_s.isdigit() else -1)
+    digits = port_s.isascii() and port_s.isdigit()  # not int("٣"): ASCII digits only
+    port = default_port if port_s == "" else (int(port_s) if digits else -1)
     if not 1 <= port <= 65535:
         raise errors.InvalidArgumentError(where, f"invalid {where} {text!r}: port must be "
                                                  "1-65535")
     return HostPort(host, port)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +287,8 @@ class ClusterSpec:
         (TaskHistoryRetentionLimit, KeepOldSnapshots, ForceRotate) keep the current value;
         Labels, ExternalCAs, TaskDefaults.LogDriver and AutoLockManagers are taken from the
         body as they are (absent = none / false).  SigningCACert/Key are redacted by GET /swarm,
-        so empty keeps the current ones.  Raises InvalidArgumentError naming the field.
+        so neither keeps the current pair; a new cert never inherits the current key.  Raises
+        InvalidArgumentError naming the field.
         """
         s = _obj(body, "Spec")
         _known(s, _SPEC_KEYS, "Spec")
@@ -316,6 +316,14 @@ class ClusterSpec:
         def ptr(value: int | None, cur: int) -> int:   # absent only: *int64 in moby
             return cur if value is None else value
 
+        # the signing root is a pair: a new cert comes with its own key (or none: an external
+        # CA signs), never with the current key; neither given keeps the current pair
+        cert = _pem(_str(ca, "SigningCACert", "Spec.CAConfig"), "CERTIFICATE",
+                    "Spec.CAConfig.SigningCACert")
+        key = _pem(_str(ca, "SigningCAKey", "Spec.CAConfig"), "", "Spec.CAConfig.SigningCAKey")
+        if not cert and not key:
+            cert, key = current.signing_ca_cert, current.signing_ca_key
+
         spec = cls(
             name=name,
             labels=_strmap(s.get("Labels"), "Spec.Labels"),
@@ -339,10 +347,7 @@ class ClusterSpec:
                                   current.node_cert_expiry),
             external_cas=tuple(ExternalCA.from_docker(c, f"Spec.CAConfig.ExternalCAs[{i}]")
                                for i, c in enumerate(cas)),
-            signing_ca_cert=_pem(_str(ca, "SigningCACert", "Spec.CAConfig"), "CERTIFICATE",
-                                 "Spec.CAConfig.SigningCACert") or current.signing_ca_cert,
-            signing_ca_key=_pem(_str(ca, "SigningCAKey", "Spec.CAConfig"), "",
-                                "Spec.CAConfig.SigningCAKey") or current.signing_ca_key,
+            signing_ca_cert=cert, signing_ca_key=key,
             force_rotate=ptr(_int(ca, "ForceRotate", "Spec.CAConfig"), current.force_rotate),
             log_driver=driver, log_options=driver_opts,
             autolock_managers=bool(_bool(enc, "AutoLockManagers", "Spec.EncryptionConfig")),
@@ -420,7 +425,6 @@ def _log_driver(value: Any) -> tuple[str | None, dict[str, str]]:
     return name, opts
 
 
-
 def _refuse_unapplied(what: str) -> errors.InvalidArgumentError:
     return errors.InvalidArgumentError(what, f"not supported by labkit: {what}")
 
@@ -428,6 +432,19 @@ def _refuse_unapplied(what: str) -> errors.InvalidArgumentError:
 def _availability(d: Mapping[str, Any]) -> str:
     text = _str(d, "Availability", "")
     return _choice(text, AVAILABILITIES, "Availability", "availability") if text else "active"
+
+
+def _advertise(d: Mapping[str, Any], listen: HostPort) -> HostPort | None:
+    """AdvertiseAddr: None when not given (the node picks); its port defaults to the listen
+    port (moby resolveAdvertiseAddr)."""
+    text = _str(d, "AdvertiseAddr", "")
+    if not text:
+        return None
+    addr = parse_addr(text, "AdvertiseAddr", listen.port, default_host="")
+    if addr.unspecified:
+        raise errors.InvalidArgumentError("AdvertiseAddr", "advertise address must be a "
+                                          "non-zero IP address")
+    return addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,12 +478,7 @@ class InitRequest:
         if _bool(d, "ForceNewCluster", ""):
             raise _refuse_unapplied("ForceNewCluster")
         listen = parse_addr(_str(d, "ListenAddr", "") or DEFAULT_LISTEN_ADDR, "ListenAddr")
-        adv_text = _str(d, "AdvertiseAddr", "")
-        advertise = parse_addr(adv_text, "AdvertiseAddr", listen.port, default_host="") \
-            if adv_text else None
-        if advertise is not None and advertise.unspecified:
-            raise errors.InvalidArgumentError("AdvertiseAddr", "advertise address must be a "
-                                              "non-zero IP address")
+        advertise = _advertise(d, listen)
         spec = ClusterSpec.from_docker(d.get("Spec"))
         autolock = bool(_bool(d, "AutoLockManagers", "")) or spec.autolock_managers
         if autolock != spec.autolock_managers:
@@ -492,9 +504,7 @@ class JoinRequest:
         if _str(d, "DataPathAddr", ""):
             raise _refuse_unapplied("DataPathAddr")
         listen = parse_addr(_str(d, "ListenAddr", "") or DEFAULT_LISTEN_ADDR, "ListenAddr")
-        adv_text = _str(d, "AdvertiseAddr", "")
-        advertise = parse_addr(adv_text, "AdvertiseAddr", listen.port, default_host="") \
-            if adv_text else None
+        advertise = _advertise(d, listen)
         remotes = d.get("RemoteAddrs")
         if not isinstance(remotes, list) or not remotes or not all(
                 isinstance(r, str) for r in remotes):
@@ -564,7 +574,6 @@ def parse_version(query: Mapping[str, str]) -> int:
     return int(v)
 
 
-
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
     """A node's Spec (POST /nodes/{id}/update): Name and Labels (Annotations), Role,
@@ -600,14 +609,14 @@ def check_node_filters(filters: Mapping[str, list[str]]) -> None:
     """GET /nodes filters (moby daemon/cluster/filters.go newListNodesFilters)."""
     for key, values in filters.items():
         if key not in NODE_FILTERS:
-            raise errors.InvalidArgumentError("filters", f"invalid filter '{key}'")
+            raise errors.InvalidArgumentError("filter", f"invalid filter '{key}'")
         for v in values:
             if not isinstance(v, str):
-                raise errors.InvalidArgumentError("filters", f"{key}: values must be strings")
+                raise errors.InvalidArgumentError("filter", f"{key} filter: values must be strings")
             if key == "role" and v and v.lower() not in ROLES:
-                raise errors.InvalidArgumentError("filters", f"Invalid role filter: '{v}'")
+                raise errors.InvalidArgumentError("filter", f"Invalid role filter: '{v}'")
             if key == "membership" and v and v.lower() not in ("accepted", "pending"):
-                raise errors.InvalidArgumentError("filters", f"Invalid membership filter: '{v}'")
+                raise errors.InvalidArgumentError("filter", f"Invalid membership filter: '{v}'")
 
 
 def _labels_match(labels: Mapping[str, str], wanted: list[str]) -> bool:

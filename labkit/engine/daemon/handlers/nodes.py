@@ -26,9 +26,8 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    version = parse_version(request.query)
-    spec = NodeSpec.from_docker(await body(request))
-    await backend(request).update_node(cid(request), version, spec)
+    node, version = backend(request), parse_version(request.query)
+    await node.update_node(cid(request), version, NodeSpec.from_docker(await body(request)))
     return web.Response(status=200)
 
 

@@ -4,7 +4,9 @@ Each handler parses its body with labkit.engine.swarm.spec, makes one call on th
 (``engine.swarm``, a SwarmBackend) and answers as dockerd does: 200 with an empty body,
 except init (a JSON string, the node id), GET /swarm and GET /swarm/unlockkey.  An engine
 built without a swarm node (unit tests' engines, a daemon started without swarm support) is
-a node in no swarm: every endpoint answers 503 "not a swarm manager", and init says why.
+a node in no swarm: every endpoint answers 503 "not a swarm manager"; init and join answer
+503 "labkit was started without swarm support".  Bodies are parsed before the node is asked,
+so bad input is a 400 naming the field whatever the node's state.
 """
 
 from __future__ import annotations
