@@ -72,8 +72,14 @@ def test_errors_rebuilt_by_type_then_status(fake: FakeDaemon, status: int, body:
 
 
 def test_unknown_status_is_api_error() -> None:
+    err = error_from_response(502, b'{"message": "bad gateway"}')
+    assert isinstance(err, APIError) and err.status == 502
+    assert str(err) == "bad gateway"
+
+
+def test_503_is_unavailable_with_dockers_text() -> None:
     err = error_from_response(503, b'{"message": "not a swarm manager"}')
-    assert isinstance(err, APIError) and err.status == 503
+    assert isinstance(err, errors.UnavailableError) and err.status == 503  # type: ignore[attr-defined]
     assert str(err) == "not a swarm manager"
 
 

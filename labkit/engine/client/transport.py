@@ -51,10 +51,11 @@ class DaemonUnavailable(errors.LabkitError, ConnectionError):
 _BY_TYPE: dict[str, type[errors.LabkitError]] = {
     c.__name__: c for c in (errors.NotFoundError, errors.AlreadyExistsError,
                             errors.InvalidStateError, errors.UnsupportedError,
-                            errors.ConflictError, errors.InvalidArgumentError)}
+                            errors.ConflictError, errors.InvalidArgumentError,
+                            errors.ForbiddenError, errors.UnavailableError)}
 _BY_STATUS: dict[int, type[errors.LabkitError]] = {
     404: errors.NotFoundError, 409: errors.ConflictError, 400: errors.InvalidArgumentError,
-    501: errors.UnsupportedError}
+    501: errors.UnsupportedError, 403: errors.ForbiddenError, 503: errors.UnavailableError}
 
 
 def error_from_response(status: int, body: bytes) -> errors.LabkitError:

@@ -13,6 +13,7 @@ from typing import Any
 from labkit import errors
 from labkit.engine.containers.engine import NotModifiedError
 from labkit.engine.registry.client import Unauthorized
+from labkit.engine.swarm.etcd.errors import QuorumError
 
 __all__ = ["TABLE", "body_of", "status_of"]
 
@@ -27,6 +28,7 @@ TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (errors.InvalidArgumentError, 400),
     (errors.UnsupportedError, 501),
     (errors.UnavailableError, 503),  # moby daemon/cluster/errors.go notAvailableError
+    (QuorumError, 503),  # the swarm's store lost its majority: writes wait for it
     (errors.SyscallPermissionError, 403),
 )
 

@@ -87,7 +87,7 @@ class Manager:
         self._kek_key: str | None = None   # the unlock key this node's files are sealed with
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
+    async def start(self, store_timeout: float | None = 30.0) -> None:
         """Start the etcd member (founding the cluster when state.etcd_new), open the
         store, serve the node <-> manager channel, start the background loop."""
         cert, key, roots = self.files.write_tls(self.ident.cert, self.ident.key,
@@ -106,15 +106,18 @@ class Manager:
         self.client = EtcdClient([f"https://127.0.0.1:{CLIENT_PORT}"], roots, cert, key)
         # a member that just joined is a learner: it answers status, not reads, until the
         # leader promotes it (manager._promote_soon); then the store is usable here
-        await self.member.wait_ready(30.0, quorum=False)
+        await self.member.wait_ready(30.0 if store_timeout is None else store_timeout,
+                                     quorum=False)
         self.store = ClusterStore(self.client, self.dek)
-        await self._wait_store(30.0)
+        await self._wait_store(store_timeout)
         await self._serve()
         self._loop_task = asyncio.create_task(self._loop(), name="swarm-manager-loop")
 
-    async def _wait_store(self, timeout: float) -> None:
+    async def _wait_store(self, timeout: float | None) -> None:
+        """Until the store answers reads here (None: for as long as it takes, e.g. until
+        enough restarted managers are back for a quorum)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + (timeout if timeout is not None else float("inf"))
         while True:
             try:
                 await self.cluster()
@@ -125,7 +128,7 @@ class Manager:
                 if loop.time() > deadline:
                     raise errors.UnsupportedError(
                         "swarm store", f"this manager's etcd member serves no reads after "
-                        f"{timeout:.0f} s: {err}", hint=f"see {self.files.run / 'etcd.log'}")
+                        f"{timeout} s: {err}", hint=f"see {self.files.run / 'etcd.log'}")
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
@@ -147,8 +150,9 @@ class Manager:
         from labkit.engine.swarm.rpc.server import ClusterService, JoinService
 
         server = grpc.aio.server()
-        pbg.add_JoinServicer_to_server(JoinService(self), server)
-        pbg.add_ClusterServicer_to_server(ClusterService(self), server)
+        pbg.add_JoinServicer_to_server(JoinService(self), server)  # type: ignore[no-untyped-call]
+        pbg.add_ClusterServicer_to_server(  # type: ignore[no-untyped-call]
+            ClusterService(self), server)
         chain = self.ident.cert + self.ident.roots  # the root rides along: joiners pin it
         join_creds = grpc.ssl_server_credentials([(self.ident.key, chain)])
         mutual = grpc.ssl_server_credentials([(self.ident.key, chain)],

@@ -86,6 +86,7 @@ class SwarmNode:
         self.manager: Manager | None = None
         self.worker: Worker | None = None
         self.lock = asyncio.Lock()
+        self._up_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ daemon start/stop
     async def start(self) -> None:
@@ -98,16 +99,40 @@ class SwarmNode:
             return
         try:
             self.state = self.files.load()
-            if self.state.role == "manager" and self.files.sealed():
-                self.mode = "locked"
-                return
-            await self._activate(None, None)
-        except Exception as err:  # noqa: BLE001 - reported as LocalNodeState error
+        except errors.LabkitError as err:
             self.mode, self.error = "error", str(err).splitlines()[0]
-            log.error("swarm state not restored: %s", err)
+            return
+        if self.state.role == "manager" and self.files.sealed():
+            self.mode = "locked"
+            return
+        self._bring_up(None, None)
+
+    def _bring_up(self, kek: seal.DataKey | None, unlock_key: str | None) -> None:
+        """Activate in the background: a restarted manager's store may have no quorum
+        until its peers are back too (every node restarted at once), and the daemon must
+        serve its API meanwhile (LocalNodeState "pending", as Docker shows it)."""
+        self.mode = "pending"
+        self._up_task = asyncio.get_running_loop().create_task(
+            self._up(kek, unlock_key), name="swarm-bring-up")
+
+    async def _up(self, kek: seal.DataKey | None, unlock_key: str | None) -> None:
+        async with self.lock:
+            try:
+                await self._activate(kek, unlock_key, store_timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - reported as LocalNodeState error
+                await self._stop_roles()
+                self.mode, self.error = "error", str(err).splitlines()[0]
+                log.error("swarm state not restored: %s", err)
 
     async def close(self) -> None:
         """Daemon stop: the etcd member and the loops end; the state on disk stays."""
+        task = self._up_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self._stop_roles()
 
     async def _stop_roles(self) -> None:
@@ -118,7 +143,8 @@ class SwarmNode:
             await self.manager.stop()
             self.manager = None
 
-    async def _activate(self, kek: seal.DataKey | None, unlock_key: str | None) -> None:
+    async def _activate(self, kek: seal.DataKey | None, unlock_key: str | None,
+                        store_timeout: float | None = 30.0) -> None:
         st = self.state
         assert st is not None
         key = self.files.read_key(kek)
@@ -128,7 +154,7 @@ class SwarmNode:
             dek = self.files.read_dek(kek)
             self.manager = Manager(self.files, st, ident, dek, self._demoted)
             self.manager.set_unlock_key(unlock_key)
-            await self.manager.start()
+            await self.manager.start(store_timeout)
         else:
             self.worker = Worker(self.files, st, ident, self._role_changed, self._removed)
             self.worker.start()
@@ -144,6 +170,8 @@ class SwarmNode:
     def _manager(self) -> Manager:
         if self.mode == "locked":
             raise errors.UnavailableError(sp.MSG_LOCKED)
+        if self.mode == "pending" and self.state is not None and self.state.role == "manager":
+            raise errors.UnavailableError(sp.MSG_MANAGER_NOT_READY)
         if self.mode != "active" or self.state is None:
             raise errors.UnavailableError(sp.MSG_NOT_MANAGER)
         if self.manager is None:
@@ -246,7 +274,7 @@ class SwarmNode:
         }
         await self.manager.store.create(CLUSTER, cluster)
         node = objects.new_node(node_id, "manager", addr, availability, st.hostname,
-                                self.engine_version, psutil.cpu_count() * NS,
+                                self.engine_version, (psutil.cpu_count() or 1) * NS,
                                 psutil.virtual_memory().total, root.cert_pem, port)
         await self.manager.store.create(NODES + node_id, node)
         self._founded()
@@ -476,7 +504,7 @@ class SwarmNode:
                 self.files.read_key(kek)
             except errors.ForbiddenError as err:
                 raise errors.ForbiddenError(sp.MSG_INVALID_UNLOCK_KEY) from err
-            await self._activate(kek, key.strip())
+        self._bring_up(kek, key.strip())
 
     # ------------------------------------------------------------------ nodes
     async def nodes(self, filters: dict[str, list[str]]) -> list[Obj]:
@@ -490,10 +518,8 @@ class SwarmNode:
     def _find(self, nodes: list[Obj], ref: str) -> Obj:
         if ref == "self" and self.state is not None:
             ref = self.state.node_id
-        for test in (lambda n: n["ID"] == ref,
-                     lambda n: n["Description"]["Hostname"] == ref,
-                     lambda n: n["Spec"].get("Name") == ref):
-            hits = [n for n in nodes if test(n)]
+        for field in (("ID",), ("Description", "Hostname"), ("Spec", "Name")):
+            hits = [n for n in nodes if _dig(n, field) == ref]
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
@@ -544,6 +570,12 @@ class SwarmNode:
                 hint="stop the node first, or use --force")
         await m._store().delete(NODES + nid)
         await m._store().delete(ALIVE + nid)
+
+
+def _dig(obj: Obj, path: tuple[str, ...]) -> Any:
+    for k in path:
+        obj = obj.get(k) or {}
+    return obj
 
 
 def _ca_identity(spec: Obj) -> tuple[Any, ...]:

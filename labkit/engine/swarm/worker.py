@@ -56,14 +56,16 @@ class Worker:
             ch = rpc.cluster_channel(addr, self.ident.roots, self.ident.cert, self.ident.key)
             try:
                 async with ch:
-                    return await getattr(pbg.ClusterStub(ch), fn)(req, timeout=timeout)
+                    stub = pbg.ClusterStub(ch)  # type: ignore[no-untyped-call]
+                    return await getattr(stub, fn)(req, timeout=timeout)
             except grpc.aio.AioRpcError as err:
                 last = err
                 if err.code() not in (grpc.StatusCode.UNAVAILABLE,
                                       grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise rpc.rpc_error(err, addr) from err
-        raise rpc.rpc_error(last, "every manager") if isinstance(  # type: ignore[arg-type]
-            last, grpc.aio.AioRpcError) else ConnectionError("no manager is known")
+        if isinstance(last, grpc.aio.AioRpcError):
+            raise rpc.rpc_error(last, "every manager")
+        raise ConnectionError("no manager is known")
 
     async def _loop(self) -> None:
         period = self.state.heartbeat_ms / 1000

@@ -50,7 +50,7 @@ def _peer_chain(host: str, port: int, timeout: float) -> list[bytes]:
     ctx.set_alpn_protocols(["h2"])
     with socket.create_connection((host, port), timeout=timeout) as raw, \
             ctx.wrap_socket(raw, server_hostname=host) as tls:
-        chain = tls._sslobj.get_unverified_chain()  # type: ignore[union-attr]
+        chain = tls._sslobj.get_unverified_chain()  # type: ignore[attr-defined]
         return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain or []]  # type: ignore[attr-defined]
 
 
@@ -86,7 +86,8 @@ async def join(addr: str, roots_pem: bytes, req: pb.JoinRequest,
     creds = grpc.ssl_channel_credentials(root_certificates=roots_pem)
     async with grpc.aio.secure_channel(f"{host}:{port}", creds, options=_options()) as ch:
         try:
-            resp: pb.JoinResponse = await pbg.JoinStub(ch).Join(req, timeout=timeout)
+            resp: pb.JoinResponse = await pbg.JoinStub(ch).Join(  # type: ignore[no-untyped-call]
+                req, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             raise rpc_error(err, f"{host}:{port}") from err
     return resp
