@@ -366,7 +366,11 @@ def add_subcommands(sub: Any) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_subcommands(p.add_subparsers(dest="verb", required=True, metavar="VERB"))
+    from labkit.cli.swarm_lab import add_lab
+
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    add_subcommands(sub)
+    add_lab(sub)
 
 
 def run_command(args: argparse.Namespace) -> int:

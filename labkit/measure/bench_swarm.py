@@ -1,4 +1,4 @@
-"""The swarm's two speed targets, measured on a local lab (labkit.engine.swarm.lab).
+"""The swarm's two speed targets, measured on a local lab (labkit.measure.swarmlab).
 
 * Leader failover: SIGKILL the leader node (its daemon and its etcd member), then write
   through a surviving manager's Engine API until a write is acknowledged: the time from the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labkit import errors
-from labkit.engine.swarm.lab import LabNode, SwarmLab
+from labkit.measure.swarmlab import LabNode, SwarmLab
 
 __all__ = ["FailoverTrial", "failover_trials", "join_times", "write_label"]
 

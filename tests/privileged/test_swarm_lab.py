@@ -1,5 +1,5 @@
 """The swarm on real etcd members with mutual TLS: a 3-manager + 2-worker lab
-(labkit.engine.swarm.lab), each node a labkit daemon in a network namespace the lab made.
+(labkit.measure.swarmlab), each node a labkit daemon in a network namespace the lab made.
 
 Failure tests are bounded: every wait has a deadline, every kill is by pid of a process the
 lab started.  The lab is torn down (processes, namespaces, links, dirs) at module end, and
@@ -19,7 +19,7 @@ import pytest
 
 from labkit import errors
 from labkit.engine.swarm import ca, seal, tokens
-from labkit.engine.swarm.lab import SwarmLab
+from labkit.measure.swarmlab import SwarmLab
 from labkit.measure.bench_swarm import write_label
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow,

@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -58,9 +59,11 @@ class LabNode:
 
     @property
     def env(self) -> dict[str, str]:
+        # this interpreter's bin dir first: `labkit` and `labkit-runtime` of the same venv
+        path = f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         return dict(os.environ, LABKIT_ROOT=f"{self.base}/root", LABKIT_RUN=f"{self.base}/run",
                     LABKIT_SOCKET=str(self.socket), LABKIT_CONFIG=f"{self.base}/daemon.json",
-                    LABKIT_NODE_NAME=self.hostname)
+                    LABKIT_NODE_NAME=self.hostname, PATH=path)
 
     @property
     def hostname(self) -> str:
