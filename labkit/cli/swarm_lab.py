@@ -51,7 +51,11 @@ def _up(args: argparse.Namespace) -> int:
     lab = SwarmLab(args.managers, args.workers, name=args.name, subnet=args.subnet,
                    autolock=args.autolock, heartbeat=args.heartbeat)
     with con.status("forming the swarm") as status:
-        lab.up(progress=lambda msg: (status.update(msg), con.print(f"[dim]{msg}")))
+        def say(msg: str) -> None:
+            status.update(msg)
+            con.print(f"[dim]{msg}")
+
+        lab.up(progress=say)
     _table(lab)
     if lab.unlock_key:
         print(f"unlock key: {lab.unlock_key}")

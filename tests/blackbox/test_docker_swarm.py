@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from labkit.engine.swarm import seal
-
 from labkit.measure.swarmlab import SwarmLab
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow,

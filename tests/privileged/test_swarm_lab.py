@@ -19,8 +19,8 @@ import pytest
 
 from labkit import errors
 from labkit.engine.swarm import ca, seal, tokens
-from labkit.measure.swarmlab import SwarmLab
 from labkit.measure.bench_swarm import write_label
+from labkit.measure.swarmlab import SwarmLab
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd-server")]
