@@ -286,3 +286,37 @@ def test_removing_a_manager_or_a_live_node_is_refused(lab):
         m1.api("DELETE", f"/nodes/{lab.node('w2').node_id()}")
     with pytest.raises(errors.LabkitError, match="manager"):
         m1.api("POST", "/swarm/leave")  # a manager leaves only with force
+
+
+def test_a_workers_certificate_opens_no_etcd_port(lab):
+    """etcd trusts only the store CA, whose certificates only managers hold."""
+    import asyncio
+
+    from labkit.engine.swarm.etcd.client import EtcdClient
+    from labkit.ns.netns import netns
+
+    w1, m1 = lab.node("w1"), lab.node("m1")
+    certs = Path(w1.base, "root", "swarm", "certificates")
+    key = Path(w1.base, "run", "w1.key")
+    key.write_bytes(seal.read_material(certs / "swarm-node.key", None))
+    key.chmod(0o600)
+    store_roots = Path(m1.base, "root", "swarm", "certificates", "store-ca.crt")
+    result: list[BaseException | object] = []
+
+    async def read():
+        async with EtcdClient([f"https://{m1.addr}:2379"], store_roots,
+                              certs / "swarm-node.crt", key, timeout=3) as c:
+            return await c.get("/lk/swarm/cluster")
+
+    def in_ns():
+        with netns(f"/run/netns/{w1.netns}"):
+            try:
+                result.append(asyncio.run(read()))
+            except BaseException as err:  # noqa: BLE001 - inspected below
+                result.append(err)
+
+    t = threading.Thread(target=in_ns)
+    t.start()
+    t.join(30)
+    key.unlink()
+    assert result and isinstance(result[0], errors.LabkitError), result

@@ -290,13 +290,13 @@ class RootCA:
         return f"RootCA(digest={self.digest()[:12]}, can_sign={self.can_sign})"
 
     @classmethod
-    def create(cls, expiry: dt.timedelta = _ROOT_EXPIRY) -> RootCA:
+    def create(cls, expiry: dt.timedelta = _ROOT_EXPIRY, common_name: str = ROOT_CN) -> RootCA:
         """A new self-signed root: ECDSA P-256, CN swarm-ca, CA:true pathlen 1 (room for one
         cross-signed intermediate during rotation), keyUsage certSign+cRLSign."""
         if expiry < MIN_NODE_EXPIRY:
             raise errors.InvalidArgumentError("root CA expiry", f"{expiry} is shorter than 1 hour")
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROOT_CN)])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         now = dt.datetime.now(dt.UTC)
         cert = (x509.CertificateBuilder()
                 .subject_name(name).issuer_name(name).public_key(key.public_key())

@@ -40,10 +40,13 @@ PEER_PORT, CLIENT_PORT = 2380, 2379
 
 
 class Identity:
-    """This node's TLS identity in memory: certificate, key and trust roots (PEM)."""
+    """This node's TLS identity in memory: certificate, key and trust roots (PEM); for a
+    manager also its store identity (cert, key, roots of the store CA) that etcd uses."""
 
-    def __init__(self, cert: bytes, key: bytes, roots: bytes) -> None:
+    def __init__(self, cert: bytes, key: bytes, roots: bytes,
+                 store: tuple[bytes, bytes, bytes] | None = None) -> None:
         self.cert, self.key, self.roots = cert, key, roots
+        self.store = store
 
     @property
     def who(self) -> ca.NodeIdentity:
@@ -90,8 +93,10 @@ class Manager:
     async def start(self, store_timeout: float | None = 30.0) -> None:
         """Start the etcd member (founding the cluster when state.etcd_new), open the
         store, serve the node <-> manager channel, start the background loop."""
-        cert, key, roots = self.files.write_tls(self.ident.cert, self.ident.key,
-                                                self.ident.roots)
+        if self.ident.store is None:
+            raise errors.ConflictError("this manager has no store certificate",
+                                       hint="`docker swarm leave --force`, then join again")
+        cert, key, roots = self.files.write_tls(*self.ident.store)
         election, beat = self.state.election_ms, self.state.raft_heartbeat_ms
         cfg = MemberConfig(
             name=self.state.node_id, data_dir=self.files.make_etcd_dir(),
@@ -208,6 +213,18 @@ class Manager:
         return root.issue(csr, node_id=node_id, role=role,  # type: ignore[arg-type]
                           cluster_id=self.state.cluster_id, expiry=expiry, ips=ips)
 
+    def issue_store(self, csr: bytes, node_id: str, ip: str, cluster: Obj) -> bytes:
+        """A certificate from the store CA: what etcd's ports trust.  Only managers get
+        one, so a worker's swarm certificate opens neither the store nor the Raft peers."""
+        store = cluster["_StoreCA"]
+        expiry_ns = int(cluster["Spec"].get("CAConfig", {}).get("NodeCertExpiry")
+                        or 90 * 24 * 3600 * NS)
+        import datetime as dt
+
+        return ca.RootCA(store["Cert"].encode(), store["Key"].encode()).issue(
+            csr, node_id=node_id, role="manager", cluster_id=self.state.cluster_id,
+            expiry=dt.timedelta(microseconds=expiry_ns // 1000), ips=[ip, "127.0.0.1"])
+
     # ------------------------------------------------------------------ RPC: join
     async def handle_join(self, req: pb.JoinRequest) -> pb.JoinResponse:
         cluster, _ = await self.cluster()
@@ -237,24 +254,29 @@ class Manager:
                                managers=await self.manager_addrs(),
                                heartbeat_period_ms=heartbeat_ms(cluster["Spec"]))
         if role == "manager":
-            resp.manager.CopyFrom(await self._admit_member(node_id, req.addr))
+            resp.manager.CopyFrom(await self._admit_member(node_id, req.addr, req.store_csr,
+                                                           cluster))
         await self._store().mark_alive(node_id, alive_ttl(cluster["Spec"]))
         log.info("node %s (%s) joined as %s", node_id, d.hostname, role)
         return resp
 
-    async def _admit_member(self, node_id: str, ip: str) -> pb.ManagerMaterial:
+    async def _admit_member(self, node_id: str, ip: str, store_csr: bytes,
+                            cluster: Obj) -> pb.ManagerMaterial:
         """Add the node's etcd member as a learner: it counts toward no quorum until it
         has caught up, and the leader's loop then promotes it to a voter (etcd learners,
         etcd 3.4 "runtime reconfiguration"); a manager that never starts thus cannot
         take the store's quorum down with it."""
         assert self.client is not None
+        store_cert = self.issue_store(store_csr, node_id, ip, cluster)  # before: bad CSR
         added = await self.client.member_add(peer_url(ip), learner=True)
         peers = [pb.EtcdPeer(name=name, peer_url=url)
                  for name, url in added.initial_cluster(node_id).items()]
         asyncio.get_running_loop().create_task(self._promote_soon(added.member.id))
         return pb.ManagerMaterial(data_key=self.dek.raw, etcd_cluster=peers,
                                   etcd_member_id=added.member.id, election_ms=self.state.election_ms,
-                                  heartbeat_ms=self.state.raft_heartbeat_ms)
+                                  heartbeat_ms=self.state.raft_heartbeat_ms,
+                                  store_certificate=store_cert,
+                                  store_roots=cluster["_StoreCA"]["Cert"].encode())
 
     async def _promote_soon(self, member_id: int, timeout: float = 60.0) -> None:
         """Promote the new learner as soon as etcd allows (it refuses until the learner's
@@ -289,7 +311,8 @@ class Manager:
                                     desired_role=node["Spec"]["Role"],
                                     root_digest=root.digest())
 
-    async def handle_renew(self, node_id: str, csr: bytes) -> pb.RenewResponse:
+    async def handle_renew(self, node_id: str, csr: bytes,
+                           store_csr: bytes = b"") -> pb.RenewResponse:
         """A new certificate for the caller, in the role its node object now has; on a
         promotion also what it needs to start an etcd member."""
         cluster, _ = await self.cluster()
@@ -300,7 +323,7 @@ class Manager:
         resp = pb.RenewResponse(certificate=cert, role=role,
                                 trust_roots=cluster["_RootCA"]["Cert"].encode())
         if role == "manager" and not await self._is_member(node_id, ip):
-            resp.manager.CopyFrom(await self._admit_member(node_id, ip))
+            resp.manager.CopyFrom(await self._admit_member(node_id, ip, store_csr, cluster))
             node["ManagerStatus"] = {"Addr": f"{_bracket(ip)}:{self.state.join_port}"}
             node["UpdatedAt"] = objects.now()
             await self._store().put(NODES + node_id, node)
@@ -341,15 +364,22 @@ class Manager:
         """A manager renews its own certificate (between 50 % and 80 % of its life, or at
         once when the swarm's root changed): it signs for itself, as it would for others."""
         roots = cluster["_RootCA"]["Cert"].encode()
-        if not ca.needs_renewal(self.ident.cert) and roots == self.ident.roots:
+        store = self.ident.store
+        assert store is not None
+        if not ca.needs_renewal(self.ident.cert) and roots == self.ident.roots \
+                and not ca.needs_renewal(store[0]):
             return
-        key, csr = ca.new_key_and_csr(self.state.node_id)
-        cert = await self.issue(csr, self.state.node_id, "manager", self.state.addr, cluster)
+        nid = self.state.node_id
+        key, csr = ca.new_key_and_csr(nid)
+        skey, scsr = ca.new_key_and_csr(nid)
+        cert = await self.issue(csr, nid, "manager", self.state.addr, cluster)
+        scert = self.issue_store(scsr, nid, self.state.addr, cluster)
         kek = seal.kek(self._kek_key) if self._kek_key else None
         self.files.write_identity(cert, roots, key, kek)
-        self.ident = Identity(cert, key, roots)
+        self.files.write_store_identity(scert, store[2], skey, kek)
+        self.ident = Identity(cert, key, roots, (scert, skey, store[2]))
         # etcd reads its certificate files again for each new connection
-        self.files.write_tls(cert, key, roots)
+        self.files.write_tls(scert, skey, store[2])
         await self.restart_server()
         log.info("manager certificate renewed, valid until %s", ca.identity(cert).not_after)
 

@@ -152,6 +152,7 @@ class SwarmNode:
                          self.files.roots_file.read_bytes())
         if st.role == "manager":
             dek = self.files.read_dek(kek)
+            ident.store = self.files.read_store_identity(kek)
             self.manager = Manager(self.files, st, ident, dek, self._demoted)
             self.manager.set_unlock_key(unlock_key)
             await self.manager.start(store_timeout)
@@ -243,6 +244,11 @@ class SwarmNode:
             root = ca.RootCA.create()
             cert = root.issue(csr, node_id=node_id, role="manager", cluster_id=cluster_id,
                               expiry=expiry, ips=[addr, "127.0.0.1"])
+        # etcd's ports trust only this second CA, whose certificates only managers get
+        store_ca = ca.RootCA.create(common_name="swarm-store-ca")
+        skey, scsr = ca.new_key_and_csr(node_id)
+        scert = store_ca.issue(scsr, node_id=node_id, role="manager", cluster_id=cluster_id,
+                               expiry=expiry, ips=[addr, "127.0.0.1"])
         raft = spec.get("Raft", {})
         dek = seal.DataKey.new()
         unlock_key = seal.new_unlock_key() if autolock else None
@@ -257,6 +263,7 @@ class SwarmNode:
                         raft_heartbeat_ms=int(raft.get("HeartbeatTick") or 1) * 100)
         self.files.write_identity(cert, root.cert_pem, key, kek)
         self.files.write_dek(dek.raw, kek)
+        self.files.write_store_identity(scert, store_ca.cert_pem, skey, kek)
         self.files.save(st)
         self.state = st
         await self._activate(kek, unlock_key)
@@ -270,6 +277,8 @@ class SwarmNode:
             "DefaultAddrPool": ["10.0.0.0/8"], "SubnetSize": 24,
             "_RootCA": {"Cert": root.cert_pem.decode(),
                         "Key": root.key_pem.decode() if root.key_pem else None},
+            "_StoreCA": {"Cert": store_ca.cert_pem.decode(),
+                         "Key": (store_ca.key_pem or b"").decode()},
             "_UnlockKey": unlock_key,
         }
         await self.manager.store.create(CLUSTER, cluster)
@@ -311,12 +320,13 @@ class SwarmNode:
             try:
                 roots = await rpc.fetch_root(remote, req.join_token)
                 key, csr = ca.new_key_and_csr("joining")
+                skey, scsr = ca.new_key_and_csr("joining")
                 desc = pb.Description(hostname=hostname(), engine_version=self.engine_version,
                                       os="linux", architecture=os.uname().machine,
                                       nano_cpus=(psutil.cpu_count() or 1) * NS,
                                       memory_bytes=psutil.virtual_memory().total)
                 resp = await rpc.join(remote, roots, pb.JoinRequest(
-                    token=req.join_token, csr=csr, addr=addr,
+                    token=req.join_token, csr=csr, store_csr=scsr, addr=addr,
                     availability=req.availability or "active", description=desc))
                 break
             except (errors.UnsupportedError, ConnectionError) as err:
@@ -329,15 +339,18 @@ class SwarmNode:
                         addr=addr, hostname=hostname(), listen_ip=listen_ip, join_port=port,
                         managers=list(resp.managers) or [remote],
                         heartbeat_ms=resp.heartbeat_period_ms or 5000)
-        self._take_manager_material(st, resp.manager if resp.role == "manager" else None)
+        self._take_manager_material(st, resp.manager if resp.role == "manager" else None,
+                                    skey)
         self.files.write_identity(resp.certificate, resp.trust_roots or roots, key, None)
         self.files.save(st)
         self.state = st
         await self._activate(None, None)
 
-    def _take_manager_material(self, st: LocalState, m: pb.ManagerMaterial | None) -> None:
+    def _take_manager_material(self, st: LocalState, m: pb.ManagerMaterial | None,
+                               store_key: bytes) -> None:
         if m is None:
             return
+        self.files.write_store_identity(m.store_certificate, m.store_roots, store_key, None)
         st.etcd_cluster = {p.name: p.peer_url for p in m.etcd_cluster}
         st.etcd_new = False
         st.election_ms = m.election_ms or 1000
@@ -345,7 +358,7 @@ class SwarmNode:
         self.files.write_dek(m.data_key, None)
 
     # ------------------------------------------------------------------ role switches
-    async def _role_changed(self, resp: pb.RenewResponse, key: bytes) -> None:
+    async def _role_changed(self, resp: pb.RenewResponse, key: bytes, store_key: bytes) -> None:
         """Called from the worker loop with a renewed certificate (maybe a new role)."""
         st = self.state
         assert st is not None
@@ -355,7 +368,7 @@ class SwarmNode:
             if self.worker is not None:
                 self.worker.ident = Identity(resp.certificate, key, roots)
             return
-        self._take_manager_material(st, resp.manager)
+        self._take_manager_material(st, resp.manager, store_key)
         st.role = "manager"
         self.files.save(st)
         asyncio.get_running_loop().create_task(self._switch(), name="swarm-promote")
@@ -505,6 +518,13 @@ class SwarmNode:
             except errors.ForbiddenError as err:
                 raise errors.ForbiddenError(sp.MSG_INVALID_UNLOCK_KEY) from err
         self._bring_up(kek, key.strip())
+        # answer once the manager serves (as dockerd waits for its node to be ready); a
+        # store without quorum (every manager restarted and locked) keeps it pending: the
+        # call returns, and the node comes up when the others are unlocked too
+        assert self._up_task is not None
+        await asyncio.wait({self._up_task}, timeout=10.0)
+        if self.mode == "error":
+            raise errors.UnavailableError(f"swarm unlocked, but not started: {self.error}")
 
     # ------------------------------------------------------------------ nodes
     async def nodes(self, filters: dict[str, list[str]]) -> list[Obj]:

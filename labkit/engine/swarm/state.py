@@ -89,6 +89,18 @@ class NodeFiles:
         return self.certs / "swarm-node.key"
 
     @property
+    def store_cert_file(self) -> Path:
+        return self.certs / "store-node.crt"
+
+    @property
+    def store_key_file(self) -> Path:
+        return self.certs / "store-node.key"
+
+    @property
+    def store_roots_file(self) -> Path:
+        return self.certs / "store-ca.crt"
+
+    @property
     def dek_file(self) -> Path:
         return self.root / "dek"
 
@@ -134,6 +146,19 @@ class NodeFiles:
     def read_key(self, kek: seal.DataKey | None) -> bytes:
         return seal.read_material(self.key_file, kek)
 
+    def write_store_identity(self, cert_pem: bytes, roots_pem: bytes, key_pem: bytes,
+                             kek: seal.DataKey | None) -> None:
+        """A manager's certificate from the store CA (etcd's ports trust only that CA)."""
+        self._dirs()
+        paths.write_secret(self.store_roots_file, roots_pem)
+        paths.write_secret(self.store_cert_file, cert_pem)
+        seal.write_material(self.store_key_file, key_pem, kek)
+
+    def read_store_identity(self, kek: seal.DataKey | None) -> tuple[bytes, bytes, bytes]:
+        """(cert, key, roots) of the store identity."""
+        return (self.store_cert_file.read_bytes(), seal.read_material(self.store_key_file, kek),
+                self.store_roots_file.read_bytes())
+
     def write_dek(self, dek: bytes, kek: seal.DataKey | None) -> None:
         self._dirs()
         seal.write_material(self.dek_file, dek, kek)
@@ -146,7 +171,7 @@ class NodeFiles:
 
     def reseal(self, old: seal.DataKey | None, new: seal.DataKey | None) -> None:
         """Autolock turned on or off, or the unlock key rotated: every sealed file again."""
-        for f in (self.key_file, self.dek_file):
+        for f in (self.key_file, self.dek_file, self.store_key_file):
             if f.exists():
                 seal.reseal(f, old, new)
 
@@ -164,7 +189,9 @@ class NodeFiles:
 
     def drop_manager_material(self) -> None:
         """A demoted manager keeps nothing of the store: no data key, no etcd data."""
-        self.dek_file.unlink(missing_ok=True)
+        for f in (self.dek_file, self.store_key_file, self.store_cert_file,
+                  self.store_roots_file):
+            f.unlink(missing_ok=True)
         shutil.rmtree(self.etcd_dir, ignore_errors=True)
 
     def wipe(self) -> None:

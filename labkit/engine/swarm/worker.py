@@ -32,7 +32,7 @@ class Worker:
     """Heartbeats and certificate renewal for a node in the worker role."""
 
     def __init__(self, files: NodeFiles, state: LocalState, ident: Identity,
-                 on_role: Callable[[pb.RenewResponse, bytes], Awaitable[None]],
+                 on_role: Callable[[pb.RenewResponse, bytes, bytes], Awaitable[None]],
                  on_removed: Callable[[], Awaitable[None]]) -> None:
         self.files, self.state, self.ident = files, state, ident
         self.on_role, self.on_removed = on_role, on_removed
@@ -98,6 +98,7 @@ class Worker:
 
     async def renew(self) -> None:
         key, csr = ca.new_key_and_csr(self.state.node_id)
-        resp = await self.call("RenewCertificate", pb.RenewRequest(csr=csr))
+        skey, scsr = ca.new_key_and_csr(self.state.node_id)  # used if promoted
+        resp = await self.call("RenewCertificate", pb.RenewRequest(csr=csr, store_csr=scsr))
         assert isinstance(resp, pb.RenewResponse)
-        await self.on_role(resp, key)
+        await self.on_role(resp, key, skey)

@@ -84,7 +84,7 @@ class ClusterService(pbg.ClusterServicer):
                                context: grpc.aio.ServicerContext) -> pb.RenewResponse:
         try:
             who = caller(context, self.m.state.cluster_id)
-            return await self.m.handle_renew(who.node_id, request.csr)
+            return await self.m.handle_renew(who.node_id, request.csr, request.store_csr)
         except Exception as err:
             await _abort(context, err)
             raise

@@ -25,18 +25,20 @@ class Description(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., engine_version: _Optional[str] = ..., os: _Optional[str] = ..., architecture: _Optional[str] = ..., nano_cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("token", "csr", "addr", "availability", "description")
+    __slots__ = ("token", "csr", "addr", "availability", "description", "store_csr")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     CSR_FIELD_NUMBER: _ClassVar[int]
     ADDR_FIELD_NUMBER: _ClassVar[int]
     AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STORE_CSR_FIELD_NUMBER: _ClassVar[int]
     token: str
     csr: bytes
     addr: str
     availability: str
     description: Description
-    def __init__(self, token: _Optional[str] = ..., csr: _Optional[bytes] = ..., addr: _Optional[str] = ..., availability: _Optional[str] = ..., description: _Optional[_Union[Description, _Mapping]] = ...) -> None: ...
+    store_csr: bytes
+    def __init__(self, token: _Optional[str] = ..., csr: _Optional[bytes] = ..., addr: _Optional[str] = ..., availability: _Optional[str] = ..., description: _Optional[_Union[Description, _Mapping]] = ..., store_csr: _Optional[bytes] = ...) -> None: ...
 
 class EtcdPeer(_message.Message):
     __slots__ = ("name", "peer_url")
@@ -47,18 +49,22 @@ class EtcdPeer(_message.Message):
     def __init__(self, name: _Optional[str] = ..., peer_url: _Optional[str] = ...) -> None: ...
 
 class ManagerMaterial(_message.Message):
-    __slots__ = ("data_key", "etcd_cluster", "etcd_member_id", "election_ms", "heartbeat_ms")
+    __slots__ = ("data_key", "etcd_cluster", "etcd_member_id", "election_ms", "heartbeat_ms", "store_certificate", "store_roots")
     DATA_KEY_FIELD_NUMBER: _ClassVar[int]
     ETCD_CLUSTER_FIELD_NUMBER: _ClassVar[int]
     ETCD_MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     ELECTION_MS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    STORE_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    STORE_ROOTS_FIELD_NUMBER: _ClassVar[int]
     data_key: bytes
     etcd_cluster: _containers.RepeatedCompositeFieldContainer[EtcdPeer]
     etcd_member_id: int
     election_ms: int
     heartbeat_ms: int
-    def __init__(self, data_key: _Optional[bytes] = ..., etcd_cluster: _Optional[_Iterable[_Union[EtcdPeer, _Mapping]]] = ..., etcd_member_id: _Optional[int] = ..., election_ms: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
+    store_certificate: bytes
+    store_roots: bytes
+    def __init__(self, data_key: _Optional[bytes] = ..., etcd_cluster: _Optional[_Iterable[_Union[EtcdPeer, _Mapping]]] = ..., etcd_member_id: _Optional[int] = ..., election_ms: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., store_certificate: _Optional[bytes] = ..., store_roots: _Optional[bytes] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
     __slots__ = ("node_id", "cluster_id", "role", "certificate", "trust_roots", "managers", "heartbeat_period_ms", "manager")
@@ -99,10 +105,12 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, period_ms: _Optional[int] = ..., managers: _Optional[_Iterable[str]] = ..., desired_role: _Optional[str] = ..., root_digest: _Optional[str] = ..., removed: _Optional[bool] = ...) -> None: ...
 
 class RenewRequest(_message.Message):
-    __slots__ = ("csr",)
+    __slots__ = ("csr", "store_csr")
     CSR_FIELD_NUMBER: _ClassVar[int]
+    STORE_CSR_FIELD_NUMBER: _ClassVar[int]
     csr: bytes
-    def __init__(self, csr: _Optional[bytes] = ...) -> None: ...
+    store_csr: bytes
+    def __init__(self, csr: _Optional[bytes] = ..., store_csr: _Optional[bytes] = ...) -> None: ...
 
 class RenewResponse(_message.Message):
     __slots__ = ("certificate", "trust_roots", "role", "manager")
