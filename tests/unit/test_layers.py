@@ -69,6 +69,9 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("labkit.doctor._live", "labkit.probes"):
         "the doctor's one live BPF row runs the probes room's selftest program instead of "
         "a second copy; imported inside that check, which runs only as root",
+    ("labkit.cli.swarm_lab", "labkit.measure"):
+        "`labkit swarm lab` is the command-line face of measure.swarmlab (the local swarm the "
+        "notebooks, tests and benchmarks use); imported inside each verb",
     ("labkit.cli.lab", "labkit.lab"):
         "`labkit lab check` is the command-line face of the notebooks' exercises (lab, below "
         "cli in DESIGN); imported inside the verb, so no other command loads it",

@@ -105,6 +105,7 @@ class Manager:
             state="new" if self.state.etcd_new else "existing",
             cluster_token=self.state.cluster_id, heartbeat_ms=beat, election_ms=election,
             allowed_hostname=rpc_client.MANAGER_NAME,
+            snapshot_count=self.state.snapshot_count, max_snapshots=self.state.max_snapshots,
             log_file=self.files.run / "etcd.log")
         self.member = EtcdMember(cfg)
         self.member.start()
@@ -276,6 +277,8 @@ class Manager:
                                   etcd_member_id=added.member.id, election_ms=self.state.election_ms,
                                   heartbeat_ms=self.state.raft_heartbeat_ms,
                                   store_certificate=store_cert,
+                                  snapshot_count=self.state.snapshot_count,
+                                  max_snapshots=self.state.max_snapshots,
                                   store_roots=cluster["_StoreCA"]["Cert"].encode())
 
     async def _promote_soon(self, member_id: int, timeout: float = 60.0) -> None:

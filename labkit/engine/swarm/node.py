@@ -210,6 +210,7 @@ class SwarmNode:
             addr = advertise_ip(req.advertise_addr.host if req.advertise_addr else "",
                                 listen_ip)
             spec = req.spec.to_docker()
+            _check_raft(spec)
             autolock = req.autolock_managers
             spec.setdefault("EncryptionConfig", {})["AutoLockManagers"] = autolock
             try:
@@ -260,7 +261,9 @@ class SwarmNode:
                                          or 5 * NS) // 1_000_000,
                         autolock=autolock, etcd_cluster={node_id: peer_url(addr)},
                         etcd_new=True, election_ms=int(raft.get("ElectionTick") or 10) * 100,
-                        raft_heartbeat_ms=int(raft.get("HeartbeatTick") or 1) * 100)
+                        raft_heartbeat_ms=int(raft.get("HeartbeatTick") or 1) * 100,
+                        snapshot_count=int(raft.get("SnapshotInterval") or 10000),
+                        max_snapshots=int(raft.get("KeepOldSnapshots") or 0) + 1)
         self.files.write_identity(cert, root.cert_pem, key, kek)
         self.files.write_dek(dek.raw, kek)
         self.files.write_store_identity(scert, store_ca.cert_pem, skey, kek)
@@ -355,6 +358,8 @@ class SwarmNode:
         st.etcd_new = False
         st.election_ms = m.election_ms or 1000
         st.raft_heartbeat_ms = m.heartbeat_ms or 100
+        st.snapshot_count = m.snapshot_count or 10000
+        st.max_snapshots = m.max_snapshots or 1
         self.files.write_dek(m.data_key, None)
 
     # ------------------------------------------------------------------ role switches
@@ -476,12 +481,13 @@ class SwarmNode:
             raise errors.ConflictError("update out of sequence")
         new = spec.to_docker()
         old = cluster["Spec"]
-        for tick in ("ElectionTick", "HeartbeatTick"):
+        _check_raft(new)
+        for tick in ("ElectionTick", "HeartbeatTick", "SnapshotInterval", "KeepOldSnapshots"):
             was, want = old.get("Raft", {}).get(tick), new.get("Raft", {}).get(tick)
-            if want and was and want != was:
+            if want != was:
                 raise errors.InvalidArgumentError(
                     f"Raft.{tick}", f"cannot change from {was} to {want} after swarm init: "
-                    "etcd fixes its heartbeat and election timeout when a member starts")
+                    "etcd takes its Raft timing and snapshot policy when a member starts")
         if _ca_identity(new) != _ca_identity(old):
             raise errors.UnsupportedError(
                 "root CA rotation", "labkit does not rotate a swarm's root CA (CAConfig."
@@ -590,6 +596,17 @@ class SwarmNode:
                 hint="stop the node first, or use --force")
         await m._store().delete(NODES + nid)
         await m._store().delete(ALIVE + nid)
+
+
+def _check_raft(spec: Obj) -> None:
+    """Spec.Raft.LogEntriesForSlowFollowers has no etcd 3.4 setting (etcd keeps a fixed
+    catch-up window for a slow follower before it sends a snapshot): only swarmkit's
+    default, which the CLI always sends back, is taken, and it means etcd's window."""
+    n = spec.get("Raft", {}).get("LogEntriesForSlowFollowers")
+    if n not in (None, 0, 500):
+        raise errors.InvalidArgumentError(
+            "Raft.LogEntriesForSlowFollowers", f"{n}: etcd 3.4 has no such setting; "
+            "labkit takes only the default (500)")
 
 
 def _dig(obj: Obj, path: tuple[str, ...]) -> Any:

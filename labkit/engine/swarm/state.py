@@ -49,6 +49,8 @@ class LocalState:
     etcd_new: bool = False         # this member founded the cluster (--initial-cluster-state)
     election_ms: int = 1000        # etcd --election-timeout: Spec.Raft.ElectionTick x 100 ms
     raft_heartbeat_ms: int = 100   # etcd --heartbeat-interval: Spec.Raft.HeartbeatTick x 100 ms
+    snapshot_count: int = 10000    # etcd --snapshot-count: Spec.Raft.SnapshotInterval
+    max_snapshots: int = 1         # etcd --max-snapshots: Spec.Raft.KeepOldSnapshots + 1
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()

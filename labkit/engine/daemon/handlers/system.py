@@ -29,7 +29,16 @@ async def get_version(request: web.Request) -> web.Response:
 
 async def get_info(request: web.Request) -> web.Response:
     eng = engine(request)
-    return reply({**info(eng), "Swarm": await info_section(eng)})
+    out = {**info(eng), "Swarm": await info_section(eng)}
+    managers = out["Swarm"].get("Managers") or 0
+    if out["Swarm"].get("ControlAvailable") and managers and managers % 2 == 0:
+        # dockerd warns of two managers; any even count tolerates no more failures than
+        # one manager fewer would (a majority of n is n // 2 + 1)
+        warning = (f"WARNING: Running Swarm in a {managers}-manager configuration. It "
+                   f"tolerates {(managers - 1) // 2} failed manager(s), as {managers - 1} "
+                   "managers would: use an odd number (3, 5 or 7).")
+        out["Warnings"] = [*(out.get("Warnings") or []), warning]
+    return reply(out)
 
 
 async def events(request: web.Request) -> web.StreamResponse:

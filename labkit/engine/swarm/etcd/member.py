@@ -70,6 +70,10 @@ class MemberConfig:
     # its own gRPC gateway, which skips chain verification and is then refused ("client
     # certificate authentication failed"), so the whole /v3 JSON API stops working.
     allowed_hostname: str | None = None
+    # Spec.Raft.SnapshotInterval (committed entries between snapshots: etcd's
+    # --snapshot-count) and KeepOldSnapshots (etcd's --max-snapshots counts the newest too)
+    snapshot_count: int = 10000
+    max_snapshots: int = 1
 
     @property
     def peer_url(self) -> str:
@@ -113,6 +117,9 @@ class MemberConfig:
             raise bad("initial cluster state", f"{self.state!r} is not 'new' or 'existing'")
         if self.allowed_hostname is not None and not _NAME.fullmatch(self.allowed_hostname):
             raise bad("allowed hostname", f"{self.allowed_hostname!r} is not a DNS name")
+        if self.snapshot_count < 1 or self.max_snapshots < 1:
+            raise bad("snapshots", f"snapshot count {self.snapshot_count} and max snapshots "
+                      f"{self.max_snapshots} must both be at least 1")
         if self.quota_backend_bytes < 16 * 1024 * 1024:
             raise bad("quota backend bytes", f"{self.quota_backend_bytes} is below 16 MiB")
         for name, url in self.initial_cluster.items():
@@ -156,6 +163,8 @@ class MemberConfig:
             # every voter has been connected for 5 s (etcdserver: unhealthy cluster),
             # which only slows a swarm forming manager after manager
             "--strict-reconfig-check=false",
+            f"--snapshot-count={self.snapshot_count}",
+            f"--max-snapshots={self.max_snapshots}",
         ]
 
 

@@ -49,7 +49,7 @@ class EtcdPeer(_message.Message):
     def __init__(self, name: _Optional[str] = ..., peer_url: _Optional[str] = ...) -> None: ...
 
 class ManagerMaterial(_message.Message):
-    __slots__ = ("data_key", "etcd_cluster", "etcd_member_id", "election_ms", "heartbeat_ms", "store_certificate", "store_roots")
+    __slots__ = ("data_key", "etcd_cluster", "etcd_member_id", "election_ms", "heartbeat_ms", "store_certificate", "store_roots", "snapshot_count", "max_snapshots")
     DATA_KEY_FIELD_NUMBER: _ClassVar[int]
     ETCD_CLUSTER_FIELD_NUMBER: _ClassVar[int]
     ETCD_MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,8 @@ class ManagerMaterial(_message.Message):
     HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     STORE_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     STORE_ROOTS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     data_key: bytes
     etcd_cluster: _containers.RepeatedCompositeFieldContainer[EtcdPeer]
     etcd_member_id: int
@@ -64,7 +66,9 @@ class ManagerMaterial(_message.Message):
     heartbeat_ms: int
     store_certificate: bytes
     store_roots: bytes
-    def __init__(self, data_key: _Optional[bytes] = ..., etcd_cluster: _Optional[_Iterable[_Union[EtcdPeer, _Mapping]]] = ..., etcd_member_id: _Optional[int] = ..., election_ms: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., store_certificate: _Optional[bytes] = ..., store_roots: _Optional[bytes] = ...) -> None: ...
+    snapshot_count: int
+    max_snapshots: int
+    def __init__(self, data_key: _Optional[bytes] = ..., etcd_cluster: _Optional[_Iterable[_Union[EtcdPeer, _Mapping]]] = ..., etcd_member_id: _Optional[int] = ..., election_ms: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., store_certificate: _Optional[bytes] = ..., store_roots: _Optional[bytes] = ..., snapshot_count: _Optional[int] = ..., max_snapshots: _Optional[int] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
     __slots__ = ("node_id", "cluster_id", "role", "certificate", "trust_roots", "managers", "heartbeat_period_ms", "manager")
