@@ -155,3 +155,32 @@ def test_leave(lab):
     docker(lab, "w1", "swarm", "leave")
     assert json.loads(docker(lab, "w1", "system", "info", "--format",
                              "{{json .Swarm.LocalNodeState}}").stdout) == "inactive"
+
+
+def test_ca_rotate_moves_every_node_to_a_new_root(lab):
+    """`docker swarm ca --rotate` waits until every node holds a certificate of the new
+    root (it polls GET /swarm and GET /nodes), then prints the new root."""
+    if json.loads(docker(lab, "w1", "system", "info", "--format",
+                         "{{json .Swarm.LocalNodeState}}").stdout) != "active":
+        tok = docker(lab, "m1", "swarm", "join-token", "-q", "worker").stdout.strip()
+        docker(lab, "w1", "swarm", "join", "--token", tok, f"{lab.node('m1').addr}:2377")
+    # the CLI waits for every listed node, down ones too: remove those (w1 left above)
+    for line in docker(lab, "m1", "node", "ls", "--format", "{{.ID}} {{.Status}}"
+                       ).stdout.split("\n")[:-1]:
+        if line.endswith("Down"):
+            docker(lab, "m1", "node", "rm", line.split()[0])
+    old_root = docker(lab, "m1", "swarm", "ca").stdout
+    old_tok = docker(lab, "m1", "swarm", "join-token", "-q", "worker").stdout.strip()
+    r = lab.exec("m1", ["docker", "swarm", "ca", "--rotate"], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    new_root = docker(lab, "m1", "swarm", "ca").stdout
+    assert "BEGIN CERTIFICATE" in new_root and new_root != old_root
+    from labkit.engine.swarm import ca
+    root = ca.RootCA(new_root.encode())
+    for n in lab.nodes:
+        cert = Path(n.base, "root/swarm/certificates/swarm-node.crt").read_bytes()
+        root.verify(cert)  # every node's certificate now chains to the new root
+    new_tok = docker(lab, "m1", "swarm", "join-token", "-q", "worker").stdout.strip()
+    assert new_tok != old_tok and new_tok.rsplit("-", 1)[1] == old_tok.rsplit("-", 1)[1]
+    assert json.loads(docker(lab, "m1", "system", "info", "--format",
+                             "{{json .Swarm.Cluster.RootRotationInProgress}}").stdout) is False

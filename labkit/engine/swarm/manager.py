@@ -53,6 +53,22 @@ class Identity:
         return ca.identity(self.cert)
 
 
+def trust_bundle(cluster: Obj) -> bytes:
+    """The roots a node trusts: the current root first, then during a rotation the one
+    it replaces (objects.tls_info reports the first)."""
+    olds: list[str] = cluster.get("_OldRoots") or []
+    return (str(cluster["_RootCA"]["Cert"]) + "".join(olds)).encode()
+
+
+def issued_by(cert_pem: bytes, root_pem: bytes) -> bool:
+    """Whether ``cert_pem`` was signed by the root ``root_pem``."""
+    try:
+        ca.RootCA(root_pem).verify(cert_pem)
+        return True
+    except errors.LabkitError:
+        return False
+
+
 def peer_url(ip: str) -> str:
     return f"https://{_bracket(ip)}:{PEER_PORT}"
 
@@ -88,6 +104,7 @@ class Manager:
         self.server: grpc.aio.Server | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._kek_key: str | None = None   # the unlock key this node's files are sealed with
+        self.cross = b""                   # the cross-signed new root, during a rotation
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, store_timeout: float | None = 30.0) -> None:
@@ -159,7 +176,10 @@ class Manager:
         pbg.add_JoinServicer_to_server(JoinService(self), server)  # type: ignore[no-untyped-call]
         pbg.add_ClusterServicer_to_server(  # type: ignore[no-untyped-call]
             ClusterService(self), server)
-        chain = self.ident.cert + self.ident.roots  # the root rides along: joiners pin it
+        # the roots ride along (joiners pin the current one by the token's digest), and
+        # during a rotation the old root's signature over the new root's key, so that a
+        # node still trusting only the old root accepts this new certificate
+        chain = self.ident.cert + self.cross + self.ident.roots
         join_creds = grpc.ssl_server_credentials([(self.ident.key, chain)])
         mutual = grpc.ssl_server_credentials([(self.ident.key, chain)],
                                              root_certificates=self.ident.roots,
@@ -244,7 +264,7 @@ class Manager:
                 "manager token (rotated, or from another swarm)")
         node_id = ca.new_id()
         cert = await self.issue(req.csr, node_id, role, req.addr, cluster)
-        roots = cluster["_RootCA"]["Cert"].encode()
+        roots = trust_bundle(cluster)
         d = req.description
         node = objects.new_node(node_id, role, req.addr, req.availability, d.hostname,
                                 d.engine_version, d.nano_cpus, d.memory_bytes, roots,
@@ -312,7 +332,8 @@ class Manager:
         return pb.HeartbeatResponse(period_ms=heartbeat_ms(cluster["Spec"]),
                                     managers=await self.manager_addrs(),
                                     desired_role=node["Spec"]["Role"],
-                                    root_digest=root.digest())
+                                    root_digest=root.digest(),
+                                    trust_roots=trust_bundle(cluster))
 
     async def handle_renew(self, node_id: str, csr: bytes,
                            store_csr: bytes = b"") -> pb.RenewResponse:
@@ -323,14 +344,30 @@ class Manager:
         role = node["Spec"]["Role"]
         ip = node["Status"]["Addr"]
         cert = await self.issue(csr, node_id, role, ip, cluster)
-        resp = pb.RenewResponse(certificate=cert, role=role,
-                                trust_roots=cluster["_RootCA"]["Cert"].encode())
+        resp = pb.RenewResponse(certificate=cert, role=role, trust_roots=trust_bundle(cluster))
+        await self._record_tls(node_id, cluster)
         if role == "manager" and not await self._is_member(node_id, ip):
             resp.manager.CopyFrom(await self._admit_member(node_id, ip, store_csr, cluster))
             node["ManagerStatus"] = {"Addr": f"{_bracket(ip)}:{self.state.join_port}"}
             node["UpdatedAt"] = objects.now()
             await self._store().put(NODES + node_id, node)
         return resp
+
+    async def _record_tls(self, node_id: str, cluster: Obj) -> None:
+        """The node's TLSInfo now names the current root as its issuer (what `docker
+        swarm ca --rotate` watches, node by node)."""
+        for _ in range(5):
+            got = await self._store().get(NODES + node_id)
+            if got is None:
+                return
+            node, version = got
+            node["Description"]["TLSInfo"] = objects.tls_info(
+                cluster["_RootCA"]["Cert"].encode())
+            try:
+                await self._store().cas(NODES + node_id, node, version)
+                return
+            except errors.ConflictError:
+                continue
 
     async def _is_member(self, node_id: str, ip: str) -> bool:
         assert self.client is not None
@@ -352,6 +389,7 @@ class Manager:
                 await self._store().mark_alive(self.state.node_id, alive_ttl(cluster["Spec"]))
                 await self._promote_learners()
                 await self._renew_own(cluster)
+                await self._finish_rotation(cluster)
                 await self._follow_unlock_key(cluster)
                 mine = await self._store().get(NODES + self.state.node_id)
                 if mine is not None and mine[0]["Spec"]["Role"] == "worker":
@@ -366,11 +404,16 @@ class Manager:
     async def _renew_own(self, cluster: Obj) -> None:
         """A manager renews its own certificate (between 50 % and 80 % of its life, or at
         once when the swarm's root changed): it signs for itself, as it would for others."""
-        roots = cluster["_RootCA"]["Cert"].encode()
+        roots = trust_bundle(cluster)
+        cross = (cluster["_RootCA"].get("Cross") or "").encode()
         store = self.ident.store
         assert store is not None
-        if not ca.needs_renewal(self.ident.cert) and roots == self.ident.roots \
-                and not ca.needs_renewal(store[0]):
+        current = issued_by(self.ident.cert, cluster["_RootCA"]["Cert"].encode())
+        if current and not ca.needs_renewal(self.ident.cert) and not ca.needs_renewal(store[0]):
+            if roots != self.ident.roots or cross != self.cross:  # a rotation ended
+                self.files.write_identity(self.ident.cert, roots, None, None)
+                self.ident.roots, self.cross = roots, cross
+                await self.restart_server()
             return
         nid = self.state.node_id
         key, csr = ca.new_key_and_csr(nid)
@@ -381,15 +424,42 @@ class Manager:
         self.files.write_identity(cert, roots, key, kek)
         self.files.write_store_identity(scert, store[2], skey, kek)
         self.ident = Identity(cert, key, roots, (scert, skey, store[2]))
+        self.cross = cross
         # etcd reads its certificate files again for each new connection
         self.files.write_tls(scert, skey, store[2])
         await self.restart_server()
+        await self._record_tls(nid, cluster)
         log.info("manager certificate renewed, valid until %s", ca.identity(cert).not_after)
+
+    async def _finish_rotation(self, cluster: Obj) -> None:
+        """The leader ends a root rotation once every live node holds a certificate of
+        the new root: the old root is trusted no more (swarmkit's root rotation)."""
+        if not cluster.get("RootRotationInProgress") or not await self._leads():
+            return
+        want = objects.tls_info(cluster["_RootCA"]["Cert"].encode())["CertIssuerPublicKey"]
+        alive = await self.alive()
+        for node, _ in await self._store().list(NODES):
+            if node["ID"] in alive and \
+                    node["Description"]["TLSInfo"]["CertIssuerPublicKey"] != want:
+                return
+        fresh, version = await self.cluster()
+        if fresh["_RootCA"]["Cert"] != cluster["_RootCA"]["Cert"]:
+            return  # rotated again meanwhile
+        fresh["_OldRoots"], fresh["RootRotationInProgress"] = [], False
+        fresh["_RootCA"].pop("Cross", None)
+        fresh["UpdatedAt"] = objects.now()
+        with contextlib.suppress(errors.ConflictError):
+            await self._store().cas(CLUSTER, fresh, version)
+            log.info("root CA rotation complete: every node holds a certificate of the new root")
+
+    async def _leads(self) -> bool:
+        assert self.client is not None
+        status = await self.client.status(f"https://127.0.0.1:{CLIENT_PORT}")
+        return bool(status.leader_id == status.member_id)
 
     async def _promote_learners(self) -> None:
         assert self.client is not None
-        status = await self.client.status(f"https://127.0.0.1:{CLIENT_PORT}")
-        if status.leader_id != status.member_id:
+        if not await self._leads():
             return
         for m in await self.client.member_list():
             if m.is_learner:

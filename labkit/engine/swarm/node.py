@@ -488,11 +488,8 @@ class SwarmNode:
                 raise errors.InvalidArgumentError(
                     f"Raft.{tick}", f"cannot change from {was} to {want} after swarm init: "
                     "etcd takes its Raft timing and snapshot policy when a member starts")
-        if _ca_identity(new) != _ca_identity(old):
-            raise errors.UnsupportedError(
-                "root CA rotation", "labkit does not rotate a swarm's root CA (CAConfig."
-                "ForceRotate, SigningCACert, a changed external CA certificate)",
-                hint="init a new swarm to change its root CA")
+        if _ca_identity(new) != _ca_identity(old) or spec.signing_ca_cert:
+            self._rotate_root(cluster, spec)
         if flags.rotate_worker_token:
             cluster["JoinTokens"]["Worker"] = tokens.make(cluster["_RootCA"]["Cert"].encode())
         if flags.rotate_manager_token:
@@ -506,6 +503,36 @@ class SwarmNode:
         cluster["UpdatedAt"] = objects.now()
         await m._store().cas(CLUSTER, cluster, current)
         await m._follow_unlock_key(cluster)  # this node at once; the others within a beat
+
+    def _rotate_root(self, cluster: Obj, spec: sp.ClusterSpec) -> None:
+        """`docker swarm ca --rotate [--ca-cert --ca-key]`: a new root (made here, or the
+        one given); nodes renew onto it while both are trusted, and the old root's
+        signature over the new root's key (cross-signed) lets nodes that have not yet
+        heard of it accept the new certificates.  The leader ends the rotation when every
+        live node holds a new certificate (manager._finish_rotation)."""
+        if spec.external_cas and not spec.signing_ca_cert:
+            raise errors.UnsupportedError(
+                "root CA rotation", "this swarm's certificates come from an external CA",
+                hint="give the new root with --ca-cert (and have the external CA sign under it)")
+        old = ca.RootCA(cluster["_RootCA"]["Cert"].encode(),
+                        (cluster["_RootCA"].get("Key") or "").encode() or None)
+        if spec.signing_ca_cert:
+            new = ca.RootCA(spec.signing_ca_cert.encode(),
+                            spec.signing_ca_key.encode() if spec.signing_ca_key else None)
+            if new.digest() == old.digest():
+                raise errors.InvalidArgumentError("SigningCACert", "is the current root already")
+        else:
+            new = ca.RootCA.create()
+        cross = old.cross_sign(new) if old.can_sign else b""
+        olds = [cluster["_RootCA"]["Cert"]]
+        cluster["_RootCA"] = {"Cert": new.cert_pem.decode(),
+                              "Key": new.key_pem.decode() if new.key_pem else None,
+                              "Cross": cross.decode()}
+        cluster["_OldRoots"] = olds
+        cluster["RootRotationInProgress"] = True
+        for kind in ("Worker", "Manager"):  # the secrets stay; the pinned digest changes
+            secret = tokens.parse(cluster["JoinTokens"][kind]).secret
+            cluster["JoinTokens"][kind] = tokens.make(new.cert_pem, secret)
 
     async def unlock_key(self) -> str:
         cluster, _ = await self._manager().cluster()

@@ -15,15 +15,23 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import grpc.aio
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from labkit.engine.swarm import ca
-from labkit.engine.swarm.manager import Identity
+from labkit.engine.swarm.manager import Identity, issued_by
 from labkit.engine.swarm.rpc import client as rpc
 from labkit.engine.swarm.rpc import swarm_pb2 as pb
 from labkit.engine.swarm.rpc import swarm_pb2_grpc as pbg
 from labkit.engine.swarm.state import LocalState, NodeFiles
 
 __all__ = ["Worker"]
+
+
+def _issued_by_first(cert_pem: bytes, roots_pem: bytes) -> bool:
+    """Whether the node's certificate comes from the swarm's current root (the bundle's
+    first): after a rotation began it does not, and the node renews."""
+    first = ca.load_pem_chain(roots_pem)[0].public_bytes(Encoding.PEM)
+    return issued_by(cert_pem, first)
 
 log = logging.getLogger("labkit.swarm")
 
@@ -82,9 +90,13 @@ class Worker:
                     self.state.managers = list(resp.managers)
                     self.state.heartbeat_ms = resp.period_ms
                     self.files.save(self.state)
-                roots_changed = (resp.root_digest and resp.root_digest
-                                 != ca.RootCA(self.ident.roots, None).digest())
-                if resp.desired_role != self.state.role or roots_changed \
+                if resp.trust_roots and resp.trust_roots != self.ident.roots:
+                    # a rotation began (two roots) or ended (one): trust what the swarm does
+                    self.files.write_identity(self.ident.cert, resp.trust_roots, None, None)
+                    self.ident.roots = resp.trust_roots
+                stale = bool(resp.trust_roots) and not _issued_by_first(
+                    self.ident.cert, resp.trust_roots)
+                if resp.desired_role != self.state.role or stale \
                         or ca.needs_renewal(self.ident.cert):
                     await self.renew()
                     if resp.desired_role != self.state.role:

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#labkit/engine/swarm/rpc/swarm.proto\x12\x0flabkit.swarm.v1\"\x82\x01\n\x0b\x44\x65scription\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\x11\n\tnano_cpus\x18\x05 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x03\"\x93\x01\n\x0bJoinRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x04 \x01(\t\x12\x31\n\x0b\x64\x65scription\x18\x05 \x01(\x0b\x32\x1c.labkit.swarm.v1.Description\x12\x11\n\tstore_csr\x18\x06 \x01(\x0c\"*\n\x08\x45tcdPeer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08peer_url\x18\x02 \x01(\t\"\xf6\x01\n\x0fManagerMaterial\x12\x10\n\x08\x64\x61ta_key\x18\x01 \x01(\x0c\x12/\n\x0c\x65tcd_cluster\x18\x02 \x03(\x0b\x32\x19.labkit.swarm.v1.EtcdPeer\x12\x16\n\x0e\x65tcd_member_id\x18\x03 \x01(\x04\x12\x13\n\x0b\x65lection_ms\x18\x04 \x01(\x05\x12\x14\n\x0cheartbeat_ms\x18\x05 \x01(\x05\x12\x19\n\x11store_certificate\x18\x06 \x01(\x0c\x12\x13\n\x0bstore_roots\x18\x07 \x01(\x0c\x12\x16\n\x0esnapshot_count\x18\x08 \x01(\x03\x12\x15\n\rmax_snapshots\x18\t \x01(\x05\"\xcd\x01\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12\x13\n\x0btrust_roots\x18\x05 \x01(\x0c\x12\x10\n\x08managers\x18\x06 \x03(\t\x12\x1b\n\x13heartbeat_period_ms\x18\x07 \x01(\x03\x12\x31\n\x07manager\x18\x08 \x01(\x0b\x32 .labkit.swarm.v1.ManagerMaterial\"\x12\n\x10HeartbeatRequest\"t\n\x11HeartbeatResponse\x12\x11\n\tperiod_ms\x18\x01 \x01(\x03\x12\x10\n\x08managers\x18\x02 \x03(\t\x12\x14\n\x0c\x64\x65sired_role\x18\x03 \x01(\t\x12\x13\n\x0broot_digest\x18\x04 \x01(\t\x12\x0f\n\x07removed\x18\x05 \x01(\x08\".\n\x0cRenewRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\x11\n\tstore_csr\x18\x02 \x01(\x0c\"z\n\rRenewResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\x12\x13\n\x0btrust_roots\x18\x02 \x01(\x0c\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x31\n\x07manager\x18\x04 \x01(\x0b\x32 .labkit.swarm.v1.ManagerMaterial\"\x0e\n\x0cLeaveRequest\"\x0f\n\rLeaveResponse2K\n\x04Join\x12\x43\n\x04Join\x12\x1c.labkit.swarm.v1.JoinRequest\x1a\x1d.labkit.swarm.v1.JoinResponse2\xf8\x01\n\x07\x43luster\x12R\n\tHeartbeat\x12!.labkit.swarm.v1.HeartbeatRequest\x1a\".labkit.swarm.v1.HeartbeatResponse\x12Q\n\x10RenewCertificate\x12\x1d.labkit.swarm.v1.RenewRequest\x1a\x1e.labkit.swarm.v1.RenewResponse\x12\x46\n\x05Leave\x12\x1d.labkit.swarm.v1.LeaveRequest\x1a\x1e.labkit.swarm.v1.LeaveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#labkit/engine/swarm/rpc/swarm.proto\x12\x0flabkit.swarm.v1\"\x82\x01\n\x0b\x44\x65scription\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\x11\n\tnano_cpus\x18\x05 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x03\"\x93\x01\n\x0bJoinRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x04 \x01(\t\x12\x31\n\x0b\x64\x65scription\x18\x05 \x01(\x0b\x32\x1c.labkit.swarm.v1.Description\x12\x11\n\tstore_csr\x18\x06 \x01(\x0c\"*\n\x08\x45tcdPeer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08peer_url\x18\x02 \x01(\t\"\xf6\x01\n\x0fManagerMaterial\x12\x10\n\x08\x64\x61ta_key\x18\x01 \x01(\x0c\x12/\n\x0c\x65tcd_cluster\x18\x02 \x03(\x0b\x32\x19.labkit.swarm.v1.EtcdPeer\x12\x16\n\x0e\x65tcd_member_id\x18\x03 \x01(\x04\x12\x13\n\x0b\x65lection_ms\x18\x04 \x01(\x05\x12\x14\n\x0cheartbeat_ms\x18\x05 \x01(\x05\x12\x19\n\x11store_certificate\x18\x06 \x01(\x0c\x12\x13\n\x0bstore_roots\x18\x07 \x01(\x0c\x12\x16\n\x0esnapshot_count\x18\x08 \x01(\x03\x12\x15\n\rmax_snapshots\x18\t \x01(\x05\"\xcd\x01\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12\x13\n\x0btrust_roots\x18\x05 \x01(\x0c\x12\x10\n\x08managers\x18\x06 \x03(\t\x12\x1b\n\x13heartbeat_period_ms\x18\x07 \x01(\x03\x12\x31\n\x07manager\x18\x08 \x01(\x0b\x32 .labkit.swarm.v1.ManagerMaterial\"\x12\n\x10HeartbeatRequest\"\x89\x01\n\x11HeartbeatResponse\x12\x11\n\tperiod_ms\x18\x01 \x01(\x03\x12\x10\n\x08managers\x18\x02 \x03(\t\x12\x14\n\x0c\x64\x65sired_role\x18\x03 \x01(\t\x12\x13\n\x0broot_digest\x18\x04 \x01(\t\x12\x0f\n\x07removed\x18\x05 \x01(\x08\x12\x13\n\x0btrust_roots\x18\x06 \x01(\x0c\".\n\x0cRenewRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\x11\n\tstore_csr\x18\x02 \x01(\x0c\"z\n\rRenewResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\x12\x13\n\x0btrust_roots\x18\x02 \x01(\x0c\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x31\n\x07manager\x18\x04 \x01(\x0b\x32 .labkit.swarm.v1.ManagerMaterial\"\x0e\n\x0cLeaveRequest\"\x0f\n\rLeaveResponse2K\n\x04Join\x12\x43\n\x04Join\x12\x1c.labkit.swarm.v1.JoinRequest\x1a\x1d.labkit.swarm.v1.JoinResponse2\xf8\x01\n\x07\x43luster\x12R\n\tHeartbeat\x12!.labkit.swarm.v1.HeartbeatRequest\x1a\".labkit.swarm.v1.HeartbeatResponse\x12Q\n\x10RenewCertificate\x12\x1d.labkit.swarm.v1.RenewRequest\x1a\x1e.labkit.swarm.v1.RenewResponse\x12\x46\n\x05Leave\x12\x1d.labkit.swarm.v1.LeaveRequest\x1a\x1e.labkit.swarm.v1.LeaveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,18 +45,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINRESPONSE']._serialized_end=838
   _globals['_HEARTBEATREQUEST']._serialized_start=840
   _globals['_HEARTBEATREQUEST']._serialized_end=858
-  _globals['_HEARTBEATRESPONSE']._serialized_start=860
-  _globals['_HEARTBEATRESPONSE']._serialized_end=976
-  _globals['_RENEWREQUEST']._serialized_start=978
-  _globals['_RENEWREQUEST']._serialized_end=1024
-  _globals['_RENEWRESPONSE']._serialized_start=1026
-  _globals['_RENEWRESPONSE']._serialized_end=1148
-  _globals['_LEAVEREQUEST']._serialized_start=1150
-  _globals['_LEAVEREQUEST']._serialized_end=1164
-  _globals['_LEAVERESPONSE']._serialized_start=1166
-  _globals['_LEAVERESPONSE']._serialized_end=1181
-  _globals['_JOIN']._serialized_start=1183
-  _globals['_JOIN']._serialized_end=1258
-  _globals['_CLUSTER']._serialized_start=1261
-  _globals['_CLUSTER']._serialized_end=1509
+  _globals['_HEARTBEATRESPONSE']._serialized_start=861
+  _globals['_HEARTBEATRESPONSE']._serialized_end=998
+  _globals['_RENEWREQUEST']._serialized_start=1000
+  _globals['_RENEWREQUEST']._serialized_end=1046
+  _globals['_RENEWRESPONSE']._serialized_start=1048
+  _globals['_RENEWRESPONSE']._serialized_end=1170
+  _globals['_LEAVEREQUEST']._serialized_start=1172
+  _globals['_LEAVEREQUEST']._serialized_end=1186
+  _globals['_LEAVERESPONSE']._serialized_start=1188
+  _globals['_LEAVERESPONSE']._serialized_end=1203
+  _globals['_JOIN']._serialized_start=1205
+  _globals['_JOIN']._serialized_end=1280
+  _globals['_CLUSTER']._serialized_start=1283
+  _globals['_CLUSTER']._serialized_end=1531
 # @@protoc_insertion_point(module_scope)

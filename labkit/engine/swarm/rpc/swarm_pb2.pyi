@@ -95,18 +95,20 @@ class HeartbeatRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("period_ms", "managers", "desired_role", "root_digest", "removed")
+    __slots__ = ("period_ms", "managers", "desired_role", "root_digest", "removed", "trust_roots")
     PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
     MANAGERS_FIELD_NUMBER: _ClassVar[int]
     DESIRED_ROLE_FIELD_NUMBER: _ClassVar[int]
     ROOT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    TRUST_ROOTS_FIELD_NUMBER: _ClassVar[int]
     period_ms: int
     managers: _containers.RepeatedScalarFieldContainer[str]
     desired_role: str
     root_digest: str
     removed: bool
-    def __init__(self, period_ms: _Optional[int] = ..., managers: _Optional[_Iterable[str]] = ..., desired_role: _Optional[str] = ..., root_digest: _Optional[str] = ..., removed: _Optional[bool] = ...) -> None: ...
+    trust_roots: bytes
+    def __init__(self, period_ms: _Optional[int] = ..., managers: _Optional[_Iterable[str]] = ..., desired_role: _Optional[str] = ..., root_digest: _Optional[str] = ..., removed: _Optional[bool] = ..., trust_roots: _Optional[bytes] = ...) -> None: ...
 
 class RenewRequest(_message.Message):
     __slots__ = ("csr", "store_csr")
