@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["parser", "run"]
 
@@ -123,6 +124,7 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print rows as JSON, no table")
     st.add_argument("--csv", metavar="FILE", help="also write the rows as CSV to FILE")
     st.add_argument("--png", metavar="FILE", help="also write a bar chart of the medians")
+    _swarm_parser(sub)
     return p
 
 
@@ -226,8 +228,66 @@ def peers(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _swarm_parser(sub: Any) -> None:
+    sw = sub.add_parser(
+        "swarm", help="leader failover and node join on a local swarm (3 managers)",
+        description="Form a local swarm (labkit swarm lab), kill the leader N times "
+                    "(kill -> a new leader; kill -> the first acknowledged write through a "
+                    "surviving manager) and time N joins of a worker; medians against the "
+                    "targets (failover < 2 s, join < 1 s).",
+        epilog="example: labkit bench swarm --trials 5 --joins 5")
+    sw.add_argument("--trials", type=_count(1), default=5, help="leader kills (default 5)")
+    sw.add_argument("--joins", type=_count(1), default=5, help="worker joins (default 5)")
+    sw.add_argument("--managers", type=_count(3), default=3, help="managers (default 3)")
+    sw.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _swarm(args: argparse.Namespace) -> int:
+    import json
+    import statistics
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from labkit.measure import bench_swarm
+    from labkit.measure.swarmlab import SwarmLab
+
+    con = Console(stderr=True)
+    lab = SwarmLab(args.managers, 1, name="bench", subnet="10.218.0.0/24")
+    try:
+        with con.status("forming the swarm") as status:
+            def say(msg: str) -> None:
+                status.update(msg)
+                con.print(f"[dim]{msg}")
+
+            lab.up(progress=say)
+            trials = bench_swarm.failover_trials(lab, args.trials, progress=say)
+            joins = bench_swarm.join_times(lab, args.joins, progress=say)
+    finally:
+        lab.down()
+    res = bench_swarm.summary(trials, joins)
+    if args.json:
+        print(json.dumps({**res, "failover": [t.__dict__ for t in trials], "joins_s": joins},
+                         indent=2))
+        return 0
+    t = Table("measure", "median", "min", "max", "target", "met", title=(
+        f"swarm: {args.managers} managers, {len(trials)} leader kills, {len(joins)} joins"))
+    for name, xs, target in (
+            ("kill -> new leader", [x.to_leader_s for x in trials], None),
+            ("kill -> first acknowledged write", [x.to_write_s for x in trials], 2.0),
+            ("worker join", joins, 1.0)):
+        med = statistics.median(xs)
+        t.add_row(name, f"{med:.2f} s", f"{min(xs):.2f} s", f"{max(xs):.2f} s",
+                  f"< {target:g} s" if target else "", "" if target is None
+                  else ("yes" if med < target else "NOT met"))
+    Console().print(t)
+    return 0
+
+
 def run(argv: list[str], prog: str = "labkit bench") -> int:
     args = parser(prog).parse_args(argv)
+    if args.bench == "swarm":
+        return _swarm(args)
     if args.bench == "images":
         return _images(args)
     if args.bench == "net":

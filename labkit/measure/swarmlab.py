@@ -302,9 +302,13 @@ class SwarmLab:
     def kill(self, node: LabNode) -> list[int]:
         """Crash a node: SIGKILL its daemon and everything it started (its etcd member)."""
         pids = node.processes()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        # stop them all first: the daemon's death would otherwise send its etcd member
+        # SIGTERM (pdeathsig), and a member that stops gracefully hands its leadership
+        # over first; a crash is what is measured, so no process may act on a signal
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
         _wait_gone(pids)
         node.pids.clear()
         self.save()

@@ -163,6 +163,9 @@ class MemberConfig:
             # every voter has been connected for 5 s (etcdserver: unhealthy cluster),
             # which only slows a swarm forming manager after manager
             "--strict-reconfig-check=false",
+            # a member that restarts must not depose a healthy leader by campaigning with a
+            # higher term (etcd 3.4 defaults to off; Raft thesis 9.6, "pre-vote")
+            "--pre-vote=true",
             f"--snapshot-count={self.snapshot_count}",
             f"--max-snapshots={self.max_snapshots}",
         ]
