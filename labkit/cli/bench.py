@@ -267,15 +267,17 @@ def _swarm(args: argparse.Namespace) -> int:
         lab.down()
     res = bench_swarm.summary(trials, joins)
     if args.json:
-        print(json.dumps({**res, "failover": [t.__dict__ for t in trials], "joins_s": joins},
-                         indent=2))
+        print(json.dumps({**res, "failover": [t.__dict__ for t in trials], "joins_s": joins,
+                          "formation_joins": lab.formation_joins}, indent=2))
         return 0
     t = Table("measure", "median", "min", "max", "target", "met", title=(
         f"swarm: {args.managers} managers, {len(trials)} leader kills, {len(joins)} joins"))
+    mjoins = [s for role, s in lab.formation_joins if role == "manager"]
     for name, xs, target in (
             ("kill -> new leader", [x.to_leader_s for x in trials], None),
             ("kill -> first acknowledged write", [x.to_write_s for x in trials], 2.0),
-            ("worker join", joins, 1.0)):
+            ("worker join", joins, 1.0),
+            ("manager join (while forming)", mjoins, 1.0)):
         med = statistics.median(xs)
         t.add_row(name, f"{med:.2f} s", f"{min(xs):.2f} s", f"{max(xs):.2f} s",
                   f"< {target:g} s" if target else "", "" if target is None

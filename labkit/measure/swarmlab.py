@@ -134,6 +134,7 @@ class SwarmLab:
                       for i in range(1, n + 1)]
         self.unlock_key = ""
         self.bridge_ns = f"lk-sw-{name}"
+        self.formation_joins: list[tuple[str, float]] = []  # (role, seconds) during up()
 
     # ------------------------------------------------------------------ record
     @staticmethod
@@ -161,6 +162,7 @@ class SwarmLab:
         lab.heartbeat, lab.unlock_key = data["heartbeat"], data.get("unlock_key", "")
         lab.prefix = ipaddress.ip_network(lab.subnet).prefixlen
         lab.bridge_ns = f"lk-sw-{lab.name}"
+        lab.formation_joins = []
         lab.nodes = [LabNode(**{**n, "pids": {int(k): v for k, v in n["pids"].items()}})
                      for n in data["nodes"]]
         return lab
@@ -194,7 +196,8 @@ class SwarmLab:
             toks = first.api("GET", "/swarm")["JoinTokens"]
             for n in self.nodes[1:]:
                 say(f"{n.name}: swarm join as {n.role}")
-                self.join(n, toks["Manager" if n.role == "manager" else "Worker"])
+                took = self.join(n, toks["Manager" if n.role == "manager" else "Worker"])
+                self.formation_joins.append((n.role, took))
             say("waiting for every node to be ready")
             self.wait_ready()
             self.save()
