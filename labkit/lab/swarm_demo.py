@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import ipaddress
 import os
 import shutil
@@ -82,7 +83,10 @@ def _hex_addr(h: str) -> str:
     # proc(5): the address is the kernel's in-memory form, 32-bit words in host byte order
     # (little-endian here): "0100007F" is 127.0.0.1.
     words = [bytes.fromhex(h[i:i + 8])[::-1] for i in range(0, len(h), 8)]
-    return str(ipaddress.ip_address(b"".join(words)))
+    ip = ipaddress.ip_address(b"".join(words))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"  # as ss(8) shows it
+    return str(ip)
 
 
 def parse_proc_net_tcp(text: str) -> list[ListenSocket]:
@@ -140,7 +144,7 @@ def _say(t0: float) -> Progress:
     return lambda msg: print(f"[{time.monotonic() - t0:5.2f} s] {msg}", flush=True)
 
 
-def _in_thread(fn: Callable[[], None]) -> None:
+def _in_thread(fn: Callable[[], object]) -> None:
     """Run ``fn`` in a thread of its own and re-raise what it raised.  pyroute2 (which
     SwarmLab.up uses for the links) runs an asyncio loop of its own, and a Jupyter kernel's
     main thread already runs one ("This event loop is already running")."""
@@ -201,7 +205,7 @@ class SwarmDemo:
         _OPEN[name] = self
         try:
             say = _say(time.monotonic())
-            _in_thread(lambda: self.lab.up(say, form=False) and None)
+            _in_thread(lambda: self.lab.up(say, form=False))
         except BaseException:
             self.down()
             raise
@@ -420,8 +424,8 @@ class SwarmDemo:
         self.lab.save()
         for n in self.lab.managers():
             f = self.cert_dir(n.name) / "swarm-node.key"
-            _until(lambda f=f: seal.is_sealed(f) == on, 30, f"{n.name}'s key "
-                   f"{'sealed' if on else 'in clear'}")  # type: ignore[misc]
+            _until(functools.partial(_sealed_is, f, on), 30,
+                   f"{n.name}'s key {'sealed' if on else 'in clear'}")
         return key
 
     def key_files(self) -> pd.DataFrame:
@@ -523,10 +527,14 @@ class SwarmDemo:
             for m in others:
                 self.lab.restart(m)
         for m in others:
-            _until(lambda m=m: self._reachable(m), timeout,  # type: ignore[misc]
+            _until(functools.partial(self._reachable, m), timeout,
                    f"{m.name} reachable after restart")
         return {"killed": [m.name for m in others], "write_s": round(took, 3),
                 "leader": leader.name}
+
+
+def _sealed_is(path: Path, sealed: bool) -> bool:
+    return seal.is_sealed(path) == sealed
 
 
 def _arg(argv: Sequence[str], flag: str) -> str:
