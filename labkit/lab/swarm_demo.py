@@ -21,6 +21,7 @@ import ipaddress
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -160,7 +161,11 @@ def _in_thread(fn: Callable[[], object]) -> None:
 
     t = threading.Thread(target=run, name="swarm-lab")
     t.start()
-    t.join()
+    try:
+        t.join()
+    except KeyboardInterrupt:  # a notebook interrupt: let the step finish, then stop
+        t.join()
+        raise
     if failed:
         raise failed[0]
 
@@ -301,20 +306,23 @@ class SwarmDemo:
         return pd.DataFrame(node_rows(m.api("GET", "/nodes"))).set_index("hostname")
 
     def namespaces(self) -> pd.DataFrame:
-        """Each node's network namespace (the nsfs inode of /run/netns/NAME) beside the
-        namespace of every process of the node: they must all be the same."""
+        """Each node's network namespace (the nsfs inode of /run/netns/NAME, namespaces(7))
+        and the processes of the node (name:pid), with whether every one of them is in it
+        (the inode of /proc/PID/ns/net is the same)."""
         import pandas as pd
 
         rows = []
         for n in self.lab.nodes:
             ino = os.stat(f"/run/netns/{n.netns}").st_ino
+            procs, inodes = [], set()
             for pid in sorted(n.processes()):
                 with contextlib.suppress(psutil.Error, OSError):
-                    p = psutil.Process(pid)
-                    rows.append({"node": n.name, "netns": n.netns, "netns inode": ino,
-                                 "pid": pid, "process": p.name(),
-                                 "process netns inode": os.stat(f"/proc/{pid}/ns/net").st_ino})
-        return pd.DataFrame(rows)
+                    procs.append(f"{psutil.Process(pid).name()}:{pid}")
+                    inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
+            rows.append({"node": n.name, "netns": n.netns, "netns inode": ino,
+                         "processes": " ".join(procs),
+                         "all in it": bool(procs) and inodes == {ino}})
+        return pd.DataFrame(rows).set_index("node")
 
     def etcd_members(self) -> pd.DataFrame:
         """The etcd member processes (psutil): one per manager, in that manager's netns."""
@@ -422,10 +430,10 @@ class SwarmDemo:
         key = str(m.api("GET", "/swarm/unlockkey")["UnlockKey"]) if on else ""
         self.lab.unlock_key = key
         self.lab.save()
-        for n in self.lab.managers():
-            f = self.cert_dir(n.name) / "swarm-node.key"
-            _until(functools.partial(_sealed_is, f, on), 30,
-                   f"{n.name}'s key {'sealed' if on else 'in clear'}")
+        for n in self.lab.managers():  # a manager reseals its TLS key, then the data key
+            for f in _key_files(n):
+                _until(functools.partial(_sealed_is, f, on), 30,
+                       f"{n.name}'s {f.name} {'sealed' if on else 'in clear'}")
         return key
 
     def key_files(self) -> pd.DataFrame:
@@ -434,12 +442,10 @@ class SwarmDemo:
 
         rows = []
         for n in self.lab.managers():
-            root = Path(n.base, "root", "swarm")
-            for f in (root / "certificates" / "swarm-node.key", root / "dek"):
-                if f.exists():
-                    rows.append({"node": n.name, "file": str(f.relative_to(n.base)),
-                                 "sealed": seal.is_sealed(f),
-                                 "mode": oct(f.stat().st_mode & 0o777)})
+            for f in _key_files(n):
+                rows.append({"node": n.name, "file": str(f.relative_to(n.base)),
+                             "sealed": seal.is_sealed(f),
+                             "mode": oct(f.stat().st_mode & 0o777)})
         return pd.DataFrame(rows)
 
     def locked_restart(self, ref: str, key: str) -> pd.DataFrame:
@@ -533,6 +539,12 @@ class SwarmDemo:
                 "leader": leader.name}
 
 
+def _key_files(n: LabNode) -> list[Path]:
+    """A node's key material on disk: its TLS key and, on a manager, the store's data key."""
+    root = Path(n.base, "root", "swarm")
+    return [f for f in (root / "certificates" / "swarm-node.key", root / "dek") if f.exists()]
+
+
 def _sealed_is(path: Path, sealed: bool) -> bool:
     return seal.is_sealed(path) == sealed
 
@@ -571,9 +583,12 @@ def plot_failover(trials: Sequence[bench_swarm.FailoverTrial], target: float = T
     ax.axhline(target, linestyle="--", color="grey", label=f"target {target:g} s")
     ax.set_xticks(list(xs), [f"{i}: kill {t.killed}\n-> {t.new_leader}"
                              for i, t in zip(xs, trials, strict=True)])
+    top = max([target, *(t.to_leader_s for t in trials), *(t.to_write_s for t in trials)])
+    ax.set_ylim(0, top * 1.35)  # room for the legend above the target line
     ax.set_ylabel("seconds since the kill")
-    ax.set_title("leader failover, 3 managers")
-    ax.legend(loc="upper right", fontsize="small")
+    med = statistics.median(t.to_write_s for t in trials) if trials else float("nan")
+    ax.set_title(f"leader failover: median {med:.2f} s to the first acknowledged write")
+    ax.legend(loc="upper left", ncol=3, fontsize="small")
     return ax
 
 
