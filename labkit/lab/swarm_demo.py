@@ -499,15 +499,46 @@ class SwarmDemo:
         m.api("POST", f"/nodes/{nid}/update", {**cur["Spec"], "Role": role},
               version=cur["Version"]["Index"])
 
+    def etcd_learners(self) -> list[str]:
+        """The etcd members that are still learners (their names are node ids), asked of
+        the leader's member over mutual TLS with the leader's own certificate, from inside
+        its namespace (2379 listens only there).  "Reachable" in GET /nodes does not tell
+        a learner, which counts toward no quorum, from a voter."""
+        import asyncio
+
+        from labkit.engine.swarm.etcd.client import EtcdClient
+        from labkit.ns.netns import netns
+
+        leader = self.lab.leader()
+        if leader is None:
+            raise errors.UnsupportedError("swarm lab", "no leader")
+        tls = Path(leader.base, "run", "swarm", "tls")
+        out: list[str] = []
+
+        async def ask() -> list[str]:
+            async with EtcdClient([f"https://{leader.addr}:2379"], tls / "ca.crt",
+                                  tls / "node.crt", tls / "node.key") as c:
+                return [m.name for m in await c.member_list() if m.is_learner]
+
+        def run() -> None:  # setns(2) moves only this thread (labkit.ns.netns)
+            with netns(f"/run/netns/{leader.netns}"):
+                out.extend(asyncio.run(ask()))
+
+        _in_thread(run)
+        return out
+
     def managers_settled(self, timeout: float = 60.0) -> list[str]:
         """Wait until every node whose Spec.Role is manager is a reachable, ready manager
-        (a promoted node first joins etcd as a learner); their hostnames."""
+        and a voting etcd member (a promoted node first joins etcd as a learner); their
+        hostnames."""
         def settled() -> list[str] | None:
             nodes = self.lab.any_manager().api("GET", "/nodes")
             want = [n for n in nodes if n["Spec"]["Role"] == "manager"]
             ok = all((n.get("ManagerStatus") or {}).get("Reachability") == "reachable"
                      and n["Status"]["State"] == "ready" for n in want)
-            return sorted(n["Description"]["Hostname"] for n in want) if ok else None
+            if not ok or self.etcd_learners():
+                return None
+            return sorted(n["Description"]["Hostname"] for n in want)
 
         got: list[str] = _until(settled, timeout, "every manager reachable")
         for h in got:  # the lab's own idea of roles follows (kill/any_manager use it)
