@@ -12,6 +12,7 @@ processes (by pid, checked against their start time), its namespace, the links, 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ipaddress
 import json
@@ -179,7 +180,10 @@ class SwarmLab:
         self.save()
         try:
             say(f"network: {len(self.nodes)} namespaces on bridge {BRIDGE} ({self.subnet})")
-            self._network()
+            # in a thread of its own: pyroute2's NetNS runs an event loop, which fails
+            # where the caller's thread already runs one (a Jupyter kernel)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(self._network).result()
             say("daemons: starting one per node")
             self._start_daemons()
             if not form:

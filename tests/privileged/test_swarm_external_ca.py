@@ -57,10 +57,9 @@ def lab_with_cfssl(tmp_path):
 def test_external_ca_signs_every_node_and_the_swarm_keeps_no_root_key(lab_with_cfssl):
     lab, root, d = lab_with_cfssl
     m1, w1 = lab.node("m1"), lab.node("w1")
+    ext = f"protocol=cfssl,url=http://127.0.0.1:8888,cacert={d / 'ca.pem'}"
     r = lab.exec("m1", ["docker", "swarm", "init", "--advertise-addr", m1.addr,
-                        "--external-ca", f"protocol=cfssl,url=http://127.0.0.1:8888,"
-                                         f"cacert={d / 'ca.pem'}"],
-                 capture_output=True, timeout=60)
+                        "--external-ca", ext], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     tok = m1.api("GET", "/swarm")["JoinTokens"]["Worker"]
     lab.join(w1, tok)

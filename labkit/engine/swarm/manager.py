@@ -503,7 +503,9 @@ class Manager:
         for m, st in await asyncio.gather(*(probe(m) for m in members)):
             if st is not None and st.leader_id:
                 leader_id = st.leader_id
-            out[m.name] = (False, "reachable" if st is not None else "unreachable")
+            # a learner answers, but counts toward no quorum until promoted: "unknown"
+            reach = "unreachable" if st is None else "unknown" if m.is_learner else "reachable"
+            out[m.name] = (False, reach)
         for m in members:
             if m.id == leader_id and m.name in out:
                 out[m.name] = (True, out[m.name][1])

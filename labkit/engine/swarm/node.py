@@ -547,7 +547,7 @@ class SwarmNode:
                 raise errors.ConflictError(sp.MSG_NOT_LOCKED)
             kek = seal.kek(key.strip())
             try:
-                self.files.read_key(kek)
+                self.files.check_kek(kek)
             except errors.ForbiddenError as err:
                 raise errors.ForbiddenError(sp.MSG_INVALID_UNLOCK_KEY) from err
         self._bring_up(kek, key.strip())

@@ -168,8 +168,18 @@ class NodeFiles:
     def read_dek(self, kek: seal.DataKey | None) -> bytes:
         return seal.read_material(self.dek_file, kek)
 
+    def material(self) -> list[Path]:
+        """The files that hold key material (sealed under autolock)."""
+        return [f for f in (self.key_file, self.dek_file, self.store_key_file) if f.exists()]
+
     def sealed(self) -> bool:
-        return self.key_file.exists() and seal.is_sealed(self.key_file)
+        """Any of them sealed (a crash between two reseals leaves some of each)."""
+        return any(seal.is_sealed(f) for f in self.material())
+
+    def check_kek(self, kek: seal.DataKey) -> None:
+        """ForbiddenError unless ``kek`` opens every sealed file."""
+        for f in self.material():
+            seal.read_material(f, kek)
 
     def reseal(self, old: seal.DataKey | None, new: seal.DataKey | None) -> None:
         """Autolock turned on or off, or the unlock key rotated: every sealed file again."""
