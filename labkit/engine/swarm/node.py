@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
 import logging
 import os
 from typing import Any
@@ -22,56 +21,21 @@ import psutil
 
 from labkit import errors
 from labkit.engine.swarm import ca, objects, seal, tokens
+from labkit.engine.swarm import cluster as cl
 from labkit.engine.swarm import spec as sp
+from labkit.engine.swarm.advertise import advertise_ip
 from labkit.engine.swarm.manager import Identity, Manager, peer_url, quorum
 from labkit.engine.swarm.rpc import client as rpc
 from labkit.engine.swarm.rpc import swarm_pb2 as pb
-from labkit.engine.swarm.state import JOIN_PORT, LocalState, NodeFiles, hostname
+from labkit.engine.swarm.state import LocalState, NodeFiles, hostname
 from labkit.engine.swarm.store import ALIVE, CLUSTER, NODES
 from labkit.engine.swarm.worker import Worker
 
-__all__ = ["SwarmNode", "advertise_ip"]
+__all__ = ["SwarmNode"]
 
 log = logging.getLogger("labkit.swarm")
 Obj = dict[str, Any]
 NS = 1_000_000_000
-
-
-def advertise_ip(advertise: str, listen_ip: str) -> str:
-    """The IP this node tells the others, as Docker picks it: --advertise-addr (an IP, an
-    IP:port or an interface name), else the listen IP, else this network namespace's one
-    global address (labkit's own lk* links, its bridges and veths, do not count)."""
-    cand = advertise.strip()
-    if cand:
-        host, _ = rpc.split_addr(cand, JOIN_PORT) if ":" in cand.rstrip("]") else (cand, 0)
-        try:
-            return str(ipaddress.ip_address(host))
-        except ValueError:
-            addrs = psutil.net_if_addrs().get(host)
-            if not addrs:
-                raise errors.InvalidArgumentError(
-                    "advertise address", f"{cand!r} is neither an IP address nor an interface")
-            v4 = [a.address for a in addrs if a.family.name == "AF_INET"]
-            if not v4:
-                raise errors.InvalidArgumentError(
-                    "advertise address", f"interface {host} has no IPv4 address")
-            return v4[0]
-    if listen_ip not in ("0.0.0.0", "::", ""):
-        return listen_ip
-    found = [(name, a.address) for name, addrs in psutil.net_if_addrs().items()
-             if name != "lo" and not name.startswith("lk")
-             for a in addrs if a.family.name == "AF_INET"]
-    if not found:
-        raise errors.InvalidArgumentError(
-            "advertise address", "could not find the system's IP address - specify one with "
-            "--advertise-addr")
-    if len({a for _, a in found}) > 1:
-        names = " and ".join(sorted({n for n, _ in found}))
-        raise errors.InvalidArgumentError(
-            "advertise address", "could not choose an IP address to advertise since this "
-            f"system has multiple addresses on different interfaces ({names}) - specify one "
-            "with --advertise-addr")
-    return found[0][1]
 
 
 class SwarmNode:
@@ -210,7 +174,7 @@ class SwarmNode:
             addr = advertise_ip(req.advertise_addr.host if req.advertise_addr else "",
                                 listen_ip)
             spec = req.spec.to_docker()
-            _check_raft(spec)
+            cl.check_raft(spec)
             autolock = req.autolock_managers
             spec.setdefault("EncryptionConfig", {})["AutoLockManagers"] = autolock
             try:
@@ -479,60 +443,9 @@ class SwarmNode:
         cluster, current = await m.cluster()
         if version != current:
             raise errors.ConflictError("update out of sequence")
-        new = spec.to_docker()
-        old = cluster["Spec"]
-        _check_raft(new)
-        for tick in ("ElectionTick", "HeartbeatTick", "SnapshotInterval", "KeepOldSnapshots"):
-            was, want = old.get("Raft", {}).get(tick), new.get("Raft", {}).get(tick)
-            if want != was:
-                raise errors.InvalidArgumentError(
-                    f"Raft.{tick}", f"cannot change from {was} to {want} after swarm init: "
-                    "etcd takes its Raft timing and snapshot policy when a member starts")
-        if _ca_identity(new) != _ca_identity(old) or spec.signing_ca_cert:
-            self._rotate_root(cluster, spec)
-        if flags.rotate_worker_token:
-            cluster["JoinTokens"]["Worker"] = tokens.make(cluster["_RootCA"]["Cert"].encode())
-        if flags.rotate_manager_token:
-            cluster["JoinTokens"]["Manager"] = tokens.make(cluster["_RootCA"]["Cert"].encode())
-        auto = bool(new.get("EncryptionConfig", {}).get("AutoLockManagers"))
-        if not auto:
-            cluster["_UnlockKey"] = None
-        elif not cluster.get("_UnlockKey") or flags.rotate_unlock_key:
-            cluster["_UnlockKey"] = seal.new_unlock_key()
-        cluster["Spec"] = new
-        cluster["UpdatedAt"] = objects.now()
+        cluster = cl.apply_update(cluster, spec, flags)
         await m._store().cas(CLUSTER, cluster, current)
         await m._follow_unlock_key(cluster)  # this node at once; the others within a beat
-
-    def _rotate_root(self, cluster: Obj, spec: sp.ClusterSpec) -> None:
-        """`docker swarm ca --rotate [--ca-cert --ca-key]`: a new root (made here, or the
-        one given); nodes renew onto it while both are trusted, and the old root's
-        signature over the new root's key (cross-signed) lets nodes that have not yet
-        heard of it accept the new certificates.  The leader ends the rotation when every
-        live node holds a new certificate (manager._finish_rotation)."""
-        if spec.external_cas and not spec.signing_ca_cert:
-            raise errors.UnsupportedError(
-                "root CA rotation", "this swarm's certificates come from an external CA",
-                hint="give the new root with --ca-cert (and have the external CA sign under it)")
-        old = ca.RootCA(cluster["_RootCA"]["Cert"].encode(),
-                        (cluster["_RootCA"].get("Key") or "").encode() or None)
-        if spec.signing_ca_cert:
-            new = ca.RootCA(spec.signing_ca_cert.encode(),
-                            spec.signing_ca_key.encode() if spec.signing_ca_key else None)
-            if new.digest() == old.digest():
-                raise errors.InvalidArgumentError("SigningCACert", "is the current root already")
-        else:
-            new = ca.RootCA.create()
-        cross = old.cross_sign(new) if old.can_sign else b""
-        olds = [cluster["_RootCA"]["Cert"]]
-        cluster["_RootCA"] = {"Cert": new.cert_pem.decode(),
-                              "Key": new.key_pem.decode() if new.key_pem else None,
-                              "Cross": cross.decode()}
-        cluster["_OldRoots"] = olds
-        cluster["RootRotationInProgress"] = True
-        for kind in ("Worker", "Manager"):  # the secrets stay; the pinned digest changes
-            secret = tokens.parse(cluster["JoinTokens"][kind]).secret
-            cluster["JoinTokens"][kind] = tokens.make(new.cert_pem, secret)
 
     async def unlock_key(self) -> str:
         cluster, _ = await self._manager().cluster()
@@ -625,27 +538,10 @@ class SwarmNode:
         await m._store().delete(ALIVE + nid)
 
 
-def _check_raft(spec: Obj) -> None:
-    """Spec.Raft.LogEntriesForSlowFollowers has no etcd 3.4 setting (etcd keeps a fixed
-    catch-up window for a slow follower before it sends a snapshot): only swarmkit's
-    default, which the CLI always sends back, is taken, and it means etcd's window."""
-    n = spec.get("Raft", {}).get("LogEntriesForSlowFollowers")
-    if n not in (None, 0, 500):
-        raise errors.InvalidArgumentError(
-            "Raft.LogEntriesForSlowFollowers", f"{n}: etcd 3.4 has no such setting; "
-            "labkit takes only the default (500)")
-
-
 def _dig(obj: Obj, path: tuple[str, ...]) -> Any:
     for k in path:
         obj = obj.get(k) or {}
     return obj
-
-
-def _ca_identity(spec: Obj) -> tuple[Any, ...]:
-    c = spec.get("CAConfig", {})
-    return (c.get("ForceRotate") or 0, c.get("SigningCACert") or "",
-            tuple((e.get("CACert") or "") for e in c.get("ExternalCAs") or []))
 
 
 def _br(ip: str) -> str:
