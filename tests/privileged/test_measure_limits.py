@@ -68,7 +68,11 @@ def test_io_limit_on_a_loop_device() -> None:
         io = limits.io_limit(4 * MIB, 4 * MIB, name=name)
     except errors.UnsupportedError as err:
         pytest.skip(f"io limits not here: {err}")
-    assert io.cg_write_bytes == io.ps_write_bytes == 4 * MIB  # O_DIRECT: both exact
+    # The cgroup's counter is per device and exact with O_DIRECT.  /proc/PID/io
+    # write_bytes counts all the process caused to be written, anywhere: a fresh-clone run
+    # once saw one page more (4198400), so psutil is at least the bytes, a few pages over.
+    assert io.cg_write_bytes == 4 * MIB
+    assert 4 * MIB <= io.ps_write_bytes <= 4 * MIB + 16 * 4096
     assert io.achieved_bps <= 4 * MIB * 1.15  # the limit is a ceiling
     assert io.limited_s > io.baseline_s
     assert _gone(name)
