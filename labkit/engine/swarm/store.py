@@ -15,12 +15,25 @@ from labkit import errors
 from labkit.engine.swarm.etcd.client import EtcdClient
 from labkit.engine.swarm.seal import DataKey
 
-__all__ = ["ALIVE", "CLUSTER", "NODES", "ClusterStore"]
+__all__ = ["ALIVE", "ATTACH", "CLUSTER", "CONFIGS", "NAMES", "NETWORKS", "NODES", "SECRETS",
+           "SERVICES", "SUBNETS", "TASKS", "VNIS", "ClusterStore"]
 
 PREFIX = "/lk/swarm/"
 CLUSTER = PREFIX + "cluster"
 NODES = PREFIX + "nodes/"
 ALIVE = PREFIX + "alive/"
+# issue 13: the objects of services and tasks (Docker's shapes, see objects.py)
+SERVICES = PREFIX + "services/"   # services/<id>
+TASKS = PREFIX + "tasks/"         # tasks/<id>
+NETWORKS = PREFIX + "networks/"   # networks/<id>: swarm-scoped (overlay) networks
+SECRETS = PREFIX + "secrets/"     # secrets/<id>: the data sealed like every value
+CONFIGS = PREFIX + "configs/"     # configs/<id>
+# reservations, each taken with a create-if-absent (etcd's "version = 0" compare): two
+# managers that create at once cannot both get a name, a subnet or a VNI
+NAMES = PREFIX + "names/"         # names/<kind>/<name> -> {"ID": id}
+SUBNETS = PREFIX + "subnets/"     # subnets/<cidr with _ for />  -> {"Network": id}
+VNIS = PREFIX + "vnis/"           # vnis/<n> -> {"Network": id}
+ATTACH = PREFIX + "attach/"       # attach/<node id>/<network id> -> the node's own address
 
 Obj = dict[str, Any]
 

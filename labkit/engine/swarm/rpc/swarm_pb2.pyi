@@ -137,3 +137,91 @@ class LeaveRequest(_message.Message):
 class LeaveResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class AssignmentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LogRequest(_message.Message):
+    __slots__ = ("id", "task_ids", "follow", "tail", "since_unix_nano", "until_unix_nano", "stdout", "stderr", "cancel")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    follow: bool
+    tail: int
+    since_unix_nano: int
+    until_unix_nano: int
+    stdout: bool
+    stderr: bool
+    cancel: bool
+    def __init__(self, id: _Optional[str] = ..., task_ids: _Optional[_Iterable[str]] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ..., since_unix_nano: _Optional[int] = ..., until_unix_nano: _Optional[int] = ..., stdout: _Optional[bool] = ..., stderr: _Optional[bool] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class AssignmentSet(_message.Message):
+    __slots__ = ("revision", "snapshot", "logs")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    snapshot: bytes
+    logs: _containers.RepeatedCompositeFieldContainer[LogRequest]
+    def __init__(self, revision: _Optional[int] = ..., snapshot: _Optional[bytes] = ..., logs: _Optional[_Iterable[_Union[LogRequest, _Mapping]]] = ...) -> None: ...
+
+class TaskStatus(_message.Message):
+    __slots__ = ("task_id", "state", "message", "err", "container_id", "pid", "exit_code", "timestamp")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERR_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    state: str
+    message: str
+    err: str
+    container_id: str
+    pid: int
+    exit_code: int
+    timestamp: str
+    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., err: _Optional[str] = ..., container_id: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., timestamp: _Optional[str] = ...) -> None: ...
+
+class TaskStatusRequest(_message.Message):
+    __slots__ = ("updates",)
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[TaskStatus]
+    def __init__(self, updates: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ...) -> None: ...
+
+class TaskStatusResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("request_id", "task_id", "stream", "time_unix_nano", "data", "eof", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    task_id: str
+    stream: int
+    time_unix_nano: int
+    data: bytes
+    eof: bool
+    error: str
+    def __init__(self, request_id: _Optional[str] = ..., task_id: _Optional[str] = ..., stream: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class PublishLogsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

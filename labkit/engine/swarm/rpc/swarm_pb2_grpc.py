@@ -123,6 +123,21 @@ class ClusterStub:
                 request_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LeaveResponse.FromString,
                 _registered_method=True)
+        self.Assignments = channel.unary_stream(
+                '/labkit.swarm.v1.Cluster/Assignments',
+                request_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AssignmentsRequest.SerializeToString,
+                response_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AssignmentSet.FromString,
+                _registered_method=True)
+        self.UpdateTaskStatus = channel.unary_unary(
+                '/labkit.swarm.v1.Cluster/UpdateTaskStatus',
+                request_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.TaskStatusRequest.SerializeToString,
+                response_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.TaskStatusResponse.FromString,
+                _registered_method=True)
+        self.PublishLogs = channel.stream_unary(
+                '/labkit.swarm.v1.Cluster/PublishLogs',
+                request_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LogChunk.SerializeToString,
+                response_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.PublishLogsResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -146,6 +161,31 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Assignments(self, request, context):
+        """The dispatcher (issue 13).  A node opens one Assignments stream and gets its whole
+        assignment set again each time it changes: the tasks it must run or stop, and only the
+        secrets, configs, networks, peers and keys those tasks need (never another node's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTaskStatus(self, request, context):
+        """What the node's tasks did: accepted, preparing, starting, running, complete, failed...
+        A manager takes updates only for tasks assigned to the caller's node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishLogs(self, request_iterator, context):
+        """Service logs: a manager asks through the stream (AssignmentSet.logs); the node sends
+        the lines of its own tasks here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +203,21 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.Leave,
                     request_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LeaveRequest.FromString,
                     response_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LeaveResponse.SerializeToString,
+            ),
+            'Assignments': grpc.unary_stream_rpc_method_handler(
+                    servicer.Assignments,
+                    request_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AssignmentsRequest.FromString,
+                    response_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AssignmentSet.SerializeToString,
+            ),
+            'UpdateTaskStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTaskStatus,
+                    request_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.TaskStatusRequest.FromString,
+                    response_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.TaskStatusResponse.SerializeToString,
+            ),
+            'PublishLogs': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishLogs,
+                    request_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LogChunk.FromString,
+                    response_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.PublishLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -246,6 +301,87 @@ class Cluster:
             '/labkit.swarm.v1.Cluster/Leave',
             labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LeaveRequest.SerializeToString,
             labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LeaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Assignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/labkit.swarm.v1.Cluster/Assignments',
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AssignmentsRequest.SerializeToString,
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AssignmentSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTaskStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labkit.swarm.v1.Cluster/UpdateTaskStatus',
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.TaskStatusRequest.SerializeToString,
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.TaskStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishLogs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/labkit.swarm.v1.Cluster/PublishLogs',
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LogChunk.SerializeToString,
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.PublishLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,
