@@ -225,3 +225,35 @@ class LogChunk(_message.Message):
 class PublishLogsResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class AttachRequest(_message.Message):
+    __slots__ = ("network", "container_id", "aliases", "address")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    container_id: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    address: str
+    def __init__(self, network: _Optional[str] = ..., container_id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ...) -> None: ...
+
+class AttachResponse(_message.Message):
+    __slots__ = ("attachment_id", "network", "address")
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    attachment_id: str
+    network: bytes
+    address: str
+    def __init__(self, attachment_id: _Optional[str] = ..., network: _Optional[bytes] = ..., address: _Optional[str] = ...) -> None: ...
+
+class DetachRequest(_message.Message):
+    __slots__ = ("attachment_id",)
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    attachment_id: str
+    def __init__(self, attachment_id: _Optional[str] = ...) -> None: ...
+
+class DetachResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

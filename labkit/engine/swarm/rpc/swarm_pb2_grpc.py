@@ -138,6 +138,16 @@ class ClusterStub:
                 request_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LogChunk.SerializeToString,
                 response_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.PublishLogsResponse.FromString,
                 _registered_method=True)
+        self.AttachNetwork = channel.unary_unary(
+                '/labkit.swarm.v1.Cluster/AttachNetwork',
+                request_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AttachRequest.SerializeToString,
+                response_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AttachResponse.FromString,
+                _registered_method=True)
+        self.DetachNetwork = channel.unary_unary(
+                '/labkit.swarm.v1.Cluster/DetachNetwork',
+                request_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.DetachRequest.SerializeToString,
+                response_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.DetachResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -186,6 +196,20 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachNetwork(self, request, context):
+        """A standalone container on an --attachable swarm network: the node asks a manager for an
+        address (an attachment task assigned to the caller), and gives it back when done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +242,16 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.PublishLogs,
                     request_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LogChunk.FromString,
                     response_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.PublishLogsResponse.SerializeToString,
+            ),
+            'AttachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachNetwork,
+                    request_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AttachRequest.FromString,
+                    response_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AttachResponse.SerializeToString,
+            ),
+            'DetachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachNetwork,
+                    request_deserializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.DetachRequest.FromString,
+                    response_serializer=labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.DetachResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -382,6 +416,60 @@ class Cluster:
             '/labkit.swarm.v1.Cluster/PublishLogs',
             labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.LogChunk.SerializeToString,
             labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.PublishLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labkit.swarm.v1.Cluster/AttachNetwork',
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AttachRequest.SerializeToString,
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.AttachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labkit.swarm.v1.Cluster/DetachNetwork',
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.DetachRequest.SerializeToString,
+            labkit_dot_engine_dot_swarm_dot_rpc_dot_swarm__pb2.DetachResponse.FromString,
             options,
             channel_credentials,
             insecure,
