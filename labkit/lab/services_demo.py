@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
