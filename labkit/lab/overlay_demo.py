@@ -264,7 +264,9 @@ class OverlayLab(ServiceLab):
             probe.close()
         after = self.link_counters(dev)
         delta = {n: {k: after[n][k] - before[n][k] for k in after[n]} for n in after}
-        return {"device": dev, "mode": probe.mode,
+        ipv4 = {d: sum(r.packets for r in rows if r.direction == d and r.proto in ("ipv4", "all"))
+                for d in ("tx", "rx")}
+        return {"device": dev, "mode": probe.mode, "ipv4_packets": ipv4,
                 "why_not_ebpf": getattr(probe, "reason", ""), "ping": ping,
                 "probe": [{"direction": r.direction, "proto": r.proto,
                            "packets": r.packets, "bytes": r.bytes} for r in rows],
