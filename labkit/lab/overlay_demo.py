@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labkit import errors
-from labkit.lab.services_demo import ServiceLab, require
+from labkit.lab.services_demo import ServiceLab, _net_id, require
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
@@ -193,7 +193,7 @@ class OverlayLab(ServiceLab):
     def ip_of(self, task: Mapping[str, Any], network: str) -> str:
         net = self.network(network)
         for att in task.get("NetworksAttachments") or []:
-            if (att.get("Network") or {}).get("ID") == net["Id"]:
+            if _net_id(att) == net["Id"]:
                 return str(att["Addresses"][0]).split("/")[0]
         raise errors.NotFoundError(f"address of task {task.get('ID', '?')[:12]} on", network)
 

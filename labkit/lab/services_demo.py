@@ -100,7 +100,8 @@ def nft_table(ruleset: str, name: str) -> str:
     return "\n".join(out)
 
 
-def task_row(task: Mapping[str, Any], hostnames: Mapping[str, str]) -> dict[str, Any]:
+def task_row(task: Mapping[str, Any], hostnames: Mapping[str, str], service: str = ""
+             ) -> dict[str, Any]:
     """One task as `docker service ps` shows it: NAME (service.slot), NODE, DESIRED STATE,
     CURRENT STATE, ERROR, plus its container and its addresses."""
     st = task.get("Status") or {}
@@ -108,7 +109,8 @@ def task_row(task: Mapping[str, Any], hostnames: Mapping[str, str]) -> dict[str,
     slot = task.get("Slot") or task.get("NodeID", "")[:12]
     addrs = [a for att in task.get("NetworksAttachments") or []
              for a in att.get("Addresses") or []]
-    return {"name": f"{task.get('_ServiceName') or task.get('ServiceID', '')[:12]}.{slot}",
+    svc = service or task.get("_ServiceName") or task.get("ServiceID", "")[:12]
+    return {"name": f"{svc}.{slot}",
             "id": task["ID"][:12], "node": hostnames.get(task.get("NodeID", ""), ""),
             "desired": task.get("DesiredState", ""), "state": st.get("State", ""),
             "error": st.get("Err", "") or "", "container": (cs.get("ContainerID") or "")[:12],
@@ -267,19 +269,24 @@ class ServiceLab(SwarmDemo):
         try:
             tasks: list[dict[str, Any]] = _until(ready, timeout,
                                                  f"{count} running tasks of {service}")
-        except errors.UnsupportedError as err:
-            states = [task_row(t, self.hostnames()) for t in self.tasks(service)]
-            raise errors.UnsupportedError(
-                "swarm lab", f"{err}; tasks now: "
+        except errors.UnsupportedError:
+            states = [task_row(t, self.hostnames(), service) for t in self.tasks(service)
+                      if t.get("DesiredState") == RUNNING]
+            raise errors.UnavailableError(
+                f"{count} running tasks of {service}: not within {timeout:.0f} s; now: "
                 + "; ".join(f"{r['name']} on {r['node'] or '-'}: {r['state']} {r['error']}"
                             for r in states)) from None
         return tasks
 
-    def service_ps(self, service: str) -> pd.DataFrame:
-        """`docker service ps SERVICE` as a table."""
+    def service_ps(self, service: str, history: bool = False) -> pd.DataFrame:
+        """`docker service ps SERVICE` as a table: the tasks that should run (with
+        ``history``, also the ones they replaced, as Docker lists them)."""
         import pandas as pd
 
-        return pd.DataFrame([task_row(t, self.hostnames()) for t in self.tasks(service)])
+        rows = [task_row(t, self.hostnames(), service) for t in self.tasks(service)
+                if history or t.get("DesiredState") == RUNNING]
+        return pd.DataFrame(rows, columns=["name", "id", "node", "desired", "state", "error",
+                                           "container", "addresses"])
 
     def task_ips(self, service: str, network: str) -> list[str]:
         """The running tasks' addresses on ``network`` (id or name), without prefix."""
@@ -287,7 +294,7 @@ class ServiceLab(SwarmDemo):
         out = []
         for t in self.tasks(service, running=True):
             for att in t.get("NetworksAttachments") or []:
-                if (att.get("Network") or {}).get("ID") == net["Id"]:
+                if _net_id(att) == net["Id"]:
                     out += [a.split("/")[0] for a in att.get("Addresses") or []]
         return sorted(out, key=_ip_key)
 
@@ -406,6 +413,13 @@ class ServiceLab(SwarmDemo):
             spec["EndpointSpec"] = ep
 
         self.update_service(service, change)
+
+
+def _net_id(attachment: Mapping[str, Any]) -> str:
+    """The network id of a task's NetworksAttachments entry (the network object is Docker's
+    network JSON, "Id"; swarmkit's own shape says "ID")."""
+    net = attachment.get("Network") or {}
+    return str(net.get("Id") or net.get("ID") or "")
 
 
 def _ip_key(a: str) -> tuple[int, ...]:

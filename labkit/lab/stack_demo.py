@@ -233,8 +233,8 @@ class StackLab(ServiceLab):
         rows = []
         for s in self.manager.api("GET", "/services",
                                   filters={"label": [f"{NAMESPACE}={stack}"]}):
-            rows += [task_row({**t, "_ServiceName": s["Spec"]["Name"]}, self.hostnames())
-                     for t in self.tasks(s["ID"])]
+            rows += [task_row(t, self.hostnames(), s["Spec"]["Name"])
+                     for t in self.tasks(s["ID"]) if t.get("DesiredState") == "running"]
         return pd.DataFrame(rows)
 
     def stack_networks(self, stack: str = "voter") -> pd.DataFrame:
