@@ -346,14 +346,26 @@ class ServiceLab(SwarmDemo):
         r = self.exec(task, ["nslookup", name], timeout=20)
         return parse_nslookup(r.out)
 
+    def wait_discovered(self, task: Mapping[str, Any], service: str, network: str,
+                        timeout: float = 30.0) -> float:
+        """Wait until the DNS that ``task`` asks answers ``tasks.SERVICE`` with every running
+        task's address: a node learns of other nodes' tasks from its next assignment
+        snapshot, a moment after the managers do.  The seconds it took."""
+        t0 = time.monotonic()
+        want = set(self.task_ips(service, network))
+        _until(lambda: set(self.dns(task, f"tasks.{service}")) == want, timeout,
+               f"tasks.{service} answering {sorted(want)}")
+        return round(time.monotonic() - t0, 2)
+
     def fetch_many(self, task: Mapping[str, Any], url: str, n: int,
                    timeout: float = 120.0) -> list[str]:
         """``n`` HTTP GETs of ``url`` from inside ``task``, one connection each (busybox
         wget in a shell loop, one exec); the answers, one line each ('' when one failed)."""
         if not 1 <= n <= 5000:
             raise errors.InvalidArgumentError("n", f"{n}: 1..5000 requests")
+        # busybox's wget -T crashes (SIGSEGV) in Debian's 1.35: bounded by timeout(1) instead
         script = (f'i=0; while [ $i -lt {n} ]; do i=$((i+1)); '
-                  f'wget -q -T 5 -O - "$0" 2>/dev/null || echo; done')
+                  f'timeout 5 wget -q -O - "$0" 2>/dev/null || echo; done')
         r = self.exec(task, ["sh", "-c", script, url], timeout=timeout)
         return r.out.splitlines()
 
@@ -389,8 +401,9 @@ class ServiceLab(SwarmDemo):
             else f"/run/netns/{self.lab.nodes[0].netns}"
         out = []
         for _ in range(n):
-            r = subprocess.run(["nsenter", f"--net={where}", "busybox", "wget", "-q", "-T",
-                                "5", "-O", "-", f"http://{node.addr}:{port}{path}"],
+            r = subprocess.run(["nsenter", f"--net={where}", "busybox", "timeout", "5",
+                                "busybox", "wget", "-q", "-O", "-",
+                                f"http://{node.addr}:{port}{path}"],
                                capture_output=True, text=True, timeout=30, check=False)
             out.append(r.stdout.strip() if r.returncode == 0 else "")
         return out

@@ -38,7 +38,7 @@ echo "cats=$(grep -c '^cats$' /tmp/votes) dogs=$(grep -c '^dogs$' /tmp/votes)"
 '''
 # The front: passes the vote to the service named "counter" (the embedded DNS of the stack's
 # backend network), says which front task served it.
-FRONT_VOTE = _CGI_HEAD + r'''echo "front $(hostname): $(wget -q -T 5 -O - "http://counter/cgi-bin/vote?$QUERY_STRING")"
+FRONT_VOTE = _CGI_HEAD + r'''echo "front $(hostname): $(timeout 5 wget -q -O - "http://counter/cgi-bin/vote?$QUERY_STRING")"
 '''
 DOCKERFILE = """FROM busybox
 COPY --chmod=755 vote /www/cgi-bin/vote
