@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit import errors
 from labkit.lab.services_demo import ServiceLab, refused, require
+from labkit.lab.swarm_demo import _until
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
@@ -62,6 +63,11 @@ def find_bytes(base: str | Path, needle: bytes) -> list[str]:
             except OSError:
                 continue  # a socket, a file gone meanwhile
     return sorted(hits)
+
+
+def _replicas(service: Mapping[str, Any]) -> int:
+    mode = (service.get("Spec") or {}).get("Mode") or {}
+    return int((mode.get("Replicated") or {}).get("Replicas", 1))
 
 
 class SecretsLab(ServiceLab):
@@ -117,8 +123,11 @@ class SecretsLab(ServiceLab):
         return {"SecretID": self.secret_id(name), "SecretName": name,
                 "File": {"Name": target or name, "UID": "0", "GID": "0", "Mode": 0o444}}
 
-    def swap_secret(self, service: str, old: str, new: str, target: str) -> None:
-        """`docker service update --secret-rm OLD --secret-add source=NEW,target=TARGET`."""
+    def swap_secret(self, service: str, old: str, new: str, target: str,
+                    timeout: float = 60.0) -> None:
+        """`docker service update --secret-rm OLD --secret-add source=NEW,target=TARGET`,
+        then wait (as the CLI does) until the update has replaced every task: a task's
+        secrets are fixed when it starts, so the new value needs new tasks."""
         ref = self.reference(new, target)
 
         def change(spec: dict[str, Any]) -> None:
@@ -127,6 +136,16 @@ class SecretsLab(ServiceLab):
                              if s.get("SecretName") != old] + [ref]
 
         self.update_service(service, change)
+        want = _replicas(self.service(service))
+
+        def updated() -> bool:
+            running = self.tasks(service, running=True)
+            return len(running) == want and all(
+                any(s.get("SecretName") == new for s in
+                    ((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Secrets") or [])
+                for t in running)
+
+        _until(updated, timeout, f"every task of {service} running with {new}")
 
     def service_secrets(self, service: str) -> list[dict[str, Any]]:
         spec = self.service(service)["Spec"]["TaskTemplate"]["ContainerSpec"]

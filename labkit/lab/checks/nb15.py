@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from labkit import errors
 from labkit.lab.exercises import Namespace, defined, exercise, fail, need
 from labkit.lab.secrets_demo import SecretsLab
@@ -31,11 +33,18 @@ def rotate(ns: Namespace) -> str:
     need(new in demo.values, f"{new!r} was not made with demo.create_secret in this notebook")
     need(OLD not in names, f"the old secret {OLD!r} is still in the swarm: demo.remove_secret"
          f"({OLD!r}) once no service uses it")
-    try:
-        task = demo.wait_running(SERVICE, 1, timeout=60)[0]
-        got = demo.read_secret(task, TARGET)
-    except errors.LabkitError as err:
-        fail(f"the task of {SERVICE} does not read /run/secrets/{TARGET}: {err}")
+    got = b""
+    deadline = time.monotonic() + 60  # the update replaces the task: bounded wait
+    while True:
+        try:
+            task = demo.wait_running(SERVICE, 1, timeout=60)[0]
+            got = demo.read_secret(task, TARGET)
+        except errors.LabkitError as err:
+            if time.monotonic() > deadline:
+                fail(f"the task of {SERVICE} does not read /run/secrets/{TARGET}: {err}")
+        if got == demo.values[new] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     need(got == demo.values[new], f"/run/secrets/{TARGET} in the running task does not hold "
          f"{new!r}'s value: wait until the updated task runs (demo.wait_running)")
     return (f"/run/secrets/{TARGET} now holds {new!r}; {OLD!r} is gone from the swarm, and "
