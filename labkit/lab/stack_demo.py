@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit import errors
 from labkit.lab.services_demo import ServiceLab, require, task_row
+from labkit.lab.swarm_demo import _until
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
@@ -247,7 +248,9 @@ class StackLab(ServiceLab):
                               .get("Subnet", "")} for n in nets])
 
     def converge(self, stack: str = "voter", timeout: float = 120.0) -> pd.DataFrame:
-        """Wait until every service of the stack runs as many tasks as it wants."""
+        """Wait until every service of the stack runs as many tasks as it wants, and every
+        front task reaches the counter by its name (a node learns of a task on another
+        node from its next assignment snapshot, a moment after the managers)."""
         def done() -> bool:
             svcs = self.manager.api("GET", "/services", status=True,
                                     filters={"label": [f"{NAMESPACE}={stack}"]})
@@ -262,6 +265,11 @@ class StackLab(ServiceLab):
                     f"stack {stack} did not converge in {timeout:.0f} s: "
                     + self.stack_ps(stack).to_string())
             time.sleep(0.3)
+        front = f"{stack}_front"
+        for t in self.tasks(front, running=True):
+            _until(lambda t=t: "lkvote/counter" in self.exec(  # type: ignore[misc]
+                t, ["timeout", "3", "wget", "-q", "-O", "-", "http://counter/"]).out,
+                   max(5.0, deadline - time.monotonic()), f"{front} reaching the counter")
         return self.stack_services(stack)
 
     def vote(self, choices: list[str], via: str = "w1") -> pd.DataFrame:
