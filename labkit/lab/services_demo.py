@@ -278,6 +278,33 @@ class ServiceLab(SwarmDemo):
                             for r in states)) from None
         return tasks
 
+    def settle(self, service: str, count: int, timeout: float = 60.0) -> pd.DataFrame:
+        """Wait until ``count`` slots of ``service`` have a running task, or a task that
+        ended refused (rejected or failed: the node could not run it, and said why); per
+        slot, that task, as `docker service ps` shows it."""
+        import pandas as pd
+
+        ended = ("rejected", "failed")
+
+        def pick() -> list[dict[str, Any]] | None:
+            best: dict[Any, dict[str, Any]] = {}
+            by_time = sorted(self.tasks(service),
+                             key=lambda t: str((t.get("Status") or {}).get("Timestamp", "")))
+            for t in by_time:
+                state = (t.get("Status") or {}).get("State")
+                key = t.get("Slot") or t.get("NodeID")
+                have = (best.get(key, {}).get("Status") or {}).get("State")
+                runs = state == RUNNING and t.get("DesiredState") == RUNNING
+                if runs or (state in ended and have != RUNNING):
+                    best[key] = t
+            return list(best.values()) if len(best) >= count else None
+
+        got: list[dict[str, Any]] = _until(pick, timeout,
+                                           f"{service}: {count} tasks running or refused")
+        return pd.DataFrame([task_row(t, self.hostnames(), service) for t in got],
+                            columns=["name", "id", "node", "desired", "state", "error",
+                                     "container", "addresses"])
+
     def service_ps(self, service: str, history: bool = False) -> pd.DataFrame:
         """`docker service ps SERVICE` as a table: the tasks that should run (with
         ``history``, also the ones they replaced, as Docker lists them)."""
