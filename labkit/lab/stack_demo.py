@@ -137,6 +137,23 @@ class StackLab(ServiceLab):
         self.compose_dir = Path(self.lab.nodes[0].base) / "stack"
         self.last_compose = ""
 
+    def left_over(self) -> dict[str, list[str]]:
+        """SwarmDemo's list, plus the lab registry's process and directory."""
+        import psutil
+
+        out = super().left_over()
+        proc = dict(getattr(self.lab, "registry_proc", {}) or {})
+        pid, base = int(proc.get("pid", 0) or 0), str(proc.get("base", ""))
+        alive = False
+        if pid:
+            try:
+                alive = psutil.Process(pid).create_time() == proc.get("ctime")
+            except psutil.Error:
+                alive = False
+        out["registry"] = ([f"pid {pid}"] if alive else []) + \
+            ([base] if base and Path(base).exists() else [])
+        return out
+
     @property
     def registry(self) -> str:
         return str(getattr(self.lab, "registry", "") or "")
