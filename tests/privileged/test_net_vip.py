@@ -286,7 +286,7 @@ def test_ingress_spreads_1000_requests_within_10_percent(mesh: dict[str, str]) -
         assert _tables(node).count("lk-ingress") == 1
         got = spread(x, NODE_UNDERLAY, 1000, 8080)
         assert set(got) == {"b1", "b2", "b3"}, got
-        for name, n in got.items():
+        for n in got.values():
             assert abs(n - 1000 / 3) <= 0.1 * 1000 / 3, got
         # the task sees the node's ingress address (it has no route to the client)
         assert ask(x, NODE_UNDERLAY, 8080).split()[1] == NODE_IP
