@@ -15,6 +15,7 @@ of this process (its sockets were made inside its netns) that answers
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import subprocess
@@ -22,12 +23,15 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from labkit import errors
 from labkit.engine.net.ingress import IngressPort, clear_ingress, program_ingress
 from labkit.engine.net.vip import VipRule, clear_vips, program_vips
+from labkit.engine.swarm import discovery
 from labkit.ns.netns import create_netns, list_netns, netns, netns_path, remove_netns
 
 pytestmark = pytest.mark.privileged
@@ -250,13 +254,14 @@ def test_program_vips_bad_input_changes_nothing(vipnet: dict[str, str]) -> None:
 # -- ingress ---------------------------------------------------------------------------------
 
 NODE_IP, NODE_UNDERLAY = "10.0.0.2", "192.168.77.1"
+ING_VNI = 10_000_000 + os.getpid() % 100000   # the bridge is lkov<VNI>, as on a node
 ING_BACKENDS = ("10.0.0.7", "10.0.0.8", "10.0.0.9")
 
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[dict[str, str]]:
     roles = {r: f"lk-ing{r}{U}" for r in ("node", "x", "b1", "b2", "b3")}
-    br = f"lkib{U}"
+    br = f"lkov{ING_VNI}"
     with namespaces(*roles.values()):
         node = roles["node"]
         _run("ip", "-n", node, "link", "add", br, "type", "bridge")
@@ -340,3 +345,56 @@ def test_program_ingress_needs_its_bridge(mesh: dict[str, str]) -> None:
         program_ingress(f"lknone{U}", NODE_IP, [IngressPort("tcp", 8080, PORT, ING_BACKENDS)],
                         ns=node)
     assert "lk-ingress" not in _tables(node)
+
+
+def test_discovery_apply_from_a_snapshot(mesh: dict[str, str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole node side: a snapshot in, then the VIP works in a task's netns, the mesh
+    in the node's netns (apply() runs in a thread that entered the node's namespace, as a
+    lab node's daemon runs in its own), and the DNS records are in the network's view."""
+    monkeypatch.setattr(discovery, "_written", {})
+    node, x, b1 = mesh["node"], mesh["x"], mesh["b1"]
+    app, ing = "a" * 25, "i" * 25
+    snap: dict[str, Any] = {
+        "node_id": "n1",
+        "tasks": [{"ID": "t1", "NetworksAttachments": [{"Network": {"ID": app},
+                                                        "Addresses": ["10.0.0.7/24"]}]}],
+        "networks": {app: {"ID": app, "Name": "appnet", "VNI": 4097, "Ingress": False},
+                     ing: {"ID": ing, "Name": "ingress", "VNI": ING_VNI, "Ingress": True}},
+        "attachments": {ing: f"{NODE_IP}/24"},
+        "services": [{"ID": "s1", "Name": "api", "Mode": "vip", "Aliases": {},
+                      "VIPs": {app: "10.0.0.100"}, "Tasks": {app: list(ING_BACKENDS[1:])}}],
+        "ingress": [{"Protocol": "tcp", "PublishedPort": 8080, "TargetPort": PORT,
+                     "ServiceID": "s1", "Backends": list(ING_BACKENDS)}],
+    }
+    engine = SimpleNamespace(networks=SimpleNamespace(views={}, members={},
+                                                      kernel=threading.RLock()))
+    netns_of = {"t1": str(netns_path(b1))}
+
+    def apply(s: dict[str, Any]) -> None:
+        def body() -> None:
+            with netns(netns_path(node)):
+                discovery.apply(engine, s, netns_of)
+        t = threading.Thread(target=body)
+        t.start()
+        t.join(60)
+
+    try:
+        apply(snap)
+        assert spread(b1, "10.0.0.100", 20) == Counter({"b2": 10, "b3": 10})
+        assert spread(x, NODE_UNDERLAY, 30, 8080) == Counter({"b1": 10, "b2": 10, "b3": 10})
+        assert engine.networks.views[app].lookup("api", 4) == [ipaddress.ip_address(
+            "10.0.0.100")]
+        # the service scaled down and unpublished: the VIP follows, the mesh goes
+        snap["services"][0]["Tasks"][app] = [ING_BACKENDS[2]]
+        snap["ingress"] = []
+        apply(snap)
+        assert spread(b1, "10.0.0.100", 4) == Counter({"b3": 4})
+        assert "lk-ingress" not in _tables(node)
+        assert ask(x, NODE_UNDERLAY, 8080).startswith("ERR")
+        netns_of.clear()  # the task's container went: its table is not touched again
+        apply(snap)
+        assert "lk-vip" in _tables(b1)
+    finally:
+        clear_vips(b1)
+        clear_ingress(ns=node)
