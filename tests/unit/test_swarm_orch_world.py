@@ -200,7 +200,8 @@ def test_no_cluster_no_work() -> None:
 def test_a_conflict_ends_the_tick_and_the_next_one_recovers() -> None:
     w = World()
     w.settle()
-    sid = w.add_service("web", replicas=2)
+    net = w.add_network("back", "10.0.1.0/24")
+    sid = w.add_service("web", replicas=2, template={"Networks": [{"Target": net}]})
     real_cas = w.store.cas
     calls = {"n": 0}
 
@@ -211,6 +212,8 @@ def test_a_conflict_ends_the_tick_and_the_next_one_recovers() -> None:
         await real_cas(key, obj, version)
 
     w.store.cas = racing_cas  # type: ignore[method-assign]
-    w.settle()                    # the first compare-and-swap of some tick fails
-    assert calls["n"] > 1
+    w.tick()                      # the service's VIP write conflicts: nothing follows
+    assert calls["n"] == 1 and w.tasks(sid) == []
+    w.settle()
     assert len(w.tasks(sid, state="assigned")) == 2
+    assert w.service(sid)["Endpoint"]["VirtualIPs"][0]["NetworkID"] == net
