@@ -12,7 +12,7 @@ from labkit.engine.swarm.store import NAMES, SERVICES
 # the shared World lives next to this file (pytest's importlib mode puts no test dir on
 # sys.path, and tests/fakes belongs to the lead)
 sys.path.insert(0, str(Path(__file__).parent))
-from test_swarm_orch_world import NS, World  # noqa: E402
+from test_swarm_orch_world import NS, World
 
 
 def test_replicated_scale_up_then_down_removes_the_highest_slots() -> None:
@@ -132,7 +132,7 @@ def test_node_down_gets_replacements_on_other_nodes_in_one_tick() -> None:
     w.store.alive_nodes.discard("node1")
     w.tick()   # one tick: shut down, replace, allocate, schedule
     assert w.tasks(sid, desired="running", state="assigned")[0]["NodeID"] in {"node2", "node3"}
-    old = [t for t in w.tasks(sid) if t["ID"] == victim[0]["ID"]][0]
+    old = next(t for t in w.tasks(sid) if t["ID"] == victim[0]["ID"])
     assert old["DesiredState"] == "shutdown"
     w.converge()
     assert len(w.running(sid)) == 3
@@ -229,7 +229,7 @@ def test_restart_none_and_on_failure() -> None:
 
 def test_max_attempts_stops_restarting() -> None:
     w = World(nodes=1)
-    sid, tid = _one_running(w, RestartPolicy={"Delay": 0, "MaxAttempts": 2})
+    sid, _tid = _one_running(w, RestartPolicy={"Delay": 0, "MaxAttempts": 2})
     for _ in range(4):
         (t,) = w.tasks(sid, desired="running")
         w.set_state(t["ID"], "failed", exit_code=1)

@@ -13,7 +13,8 @@ spec becomes the spec, updated with RollbackConfig).  UpdateStatus tells where i
 The updater's own bookkeeping lives in the service's private "_Update":
 {"Version": spec version, "Rollback": bool, "Batch": [new task ids], "Updated": {new task
 id: time first seen running or None}, "Failed": [ids], "Total": n, "DelayUntil": t,
-"Done": bool, "StatusStarted": UpdateStatus.StartedAt it wrote or adopted}.
+"Done": bool, "StatusStarted": the StartedAt of the rollback_started status it wrote or
+adopted, so that status is not taken for a new ?rollback=previous at the next version}.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _start(svc: Obj, now: float, n: int) -> Obj:
                                "Message": "update in progress"}
     new = {"Version": svc.get("_SpecVersion", 1), "Rollback": rollback, "Batch": [],
            "Updated": {}, "Failed": [], "Total": n, "DelayUntil": 0.0, "Done": False,
-           "StatusStarted": started}
+           "StatusStarted": started if rollback else None}
     svc["_Update"] = new
     return new
 
@@ -82,7 +83,8 @@ def _rollback(plan: Plan, svc: Obj, culprit: str) -> None:
 def _pause(plan: Plan, svc: Obj, culprit: str, rollback: bool) -> None:
     status = svc.get("UpdateStatus") or {}
     what = "rollback" if rollback else "update"
-    svc["UpdateStatus"] = {"State": f"{what}_paused", "StartedAt": status.get("StartedAt"),
+    svc["UpdateStatus"] = {"State": "rollback_paused" if rollback else "paused",
+                           "StartedAt": status.get("StartedAt"),
                            "Message": f"{what} paused due to failure or early termination "
                                       f"of task {culprit}"}
 
@@ -97,7 +99,7 @@ def _observe(plan: Plan, svc: Obj, up: Obj, monitor_s: float) -> None:
         if st == "running" and since is None:
             up["Updated"][tid] = plan.now
         elif st in TERMINAL and t.get("DesiredState") == "running" and \
-                tid not in up["Failed"] and (since is None or plan.now - since <= monitor_s):
+                tid not in up["Failed"] and (since is None or plan.now - since < monitor_s):
             up["Failed"].append(tid)
 
 
