@@ -75,7 +75,10 @@ class Pools:
         return None
 
     def put_back(self, nid: str, cidr: str) -> None:
-        self.used.get(nid, set()).discard(int(ipaddress.IPv4Interface(cidr).ip))
+        try:
+            self.used.get(nid, set()).discard(int(ipaddress.IPv4Interface(cidr).ip))
+        except ValueError:
+            pass   # never held (a malformed address was not counted either)
 
 
 def _resolve(plan: Plan, target: str) -> str | None:
@@ -188,7 +191,7 @@ def _nodes(plan: Plan, pools: Pools) -> None:
     for key in list(plan.attach):
         node, nid = key
         if node not in plan.nodes or nid not in plan.networks:
-            del plan.attach[key]
+            pools.put_back(nid, plan.attach.pop(key).get("Addr", ""))
     if ing is None or ing not in pools.subnets:
         return
     for node in sorted(plan.nodes):
