@@ -148,3 +148,23 @@ def test_network_keys_appear_with_an_encrypted_network_and_rotate() -> None:
         tags.append([k["Tag"] for k in keys])
     assert tags == [[2, 1], [3, 2, 1], [4, 3, 2], [5, 4, 3]]
     assert len({k["Key"] for k in keys}) == 3
+
+
+def test_a_standalone_attachment_gets_an_address_on_its_node_and_goes_when_detached() -> None:
+    w = World(nodes=2)
+    net = w.add_network("shared", "10.0.3.0/24", options={})
+    task = {"ID": "att1", "CreatedAt": "2026-01-01T00:00:00.000000000Z", "Labels": {},
+            "Spec": {"Networks": [{"Target": net}]}, "ServiceID": "", "Slot": 0,
+            "NodeID": "node2", "DesiredState": "running", "NetworksAttachments": [],
+            "Status": {"State": "new", "Message": "created"},
+            "_Attachment": {"ContainerID": "c" * 64, "Aliases": ["web"]}}
+    w._do(w.store.create("/lk/swarm/tasks/att1", task))
+    w.settle()
+    (got,) = w.tasks()
+    assert got["Status"]["State"] == "assigned" and got["NodeID"] == "node2"
+    assert got["NetworksAttachments"][0]["Addresses"] == ["10.0.3.2/24"]
+    got["DesiredState"] = "shutdown"
+    w._do(w.store.put("/lk/swarm/tasks/att1", got))
+    w.run()
+    w.settle()
+    assert w.tasks() == []

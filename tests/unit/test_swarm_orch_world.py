@@ -217,3 +217,45 @@ def test_a_conflict_ends_the_tick_and_the_next_one_recovers() -> None:
     w.settle()
     assert len(w.tasks(sid, state="assigned")) == 2
     assert w.service(sid)["Endpoint"]["VirtualIPs"][0]["NetworkID"] == net
+
+
+def test_the_loop_acts_only_while_leading_and_wakes_early() -> None:
+    w = World(nodes=1)
+    sid = w.add_service("web", replicas=1)
+    leading = {"now": False, "asked": 0}
+
+    async def leads() -> bool:
+        leading["asked"] += 1
+        return leading["now"]
+
+    async def main() -> None:
+        loop = asyncio.create_task(w.leader.run(leads, period=30.0))
+        while leading["asked"] < 1:
+            await asyncio.sleep(0)
+        assert w.tasks(sid) == []          # not the leader: nothing written
+        leading["now"] = True
+        w.leader.wake()                    # without this, 30 s until the next look
+        for _ in range(1000):
+            if w.tasks(sid, state="assigned"):
+                break
+            await asyncio.sleep(0.001)
+        loop.cancel()
+        try:
+            await loop
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert len(w.tasks(sid, state="assigned")) == 1
+
+
+def test_a_failing_ingress_maker_does_not_stop_the_orchestrator() -> None:
+    w = World(nodes=1)
+
+    async def broken(store: MemoryStore, body: Obj) -> None:
+        raise errors.InvalidArgumentError("ingress", "subnet overlaps")
+
+    w.leader.make_ingress = broken
+    sid = w.add_service("web")
+    w.settle()
+    assert len(w.tasks(sid, state="assigned")) == 1

@@ -159,7 +159,9 @@ def _vips(plan: Plan, pools: Pools, svc: Obj) -> None:
 
 def _task(plan: Plan, pools: Pools, task: Obj) -> None:
     """A new task gets an address on each of its networks, then is pending."""
-    svc = plan.services.get(task["ServiceID"])
+    svc = plan.services.get(task.get("ServiceID") or "")
+    if task.get("_Attachment") is not None:
+        svc = {"Spec": {}}   # a standalone container's attachment: its own networks only
     if svc is None:
         return
     nets, missing = service_networks(plan, svc, task.get("Spec") or {})

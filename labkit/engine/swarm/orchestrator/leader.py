@@ -67,6 +67,7 @@ class Leader:
         self.now = now
         self.make_ingress = make_ingress if make_ingress is not None else _default_ingress()
         self.wrote = 0            # writes applied by the last tick (0: nothing to do)
+        self._ingress_warned = False
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -143,6 +144,12 @@ class Leader:
                 await got
         except (errors.AlreadyExistsError, errors.ConflictError):
             return False   # another manager's request made it meanwhile
+        except errors.LabkitError as err:
+            # services without published ports still need their tasks: go on without
+            if not self._ingress_warned:
+                log.warning("cannot create the ingress network: %s", err)
+                self._ingress_warned = True
+            return False
         log.info("ingress network created")
         return True
 

@@ -173,7 +173,14 @@ def _remove(plan: Plan, sid: str) -> None:
 
 
 def _orphans(plan: Plan) -> None:
+    """Tasks of no service go; a standalone container's network attachment (a task with
+    "_Attachment", made for AttachNetwork) goes once detached or its node left."""
     for t in list(plan.tasks.values()):
+        if t.get("_Attachment") is not None:
+            if (t.get("DesiredState") != "running" or t.get("NodeID") not in plan.nodes) \
+                    and deletable(plan, t):
+                plan.drop_task(t["ID"])
+            continue
         if t.get("ServiceID") not in plan.services:
             t["DesiredState"] = "remove"
             if deletable(plan, t):

@@ -97,7 +97,7 @@ def _counts(plan: Plan) -> tuple[Counter[str], Counter[tuple[str, str]]]:
         if node and t.get("DesiredState") == "running" and \
                 (t.get("Status") or {}).get("State") not in TERMINAL:
             total[node] += 1
-            per[(t["ServiceID"], node)] += 1
+            per[(t.get("ServiceID", ""), node)] += 1
     return total, per
 
 
@@ -163,9 +163,14 @@ def schedule(plan: Plan) -> None:
     """Assign every pending task that wants to run (oldest first); the rest keep their
     reason, re-checked every tick."""
     total, per = _counts(plan)
+    for t in plan.tasks.values():   # attachments are made for their node already
+        if t.get("_Attachment") is not None and t.get("NodeID") and \
+                (t.get("Status") or {}).get("State") == "pending":
+            plan.set_status(t, "assigned", "scheduler assigned task to node")
     pending = sorted((t for t in plan.tasks.values()
                       if (t.get("Status") or {}).get("State") == "pending"
-                      and t.get("DesiredState") == "running" and not t.get("NodeID")),
+                      and t.get("DesiredState") == "running" and not t.get("NodeID")
+                      and t.get("_Attachment") is None),
                      key=lambda t: (t.get("CreatedAt", ""), t.get("Slot", 0), t["ID"]))
     for task in pending:
         node, why = choose(plan, task, total, per)
