@@ -13,7 +13,7 @@ from labkit.engine.swarm.store import CLUSTER, NODES, SERVICES
 # the shared World lives next to this file (pytest's importlib mode puts no test dir on
 # sys.path, and tests/fakes belongs to the lead)
 sys.path.insert(0, str(Path(__file__).parent))
-from test_swarm_orch_world import World
+from test_swarm_orch_world import World, ts
 
 
 def _addresses(w: World) -> list[str]:
@@ -168,3 +168,26 @@ def test_a_standalone_attachment_gets_an_address_on_its_node_and_goes_when_detac
     w.run()
     w.settle()
     assert w.tasks() == []
+
+
+def test_an_attachment_may_ask_for_its_address() -> None:
+    w = World(nodes=1)
+    net = w.add_network("shared", "10.0.3.0/24")
+
+    def attachment(tid: str, ip: str) -> None:
+        w._do(w.store.create(f"/lk/swarm/tasks/{tid}", {
+            "ID": tid, "CreatedAt": ts(w.t), "Labels": {}, "ServiceID": "", "Slot": 0,
+            "NodeID": "node1", "DesiredState": "running", "NetworksAttachments": [],
+            "Spec": {"Networks": [{"Target": net, "Addresses": [ip]}]},
+            "Status": {"State": "new", "Message": "created"},
+            "_Attachment": {"ContainerID": tid, "Aliases": []}}))
+
+    attachment("a1", "10.0.3.77")
+    w.settle()
+    attachment("a2", "10.0.3.77")
+    w.settle()
+    got = {t["ID"]: t for t in w.tasks()}
+    assert got["a1"]["NetworksAttachments"][0]["Addresses"] == ["10.0.3.77/24"]
+    assert got["a2"]["Status"]["State"] == "new"
+    assert got["a2"]["Status"]["Err"] == ("could not allocate an address on network shared: "
+                                          "address 10.0.3.77 is in use or outside the subnet")

@@ -157,6 +157,29 @@ def _vips(plan: Plan, pools: Pools, svc: Obj) -> None:
         endpoint["VirtualIPs"] = out
 
 
+def _requested(plan: Plan, task: Obj) -> dict[str, str]:
+    """network id -> the address a standalone container asked for (`docker run --ip`)."""
+    if task.get("_Attachment") is None:
+        return {}
+    out = {}
+    for att in (task.get("Spec") or {}).get("Networks") or []:
+        nid = _resolve(plan, str(att.get("Target", "")))
+        if nid and att.get("Addresses"):
+            out[nid] = str(att["Addresses"][0]).split("/")[0]
+    return out
+
+
+def _one(pools: Pools, nid: str, want: str | None) -> tuple[str | None, str]:
+    """(address, "") or (None, why)."""
+    if want is None:
+        got = pools.give(nid)
+        return got, "" if got else "no addresses left in its subnet"
+    cidr = f"{want}/{pools.subnets[nid].prefixlen}" if nid in pools.subnets else want
+    if pools.take(nid, cidr):
+        return cidr, ""
+    return None, f"address {want} is in use or outside the subnet"
+
+
 def _task(plan: Plan, pools: Pools, task: Obj) -> None:
     """A new task gets an address on each of its networks, then is pending."""
     svc = plan.services.get(task.get("ServiceID") or "")
@@ -168,16 +191,16 @@ def _task(plan: Plan, pools: Pools, task: Obj) -> None:
     if missing:
         plan.set_status(task, "new", "created", f"network {missing[0]} not found")
         return
+    wanted = _requested(plan, task)
     attachments: list[Obj] = []
     for nid in nets:
-        addr = pools.give(nid)
+        name = plan.networks[nid].get("Name", nid)
+        addr, why = _one(pools, nid, wanted.get(nid))
         if addr is None:
             for att in attachments:
                 pools.put_back(net_id(att["Network"]), att["Addresses"][0])
-            name = plan.networks[nid].get("Name", nid)
             plan.set_status(task, "new", "created",
-                            f"could not allocate an address on network {name}: "
-                            "no addresses left in its subnet")
+                            f"could not allocate an address on network {name}: {why}")
             return
         attachments.append({"Network": _public(plan.networks[nid]), "Addresses": [addr]})
     task["NetworksAttachments"] = attachments

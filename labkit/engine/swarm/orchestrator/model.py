@@ -124,7 +124,7 @@ class Plan:
         self.gone_services.add(sid)
         name = svc.get("Spec", {}).get("Name")
         if name:
-            self.releases.append((f"{NAMES}services/{name}", sid))
+            self.releases.append((f"{NAMES}services/{name.lower()}", sid))
         for port in (svc.get("Endpoint") or {}).get("Ports") or []:
             if port.get("PublishedPort") and port.get("PublishMode", "ingress") == "ingress":
                 proto = port.get("Protocol") or "tcp"
