@@ -169,3 +169,32 @@ def test_manual_rollback_uses_the_rollback_config() -> None:
     assert status["Message"] == "manually requested rollback" or \
         status["Message"] == "rollback completed"
     assert _images(w, sid) == ["busybox", "busybox"]
+
+
+def test_publishing_a_port_updates_the_tasks_onto_ingress() -> None:
+    w = World(nodes=2)
+    sid = w.add_service("web", replicas=2, UpdateConfig={"Parallelism": 0, "Monitor": 0})
+    w.converge()
+    assert all(t["NetworksAttachments"] == [] for t in w.running(sid))
+
+    def publish(spec: dict[str, Any]) -> None:
+        spec["EndpointSpec"] = {"Ports": [{"Protocol": "tcp", "TargetPort": 80,
+                                           "PublishedPort": 8080}]}
+    w.update_service(sid, publish)
+    w.converge()
+    assert len(w.running(sid)) == 2
+    assert all(t["NetworksAttachments"][0]["Network"]["Ingress"] for t in w.running(sid))
+    assert w.service(sid)["UpdateStatus"]["State"] == "completed"
+
+
+def test_global_update_replaces_each_node_task_on_its_node() -> None:
+    w = World(nodes=3)
+    sid = w.add_service("agent", mode="global", UpdateConfig={"Parallelism": 1, "Monitor": 0})
+    w.converge()
+    w.update_service(sid, _image("nginx"))
+    w.settle()
+    assert len(w.tasks(sid, desired="shutdown")) == 1
+    w.converge()
+    assert sorted((t["NodeID"], t["Spec"]["ContainerSpec"]["Image"]) for t in w.running(sid)) \
+        == [("node1", "nginx"), ("node2", "nginx"), ("node3", "nginx")]
+    assert w.service(sid)["UpdateStatus"]["State"] == "completed"

@@ -152,6 +152,9 @@ class Plan:
             "Status": {"Timestamp": t, "State": "new", "Message": "created"},
             "DesiredState": "running", "NetworksAttachments": [],
             "_SpecVersion": svc.get("_SpecVersion", 1),
+            # what the task was made for besides its TaskSpec: a change of published
+            # ports or endpoint mode also makes it out of date (Docker's IsTaskDirty)
+            "_EndpointSpec": copy.deepcopy(svc["Spec"].get("EndpointSpec") or {}),
             "_ServiceName": svc["Spec"].get("Name", ""),
         }
         if node:

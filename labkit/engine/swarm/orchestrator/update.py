@@ -34,11 +34,17 @@ def _cfg(svc: Obj, rollback: bool) -> Obj:
     return (svc["Spec"].get("RollbackConfig" if rollback else "UpdateConfig")) or {}
 
 
+def current(svc: Obj, task: Obj) -> bool:
+    """The task runs the service's TaskTemplate, made for its EndpointSpec."""
+    spec = svc["Spec"]
+    return bool(task.get("Spec") == (spec.get("TaskTemplate") or {}) and
+                task.get("_EndpointSpec", {}) == (spec.get("EndpointSpec") or {}))
+
+
 def _dirty(svc: Obj, tasks: list[Obj]) -> list[Obj]:
-    """Tasks meant to run whose spec is not the template's, and no replacement started."""
-    tmpl = svc["Spec"].get("TaskTemplate") or {}
+    """Tasks meant to run that are not current, and no replacement started."""
     replaced = {t.get("_Replaces") for t in tasks if t.get("DesiredState") == "running"}
-    out = [t for t in tasks if t.get("DesiredState") == "running" and t.get("Spec") != tmpl
+    out = [t for t in tasks if t.get("DesiredState") == "running" and not current(svc, t)
            and t["ID"] not in replaced]
     return sorted(out, key=lambda t: (int(t.get("Slot", 0)), slot_of(svc, t), t["ID"]))
 
@@ -132,9 +138,8 @@ def step(plan: Plan, svc: Obj) -> None:
     ver = svc.get("_SpecVersion", 1)
     tasks = plan.tasks_of(svc["ID"])
     _settle_start_first(plan, tasks)
-    tmpl = svc["Spec"].get("TaskTemplate") or {}
     for t in tasks:   # up to date, spec version unchanged (a scale): note the version
-        if t.get("DesiredState") == "running" and t.get("Spec") == tmpl:
+        if t.get("DesiredState") == "running" and current(svc, t):
             t["_SpecVersion"] = ver
     dirty = _dirty(svc, tasks)
     up = svc.get("_Update")
