@@ -259,3 +259,74 @@ def test_a_failing_ingress_maker_does_not_stop_the_orchestrator() -> None:
     sid = w.add_service("web")
     w.settle()
     assert len(w.tasks(sid, state="assigned")) == 1
+
+
+class _Etcd:
+    """Just enough of EtcdClient for ClusterStore: a dict with mod revisions."""
+
+    def __init__(self) -> None:
+        self.kv: dict[bytes, tuple[bytes, int]] = {}
+        self.rev = 1
+
+    def _kv(self, key: bytes) -> Any:
+        from labkit.engine.swarm.etcd.client import KV
+
+        value, mod = self.kv[key]
+        return KV(key, value, mod, mod, 1, 0)
+
+    async def get(self, key: str) -> Any:
+        return self._kv(key.encode()) if key.encode() in self.kv else None
+
+    async def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        self.rev += 1
+        self.kv[key.encode()] = (value, self.rev)
+        return self.rev
+
+    async def put_if(self, key: str, value: bytes, mod_revision: int, lease: int = 0) -> bool:
+        have = self.kv.get(key.encode())
+        if (have[1] if have else 0) != mod_revision:
+            return False
+        await self.put(key, value)
+        return True
+
+    async def range_prefix(self, prefix: str) -> list[Any]:
+        return [self._kv(k) for k in sorted(self.kv) if k.startswith(prefix.encode())]
+
+    async def delete(self, key: str) -> bool:
+        return self.kv.pop(key.encode(), None) is not None
+
+
+def test_the_leader_runs_over_the_real_sealed_store() -> None:
+    """Every object the leader writes survives ClusterStore's JSON and sealing."""
+    from labkit.engine.swarm.seal import DataKey
+    from labkit.engine.swarm.store import ALIVE, ClusterStore
+
+    async def main() -> list[Obj]:
+        etcd = _Etcd()
+        store = ClusterStore(etcd, DataKey.new())  # type: ignore[arg-type]
+        await store.create(CLUSTER, {"ID": "c", "Spec": {"_KeyRotationS": 1}})
+        for nid in ("n1", "n2"):
+            await store.put(NODES + nid, {"ID": nid, "Spec": {"Role": "worker",
+                                                              "Availability": "active"}})
+            await etcd.put(ALIVE + nid, b"1")
+        ing = network("ingress", "10.0.0.0/24", ingress=True, vni=4096)
+        sec = network("sec", "10.0.7.0/24", options={"encrypted": ""})
+        for net in (ing, sec):
+            await store.create(NETWORKS + net["Id"], net)
+        await store.create(SERVICES + "s1", {
+            "ID": "s1", "_SpecVersion": 1, "Endpoint": {},
+            "Spec": {"Name": "web", "Mode": {"Replicated": {"Replicas": 3}},
+                     "TaskTemplate": {"ContainerSpec": {"Image": "busybox"},
+                                      "Networks": [{"Target": sec["Id"]}]},
+                     "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]}}})
+        leader = Leader(store, now=lambda: 1e9)
+        for _ in range(3):
+            await leader.tick()
+        assert len(await store.list(ATTACH)) == 2
+        cluster, _ = await store.must_get(CLUSTER, "swarm")
+        assert len(cluster["_NetworkKeys"]) == 1
+        return [t for t, _ in await store.list(TASKS)]
+
+    tasks = asyncio.run(main())
+    assert sorted(t["Status"]["State"] for t in tasks) == ["assigned"] * 3
+    assert all(len(t["NetworksAttachments"]) == 2 for t in tasks)
