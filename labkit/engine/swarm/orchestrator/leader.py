@@ -90,14 +90,17 @@ class Leader:
         """Tick for ever while ``leads()`` says so (Manager starts this as a task)."""
         while True:
             self.wrote = 0
+            leading = False
             try:
-                if await leads():
+                leading = await leads()
+                if leading:
                     await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - a lost quorum, a restart: next tick
                 log.warning("orchestrator tick: %s", err)
-            await self.wait(period)
+            # a follower only looks again now and then (each look is an etcd status call)
+            await self.wait(period if leading else max(period, 1.0))
 
     async def snapshot(self) -> Snapshot | None:
         got = await self.store.get(CLUSTER)
