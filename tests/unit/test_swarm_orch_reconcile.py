@@ -272,3 +272,26 @@ def test_deleted_service_tasks_stop_then_everything_goes() -> None:
     assert SERVICES + sid not in w.store.data
     assert NAMES + "services/web" not in w.store.data
     assert NAMES + "services/other" in w.store.data
+
+
+def test_two_tasks_meant_to_run_in_one_slot_keep_the_newest() -> None:
+    w = World(nodes=1)
+    sid = w.add_service("web", replicas=1)
+    w.converge()
+    (first,) = w.running(sid)
+    twin = {**first, "ID": "twin", "CreatedAt": "2100-01-01T00:00:00.000000000Z"}
+    w._do(w.store.create("/lk/swarm/tasks/twin", twin))   # e.g. from a racing leader
+    w.settle()
+    assert [t["ID"] for t in w.tasks(sid, desired="running")] == ["twin"]
+
+
+def test_tasks_of_a_vanished_service_are_stopped_then_deleted() -> None:
+    w = World(nodes=1)
+    sid = w.add_service("web", replicas=2)
+    w.converge()
+    del w.store.data[SERVICES + sid]
+    w.settle()
+    assert {t["DesiredState"] for t in w.tasks(sid)} == {"remove"}
+    w.run()
+    w.settle()
+    assert w.tasks(sid) == []
