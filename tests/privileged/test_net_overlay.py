@@ -11,6 +11,7 @@ is removed at the end, which takes every link, SA, policy and nft table in it al
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -20,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -118,36 +120,45 @@ def _spec(vni: int, subnet: str, *, encrypted: bool = False) -> NetworkSpec:
                                         .split("/")[0])], options=opts)
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    names = [f"lkoa{U}", f"lkob{U}", f"lkca{U}", f"lkcb{U}"]
+@contextlib.contextmanager
+def _nodes(tag: str, sub: int) -> Iterator[Lab]:
+    """Two node namespaces joined by a veth (10.<sub>.<U>.1 and .2) and a container
+    namespace for each; all removed on exit."""
+    names = [f"lk{tag}a{U}", f"lk{tag}b{U}", f"lk{tag}c{U}", f"lk{tag}d{U}"]
     made: list[str] = []
     try:
         for n in names:
             create_netns(n)
             made.append(n)
-        wa, wb = f"lkwa{U}", f"lkwb{U}"
+        wa, wb = f"lk{tag}wa{U}", f"lk{tag}wb{U}"
         ip(names[0], "link", "add", wa, "type", "veth", "peer", "name", wb, "netns", names[1])
-        for ns, link, addr in ((names[0], wa, f"10.250.{U}.1"), (names[1], wb, f"10.250.{U}.2")):
+        addrs = (f"10.{sub}.{U}.1", f"10.{sub}.{U}.2")
+        for ns, link, addr in ((names[0], wa, addrs[0]), (names[1], wb, addrs[1])):
             ip(ns, "addr", "add", f"{addr}/24", "dev", link)
             ip(ns, "link", "set", link, "up")
             ip(ns, "link", "set", "lo", "up")
-        a = Node(names[0], f"10.250.{U}.1", names[2], ov.OverlayDriver())
-        b = Node(names[1], f"10.250.{U}.2", names[3], ov.OverlayDriver())
+        a = Node(names[0], addrs[0], names[2], ov.OverlayDriver())
+        b = Node(names[1], addrs[1], names[3], ov.OverlayDriver())
         for n in (a, b):
             n.drv.configure(n.addr, PORT)
-        # a probe on b's underlay link at ingress (before ESP is undone): what the wire
-        # carries towards b
-        _nft(b.ns, "\n".join([
-            f"table netdev lkt{U} {{", "chain c {",
-            f"type filter hook ingress device {wb} priority 0;",
-            "meta l4proto esp counter",
-            f"udp dport {PORT} @th,96,24 {VNI_PLAIN} counter",
-            f"udp dport {PORT} @th,96,24 {VNI_ENC} counter", "}", "}", ""]))
         yield Lab(a, b, wa)
     finally:
         for n in reversed(made):
             remove_netns(n)  # links, SAs, policies and nft tables go with the namespace
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with _nodes("o", 250) as lab:
+        # a probe on b's underlay link at ingress (before ESP is undone): what the wire
+        # carries towards b
+        _nft(lab.b.ns, "\n".join([
+            f"table netdev lkt{U} {{", "chain c {",
+            f"type filter hook ingress device lkowb{U} priority 0;",
+            "meta l4proto esp counter",
+            f"udp dport {PORT} @th,96,24 {VNI_PLAIN} counter",
+            f"udp dport {PORT} @th,96,24 {VNI_ENC} counter", "}", "}", ""]))
+        yield lab
 
 
 def _attach(node: Node, net: Network, addr: str, ifname: str) -> None:
@@ -362,3 +373,76 @@ def test_encrypted_overlay(lab: Lab) -> None:
     assert _plain_vxlan_dropped(b) > dropped
     a.run(xfrm.program_vnis, a.drv.encrypted_vnis(), PORT)
     assert ping(a.ctr, "10.77.2.3", count=1)
+
+
+class _Bus:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def emit_network(self, action: str, nid: str, attrs: dict[str, str]) -> None:
+        self.events.append((action, nid))
+
+
+def test_networks_seam(tmp_path: Path) -> None:
+    """ensure_swarm / set_overlay_peers / set_node_address / drop_swarm on a Networks
+    object in node a's namespace; a container endpoint with the swarm-given address;
+    node b runs the bare driver.  A restarted Networks adopts the network."""
+    from labkit.engine.networks.service import Networks
+
+    nid, vni = "a" * 12 + "b" * 13, 4700 + U
+    info = {"ID": nid, "Name": f"web{U}", "VNI": vni, "Subnet": "10.78.0.0/24",
+            "Gateway": "10.78.0.1", "Encrypted": False, "MTU": None, "Attachable": True,
+            "Internal": False, "Ingress": True, "Labels": {"l": "1"},
+            "Options": {"user": "x"}}
+    with _nodes("s", 251) as lab:
+        a, b = lab.a, lab.b
+        bus = _Bus()
+        nets = a.run(Networks, bus, default_bridge=False, root=tmp_path / "n")
+        rec = a.run(nets.ensure_swarm, info, a.addr, PORT)
+        assert a.run(nets.ensure_swarm, info, a.addr, PORT).id == rec.id == nid  # idempotent
+        assert [r.id for r in nets.swarm_networks()] == [nid]
+        assert bus.events == [("create", nid)]
+        with pytest.raises(errors.ForbiddenError):
+            nets.remove(nid)  # not from the local API
+        with pytest.raises(errors.InvalidArgumentError):
+            a.run(nets.ensure_swarm, {**info, "VNI": 0}, a.addr, PORT)
+        with pytest.raises(errors.InvalidArgumentError):
+            a.run(nets.set_overlay_peers, nid, [{"addr": b.addr, "ips": ["10.9.9.9"]}])
+        spec = NetworkSpec(id="x", name="x", driver="overlay", ipam=[PoolConfig(
+            subnet="10.78.0.0/24", gateway="10.78.0.1")], options={ov.OPT_VNI: str(vni)})
+        bnet = b.run(b.drv.create_network, spec)
+        _attach(b, bnet, "10.78.0.3", "eth0")
+        ep = a.run(nets.attach_endpoint, rec, EndpointSpec(
+            endpoint_id="e" * 64, netns=a.ctr, ipv4_address="10.78.0.2"), gateway=True)
+        assert ep.mac == "02:42:0a:4e:00:02" and ep.gateways == ()
+        a.run(nets.set_overlay_peers, nid, [{"node": "nodeb", "addr": b.addr,
+                                             "ips": ["10.78.0.3"]}])
+        b.run(b.drv.set_peers, "x", _peer(a, ["10.78.0.2", "10.78.0.5"]))
+        assert ping(a.ctr, "10.78.0.3")
+        # the node's own (ingress) address on the bridge: b's container reaches the node
+        a.run(nets.set_node_address, nid, "10.78.0.5/24")
+        assert "10.78.0.5/24" in ip(a.ns, "addr", "show", ov.bridge_name(vni))
+        assert ping(b.ctr, "10.78.0.5")
+        view = nets.inspect(nid)
+        assert view["Scope"] == "swarm" and view["Driver"] == "overlay" and view["Ingress"]
+        assert view["Options"][ov.OPT_VNI] == str(vni) and view["Options"]["user"] == "x"
+        assert {"Name": "nodeb", "IP": b.addr} in view["Peers"]
+        assert [n["Name"] for n in nets.ls({"scope": ["swarm"]})] == [f"web{U}"]
+        # a container on it: drop refused; then detached, dropped, everything gone
+        holder = type("C", (), {"name": "c1", "id": "c" * 64,
+                                "networks": {f"web{U}": {"EndpointID": ep.id}}})()
+        nets.bind(lambda: [holder])
+        with pytest.raises(errors.ConflictError):
+            a.run(nets.drop_swarm, nid)
+        # a restarted daemon adopts the network from its record (links still there)
+        again = a.run(Networks, _Bus(), default_bridge=False, root=tmp_path / "n")
+        a.run(again.start)
+        assert nid in again.live and again.live[nid].mtu == 1450
+        assert "10.78.0.5/24" in ip(a.ns, "addr", "show", ov.bridge_name(vni))
+        a.run(nets.detach_endpoint, rec, ep, gone=False, netns=a.ctr)
+        nets.bind(list)
+        a.run(nets.drop_swarm, nid)
+        a.run(nets.drop_swarm, nid)  # idempotent
+        assert nets.swarm_networks() == [] and ("destroy", nid) in bus.events
+        assert ov.bridge_name(vni) not in ip(a.ns, "link")
+        assert ov.vxlan_name(vni) not in ip(a.ns, "link")
