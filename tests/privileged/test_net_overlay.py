@@ -216,6 +216,26 @@ def test_plain_overlay(lab: Lab) -> None:
     # the MTU is the real limit: a full-size packet with DF crosses, unfragmented
     assert ping(a.ctr, "10.77.1.3", count=1, size=1450 - 28)
     assert frag_creates(a.ns) == frags
+    # and it is the exact limit: with every overlay MTU on both nodes raised by one, a
+    # packet one byte larger does not cross; the VXLAN driver answers it with a "fragmentation
+    # needed" of its own (skb_tunnel_check_pmtu) naming 1450, which the container caches
+    hops = []
+    for node in (a, b):
+        hops += [(node.ctr, "eth0"), (node.ns, ov.bridge_name(VNI_PLAIN)),
+                 (node.ns, ov.vxlan_name(VNI_PLAIN))] + [
+            (node.ns, ln.split(":")[1].strip().split("@")[0])
+            for ln in ip(node.ns, "-o", "link", "show", "master",
+                         ov.bridge_name(VNI_PLAIN)).splitlines()]
+    try:
+        for ns, link in hops:
+            ip(ns, "link", "set", link, "mtu", "1451")
+        assert not ping(a.ctr, "10.77.1.3", count=1, size=1451 - 28)
+        assert "mtu 1450" in ip(a.ctr, "route", "get", "10.77.1.3")
+    finally:
+        for ns, link in hops:
+            ip(ns, "link", "set", link, "mtu", "1450")
+        ip(a.ctr, "route", "flush", "cache")
+    assert ping(a.ctr, "10.77.1.3", count=1, size=1450 - 28)
     # peers replaced: b gone from a's view -> its entries go, ping stops
     a.run(a.drv.set_peers, nets[a.ns].id, [])
     fdb = subprocess.run(["bridge", "-n", a.ns, "fdb", "show", "dev",

@@ -441,6 +441,10 @@ class OverlayDriver:
             self._nets[spec.id] = _Net(vni, encrypted, subnet, mtu,
                                        old.peers if old else [], old.held if old else {})
             try:
+                if encrypted:
+                    # the block policy before the marks: from the first packet on, this
+                    # network's traffic goes through ESP or nowhere, keys or not
+                    xfrm.apply(local, self.key_peers, self.keys, self.data_port)
                 self._sync_nft()
                 if old is not None and old.peers:
                     set_fdb(vni, old.peers)
