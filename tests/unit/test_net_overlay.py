@@ -196,6 +196,13 @@ def test_apply_and_rotate(fake: FakeIp) -> None:
     assert fake.states == {} and fake.policies == {("0.0.0.0/0", "0.0.0.0/0", 4789): 0}
     xfrm.clear()
     assert fake.policies == {}
+    xfrm.apply(A, [B], _keys(8), 4789)
+    fake.lines.clear()
+    xfrm.ensure_block(4789)  # (a daemon restart) present: nothing touched
+    assert fake.lines == []
+    xfrm.clear()
+    xfrm.ensure_block(4789)
+    assert fake.policies == {("0.0.0.0/0", "0.0.0.0/0", 4789): 0}
 
 
 def test_batch_errors_hide_keys(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -444,7 +444,7 @@ class OverlayDriver:
                 if encrypted:
                     # the block policy before the marks: from the first packet on, this
                     # network's traffic goes through ESP or nowhere, keys or not
-                    xfrm.apply(local, self.key_peers, self.keys, self.data_port)
+                    xfrm.ensure_block(self.data_port)
                 self._sync_nft()
                 if old is not None and old.peers:
                     set_fdb(vni, old.peers)

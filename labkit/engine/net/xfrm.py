@@ -60,6 +60,7 @@ __all__ = [
     "check_esp",
     "clear",
     "counters",
+    "ensure_block",
     "esp_supported",
     "parse_keys",
     "program_vnis",
@@ -329,6 +330,15 @@ def apply(local: str, peers: Sequence[str], keys: Sequence[Key], data_port: int)
         lines.append(f"xfrm state delete src {st.src} dst {st.dst} proto esp "
                      f"spi {st.spi:#010x}")
     _batch(lines)
+
+
+def ensure_block(data_port: int) -> None:
+    """The block policy for marked traffic alone, added if missing (SAs and the other
+    policies untouched: after a daemon restart they still carry live traffic)."""
+    if _Policy("0.0.0.0/0", "0.0.0.0/0", data_port, 0) not in _policies():
+        line = (f"xfrm policy update {_sel('0.0.0.0/0', '0.0.0.0/0', data_port)} "
+                f"priority {PRIO_BLOCK} action block")
+        _batch([line])
 
 
 def clear() -> None:
