@@ -364,7 +364,7 @@ def test_encrypted_overlay(lab: Lab) -> None:
     assert after_a[out_a] > before_a.get(out_a, 0)
     assert after_b[in_b] > before_b.get(in_b, 0)
     esp_seen, _, plain_seen = _wire_counters(b.ns)
-    assert esp_seen - wire[0] >= 3 and plain_seen == wire[2]
+    assert esp_seen > wire[0] and plain_seen == wire[2]
     # the full encrypted MTU crosses unfragmented
     assert ping(a.ctr, "10.77.2.3", count=1, size=1416 - 28)
     # the plain network beside it stays plain: plain VXLAN on the wire, no SA counts it
@@ -373,15 +373,16 @@ def test_encrypted_overlay(lab: Lab) -> None:
     assert ping(a.ctr, "10.77.1.3", count=2)
     w2 = _wire_counters(b.ns)
     assert w2[1] - w[1] >= 1 and w2[0] == w[0] and sum(_esp_bytes(a).values()) == esp
-    # rotation 7 -> 8 (8 primary, 7 still accepted), then 7 dropped: ping throughout
-    for node, other in ((a, b), (b, a)):
-        node.run(node.drv.set_keys, _keys(8, 7), [other.addr])
-        assert ping(a.ctr, "10.77.2.3", count=1)
-    pol = ip(a.ns, "xfrm", "policy", "list")
-    assert f"reqid {xfrm.Key(b'', 8).reqid}" in pol
-    for node, other in ((a, b), (b, a)):
-        node.run(node.drv.set_keys, _keys(8), [other.addr])
-        assert ping(a.ctr, "10.77.2.3", count=1)
+    # rotation 7 -> 8, one node at a time, ping after every step: 8 accepted everywhere
+    # (7 still primary), then 8 primary (7 still accepted), then 7 gone
+    for keys in ((7, 8), (8, 7), (8,)):
+        for node, other in ((a, b), (b, a)):
+            node.run(node.drv.set_keys, _keys(*keys), [other.addr])
+            assert ping(a.ctr, "10.77.2.3", count=2), keys
+            assert ping(b.ctr, "10.77.2.2", count=2), keys
+        if keys == (8, 7):
+            pol = ip(a.ns, "xfrm", "policy", "list")
+            assert f"reqid {xfrm.Key(b'', 8).reqid}" in pol
     states = ip(a.ns, "xfrm", "state", "list")
     assert f"reqid {xfrm.Key(b'', 7).reqid} " not in states + " "
     assert len(_esp_bytes(a)) == 2  # one SA each way, key 8 only
