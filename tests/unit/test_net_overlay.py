@@ -229,3 +229,18 @@ def test_nft_script(monkeypatch: pytest.MonkeyPatch) -> None:
     xfrm.program_vnis([], 4789)
     assert got[1].strip().splitlines() == [f"table ip {xfrm.TABLE} {{}}",
                                            f"delete table ip {xfrm.TABLE}"]
+
+
+def test_new_peer_of_encrypted_network_gets_sas(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, list[str], list[int]]] = []
+    monkeypatch.setattr(ov, "set_fdb", lambda vni, peers: None)
+    monkeypatch.setattr(xfrm, "apply", lambda local, peers, keys, port: calls.append(
+        (local, list(peers), [k.tag for k in keys])))
+    drv = ov.OverlayDriver()
+    drv.configure(A, 4789)
+    drv._nets["e"] = ov._Net(4097, True, ipaddress.IPv4Network("10.0.1.0/24"), 1416)
+    drv._nets["p"] = ov._Net(4098, False, ipaddress.IPv4Network("10.0.2.0/24"), 1450)
+    drv.set_keys(_keys(3), [B])
+    drv.set_peers("e", ov.parse_peers([{"addr": B}, {"addr": C}]))
+    drv.set_peers("p", ov.parse_peers([{"addr": "192.168.5.9"}]))  # plain: no SAs
+    assert calls == [(A, [B], [3]), (A, [B, C], [3])]

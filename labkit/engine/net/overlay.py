@@ -472,9 +472,16 @@ class OverlayDriver:
         self._sync_nft()
 
     def set_peers(self, network_id: str, peers: Sequence[Peer]) -> None:
+        """Replace the network's peers (FDB).  A new peer of an encrypted network gets
+        its SAs at once from the keys already known, so it is not blocked until the next
+        ``set_keys``."""
         n = self._get(network_id)
         set_fdb(n.vni, peers)
         n.peers = list(peers)
+        if n.encrypted and self.keys:
+            more = {str(p.addr) for p in peers} - set(self.key_peers)
+            if more:
+                self.set_keys(self.keys, [*self.key_peers, *more])
 
     def peers(self, network_id: str) -> list[Peer]:
         return list(self._get(network_id).peers)
