@@ -106,12 +106,18 @@ class FakeIp:
 
     def __call__(self, args: list[str], stdin: str | None = None) -> str:
         self.argv.append(args)
-        if args[:3] == ["xfrm", "state", "list"] or args[:4] == ["-s", "xfrm", "state",
-                                                                 "list"]:
+        if args[:3] == ["xfrm", "state", "list"]:
             return "".join(
                 f"src {s} dst {d}\n\tproto esp spi {spi:#010x} reqid {r} mode transport\n"
                 f"\treplay-window 64 \n\taead rfc4106(gcm(aes)) 0x{key} 128\n"
-                "\tlifetime current:\n\t  168(bytes), 2(packets)\n"
+                for (s, d, spi), (r, key) in self.states.items())
+        if args[:4] == ["-s", "xfrm", "state", "list"]:  # (ipxfrm.c's -s shapes)
+            return "".join(
+                f"src {s} dst {d}\n\tproto esp spi {spi:#010x}({spi}) reqid {r}({r:#010x}) "
+                f"mode transport\n\treplay-window 64 seq 0x00000000 flag  (0x00000000)\n"
+                f"\taead rfc4106(gcm(aes)) 0x{key} 128\n\tlifetime config:\n"
+                "\t  limit: soft (INF)(bytes), hard (INF)(bytes)\n\tlifetime current:\n"
+                "\t  168(bytes), 2(packets)\n"
                 for (s, d, spi), (r, key) in self.states.items())
         if args[:3] == ["xfrm", "policy", "list"]:
             out = ""

@@ -76,6 +76,9 @@ PRIO_BLOCK = 200
 KEY_LEN = 20  # AES-128 key 16 + salt 4 (RFC 4106 8.1)
 ICV_BITS = 128
 REPLAY_WINDOW = 64
+# ip-xfrm's SA line; with -s it adds the SPI in decimal and the reqid in hex (ipxfrm.c
+# xfrm_id_info_print): "proto esp spi 0x0000abcd(43981) reqid 1(0x00000001) mode ..."
+_SPI_RE = re.compile(r"proto esp spi (0x[0-9a-f]+)(?:\(\d+\))? reqid (\d+)")
 _HEX_RUN = re.compile(r"0x[0-9a-fA-F]{16,}|[0-9a-fA-F]{32,}")
 
 
@@ -263,7 +266,7 @@ def _states() -> list[_State]:
     out = []
     for b in _blocks(_ip(["xfrm", "state", "list"])):
         m = re.match(r"src (\S+) dst (\S+)", b)
-        s = re.search(r"proto esp spi (0x[0-9a-f]+) reqid (\d+)", b)
+        s = _SPI_RE.search(b)
         if m and s and int(s.group(2)) & 0xFFFF0000 == REQID_BASE:
             out.append(_State(m.group(1), m.group(2), int(s.group(1), 16), int(s.group(2))))
     return out
@@ -354,7 +357,7 @@ def counters() -> dict[tuple[str, str, int], tuple[int, int]]:
     out = {}
     for b in _blocks(_ip(["-s", "xfrm", "state", "list"])):
         m = re.match(r"src (\S+) dst (\S+)", b)
-        s = re.search(r"proto esp spi (0x[0-9a-f]+) reqid (\d+)", b)
+        s = _SPI_RE.search(b)
         c = re.search(r"lifetime current:\s*(\d+)\(bytes\), (\d+)\(packets\)", b)
         if m and s and c and int(s.group(2)) & 0xFFFF0000 == REQID_BASE:
             out[(m.group(1), m.group(2), int(s.group(1), 16))] = (int(c.group(1)),
