@@ -1,0 +1,115 @@
+"""compose -> Engine API bodies, checked against what the Docker CLI sent for the same file
+(../shared/reference/docker-api.md, `docker stack deploy -c stack.yml voter`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labkit.engine.swarm.stack import convert
+from labkit.engine.swarm.stack.compose import parse
+
+VOTER = """\
+version: "3.8"
+services:
+  vote:
+    image: nginx:latest
+    ports: ["8080:80"]
+    deploy: {replicas: 2}
+  redis:
+    image: alpine:latest
+    command: sleep 1d
+"""
+
+
+def test_voter_bodies_match_the_docker_cli(tmp_path: Path) -> None:
+    c = parse(VOTER, "stack.yml", tmp_path)
+    used = convert.networks_used(c)
+    assert list(used) == ["default"]
+    assert convert.network_body("voter", "default", used["default"]) == {
+        "CheckDuplicate": False, "Driver": "overlay", "Scope": "", "EnableIPv6": False,
+        "IPAM": None, "Internal": False, "Attachable": False, "Ingress": False,
+        "ConfigOnly": False, "ConfigFrom": None, "Options": None,
+        "Labels": {"com.docker.stack.namespace": "voter"}, "Name": "voter_default"}
+    vote = convert.service_spec("voter", "vote", c, image="nginx:latest@sha256:ab")
+    assert vote == {
+        "Name": "voter_vote",
+        "Labels": {"com.docker.stack.image": "nginx:latest",
+                   "com.docker.stack.namespace": "voter"},
+        "TaskTemplate": {"ContainerSpec": {"Image": "nginx:latest@sha256:ab",
+                                           "Labels": {"com.docker.stack.namespace": "voter"}},
+                         "Networks": [{"Target": "voter_default", "Aliases": ["vote"]}]},
+        "Mode": {"Replicated": {"Replicas": 2}},
+        "EndpointSpec": {"Ports": [{"Protocol": "tcp", "TargetPort": 80,
+                                    "PublishedPort": 8080, "PublishMode": "ingress"}]}}
+    redis = convert.service_spec("voter", "redis", c)
+    assert redis["TaskTemplate"]["ContainerSpec"] == {
+        "Image": "alpine:latest", "Labels": {"com.docker.stack.namespace": "voter"},
+        "Args": ["sleep", "1d"]}
+    assert "EndpointSpec" not in redis and redis["Mode"] == {"Replicated": {"Replicas": 1}}
+
+
+def test_secrets_networks_volumes_and_deploy(tmp_path: Path) -> None:
+    text = """\
+services:
+  app:
+    image: app:1
+    entrypoint: [/bin/app]
+    environment: {B: "2", A: null, C: null}
+    networks: {front: {aliases: [api]}, ext: null}
+    secrets: [{source: pw, target: pw.txt, uid: "100", mode: 0400}]
+    configs: [conf]
+    volumes: [data:/data, "ext:/ext"]
+    deploy:
+      mode: global
+      endpoint_mode: dnsrr
+      placement: {constraints: [node.role==worker], preferences: [{spread: node.labels.az}]}
+      restart_policy: {condition: any, max_attempts: 2}
+      update_config: {parallelism: 2, delay: 1s, order: start-first}
+      resources: {limits: {cpus: "1.5", memory: 1G}, reservations: {memory: 64M}}
+      labels: {team: x}
+networks:
+  front: {attachable: true, driver_opts: {encrypted: ""}, ipam: {config: [{subnet: 10.9.0.0/24}]}}
+  ext: {external: true, name: shared}
+secrets:
+  pw: {file: ./pw}
+configs:
+  conf: {external: true}
+volumes:
+  data: {labels: {keep: "yes"}}
+  ext: {external: true}
+"""
+    c = parse(text, "s.yml", tmp_path)
+    nets = convert.networks_used(c)
+    assert set(nets) == {"front", "ext"}
+    front = convert.network_body("st", "front", nets["front"])
+    assert front["Attachable"] and front["Options"] == {"encrypted": ""}
+    assert front["IPAM"] == {"Driver": "default", "Options": None,
+                             "Config": [{"Subnet": "10.9.0.0/24"}]}
+    assert convert.object_name("st", "ext", nets["ext"]) == "shared"
+    assert convert.secret_spec("st", "pw", c.secrets["pw"], b"s3cr3t") == {
+        "Name": "st_pw", "Labels": {"com.docker.stack.namespace": "st"}, "Data": "czNjcjN0"}
+    spec = convert.service_spec("st", "app", c, secret_ids={"st_pw": "SID"},
+                                config_ids={"conf": "CID"}, environ={"A": "from-env"})
+    cs = spec["TaskTemplate"]["ContainerSpec"]
+    assert cs["Command"] == ["/bin/app"] and cs["Env"] == ["A=from-env", "B=2"]
+    assert cs["Secrets"] == [{"File": {"Name": "pw.txt", "UID": "100", "GID": "0",
+                                       "Mode": 0o400}, "SecretID": "SID", "SecretName": "st_pw"}]
+    assert cs["Configs"] == [{"File": {"Name": "/conf", "UID": "0", "GID": "0", "Mode": 0o444},
+                              "ConfigID": "CID", "ConfigName": "conf"}]
+    assert cs["Mounts"] == [
+        {"Type": "volume", "Source": "st_data", "Target": "/data",
+         "VolumeOptions": {"Labels": {"keep": "yes", "com.docker.stack.namespace": "st"}}},
+        {"Type": "volume", "Source": "ext", "Target": "/ext"}]
+    task = spec["TaskTemplate"]
+    assert task["Networks"] == [{"Target": "shared", "Aliases": ["app"]},
+                                {"Target": "st_front", "Aliases": ["app", "api"]}]
+    assert task["Placement"] == {"Constraints": ["node.role==worker"], "Preferences": [
+        {"Spread": {"SpreadDescriptor": "node.labels.az"}}]}
+    assert task["RestartPolicy"] == {"Condition": "any", "MaxAttempts": 2}
+    assert task["Resources"] == {"Limits": {"NanoCPUs": 1_500_000_000, "MemoryBytes": 1 << 30},
+                                 "Reservations": {"MemoryBytes": 64 << 20}}
+    assert spec["Mode"] == {"Global": {}}
+    assert spec["EndpointSpec"] == {"Mode": "dnsrr"}
+    assert spec["UpdateConfig"] == {"Parallelism": 2, "Delay": 10**9, "Order": "start-first"}
+    assert spec["Labels"] == {"team": "x", "com.docker.stack.namespace": "st",
+                              "com.docker.stack.image": "app:1"}
