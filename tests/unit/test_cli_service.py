@@ -386,7 +386,7 @@ def test_create_sends_dockers_spec_and_converges(api: FakeAPI,
 
 def test_create_detached_with_an_image_the_daemon_cannot_pin(
         api: FakeAPI, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = lk(capsys, "service", "create", "-d", "--name", "p", "--mode", "global",
+    rc, _out, err = lk(capsys, "service", "create", "-d", "--name", "p", "--mode", "global",
                       "alpine", "sleep", "1d")
     assert rc == 0 and "could not be accessed on a registry to record its digest" in err
     [svc] = api.services.values()
@@ -608,8 +608,8 @@ def test_stack_deploy_ls_services_ps_rm(api: FakeAPI, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(("change", "text"), [
     (lambda t: t.replace("command: sleep 1d", "command: sleep 1d\n    healthcheck: {}"),
      "stack.yml:12: services.redis.healthcheck: not supported by stack deploy"),
-    (lambda t: t.replace("./pw.txt", "./missing.txt"), "missing.txt (stack.yml:16: "
-                                                        "secrets.pw.file)"),
+    (lambda t: t.replace("./pw.txt", "./missing.txt"), ("missing.txt (stack.yml:16: "
+                                                        "secrets.pw.file)")),
     (lambda t: t.replace("front: {attachable: true}", "front: {external: true}"),
      "network 'front' is declared as external, but could not be found"),
     (lambda t: t.replace("deploy: {replicas: 2}", "deploy: {replicas: [2]}"),
