@@ -429,14 +429,20 @@ def ls_rows(services: list[dict[str, Any]], trunc: bool = True) -> list[list[str
 
 
 def _ago(ts: str) -> str:
+    """An RFC 3339 time (nanoseconds, "Z") as Docker's "5 minutes ago"; "" when unreadable."""
+    import re
     from datetime import datetime
 
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", ts)
+    if not m:
+        return ""
+    frac = (m.group(2) or "0")[:6].ljust(6, "0")
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
     try:
-        t = datetime.fromisoformat(ts.replace("Z", "+00:00")[:26] + "+00:00"
-                                   if ts.endswith("Z") else ts)
-        return human_duration(max(0.0, time.time() - t.timestamp())) + " ago"
+        t = datetime.fromisoformat(f"{m.group(1)}.{frac}{tz}")
     except ValueError:
         return ""
+    return human_duration(max(0.0, time.time() - t.timestamp())) + " ago"
 
 
 def ps_rows(c: Client, tasks: list[dict[str, Any]], trunc: bool = True

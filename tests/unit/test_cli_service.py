@@ -636,3 +636,39 @@ def test_stack_deploy_needs_a_manager(api: FakeAPI, capsys: pytest.CaptureFixtur
     api.manager = False
     rc, _, err = lk(capsys, "stack", "deploy", "-c", str(_stack(tmp_path)), "voter")
     assert rc == 1 and MSG_NOT_MANAGER in err and api.writes() == []
+
+
+def test_a_paused_update_ends_the_wait_with_its_message(
+        api: FakeAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    lk(capsys, "service", "create", "-d", "--name", "web", "alpine")
+    [svc] = api.services.values()
+    svc["UpdateStatus"] = {"State": "paused", "Message": "update paused due to failure or "
+                                                         "early termination of task x"}
+    rc, out, err = lk(capsys, "service", "update", "--image", "alpine:3", "web")
+    assert rc == 1 and out == "web\n"
+    assert "update paused: update paused due to failure or early termination of task x" in err
+
+
+def test_pending_tasks_show_why(api: FakeAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    lk(capsys, "service", "create", "-d", "--name", "web", "--constraint", "node.labels.x==y",
+       "alpine")
+    [task] = api.tasks.values()
+    task["Status"] = {"State": "pending", "Timestamp": "2026-12-04T10:00:00Z",
+                      "Message": "no suitable node (scheduling constraints not satisfied on "
+                                 "1 node)"}
+    rc, out, _ = lk(capsys, "service", "ps", "--no-trunc", "web")
+    assert rc == 0 and "Pending" in out and "scheduling constraints not satisfied" in out
+    assert " ago" in out
+
+
+def test_refs_that_would_reach_another_endpoint_are_refused(api: FakeAPI) -> None:
+    from labkit import errors
+    from labkit.engine.client import Client
+
+    c = Client()
+    for bad in ("../containers/x/kill", "..", ""):
+        with pytest.raises(errors.InvalidArgumentError):
+            c.services.inspect(bad)
+        with pytest.raises(errors.InvalidArgumentError):
+            c.secrets.remove(bad)
+    assert api.requests == []

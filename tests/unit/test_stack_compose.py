@@ -204,3 +204,14 @@ def test_load_reads_relative_to_the_file(tmp_path: Path) -> None:
     assert c.services["a"]["volumes"][0]["Source"] == str(tmp_path.resolve() / "d")
     with pytest.raises(errors.NotFoundError):
         load(tmp_path / "missing.yml")
+
+
+def test_anchors_merge_keys_and_octal_modes(tmp_path: Path) -> None:
+    text = ("x-base: &base\n  image: alpine\n  environment: {A: '1'}\nservices:\n"
+            "  a:\n    <<: *base\n    image: redis\n"
+            "    secrets: [{source: s, mode: '0440'}]\nsecrets:\n  s: {file: ./s}\n")
+    a = parse(text, "s.yml", tmp_path).services["a"]
+    assert a["image"] == "redis" and a["environment"] == {"A": "1"}
+    assert a["secrets"][0]["mode"] == 0o440
+    with pytest.raises(ComposeError, match="must be an octal file mode"):
+        parse(text.replace("'0440'", "'rw'"), "s.yml", tmp_path)

@@ -129,6 +129,7 @@ class _Reader:
         self.lines.setdefault(path, line)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
+            explicit: set[str] = set()   # keys written here (a merged "<<" key may be overridden)
             for knode, vnode in node.value:
                 if knode.tag == "tag:yaml.org,2002:merge":  # YAML merge key "<<"
                     for src in (vnode.value if isinstance(vnode, yaml.SequenceNode)
@@ -146,9 +147,10 @@ class _Reader:
                     continue
                 key = str(key)
                 sub = f"{path}.{key}" if path else key
-                if key in out:
+                if key in explicit:
                     self.problems.append(self.at(sub, knode.start_mark.line + 1,
                                                  "duplicate key"))
+                explicit.add(key)
                 self.lines[sub] = knode.start_mark.line + 1
                 out[key] = self.value(vnode, sub)
             return out
@@ -489,6 +491,25 @@ def _svc_networks(c: _Checker, path: str, v: Any) -> dict[str, list[str]] | None
     return out
 
 
+def _mode(c: _Checker, path: str, v: Any) -> int | None:
+    """A file mode: a YAML number (0440 is octal in YAML 1.1) or an octal string "0440"."""
+    if isinstance(v, str):
+        try:
+            n = int(v, 8)
+        except ValueError:
+            c.err(path, f"must be an octal file mode, not {v!r}")
+            return None
+    else:
+        got = c.integer(path, v)
+        if got is None:
+            return None
+        n = got
+    if not 0 <= n <= 0o777:
+        c.err(path, "must be a file mode between 0 and 0777")
+        return None
+    return n
+
+
 def _file_refs(target_default: Callable[[str], str]) -> Check:
     def check(c: _Checker, path: str, v: Any) -> list[dict[str, Any]] | None:
         if not isinstance(v, list):
@@ -502,7 +523,7 @@ def _file_refs(target_default: Callable[[str], str]) -> Check:
                             "uid": "0", "gid": "0", "mode": 0o444, "_path": p})
                 continue
             m = c.mapping(p, item, {"source": S, "target": S, "uid": S, "gid": S,
-                                    "mode": I})
+                                    "mode": _mode})
             if m is None:
                 continue
             if "source" not in m:
