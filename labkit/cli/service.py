@@ -327,9 +327,11 @@ def _running(t: dict[str, Any]) -> bool:
 
 
 def converge(c: Client, service_id: str, say: Callable[[str], None] | None = None,
-             poll: float | None = None, stable: float | None = None) -> int:
+             poll: float | None = None, stable: float | None = None,
+             rollback: bool = False) -> int:
     """Follow the service until its up-to-date tasks all run (and stayed running ``stable``
-    seconds); 1 when the update paused or rolled back.  Progress: a rich live view on a
+    seconds); an error when the update paused or was rolled back (unless ``rollback``: the
+    user asked for it, docker/cli service/progress).  Progress: a rich live view on a
     terminal, else one line per change."""
     say = say or (lambda s: out.print(s))
     poll = POLL_S if poll is None else poll
@@ -347,7 +349,9 @@ def converge(c: Client, service_id: str, say: Callable[[str], None] | None = Non
             svc = c.services.inspect(service_id)
             us = svc.get("UpdateStatus") or {}
             state = us.get("State", "")
-            if state in ("paused", "rollback_paused", "rollback_completed"):
+            failed = ("paused", "rollback_paused") + (() if rollback else
+                                                       ("rollback_completed",))
+            if state in failed:
                 msg = f"update {state.replace('_', ' ')}: {us.get('Message', '')}".rstrip(": ")
                 raise errors.ConflictError(msg, hint="see `labkit service ps` for the tasks")
             tasks = [t for t in c.tasks.list({"service": [svc["ID"]],
@@ -805,7 +809,7 @@ def _update(c: Client, args: argparse.Namespace) -> int:
     print(args.service)
     if args.detach:
         return 0
-    return converge(c, svc["ID"])
+    return converge(c, svc["ID"], rollback=args.rollback)
 
 
 def _logs(c: Client, args: argparse.Namespace) -> int:
@@ -821,9 +825,15 @@ def _logs(c: Client, args: argparse.Namespace) -> int:
     tasks: dict[str, dict[str, Any]] = {}
 
     def prefix(line: str) -> tuple[str, str]:
+        # moby daemon/logs.go: "[TIMESTAMP ]k=v,k2=v2 line" (the time first with --timestamps)
+        stamp = ""
+        if args.timestamps:
+            stamp, _, line = line.partition(" ")
+            stamp += " "
         head, sep, rest = line.partition(" ")
         if not sep or "com.docker.swarm." not in head:
-            return "", line
+            return "", stamp + line
+        rest = stamp + rest
         attrs = dict(kv.partition("=")[::2] for kv in head.split(","))
         tid = attrs.get("com.docker.swarm.task.id", "")
         nid = attrs.get("com.docker.swarm.node.id", "")

@@ -240,8 +240,10 @@ class FakeAPI:
             if t["ServiceID"] == s["ID"] and t["DesiredState"] == "running":
                 attrs = (f"com.docker.swarm.node.id=node1,com.docker.swarm.service.id={s['ID']},"
                          f"com.docker.swarm.task.id={t['ID']}")
-                body += encode(1, f"{attrs} hello from {t['Slot']}\n".encode())
-                body += encode(2, f"{attrs} oops\n".encode())
+                stamp = "2026-12-04T10:00:00.000000001Z " if request.query.get(
+                    "timestamps") == "1" else ""
+                body += encode(1, f"{stamp}{attrs} hello from {t['Slot']}\n".encode())
+                body += encode(2, f"{stamp}{attrs} oops\n".encode())
         return web.Response(body=body)
 
     async def task_list(self, request: web.Request) -> web.Response:
@@ -473,6 +475,9 @@ def test_logs_are_prefixed_with_the_task(api: FakeAPI,
     assert err.count("| oops") == 2
     rc, out, _ = lk(capsys, "service", "logs", "--raw", "web")
     assert sorted(out.splitlines()) == ["hello from 1", "hello from 2"]
+    rc, out, _ = lk(capsys, "service", "logs", "-t", "web")
+    assert min(out.splitlines()).endswith(
+        "@lk-node1    | 2026-12-04T10:00:00.000000001Z hello from 1")
 
 
 def test_worker_refusal(api: FakeAPI, capsys: pytest.CaptureFixture[str]) -> None:
@@ -672,3 +677,18 @@ def test_refs_that_would_reach_another_endpoint_are_refused(api: FakeAPI) -> Non
         with pytest.raises(errors.InvalidArgumentError):
             c.secrets.remove(bad)
     assert api.requests == []
+
+
+def test_a_requested_rollback_converges(api: FakeAPI,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    lk(capsys, "service", "create", "-d", "--name", "web", "alpine")
+    lk(capsys, "service", "update", "-d", "--image", "alpine:3", "web")
+    [svc] = api.services.values()
+    svc["UpdateStatus"] = {"State": "rollback_completed", "Message": "rollback completed"}
+    rc, out, err = lk(capsys, "service", "update", "--rollback", "web")
+    assert rc == 0, err
+    assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "alpine"
+    assert "verify: Service converged" in out
+    # the same state after a plain update means the update failed and was undone
+    rc, _, err = lk(capsys, "service", "update", "--env-add", "A=1", "web")
+    assert rc == 1 and "update rollback completed: rollback completed" in err
