@@ -244,9 +244,7 @@ def _apply_common(c: Client, args: argparse.Namespace, spec: dict[str, Any],
     res = task.get("Resources") or {}
     for flag, section, key, conv in (
             ("limit_cpu", "Limits", "NanoCPUs", _nano_cpus),
-            ("limit_memory", "Limits", "MemoryBytes", _bytes),
-            ("reserve_cpu", "Reservations", "NanoCPUs", _nano_cpus),
-            ("reserve_memory", "Reservations", "MemoryBytes", _bytes)):
+            ("limit_memory", "Limits", "MemoryBytes", _bytes)):
         v = getattr(args, flag, None)
         if v is not None:
             res[section] = {**(res.get(section) or {}),
@@ -909,8 +907,6 @@ def _common_flags(s: argparse.ArgumentParser) -> None:
     a("--limit-cpu", help="limit CPUs")
     a("--limit-memory", help="limit memory")
     a("--limit-pids", help="limit the number of processes")
-    a("--reserve-cpu", help="reserve CPUs")
-    a("--reserve-memory", help="reserve memory")
     a("--no-resolve-image", dest="resolve_image", action="store_const", const="never",
       default="always", help="do not pin the image to its digest")
 

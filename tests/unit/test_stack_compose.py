@@ -168,6 +168,9 @@ def test_keys_docker_ignores_are_warnings_with_their_line(tmp_path: Path) -> Non
     ("secrets:\n  s: {}\nservices:\n  a: {image: x, secrets: [s]}\n",
      "stack.yml:2: secrets.s: needs a file (or external: true)"),
     ("", "stack.yml:1: the file is empty"),
+    ("services:\n  a:\n    image: x\n    deploy:\n      resources:\n        reservations: {}\n",
+     "stack.yml:6: services.a.deploy.resources.reservations: not supported by stack deploy"),
+    ("services:\n  a.b: {image: x}\n", "stack.yml:2: services.a.b: invalid service name"),
 ])
 def test_errors_name_the_line(tmp_path: Path, text: str, problem: str) -> None:
     with pytest.raises(ComposeError) as exc:

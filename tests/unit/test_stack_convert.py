@@ -65,7 +65,7 @@ services:
       placement: {constraints: [node.role==worker], preferences: [{spread: node.labels.az}]}
       restart_policy: {condition: any, max_attempts: 2}
       update_config: {parallelism: 2, delay: 1s, order: start-first}
-      resources: {limits: {cpus: "1.5", memory: 1G}, reservations: {memory: 64M}}
+      resources: {limits: {cpus: "1.5", memory: 1G}}
       labels: {team: x}
 networks:
   front: {attachable: true, driver_opts: {encrypted: ""}, ipam: {config: [{subnet: 10.9.0.0/24}]}}
@@ -106,8 +106,7 @@ volumes:
     assert task["Placement"] == {"Constraints": ["node.role==worker"], "Preferences": [
         {"Spread": {"SpreadDescriptor": "node.labels.az"}}]}
     assert task["RestartPolicy"] == {"Condition": "any", "MaxAttempts": 2}
-    assert task["Resources"] == {"Limits": {"NanoCPUs": 1_500_000_000, "MemoryBytes": 1 << 30},
-                                 "Reservations": {"MemoryBytes": 64 << 20}}
+    assert task["Resources"] == {"Limits": {"NanoCPUs": 1_500_000_000, "MemoryBytes": 1 << 30}}
     assert spec["Mode"] == {"Global": {}}
     assert spec["EndpointSpec"] == {"Mode": "dnsrr"}
     assert spec["UpdateConfig"] == {"Parallelism": 2, "Delay": 10**9, "Order": "start-first"}

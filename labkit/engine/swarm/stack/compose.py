@@ -33,6 +33,7 @@ from labkit import errors
 __all__ = ["Compose", "ComposeError", "load", "parse", "parse_bytes", "parse_duration"]
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+SERVICE_NAME = re.compile(r"[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*")
 # docker/cli compose/convert: keys stack deploy ignores with a warning.
 IGNORED_SERVICE_KEYS = frozenset({
     "build", "cap_add", "cap_drop", "cgroup_parent", "cgroupns_mode", "container_name",
@@ -424,8 +425,9 @@ _DEPLOY: dict[str, Check] = {
                           "delay": D, "max_attempts": I, "window": D}),
     "update_config": _m(_UPDATE),
     "rollback_config": _m(_UPDATE),
-    "resources": _m({"limits": _m(_RESOURCE), "reservations": _m({"cpus": _cpus,
-                                                                  "memory": _Checker.size})}),
+    # reservations are refused by the daemon (its scheduler places by constraints and
+    # spread only), so they are outside the subset and reported here, before any write
+    "resources": _m({"limits": _m(_RESOURCE)}),
 }
 
 _PORT = re.compile(r"^(?:(\d+)(?:-(\d+))?:)?(\d+)(?:-(\d+))?(?:/(tcp|udp|sctp))?$")
@@ -692,8 +694,9 @@ def _services(c: _Checker, path: str, v: Any) -> dict[str, Any] | None:
     out = {}
     for name, conf in v.items():
         p = f"{path}.{name}"
-        if not _NAME.match(name):
-            c.err(p, "invalid service name: letters, digits, '_', '.', '-' only")
+        if not SERVICE_NAME.fullmatch(name):
+            # swarmkit isValidDNSName, which the daemon applies to "<stack>_<name>"
+            c.err(p, "invalid service name: letters and digits, with '-' or '_' between them")
             continue
         m = c.mapping(p, conf, _SERVICE, ignored=IGNORED_SERVICE_KEYS, extensions=True)
         if m is None:

@@ -49,12 +49,14 @@ def _ns_filter(stack: str) -> dict[str, list[str]]:
 
 
 def _check_stack_name(stack: str) -> None:
-    import re
+    from labkit.engine.swarm.stack.compose import SERVICE_NAME
 
-    # docker/cli stack: the namespace becomes part of object names and a label value
-    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", stack):
+    # the namespace starts every service's name, which must be a DNS name (swarmkit
+    # isValidDNSName, as the daemon checks it)
+    if len(stack) > 40 or not SERVICE_NAME.fullmatch(stack):
         raise errors.InvalidArgumentError("stack name", f"invalid stack name {stack!r}: "
-                                          "letters, digits, '_', '.', '-' only")
+                                          "letters and digits, with '-' or '_' between them, "
+                                          "at most 40 characters")
 
 
 def _read_file(c: Compose, what: str, name: str, d: dict[str, Any]) -> bytes:
