@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from labkit import errors
 from labkit.cli._fmt import human_duration
@@ -51,7 +52,7 @@ def print_table(cols: Iterable[str], rows: Iterable[Iterable[str]]) -> None:
     for col in cols:
         tab.add_column(col, no_wrap=True)
     for row in rows:
-        tab.add_row(*row)
+        tab.add_row(*(Text(cell) for cell in row))   # daemon text, never rich markup
     need = Measurement.get(out, out.options.update(width=10**4), tab).maximum
     Console(highlight=False, soft_wrap=True, width=max(out.width, need)).print(tab)
 
@@ -319,6 +320,19 @@ def _preference(text: str) -> dict[str, Any]:
 
 # --- convergence ---------------------------------------------------------------------------------
 
+# docker/cli service/progress numberedStates: how far along a task is, for its bar
+_STATES = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
+           "starting", "running")
+
+
+def _bar(state: str, width: int = 30) -> str:
+    """Docker's per-task bar: [=====>     ] by the task's place in _STATES."""
+    if state not in _STATES:
+        return ""
+    done = round(width * (_STATES.index(state) + 1) / len(_STATES))
+    return "[" + "=" * max(0, done - 1) + ">" + " " * (width - done) + "]"
+
+
 def _running(t: dict[str, Any]) -> bool:
     return (t.get("Status") or {}).get("State") == "running" and \
         t.get("DesiredState") == "running"
@@ -331,7 +345,8 @@ def converge(c: Client, service_id: str, say: Callable[[str], None] | None = Non
     seconds); an error when the update paused or was rolled back (unless ``rollback``: the
     user asked for it, docker/cli service/progress).  Progress: a rich live view on a
     terminal, else one line per change."""
-    say = say or (lambda s: out.print(s))
+    # task messages come from the daemon: printed as text, never as rich markup
+    say = say or (lambda s: out.print(s, markup=False, highlight=False))
     poll = POLL_S if poll is None else poll
     stable = STABLE_S if stable is None else stable
     since: float | None = None
@@ -368,7 +383,8 @@ def converge(c: Client, service_id: str, say: Callable[[str], None] | None = Non
                     str(t.get("NodeID", ""))[:12]
                 why = st.get("Err") or (st.get("Message") if st.get("State") in (
                     "pending", "rejected", "failed") else "")
-                lines.append(f"{label}: {st.get('State', '')}" + (f"  {why}" if why else ""))
+                lines.append(f"{label}: {st.get('State', ''):<9} {_bar(st.get('State', ''))}"
+                             + (f"  {why}" if why else ""))
             done = running >= want and running == len(tasks) and (want > 0 or "Global"
                                                                    not in mode)
             now = time.monotonic()
@@ -382,7 +398,7 @@ def converge(c: Client, service_id: str, say: Callable[[str], None] | None = Non
                 since, status = None, ""
             text = "\n".join(lines + ([status] if status else []))
             if live is not None:
-                live.update(text)
+                live.update(Text(text))
             elif text != last:
                 # without a terminal: the changed lines only, so logs stay readable
                 for line in text.splitlines():
