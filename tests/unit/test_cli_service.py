@@ -628,6 +628,26 @@ def test_a_bad_stack_creates_nothing(api: FakeAPI, capsys: pytest.CaptureFixture
     assert api.writes() == []
 
 
+def test_external_objects_are_referred_to_by_their_ids(
+        api: FakeAPI, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "k").write_text("key")
+    lk(capsys, "secret", "create", "shared_key", str(tmp_path / "k"))
+    [sid] = api.secrets
+    api.networks["n1"] = {"Id": "n1", "Name": "shared", "Scope": "swarm", "Labels": {}}
+    text = ("services:\n  a:\n    image: alpine\n    networks: [ext]\n"
+            "    secrets: [key]\nnetworks:\n  ext: {external: true, name: shared}\n"
+            "secrets:\n  key: {external: true, name: shared_key}\n")
+    rc, out, err = lk(capsys, "stack", "deploy", "-c", str(_stack(tmp_path, text)), "st")
+    assert rc == 0, err
+    assert out.splitlines() == ["Creating service st_a"]
+    [svc] = api.services.values()
+    task = svc["Spec"]["TaskTemplate"]
+    assert task["Networks"] == [{"Target": "shared", "Aliases": ["a"]}]
+    assert task["ContainerSpec"]["Secrets"][0]["SecretID"] == sid
+    rc, out, _ = lk(capsys, "stack", "rm", "st")   # external objects stay
+    assert out == "Removing service st_a\n" and api.secrets and api.networks
+
+
 def test_a_refusal_halfway_undoes_the_deploy(api: FakeAPI, capsys: pytest.CaptureFixture[str],
                                              tmp_path: Path) -> None:
     api.fail_create.add("voter_redis")
@@ -660,10 +680,10 @@ def test_pending_tasks_show_why(api: FakeAPI, capsys: pytest.CaptureFixture[str]
     [task] = api.tasks.values()
     task["Status"] = {"State": "pending", "Timestamp": "2026-12-04T10:00:00Z",
                       "Message": "no suitable node (scheduling constraints not satisfied on "
-                                 "1 node)"}
+                                 "1 node) [bold]x[/bold]"}
     rc, out, _ = lk(capsys, "service", "ps", "--no-trunc", "web")
     assert rc == 0 and "Pending" in out and "scheduling constraints not satisfied" in out
-    assert " ago" in out
+    assert " ago" in out and "[bold]x[/bold]" in out   # the daemon's text, not rich markup
 
 
 def test_refs_that_would_reach_another_endpoint_are_refused(api: FakeAPI) -> None:

@@ -40,6 +40,8 @@ class Plan:
     services: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = field(
         default_factory=list)   # (compose name, spec without secret IDs yet, existing service)
     images: dict[str, str] = field(default_factory=dict)               # written -> pinned
+    external: dict[str, dict[str, str]] = field(default_factory=lambda: {
+        "Secret": {}, "Config": {}})                                   # name -> ID
     warnings: list[str] = field(default_factory=list)
     prune: list[dict[str, Any]] = field(default_factory=list)          # services to remove
 
@@ -153,7 +155,7 @@ def plan(client: Client, c: Compose, stack: str, resolve_image: bool = True,
             real = convert.object_name(stack, name, d)
             if d.get("external"):
                 try:
-                    api.inspect(real)
+                    p.external[what.capitalize()][real] = str(api.inspect(real)["ID"])
                 except errors.NotFoundError:
                     problems.append(f"{what} not found: {real} (declared external at "
                                     f"{c.where(d['_path'])})")
@@ -204,7 +206,7 @@ def deploy(client: Client, c: Compose, stack: str, say: Say = print,
             say(f"Creating network {body['Name']}")
             res = client.transport.post("/networks/create", body)
             created.append(("network", str(res["Id"])))
-        ids: dict[str, dict[str, str]] = {"Secret": {}, "Config": {}}
+        ids = {kind: dict(found) for kind, found in p.external.items()}
         for kind, api, items in (("Secret", client.secrets, p.secrets),
                                  ("Config", client.configs, p.configs)):
             for spec, existing in items:
