@@ -648,6 +648,22 @@ def test_external_objects_are_referred_to_by_their_ids(
     assert out == "Removing service st_a\n" and api.secrets and api.networks
 
 
+def test_prune_and_bad_stack_names(api: FakeAPI, capsys: pytest.CaptureFixture[str],
+                                   tmp_path: Path) -> None:
+    f = _stack(tmp_path)
+    lk(capsys, "stack", "deploy", "-c", str(f), "voter")
+    f.write_text(STACK.split("  redis:")[0] + STACK.split("command: sleep 1d\n    build: .\n")[1])
+    rc, out, err = lk(capsys, "stack", "deploy", "--prune", "-c", str(f), "voter")
+    assert rc == 0, err
+    assert out.splitlines()[-1] == "Removing service voter_redis"
+    assert [s["Spec"]["Name"] for s in api.services.values()] == ["voter_vote"]
+    before = len(api.writes())
+    for bad in ("a.b", "x_", "x" * 41):
+        rc, _, err = lk(capsys, "stack", "deploy", "-c", str(f), bad)
+        assert rc == 1 and "invalid stack name" in err
+    assert len(api.writes()) == before
+
+
 def test_a_refusal_halfway_undoes_the_deploy(api: FakeAPI, capsys: pytest.CaptureFixture[str],
                                              tmp_path: Path) -> None:
     api.fail_create.add("voter_redis")
