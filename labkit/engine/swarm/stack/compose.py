@@ -33,6 +33,7 @@ from labkit import errors
 __all__ = ["Compose", "ComposeError", "load", "parse", "parse_bytes", "parse_duration"]
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+OVERLAY_OPTIONS = ("encrypted", "com.docker.network.driver.mtu")
 SERVICE_NAME = re.compile(r"[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*")
 # docker/cli compose/convert: keys stack deploy ignores with a warning.
 IGNORED_SERVICE_KEYS = frozenset({
@@ -736,6 +737,17 @@ def _cross_check(c: _Checker, doc: dict[str, Any]) -> None:
     for name, d in nets.items():
         if d["external"] and set(d) - {"external", "name", "_path"}:
             c.err(d["_path"], "an external network takes no other options")
+        # what labkit's control API accepts for an overlay network (swarm/control/networks):
+        # said here with the line, rather than by the daemon halfway through the deploy
+        for opt in d.get("driver_opts") or {}:
+            if opt not in OVERLAY_OPTIONS:
+                c.err(f"{d['_path']}.driver_opts.{opt}", "the overlay driver does not "
+                      f"support this option (labkit applies {', '.join(OVERLAY_OPTIONS)})")
+        ipam = d.get("ipam") or {}
+        if ipam.get("driver", "default") != "default":
+            c.err(f"{d['_path']}.ipam.driver", "labkit has Docker's default IPAM only")
+        if len(ipam.get("config") or []) > 1:
+            c.err(f"{d['_path']}.ipam.config", "one IPv4 subnet per overlay network")
 
 
 def parse(text: str, filename: str = "stack.yml", base: Path | None = None,
