@@ -171,6 +171,9 @@ def test_keys_docker_ignores_are_warnings_with_their_line(tmp_path: Path) -> Non
     ("services:\n  a:\n    image: x\n    deploy:\n      resources:\n        reservations: {}\n",
      "stack.yml:6: services.a.deploy.resources.reservations: not supported by stack deploy"),
     ("services:\n  a.b: {image: x}\n", "stack.yml:2: services.a.b: invalid service name"),
+    (("services:\n  a:\n    image: x\n    deploy:\n      placement:\n        constraints:\n"
+     "          - node.role==manager\n          - node.zone==a\n"),
+     "stack.yml:8: services.a.deploy.placement.constraints[1]: constraint key 'node.zone'"),
     (("services:\n  a: {image: x, networks: [n]}\nnetworks:\n  n:\n    driver_opts:\n"
      "      com.docker.network.driver.overlay.vxlanid_list: '99'\n"),
      ("stack.yml:6: networks.n.driver_opts.com.docker.network.driver.overlay.vxlanid_list: "

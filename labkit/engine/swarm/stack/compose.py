@@ -414,13 +414,38 @@ def _preferences(c: _Checker, path: str, v: Any) -> list[str] | None:
     return out
 
 
+_CONSTRAINT = re.compile(r"\s*([\w.\-]+)\s*(==|!=)\s*(\S(?:.*\S)?)\s*")
+_CONSTRAINT_KEYS = ("node.id", "node.hostname", "node.role", "node.platform.os",
+                    "node.platform.arch")
+
+
+def _constraints(c: _Checker, path: str, v: Any) -> list[str] | None:
+    """``KEY==VALUE`` / ``KEY!=VALUE`` on the keys swarmkit's scheduler knows
+    (swarmkit manager/constraint: node.id, node.hostname, node.role, node.platform.*,
+    node.labels.*, engine.labels.*)."""
+    items = c.strings(path, v)
+    if items is None:
+        return None
+    for i, item in enumerate(items):
+        m = _CONSTRAINT.fullmatch(item)
+        key = m.group(1).lower() if m else ""
+        if not m:
+            c.err(f"{path}[{i}]", f"invalid constraint {item!r}: expected KEY==VALUE or "
+                                  "KEY!=VALUE")
+        elif not (key in _CONSTRAINT_KEYS or re.fullmatch(r"(node|engine)\.labels\.\S+", key)):
+            c.err(f"{path}[{i}]", f"constraint key {m.group(1)!r} is not one of "
+                                  f"{', '.join(_CONSTRAINT_KEYS)}, node.labels.X, engine.labels.X")
+    return items
+
+
 _RESOURCE = {"cpus": _cpus, "memory": _Checker.size, "pids": I}
 _DEPLOY: dict[str, Check] = {
     "mode": _choice("replicated", "global"),
     "replicas": I,
     "labels": lambda c, p, v: c.str_map(p, v),
     "endpoint_mode": _choice("vip", "dnsrr"),
-    "placement": _m({"constraints": L, "preferences": _preferences,
+    "placement": _m({"constraints": lambda c, p, v: _constraints(c, p, v),
+                     "preferences": _preferences,
                      "max_replicas_per_node": I}),
     "restart_policy": _m({"condition": _choice("none", "on-failure", "any"),
                           "delay": D, "max_attempts": I, "window": D}),
