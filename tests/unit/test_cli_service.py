@@ -712,7 +712,10 @@ def test_refs_that_would_reach_another_endpoint_are_refused(api: FakeAPI) -> Non
             c.services.inspect(bad)
         with pytest.raises(errors.InvalidArgumentError):
             c.secrets.remove(bad)
+    with pytest.raises(errors.InvalidArgumentError):
+        c.services.distribution("../../containers/x/kill")
     assert api.requests == []
+    assert c.services.distribution("nginx:latest") == {"Descriptor": {"digest": "sha256:aa"}}
 
 
 def test_a_requested_rollback_converges(api: FakeAPI,

@@ -77,7 +77,11 @@ class Services:
                               timeout=None if follow else -1.0)
 
     def distribution(self, image: str) -> dict[str, Any]:
-        """GET /distribution/{image}/json: the digest the CLI pins a service's image with."""
+        """GET /distribution/{image}/json: the digest the CLI pins a service's image with.
+        An image reference may hold "/" (registry/repo) but never an empty or dot segment,
+        which would make the path address another endpoint."""
+        if not image or any(part in ("", ".", "..") for part in image.split("/")):
+            raise errors.InvalidArgumentError("image", f"invalid image reference {image!r}")
         return dict(self.t.get(f"/distribution/{image}/json"))
 
 
