@@ -94,7 +94,7 @@ def test_the_subset_is_normalised(tmp_path: Path) -> None:
     assert web["networks"] == {"front": ["www"], "back": []}
     assert [(s["source"], s["target"], s["mode"]) for s in web["secrets"]] == [
         ("db_pw", "db_pw", 0o444), ("api_key", "key.txt", 0o400)]
-    assert web["configs"][0]["target"] == "/site"
+    assert web["configs"][0]["target"] == "site"
     vols = web["volumes"]
     assert (vols[0]["Type"], vols[0]["Source"]) == ("volume", "data")
     assert vols[1] == {"Type": "bind", "Source": str(tmp_path / "html"),

@@ -83,7 +83,7 @@ volumes:
     assert set(nets) == {"front", "ext"}
     front = convert.network_body("st", "front", nets["front"])
     assert front["Attachable"] and front["Options"] == {"encrypted": ""}
-    assert front["IPAM"] == {"Driver": "default", "Options": None,
+    assert front["IPAM"] == {"Driver": "", "Options": None,
                              "Config": [{"Subnet": "10.9.0.0/24"}]}
     assert convert.object_name("st", "ext", nets["ext"]) == "shared"
     assert convert.secret_spec("st", "pw", c.secrets["pw"], b"s3cr3t") == {
@@ -94,7 +94,7 @@ volumes:
     assert cs["Command"] == ["/bin/app"] and cs["Env"] == ["A=from-env", "B=2"]
     assert cs["Secrets"] == [{"File": {"Name": "pw.txt", "UID": "100", "GID": "0",
                                        "Mode": 0o400}, "SecretID": "SID", "SecretName": "st_pw"}]
-    assert cs["Configs"] == [{"File": {"Name": "/conf", "UID": "0", "GID": "0", "Mode": 0o444},
+    assert cs["Configs"] == [{"File": {"Name": "conf", "UID": "0", "GID": "0", "Mode": 0o444},
                               "ConfigID": "CID", "ConfigName": "conf"}]
     assert cs["Mounts"] == [
         {"Type": "volume", "Source": "st_data", "Target": "/data",
@@ -102,13 +102,114 @@ volumes:
         {"Type": "volume", "Source": "ext", "Target": "/ext"}]
     task = spec["TaskTemplate"]
     assert task["Networks"] == [{"Target": "shared", "Aliases": ["app"]},
-                                {"Target": "st_front", "Aliases": ["app", "api"]}]
+                                {"Target": "st_front", "Aliases": ["api", "app"]}]
     assert task["Placement"] == {"Constraints": ["node.role==worker"], "Preferences": [
         {"Spread": {"SpreadDescriptor": "node.labels.az"}}]}
     assert task["RestartPolicy"] == {"Condition": "any", "MaxAttempts": 2}
     assert task["Resources"] == {"Limits": {"NanoCPUs": 1_500_000_000, "MemoryBytes": 1 << 30}}
     assert spec["Mode"] == {"Global": {}}
     assert spec["EndpointSpec"] == {"Mode": "dnsrr"}
-    assert spec["UpdateConfig"] == {"Parallelism": 2, "Delay": 10**9, "Order": "start-first"}
+    assert spec["UpdateConfig"] == {"Parallelism": 2, "Delay": 10**9, "Order": "start-first",
+                                    "MaxFailureRatio": 0}
     assert spec["Labels"] == {"team": "x", "com.docker.stack.namespace": "st",
                               "com.docker.stack.image": "app:1"}
+
+
+# Recorded: the Docker CLI 28.2.2's `docker stack deploy -c stack.yml st` against an in-memory
+# API (no digest available), for RICH below.  Docker also sends fields left at their zero
+# value (Privileges with nulls, ForceUpdate 0, Placement {}, Resources {}, EndpointSpec {});
+# the converter leaves those out, which the daemon reads the same.
+RICH = """\
+version: "3.8"
+services:
+  app:
+    image: app:1
+    entrypoint: [/bin/app]
+    command: run --fast
+    environment: {B: "2", A: "1"}
+    hostname: apphost
+    user: "101"
+    working_dir: /srv
+    networks: {front: {aliases: [api]}}
+    secrets: [{source: pw, target: pw.txt, uid: "100", mode: 0400}]
+    configs: [conf]
+    volumes: [data:/data, "/etc:/hostetc:ro", {type: tmpfs, target: /cache, tmpfs: {size: 1048576}}]
+    ports: ["8080:80", {target: 53, published: 5353, protocol: udp, mode: host}]
+    labels: {c: d}
+    deploy:
+      mode: replicated
+      replicas: 2
+      endpoint_mode: vip
+      placement: {constraints: [node.role==worker], preferences: [{spread: node.labels.az}]}
+      restart_policy: {condition: any, max_attempts: 2, delay: 5s}
+      update_config: {parallelism: 2, delay: 1s, order: start-first, failure_action: rollback}
+      resources: {limits: {cpus: "1.5", memory: 1G}}
+      labels: {team: x}
+  worker:
+    image: alpine
+    deploy: {mode: global}
+networks:
+  front: {attachable: true, driver_opts: {encrypted: ""}, ipam: {config: [{subnet: 10.9.0.0/24}]}}
+secrets:
+  pw: {file: ./pw}
+configs:
+  conf: {file: ./conf}
+volumes:
+  data: {labels: {keep: "yes"}}
+"""
+DOCKER_APP = {
+    "EndpointSpec": {"Mode": "vip", "Ports": [
+        {"Protocol": "udp", "PublishMode": "host", "PublishedPort": 5353, "TargetPort": 53},
+        {"Protocol": "tcp", "PublishMode": "ingress", "PublishedPort": 8080, "TargetPort": 80}]},
+    "Labels": {"com.docker.stack.image": "app:1", "com.docker.stack.namespace": "st",
+               "team": "x"},
+    "Mode": {"Replicated": {"Replicas": 2}}, "Name": "st_app",
+    "TaskTemplate": {
+        "ContainerSpec": {
+            "Args": ["run", "--fast"], "Command": ["/bin/app"],
+            "Configs": [{"ConfigID": "C1", "ConfigName": "st_conf",
+                         "File": {"GID": "0", "Mode": 292, "Name": "conf", "UID": "0"}}],
+            "Dir": "/srv", "Env": ["A=1", "B=2"], "Hostname": "apphost", "Image": "app:1",
+            "Labels": {"c": "d", "com.docker.stack.namespace": "st"},
+            "Mounts": [{"Source": "st_data", "Target": "/data", "Type": "volume",
+                        "VolumeOptions": {"Labels": {"com.docker.stack.namespace": "st",
+                                                     "keep": "yes"}}},
+                       {"ReadOnly": True, "Source": "/etc", "Target": "/hostetc",
+                        "Type": "bind"},
+                       {"Target": "/cache", "TmpfsOptions": {"SizeBytes": 1048576},
+                        "Type": "tmpfs"}],
+            "Secrets": [{"File": {"GID": "0", "Mode": 256, "Name": "pw.txt", "UID": "100"},
+                         "SecretID": "S1", "SecretName": "st_pw"}],
+            "User": "101"},
+        "Networks": [{"Aliases": ["api", "app"], "Target": "st_front"}],
+        "Placement": {"Constraints": ["node.role==worker"],
+                      "Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.az"}}]},
+        "Resources": {"Limits": {"MemoryBytes": 1073741824, "NanoCPUs": 1500000000}},
+        "RestartPolicy": {"Condition": "any", "Delay": 5000000000, "MaxAttempts": 2}},
+    "UpdateConfig": {"Delay": 1000000000, "FailureAction": "rollback", "MaxFailureRatio": 0,
+                     "Order": "start-first", "Parallelism": 2}}
+DOCKER_FRONT = {"Attachable": True, "CheckDuplicate": False, "ConfigFrom": None,
+                "ConfigOnly": False, "Driver": "overlay", "EnableIPv6": False,
+                "IPAM": {"Config": [{"Subnet": "10.9.0.0/24"}], "Driver": "", "Options": None},
+                "Ingress": False, "Internal": False,
+                "Labels": {"com.docker.stack.namespace": "st"}, "Name": "st_front",
+                "Options": {"encrypted": ""}, "Scope": ""}
+
+
+def test_a_rich_file_matches_the_docker_cli(tmp_path: Path) -> None:
+    c = parse(RICH, "stack.yml", tmp_path)
+    # 28.2.2 sends CheckDuplicate true and no EnableIPv6; 20.10 sent the recorded voter
+    # body (CheckDuplicate false), which labkit keeps
+    assert convert.network_body("st", "front", convert.networks_used(c)["front"]) == \
+        DOCKER_FRONT
+    assert sorted(convert.networks_used(c)) == ["default", "front"]
+    assert convert.service_spec("st", "app", c, secret_ids={"st_pw": "S1"},
+                                config_ids={"st_conf": "C1"}) == DOCKER_APP
+    worker = convert.service_spec("st", "worker", c, image="alpine:latest")
+    assert worker == {"Labels": {"com.docker.stack.image": "alpine",
+                                 "com.docker.stack.namespace": "st"},
+                      "Mode": {"Global": {}}, "Name": "st_worker",
+                      "TaskTemplate": {"ContainerSpec": {
+                          "Image": "alpine:latest",
+                          "Labels": {"com.docker.stack.namespace": "st"}},
+                          "Networks": [{"Aliases": ["worker"], "Target": "st_default"}]}}

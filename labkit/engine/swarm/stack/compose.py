@@ -633,7 +633,7 @@ _SERVICE: dict[str, Check] = {
     "networks": _svc_networks,
     "ports": _ports,
     "secrets": _file_refs(lambda name: name),  # File.Name, under /run/secrets
-    "configs": _file_refs(lambda name: f"/{name}"),
+    "configs": _file_refs(lambda name: name),   # docker/cli: the target defaults to the name
     "volumes": _svc_volumes,
     "labels": lambda c, p, v: c.str_map(p, v),
     "hostname": S, "user": S, "working_dir": S,

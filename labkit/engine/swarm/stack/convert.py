@@ -61,7 +61,7 @@ def network_body(stack: str, name: str, d: dict[str, Any]) -> dict[str, Any]:
     false, IPAM and Options null unless given)."""
     ipam = None
     if d.get("ipam"):
-        ipam = {"Driver": d["ipam"].get("driver", "default"), "Options": None,
+        ipam = {"Driver": d["ipam"].get("driver", ""), "Options": None,
                 "Config": list(d["ipam"].get("config", []))}
     return {"CheckDuplicate": False, "Driver": d.get("driver", "overlay"), "Scope": "",
             "EnableIPv6": False, "IPAM": ipam, "Internal": bool(d.get("internal")),
@@ -90,6 +90,8 @@ def _mounts(stack: str, c: Compose, svc: dict[str, Any]) -> list[dict[str, Any]]
     out = []
     for m in svc.get("volumes", []):
         mount = {k: v for k, v in m.items() if not k.startswith("_")}
+        if not mount.get("Source"):
+            mount.pop("Source", None)   # anonymous volumes and tmpfs have none
         if m["Type"] == "volume" and m["Source"]:
             vol = c.volumes.get(m["Source"], {})
             mount["Source"] = volume_source(stack, c, m["Source"])
@@ -121,7 +123,7 @@ def _file_refs(stack: str, c: Compose, refs: list[dict[str, Any]], table: dict[s
 def _update_config(u: dict[str, Any] | None) -> dict[str, Any] | None:
     if not u:
         return None
-    out: dict[str, Any] = {"Parallelism": u.get("parallelism", 1)}
+    out: dict[str, Any] = {"Parallelism": u.get("parallelism", 1), "MaxFailureRatio": 0}
     for key, api in (("delay", "Delay"), ("monitor", "Monitor"),
                      ("max_failure_ratio", "MaxFailureRatio"),
                      ("failure_action", "FailureAction"), ("order", "Order")):
@@ -202,8 +204,9 @@ def service_spec(stack: str, name: str, c: Compose, image: str | None = None,
         task["Placement"] = placement
     nets = svc.get("networks") or {"default": []}
     task["Networks"] = [
+        # docker/cli convertServiceNetworks: the network's aliases, then the service's name
         {"Target": object_name(stack, n, c.networks.get(n) or {}),
-         "Aliases": [name, *[a for a in aliases if a != name]]}
+         "Aliases": [*[a for a in aliases if a != name], name]}
         for n, aliases in sorted(nets.items())]
     spec: dict[str, Any] = {"Name": scoped(stack, name),
                             "Labels": {**_labels(stack, deploy.get("labels")),
@@ -223,7 +226,8 @@ def service_spec(stack: str, name: str, c: Compose, image: str | None = None,
     if deploy.get("endpoint_mode"):
         endpoint["Mode"] = deploy["endpoint_mode"]
     if svc.get("ports"):
-        endpoint["Ports"] = svc["ports"]
+        # docker/cli convertEndpointSpec sorts the ports by published port
+        endpoint["Ports"] = sorted(svc["ports"], key=lambda p: p["PublishedPort"])
     if endpoint:
         spec["EndpointSpec"] = endpoint
     return spec

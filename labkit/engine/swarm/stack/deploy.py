@@ -97,7 +97,8 @@ def _pin(client: Client, image: str) -> tuple[str, str | None]:
     except errors.LabkitError:
         digest = ""
     if not digest:
-        return image, (f"image {tagged} could not be accessed on a registry to record its "
+        # the Docker CLI still sends the normalised reference ("alpine" -> "alpine:latest")
+        return tagged, (f"image {tagged} could not be accessed on a registry to record its "
                        f"digest. Each node will access {tagged} independently, possibly "
                        "leading to different nodes running different versions of the image.")
     return f"{tagged}@{digest}", None
