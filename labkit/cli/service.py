@@ -43,6 +43,10 @@ __all__ = [
 out = Console(highlight=False, soft_wrap=True)
 POLL_S = 0.2       # docker/cli service/progress: 200 ms between polls
 STABLE_S = 5.0     # ... and tasks must stay running this long ("monitor" 5 s)
+# swarmkit api/defaults: what an update/rollback policy holds when a flag sets only part of it
+UPDATE_DEFAULTS: dict[str, Any] = {"Parallelism": 1, "FailureAction": "pause",
+                                   "Monitor": 5 * 10**9, "MaxFailureRatio": 0,
+                                   "Order": "stop-first"}
 TERMINAL = ("complete", "shutdown", "failed", "rejected", "orphaned", "remove")
 
 
@@ -241,7 +245,8 @@ def _apply_common(c: Client, args: argparse.Namespace, spec: dict[str, Any],
     for prefix, key in (("update", "UpdateConfig"), ("rollback", "RollbackConfig")):
         pol = _policy(args, prefix)
         if pol:
-            spec[key] = {**(spec.get(key) or {}), **pol}
+            # docker/cli: a policy flag sends the whole policy, swarmkit's defaults filled in
+            spec[key] = {**UPDATE_DEFAULTS, **(spec.get(key) or {}), **pol}
     res = task.get("Resources") or {}
     for flag, section, key, conv in (
             ("limit_cpu", "Limits", "NanoCPUs", _nano_cpus),
@@ -635,8 +640,7 @@ def _create(c: Client, args: argparse.Namespace) -> int:
         image, warning = _pin(c, spec["TaskTemplate"]["ContainerSpec"]["Image"])
         if warning:
             print(warning, file=sys.stderr)
-        else:
-            spec["TaskTemplate"]["ContainerSpec"]["Image"] = image
+        spec["TaskTemplate"]["ContainerSpec"]["Image"] = image   # pinned, or normalised
     res = c.services.create(spec)
     for w in res.get("Warnings") or []:
         print(w, file=sys.stderr)

@@ -375,7 +375,8 @@ def test_create_sends_dockers_spec_and_converges(api: FakeAPI,
             "RestartPolicy": {"Condition": "on-failure", "Delay": 5 * 10**9},
             "Resources": {"Limits": {"NanoCPUs": 500_000_000, "MemoryBytes": 256 << 20}}},
         "Mode": {"Replicated": {"Replicas": 2}},
-        "UpdateConfig": {"Parallelism": 2, "Delay": 10 * 10**9, "Order": "start-first"},
+        "UpdateConfig": {"Parallelism": 2, "Delay": 10 * 10**9, "Order": "start-first",
+                         "FailureAction": "pause", "Monitor": 5 * 10**9, "MaxFailureRatio": 0},
         "EndpointSpec": {"Mode": "vip", "Ports": [
             {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080,
              "PublishMode": "ingress"},
@@ -393,7 +394,7 @@ def test_create_detached_with_an_image_the_daemon_cannot_pin(
     assert rc == 0 and "could not be accessed on a registry to record its digest" in err
     [svc] = api.services.values()
     assert svc["Spec"]["Mode"] == {"Global": {}}
-    assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "alpine"
+    assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "alpine:latest"
     assert not any(p == "tasks" for _, p, _, _ in api.requests)   # -d: no convergence
 
 
@@ -726,7 +727,7 @@ def test_a_requested_rollback_converges(api: FakeAPI,
     svc["UpdateStatus"] = {"State": "rollback_completed", "Message": "rollback completed"}
     rc, out, err = lk(capsys, "service", "update", "--rollback", "web")
     assert rc == 0, err
-    assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "alpine"
+    assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "alpine:latest"
     assert "verify: Service converged" in out
     # the same state after a plain update means the update failed and was undone
     rc, _, err = lk(capsys, "service", "update", "--env-add", "A=1", "web")
