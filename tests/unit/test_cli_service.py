@@ -121,6 +121,12 @@ class FakeAPI:
 
         api.middlewares.append(record)
         root = web.Application()
+
+        async def ping(request: web.Request) -> web.Response:
+            # what the Docker CLI negotiates its API version from (docker-api.md 2)
+            return web.Response(text="OK", headers={"Api-Version": "1.41"})
+
+        root.router.add_route("*", "/_ping", ping)
         root.add_subapp("/v1.41", api)
         return root
 
@@ -732,3 +738,113 @@ def test_a_requested_rollback_converges(api: FakeAPI,
     # the same state after a plain update means the update failed and was undone
     rc, _, err = lk(capsys, "service", "update", "--env-add", "A=1", "web")
     assert rc == 1 and "update rollback completed: rollback completed" in err
+
+
+# --- the same bodies as the Docker CLI -----------------------------------------------------------
+
+CREATE_FLAGS = [
+    "--name", "web", "--replicas", "2", "-p", "8080:80", "-p",
+    "published=53,target=53,protocol=udp,mode=host", "--constraint", "node.role==worker",
+    "--placement-pref", "spread=node.labels.zone", "-e", "A=1", "--label", "tier=web",
+    "--container-label", "c=d", "--restart-condition", "on-failure", "--restart-delay", "5s",
+    "--restart-max-attempts", "3", "--update-parallelism", "2", "--update-delay", "10s",
+    "--update-order", "start-first", "--update-failure-action", "rollback",
+    "--rollback-parallelism", "1", "--limit-cpu", "0.5", "--limit-memory", "256M",
+    "--mount", "type=tmpfs,target=/cache", "--mount", "type=volume,source=v,target=/v",
+    "--hostname", "h", "-u", "101", "-w", "/srv", "--network", "front", "--secret",
+    "source=pw,target=p.txt,mode=0400", "nginx", "nginx", "-g", "daemon off;"]
+
+
+def _meaningful(x: Any) -> Any:
+    """A body without the zero values the Docker CLI sends for fields left unset (Go's
+    struct zero values: {}, false, 0, null), which the daemon reads as absent."""
+    if isinstance(x, dict):
+        kept = {k: _meaningful(v) for k, v in x.items()}
+        return {k: v for k, v in kept.items()
+                if k in ("MaxFailureRatio", "Global") or v not in ({}, None, False, 0, [])}
+    if isinstance(x, list):
+        return [_meaningful(v) for v in x]
+    return x
+
+
+def test_service_create_sends_what_docker_sends(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from labkit import errors
+    from labkit.measure.peers import docker_cli
+
+    try:
+        cli = docker_cli()
+    except errors.UnsupportedError:
+        pytest.skip("no Docker CLI on PATH")
+    bodies = {}
+    for who in ("docker", "labkit"):
+        fake = FakeAPI(digests={})
+        fake.networks["net1"] = {"Id": "net1", "Name": "front", "Scope": "swarm", "Labels": {}}
+        fake.secrets["sec1"] = {"ID": "sec1", "Version": {"Index": 1},
+                                "Spec": {"Name": "pw", "Labels": {}}}
+        sock = tmp_path / f"{who}.sock"
+        with serve(fake.app(), sock):
+            if who == "docker":
+                env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                       "DOCKER_CONFIG": str(tmp_path / "cfg"), "DOCKER_HOST": f"unix://{sock}"}
+                r = subprocess.run([cli, "service", "create", "-d", *CREATE_FLAGS], env=env,
+                                   capture_output=True, text=True, timeout=30, check=False)
+                assert r.returncode == 0, r.stderr
+            else:
+                monkeypatch.setenv("LABKIT_SOCKET", str(sock))
+                rc, _, err = lk(capsys, "service", "create", "-d", *CREATE_FLAGS)
+                assert rc == 0, err
+        bodies[who] = next(b for _, p, _, b in fake.requests if p == "services/create")
+    assert _meaningful(bodies["labkit"]) == _meaningful(bodies["docker"])
+
+
+def test_stack_deploy_sends_what_docker_sends(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from labkit import errors
+    from labkit.measure.peers import docker_cli
+    from unit.test_stack_convert import RICH
+
+    try:
+        cli = docker_cli()
+    except errors.UnsupportedError:
+        pytest.skip("no Docker CLI on PATH")
+    (tmp_path / "pw").write_text("s3\n")
+    (tmp_path / "conf").write_text("c\n")
+    f = tmp_path / "stack.yml"
+    f.write_text(RICH)
+    sent = {}
+    for who in ("docker", "labkit"):
+        fake = FakeAPI()   # nginx is the only image with a digest: none here is pinned
+        sock = tmp_path / f"{who}.sock"
+        with serve(fake.app(), sock):
+            if who == "docker":
+                env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                       "DOCKER_CONFIG": str(tmp_path / "cfg"), "DOCKER_HOST": f"unix://{sock}"}
+                r = subprocess.run([cli, "stack", "deploy", "-c", str(f), "st"], env=env,
+                                   capture_output=True, text=True, timeout=30, check=False)
+                assert r.returncode == 0, r.stderr
+            else:
+                monkeypatch.setenv("LABKIT_SOCKET", str(sock))
+                rc, _, err = lk(capsys, "stack", "deploy", "-c", str(f), "st")
+                assert rc == 0, err
+        by_path: dict[str, list[Any]] = {}
+        for _, p, _, b in fake.requests:
+            if p.endswith("/create"):
+                if p == "networks/create":   # 28.2.2 sends CheckDuplicate true, 20.10 false
+                    b = {k: v for k, v in b.items() if k not in ("CheckDuplicate",
+                                                                 "EnableIPv6")}
+                by_path.setdefault(p, []).append(_meaningful(b))
+        sent[who] = {p: sorted(v, key=lambda b: b["Name"]) for p, v in by_path.items()}
+    # secret and config IDs differ between the two runs only by creation order
+    for who in sent:
+        for svc in sent[who]["services/create"]:
+            for ref in svc["TaskTemplate"]["ContainerSpec"].get("Secrets", []) + \
+                    svc["TaskTemplate"]["ContainerSpec"].get("Configs", []):
+                ref.pop("SecretID", None)
+                ref.pop("ConfigID", None)
+    assert sent["labkit"] == sent["docker"]
