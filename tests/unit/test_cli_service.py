@@ -805,9 +805,10 @@ def test_stack_deploy_sends_what_docker_sends(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
+    from unit.test_stack_convert import RICH
+
     from labkit import errors
     from labkit.measure.peers import docker_cli
-    from unit.test_stack_convert import RICH
 
     try:
         cli = docker_cli()
