@@ -618,8 +618,8 @@ def test_stack_deploy_ls_services_ps_rm(api: FakeAPI, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize(("change", "text"), [
-    (lambda t: t.replace("command: sleep 1d", "command: sleep 1d\n    healthcheck: {}"),
-     "stack.yml:12: services.redis.healthcheck: not supported by stack deploy"),
+    (lambda t: t.replace("command: sleep 1d", "command: sleep 1d\n    ulimits: {}"),
+     "stack.yml:12: services.redis.ulimits: not supported by stack deploy"),
     (lambda t: t.replace("./pw.txt", "./missing.txt"), ("missing.txt (stack.yml:16: "
                                                         "secrets.pw.file)")),
     (lambda t: t.replace("front: {attachable: true}", "front: {external: true}"),

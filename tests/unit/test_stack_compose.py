@@ -113,13 +113,13 @@ def test_the_subset_is_normalised(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_are_errors_with_their_line(tmp_path: Path) -> None:
-    text = ("version: '3'\nservices:\n  web:\n    image: nginx\n    healthcheck:\n"
-            "      test: [CMD, 'true']\n    deploy:\n      replicas: 2\n      rolback: {}\n"
+    text = ("version: '3'\nservices:\n  web:\n    image: nginx\n    ulimits:\n"
+            "      nofile: 1024\n    deploy:\n      replicas: 2\n      rolback: {}\n"
             "networks:\n  n: {driver: overlay, scope: swarm}\nextra: 1\n")
     with pytest.raises(ComposeError) as exc:
         parse(text, "stack.yml", tmp_path)
     assert exc.value.problems == [
-        "stack.yml:5: services.web.healthcheck: not supported by stack deploy",
+        "stack.yml:5: services.web.ulimits: not supported by stack deploy",
         "stack.yml:9: services.web.deploy.rolback: not supported by stack deploy",
         "stack.yml:11: networks.n.scope: not supported by stack deploy",
         "stack.yml:12: extra: not supported by stack deploy"]

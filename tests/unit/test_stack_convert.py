@@ -213,3 +213,32 @@ def test_a_rich_file_matches_the_docker_cli(tmp_path: Path) -> None:
                           "Image": "alpine:latest",
                           "Labels": {"com.docker.stack.namespace": "st"}},
                           "Networks": [{"Aliases": ["worker"], "Target": "st_default"}]}}
+
+
+def test_healthcheck_hosts_dns_sysctls_logging(tmp_path: Path) -> None:
+    text = """\
+services:
+  a:
+    image: x
+    healthcheck: {test: "wget -q -O- localhost", interval: 10s, retries: 3}
+    extra_hosts: ["db:10.0.0.9"]
+    dns: [10.0.0.2]
+    dns_search: [lab]
+    sysctls: {net.core.somaxconn: 1024}
+    logging: {driver: json-file, options: {max-size: 1m}}
+  b:
+    image: x
+    healthcheck: {disable: true}
+"""
+    c = parse(text, "s.yml", tmp_path)
+    a = convert.service_spec("st", "a", c)
+    cs = a["TaskTemplate"]["ContainerSpec"]
+    assert cs["Healthcheck"] == {"Test": ["CMD-SHELL", "wget -q -O- localhost"],
+                                 "Interval": 10 * 10**9, "Retries": 3}
+    assert cs["Hosts"] == ["10.0.0.9 db"]
+    assert cs["DNSConfig"] == {"Nameservers": ["10.0.0.2"], "Search": ["lab"]}
+    assert cs["Sysctls"] == {"net.core.somaxconn": "1024"}
+    assert a["TaskTemplate"]["LogDriver"] == {"Name": "json-file",
+                                              "Options": {"max-size": "1m"}}
+    b = convert.service_spec("st", "b", c)
+    assert b["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {"Test": ["NONE"]}

@@ -639,7 +639,55 @@ _SERVICE: dict[str, Check] = {
     "hostname": S, "user": S, "working_dir": S,
     "stop_grace_period": D, "stop_signal": S, "tty": B, "stdin_open": B, "read_only": B,
     "init": B,
+    "healthcheck": lambda c, p, v: _healthcheck(c, p, v),
+    "extra_hosts": lambda c, p, v: _extra_hosts(c, p, v),
+    "dns": L, "dns_search": L, "dns_opt": L,
+    "sysctls": lambda c, p, v: c.str_map(p, v),
+    "logging": _m({"driver": S, "options": lambda c, p, v: c.str_map(p, v)}),
 }
+
+
+def _healthcheck(c: _Checker, path: str, v: Any) -> dict[str, Any] | None:
+    """compose healthcheck -> Healthcheck (docker/cli convertHealthcheck): a string test runs
+    in a shell (CMD-SHELL), ``disable: true`` is ["NONE"]."""
+    m = c.mapping(path, v, {"test": lambda c2, p2, v2: v2 if isinstance(v2, str)
+                            else c2.strings(p2, v2),
+                            "interval": D, "timeout": D, "start_period": D, "retries": I,
+                            "disable": B})
+    if m is None:
+        return None
+    if m.get("disable"):
+        if set(m) - {"disable"}:
+            c.err(path, "a disabled healthcheck takes no other option")
+            return None
+        return {"Test": ["NONE"]}
+    out: dict[str, Any] = {}
+    test = m.get("test")
+    if isinstance(test, str):
+        out["Test"] = ["CMD-SHELL", test]
+    elif test:
+        out["Test"] = test
+    for key, api in (("interval", "Interval"), ("timeout", "Timeout"),
+                     ("start_period", "StartPeriod"), ("retries", "Retries")):
+        if key in m:
+            out[api] = m[key]
+    return out
+
+
+def _extra_hosts(c: _Checker, path: str, v: Any) -> list[str] | None:
+    """``["host:ip"]`` or ``{host: ip}`` -> Hosts ``["ip host"]`` (the /etc/hosts order,
+    docker/cli convertExtraHosts)."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(v, dict):
+        pairs = [(str(k), str(x)) for k, x in v.items()]
+    else:
+        for i, item in enumerate(c.strings(path, v) or []):
+            host, sep, ip = item.partition(":")
+            if not sep or not host or not ip:
+                c.err(f"{path}[{i}]", f"invalid extra host {item!r}: expected HOST:IP")
+                continue
+            pairs.append((host, ip))
+    return [f"{ip} {host}" for host, ip in pairs]
 
 
 def _external(c: _Checker, path: str, v: Any) -> dict[str, Any] | None:

@@ -166,6 +166,16 @@ def service_spec(stack: str, name: str, c: Compose, image: str | None = None,
                      ("init", "Init")):
         if key in svc:
             cs[api] = svc[key]
+    if "healthcheck" in svc:
+        cs["Healthcheck"] = svc["healthcheck"]
+    if svc.get("extra_hosts"):
+        cs["Hosts"] = svc["extra_hosts"]
+    if svc.get("sysctls"):
+        cs["Sysctls"] = svc["sysctls"]
+    dns = {api: svc[key] for key, api in (("dns", "Nameservers"), ("dns_search", "Search"),
+                                          ("dns_opt", "Options")) if svc.get(key)}
+    if dns:
+        cs["DNSConfig"] = dns
     mounts = _mounts(stack, c, svc)
     if mounts:
         cs["Mounts"] = mounts
@@ -177,6 +187,9 @@ def service_spec(stack: str, name: str, c: Compose, image: str | None = None,
                                    "Config")
     deploy = svc.get("deploy", {})
     task: dict[str, Any] = {"ContainerSpec": cs}
+    if svc.get("logging"):
+        task["LogDriver"] = {"Name": svc["logging"].get("driver", "json-file"),
+                             "Options": svc["logging"].get("options") or {}}
     res = deploy.get("resources", {})
     if res:
         task["Resources"] = {}
