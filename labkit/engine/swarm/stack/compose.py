@@ -12,6 +12,25 @@ key:
 * anything else (a compose key labkit does not implement, or a typo): an *error* with its
   line; nothing is deployed.
 
+The subset (everything else is reported):
+
+* top level: ``version`` (3.x), ``services``, ``networks``, ``secrets``, ``configs``,
+  ``volumes``, ``x-*`` extension fields (anchors and ``<<`` merge keys work);
+* a service: image, command, entrypoint, environment (list or map; a bare KEY reads the
+  deploying shell's environment), ports (short "[PUB[-PUB]:]TGT[-TGT][/proto]", long
+  {target, published, protocol, mode ingress|host}), networks (list, or map with aliases),
+  secrets and configs (short name, long {source, target, uid, gid, mode}), volumes (named,
+  bind (relative to the file), tmpfs; short or long syntax), labels, hostname, user,
+  working_dir, stop_grace_period, stop_signal, tty, stdin_open, read_only, init,
+  healthcheck, extra_hosts, dns, dns_search, dns_opt, sysctls, logging, and deploy: mode
+  (replicated|global), replicas, labels, endpoint_mode (vip|dnsrr), placement (constraints,
+  preferences spread, max_replicas_per_node), restart_policy, update_config,
+  rollback_config, resources.limits (cpus, memory, pids);
+* a network: driver (overlay), attachable, internal, driver_opts (encrypted,
+  com.docker.network.driver.mtu), ipam (driver default, one config pool), labels, name,
+  external; a secret or config: file or external, name, labels; a volume: driver,
+  driver_opts, labels, name, external.
+
 Variables are interpolated in string values as the compose spec says (``$VAR``, ``${VAR}``,
 ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?message}``, ``${VAR?message}``, ``$$`` for
 a literal ``$``); an unset variable without a default becomes "" with a warning, as Docker.
