@@ -561,7 +561,7 @@ def pretty(svc: dict[str, Any], network_name: Callable[[str], str] = str) -> str
     pl = task.get("Placement") or {}
     lines.append("Placement:")
     if pl.get("Constraints"):
-        lines.append(f" Constraints:\t{pl['Constraints']}")
+        lines.append(f" Constraints:\t[{' '.join(pl['Constraints'])}]")   # Go's %v of a slice
     for p in pl.get("Preferences") or []:
         lines.append(f" Preferences:\tspread={(p.get('Spread') or {}).get('SpreadDescriptor')}")
     for key, title in (("UpdateConfig", "UpdateConfig"), ("RollbackConfig", "RollbackConfig")):
