@@ -143,10 +143,15 @@ def test_network_keys_appear_with_an_encrypted_network_and_rotate() -> None:
     tags = []
     for _ in range(4):
         w.t += 61
-        w.settle()
+        w.settle()   # due: the new key is only accepted, the old one still sends
         keys = w.store.data[CLUSTER][0]["_NetworkKeys"]
         tags.append([k["Tag"] for k in keys])
-    assert tags == [[2, 1], [3, 2, 1], [4, 3, 2], [5, 4, 3]]
+        w.t += 6
+        w.settle()   # staged long enough: the new key becomes primary
+        keys = w.store.data[CLUSTER][0]["_NetworkKeys"]
+        tags.append([k["Tag"] for k in keys])
+    assert tags == [[1, 2], [2, 1], [2, 1, 3], [3, 2, 1], [3, 2, 1, 4], [4, 3, 2],
+                    [4, 3, 2, 5], [5, 4, 3]]
     assert len({k["Key"] for k in keys}) == 3
 
 

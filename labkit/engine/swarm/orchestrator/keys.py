@@ -6,6 +6,12 @@ generate the IPsec keys, hand them to the nodes that need them, and rotate them 
 AES-GCM key, 4 of salt, RFC 4106) with a Lamport tag that only grows; a new primary every
 "_KeyRotationS" seconds (cluster Spec, default 43200), at most three keys kept so a node
 that has not heard of the new key yet is still understood.
+
+A rotation is staged, so no packet is ever sent with a key its receiver lacks: the new key
+first joins the list as an accepted (not primary) key, every node installs its inbound
+states from the next snapshot, and only STAGE_S later is it moved to the front, where nodes
+start sending with it.  (A key that became primary at once would be dropped by every peer
+whose snapshot had not arrived yet.)
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ Obj = dict[str, Any]
 DEFAULT_ROTATION_S = 43200
 KEY_BYTES = 20
 MAX_KEYS = 3
+STAGE_S = 5.0  # >> the dispatcher's push delay (~0.2 s) plus a node's kernel update
 
 
 def encrypted(networks: dict[str, Obj]) -> bool:
@@ -41,10 +48,24 @@ def rotate(plan: Plan, rand: Callable[[int], bytes] = secrets.token_bytes) -> bo
         return False
     keys: list[Obj] = list(plan.cluster.get("_NetworkKeys") or [])
     made = float(plan.cluster.get("_NetworkKeyAt") or 0)
+    staged = plan.cluster.get("_NetworkKeyStaged")
+    if staged is not None:  # promote the staged key once every node has had time to take it
+        if plan.now - float(staged) < STAGE_S:
+            return False
+        newest = max(keys, key=lambda k: int(k.get("Tag", 0)))
+        rest = [k for k in keys if k is not newest]
+        plan.cluster["_NetworkKeys"] = [newest, *rest][:MAX_KEYS]
+        plan.cluster.pop("_NetworkKeyStaged")
+        plan.cluster["_NetworkKeyAt"] = plan.now
+        return True
     if keys and plan.now - made < rotation_s(plan.cluster):
         return False
     tag = max((int(k.get("Tag", 0)) for k in keys), default=0) + 1
     fresh = {"Key": base64.b64encode(rand(KEY_BYTES)).decode(), "Tag": tag}
-    plan.cluster["_NetworkKeys"] = [fresh, *keys][:MAX_KEYS]
-    plan.cluster["_NetworkKeyAt"] = plan.now
+    if not keys:  # the first key: nobody sends with anything else yet
+        plan.cluster["_NetworkKeys"] = [fresh]
+        plan.cluster["_NetworkKeyAt"] = plan.now
+        return True
+    plan.cluster["_NetworkKeys"] = [*keys, fresh]  # accepted, not yet primary
+    plan.cluster["_NetworkKeyStaged"] = plan.now
     return True
