@@ -133,9 +133,12 @@ def _subnet(config: Obj) -> tuple[ipaddress.IPv4Network | None, str]:
 
 
 async def _reserve_subnet(store: Store, net_id: str, name: str,
-                          want: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network:
+                          want: ipaddress.IPv4Network | None,
+                          ingress: bool = False) -> ipaddress.IPv4Network:
     """The subnet asked for, or the first free one of the cluster's pool; refused when it
-    overlaps a swarm network's.  Its reservation key makes the same subnet atomic."""
+    overlaps a swarm network's.  Its reservation key makes the same subnet atomic.  The
+    pool's first subnet is kept for the ingress network (Docker's 10.0.0.0/24), which the
+    leader may make only after a user network exists."""
     taken = []
     for n, _ in await store.list(NETWORKS):
         for c in (n.get("IPAM") or {}).get("Config") or []:
@@ -153,9 +156,10 @@ async def _reserve_subnet(store: Store, net_id: str, name: str,
                                        "by another swarm network") from None
         return want
     pools, size = await _pool(store)
+    first = next(pools[0].subnets(new_prefix=max(size, pools[0].prefixlen)))
     for pool in pools:
         for cand in pool.subnets(new_prefix=max(size, pool.prefixlen)):
-            if any(cand.overlaps(o) for o, _ in taken):
+            if (cand == first and not ingress) or any(cand.overlaps(o) for o, _ in taken):
                 continue
             try:
                 await store.create(_subnet_key(cand), {"Network": net_id})
@@ -190,9 +194,6 @@ async def create_network(store: Store, body: Any, *, ingress: bool = False) -> O
     if not name or "/" in name or len(name) > 255:
         raise errors.InvalidArgumentError("Name", f"invalid network name {name!r}")
     want, gw = _subnet(configs[0]) if configs else (None, "")
-    if ingress and want is None:
-        pools, size = await _pool(store)
-        want = next(pools[0].subnets(new_prefix=max(size, pools[0].prefixlen)))
     net_id = ca.new_id()
     try:
         await store.create(name_key("networks", name), {"ID": net_id})
@@ -200,7 +201,7 @@ async def create_network(store: Store, body: Any, *, ingress: bool = False) -> O
         raise errors.ConflictError(f"network with name {name} already exists") from None
     held = [name_key("networks", name)]
     try:
-        subnet = await _reserve_subnet(store, net_id, name, want)
+        subnet = await _reserve_subnet(store, net_id, name, want, ingress)
         held.append(_subnet_key(subnet))
         vni = await _reserve_vni(store, net_id, ingress)
         held.append(VNIS + str(vni))
