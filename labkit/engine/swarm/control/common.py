@@ -131,7 +131,7 @@ def check_filters(filters: Mapping[str, list[str]], allowed: tuple[str, ...]) ->
     """Docker's 400 "invalid filter 'x'" for a name the list does not know."""
     for key in filters:
         if key not in allowed:
-            raise errors.InvalidArgumentError("filters", f"invalid filter '{key}'")
+            raise errors.InvalidArgumentError("filter", f"invalid filter '{key}'")
 
 
 def labels_match(labels: Mapping[str, str], wanted: list[str]) -> bool:

@@ -205,7 +205,7 @@ async def list_(store: Store, filters: dict[str, list[str]]) -> list[tuple[Obj, 
     check_filters(filters, SERVICE_FILTERS)
     for m in filters.get("mode", []):
         if m not in ("replicated", "global"):
-            raise errors.InvalidArgumentError("filters", f"Invalid filter: 'mode'='{m}'")
+            raise errors.InvalidArgumentError("filter", f"Invalid filter: 'mode'='{m}'")
     out = []
     for svc, version in await store.list(SERVICES):
         if svc.get("_Deleted"):

@@ -37,7 +37,7 @@ async def list_(store: Store, filters: dict[str, list[str]]) -> list[Obj]:
     check_filters(filters, TASK_FILTERS)
     for v in filters.get("desired-state", []):
         if v not in ("running", "shutdown", "accepted"):
-            raise errors.InvalidArgumentError("filters", f"Invalid desired-state filter: '{v}'")
+            raise errors.InvalidArgumentError("filter", f"Invalid desired-state filter: '{v}'")
     services = {s["ID"]: s for s, _ in await store.list(SERVICES)}
     want_services: set[str] | None = None
     if filters.get("service"):
