@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
