@@ -57,6 +57,7 @@ def with_path(path: str, value: Any) -> dict[str, Any]:
     ("TaskTemplate.PluginSpec", {"Name": "x"}),
     ("TaskTemplate.Resources.Reservations", {"MemoryBytes": 10}),
     ("Mode.ReplicatedJob", {"MaxConcurrent": 1}),
+    ("Mode.GlobalJob", {}),
     ("TaskTemplate.ContainerSpec.Bogus", 1),
     ("Bogus", 1),
 ])
@@ -65,6 +66,17 @@ def test_refused_fields_are_named(path: str, value: Any) -> None:
         check_service_spec(with_path(path, value))
     assert path.split(".")[-1] in exc.value.what
     assert path.rsplit(".", 1)[0].split(".")[0] in str(exc.value)
+
+
+def test_docker_py_shapes_lowercase_keys_and_nulls() -> None:
+    # docker-py: ServiceMode("replicated", 2) -> {"replicated": {"Replicas": 2}}; Go's
+    # encoding/json matches keys case-insensitively; nulls are dropped
+    s = check_service_spec(spec(Mode={"replicated": {"Replicas": 2}}, TaskTemplate={
+        "ContainerSpec": {"Image": "alpine", "Command": None, "Args": None}}))
+    assert s["Mode"] == {"Replicated": {"Replicas": 2}}
+    assert s["TaskTemplate"]["ContainerSpec"] == {"Image": "alpine"}
+    with pytest.raises(errors.InvalidArgumentError, match="same field"):
+        check_service_spec(spec(Mode={"replicated": {}, "Replicated": {}}))
 
 
 def test_zero_values_of_refused_fields_pass_and_defaults_fill() -> None:

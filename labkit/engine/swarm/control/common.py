@@ -38,10 +38,22 @@ def empty(value: Any) -> bool:
     return value is None or value is False or value == 0 or value in ("", {}, [])
 
 
-def unknown(d: Mapping[str, Any], where: str, accepted: tuple[str, ...],
+def unknown(d: dict[str, Any], where: str, accepted: tuple[str, ...],
             refused: tuple[str, ...] = ()) -> None:
     """Refuse keys outside ``accepted``.  ``refused`` are Docker fields labkit cannot apply:
-    their zero value passes (the CLI sends ``"Init": false``), any other is refused by name."""
+    their zero value passes (the CLI sends ``"Init": false``), any other is refused by name.
+
+    A key that matches a known one but for case is renamed to it in place: Go's
+    encoding/json accepts a case-insensitive match, and docker-py relies on it
+    (ServiceMode sends ``{"replicated": {...}}``)."""
+    known = {k.lower(): k for k in (*accepted, *refused)}
+    for key in list(d):
+        if key not in known.values() and key.lower() in known:
+            if known[key.lower()] in d:
+                raise errors.InvalidArgumentError(
+                    f"{where}.{key}" if where else key,
+                    f"{key} and {known[key.lower()]} are the same field")
+            d[known[key.lower()]] = d.pop(key)
     for key, value in d.items():
         if key in accepted:
             continue

@@ -71,7 +71,17 @@ def check_service_spec(body: Any) -> Obj:
             d[key] = _update_config(obj(d[key], key), key)
     if d.get("EndpointSpec") is not None:
         d["EndpointSpec"] = _endpoint(obj(d["EndpointSpec"], "EndpointSpec"))
-    return {k: v for k, v in d.items() if v is not None}
+    return _prune(d)
+
+
+def _prune(value: Any) -> Any:
+    """Drop null fields at every depth, as Go's omitempty does on the way back: the
+    executor and the CLI's round trip see absent, never null."""
+    if isinstance(value, dict):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
 
 
 def _task(t: Obj) -> Obj:
@@ -341,7 +351,12 @@ def _log_driver(ld: Obj) -> Obj:
 
 
 def _mode(m: Obj) -> Obj:
-    unknown(m, "Mode", ("Replicated", "Global"), ("ReplicatedJob", "GlobalJob"))
+    unknown(m, "Mode", ("Replicated", "Global", "ReplicatedJob", "GlobalJob"))
+    for job in ("ReplicatedJob", "GlobalJob"):
+        if m.get(job) is not None:  # even {}: the key itself asks for a job service
+            raise errors.InvalidArgumentError(
+                f"Mode.{job}", f"Mode.{job} is not supported by labkit's swarm (no job "
+                               "services: the orchestrator runs services until removed)")
     if "Replicated" in m and "Global" in m:
         raise errors.InvalidArgumentError("Mode", "a service is Replicated or Global, not both")
     if "Global" in m and m["Global"] is not None:
