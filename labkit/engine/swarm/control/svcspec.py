@@ -71,7 +71,8 @@ def check_service_spec(body: Any) -> Obj:
             d[key] = _update_config(obj(d[key], key), key)
     if d.get("EndpointSpec") is not None:
         d["EndpointSpec"] = _endpoint(obj(d["EndpointSpec"], "EndpointSpec"))
-    return _prune(d)
+    out: Obj = _prune(d)
+    return out
 
 
 def _prune(value: Any) -> Any:
