@@ -47,6 +47,8 @@ def test_secret_lifecycle() -> None:
         await ctl.update_secret("secret", sid, got["Version"]["Index"],
                                 {"Name": "sec1", "Labels": {"a": "b"}})
         assert (await ctl.secret("secret", sid))["Spec"]["Labels"] == {"a": "b"}
+        await ctl.update_secret("secret", sid, (await ctl.secret("secret", sid))["Version"][
+            "Index"], {"Name": "sec1", "Labels": {"a": "b"}, "Data": b64(b"s3cr3t-value\n")})
         with pytest.raises(errors.InvalidArgumentError, match="only updates to Labels"):
             await ctl.update_secret("secret", sid, 0, {"Name": "sec1", "Data": b64(b"n")})
         await ctl.create_service(user("svc", "sec1"))

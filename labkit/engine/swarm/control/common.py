@@ -34,8 +34,13 @@ class Store(Protocol):
 
 
 def empty(value: Any) -> bool:
-    """Go's zero value: what the CLI sends for a field it did not set (false, 0, "", {}, [])."""
-    return value is None or value is False or value == 0 or value in ("", {}, [])
+    """Go's zero value: what the CLI sends for a field it did not set (false, 0, "", {}, [],
+    or a struct of zero values, e.g. ``"Privileges": {"CredentialSpec": null, ...}``)."""
+    if isinstance(value, dict):
+        return all(empty(v) for v in value.values())
+    if isinstance(value, list):
+        return not value
+    return value is None or value is False or value == 0 or value == ""
 
 
 def unknown(d: dict[str, Any], where: str, accepted: tuple[str, ...],

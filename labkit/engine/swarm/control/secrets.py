@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import re
 from typing import Any
 
@@ -121,9 +122,14 @@ async def update(store: Store, kind: str, ref: str, version: int, body: Any) -> 
     item, current = await get(store, kind, ref)
     d = obj(body, "request body")
     unknown(d, "", ("Name", "Labels", "Data", "Driver", "Templating"))
-    same_data = kind == "config" and d.get("Data") in (None, item["Spec"].get("Data"))
-    if (text(d, "Name", "") not in ("", item["Spec"]["Name"])
-            or (d.get("Data") is not None and not same_data)
+    # swarmkit UpdateSecret: the same data may come back (`stack deploy` sends the whole
+    # spec again), different data may not
+    if d.get("Data") is not None:
+        stored = item["_Data"] if kind == "secret" else item["Spec"]["Data"]
+        same_data = hmac.compare_digest(_decode(kind, d["Data"]), base64.b64decode(stored))
+    else:
+        same_data = True
+    if (text(d, "Name", "") not in ("", item["Spec"]["Name"]) or not same_data
             or d.get("Driver") or d.get("Templating")):
         raise errors.InvalidArgumentError(
             kind, "rpc error: code = InvalidArgument desc = only updates to Labels are allowed")
