@@ -299,7 +299,19 @@ def test_docker_cli_services_secrets_networks(tmp_path: Path) -> None:
         must("service", "scale", "-d", "pinger=3")
         assert json.loads(must("service", "inspect", "pinger"))[0]["Spec"]["Mode"][
             "Replicated"]["Replicas"] == 3
-        must("service", "ps", "pinger")
+        loop2 = asyncio.new_event_loop()
+        loop2.run_until_complete(fake.store.create(TASKS + "t" * 25, {
+            "ID": "t" * 25, "ServiceID": sid, "Slot": 1, "NodeID": fake.node_id,
+            "DesiredState": "running", "Status": {"State": "running",
+                                                  "Timestamp": "2026-12-04T10:00:00Z"},
+            "Spec": {"ContainerSpec": {"Image": "alpine"}}, "_SpecVersion": 2}))
+        loop2.close()
+        ps = must("service", "ps", "--no-trunc", "pinger")
+        assert "pinger.1" in ps and "lk-node1" in ps and "Running" in ps
+        fake.logs = [("t" * 25, 1, 1_700_000_000_000_000_000, b"hello from the task\n")]
+        logs = docker("service", "logs", "pinger")
+        assert logs.returncode == 0, logs.stderr
+        assert logs.stdout == f"pinger.1.{'t' * 12}@lk-node1    | hello from the task\n"
         (tmp_path / "file").write_text("s3cr3t-value\n")
         must("secret", "create", "sec1", str(tmp_path / "file"))
         assert "sec1" in must("secret", "ls")

@@ -171,6 +171,11 @@ def test_scale_round_trip_version_and_rollback() -> None:
         back = await ctl.service(sid)
         assert back["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
         assert back["UpdateStatus"]["State"] == "rollback_started"
+        same = (await ctl.service(sid, insert_defaults=True))["Spec"]  # `service update`
+        await ctl.update_service(sid, back["Version"]["Index"], same)
+        stored, _ = await store.must_get(SERVICES + sid, "service")
+        assert stored["_SpecVersion"] == 3  # 1 create, 2 scale, 3 rollback; not 4
+        back = await ctl.service(sid)
         with pytest.raises(errors.InvalidArgumentError, match="renaming"):
             await ctl.update_service(sid, back["Version"]["Index"], spec(Name="other"))
         with pytest.raises(errors.InvalidArgumentError, match="mode change"):

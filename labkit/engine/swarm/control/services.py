@@ -250,7 +250,9 @@ async def update(store: Store, ref: str, version: int, body: Any, *,
     old_ports = svc.get("_Ports") or []
     ports, taken = await _ports(store, svc["ID"], spec, old_ports)
     try:
-        if spec != old:
+        # compared with the defaults filled in: `service update` sends back what GET
+        # ?insertDefaults=true showed, which is no change of what the tasks run
+        if insert_defaults(spec) != insert_defaults(old) or rollback:
             svc["PreviousSpec"], svc["Spec"] = old, spec
             svc["_SpecVersion"] = int(svc.get("_SpecVersion", 1)) + 1
             if rollback:  # swarmkit controlapi UpdateService on a manual rollback
