@@ -185,6 +185,9 @@ def test_overlay_networks_on_a_manager(tmp_path: Path) -> None:
                 "Options": {}, "Labels": {}, "Name": "myoverlaynw"}
         out = await ok(await client.post(f"{V}/networks/create", json=body), 201)
         nid = out["Id"]
+        r = await client.post(f"{V}/networks/create", json={**body, "Name": "host"})
+        assert r.status == 409 and (await r.json())["message"] == (
+            "network with name host already exists")  # a local network's name
         got = await ok(await client.get(f"{V}/networks/myoverlaynw?scope=swarm"))
         assert got["Id"] == nid and got["Scope"] == "swarm" and "_VNI" not in got
         assert (await ok(await client.get(f"{V}/networks/{nid}")))["Driver"] == "overlay"

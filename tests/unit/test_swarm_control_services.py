@@ -103,7 +103,11 @@ def test_zero_values_of_refused_fields_pass_and_defaults_fill() -> None:
     (spec(UpdateConfig={"Order": "sideways"}), "Order"),
     (spec(UpdateConfig={"MaxFailureRatio": 2}), "MaxFailureRatio"),
     (with_path("TaskTemplate.ContainerSpec.Secrets",
-               [{"SecretName": "s", "File": {"Name": "../../etc/passwd"}}]), "must not leave"),
+               [{"SecretName": "s", "File": {"Name": "../../etc/passwd"}}]), "no '/'"),
+    (with_path("TaskTemplate.ContainerSpec.Configs",
+               [{"ConfigName": "c", "File": {"Name": "/etc/../../x"}}]), "must not leave"),
+    (with_path("TaskTemplate.ContainerSpec.Secrets",
+               [{"SecretName": "s", "File": {"Name": "x", "UID": "root"}}]), "numeric"),
     (with_path("TaskTemplate.ContainerSpec.Mounts", [{"Type": "bind", "Source": "rel",
                                                       "Target": "/x"}]), "absolute"),
     (with_path("TaskTemplate.Placement", {"Preferences": [{"Spread": {

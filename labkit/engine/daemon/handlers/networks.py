@@ -40,6 +40,9 @@ async def create(request: web.Request) -> web.Response:
     req = await body(request)
     ctl = swarm_control(engine(request))
     if ctl is not None and req.get("Driver") == "overlay":
+        name = req.get("Name")
+        if isinstance(name, str) and engine(request).networks.store.by_name(name) is not None:
+            raise errors.ConflictError(f"network with name {name} already exists")
         net = await ctl.create_network(req)
         return reply({"Id": net["Id"], "Warning": ""}, 201)
     rec, warning = await asyncio.to_thread(engine(request).networks.create, req)

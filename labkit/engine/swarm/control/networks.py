@@ -12,6 +12,7 @@ subnet.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ MAX_VNI = (1 << 24) - 1
 NETWORK_FILTERS = ("driver", "id", "label", "name", "scope", "type", "dangling")
 _BODY = ("Name", "CheckDuplicate", "Driver", "Scope", "EnableIPv6", "IPAM", "Internal",
          "Attachable", "Ingress", "ConfigOnly", "ConfigFrom", "Options", "Labels")
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _OPTIONS = ("encrypted", "com.docker.network.driver.mtu")
 _TERMINAL = ("complete", "shutdown", "failed", "rejected", "orphaned")
 
@@ -191,8 +193,9 @@ async def create_network(store: Store, body: Any, *, ingress: bool = False) -> O
     network JSON plus ``_VNI``).  ``ingress``: the routing mesh's network (the leader's)."""
     d, configs, options = _check_body(body, ingress)
     name = text(d, "Name", "") or ("ingress" if ingress else "")
-    if not name or "/" in name or len(name) > 255:
-        raise errors.InvalidArgumentError("Name", f"invalid network name {name!r}")
+    if not _NAME.fullmatch(name) or len(name) > 255:  # moby's network name rule
+        raise errors.InvalidArgumentError("Name", f"invalid network name {name!r}: letters, "
+                                          "digits and [_.-], starting with a letter or digit")
     want, gw = _subnet(configs[0]) if configs else (None, "")
     net_id = ca.new_id()
     try:

@@ -217,12 +217,15 @@ def _file_ref(r: Obj, w: str, kind: str) -> Obj:
     if not target:
         raise errors.InvalidArgumentError(f"{w}.File.Name", f"malformed {one.lower()} "
                                           "reference: File.Name is required")
+    # the executor writes a secret to /run/secrets/<File.Name> (SWARM13.md): a plain file
+    # name; a config to File.Name itself when absolute: any path that does not climb
     parts = target.split("/")
-    if ".." in parts or "\0" in target or (kind == "Secrets" and target.startswith("/")
-                                           and not target.startswith("/run/secrets/")):
+    if kind == "Secrets" and (len(parts) > 1 or target in (".", "..")):
+        raise errors.InvalidArgumentError(f"{w}.File.Name", f"{target!r}: a secret's target "
+                                          "is a file name in /run/secrets (no '/')")
+    if ".." in parts or "\0" in target:
         raise errors.InvalidArgumentError(f"{w}.File.Name", f"{target!r}: the target must "
-                                          "not leave the task's " + (
-                                              "/run/secrets" if kind == "Secrets" else "root"))
+                                          "not leave the task's root ('..')")
     for key in ("UID", "GID"):
         v = f.get(key)
         if v is not None and (not isinstance(v, str) or not v.isdigit()):
