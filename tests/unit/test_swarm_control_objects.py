@@ -141,3 +141,15 @@ def test_network_refusals(body: dict[str, Any], text: str) -> None:
             await ctl.create_network(body)
         assert store.keys() == []
     run(t)
+
+
+def test_lookups_say_what_moby_says() -> None:
+    async def t(ctl: Control, store: MemoryStore) -> None:
+        for call in (ctl.service("nope"), ctl.secret("secret", "nope"),
+                     ctl.secret("config", "nope"), ctl.task("nope"), ctl.network("nope")):
+            with pytest.raises(errors.NotFoundError) as exc:
+                await call
+            assert exc.value.message.endswith(" nope not found")  # type: ignore[attr-defined]
+        with pytest.raises(errors.NotFoundError):
+            await ctl.service("../x")
+    run(t)

@@ -14,7 +14,7 @@ from labkit import errors
 from labkit.engine.swarm.store import NAMES
 
 __all__ = ["Obj", "Store", "check_filters", "empty", "find", "labels_match", "name_key",
-           "obj", "strlist", "strmap", "text", "uint", "unknown"]
+           "not_found", "obj", "strlist", "strmap", "text", "uint", "unknown"]
 
 Obj = dict[str, Any]
 _MAX_I64 = 2**63 - 1
@@ -124,11 +124,18 @@ def name_key(kind: str, name: str) -> str:
     return f"{NAMES}{kind}/{name.lower()}"
 
 
+def not_found(what: str, ref: str) -> errors.NotFoundError:
+    """NotFoundError with moby's words (daemon/cluster/helpers.go): "service x not found"."""
+    err = errors.NotFoundError(what, ref)
+    err.message = f"{what} {ref} not found"  # type: ignore[attr-defined]
+    return err
+
+
 async def find(store: Store, prefix: str, ref: str, what: str,
                name_of: Callable[[Obj], str]) -> tuple[Obj, int]:
     """An object by full id, exact name, or unique id prefix (moby's lookup order)."""
     if not ref or "/" in ref:
-        raise errors.NotFoundError(what, ref)
+        raise not_found(what, ref)
     got = await store.get(prefix + ref)
     if got is not None:
         return got
@@ -139,9 +146,10 @@ async def find(store: Store, prefix: str, ref: str, what: str,
     hits = [(o, v) for o, v in items if str(o.get("ID", "")).startswith(ref)]
     if len(hits) == 1:
         return hits[0]
-    if len(hits) > 1:
-        raise errors.ConflictError(f"{what} {ref} is ambiguous ({len(hits)} matches found)")
-    raise errors.NotFoundError(what, ref)
+    if len(hits) > 1:  # moby: an InvalidParameter (400)
+        raise errors.InvalidArgumentError(what, f"{what} {ref} is ambiguous ({len(hits)} "
+                                          "matches found)")
+    raise not_found(what, ref)
 
 
 def check_filters(filters: Mapping[str, list[str]], allowed: tuple[str, ...]) -> None:

@@ -17,7 +17,14 @@ from labkit import errors
 from labkit.engine.swarm import ca, objects
 from labkit.engine.swarm.control import networks as nets
 from labkit.engine.swarm.control import secrets as sec
-from labkit.engine.swarm.control.common import Obj, Store, check_filters, find, labels_match
+from labkit.engine.swarm.control.common import (
+    Obj,
+    Store,
+    check_filters,
+    find,
+    labels_match,
+    not_found,
+)
 from labkit.engine.swarm.control.defaults import insert_defaults
 from labkit.engine.swarm.control.svcspec import check_service_spec
 from labkit.engine.swarm.store import NAMES, SERVICES
@@ -45,9 +52,7 @@ async def _resolve(store: Store, spec: Obj) -> None:
         try:
             net, _ = await nets.find_network(store, att["Target"])
         except errors.NotFoundError:
-            err = errors.NotFoundError("network", att["Target"])
-            err.message = f"network {att['Target']} not found"  # type: ignore[attr-defined]
-            raise err from None
+            raise not_found("network", att["Target"]) from None
         if net.get("Ingress"):  # moby daemon/cluster/services.go
             raise errors.InvalidArgumentError(
                 "TaskTemplate.Networks", "Service cannot be explicitly attached to the ingress "
@@ -181,7 +186,7 @@ async def get(store: Store, ref: str) -> tuple[Obj, int]:
     """A live (not deleted) service by id, name or unique id prefix."""
     svc, version = await find(store, SERVICES, ref, "service", _live_name)
     if svc.get("_Deleted"):
-        raise errors.NotFoundError("service", ref)
+        raise not_found("service", ref)
     return svc, version
 
 
