@@ -68,7 +68,7 @@ async def remove(request: web.Request) -> web.Response:
 async def logs(request: web.Request) -> web.StreamResponse:
     """GET /services/{id}/logs: every task's lines (docker-api.md 3.3)."""
     ctl = control(request)
-    svc = await ctl.service_ids(cid(request))
+    svc = await ctl.service_object(cid(request))
     tasks = await ctl.service_tasks(svc["ID"])
     return await log_stream(request, svc, tasks)
 

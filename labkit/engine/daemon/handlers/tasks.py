@@ -22,5 +22,5 @@ async def inspect(request: web.Request) -> web.Response:
 async def logs(request: web.Request) -> web.StreamResponse:
     ctl = control(request)
     task = await ctl.task(cid(request))
-    svc = await ctl.service_ids(task["ServiceID"])
+    svc = await ctl.service_object(task["ServiceID"])
     return await log_stream(request, svc, [task])

@@ -18,7 +18,7 @@ from labkit.engine.swarm.control import tasks as _tasks
 from labkit.engine.swarm.control.common import Obj, Store
 from labkit.engine.swarm.control.networks import create_network
 from labkit.engine.swarm.control.status import service_status
-from labkit.engine.swarm.store import SERVICES, TASKS
+from labkit.engine.swarm.store import TASKS
 
 __all__ = ["Control", "Store", "create_network"]
 
@@ -60,9 +60,9 @@ class Control:
                 item["ServiceStatus"] = counts[item["ID"]]
         return out
 
-    async def service_ids(self, ref: str) -> Obj:
-        """The stored service (private keys included) for the logs handler: its tasks'
-        ids and TTY."""
+    async def service_object(self, ref: str) -> Obj:
+        """The stored service (private keys included), for the logs handler: its id and
+        ContainerSpec.TTY."""
         svc, _ = await _svc.get(self.store, ref)
         return svc
 
@@ -108,7 +108,3 @@ class Control:
 
     async def remove_network(self, ref: str) -> None:
         await _nets.remove_network(self.store, ref)
-
-    async def live_services(self) -> list[Obj]:
-        """Every stored service not deleted (stored shape)."""
-        return [s for s, _ in await self.store.list(SERVICES) if not s.get("_Deleted")]
