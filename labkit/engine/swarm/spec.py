@@ -4,8 +4,8 @@ render.
 The daemon's handlers parse every swarm body here before the node (``SwarmBackend``, the
 lead's swarm/node.py) sees it, so the node works on checked values and never on raw JSON.
 Docker is lenient with these bodies; labkit's rule is stricter: *accepted means applied*.
-An unknown key, or a value the node cannot apply (a DataPathPort, an address pool, a
-forced new cluster, an external CA that is not CFSSL), is refused with an
+An unknown key, or a value the node cannot apply (a DataPathAddr other than the advertise
+address, a forced new cluster, an external CA that is not CFSSL), is refused with an
 InvalidArgumentError that names the field (``Spec.CAConfig.NodeCertExpiry``), never
 silently dropped.
 
