@@ -239,6 +239,30 @@ def test_service_logs_details_and_framing(tmp_path: Path) -> None:
     run(tmp_path, t)
 
 
+def test_follow_ends_the_node_streams_when_the_client_leaves(tmp_path: Path) -> None:
+    async def t(client: TestClient, fake: ControlSwarm) -> None:  # type: ignore[type-arg]
+        sid = (await ok(await client.post(f"{V}/services/create", json=PINGER), 201))["ID"]
+        await fake.store.create(TASKS + "t1", {"ID": "t1", "ServiceID": sid, "Slot": 1,
+                                               "NodeID": "n9", "DesiredState": "running",
+                                               "Status": {"State": "running"}, "Spec": {}})
+        closed = asyncio.Event()
+
+        async def endless(task_ids: list[str], **kw: Any
+                          ) -> AsyncIterator[tuple[str, int, int, bytes]]:
+            try:
+                while True:
+                    yield ("t1", 1, 1, b"tick\n")
+                    await asyncio.sleep(0.01)
+            finally:
+                closed.set()
+        fake.task_logs = endless  # type: ignore[assignment, method-assign]
+        r = await client.get(f"{V}/services/pinger/logs?stdout=1&follow=1")
+        assert await r.content.readexactly(13) == b"\x01\0\0\0\0\0\0\x05tick\n"
+        r.close()
+        await asyncio.wait_for(closed.wait(), 10)
+    run(tmp_path, t)
+
+
 def test_distribution_without_a_registry_digest_is_404(tmp_path: Path) -> None:
     async def t(client: TestClient, fake: ControlSwarm) -> None:  # type: ignore[type-arg]
         assert (await client.get(f"{V}/distribution/alpine:latest/json")).status == 404

@@ -9,7 +9,8 @@ dockerd's bodies ({"Warnings": null} and empty).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiohttp import web
@@ -96,16 +97,25 @@ async def log_stream(request: web.Request, svc: dict[str, Any],
         list(where), follow=flag(request, "follow"), tail=tail, since_ns=since,
         until_ns=until, stdout=stdout, stderr=stderr)
 
-    async def chunks() -> AsyncIterator[bytes]:
-        async for task_id, stream, ns, data in lines:
-            if details:
-                data = (f"com.docker.swarm.node.id={where.get(task_id, '')},"
-                        f"com.docker.swarm.service.id={svc['ID']},"
-                        f"com.docker.swarm.task.id={task_id} ").encode() + data
-            if stamps:
-                data = streams._fixed_time(ns).encode() + b" " + data
-            yield data if tty else encode(stream, data)
-    return await streams.send_chunks(request, chunks(), "application/vnd.docker.raw-stream")
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        # the nodes' streams end with the response, also when the client goes away during
+        # --follow (closed here, not left to the garbage collector)
+        try:
+            async for task_id, stream, ns, data in lines:
+                if details:
+                    data = (f"com.docker.swarm.node.id={where.get(task_id, '')},"
+                            f"com.docker.swarm.service.id={svc['ID']},"
+                            f"com.docker.swarm.task.id={task_id} ").encode() + data
+                if stamps:
+                    data = streams._fixed_time(ns).encode() + b" " + data
+                yield data if tty else encode(stream, data)
+        finally:
+            close = getattr(lines, "aclose", None)
+            if close is not None:
+                await close()
+    gen = chunks()
+    async with contextlib.aclosing(gen):
+        return await streams.send_chunks(request, gen, "application/vnd.docker.raw-stream")
 
 
 def _time(value: str | None, name: str) -> int:
