@@ -153,3 +153,27 @@ def test_lookups_say_what_moby_says() -> None:
         with pytest.raises(errors.NotFoundError):
             await ctl.service("../x")
     run(t)
+
+
+def test_network_held_by_running_tasks_of_live_services_only() -> None:
+    async def t(ctl: Control, store: MemoryStore) -> None:
+        from labkit.engine.swarm.store import TASKS
+
+        net = await ctl.create_network({"Name": "n", "Driver": "overlay"})
+        sid = (await ctl.create_service({"Name": "s", "TaskTemplate": {
+            "ContainerSpec": {"Image": "a"}, "Networks": [{"Target": "n"}]}}))["ID"]
+        await store.create(TASKS + "t1", {"ID": "t1", "ServiceID": sid, "DesiredState": "running",
+                                          "Status": {"State": "running"},
+                                          "NetworksAttachments": [{"Network": {
+                                              "Id": net["Id"]}}]})
+        await store.create(TASKS + "t2", {"ID": "t2", "ServiceID": "", "DesiredState": "running",
+                                          "Status": {"State": "running"},
+                                          "_Attachment": {"ContainerID": "c"},
+                                          "NetworksAttachments": [{"Network": {
+                                              "Id": net["Id"]}}]})
+        await ctl.remove_service("s")  # `stack rm`: services, then the networks at once
+        with pytest.raises(errors.ConflictError, match="is in use by task t2"):
+            await ctl.remove_network("n")  # a standalone container's attachment holds it
+        await store.delete(TASKS + "t2")
+        await ctl.remove_network("n")
+    run(t)

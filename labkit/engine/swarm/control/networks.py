@@ -281,8 +281,14 @@ async def remove_network(store: Store, ref: str) -> None:
         if any(a.get("Target") == nid for a in s["Spec"]["TaskTemplate"].get("Networks") or []):
             raise errors.ConflictError(f"rpc error: code = FailedPrecondition desc = network "
                                        f"{nid} is in use by service {s['ID']}")
+    # swarmkit RemoveNetwork: a task holds the network while it is desired running and not
+    # past running; a removed service's tasks are the orchestrator's to stop (`stack rm`
+    # removes the services and then, at once, the networks)
+    live = {s["ID"] for s in services}
     for t, _ in await store.list(TASKS):
-        if t.get("Status", {}).get("State") in _TERMINAL and t.get("DesiredState") != "running":
+        if t.get("DesiredState") != "running" or t.get("Status", {}).get("State") in _TERMINAL:
+            continue
+        if t.get("ServiceID") and t["ServiceID"] not in live:
             continue
         if any(a.get("Network", {}).get("Id") == nid for a in t.get("NetworksAttachments") or []):
             raise errors.ConflictError(f"rpc error: code = FailedPrecondition desc = network "

@@ -280,9 +280,15 @@ async def update(store: Store, ref: str, version: int, body: Any, *,
 
 async def remove(store: Store, ref: str) -> None:
     """DELETE /services/{id}: marked for the orchestrator; the name and ports are free now."""
-    svc, current = await get(store, ref)
-    svc["_Deleted"] = True
-    svc["UpdatedAt"] = objects.now()
-    await store.cas(SERVICES + svc["ID"], svc, current)
+    for attempt in range(3):  # DELETE carries no version: retry a write that raced
+        svc, current = await get(store, ref)
+        svc["_Deleted"] = True
+        svc["UpdatedAt"] = objects.now()
+        try:
+            await store.cas(SERVICES + svc["ID"], svc, current)
+            break
+        except errors.ConflictError:
+            if attempt == 2:
+                raise
     await store.delete(_name_key(svc["Spec"]["Name"]))
     await _free_ports(store, svc.get("_Ports") or [])
