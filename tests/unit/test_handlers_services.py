@@ -350,3 +350,43 @@ def test_docker_cli_services_secrets_networks(tmp_path: Path) -> None:
         must("secret", "rm", "sec1")
         must("network", "rm", "myoverlaynw")
         assert sid
+
+
+def test_docker_py_services_secrets_configs_networks(tmp_path: Path) -> None:
+    """docker-py's shapes: ServiceMode's lowercase keys, SecretReference, networks by name."""
+    docker = pytest.importorskip("docker")
+    loop = asyncio.new_event_loop()
+    eng = make_engine(tmp_path)
+    fake = ControlSwarm()
+    loop.run_until_complete(fake.init(INIT))
+    loop.close()
+    eng.swarm = fake  # type: ignore[attr-defined]
+    sock = tmp_path / "d.sock"
+    with serve(make_app(eng), sock):
+        c = docker.DockerClient(base_url=f"unix://{sock}", version="1.41")
+        try:
+            net = c.networks.create("pynet", driver="overlay", attachable=True)
+            sec = c.secrets.create(name="pys", data=b"hello", labels={"x": "y"})
+            cfg = c.configs.create(name="pyc", data=b"cfgdata")
+            s = c.services.create(
+                "alpine", ["sleep", "1d"], name="py1",
+                mode=docker.types.ServiceMode("replicated", 2),
+                endpoint_spec=docker.types.EndpointSpec(ports={8088: 80}),
+                networks=["pynet"], env=["X=1"], constraints=["node.role==worker"],
+                restart_policy=docker.types.RestartPolicy(condition="on-failure"),
+                secrets=[docker.types.SecretReference(sec.id, "pys")])
+            s.scale(4)
+            s.reload()
+            assert s.attrs["Spec"]["Mode"] == {"Replicated": {"Replicas": 4}}
+            assert s.attrs["Spec"]["TaskTemplate"]["Networks"] == [{"Target": net.id}]
+            assert c.secrets.get("pys").attrs["Spec"] == {"Name": "pys", "Labels": {"x": "y"}}
+            assert c.configs.get(cfg.id).attrs["Spec"]["Data"] == base64.b64encode(
+                b"cfgdata").decode()
+            with pytest.raises(docker.errors.APIError, match="in use"):
+                sec.remove()
+            s.remove()
+            for item in (sec, cfg, net):
+                item.remove()
+            assert c.services.list() == [] and c.secrets.list() == []
+        finally:
+            c.close()
