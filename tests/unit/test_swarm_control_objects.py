@@ -177,3 +177,28 @@ def test_network_held_by_running_tasks_of_live_services_only() -> None:
         await store.delete(TASKS + "t2")
         await ctl.remove_network("n")
     run(t)
+
+
+def test_overlapping_creates_that_race_do_not_both_succeed() -> None:
+    class Racing(MemoryStore):
+        """Another manager writes 10.30.0.0/24 right after this one checked the subnets."""
+
+        raced = False
+
+        async def create(self, key: str, obj: dict[str, Any]) -> None:
+            await super().create(key, obj)
+            if key.startswith(SUBNETS) and not self.raced:
+                self.raced = True
+                self.data["/lk/swarm/networks/zzz"] = ({
+                    "Id": "zzz", "Name": "other", "IPAM": {"Config": [
+                        {"Subnet": "10.30.0.0/24"}]}}, self.revision)
+
+    store = Racing()
+
+    async def t() -> None:
+        ctl = Control(store)
+        with pytest.raises(errors.ConflictError, match="overlaps with subnet 10.30.0.0/24"):
+            await ctl.create_network({"Name": "mine", "Driver": "overlay", "IPAM": {
+                "Config": [{"Subnet": "10.30.0.0/16"}]}})
+        assert store.keys() == ["/lk/swarm/networks/zzz"]  # nothing of "mine" is left
+    asyncio.run(t())

@@ -220,6 +220,17 @@ async def create_network(store: Store, body: Any, *, ingress: bool = False) -> O
             "Options": {"com.docker.network.driver.overlay.vxlanid_list": str(vni), **options},
             "Labels": strmap(d.get("Labels"), "Labels"), "_VNI": vni}
         await store.create(NETWORKS + net_id, net)
+        held.append(NETWORKS + net_id)
+        # two managers creating overlapping (not equal) subnets at once both pass the check
+        # above; each looks again once its own object is written, and steps back on any
+        # overlap (both may fail then, never both succeed)
+        for n, _ in await store.list(NETWORKS):
+            for c in (n.get("IPAM") or {}).get("Config") or []:
+                other = ipaddress.IPv4Network(c["Subnet"])
+                if n["Id"] != net_id and other.overlaps(subnet):
+                    raise errors.ConflictError(
+                        f"subnet {subnet} of network {name} overlaps with subnet {other} of "
+                        f"network {n['Name']}")
     except BaseException:
         for key in held:
             await store.delete(key)
