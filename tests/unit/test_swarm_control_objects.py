@@ -100,6 +100,8 @@ def test_networks_subnets_vnis_and_overlap() -> None:
         assert a["IPAM"]["Config"][0]["Subnet"] == "10.10.1.0/24" and "_VNI" not in a
         assert a["Options"]["com.docker.network.driver.overlay.vxlanid_list"] == "4097"
         assert a["Scope"] == "swarm" and a["Attachable"] is True
+        with pytest.raises(errors.ConflictError, match="routing-mesh"):
+            await ctl.create_network({"Name": "ingress", "Driver": "overlay"})
         with pytest.raises(errors.ConflictError, match="network with name a already exists"):
             await ctl.create_network({"Name": "a", "Driver": "overlay"})
         with pytest.raises(errors.ConflictError) as exc:
@@ -127,6 +129,7 @@ def test_networks_subnets_vnis_and_overlap() -> None:
     ({"Name": "x", "Driver": "overlay", "Options": {"com.docker.network.bridge.name": "y"}},
      "com.docker.network.bridge.name"),
     ({"Name": "x", "Driver": "overlay", "Ingress": True}, "ingress"),
+    ({"Name": "x/y", "Driver": "overlay"}, "invalid network name"),
     ({"Name": "x", "Driver": "overlay", "IPAM": {"Config": [{"Subnet": "10.0.0.0/24",
                                                              "IPRange": "10.0.0.0/25"}]}},
      "IPRange"),

@@ -196,6 +196,9 @@ async def create_network(store: Store, body: Any, *, ingress: bool = False) -> O
     if not _NAME.fullmatch(name) or len(name) > 255:  # moby's network name rule
         raise errors.InvalidArgumentError("Name", f"invalid network name {name!r}: letters, "
                                           "digits and [_.-], starting with a letter or digit")
+    if name == "ingress" and not ingress:
+        raise errors.ConflictError("network with name ingress already exists (the name is "
+                                   "kept for the swarm's routing-mesh network)")
     want, gw = _subnet(configs[0]) if configs else (None, "")
     net_id = ca.new_id()
     try:
