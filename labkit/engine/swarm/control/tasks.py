@@ -43,7 +43,10 @@ async def list_(store: Store, filters: dict[str, list[str]]) -> list[Obj]:
     if filters.get("service"):
         want_services = set()
         for ref in filters["service"]:
-            hits = [i for i, s in services.items() if i == ref or s["Spec"]["Name"] == ref]
+            # by name: the live service only (a removed one of that name may still have
+            # tasks shutting down, which the CLI's convergence poll must not count)
+            hits = [i for i, s in services.items() if i == ref or (
+                s["Spec"]["Name"] == ref and not s.get("_Deleted"))]
             hits = hits or [i for i in services if i.startswith(ref)]
             want_services.update(hits)
     want_nodes: set[str] | None = None
