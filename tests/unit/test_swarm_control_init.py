@@ -43,3 +43,28 @@ def test_refused(body: dict[str, Any], field: str, text: str) -> None:
     with pytest.raises(errors.InvalidArgumentError, match=text) as exc:
         InitRequest.from_docker(body)
     assert exc.value.what == field
+
+
+def test_node_control_accessor_raises_dockers_texts() -> None:
+    import types
+
+    from fakes.swarm_store import MemoryStore
+
+    from labkit.engine.swarm import spec as sp
+    from labkit.engine.swarm.control import Control
+    from labkit.engine.swarm.node import SwarmNode
+
+    node = SwarmNode()
+    for mode, text in (("inactive", sp.MSG_NOT_MANAGER), ("locked", sp.MSG_LOCKED)):
+        node.mode = mode
+        with pytest.raises(errors.UnavailableError) as exc:
+            node.control()
+        assert exc.value.message == text
+    node.mode, node.state = "active", object()  # type: ignore[assignment]
+    with pytest.raises(errors.UnavailableError) as exc:
+        node.control()  # a worker: no manager here
+    assert exc.value.message == sp.MSG_WORKER
+    store = MemoryStore()
+    node.manager = types.SimpleNamespace(_store=lambda: store)  # type: ignore[assignment]
+    ctl = node.control()
+    assert isinstance(ctl, Control) and ctl.store is store
