@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -30,6 +30,9 @@ from labkit.engine.swarm.rpc import swarm_pb2 as pb
 from labkit.engine.swarm.state import LocalState, NodeFiles, hostname
 from labkit.engine.swarm.store import ALIVE, CLUSTER, NODES
 from labkit.engine.swarm.worker import Worker
+
+if TYPE_CHECKING:
+    from labkit.engine.swarm.control import Control
 
 __all__ = ["SwarmNode"]
 
@@ -143,6 +146,15 @@ class SwarmNode:
             raise errors.UnavailableError(sp.MSG_WORKER)
         return self.manager
 
+    # --- issue 13 (H1): the control API (services, tasks, secrets, configs, networks) ---
+    def control(self) -> Control:
+        """The managers' control API over this manager's store; raises what _manager()
+        raises (not a manager, a worker, locked) with Docker's texts."""
+        from labkit.engine.swarm.control import Control
+
+        return Control(self._manager()._store())
+    # --- end issue 13 (H1)
+
     async def info(self) -> Obj:
         out: Obj = {"NodeID": "", "NodeAddr": "", "LocalNodeState": self.mode,
                     "ControlAvailable": False, "Error": self.error, "RemoteManagers": None}
@@ -179,7 +191,7 @@ class SwarmNode:
             spec.setdefault("EncryptionConfig", {})["AutoLockManagers"] = autolock
             try:
                 return await self._found(spec, listen_ip, port, addr, autolock,
-                                         req.availability or "active")
+                                         req.availability or "active", req)
             except BaseException:
                 await self._stop_roles()
                 self.files.wipe()
@@ -187,7 +199,7 @@ class SwarmNode:
                 raise
 
     async def _found(self, spec: Obj, listen_ip: str, port: int, addr: str, autolock: bool,
-                     availability: str) -> str:
+                     availability: str, req: sp.InitRequest | None = None) -> str:
         cluster_id, node_id = ca.new_id(), ca.new_id()
         externals = spec.get("CAConfig", {}).get("ExternalCAs") or []
         key, csr = ca.new_key_and_csr(node_id)
@@ -240,8 +252,11 @@ class SwarmNode:
             "ID": cluster_id, "CreatedAt": t, "UpdatedAt": t, "Spec": spec,
             "JoinTokens": {"Worker": tokens.make(root.cert_pem),
                            "Manager": tokens.make(root.cert_pem)},
-            "RootRotationInProgress": False, "DataPathPort": 4789,
-            "DefaultAddrPool": ["10.0.0.0/8"], "SubnetSize": 24,
+            "RootRotationInProgress": False,
+            # issue 13 (H1): the overlay settings of `swarm init` (GET /swarm shows them)
+            "DataPathPort": req.data_path_port if req else sp.DEFAULT_DATA_PATH_PORT,
+            "DefaultAddrPool": list(req.default_addr_pool if req else sp.DEFAULT_ADDR_POOL),
+            "SubnetSize": req.subnet_size if req else sp.DEFAULT_SUBNET_SIZE,
             "_RootCA": {"Cert": root.cert_pem.decode(),
                         "Key": root.key_pem.decode() if root.key_pem else None},
             "_StoreCA": {"Cert": store_ca.cert_pem.decode(),
