@@ -105,6 +105,11 @@ class Manager:
         self._loop_task: asyncio.Task[None] | None = None
         self._kek_key: str | None = None   # the unlock key this node's files are sealed with
         self.cross = b""                   # the cross-signed new root, during a rotation
+        # --- issue 13 (H3): the dispatcher serving this manager's Assignments streams
+        from labkit.engine.swarm.dispatcher import Dispatcher
+        self.dispatcher: Dispatcher | None = None
+        self._dispatcher_cls = Dispatcher
+        # --- end H3
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, store_timeout: float | None = 30.0) -> None:
@@ -133,6 +138,7 @@ class Manager:
                                      quorum=False)
         self.store = ClusterStore(self.client, self.dek)
         await self._wait_store(store_timeout)
+        self.dispatcher = self._dispatcher_cls(self.store)  # H3: served on the cluster port
         await self._serve()
         self._loop_task = asyncio.create_task(self._loop(), name="swarm-manager-loop")
 
@@ -155,6 +161,8 @@ class Manager:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        if self.dispatcher is not None:  # H3
+            await self.dispatcher.stop()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
