@@ -424,9 +424,9 @@ class Executor:
             if not nid:
                 continue
             if nid in self.net_errors:
-                raise errors.UnsupportedError("overlay network", self.net_errors[nid])
+                raise errors.UnavailableError(self.net_errors[nid])
             if nid not in self.materialized:
-                raise errors.UnsupportedError("overlay network", NO_OVERLAY)
+                raise errors.UnavailableError(NO_OVERLAY)
             aliases = [service] if service else []
             for n in spec_nets:
                 if n.get("Target") in (nid, net.get("Name")):
