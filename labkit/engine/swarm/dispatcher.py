@@ -367,7 +367,7 @@ class Dispatcher:
             self._dirty.clear()
             # with a watch, a change wakes us at once; the timeout is the safety net
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), 2.0 if watched else POLL_S)
+                await asyncio.wait_for(self._dirty.wait(), 1.0 if watched else POLL_S)
 
     async def _next_view(self, seen: View | None) -> View:
         async with self._changed:

@@ -410,6 +410,10 @@ class Executor:
                 res.close()
         finally:
             await session.close()
+        for cand in (ref, ref.split("@", 1)[0]) if "@" in ref else (ref,):
+            with contextlib.suppress(errors.NotFoundError):
+                eng.images.get(cand)
+                return cand
         return ref
 
     # ------------------------------------------------------------------ networks
@@ -495,8 +499,17 @@ class Executor:
                 rec = self.engine.store.get(run.container_id)
                 if rec.running and rec.pid:
                     netns_of[tid] = f"/proc/{rec.pid}/ns/net"
+        fn = discovery.apply
+        # SWARM13.md names apply(snapshot, netns_of); the brief apply(engine, snapshot,
+        # netns_of): take whichever H5 wrote.  A plain function does kernel work (nft):
+        # a worker thread, as SWARM13.md says of the node-side pieces
+        args = (self.engine, snap, netns_of) \
+            if len(inspect.signature(fn).parameters) >= 3 else (snap, netns_of)
         try:
-            await _maybe(discovery.apply, self.engine, snap, netns_of)
+            if inspect.iscoroutinefunction(fn):
+                await fn(*args)
+            else:
+                await asyncio.to_thread(fn, *args)
         except Exception as err:  # noqa: BLE001 - logged, the next snapshot tries again
             log.warning("swarm discovery: %s", err)
 
