@@ -224,3 +224,24 @@ def test_a_missing_image_is_rejected(lab):
     assert task["Status"]["Err"]
     _store(lab, "delete", f"tasks/{tid}")
     assert not _task_containers(node, tid)
+
+
+def test_health_decides_running_and_unhealthy_fails(lab):
+    node = lab.node("m1")
+    good, bad = ca.new_id(), ca.new_id()
+    probe = {"Interval": 200_000_000, "Timeout": 1_000_000_000, "Retries": 1}
+    _put_task(lab, node, good, {"ContainerSpec": {
+        "Image": "busybox", "Command": ["sleep", "300"], "StopGracePeriod": 0,
+        "Healthcheck": {"Test": ["CMD-SHELL", "true"], **probe}}}, "good")
+    _put_task(lab, node, bad, {"ContainerSpec": {
+        "Image": "busybox", "Command": ["sleep", "300"], "StopGracePeriod": 0,
+        "Healthcheck": {"Test": ["CMD-SHELL", "exit 1"], **probe}}}, "bad")
+    _until(lambda: _store(lab, "get", f"tasks/{good}")["Status"]["State"] == "running",
+           what="healthy task running")
+    task = _until(lambda: (t := _store(lab, "get", f"tasks/{bad}"))["Status"]["State"]
+                  == "failed" and t, what="unhealthy task failed")
+    assert task["Status"]["Err"] == "task: unhealthy container"
+    for tid in (good, bad):
+        _store(lab, "delete", f"tasks/{tid}")
+    _until(lambda: not _task_containers(node, good) and not _task_containers(node, bad),
+           20, "containers removed")

@@ -38,6 +38,7 @@ NS = 1_000_000_000
 TERMINAL = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
 ORDER = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running")
 DEFAULT_GRACE_NS = 10 * NS
+HEALTH_POLL_S = 0.25
 NO_OVERLAY = "overlay networking is not available"
 # Docker's task status messages (swarmkit agent/exec/controller.go)
 MESSAGES = {"accepted": "accepted", "preparing": "preparing", "ready": "prepared",
@@ -189,10 +190,8 @@ class Executor:
     # ------------------------------------------------------------------ reporting
     def report(self, task_id: str, state: str, *, err: str = "", container_id: str = "",
                pid: int = 0, exit_code: int = 0) -> None:
-        if self.last.get(task_id) == state and not container_id:
-            return
-        if self.last.get(task_id) in TERMINAL:
-            return
+        if self.last.get(task_id) == state or self.last.get(task_id) in TERMINAL:
+            return  # said already; and nothing follows a terminal state
         self.last[task_id] = state
         self.report_fn(pb.TaskStatus(task_id=task_id, state=state,
                                      message=MESSAGES.get(state, state), err=err,
@@ -315,15 +314,31 @@ class Executor:
             self.report(tid, "failed", container_id=rec.id, exit_code=int(rec.exit_code or 0),
                         err=f"starting container failed: {str(err).splitlines()[0]}")
             return False
-        self.report(tid, "running", container_id=rec.id, pid=rec.pid)
+        if rec.health is None:  # with a probe: running once healthy (_watch_exit)
+            self.report(tid, "running", container_id=rec.id, pid=rec.pid)
         return True
 
     async def _watch_exit(self, run: Run) -> None:
+        """Until the container exits or the task is stopped; with a health probe the task
+        is running only once healthy, and fails when unhealthy (swarmkit's controller:
+        "task: unhealthy container")."""
         rec = self.engine.store.get(run.container_id)
         exit_f = self.engine.containers.wait(rec.id, "not-running")
         stop_w = asyncio.ensure_future(run.stop.wait())
         try:
-            await asyncio.wait({exit_f, stop_w}, return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                done, _ = await asyncio.wait({exit_f, stop_w}, timeout=HEALTH_POLL_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if done:
+                    break
+                health = (rec.health or {}).get("Status")
+                if health == "healthy":
+                    self.report(run.task_id, "running", container_id=rec.id, pid=rec.pid)
+                elif health == "unhealthy":
+                    self.report(run.task_id, "failed", container_id=rec.id,
+                                err="task: unhealthy container")
+                    exit_f.cancel()
+                    return
         finally:
             stop_w.cancel()
         if exit_f.done() and not run.stop.is_set():
@@ -340,10 +355,10 @@ class Executor:
 
     async def _teardown(self, run: Run) -> None:
         if run.container_id:
+            grace = ((run.task.get("Spec") or {}).get("ContainerSpec") or {}).get(
+                "StopGracePeriod")  # 0 is a grace of none, not the default
             await self._remove_container(run.container_id, run.task_id,
-                                         int(((run.task.get("Spec") or {}).get("ContainerSpec")
-                                              or {}).get("StopGracePeriod")
-                                             or DEFAULT_GRACE_NS) // NS)
+                                         int(DEFAULT_GRACE_NS if grace is None else grace) // NS)
         with contextlib.suppress(Exception):
             secrets.remove(run.task_id)
 
