@@ -269,3 +269,19 @@ def test_attach_network_makes_an_attachment_task_and_returns_its_address() -> No
         with pytest.raises(errors.NotFoundError):
             await d.attach_network(N1, pb.AttachRequest(network="nosuch"))
     asyncio.run(go())
+
+
+def test_a_quiet_stream_gets_empty_keepalive_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(D, "KEEPALIVE_S", 0.1)
+
+    async def go() -> None:
+        store = await _store(_world())
+        d = D.Dispatcher(store)
+        stream = d.assignments(N1)
+        first = await asyncio.wait_for(stream.__anext__(), 5)
+        assert first.snapshot
+        beat = await asyncio.wait_for(stream.__anext__(), 5)
+        assert not beat.snapshot and not beat.logs
+        await stream.aclose()
+        await d.stop()
+    asyncio.run(go())

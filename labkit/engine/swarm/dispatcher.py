@@ -59,6 +59,7 @@ STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "start
 TERMINAL = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
 POLL_S = 0.2
 ATTACH_WAIT_S = 10.0
+KEEPALIVE_S = 5.0  # an empty set this often on a quiet stream (agent.STREAM_IDLE_S)
 
 
 class Store(Protocol):
@@ -388,7 +389,11 @@ class Dispatcher:
                 view_t = asyncio.ensure_future(self._next_view(seen))
                 log_t = asyncio.ensure_future(queue.get())
                 try:
-                    await asyncio.wait({view_t, log_t}, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait({view_t, log_t}, timeout=KEEPALIVE_S,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if not done:  # an empty set: the node knows its manager is there
+                        yield pb.AssignmentSet(revision=seen.revision if seen else 0)
+                        continue
                 finally:
                     for t in (view_t, log_t):
                         if not t.done():

@@ -32,6 +32,9 @@ __all__ = ["Agent"]
 
 log = logging.getLogger("labkit.swarm")
 RETRY_S = (0.2, 0.5, 1.0, 2.0)
+# the dispatcher sends an (empty) set every 5 s on a quiet stream: silence for longer
+# means the manager or the path to it is gone, and the agent tries the next one
+STREAM_IDLE_S = 15.0
 
 
 def _br(ip: str) -> str:
@@ -103,7 +106,16 @@ class Agent:
             stub = pbg.ClusterStub(ch)  # type: ignore[no-untyped-call]
             call = stub.Assignments(pb.AssignmentsRequest())
             first = True
-            async for msg in call:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(call.read(), STREAM_IDLE_S)
+                except TimeoutError:
+                    call.cancel()
+                    raise ConnectionError(
+                        f"no word from the manager in {STREAM_IDLE_S:.0f} s") from None
+                if msg is grpc.aio.EOF:
+                    return
+                assert isinstance(msg, pb.AssignmentSet)
                 if first:
                     self.connected, self._channel, self.error = addr, ch, ""
                     first = False
