@@ -394,6 +394,10 @@ class Executor:
         if remove:
             for tid, rec in list((self._adopted or {}).items()):
                 await self._remove_container(rec.id, tid)
+            if self.snap.get("services") or self.snap.get("ingress"):
+                # no VIPs, DNS records or published ports of the swarm stay behind
+                await self._discovery({**self.snap, "tasks": [], "services": [], "ingress": [],
+                                       "networks": {}, "peers": {}, "attachments": {}})
             for nid in list(self.materialized):
                 with contextlib.suppress(Exception):
                     await _maybe(self.engine.networks.drop_swarm, nid)
