@@ -162,3 +162,50 @@ def test_a_new_task_reaches_a_connected_agent() -> None:
             await d.stop()
             await server.stop(0)
     asyncio.run(go())
+
+
+def test_every_manager_reaches_the_node_and_the_next_one_takes_over(monkeypatch: Any) -> None:
+    async def fake_lines(engine: Any, tid: str, **kw: Any):
+        yield 1, 1, b"from the node\n"
+    monkeypatch.setattr(agent_mod, "task_lines", fake_lines)
+
+    async def go() -> None:
+        root = ca.RootCA.create()
+        store = MemoryStore()
+        await store.create(TASKS + "t1", _task("t1", W1))
+        d1, d2 = Dispatcher(store), Dispatcher(store)
+        s1, a1 = await _serve(root, d1)
+        s2, a2 = await _serve(root, d2)
+        a = _agent(a1, _ident(root, W1, "worker"), W1)
+        a.state.managers = [a1, a2]
+        seen: list[dict[str, Any]] = []
+
+        async def apply(snap: dict[str, Any]) -> None:
+            seen.append(snap)
+        a.executor.apply = apply  # type: ignore[method-assign]
+        a.start()
+        try:
+            async def both() -> bool:
+                return len(a._channels) == 2
+            await _until(both)
+            assert a.connected == a1
+            # the second manager's task_logs reaches the node through its own stream
+            lines = [x async for x in d2.task_logs(["t1"], follow=False, tail=-1, since_ns=0,
+                                                   until_ns=0, stdout=True, stderr=True)]
+            assert lines == [("t1", 1, 1, b"from the node\n")]
+            await s1.stop(0)
+            await d1.stop()
+
+            async def moved() -> bool:
+                return a.connected == a2
+            await _until(moved)
+            await store.create(TASKS + "t2", _task("t2", W1))
+
+            async def got_it() -> bool:
+                return any(t["ID"] == "t2" for t in seen[-1]["tasks"]) if seen else False
+            await _until(got_it)
+        finally:
+            await a.stop()
+            await d2.stop()
+            await s2.stop(0)
+    asyncio.run(go())

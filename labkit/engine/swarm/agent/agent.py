@@ -1,9 +1,9 @@
-"""The agent: one Assignments stream to a manager, the executor behind it, status back.
+"""The agent: Assignments streams to the managers, the executor behind them, status back.
 
-Every active node runs one (managers too: their own tasks come from their own dispatcher,
-so a manager connects to its own cluster port first).  When the stream breaks the agent
-tries the next manager it knows, as the worker's heartbeat does (worker.Worker.call); the
-first set on the new stream is complete, so nothing is lost in between.  Task states go
+Every active node runs one (managers too: a manager's own cluster port comes first, so it
+follows its own dispatcher).  The agent holds a stream to every manager it knows and
+follows the first one that is up; when that one breaks, the next one's last set is applied
+at once.  Every set is complete, so nothing is lost in between.  Task states go
 back in batches through UpdateTaskStatus, in the order they happened; log requests that
 arrive on the stream are answered through PublishLogs.
 """
@@ -31,6 +31,7 @@ from labkit.engine.swarm.state import LocalState
 __all__ = ["Agent"]
 
 log = logging.getLogger("labkit.swarm")
+Obj = dict[str, Any]
 RETRY_S = (0.2, 0.5, 1.0, 2.0)
 # the dispatcher sends an (empty) set every 5 s on a quiet stream: silence for longer
 # means the manager or the path to it is gone, and the agent tries the next one
@@ -49,12 +50,15 @@ class Agent:
         self.ident = ident
         self.engine = engine
         self.executor = Executor(engine, state.node_id, state.addr, self._queue_status)
-        self.connected = ""          # the manager whose stream we hold
         self.error = ""
+        self._sessions: dict[str, asyncio.Task[None]] = {}    # manager -> its stream's task
+        self._channels: dict[str, grpc.aio.Channel] = {}      # managers whose stream is up
+        self._latest: dict[str, Obj] = {}                     # manager -> its last set
+        self._applied: Obj | None = None
+        self._apply_lock = asyncio.Lock()
         self._updates: asyncio.Queue[pb.TaskStatus] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._logs: dict[str, asyncio.Task[None]] = {}
-        self._channel: grpc.aio.Channel | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -62,13 +66,14 @@ class Agent:
                        asyncio.create_task(self._report_loop(), name="swarm-agent-status")]
 
     async def stop(self, remove_tasks: bool = False) -> None:
-        """Stop the stream; with ``remove_tasks`` (leave) the task containers go too."""
-        for t in [*self._tasks, *self._logs.values()]:
+        """Stop the streams; with ``remove_tasks`` (leave) the task containers go too."""
+        every = [*self._tasks, *self._sessions.values(), *self._logs.values()]
+        for t in every:
             t.cancel()
-        for t in [*self._tasks, *self._logs.values()]:
+        for t in every:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        self._tasks, self._logs = [], {}
+        self._tasks, self._logs, self._sessions = [], {}, {}
         await self.executor.close(remove_tasks)
 
     def managers(self) -> list[str]:
@@ -82,21 +87,44 @@ class Agent:
         out += [a for a in self.state.managers if a not in out]
         return out
 
-    # ------------------------------------------------------------------ the stream
+    # ------------------------------------------------------------------ the streams
+    # One stream per manager: the first manager in managers() order whose stream is up is
+    # the primary, and only its sets are applied; every stream answers the log requests of
+    # its own manager, so `docker service logs` on any manager reaches every node (a
+    # manager's task_logs can ask only the nodes whose streams it serves).
+    @property
+    def connected(self) -> str:
+        """The primary manager: the one whose sets this node follows ('' when none)."""
+        return next((a for a in self.managers() if a in self._channels), "")
+
     async def _loop(self) -> None:
+        while True:
+            want = self.managers()
+            for addr in want:
+                t = self._sessions.get(addr)
+                if t is None or t.done():
+                    self._sessions[addr] = asyncio.create_task(
+                        self._keep(addr), name=f"swarm-agent-{addr}")
+            for addr in list(self._sessions):
+                if addr not in want:
+                    self._sessions.pop(addr).cancel()
+            await asyncio.sleep(2.0)
+
+    async def _keep(self, addr: str) -> None:
         failures = 0
         while True:
-            for addr in self.managers():
-                try:
-                    await self._session(addr)
-                    failures = 0
-                except asyncio.CancelledError:
-                    raise
-                except Exception as err:  # noqa: BLE001 - the next manager, then again
-                    self.error = f"{addr}: {str(err).splitlines()[0] if str(err) else err!r}"
-                    log.info("swarm agent: %s", self.error)
-                finally:
-                    self.connected, self._channel = "", None
+            try:
+                await self._session(addr)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - tried again; the others carry on
+                self.error = f"{addr}: {str(err).splitlines()[0] if str(err) else err!r}"
+                log.info("swarm agent: %s", self.error)
+            finally:
+                self._channels.pop(addr, None)
+                self._latest.pop(addr, None)
+            await self._apply_primary()  # another manager's set, if this was the primary
             await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
             failures += 1
 
@@ -105,7 +133,6 @@ class Agent:
         async with rpc.cluster_channel(addr, ident.roots, ident.cert, ident.key) as ch:
             stub = pbg.ClusterStub(ch)  # type: ignore[no-untyped-call]
             call = stub.Assignments(pb.AssignmentsRequest())
-            first = True
             while True:
                 try:
                     msg = await asyncio.wait_for(call.read(), STREAM_IDLE_S)
@@ -116,16 +143,25 @@ class Agent:
                 if msg is grpc.aio.EOF:
                     return
                 assert isinstance(msg, pb.AssignmentSet)
-                if first:
-                    self.connected, self._channel, self.error = addr, ch, ""
-                    first = False
+                if addr not in self._channels:
+                    self._channels[addr] = ch
+                    self.error = ""
                 for req in msg.logs:
-                    self._log_request(req)
+                    self._log_request(req, ch)
                 if msg.snapshot:
-                    try:
-                        await self.executor.apply(json.loads(msg.snapshot))
-                    except Exception as err:  # noqa: BLE001 - the next set tries again
-                        log.warning("swarm agent: applying the assignment set: %s", err)
+                    self._latest[addr] = json.loads(msg.snapshot)
+                    await self._apply_primary()
+
+    async def _apply_primary(self) -> None:
+        async with self._apply_lock:
+            snap = self._latest.get(self.connected)
+            if snap is None or snap is self._applied:
+                return
+            self._applied = snap
+            try:
+                await self.executor.apply(snap)
+            except Exception as err:  # noqa: BLE001 - the next set tries again
+                log.warning("swarm agent: applying the assignment set: %s", err)
 
     # ------------------------------------------------------------------ status
     def _queue_status(self, st: pb.TaskStatus) -> None:
@@ -150,7 +186,7 @@ class Agent:
                 await asyncio.sleep(RETRY_S[delay])
 
     async def _call(self, fn: str, req: object, timeout: float = 5.0) -> object:
-        ch = self._channel
+        ch = self._channels.get(self.connected)
         if ch is not None:
             stub = pbg.ClusterStub(ch)  # type: ignore[no-untyped-call]
             return await getattr(stub, fn)(req, timeout=timeout)
@@ -166,7 +202,7 @@ class Agent:
         raise last or ConnectionError("no manager is known")
 
     # ------------------------------------------------------------------ logs
-    def _log_request(self, req: pb.LogRequest) -> None:
+    def _log_request(self, req: pb.LogRequest, ch: grpc.aio.Channel) -> None:
         if req.cancel:
             t = self._logs.pop(req.id, None)
             if t is not None:
@@ -174,13 +210,12 @@ class Agent:
             return
         if req.id in self._logs:
             return
-        self._logs[req.id] = asyncio.create_task(self._publish(req), name="swarm-agent-logs")
+        self._logs[req.id] = asyncio.create_task(self._publish(req, ch),
+                                                 name="swarm-agent-logs")
 
-    async def _publish(self, req: pb.LogRequest) -> None:
+    async def _publish(self, req: pb.LogRequest, ch: grpc.aio.Channel) -> None:
+        """The lines go back to the manager that asked, on its own channel."""
         try:
-            ch = self._channel
-            if ch is None:
-                return
             stub = pbg.ClusterStub(ch)  # type: ignore[no-untyped-call]
             await stub.PublishLogs(self._chunks(req))
         except asyncio.CancelledError:

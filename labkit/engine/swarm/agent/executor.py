@@ -184,6 +184,7 @@ class Executor:
         self.snap: Obj = {}
         self.net_errors: dict[str, str] = {}   # network id -> why it is not up here
         self.materialized: set[str] = set()
+        self.finished: set[str] = set()         # task ids whose run has ended here
         self._adopted: dict[str, Any] | None = None
         self._discovery_warned = False
 
@@ -208,6 +209,7 @@ class Executor:
         wanted = {t["ID"]: t for t in snap.get("tasks") or [] if not t.get("_Attachment")}
         for tid, t in wanted.items():
             self._reconcile(t)
+        self.finished &= set(wanted)  # remembered while the managers still list them
         for tid, run in list(self.runs.items()):
             if tid not in wanted:
                 run.report_shutdown = False
@@ -241,8 +243,8 @@ class Executor:
                     asyncio.create_task(self._remove_container(adopted.id, tid))
                 self.report(tid, "shutdown")
             return
-        if run is not None or state in TERMINAL:
-            return
+        if run is not None or state in TERMINAL or tid in self.finished:
+            return  # a task id runs once: a set older than our own reports cannot revive it
         adopted = (self._adopted or {}).pop(tid, None)
         if adopted is None and state in ORDER and ORDER.index(state) > ORDER.index("assigned") \
                 and tid not in self.last:
@@ -271,6 +273,7 @@ class Executor:
             log.warning("task %s: %s", tid, err)
         finally:
             self.runs.pop(tid, None)
+            self.finished.add(tid)
         await self._teardown(run)
         if run.report_shutdown:
             self.report(tid, "shutdown")
