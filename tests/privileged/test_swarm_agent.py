@@ -1,4 +1,4 @@
-"""The dispatcher and the agent on a real one-manager lab (labkit.measure.swarmlab): a task
+"""The dispatcher and the agent on a real one-manager, one-worker lab (labkit.measure.swarmlab): a task
 written straight into the cluster store (no orchestrator) runs as a container on the node,
 reports running, sees its secret at /run/secrets/NAME, logs, and on shutdown its container
 and its secret tmpfs are gone.  A daemon restart adopts the task's container (no second one).
@@ -71,15 +71,15 @@ asyncio.run(main())
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = SwarmLab(1, 0, name=NAME, subnet="10.214.0.0/24").up()
+    lab = SwarmLab(1, 1, name=NAME, subnet="10.214.0.0/24").up()
     try:
         yield lab
     finally:
-        node = lab.node("m1")
         try:  # nothing of the tasks may outlive the lab (their processes are not its own)
-            for c in node.api("GET", "/containers/json", all="1"):
-                if "com.docker.swarm.task.id" in (c.get("Labels") or {}):
-                    node.api("DELETE", f"/containers/{c['Id']}", force="1")
+            for node in lab.nodes:
+                for c in node.api("GET", "/containers/json", all="1"):
+                    if "com.docker.swarm.task.id" in (c.get("Labels") or {}):
+                        node.api("DELETE", f"/containers/{c['Id']}", force="1")
         finally:
             lab.down()
 
@@ -245,3 +245,21 @@ def test_health_decides_running_and_unhealthy_fails(lab):
         _store(lab, "delete", f"tasks/{tid}")
     _until(lambda: not _task_containers(node, good) and not _task_containers(node, bad),
            20, "containers removed")
+
+
+def test_a_worker_runs_its_task_through_the_managers_dispatcher(lab):
+    worker = lab.node("w1")
+    tid = ca.new_id()
+    _put_task(lab, worker, tid, {"ContainerSpec": {"Image": "busybox",
+                                                   "Command": ["sleep", "300"],
+                                                   "StopGracePeriod": 0}}, "onw")
+    task = _until(lambda: (t := _store(lab, "get", f"tasks/{tid}"))["Status"]["State"]
+                  == "running" and t, what="task running on the worker")
+    [c] = _task_containers(worker, tid)
+    assert c["Id"] == task["Status"]["ContainerStatus"]["ContainerID"]
+    assert not _task_containers(lab.node("m1"), tid)
+    _store(lab, "desired", f"tasks/{tid}", "shutdown")
+    _until(lambda: _store(lab, "get", f"tasks/{tid}")["Status"]["State"] == "shutdown",
+           20, "task shutdown")
+    _until(lambda: not _task_containers(worker, tid), 20, "container removed")
+    _store(lab, "delete", f"tasks/{tid}")
