@@ -22,7 +22,7 @@ from labkit.engine.swarm.rpc import swarm_pb2 as pb
 from labkit.engine.swarm.rpc import swarm_pb2_grpc as pbg
 from labkit.engine.swarm.rpc.server import ClusterService
 from labkit.engine.swarm.state import LocalState
-from labkit.engine.swarm.store import TASKS
+from labkit.engine.swarm.store import NODES, TASKS
 
 CLUSTER = "c" * 25
 MGR, W1, W2 = "m" * 25, "w" * 24 + "1", "w" * 24 + "2"
@@ -33,6 +33,14 @@ def _ident(root: ca.RootCA, node: str, role: str) -> Identity:
     cert = root.issue(csr, node_id=node, role=role, cluster_id=CLUSTER,  # type: ignore[arg-type]
                       ips=["127.0.0.1"])
     return Identity(cert, key, root.cert_pem)
+
+
+async def _members() -> MemoryStore:
+    store = MemoryStore()
+    for n in (W1, W2):
+        await store.create(NODES + n, {"ID": n, "Spec": {"Role": "worker"},
+                                       "Status": {"Addr": "127.0.0.1"}})
+    return store
 
 
 def _task(tid: str, node: str) -> dict[str, Any]:
@@ -79,7 +87,7 @@ def test_stream_status_and_logs_over_mutual_tls(monkeypatch: Any) -> None:
 
     async def go() -> None:
         root = ca.RootCA.create()
-        store = MemoryStore()
+        store = await _members()
         await store.create(TASKS + "t1", _task("t1", W1))
         await store.create(TASKS + "t2", _task("t2", W2))
         d = Dispatcher(store)
@@ -138,7 +146,7 @@ async def _ready(seen: list[Any]) -> bool:
 def test_a_new_task_reaches_a_connected_agent() -> None:
     async def go() -> None:
         root = ca.RootCA.create()
-        store = MemoryStore()
+        store = await _members()
         d = Dispatcher(store)
         server, addr = await _serve(root, d)
         a = _agent(addr, _ident(root, W1, "worker"), W1)
@@ -171,7 +179,7 @@ def test_every_manager_reaches_the_node_and_the_next_one_takes_over(monkeypatch:
 
     async def go() -> None:
         root = ca.RootCA.create()
-        store = MemoryStore()
+        store = await _members()
         await store.create(TASKS + "t1", _task("t1", W1))
         d1, d2 = Dispatcher(store), Dispatcher(store)
         s1, a1 = await _serve(root, d1)

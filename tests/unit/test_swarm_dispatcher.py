@@ -285,3 +285,11 @@ def test_a_quiet_stream_gets_empty_keepalive_sets(monkeypatch: pytest.MonkeyPatc
         await stream.aclose()
         await d.stop()
     asyncio.run(go())
+
+
+def test_a_removed_node_gets_no_stream() -> None:
+    async def go() -> None:
+        d = D.Dispatcher(await _store(_world()))
+        with pytest.raises(errors.ForbiddenError, match="not a member"):
+            await d.assignments("gone" + "x" * 21).__anext__()
+    asyncio.run(go())

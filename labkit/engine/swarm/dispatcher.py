@@ -379,6 +379,8 @@ class Dispatcher:
     # ------------------------------------------------------------------ Assignments
     async def assignments(self, node_id: str) -> AsyncIterator[pb.AssignmentSet]:
         """The node's stream: a full set whenever it changes, and log requests."""
+        if await self.store.get(NODES + node_id) is None:  # removed (`node rm`): no tasks
+            raise errors.ForbiddenError(f"node {node_id} is not a member of this swarm")
         self.start()
         queue: asyncio.Queue[pb.LogRequest] = asyncio.Queue()
         self._streams[node_id] = queue

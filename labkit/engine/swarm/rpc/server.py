@@ -115,12 +115,11 @@ class ClusterService(pbg.ClusterServicer):
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AssignmentSet]:
         try:
             who = caller(context, self.m.state.cluster_id)
-            stream = self._dispatcher().assignments(who.node_id)
+            async for msg in self._dispatcher().assignments(who.node_id):
+                yield msg
         except Exception as err:
             await _abort(context, err)
             raise
-        async for msg in stream:
-            yield msg
 
     async def UpdateTaskStatus(self, request: pb.TaskStatusRequest,
                                context: grpc.aio.ServicerContext) -> pb.TaskStatusResponse:
