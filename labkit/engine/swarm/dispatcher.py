@@ -36,6 +36,7 @@ from labkit import errors
 from labkit.engine.swarm import ca, objects
 from labkit.engine.swarm.rpc import swarm_pb2 as pb
 from labkit.engine.swarm.store import (
+    ALIVE,
     ATTACH,
     CLUSTER,
     CONFIGS,
@@ -345,8 +346,10 @@ class Dispatcher:
         client: Any = self.store.client  # type: ignore[attr-defined]
         while True:
             try:
-                async for _ev in client.watch_prefix(PREFIX):
-                    self._dirty.set()
+                async for ev in client.watch_prefix(PREFIX):
+                    # liveness leases are renewed every heartbeat and are in no snapshot
+                    if not ev.kv.key.startswith(ALIVE.encode()):
+                        self._dirty.set()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - the poller covers for it meanwhile
