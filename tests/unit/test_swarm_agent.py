@@ -53,7 +53,9 @@ def test_body_maps_the_container_spec_and_passes_the_engines_create_checks() -> 
     t = _task(Command=["/bin/sh", "-c"], Args=["echo hi"], Env=["A=1"], Dir="/tmp",
               User="1000", Hostname="h1", TTY=True, Init=True, ReadOnly=True,
               StopSignal="SIGUSR1", StopGracePeriod=3_000_000_000,
-              Hosts=["10.1.2.3 db database"], DNSConfig={"Nameservers": ["10.0.0.2"]})
+              Hosts=["10.1.2.3 db database"], DNSConfig={"Nameservers": ["10.0.0.2"]},
+              CapabilityAdd=["CAP_NET_ADMIN"], Groups=["audio"],
+              Ulimits=[{"Name": "nofile", "Soft": 1024, "Hard": 2048}])
     mounts = [{"Type": "bind", "Source": "/tmp", "Target": "/run/secrets/x", "ReadOnly": True}]
     body = ex.container_body(t, NODE, {}, mounts)
     assert body["Entrypoint"] == ["/bin/sh", "-c"] and body["Cmd"] == ["echo hi"]
@@ -65,6 +67,7 @@ def test_body_maps_the_container_spec_and_passes_the_engines_create_checks() -> 
     assert h["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
     assert "81/tcp" not in body["ExposedPorts"]  # ingress ports belong to the mesh
     assert h["Mounts"] == mounts and h["LogConfig"]["Config"] == {"max-size": "1m"}
+    assert h["CapAdd"] == ["CAP_NET_ADMIN"] and h["GroupAdd"] == ["audio"]
     spec = parse_create(body, ex.container_name(t))
     assert spec.config["WorkingDir"] == "/tmp" and spec.config["Tty"] is True
 

@@ -123,6 +123,14 @@ def container_body(task: Obj, node_id: str, endpoints: Obj, mounts: list[Obj]) -
         host["ExtraHosts"] = _hosts(list(cs["Hosts"]))
     if cs.get("Sysctls"):
         host["Sysctls"] = dict(cs["Sysctls"])
+    if cs.get("CapabilityAdd"):
+        host["CapAdd"] = list(cs["CapabilityAdd"])
+    if cs.get("CapabilityDrop"):
+        host["CapDrop"] = list(cs["CapabilityDrop"])
+    if cs.get("Groups"):
+        host["GroupAdd"] = list(cs["Groups"])
+    if cs.get("Ulimits"):
+        host["Ulimits"] = list(cs["Ulimits"])
     if bindings:
         host["PortBindings"] = bindings
     if endpoints:
