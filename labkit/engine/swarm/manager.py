@@ -110,6 +110,11 @@ class Manager:
         self.leader: Leader | None = None
         self._orch_task: asyncio.Task[None] | None = None
         # --- end H2
+        # --- issue 13 (H3): the dispatcher serving this manager's Assignments streams
+        from labkit.engine.swarm.dispatcher import Dispatcher
+        self.dispatcher: Dispatcher | None = None
+        self._dispatcher_cls = Dispatcher
+        # --- end H3
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, store_timeout: float | None = 30.0) -> None:
@@ -138,6 +143,7 @@ class Manager:
                                      quorum=False)
         self.store = ClusterStore(self.client, self.dek)
         await self._wait_store(store_timeout)
+        self.dispatcher = self._dispatcher_cls(self.store)  # H3: served on the cluster port
         await self._serve()
         self._loop_task = asyncio.create_task(self._loop(), name="swarm-manager-loop")
         # --- H2 (issue 13): ticks every 200 ms; acts only while this member leads
@@ -172,6 +178,8 @@ class Manager:
                 await self._orch_task
             self._orch_task = None
         # --- end H2
+        if self.dispatcher is not None:  # H3
+            await self.dispatcher.stop()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
