@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit import errors
-from labkit.engine.swarm import objects
+from labkit.engine.swarm import discovery, objects
 from labkit.engine.swarm.agent import secrets
 from labkit.engine.swarm.agent.logs import TASK_LABEL
 from labkit.engine.swarm.rpc import swarm_pb2 as pb
@@ -194,7 +194,6 @@ class Executor:
         self.materialized: set[str] = set()
         self.finished: set[str] = set()         # task ids whose run has ended here
         self._adopted: dict[str, Any] | None = None
-        self._discovery_warned = False
 
     # ------------------------------------------------------------------ reporting
     def report(self, task_id: str, state: str, *, err: str = "", container_id: str = "",
@@ -513,14 +512,7 @@ class Executor:
         self.net_errors = errs
 
     async def _discovery(self, snap: Obj) -> None:
-        """VIPs, DNS and the routing mesh (H5's discovery.apply) after every snapshot."""
-        try:
-            from labkit.engine.swarm import discovery  # type: ignore[attr-defined]
-        except ImportError:
-            if not self._discovery_warned and snap.get("services"):
-                log.warning("swarm discovery is not available: no VIPs, DNS or ingress")
-                self._discovery_warned = True
-            return
+        """VIPs, DNS and the routing mesh (swarm/discovery.py) after every snapshot."""
         netns_of: dict[str, str] = {}
         for tid, run in self.runs.items():
             if not run.container_id:
@@ -529,17 +521,8 @@ class Executor:
                 rec = self.engine.store.get(run.container_id)
                 if rec.running and rec.pid:
                     netns_of[tid] = f"/proc/{rec.pid}/ns/net"
-        fn = discovery.apply
-        # SWARM13.md names apply(snapshot, netns_of); the brief apply(engine, snapshot,
-        # netns_of): take whichever H5 wrote.  A plain function does kernel work (nft):
-        # a worker thread, as SWARM13.md says of the node-side pieces
-        args = (self.engine, snap, netns_of) \
-            if len(inspect.signature(fn).parameters) >= 3 else (snap, netns_of)
-        try:
-            if inspect.iscoroutinefunction(fn):
-                await fn(*args)
-            else:
-                await asyncio.to_thread(fn, *args)
+        try:  # nft work runs in a worker thread (discovery.apply_async)
+            await discovery.apply_async(self.engine, snap, netns_of)
         except Exception as err:  # noqa: BLE001 - logged, the next snapshot tries again
             log.warning("swarm discovery: %s", err)
 
