@@ -48,10 +48,10 @@ def test_addresses_are_unique_and_skip_network_gateway_broadcast() -> None:
                                 iface.network.network_address + 1)
     ingress = _ingress_id(w)
     for t in w.tasks(a):
-        assert [att["Network"]["Id"] for att in t["NetworksAttachments"]] == [back]
+        assert [att["Network"]["ID"] for att in t["NetworksAttachments"]] == [back]
         assert "_VNI" not in t["NetworksAttachments"][0]["Network"]
     for t in w.tasks(b):   # ingress first, as Docker attaches it
-        assert [att["Network"]["Id"] for att in t["NetworksAttachments"]] == [ingress, back]
+        assert [att["Network"]["ID"] for att in t["NetworksAttachments"]] == [ingress, back]
     vips = {v["NetworkID"] for v in w.service(b)["Endpoint"]["VirtualIPs"]}
     assert vips == {ingress, back}
     assert [v["NetworkID"] for v in w.service(a)["Endpoint"]["VirtualIPs"]] == [back]
@@ -92,7 +92,7 @@ def test_dnsrr_has_no_vip_and_a_dropped_network_frees_its_vip() -> None:
     w.update_service(v, drop)
     w.converge()
     assert [x["NetworkID"] for x in w.service(v)["Endpoint"]["VirtualIPs"]] == [n2]
-    assert [a["Network"]["Id"] for t in w.running(v) for a in t["NetworksAttachments"]] == [n2]
+    assert [a["Network"]["ID"] for t in w.running(v) for a in t["NetworksAttachments"]] == [n2]
 
 
 def test_a_full_subnet_or_a_missing_network_leaves_the_task_new_with_the_reason() -> None:

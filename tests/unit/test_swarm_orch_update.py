@@ -183,7 +183,7 @@ def test_publishing_a_port_updates_the_tasks_onto_ingress() -> None:
     w.update_service(sid, publish)
     w.converge()
     assert len(w.running(sid)) == 2
-    assert all(t["NetworksAttachments"][0]["Network"]["Ingress"] for t in w.running(sid))
+    assert all(t["NetworksAttachments"][0]["Network"]["Spec"]["Ingress"] for t in w.running(sid))
     assert w.service(sid)["UpdateStatus"]["State"] == "completed"
 
 

@@ -84,7 +84,7 @@ def task_networks(task: Mapping[str, Any]) -> list[str]:
     out = []
     for att in task.get("NetworksAttachments") or []:
         net = att.get("Network") if isinstance(att, dict) else None
-        nid = net.get("ID") if isinstance(net, dict) else None
+        nid = (net.get("ID") or net.get("Id")) if isinstance(net, dict) else None
         if isinstance(nid, str) and nid:
             out.append(nid)
     return out

@@ -91,3 +91,30 @@ def render_secret(item: Obj, version: int) -> Obj:
     """A secret (its data never leaves the managers: kept as _Data) or a config (Spec.Data
     is shown, as Docker does)."""
     return public(item, version)
+
+
+def task_network(net: Obj) -> Obj:
+    """A swarm network as a task's NetworksAttachments carry it: moby's swarm.Network (ID,
+    Spec with DriverConfiguration and IPAMOptions, DriverState), not the network-inspect
+    shape the store keeps (Id, Driver, IPAM)."""
+    ipam = net.get("IPAM") or {}
+    configs = [{k: c[k] for k in ("Subnet", "Gateway") if c.get(k)}
+               for c in ipam.get("Config") or []]
+    ipam_opts = {"Driver": {"Name": ipam.get("Driver") or "default"}, "Configs": configs}
+    opts = {k: v for k, v in (net.get("Options") or {}).items()}
+    vni = opts.pop("com.docker.network.driver.overlay.vxlanid_list", None)
+    created = net.get("Created") or now()
+    return {
+        "ID": net.get("Id") or net.get("ID") or "",
+        "Version": {"Index": 0}, "CreatedAt": created, "UpdatedAt": created,
+        "Spec": {"Name": net.get("Name", ""), "Labels": dict(net.get("Labels") or {}),
+                 "DriverConfiguration": {"Name": net.get("Driver") or "overlay",
+                                         "Options": opts or None},
+                 "Scope": "swarm", "Internal": bool(net.get("Internal")),
+                 "Attachable": bool(net.get("Attachable")), "Ingress": bool(net.get("Ingress")),
+                 "IPAMOptions": ipam_opts},
+        "DriverState": {"Name": net.get("Driver") or "overlay",
+                        "Options": {"com.docker.network.driver.overlay.vxlanid_list": vni}
+                        if vni else {}},
+        "IPAMOptions": ipam_opts,
+    }

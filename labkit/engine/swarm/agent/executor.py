@@ -159,11 +159,12 @@ def container_body(task: Obj, node_id: str, endpoints: Obj, mounts: list[Obj]) -
 
 
 async def _maybe(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a Networks method that may be synchronous or a coroutine (H4's API)."""
-    out = fn(*args)
-    if inspect.isawaitable(out):
-        out = await out
-    return out
+    """Call a Networks method: a coroutine is awaited; a synchronous one does netlink/nft
+    work under the Networks lock, so it runs in a worker thread (pyroute2 refuses to run
+    inside a running event loop, and the loop must not wait on the kernel)."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 @dataclass
@@ -462,7 +463,7 @@ class Executor:
                 raise errors.UnavailableError(NO_OVERLAY)
             aliases = [service] if service else []
             for n in spec_nets:
-                if n.get("Target") in (nid, net.get("Name")):
+                if n.get("Target") in (nid, net.get("Name"), (net.get("Spec") or {}).get("Name")):
                     aliases += [str(x) for x in n.get("Aliases") or []]
             ep: Obj = {"Aliases": aliases}
             addrs = [str(x).split("/", 1)[0] for x in a.get("Addresses") or []]

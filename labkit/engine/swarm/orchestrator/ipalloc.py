@@ -9,19 +9,15 @@ default IPAM, the network address, the broadcast address and the gateway are nev
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 from typing import Any
 
+from labkit.engine.swarm import objects
 from labkit.engine.swarm.orchestrator.model import Plan
 
 __all__ = ["Pools", "allocate", "service_networks"]
 
 Obj = dict[str, Any]
-
-
-def _public(net: Obj) -> Obj:
-    return {k: copy.deepcopy(v) for k, v in net.items() if not k.startswith("_")}
 
 
 def net_id(net: Obj) -> str:
@@ -202,7 +198,8 @@ def _task(plan: Plan, pools: Pools, task: Obj) -> None:
             plan.set_status(task, "new", "created",
                             f"could not allocate an address on network {name}: {why}")
             return
-        attachments.append({"Network": _public(plan.networks[nid]), "Addresses": [addr]})
+        attachments.append({"Network": objects.task_network(plan.networks[nid]),
+                            "Addresses": [addr]})
     task["NetworksAttachments"] = attachments
     plan.set_status(task, "pending", "pending task scheduling")
 
