@@ -304,7 +304,8 @@ async def remove_network(store: Store, ref: str) -> None:
             continue
         if t.get("ServiceID") and t["ServiceID"] not in live:
             continue
-        if any(a.get("Network", {}).get("Id") == nid for a in t.get("NetworksAttachments") or []):
+        if any(nid in (a.get("Network", {}).get("ID"), a.get("Network", {}).get("Id"))
+               for a in t.get("NetworksAttachments") or []):
             raise errors.ConflictError(f"rpc error: code = FailedPrecondition desc = network "
                                        f"{nid} is in use by task {t['ID']}")
     await store.delete(NETWORKS + nid)
