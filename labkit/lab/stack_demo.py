@@ -314,8 +314,16 @@ class StackLab(ServiceLab):
         flt = {"label": [f"{NAMESPACE}={stack}"]}
         deadline = time.monotonic() + 30
         while True:
-            got = {"services": len(self.manager.api("GET", "/services", filters=flt)),
-                   "networks": len(self.manager.api("GET", "/networks", filters=flt))}
+            try:
+                got = {"services": len(self.manager.api("GET", "/services", filters=flt)),
+                       "networks": len(self.manager.api("GET", "/networks", filters=flt))}
+            except errors.NotFoundError:
+                # a network the node is dropping right then: GET /networks can answer 404
+                # for it (a race in the daemon's listing); the next look is consistent
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+                continue
             if not any(got.values()) or time.monotonic() > deadline:
                 return got
             time.sleep(0.3)
