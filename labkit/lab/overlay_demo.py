@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit import errors
 from labkit.lab.services_demo import ServiceLab, _net_id, require
+from labkit.lab.swarm_demo import _until
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
@@ -196,6 +197,17 @@ class OverlayLab(ServiceLab):
             if _net_id(att) == net["Id"]:
                 return str(att["Addresses"][0]).split("/")[0]
         raise errors.NotFoundError(f"address of task {task.get('ID', '?')[:12]} on", network)
+
+    def wait_reachable(self, service: str, network: str, timeout: float = 30.0) -> float:
+        """Wait until the task on m1 gets an answer from the task on w1 (each node learns
+        of the other's task, and programs its FDB, from its next assignment snapshot);
+        the seconds it took."""
+        t0 = time.monotonic()
+        a, b = self.pair(service)
+        dst = self.ip_of(b, network)
+        _until(lambda: self.exec(a, ["ping", "-c", "1", "-W", "1", dst], timeout=10).code == 0,
+               timeout, f"{dst} answering on {network}")
+        return round(time.monotonic() - t0, 2)
 
     def ping(self, service: str, network: str, count: int = PING_COUNT) -> dict[str, Any]:
         """The task on m1 pings the task on w1 across the overlay; the summary."""

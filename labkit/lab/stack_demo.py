@@ -283,10 +283,17 @@ class StackLab(ServiceLab):
                     + self.stack_ps(stack).to_string())
             time.sleep(0.3)
         front = f"{stack}_front"
-        for t in self.tasks(front, running=True):
+        fronts = self.tasks(front, running=True)
+        for t in fronts:
             _until(lambda t=t: "lkvote/counter" in self.exec(  # type: ignore[misc]
                 t, ["timeout", "3", "wget", "-q", "-O", "-", "http://counter/"]).out,
                    max(5.0, deadline - time.monotonic()), f"{front} reaching the counter")
+        # and w1's routing mesh knows every front (its ingress backends come with its next
+        # snapshot too); /cgi-bin/vote without a choice counts nothing
+        names = {self.container(t)[:12] for t in fronts}
+        _until(lambda: names <= {parse_votes(a)["front"] for a in self.from_outside(
+            "w1", 8080, 2 * len(names), "/cgi-bin/vote")},
+               max(5.0, deadline - time.monotonic()), "w1's mesh reaching every front")
         return self.stack_services(stack)
 
     def vote(self, choices: list[str], via: str = "w1") -> pd.DataFrame:
