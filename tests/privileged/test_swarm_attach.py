@@ -97,7 +97,12 @@ def test_a_standalone_container_on_a_worker_joins_the_swarm_network(lab):
                                           ok=False)).returncode == 0 and task_ip in o.stdout
                      and o, 20, "tasks.web resolved")
         assert task_ip in out.stdout
-        assert docker(lab, "w1", "exec", "c1", "nslookup", "web", ok=False).returncode == 0
+        # the service's name is its VIP, programmed in the container's own netns too
+        vip = [v["Addr"].split("/")[0] for v in lab.node("m1").api(
+            "GET", f"/services/{task['ServiceID']}")["Endpoint"]["VirtualIPs"]]
+        assert vip and vip[0] in docker(lab, "w1", "exec", "c1", "nslookup", "web").stdout
+        _until(lambda: docker(lab, "w1", "exec", "c1", "ping", "-c1", "-W1", "web",
+                              ok=False).returncode == 0, 20, "ping of the service's VIP")
 
         # rm gives the address back: the attachment task goes
         docker(lab, "w1", "rm", "-f", cid)
