@@ -124,7 +124,7 @@ class Agent:
         have stayed so for ORPHAN_GRACE_S (a create holds its own within milliseconds)."""
         from labkit.engine.swarm.attach import held
         snap = self._applied or {}
-        mine = {str(t["ID"]) for t in snap.get("tasks") or [] if t.get("_Attachment")}
+        mine = {str(t["ID"]) for t in snap.get("tasks") or [] if t.get("_Attachment") is not None}
         holding = {a for rec in self.engine.store.all() for a in held(rec.networks)}
         now = asyncio.get_running_loop().time()
         for tid in list(self._orphans):

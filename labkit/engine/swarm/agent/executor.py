@@ -525,7 +525,7 @@ class Executor:
         """Attachment tasks (standalone containers on attachable networks, H9) -> the
         netns of the running container that holds each (its endpoint remembers the id)."""
         from labkit.engine.swarm.attach import KEY
-        wanted = {t["ID"] for t in snap.get("tasks") or [] if t.get("_Attachment")}
+        wanted = {t["ID"] for t in snap.get("tasks") or [] if t.get("_Attachment") is not None}
         out: dict[str, str] = {}
         if not wanted:
             return out
