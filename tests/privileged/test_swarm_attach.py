@@ -104,6 +104,14 @@ def test_a_standalone_container_on_a_worker_joins_the_swarm_network(lab):
         _until(lambda: docker(lab, "w1", "exec", "c1", "ping", "-c1", "-W1", "web",
                               ok=False).returncode == 0, 20, "ping of the service's VIP")
 
+        # on the manager (where the network is already there for the task): attached
+        # containers on two nodes reach each other
+        docker(lab, "m1", "run", "-d", "--network", "atnet", "--name", "c3", "busybox",
+               "sleep", "300")
+        _until(lambda: docker(lab, "m1", "exec", "c3", "ping", "-c1", "-W1", ip,
+                              ok=False).returncode == 0, 20, "ping between attached containers")
+        docker(lab, "m1", "rm", "-f", "c3")
+
         # rm gives the address back: the attachment task goes
         docker(lab, "w1", "rm", "-f", cid)
         _until(lambda: new[0]["ID"] not in {t["ID"] for t in _tasks(lab)}, 20,
@@ -118,6 +126,9 @@ def test_a_standalone_container_on_a_worker_joins_the_swarm_network(lab):
         _until(lambda: not [t for t in _tasks(lab) if t["NodeID"] == w1.node_id()], 20,
                "the disconnected attachment gone")
         docker(lab, "w1", "rm", "-f", "c2")
+        # nothing uses the network on the worker any more: it goes from there
+        _until(lambda: "atnet" not in docker(lab, "w1", "network", "ls").stdout, 20,
+               "the network gone from the worker")
 
         # not attachable: Docker's words; unknown: still "not found"
         bad = docker(lab, "w1", "run", "--rm", "--network", "closed", "busybox", "true",
@@ -133,6 +144,7 @@ def test_a_standalone_container_on_a_worker_joins_the_swarm_network(lab):
         assert docker(lab, "w1", "ps", "-aq").stdout.strip() == ""
     finally:
         docker(lab, "w1", "rm", "-f", "c1", "c2", ok=False)
+        docker(lab, "m1", "rm", "-f", "c3", ok=False)
         docker(lab, "m1", "service", "rm", "web", ok=False)
         _until(lambda: not _tasks(lab), 30, "the tasks gone")
         docker(lab, "m1", "network", "rm", "atnet", "closed", ok=False)
