@@ -117,11 +117,13 @@ def test_a_standalone_container_on_a_worker_joins_the_swarm_network(lab):
         _until(lambda: new[0]["ID"] not in {t["ID"] for t in _tasks(lab)}, 20,
                "the attachment task gone")
 
-        # network connect on a stopped container, then rm: the same
-        docker(lab, "w1", "create", "--name", "c2", "busybox", "sleep", "300")
+        # network connect of a running container, then disconnect: the same
+        docker(lab, "w1", "run", "-d", "--name", "c2", "busybox", "sleep", "300")
         docker(lab, "w1", "network", "connect", "atnet", "c2")
         mine = [t for t in _tasks(lab) if t["NodeID"] == w1.node_id()]
         assert len(mine) == 1
+        _until(lambda: docker(lab, "w1", "exec", "c2", "ping", "-c1", "-W1", task_ip,
+                              ok=False).returncode == 0, 20, "ping after network connect")
         docker(lab, "w1", "network", "disconnect", "atnet", "c2")
         _until(lambda: not [t for t in _tasks(lab) if t["NodeID"] == w1.node_id()], 20,
                "the disconnected attachment gone")
