@@ -420,3 +420,37 @@ def test_every_exercise_of_13_to_16_is_registered() -> None:
     assert exercises.registered("14") == ["14.dnsrr"]
     assert exercises.registered("15") == ["15.rotate"]
     assert exercises.registered("16") == ["16.scale_by_compose"]
+
+
+class TaskListLab(services_demo.ServiceLab):
+    """A ServiceLab whose tasks() answers a fixed list (settle's bookkeeping, no swarm)."""
+
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+        super().__init__("nbfake", "10.217.0.0/24")
+        self._tasks = tasks
+        self._nodes_by_id = {"n1": self.lab.nodes[0], "n2": self.lab.nodes[1]}
+
+    def tasks(self, service: str, *, running: bool = False) -> list[dict[str, Any]]:
+        return self._tasks
+
+
+def _task(tid: str, node: str, state: str, desired: str, ts: str, err: str = "") -> dict[str, Any]:
+    return {"ID": tid * 25, "NodeID": node, "Slot": 0, "DesiredState": desired,
+            "Status": {"State": state, "Timestamp": ts, "Err": err}}
+
+
+def test_settle_shows_per_node_the_running_task_or_the_refusal() -> None:
+    lab = TaskListLab([
+        _task("a", "n1", "rejected", "shutdown", "1", "no ESP"),
+        _task("b", "n1", "running", "running", "2"),
+        _task("c", "n2", "rejected", "shutdown", "1", "no ESP"),
+        _task("d", "n2", "assigned", "running", "3")])
+    got = lab.settle("secure", 2, timeout=1)
+    assert sorted(zip(got.node, got.state, got.error, strict=True)) == [
+        ("m1", "running", ""), ("w1", "rejected", "no ESP")]
+
+
+def test_settle_waits_for_every_slot_bounded() -> None:
+    lab = TaskListLab([_task("a", "n1", "running", "running", "1")])
+    with pytest.raises(errors.UnsupportedError, match="2 tasks running or refused"):
+        lab.settle("secure", 2, timeout=0.3)
