@@ -368,11 +368,15 @@ def test_encrypted_overlay(lab: Lab) -> None:
     # the full encrypted MTU crosses unfragmented
     assert ping(a.ctr, "10.77.2.3", count=1, size=1416 - 28)
     # the plain network beside it stays plain: plain VXLAN on the wire, no SA counts it
+    # (big echoes: the encrypted interface's own background traffic, an IPv6 router
+    # solicitation or MLD report of ~100 bytes, may cross its SA meanwhile, which is why
+    # this compares sizes; 2 x 1200 bytes of echoes through ESP could not hide under that)
     esp = sum(_esp_bytes(a).values())
     w = _wire_counters(b.ns)
-    assert ping(a.ctr, "10.77.1.3", count=2)
+    assert ping(a.ctr, "10.77.1.3", count=2, size=1200)
     w2 = _wire_counters(b.ns)
-    assert w2[1] - w[1] >= 1 and w2[0] == w[0] and sum(_esp_bytes(a).values()) == esp
+    assert w2[1] - w[1] >= 2
+    assert sum(_esp_bytes(a).values()) - esp < 1200
     # rotation 7 -> 8, one node at a time, ping after every step: 8 accepted everywhere
     # (7 still primary), then 8 primary (7 still accepted), then 7 gone
     for keys in ((7, 8), (8, 7), (8,)):
