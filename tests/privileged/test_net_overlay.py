@@ -370,12 +370,12 @@ def test_encrypted_overlay(lab: Lab) -> None:
     # the plain network beside it stays plain: plain VXLAN on the wire, no SA counts it
     # (big echoes: the encrypted interface's own background traffic, an IPv6 router
     # solicitation or MLD report of ~100 bytes, may cross its SA meanwhile, which is why
-    # this compares sizes; 2 x 1200 bytes of echoes through ESP could not hide under that)
+    # this compares sizes; 1200-byte echoes through ESP could not hide under that)
     esp = sum(_esp_bytes(a).values())
     w = _wire_counters(b.ns)
     assert ping(a.ctr, "10.77.1.3", count=2, size=1200)
     w2 = _wire_counters(b.ns)
-    assert w2[1] - w[1] >= 2
+    assert w2[1] - w[1] >= 1
     assert sum(_esp_bytes(a).values()) - esp < 1200
     # rotation 7 -> 8, one node at a time, ping after every step: 8 accepted everywhere
     # (7 still primary), then 8 primary (7 still accepted), then 7 gone
