@@ -480,7 +480,7 @@ def test_stack_with_a_bad_line_names_it_and_deploys_nothing(lab, m1, tmp_path):
     line = bad.splitlines().index("      replicaz: 2") + 1
     r = _labkit(lab, "m1", "stack", "deploy", "-c", str(f), "lkbad")
     assert r.returncode != 0
-    assert "replicaz" in r.stderr and f"line {line}" in r.stderr, r.stderr
+    assert "replicaz" in r.stderr and f":{line}:" in r.stderr, r.stderr
     label = {"label": {"com.docker.stack.namespace=lkbad": True}}
     assert m1.api("GET", "/services", filters=label) == []
     assert m1.api("GET", "/networks", filters=label) == []
