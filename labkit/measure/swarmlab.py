@@ -362,7 +362,8 @@ class SwarmLab:
                               **kw)
 
     def kill(self, node: LabNode) -> list[int]:
-        """Crash a node: SIGKILL its daemon and everything it started (its etcd member)."""
+        """Crash a node: SIGKILL its daemon and everything it started (its etcd member,
+        its shims) and its containers, as a host that dies takes its tasks with it."""
         pids = node.processes()
         # stop them all first: the daemon's death would otherwise send its etcd member
         # SIGTERM (pdeathsig), and a member that stops gracefully hands its leadership
@@ -372,6 +373,7 @@ class SwarmLab:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
         _wait_gone(pids)
+        _kill_containers(node)
         node.pids.clear()
         self.save()
         return pids
@@ -537,6 +539,30 @@ class SwarmLab:
 def labs() -> list[str]:
     d = paths.run() / "swarm-lab"
     return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+
+def _kill_containers(node: LabNode) -> None:
+    """SIGKILL every container the node's runtime recorded (its state.json files), by
+    cgroup (cgroup.kill takes the whole subtree: a container's init ignores SIGTERM), and
+    remove the cgroup.  A container's processes carry neither the node's environment nor a
+    path of its dirs as their root, so the runtime's record is what names them."""
+    from labkit.cgroups import open_cgroup
+
+    for f in Path(node.base, "run", "runtime").glob("*/state.json"):
+        try:
+            cg = json.loads(f.read_text()).get("cgroup")
+        except (OSError, ValueError):
+            continue
+        # only the cgroup this record's own container was given (lk/<id>, runtime config)
+        if not isinstance(cg, str) or cg.rsplit("/", 1)[-1] != f.parent.name:
+            continue
+        with contextlib.suppress(errors.LabkitError, OSError):
+            group = open_cgroup(cg)
+            if group.exists():
+                pids = group.procs()
+                group.kill()
+                group.remove()
+                _wait_gone(pids)  # reaps those that were re-parented to this process
 
 
 def binary_with_libs(exe: str) -> dict[str, str]:
