@@ -231,14 +231,20 @@ def test_rolling_update_with_parallelism_then_rollback(lab, m1):
                             "Order": "stop-first"}
     spec["RollbackConfig"] = {"Parallelism": 2, "Delay": 0}
 
+    running: list[int] = []  # running tasks seen at each poll during the updates
+
     def envs():
-        return sorted(t["Spec"]["ContainerSpec"].get("Env", [""])[0]
-                      for t in lab.running_tasks("rolled", m1))
+        run = lab.running_tasks("rolled", m1)
+        running.append(len(run))
+        return sorted(t["Spec"]["ContainerSpec"].get("Env", [""])[0] for t in run)
 
     with service(lab, m1, spec) as sid:
         lab.wait_running("rolled", 4, via=m1)
         _update(m1, sid, lambda s: s["TaskTemplate"]["ContainerSpec"].update(Env=["LKV=2"]))
+        running.clear()
         _until(lambda: envs() == ["LKV=2"] * 4, what="every task on the new spec")
+        # parallelism 2 of 4 (stop-first): never more than 2 slots down at once
+        assert min(running) >= 2, running
         def completed():
             s = m1.api("GET", f"/services/{sid}")
             return s if s.get("UpdateStatus", {}).get("State") == "completed" else None
