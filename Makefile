@@ -38,8 +38,10 @@ clean:
 # A disposable kernel (labkit/vm): tests/vm run INSIDE a qemu VM whose kernel has what this
 # host may lack (cgroup v2 controllers, kprobes, ipvlan).  The image is cached outside the
 # repo ($LABKIT_VM_CACHE, default /var/cache/labkit/vm); vm-clean removes it.
-# The VM runs what this host cannot: tests/vm, and the cgroup suites against real v2 controllers.
-VM_TESTS ?= tests/vm tests/conformance tests/privileged/test_cgroups_limits.py
+# The VM runs what this host cannot: tests/vm, the cgroup suites against real v2 controllers,
+# and the overlay tests, whose encrypted half needs ESP and AES-GCM (not built into this host).
+VM_TESTS ?= tests/vm tests/conformance tests/privileged/test_cgroups_limits.py \
+  tests/privileged/test_net_overlay.py
 .PHONY: vm-image test-vm vm-clean
 vm-image: setup
 	$(PY) -m labkit.cli vm build

@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "commit": ("labkit.cli.build", "make an image from a container's changes"),
     "swarm": ("labkit.cli.swarm", "manage the swarm (init, join, join-token, update, unlock...)"),
     "node": ("labkit.cli.node", "manage swarm nodes (ls, inspect, promote, demote, update, rm)"),
+    "service": ("labkit.cli.service", "manage swarm services (create, ls, ps, scale, update...)"),
+    "secret": ("labkit.cli.secret", "manage swarm secrets (create, ls, inspect, rm)"),
+    "config": ("labkit.cli.config", "manage swarm configs (create, ls, inspect, rm)"),
+    "stack": ("labkit.cli.stack", "deploy compose files as stacks (deploy, ls, services, ps, rm)"),
 }
 COMMANDS.update({verb: ("labkit.cli.registry", f"registry: {what}") for verb, what in (
     ("login", "log in to a registry (kept in the Docker CLI's config.json)"),

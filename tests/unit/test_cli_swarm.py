@@ -312,8 +312,8 @@ def test_docker_cli_against_labkit(daemon: Daemon, docker: tuple[str, dict[str, 
     assert r.returncode == 0 and fake.state == "active", r.stderr
     r = d("swarm", "init")
     assert r.returncode == 1 and "This node is already part of a swarm" in r.stderr
-    r = d("swarm", "init", "--data-path-port", "5000")
-    assert r.returncode == 1 and "not supported by labkit: DataPathPort" in r.stderr
+    r = d("swarm", "init", "--data-path-port", "2377")  # issue 13: ports are taken, in range
+    assert r.returncode == 1 and "within range 1024 to 49151" in r.stderr
     r = d("swarm", "leave", "--force")
     assert r.returncode == 0 and fake.state == "inactive"
     r = d("node", "ls")

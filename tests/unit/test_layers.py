@@ -52,6 +52,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("labkit.engine.swarm",),
     ("labkit.engine.daemon",),
     ("labkit.engine.client",),
+    # Not in DESIGN's list (which puts stacks in the swarm room): deploying a compose file is
+    # client-side work, as in the Docker CLI (`docker stack deploy` sends ordinary service,
+    # network and secret requests); the daemon never imports it
+    ("labkit.engine.swarm.stack",),
     ("labkit.cli",),
     ("labkit.probes",),
     ("labkit.measure",),

@@ -118,7 +118,7 @@ def test_init_answers_a_json_string_and_the_node_is_a_manager(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(("change", "field"), [
-    ({"DataPathPort": 4789}, "DataPathPort"), ({"ForceNewCluster": True}, "ForceNewCluster"),
+    ({"DataPathPort": 80}, "DataPathPort"), ({"ForceNewCluster": True}, "ForceNewCluster"),
     ({"ListenAddr": "eth0"}, "ListenAddr"), ({"Nope": 1}, "Nope"),
     ({"Spec": {"CAConfig": {"NodeCertExpiry": 10**9}}}, "Spec.CAConfig.NodeCertExpiry")])
 def test_init_refusals_are_400_naming_the_field(tmp_path: Path, change: dict[str, Any],

@@ -112,9 +112,9 @@ def test_parse_addr_refuses(text: str) -> None:
 # (dotted path in the init body, value, the field the error must name)
 REFUSED_INIT = [
     ("DataPathAddr", "10.0.0.1", "DataPathAddr"),
-    ("DataPathPort", 4789, "DataPathPort"),
-    ("DefaultAddrPool", ["10.20.0.0/16"], "DefaultAddrPool"),
-    ("SubnetSize", 26, "SubnetSize"),
+    ("DataPathPort", 2377, "DataPathPort"),           # issue 13: accepted, but not 2377
+    ("DefaultAddrPool", ["10.20.0.0/16", "10.20.1.0/24"], "DefaultAddrPool"),  # overlap
+    ("SubnetSize", 30, "SubnetSize"),
     ("ForceNewCluster", True, "ForceNewCluster"),
     ("Bogus", 1, "Bogus"),
     ("ListenAddr", "eth0", "ListenAddr"),
@@ -153,8 +153,8 @@ def test_init_refuses_what_the_node_does_not_apply(path: str, value: Any, field:
 
 
 def test_refusal_texts() -> None:
-    with pytest.raises(errors.InvalidArgumentError, match="not supported by labkit: DataPathPort"):
-        InitRequest.from_docker(_with(INIT, "DataPathPort", 4789))
+    with pytest.raises(errors.InvalidArgumentError, match="within range 1024 to 49151"):
+        InitRequest.from_docker(_with(INIT, "DataPathPort", 80))
     with pytest.raises(errors.InvalidArgumentError,
                        match="minimum certificate expiry time is: 1h0m0s"):
         ClusterSpec.from_docker({"CAConfig": {"NodeCertExpiry": 60 * 10**9}})

@@ -2,7 +2,8 @@
 
 ``Client()`` talks to ``paths.daemon_socket()`` (LABKIT_SOCKET / LABKIT_RUN), or to the
 socket given; ``.containers``, ``.execs``, ``.images``, ``.networks``, ``.nodes``,
-``.swarm``, ``.system`` and ``.volumes`` hold the calls, as docker-py's APIClient mixins do.  Daemon errors come back as labkit.errors classes.
+``.swarm``, ``.services``, ``.tasks``, ``.secrets``, ``.configs``, ``.system`` and
+``.volumes`` hold the calls, as docker-py's APIClient mixins do.  Daemon errors come back as labkit.errors classes.
 Only the standard library is imported here, so the `labkit` command starts fast.
 """
 
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from labkit.engine.client.configs import Configs
 from labkit.engine.client.containers import Containers
 from labkit.engine.client.exec import Execs
 from labkit.engine.client.images import Images
 from labkit.engine.client.networks import Networks
+from labkit.engine.client.secrets import Secrets
+from labkit.engine.client.services import Services
 from labkit.engine.client.swarm import Nodes, Swarm
 from labkit.engine.client.system import System
+from labkit.engine.client.tasks import Tasks
 from labkit.engine.client.transport import APIError, DaemonUnavailable, Transport
 from labkit.engine.client.volumes import Volumes
 
@@ -43,6 +48,10 @@ class Client:
         self.swarm = Swarm(self.transport)
         self.system = System(self.transport)
         self.volumes = Volumes(self.transport)
+        self.services = Services(self.transport)
+        self.tasks = Tasks(self.transport)
+        self.secrets = Secrets(self.transport)
+        self.configs = Configs(self.transport)
 
     def _start_daemon(self) -> None:
         from labkit.engine.client.launch import ensure_daemon

@@ -16,15 +16,20 @@ from aiohttp import web
 from labkit.engine.daemon import errmap
 from labkit.engine.daemon.handlers import archive as a
 from labkit.engine.daemon.handlers import build as b
+from labkit.engine.daemon.handlers import configs as cf
 from labkit.engine.daemon.handlers import containers as c
+from labkit.engine.daemon.handlers import distribution as dist
 from labkit.engine.daemon.handlers import execs as x
 from labkit.engine.daemon.handlers import fsinfo as f
 from labkit.engine.daemon.handlers import images as i
 from labkit.engine.daemon.handlers import networks as n
 from labkit.engine.daemon.handlers import nodes as nd
 from labkit.engine.daemon.handlers import registry as r
+from labkit.engine.daemon.handlers import secrets as sc
+from labkit.engine.daemon.handlers import services as sv
 from labkit.engine.daemon.handlers import swarm as sw
 from labkit.engine.daemon.handlers import system as s
+from labkit.engine.daemon.handlers import tasks as tk
 from labkit.engine.daemon.handlers import volumes as v
 from labkit.engine.daemon.params import reply
 from labkit.engine.daemon.serialize import API_VERSION
@@ -77,6 +82,18 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/swarm/unlock", sw.unlock),
     ("GET", "/nodes", nd.list_), ("GET", "/nodes/{id}", nd.inspect),
     ("POST", "/nodes/{id}/update", nd.update), ("DELETE", "/nodes/{id}", nd.remove),
+    ("POST", "/services/create", sv.create), ("GET", "/services", sv.list_),
+    ("GET", "/services/{id}", sv.inspect), ("POST", "/services/{id}/update", sv.update),
+    ("DELETE", "/services/{id}", sv.remove), ("GET", "/services/{id}/logs", sv.logs),
+    ("GET", "/tasks", tk.list_), ("GET", "/tasks/{id}", tk.inspect),
+    ("GET", "/tasks/{id}/logs", tk.logs),
+    ("POST", "/secrets/create", sc.create), ("GET", "/secrets", sc.list_),
+    ("GET", "/secrets/{id}", sc.inspect), ("POST", "/secrets/{id}/update", sc.update),
+    ("DELETE", "/secrets/{id}", sc.remove),
+    ("POST", "/configs/create", cf.create), ("GET", "/configs", cf.list_),
+    ("GET", "/configs/{id}", cf.inspect), ("POST", "/configs/{id}/update", cf.update),
+    ("DELETE", "/configs/{id}", cf.remove),
+    ("GET", "/distribution/{name:.+}/json", dist.inspect),
 )
 
 

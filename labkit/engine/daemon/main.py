@@ -103,6 +103,7 @@ async def start_swarm(engine: Any) -> Any:
     from labkit.engine.swarm.node import SwarmNode
 
     swarm = SwarmNode(engine_version=str(version().get("Version", "")))
+    swarm.bind_engine(engine)  # issue 13: every active node runs its tasks on this engine
     await swarm.start()
     engine.swarm = swarm
     return swarm

@@ -1,17 +1,22 @@
 """What the embedded DNS answers: one NetworkView per user-defined network, kept in step
 with its members, and per container the union of its networks' views plus its --link
 aliases (Docker resolves a name on every network the asking container is on; a link on
-a user-defined network is a name only the linking container sees)."""
+a user-defined network is a name only the linking container sees).
+
+Swarm networks add service records (set_service_records, called by
+labkit.engine.swarm.discovery after each assignment snapshot): they live in the same
+NetworkView as the network's local members, so a task container's embedded DNS answers
+both without knowing which is which."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from labkit.engine.net.dns.table import _NAME, Endpoint, IPAddress, NetworkView
 
-__all__ = ["ContainerView", "member", "refresh"]
+__all__ = ["ContainerView", "member", "refresh", "service_networks", "set_service_records"]
 
 
 def _dns_name(name: str) -> bool:
@@ -34,11 +39,32 @@ def member(rec: Any, settings: dict[str, Any]) -> Endpoint:
 def refresh(nets: Any, rec: Any) -> None:
     """Rebuild network ``rec``'s view from its members (made on first use)."""
     eps = list(nets.members.get(rec.id, {}).values())
-    view = nets.views.get(rec.id)
-    if view is None:
-        nets.views[rec.id] = NetworkView(rec.name, eps)
-    else:
-        view.update(eps)
+    # setdefault: one view object per network for good, whoever makes it first (the
+    # discovery thread may make it for service records before a member joins), since
+    # containers' ContainerViews hold it by reference
+    view = nets.views.setdefault(rec.id, NetworkView(rec.name))
+    view.update(eps)
+
+
+def set_service_records(nets: Any, network_id: str, network_name: str,
+                        records: Mapping[str, Iterable[str]],
+                        reverse: Mapping[str, str] | None = None) -> NetworkView:
+    """Replace swarm network ``network_id``'s service records in one step.
+
+    ``records``: DNS name -> addresses, e.g. ``{"web": ["10.0.1.2"], "tasks.web":
+    ["10.0.1.3", "10.0.1.4"]}`` (names answer also as ``NAME.<network_name>``);
+    ``reverse``: task address -> the name its PTR answers (``<network_name>`` appended).
+    ``{}`` removes them all.  Makes the network's view when no member made it yet, so the
+    first task container to join finds the records there.  Thread-safe; raises
+    InvalidArgumentError (nothing changed) on a bad name or address."""
+    view: NetworkView = nets.views.setdefault(network_id, NetworkView(network_name))
+    view.set_services(records, reverse)
+    return view
+
+
+def service_networks(nets: Any) -> list[str]:
+    """Ids of the networks whose views hold service records now."""
+    return [nid for nid, v in list(nets.views.items()) if v.services()]
 
 
 class ContainerView(NetworkView):

@@ -538,7 +538,8 @@ class ContainerNet:
                 nets.append(self.nets.network(name))
         for n in nets:
             d = (state.get("endpoints") or {}).get(n.id)
-            drv = self.nets.driver(n.driver) if n.driver in ("macvlan", "ipvlan") else None
+            drv = (self.nets.driver(n.driver) if n.driver in ("macvlan", "ipvlan", "overlay")
+                   else None)
             if d is not None and drv is not None:
                 with contextlib.suppress(errors.LabkitError):
                     drv.restore_endpoint(_ep_from(d), state["sandbox"])

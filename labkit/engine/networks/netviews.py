@@ -44,20 +44,28 @@ def _endpoint(c: Any, rec: NetworkRecord) -> dict[str, Any]:
             "MacAddress": ep.get("MacAddress", ""), "IPv4Address": v4, "IPv6Address": v6}
 
 
-def network_json(rec: NetworkRecord, net: Any, attached: list[Any]) -> dict[str, Any]:
-    """GET /networks/{id}: dockerd's shape (api/types/network.Inspect)."""
-    return {
-        "Name": rec.name, "Id": rec.id, "Created": _rfc3339(rec.created), "Scope": "local",
+def network_json(rec: NetworkRecord, net: Any, attached: list[Any],
+                 peers: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """GET /networks/{id}: dockerd's shape (api/types/network.Inspect).  A swarm network
+    materialized here has Scope "swarm", its options (the VXLAN id in
+    com.docker.network.driver.overlay.vxlanid_list) and, when ``peers`` is given, Docker's
+    "Peers": [{"Name", "IP"}] -- the nodes of the network's VXLAN mesh, this one first."""
+    out = {
+        "Name": rec.name, "Id": rec.id, "Created": _rfc3339(rec.created), "Scope": rec.scope,
         "Driver": _DRIVER_SHOWN.get(rec.driver, rec.driver),
         "EnableIPv4": rec.ipv4 and rec.driver not in ("host", "null"),
         "EnableIPv6": rec.ipv6,
         "IPAM": {"Driver": "default", "Options": dict(rec.ipam_options) or None,
                  "Config": _ipam_config(rec, net)},
-        "Internal": rec.internal, "Attachable": rec.attachable, "Ingress": False,
+        "Internal": rec.internal, "Attachable": rec.attachable,
+        "Ingress": bool(rec.swarm.get("Ingress")),
         "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
         "Containers": {c.id: _endpoint(c, rec) for c in attached},
         "Options": dict(rec.options), "Labels": dict(rec.labels),
     }
+    if peers is not None:
+        out["Peers"] = peers
+    return out
 
 
 def labels_match(labels: dict[str, str], filters: dict[str, list[str]]) -> bool:
@@ -103,7 +111,7 @@ def matches(rec: NetworkRecord, filters: dict[str, list[str]], used: bool) -> bo
         return False
     if filters.get("name") and not any(v in rec.name for v in filters["name"]):
         return False
-    if filters.get("scope") and "local" not in filters["scope"]:
+    if filters.get("scope") and rec.scope not in filters["scope"]:
         return False
     for v in filters.get("type", []):
         if v not in ("custom", "builtin"):

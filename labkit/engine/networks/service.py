@@ -8,6 +8,12 @@ table (net.nft.Publisher: publishing, isolation, masquerade), the embedded DNS s
 in a worker thread under one lock (``kernel``), so the event loop never waits on netlink
 or nft and no two changes interleave (the IPAM state is one file).
 
+Swarm networks are never created here from the API: the swarm's agent materializes the
+ones its node's tasks use (``ensure_swarm``, driver ``overlay``, Scope "swarm", the record
+id = the swarm network's id), keeps their VXLAN peers and the network keys in step
+(``set_overlay_peers``, ``set_overlay_keys``), gives the node its address on the ingress
+network (``set_node_address``) and drops them when no task needs them (``drop_swarm``).
+
 The predefined networks, as dockerd has them: ``bridge`` (the default network, a Linux
 bridge ``lk0``; daemon.json ``"bridge": "none"`` turns it off, as dockerd's ``-b none``,
 and then a container's default network is ``none``), ``host`` and ``none``.
@@ -36,6 +42,7 @@ from labkit.engine.net.ipam import Ipam, PoolConfig
 from labkit.engine.networks import netviews
 from labkit.engine.networks.sandbox import Sandboxes
 from labkit.engine.networks.store import (
+    SWARM_ID,
     NetworkRecord,
     NetworkStore,
     new_id,
@@ -107,6 +114,56 @@ def _drop_stale_bridge(name: str) -> None:
         ipr.link("del", index=found[0])
 
 
+def _swarm_info(info: Any) -> tuple[str, int, Any, Any, dict[str, str]]:
+    """A snapshot NetInfo checked: id, VNI, subnet, gateway and the record's Options
+    (the user's, plus the VXLAN id, "encrypted" and the MTU as Docker shows them)."""
+    import ipaddress
+
+    from labkit.engine.net import overlay
+    if not isinstance(info, dict):
+        raise errors.InvalidArgumentError("network", "must be an object (NetInfo)")
+    nid = info.get("ID")
+    if not isinstance(nid, str) or not SWARM_ID.match(nid):
+        raise errors.InvalidArgumentError("ID", f"{nid!r} is not a swarm network id")
+    vni = info.get("VNI")
+    if isinstance(vni, bool) or not isinstance(vni, int) or not 1 <= vni <= overlay.MAX_VNI:
+        raise errors.InvalidArgumentError("VNI", f"{vni!r} is not a VXLAN id")
+    try:
+        subnet = ipaddress.IPv4Network(info.get("Subnet"))
+        gw = ipaddress.IPv4Address(info.get("Gateway") or subnet.network_address + 1)
+    except (ValueError, TypeError):
+        raise errors.InvalidArgumentError("Subnet", f"{info.get('Subnet')!r}/"
+                                          f"{info.get('Gateway')!r} is not an IPv4 subnet "
+                                          "and gateway") from None
+    if gw not in subnet:
+        raise errors.InvalidArgumentError("Gateway", f"{gw} is not in {subnet}")
+    opts = _strmap(info.get("Options"), "Options")
+    opts[overlay.OPT_VNI] = str(vni)
+    encrypted = _bool(info.get("Encrypted"), "Encrypted")
+    if encrypted:
+        opts[overlay.OPT_ENCRYPTED] = opts.get(overlay.OPT_ENCRYPTED, "")
+    else:
+        opts.pop(overlay.OPT_ENCRYPTED, None)
+    mtu = info.get("MTU")
+    if mtu is not None:
+        if isinstance(mtu, bool) or not isinstance(mtu, int):
+            raise errors.InvalidArgumentError("MTU", f"{mtu!r} is not an MTU")
+        opts[overlay.OPT_MTU] = str(mtu)
+    return nid, vni, subnet, gw, opts
+
+
+def _created(info: dict[str, Any]) -> float:
+    """The swarm network's creation time (RFC 3339), else now."""
+    import datetime as dt
+    raw = info.get("Created")
+    if isinstance(raw, str) and raw:
+        try:
+            return dt.datetime.fromisoformat(raw).timestamp()
+        except ValueError:
+            pass
+    return NetworkStore.now()
+
+
 class Networks:
     """The networks of one daemon (see the module docstring)."""
 
@@ -164,6 +221,9 @@ class Networks:
         if name == "bridge":
             from labkit.engine.net.driver import BridgeDriver
             drv = BridgeDriver(self.ipam)
+        elif name == "overlay":
+            from labkit.engine.net.overlay import OverlayDriver
+            drv = OverlayDriver()
         elif name in ("macvlan", "ipvlan"):
             from labkit.engine.net import macvlan
             drv = (macvlan.MacvlanDriver if name == "macvlan" else macvlan.IpvlanDriver)(
@@ -181,6 +241,10 @@ class Networks:
                             aux_addresses=dict(c.get("AuxiliaryAddresses") or {}))
                  for c in rec.ipam]
         opts = {} if rec.name == "bridge" else dict(rec.options)
+        if rec.driver == "overlay":  # the driver's own options; the rest is the user's
+            from labkit.engine.net import overlay
+            opts = {k: v for k, v in opts.items()
+                    if k in (overlay.OPT_VNI, overlay.OPT_MTU, overlay.OPT_ENCRYPTED)}
         return NetworkSpec(id=rec.id, name=rec.name, driver=rec.driver, ipam=pools,
                            ipv4=rec.ipv4, ipv6=rec.ipv6, internal=rec.internal, options=opts)
 
@@ -206,6 +270,9 @@ class Networks:
             for rec in self.store.all():
                 if rec.driver in ("host", "null"):
                     continue
+                if rec.scope == "swarm":
+                    self._restore_swarm(rec)
+                    continue
                 try:
                     self.live[rec.id] = self.driver(rec.driver).restore_network(
                         self.spec_of(rec))
@@ -227,6 +294,19 @@ class Networks:
                 self._forwarding()
                 self.publisher.ensure()
                 self.sync_bridges()
+
+    def _restore_swarm(self, rec: NetworkRecord) -> None:
+        """Daemon start: a swarm network's links made again or adopted (its containers
+        may still run: live-restore); peers and keys come again from the agent."""
+        drv = self.driver("overlay")
+        try:
+            drv.configure(rec.swarm.get("LocalAddr", ""), rec.swarm.get("DataPort", 4789))
+            self.live[rec.id] = drv.restore_network(self.spec_of(rec))
+            if rec.swarm.get("NodeAddress"):
+                from labkit.engine.net import overlay
+                overlay.set_bridge_address(drv.vni_of(rec.id), rec.swarm["NodeAddress"])
+        except errors.LabkitError as err:
+            log.warning("swarm network %s not restored: %s", rec.name, err)
 
     def _create_default(self) -> None:
         rec = NetworkRecord(new_id(), "bridge", "bridge", self.store.now(),
@@ -383,7 +463,8 @@ class Networks:
 
     def inspect(self, ref: str) -> dict[str, Any]:
         rec = self.network(ref)
-        return netviews.network_json(rec, self.live.get(rec.id), self.attached(rec))
+        return netviews.network_json(rec, self.live.get(rec.id), self.attached(rec),
+                                     self._peers_view(rec))
 
     def ls(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         bad = sorted(set(filters) - _LS_FILTERS)
@@ -393,7 +474,8 @@ class Networks:
         for rec in self.store.all():
             if not netviews.matches(rec, filters, bool(self.users(rec))):
                 continue
-            out.append(netviews.network_json(rec, self.live.get(rec.id), []))
+            out.append(netviews.network_json(rec, self.live.get(rec.id), [],
+                                             self._peers_view(rec)))
         return out
 
     # -- rm / prune ----------------------------------------------------------------------
@@ -402,6 +484,9 @@ class Networks:
         if rec.predefined:
             raise errors.ForbiddenError(f"{rec.name} is a pre-defined network and cannot be "
                                         "removed")
+        if rec.scope == "swarm":
+            raise errors.ForbiddenError(f"network {rec.name} is a swarm network: remove it on "
+                                        "a manager (the node drops it when no task uses it)")
         users = self.attached(rec)
         if users:
             raise errors.ForbiddenError(
@@ -431,7 +516,8 @@ class Networks:
         until = netviews.until_of(filters)
         gone = []
         for rec in self.store.all():
-            if rec.predefined or self.users(rec) or rec.created > until:
+            if rec.predefined or rec.scope == "swarm" or self.users(rec) \
+                    or rec.created > until:
                 continue
             if not netviews.labels_match(rec.labels, filters):
                 continue
@@ -442,6 +528,181 @@ class Networks:
                 continue
             gone.append(rec.name)
         return gone
+
+    # -- swarm networks (the agent's seam) --------------------------------------------
+    def swarm_networks(self) -> list[NetworkRecord]:
+        """The swarm networks materialized on this node."""
+        return [r for r in self.store.all() if r.scope == "swarm"]
+
+    def _swarm_rec(self, net_id: str) -> NetworkRecord:
+        rec = self.store.by_id(net_id) if isinstance(net_id, str) else None
+        if rec is None or rec.scope != "swarm":
+            raise errors.NotFoundError("swarm network", str(net_id),
+                                       hint="ensure_swarm() materializes it first")
+        return rec
+
+    def _peers_view(self, rec: NetworkRecord) -> list[dict[str, str]] | None:
+        if rec.scope != "swarm" or rec.id not in self.live:
+            return None
+        import os
+        drv = self.driver("overlay")
+        me = [{"Name": os.uname().nodename, "IP": str(drv.local_addr)}]
+        return me + [{"Name": p.node, "IP": str(p.addr)} for p in drv.peers(rec.id)]
+
+    def ensure_swarm(self, info: dict[str, Any], local_addr: str, data_port: int
+                     ) -> NetworkRecord:
+        """Materialize swarm network ``info`` (the snapshot's NetInfo) on this node:
+        its record (id = the swarm network's id, Scope "swarm", driver overlay) and its
+        bridge + VXLAN link.  Idempotent: again with the same info, nothing changes; a
+        new name, labels or options are taken over.  ``local_addr``/``data_port``: the
+        node's underlay address and the swarm's VXLAN port (a change makes every swarm
+        network's VXLAN link again).  Raises InvalidArgumentError (bad info),
+        ConflictError (the name is a local network's, or the VNI/subnet changed)."""
+        from labkit.engine.net import overlay
+        nid, vni, subnet, gw, opts = _swarm_info(info)
+        name = validate_name(info.get("Name"))
+        labels = _strmap(info.get("Labels"), "Labels")
+        with self.kernel:
+            drv = self.driver("overlay")
+            if drv.configure(local_addr, data_port):
+                for other in self.swarm_networks():
+                    if other.id != nid and other.id in self.live:
+                        other.swarm.update(LocalAddr=drv.local_addr, DataPort=drv.data_port)
+                        self.store.save(other)
+                        self.live[other.id] = drv.restore_network(self.spec_of(other))
+                if drv.keys:
+                    drv.set_keys(drv.keys, drv.key_peers)
+            clash = self.store.by_name(name)
+            if clash is not None and clash.id != nid:
+                raise errors.ConflictError(f"network with name {name} already exists "
+                                           f"({clash.scope} network {clash.id})")
+            rec = self.store.by_id(nid)
+            swarm = {"VNI": vni, "Encrypted": overlay.OPT_ENCRYPTED in opts,
+                     "MTU": info.get("MTU"), "Ingress": _bool(info.get("Ingress"), "Ingress"),
+                     "LocalAddr": drv.local_addr, "DataPort": drv.data_port}
+            fresh = rec is None
+            if rec is not None:
+                if rec.scope != "swarm":
+                    raise errors.ConflictError(f"network {nid} is a local network")
+                if rec.swarm.get("VNI") != vni or rec.ipam[:1] != [
+                        {"Subnet": str(subnet), "Gateway": str(gw)}]:
+                    raise errors.ConflictError(
+                        f"swarm network {name} changed its VXLAN id or subnet: drop_swarm() "
+                        "it first")
+                swarm["NodeAddress"] = rec.swarm.get("NodeAddress")
+                rec.name, rec.labels, rec.options = name, labels, opts
+                rec.internal = _bool(info.get("Internal"), "Internal")
+                rec.attachable = _bool(info.get("Attachable"), "Attachable")
+                rec.swarm = swarm
+            else:
+                rec = NetworkRecord(
+                    id=nid, name=name, driver="overlay", created=_created(info),
+                    ipam=[{"Subnet": str(subnet), "Gateway": str(gw)}],
+                    internal=_bool(info.get("Internal"), "Internal"),
+                    attachable=_bool(info.get("Attachable"), "Attachable"),
+                    options=opts, labels=labels, scope="swarm", swarm=swarm)
+            net = drv.create_network(self.spec_of(rec))  # made, or adopted as it is
+            try:
+                if fresh:
+                    self.store.add(rec)
+                else:
+                    self.store.save(rec)
+                self.live[rec.id] = net
+            except BaseException:
+                if fresh:
+                    self.live.pop(rec.id, None)
+                    with contextlib.suppress(errors.LabkitError):
+                        drv.delete_network(net)
+                raise
+        if fresh:
+            self.bus.emit_network("create", rec.id, {"name": rec.name, "type": "overlay"})
+        return rec
+
+    def set_overlay_peers(self, net_id: str, peers: list[dict[str, Any]]) -> None:
+        """Replace the VXLAN peers of swarm network ``net_id``: ``[{"node", "addr",
+        "ips"}]``, every OTHER node with endpoints on it (this node's own address is
+        ignored if listed)."""
+        import ipaddress
+
+        from labkit.engine.net import overlay
+        rec = self._swarm_rec(net_id)
+        subnet = ipaddress.IPv4Network(rec.ipam[0]["Subnet"])
+        parsed = overlay.parse_peers(peers, subnet)
+        with self.kernel:
+            drv = self.driver("overlay")
+            drv.set_peers(rec.id, [p for p in parsed if str(p.addr) != drv.local_addr])
+
+    def set_overlay_keys(self, keys: list[dict[str, Any]], peers: list[str]) -> None:
+        """The swarm's network keys (``[{"Key": b64, "Tag"}]``, first = primary) and the
+        underlay addresses of every node this one shares an encrypted network with: ESP
+        SAs and policies made to match, without a gap across a key change."""
+        from labkit.engine.net import xfrm
+        parsed = xfrm.parse_keys(keys)
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise errors.InvalidArgumentError("peers", "must be a list of IPv4 addresses")
+        with self.kernel:
+            drv = self.driver("overlay")
+            if drv.local_addr is None:
+                if parsed or peers:
+                    raise errors.InvalidArgumentError(
+                        "keys", "no swarm network is materialized on this node yet",
+                        hint="ensure_swarm() first: it tells the node its underlay address")
+                return
+            drv.set_keys(parsed, peers)
+
+    def set_node_address(self, net_id: str, cidr: str | None) -> None:
+        """This node's own address on swarm network ``net_id`` (the ingress network's
+        "10.0.0.5/24"), on its bridge; None removes it."""
+        import ipaddress
+
+        from labkit.engine.net import overlay
+        rec = self._swarm_rec(net_id)
+        if cidr is not None:
+            try:
+                iface = ipaddress.IPv4Interface(cidr)
+            except ValueError:
+                raise errors.InvalidArgumentError("address", f"{cidr!r} is not an IPv4 "
+                                                  "address/prefix") from None
+            if iface.network != ipaddress.IPv4Network(rec.ipam[0]["Subnet"]):
+                raise errors.InvalidArgumentError(
+                    "address", f"{cidr} is not in network {rec.name}'s subnet "
+                    f"{rec.ipam[0]['Subnet']}")
+        with self.kernel:
+            drv = self.driver("overlay")
+            overlay.set_bridge_address(drv.vni_of(rec.id), cidr)
+            rec.swarm["NodeAddress"] = cidr
+            self.store.save(rec)
+
+    def drop_swarm(self, net_id: str) -> None:
+        """Swarm network ``net_id`` no longer needed here: its links and record go
+        (ConflictError while a container is attached; nothing to do if absent).  With
+        the last swarm network go the ESP SAs and policies too."""
+        rec = self.store.by_id(net_id) if isinstance(net_id, str) else None
+        if rec is None:
+            return
+        if rec.scope != "swarm":
+            raise errors.InvalidArgumentError("network", f"{rec.name} is a local network")
+        users = self.attached(rec)
+        if users:
+            raise errors.ConflictError(
+                f"swarm network {rec.name} still has endpoints: "
+                + ", ".join(c.name for c in users))
+        with self.kernel:
+            drv = self.driver("overlay")
+            net = self.live.get(rec.id)
+            if net is not None:
+                drv.delete_network(net)
+            else:
+                from labkit.engine.net import overlay
+                with contextlib.suppress(errors.NotFoundError):
+                    overlay.delete_links(int(rec.swarm.get("VNI", 0)))
+            self.live.pop(rec.id, None)
+            self.store.remove(rec)
+            if not self.swarm_networks():
+                drv.clear_keys()
+        self.members.pop(rec.id, None)
+        self.views.pop(rec.id, None)
+        self.bus.emit_network("destroy", rec.id, {"name": rec.name, "type": "overlay"})
 
     # -- used by endpoints.py ------------------------------------------------------------
     def attach_endpoint(self, rec: NetworkRecord, spec: EndpointSpec, *, gateway: bool

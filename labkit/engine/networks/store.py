@@ -25,14 +25,16 @@ from typing import Any
 from labkit import errors
 from labkit.engine import paths
 
-__all__ = ["PREDEFINED", "NetworkNotFoundError", "NetworkRecord", "NetworkStore", "new_id",
+__all__ = ["PREDEFINED", "SWARM_ID", "NetworkNotFoundError", "NetworkRecord", "NetworkStore", "new_id",
            "validate_name"]
 
 PREDEFINED = ("bridge", "host", "none")
 # moby's network names: what a name may be (daemon/network.go validNetworkName uses the
 # container-name rule); a name is also a link name and a DNS-visible label, so no slash.
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_ID = re.compile(r"^[0-9a-f]{64}$")
+# a local network's id (64 hex), or a swarm network's (the managers' 25 base36 digits)
+_ID = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-z]{25})$")
+SWARM_ID = re.compile(r"^[0-9a-z]{25}$")
 
 
 class NetworkNotFoundError(errors.NotFoundError):
@@ -78,6 +80,11 @@ class NetworkRecord:
     attachable: bool = False
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # "swarm": a swarm network materialized on this node (Networks.ensure_swarm); then
+    # ``swarm`` holds what the node needs to make it again: VNI, Encrypted, MTU, Ingress,
+    # LocalAddr, DataPort, NodeAddress (never key material)
+    scope: str = "local"
+    swarm: dict[str, Any] = field(default_factory=dict)
 
     @property
     def predefined(self) -> bool:
@@ -107,6 +114,11 @@ class NetworkStore:
         with self._lock:
             return sorted(self._by_id.values(), key=lambda r: r.created)
 
+    def by_id(self, ident: str) -> NetworkRecord | None:
+        """Exactly this id (no name, no prefix): what the swarm's agent refers to."""
+        with self._lock:
+            return self._by_id.get(ident)
+
     def by_name(self, name: str) -> NetworkRecord | None:
         with self._lock:
             return next((r for r in self._by_id.values() if r.name == name), None)
@@ -129,6 +141,12 @@ class NetworkStore:
                 "network", f"network {ref} is ambiguous ({len(hits)} matches found based on "
                 "ID prefix)")
         raise NetworkNotFoundError(ref)
+
+    def save(self, rec: NetworkRecord) -> None:
+        """Write a changed record (a swarm network's name, labels or node address)."""
+        with self._lock:
+            rec.save(self.dir)
+            self._by_id[rec.id] = rec
 
     def add(self, rec: NetworkRecord) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ from labkit import errors
 from labkit.engine.swarm import ca, objects, seal, tokens
 from labkit.engine.swarm.etcd.client import EtcdClient
 from labkit.engine.swarm.etcd.member import EtcdMember, MemberConfig
+from labkit.engine.swarm.orchestrator import Leader  # H2 (issue 13)
 from labkit.engine.swarm.rpc import client as rpc_client
 from labkit.engine.swarm.rpc import swarm_pb2 as pb
 from labkit.engine.swarm.rpc import swarm_pb2_grpc as pbg
@@ -105,6 +106,15 @@ class Manager:
         self._loop_task: asyncio.Task[None] | None = None
         self._kek_key: str | None = None   # the unlock key this node's files are sealed with
         self.cross = b""                   # the cross-signed new root, during a rotation
+        # --- H2 (issue 13): the leader's orchestrator (swarm/orchestrator), started in start()
+        self.leader: Leader | None = None
+        self._orch_task: asyncio.Task[None] | None = None
+        # --- end H2
+        # --- issue 13 (H3): the dispatcher serving this manager's Assignments streams
+        from labkit.engine.swarm.dispatcher import Dispatcher
+        self.dispatcher: Dispatcher | None = None
+        self._dispatcher_cls = Dispatcher
+        # --- end H3
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, store_timeout: float | None = 30.0) -> None:
@@ -133,8 +143,14 @@ class Manager:
                                      quorum=False)
         self.store = ClusterStore(self.client, self.dek)
         await self._wait_store(store_timeout)
+        self.dispatcher = self._dispatcher_cls(self.store)  # H3: served on the cluster port
         await self._serve()
         self._loop_task = asyncio.create_task(self._loop(), name="swarm-manager-loop")
+        # --- H2 (issue 13): ticks every 200 ms; acts only while this member leads
+        self.leader = Leader(self.store)
+        self._orch_task = asyncio.create_task(self.leader.run(self._leads),
+                                              name="swarm-orchestrator")
+        # --- end H2
 
     async def _wait_store(self, timeout: float | None) -> None:
         """Until the store answers reads here (None: for as long as it takes, e.g. until
@@ -155,6 +171,15 @@ class Manager:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        # --- H2 (issue 13): the orchestrator stops first (it writes through the store)
+        if self._orch_task is not None:
+            self._orch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._orch_task
+            self._orch_task = None
+        # --- end H2
+        if self.dispatcher is not None:  # H3
+            await self.dispatcher.stop()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

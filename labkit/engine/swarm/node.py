@@ -15,7 +15,8 @@ import contextlib
 import datetime as dt
 import logging
 import os
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -30,6 +31,9 @@ from labkit.engine.swarm.rpc import swarm_pb2 as pb
 from labkit.engine.swarm.state import LocalState, NodeFiles, hostname
 from labkit.engine.swarm.store import ALIVE, CLUSTER, NODES
 from labkit.engine.swarm.worker import Worker
+
+if TYPE_CHECKING:
+    from labkit.engine.swarm.control import Control
 
 __all__ = ["SwarmNode"]
 
@@ -51,6 +55,10 @@ class SwarmNode:
         self.worker: Worker | None = None
         self.lock = asyncio.Lock()
         self._up_task: asyncio.Task[None] | None = None
+        # --- issue 13 (H3): the engine the agent runs tasks on, and the agent
+        self.engine: Any = None
+        self.agent: Any = None
+        # --- end H3
 
     # ------------------------------------------------------------------ daemon start/stop
     async def start(self) -> None:
@@ -100,6 +108,7 @@ class SwarmNode:
         await self._stop_roles()
 
     async def _stop_roles(self) -> None:
+        await self._stop_agent(remove_tasks=False)  # H3: containers stay (adopted later)
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
@@ -124,6 +133,7 @@ class SwarmNode:
             self.worker = Worker(self.files, st, ident, self._role_changed, self._removed)
             self.worker.start()
         self.mode, self.error = "active", ""
+        self._start_agent()  # H3
 
     # ------------------------------------------------------------------ the protocol
     def local_state(self) -> str:
@@ -142,6 +152,15 @@ class SwarmNode:
         if self.manager is None:
             raise errors.UnavailableError(sp.MSG_WORKER)
         return self.manager
+
+    # --- issue 13 (H1): the control API (services, tasks, secrets, configs, networks) ---
+    def control(self) -> Control:
+        """The managers' control API over this manager's store; raises what _manager()
+        raises (not a manager, a worker, locked) with Docker's texts."""
+        from labkit.engine.swarm.control import Control
+
+        return Control(self._manager()._store())
+    # --- end issue 13 (H1)
 
     async def info(self) -> Obj:
         out: Obj = {"NodeID": "", "NodeAddr": "", "LocalNodeState": self.mode,
@@ -179,7 +198,7 @@ class SwarmNode:
             spec.setdefault("EncryptionConfig", {})["AutoLockManagers"] = autolock
             try:
                 return await self._found(spec, listen_ip, port, addr, autolock,
-                                         req.availability or "active")
+                                         req.availability or "active", req)
             except BaseException:
                 await self._stop_roles()
                 self.files.wipe()
@@ -187,7 +206,7 @@ class SwarmNode:
                 raise
 
     async def _found(self, spec: Obj, listen_ip: str, port: int, addr: str, autolock: bool,
-                     availability: str) -> str:
+                     availability: str, req: sp.InitRequest | None = None) -> str:
         cluster_id, node_id = ca.new_id(), ca.new_id()
         externals = spec.get("CAConfig", {}).get("ExternalCAs") or []
         key, csr = ca.new_key_and_csr(node_id)
@@ -240,8 +259,11 @@ class SwarmNode:
             "ID": cluster_id, "CreatedAt": t, "UpdatedAt": t, "Spec": spec,
             "JoinTokens": {"Worker": tokens.make(root.cert_pem),
                            "Manager": tokens.make(root.cert_pem)},
-            "RootRotationInProgress": False, "DataPathPort": 4789,
-            "DefaultAddrPool": ["10.0.0.0/8"], "SubnetSize": 24,
+            "RootRotationInProgress": False,
+            # issue 13 (H1): the overlay settings of `swarm init` (GET /swarm shows them)
+            "DataPathPort": req.data_path_port if req else sp.DEFAULT_DATA_PATH_PORT,
+            "DefaultAddrPool": list(req.default_addr_pool if req else sp.DEFAULT_ADDR_POOL),
+            "SubnetSize": req.subnet_size if req else sp.DEFAULT_SUBNET_SIZE,
             "_RootCA": {"Cert": root.cert_pem.decode(),
                         "Key": root.key_pem.decode() if root.key_pem else None},
             "_StoreCA": {"Cert": store_ca.cert_pem.decode(),
@@ -388,6 +410,7 @@ class SwarmNode:
 
     async def _reset(self) -> None:
         async with self.lock:
+            await self._stop_agent(remove_tasks=True)  # H3
             await self._stop_roles()
             self.files.wipe()
             self.state, self.mode, self.error = None, "inactive", ""
@@ -408,6 +431,7 @@ class SwarmNode:
             elif self.worker is not None:
                 with contextlib.suppress(Exception):
                     await self.worker.call("Leave", pb.LeaveRequest(), timeout=2.0)
+            await self._stop_agent(remove_tasks=True)  # H3: a node that leaves runs no tasks
             await self._stop_roles()
             self.files.wipe()
             self.state, self.mode, self.error = None, "inactive", ""
@@ -536,6 +560,44 @@ class SwarmNode:
                 hint="stop the node first, or use --force")
         await m._store().delete(NODES + nid)
         await m._store().delete(ALIVE + nid)
+
+
+    # ------------------------------------------------------------------ issue 13 (H3): tasks
+    def bind_engine(self, engine: Any) -> None:
+        """The engine this node runs its swarm tasks on (the daemon's; none in unit tests,
+        and then no agent runs)."""
+        self.engine = engine
+
+    def _start_agent(self) -> None:
+        if self.engine is None or self.state is None or self.agent is not None:
+            return
+        from labkit.engine.swarm.agent import Agent
+
+        def ident() -> Identity:
+            role = self.manager or self.worker
+            assert role is not None, "the agent runs only on an active node"
+            return role.ident
+        self.agent = Agent(self.state, ident, self.engine)
+        self.agent.start()
+
+    async def _stop_agent(self, remove_tasks: bool) -> None:
+        agent, self.agent = self.agent, None
+        if agent is not None:
+            await agent.stop(remove_tasks)
+
+    async def task_logs(self, task_ids: list[str], *, follow: bool, tail: int, since_ns: int,
+                        until_ns: int, stdout: bool,
+                        stderr: bool) -> AsyncIterator[tuple[str, int, int, bytes]]:
+        """(task id, stream 1|2, time ns, line) of the tasks, from the nodes running them
+        (`docker service logs`; on a manager only)."""
+        m = self._manager()
+        if m.dispatcher is None:
+            raise errors.UnavailableError(sp.MSG_MANAGER_NOT_READY)
+        async for item in m.dispatcher.task_logs(task_ids, follow=follow, tail=tail,
+                                                 since_ns=since_ns, until_ns=until_ns,
+                                                 stdout=stdout, stderr=stderr):
+            yield item
+    # --- end H3
 
 
 def _dig(obj: Obj, path: tuple[str, ...]) -> Any:

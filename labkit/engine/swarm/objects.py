@@ -16,7 +16,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-__all__ = ["DEFAULT_SPEC_NODE", "new_node", "now", "public", "tls_info"]
+__all__ = ["DEFAULT_SPEC_NODE", "new_node", "now", "public", "render_secret", "render_service",
+           "render_task", "tls_info"]
 
 Obj = dict[str, Any]
 DEFAULT_SPEC_NODE: Obj = {"Labels": {}, "Role": "worker", "Availability": "active"}
@@ -69,3 +70,51 @@ def new_node(node_id: str, role: str, addr: str, availability: str, hostname: st
 
 def _host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
+
+
+# --- issue 13: services, tasks, secrets, configs (moby api/types/swarm service.go, task.go,
+# secret.go, config.go).  Each renderer copies: the stored object stays as it is.
+def render_service(svc: Obj, version: int) -> Obj:
+    """GET /services item: ID, Version, CreatedAt, UpdatedAt, Spec, Endpoint, and
+    PreviousSpec / UpdateStatus when set."""
+    out = public(svc, version)
+    out.setdefault("Endpoint", {"Spec": {}})
+    return out
+
+
+def render_task(task: Obj, version: int) -> Obj:
+    """GET /tasks item (labkit's _SpecVersion, _ServiceName, _Attachment dropped)."""
+    return public(task, version)
+
+
+def render_secret(item: Obj, version: int) -> Obj:
+    """A secret (its data never leaves the managers: kept as _Data) or a config (Spec.Data
+    is shown, as Docker does)."""
+    return public(item, version)
+
+
+def task_network(net: Obj) -> Obj:
+    """A swarm network as a task's NetworksAttachments carry it: moby's swarm.Network (ID,
+    Spec with DriverConfiguration and IPAMOptions, DriverState), not the network-inspect
+    shape the store keeps (Id, Driver, IPAM)."""
+    ipam = net.get("IPAM") or {}
+    configs = [{k: c[k] for k in ("Subnet", "Gateway") if c.get(k)}
+               for c in ipam.get("Config") or []]
+    ipam_opts = {"Driver": {"Name": ipam.get("Driver") or "default"}, "Configs": configs}
+    opts = {k: v for k, v in (net.get("Options") or {}).items()}
+    vni = opts.pop("com.docker.network.driver.overlay.vxlanid_list", None)
+    created = net.get("Created") or now()
+    return {
+        "ID": net.get("Id") or net.get("ID") or "",
+        "Version": {"Index": 0}, "CreatedAt": created, "UpdatedAt": created,
+        "Spec": {"Name": net.get("Name", ""), "Labels": dict(net.get("Labels") or {}),
+                 "DriverConfiguration": {"Name": net.get("Driver") or "overlay",
+                                         "Options": opts or None},
+                 "Scope": "swarm", "Internal": bool(net.get("Internal")),
+                 "Attachable": bool(net.get("Attachable")), "Ingress": bool(net.get("Ingress")),
+                 "IPAMOptions": ipam_opts},
+        "DriverState": {"Name": net.get("Driver") or "overlay",
+                        "Options": {"com.docker.network.driver.overlay.vxlanid_list": vni}
+                        if vni else {}},
+        "IPAMOptions": ipam_opts,
+    }

@@ -4,8 +4,8 @@ render.
 The daemon's handlers parse every swarm body here before the node (``SwarmBackend``, the
 lead's swarm/node.py) sees it, so the node works on checked values and never on raw JSON.
 Docker is lenient with these bodies; labkit's rule is stricter: *accepted means applied*.
-An unknown key, or a value the node cannot apply (a DataPathPort, an address pool, a
-forced new cluster, an external CA that is not CFSSL), is refused with an
+An unknown key, or a value the node cannot apply (a DataPathAddr other than the advertise
+address, a forced new cluster, an external CA that is not CFSSL), is refused with an
 InvalidArgumentError that names the field (``Spec.CAConfig.NodeCertExpiry``), never
 silently dropped.
 
@@ -26,7 +26,8 @@ from typing import Any, Protocol
 from labkit import errors
 
 __all__ = [
-    "AVAILABILITIES", "DEFAULT_LISTEN_ADDR", "MIN_NODE_CERT_EXPIRY", "MSG_CERTS_EXPIRED",
+    "AVAILABILITIES", "DEFAULT_ADDR_POOL", "DEFAULT_DATA_PATH_PORT", "DEFAULT_LISTEN_ADDR",
+    "DEFAULT_SUBNET_SIZE", "MIN_NODE_CERT_EXPIRY", "MSG_CERTS_EXPIRED",
     "MSG_INVALID_UNLOCK_KEY", "MSG_JOIN_TIMEOUT", "MSG_LOCKED", "MSG_MANAGER_NOT_READY",
     "MSG_NOT_LOCKED", "MSG_NOT_MANAGER", "MSG_NO_SWARM", "MSG_NO_SWARM_SUPPORT",
     "MSG_OUT_OF_SEQUENCE", "MSG_SWARM_EXISTS", "MSG_WORKER", "NODE_FILTERS", "ROLES",
@@ -70,6 +71,9 @@ SWARM_PORT = 2377
 ROLES = ("manager", "worker")
 AVAILABILITIES = ("active", "pause", "drain")
 NODE_FILTERS = ("id", "label", "membership", "name", "node.label", "role")
+DEFAULT_ADDR_POOL = ("10.0.0.0/8",)            # moby/libnetwork ipamutils
+DEFAULT_SUBNET_SIZE = 24
+DEFAULT_DATA_PATH_PORT = 4789                  # IANA VXLAN
 _MAX_NS = 2**63 - 1                            # Go's time.Duration is an int64
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
@@ -451,13 +455,18 @@ def _advertise(d: Mapping[str, Any], listen: HostPort) -> HostPort | None:
 class InitRequest:
     """POST /swarm/init.  ``advertise_addr`` None: the node picks its address (the listen
     address when that is specific).  ``autolock_managers`` is the top-level flag or the
-    spec's, whichever is set (the CLI sets both; docker-py only the spec's)."""
+    spec's, whichever is set (the CLI sets both; docker-py only the spec's).
+    ``default_addr_pool`` / ``subnet_size``: where overlay networks get their subnets;
+    ``data_path_port``: the VXLAN UDP port (moby defaults 10.0.0.0/8, /24, 4789)."""
 
     listen_addr: HostPort
     advertise_addr: HostPort | None
     spec: ClusterSpec
     availability: str = "active"
     autolock_managers: bool = False
+    default_addr_pool: tuple[str, ...] = DEFAULT_ADDR_POOL
+    subnet_size: int = DEFAULT_SUBNET_SIZE
+    data_path_port: int = DEFAULT_DATA_PATH_PORT
 
     @classmethod
     def from_docker(cls, body: Any) -> InitRequest:
@@ -465,25 +474,75 @@ class InitRequest:
         _known(d, ("ListenAddr", "AdvertiseAddr", "DataPathAddr", "DataPathPort",
                    "ForceNewCluster", "Spec", "AutoLockManagers", "Availability",
                    "DefaultAddrPool", "SubnetSize"), "")
-        # Overlay data-path settings belong to the overlay issue; a forced new cluster
-        # (disaster recovery from a lost quorum) is not built.
-        if _str(d, "DataPathAddr", ""):
-            raise _refuse_unapplied("DataPathAddr")
-        if _int(d, "DataPathPort", "") not in (None, 0):
-            raise _refuse_unapplied("DataPathPort")
-        if d.get("DefaultAddrPool"):
-            raise _refuse_unapplied("DefaultAddrPool")
-        if _int(d, "SubnetSize", "") not in (None, 0, 24):
-            raise _refuse_unapplied("SubnetSize")
+        # a forced new cluster (disaster recovery from a lost quorum) is not built
         if _bool(d, "ForceNewCluster", ""):
             raise _refuse_unapplied("ForceNewCluster")
         listen = parse_addr(_str(d, "ListenAddr", "") or DEFAULT_LISTEN_ADDR, "ListenAddr")
         advertise = _advertise(d, listen)
+        _data_path_addr(d, advertise)
+        size = _int(d, "SubnetSize", "", 32) or DEFAULT_SUBNET_SIZE
+        if not 16 <= size <= 28:
+            raise errors.InvalidArgumentError("SubnetSize", f"SubnetSize {size} must be "
+                                              "between 16 and 28")
+        pool = _addr_pool(d.get("DefaultAddrPool"), size)
+        port = _int(d, "DataPathPort", "", 65535) or DEFAULT_DATA_PATH_PORT
+        # moby daemon/cluster/listen_addr.go: the IANA user range; labkit also keeps the
+        # swarm's own TCP ports (2377, etcd's 2379/2380, 2378) off it
+        if not 1024 <= port <= 49151 or port in (2377, 2378, 2379, 2380):
+            raise errors.InvalidArgumentError(
+                "DataPathPort", f"data path port {port} must be within range 1024 to 49151 "
+                                "and not one of the swarm's ports 2377-2380")
         spec = ClusterSpec.from_docker(d.get("Spec"))
         autolock = bool(_bool(d, "AutoLockManagers", "")) or spec.autolock_managers
         if autolock != spec.autolock_managers:
             spec = spec.replace(autolock_managers=autolock)
-        return cls(listen, advertise, spec, _availability(d), autolock)
+        return cls(listen, advertise, spec, _availability(d), autolock, pool, size, port)
+
+
+def _data_path_addr(d: Mapping[str, Any], advertise: HostPort | None) -> None:
+    """DataPathAddr: labkit's overlay sends VXLAN from the node's advertise address (the
+    snapshot's peers carry one underlay address per node), so only that address, or none,
+    is accepted."""
+    text = _str(d, "DataPathAddr", "")
+    if not text:
+        return
+    try:
+        same = advertise is not None and str(ipaddress.ip_address(text)) == advertise.host
+    except ValueError:
+        same = False
+    if not same:
+        raise errors.InvalidArgumentError(
+            "DataPathAddr", f"DataPathAddr {text!r}: labkit carries overlay traffic on the "
+                            "advertise address only; leave DataPathAddr empty or set it to the "
+                            "AdvertiseAddr's IP")
+
+
+def _addr_pool(value: Any, size: int) -> tuple[str, ...]:
+    """DefaultAddrPool: IPv4 CIDRs, none overlapping, each at least as large as SubnetSize."""
+    if value is None or value == []:
+        return DEFAULT_ADDR_POOL
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.InvalidArgumentError("DefaultAddrPool", "DefaultAddrPool must be a list "
+                                          "of CIDRs")
+    nets: list[ipaddress.IPv4Network] = []
+    for v in value:
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as err:
+            raise errors.InvalidArgumentError("DefaultAddrPool", f"invalid address pool "
+                                              f"{v!r}: {err}") from None
+        if not isinstance(net, ipaddress.IPv4Network):
+            raise errors.InvalidArgumentError("DefaultAddrPool", f"address pool {v}: IPv4 "
+                                              "only")
+        if net.prefixlen > size:
+            raise errors.InvalidArgumentError(
+                "DefaultAddrPool", f"address pool {v} is smaller than SubnetSize /{size}")
+        for other in nets:
+            if net.overlaps(other):
+                raise errors.InvalidArgumentError(
+                    "DefaultAddrPool", f"address pools {other} and {net} overlap")
+        nets.append(net)
+    return tuple(str(n) for n in nets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,10 +560,9 @@ class JoinRequest:
         d = _obj(body, "request body")
         _known(d, ("ListenAddr", "AdvertiseAddr", "DataPathAddr", "RemoteAddrs", "JoinToken",
                    "Availability"), "")
-        if _str(d, "DataPathAddr", ""):
-            raise _refuse_unapplied("DataPathAddr")
         listen = parse_addr(_str(d, "ListenAddr", "") or DEFAULT_LISTEN_ADDR, "ListenAddr")
         advertise = _advertise(d, listen)
+        _data_path_addr(d, advertise)
         remotes = d.get("RemoteAddrs")
         if not isinstance(remotes, list) or not remotes or not all(
                 isinstance(r, str) for r in remotes):

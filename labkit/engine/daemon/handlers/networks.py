@@ -1,4 +1,11 @@
-"""/networks...: docker network create / ls / inspect / rm / prune / connect / disconnect."""
+"""/networks...: docker network create / ls / inspect / rm / prune / connect / disconnect.
+
+On a swarm manager, overlay networks are swarm-scoped objects of the control API
+(swarm/control/networks.py): create and rm go there, ls shows them beside the local records
+(a swarm network this node has materialized is shown once, as its local record), inspect
+looks locally first unless ``scope=swarm``.  Off a manager an overlay create keeps the local
+service's 403 "not a swarm manager".
+"""
 
 from __future__ import annotations
 
@@ -11,26 +18,69 @@ from labkit import errors
 from labkit.engine.daemon.params import body, engine, filters, reply
 
 
+def swarm_control(eng: Any) -> Any | None:
+    """The control API when this daemon is an active swarm manager, else None."""
+    node = getattr(eng, "swarm", None)
+    if node is None or node.local_state() != "active" or node.role() != "manager":
+        return None
+    return node.control()
+
+
 async def list_(request: web.Request) -> web.Response:
-    return reply(await asyncio.to_thread(engine(request).networks.ls, filters(request)))
+    eng, flt = engine(request), filters(request)
+    local = await asyncio.to_thread(eng.networks.ls, flt)
+    ctl = swarm_control(eng)
+    if ctl is not None:
+        have = {n["Id"] for n in local}
+        local += [n for n in await ctl.networks(flt) if n["Id"] not in have]
+    return reply(local)
 
 
 async def create(request: web.Request) -> web.Response:
     req = await body(request)
+    ctl = swarm_control(engine(request))
+    if ctl is not None and req.get("Driver") == "overlay":
+        name = req.get("Name")
+        if isinstance(name, str) and engine(request).networks.store.by_name(name) is not None:
+            raise errors.ConflictError(f"network with name {name} already exists")
+        net = await ctl.create_network(req)
+        return reply({"Id": net["Id"], "Warning": ""}, 201)
     rec, warning = await asyncio.to_thread(engine(request).networks.create, req)
     return reply({"Id": rec.id, "Warning": warning}, 201)
 
 
 async def inspect(request: web.Request) -> web.Response:
-    scope = request.query.get("scope") or ""
-    if scope not in ("", "local"):  # `service create --network` asks scope=swarm
-        from labkit.engine.networks.store import NetworkNotFoundError
-        raise NetworkNotFoundError(request.match_info["id"])
-    return reply(engine(request).networks.inspect(request.match_info["id"]))
+    from labkit.engine.networks.store import NetworkNotFoundError
+
+    scope, ref = request.query.get("scope") or "", request.match_info["id"]
+    if scope not in ("", "local", "swarm"):
+        raise errors.InvalidArgumentError("scope", f"invalid scope {scope!r} (local, swarm)")
+    ctl = swarm_control(engine(request))
+    if scope != "swarm":
+        try:
+            return reply(engine(request).networks.inspect(ref))
+        except errors.NotFoundError:
+            if scope == "local" or ctl is None:
+                raise
+    if ctl is None:  # `service create --network` asks scope=swarm
+        raise NetworkNotFoundError(ref)
+    try:
+        return reply(await ctl.network(ref))
+    except errors.NotFoundError:
+        raise NetworkNotFoundError(ref) from None
 
 
 async def remove(request: web.Request) -> web.Response:
-    await asyncio.to_thread(engine(request).networks.remove, request.match_info["id"])
+    ref, ctl = request.match_info["id"], swarm_control(engine(request))
+    if ctl is not None:
+        try:
+            await ctl.network(ref)
+        except errors.NotFoundError:
+            pass
+        else:
+            await ctl.remove_network(ref)
+            return web.Response(status=204)
+    await asyncio.to_thread(engine(request).networks.remove, ref)
     return web.Response(status=204)
 
 

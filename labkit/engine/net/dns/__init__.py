@@ -17,6 +17,8 @@ Seam for the engine (not wired into the daemon yet)::
     att = await server.attach(netns_path, view, rc.upstreams)  # after lo is up, before start
     view.update(endpoints)                                    # whenever the network changes
     await server.detach(att)                                  # container gone / disconnected
+    view.set_services({"web": ["10.0.1.2"], "tasks.web": [...]}, {"10.0.1.3": "tasks.web"})
+                                   # swarm networks: service records (engine.swarm.discovery)
 
 The default bridge gets no attach() (Docker has no embedded DNS there) and
 resolv_conf(..., embedded=False).

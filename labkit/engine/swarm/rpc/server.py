@@ -9,6 +9,7 @@ asks for none) is refused rather than trusted.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -20,6 +21,7 @@ from labkit.engine.swarm.rpc import swarm_pb2 as pb
 from labkit.engine.swarm.rpc import swarm_pb2_grpc as pbg
 
 if TYPE_CHECKING:
+    from labkit.engine.swarm.dispatcher import Dispatcher
     from labkit.engine.swarm.manager import Manager
 
 __all__ = ["ClusterService", "JoinService"]
@@ -32,6 +34,7 @@ STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -95,6 +98,64 @@ class ClusterService(pbg.ClusterServicer):
             who = caller(context, self.m.state.cluster_id)
             await self.m.handle_leave(who.node_id)
             return pb.LeaveResponse()
+        except Exception as err:
+            await _abort(context, err)
+            raise
+
+    # ------------------------------------------------------------------ issue 13: dispatcher
+    # Every call names its node by the verified certificate (``caller``), never by the
+    # request: a node sees, and updates, only what is assigned to it.
+    def _dispatcher(self) -> Dispatcher:
+        d = getattr(self.m, "dispatcher", None)
+        if d is None:
+            raise errors.UnavailableError("this manager's dispatcher is not running")
+        return d  # type: ignore[no-any-return]
+
+    async def Assignments(self, request: pb.AssignmentsRequest,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AssignmentSet]:
+        try:
+            who = caller(context, self.m.state.cluster_id)
+            async for msg in self._dispatcher().assignments(who.node_id):
+                yield msg
+        except Exception as err:
+            await _abort(context, err)
+            raise
+
+    async def UpdateTaskStatus(self, request: pb.TaskStatusRequest,
+                               context: grpc.aio.ServicerContext) -> pb.TaskStatusResponse:
+        try:
+            who = caller(context, self.m.state.cluster_id)
+            await self._dispatcher().update_status(who.node_id, list(request.updates))
+            return pb.TaskStatusResponse()
+        except Exception as err:
+            await _abort(context, err)
+            raise
+
+    async def PublishLogs(self, request_iterator: AsyncIterator[pb.LogChunk],
+                          context: grpc.aio.ServicerContext) -> pb.PublishLogsResponse:
+        try:
+            who = caller(context, self.m.state.cluster_id)
+            await self._dispatcher().publish_logs(who.node_id, request_iterator)
+            return pb.PublishLogsResponse()
+        except Exception as err:
+            await _abort(context, err)
+            raise
+
+    async def AttachNetwork(self, request: pb.AttachRequest,
+                            context: grpc.aio.ServicerContext) -> pb.AttachResponse:
+        try:
+            who = caller(context, self.m.state.cluster_id)
+            return await self._dispatcher().attach_network(who.node_id, request)
+        except Exception as err:
+            await _abort(context, err)
+            raise
+
+    async def DetachNetwork(self, request: pb.DetachRequest,
+                            context: grpc.aio.ServicerContext) -> pb.DetachResponse:
+        try:
+            who = caller(context, self.m.state.cluster_id)
+            await self._dispatcher().detach_network(who.node_id, request.attachment_id)
+            return pb.DetachResponse()
         except Exception as err:
             await _abort(context, err)
             raise
