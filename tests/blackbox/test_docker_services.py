@@ -225,10 +225,13 @@ def test_stack_deploy_ls_services_ps_rm(lab, cli, tmp_path):
         _until(lambda: sorted(lines(docker(lab, "m1", "stack", "services", st, "--format",
                                            "{{.Name}} {{.Replicas}}", cli=cli)))
                == [f"{st}_redis 1/1", f"{st}_web 2/2"], what="the stack's services running")
-        ps = lines(docker(lab, "m1", "stack", "ps", st, "--format",
-                          "{{.Name}} {{.CurrentState}}", cli=cli))
+        ps = lines(docker(lab, "m1", "stack", "ps", st, "--filter", "desired-state=running",
+                          "--format",
+                          "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Node}} {{.Error}}",
+                          cli=cli))
         assert sorted(x.split()[0] for x in ps) == [f"{st}_redis.1", f"{st}_web.1",
-                                                    f"{st}_web.2"]
+                                                    f"{st}_web.2"], ps
+        assert all(" Running Running " in x for x in ps), ps
         # the published port answers on the worker's address too (the routing mesh)
         w1 = lab.node("w1")
         got = lab.in_underlay(lambda: _until(lambda: _try_get(w1.addr, port),
