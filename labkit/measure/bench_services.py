@@ -40,6 +40,9 @@ Progress = Callable[[str], None]
 RESCHEDULE_TARGET_S = 5.0
 MESH_TARGET = 0.10
 NS = 1_000_000_000
+# sleep, httpd and iperf3 run as pid 1, which SIGTERM does not end: a short grace keeps
+# every removal from waiting Docker's 10 s default before the SIGKILL
+GRACE = NS
 # a task that answers GET / with its own hostname (busybox httpd, in the foreground)
 HTTPD_HOSTNAME = ("mkdir -p /www && hostname > /www/index.html && "
                   "exec httpd -f -p 80 -h /www")
@@ -102,7 +105,7 @@ def remove_service(via: LabNode, ref: str, lab: SwarmLab | None = None,
 def _sleeper(name: str, replicas: int, image: str = "busybox:latest",
              **task: Any) -> dict[str, Any]:
     return {"Name": name, "Labels": {"lk.bench": "services"},
-            "TaskTemplate": {"ContainerSpec": {"Image": image,
+            "TaskTemplate": {"ContainerSpec": {"Image": image, "StopGracePeriod": GRACE,
                                                "Command": ["sleep", "86400"]}, **task},
             "Mode": {"Replicated": {"Replicas": replicas}}}
 
@@ -199,7 +202,7 @@ def mesh_spread(lab: SwarmLab, requests: int = 1000, replicas: int = 3, port: in
     create_service(mgr, {
         "Name": name, "Labels": {"lk.bench": "services"},
         "TaskTemplate": {"ContainerSpec": {
-            "Image": "busybox:latest",
+            "Image": "busybox:latest", "StopGracePeriod": GRACE,
             "Command": ["sh", "-c", HTTPD_HOSTNAME]}},
         "Mode": {"Replicated": {"Replicas": replicas}},
         "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80,
@@ -285,7 +288,8 @@ def overlay_throughput(lab: SwarmLab, runs: int = 3, seconds: int = 3,
                 create_service(mgr, {
                     "Name": name, "Labels": {"lk.bench": "services"},
                     "TaskTemplate": {
-                        "ContainerSpec": {"Image": image, "Command": cmd},
+                        "ContainerSpec": {"Image": image, "Command": cmd,
+                                          "StopGracePeriod": GRACE},
                         "Placement": {"Constraints": [f"node.hostname=={node.hostname}"]},
                         "Networks": [{"Target": str(nid)}]},
                     "Mode": {"Replicated": {"Replicas": 1}}})

@@ -97,7 +97,7 @@ def test_service_lifecycle(lab, cli):
     svc, net = f"pinger-{tag}", f"lkd-svc-{tag}"
     docker(lab, "m1", "network", "create", "-d", "overlay", net, cli=cli)
     try:
-        r = docker(lab, "m1", "service", "create", "-d", "--name", svc, "--replicas", "2",
+        r = docker(lab, "m1", "service", "create", "-d", "--stop-grace-period", "1s", "--name", svc, "--replicas", "2",
                    "--network", net, "busybox", "sh", "-c",
                    "echo lk-hello; exec sleep 86400", cli=cli)
         assert re.fullmatch(r"[0-9a-z]{25}", r.stdout.strip()), r.stdout
@@ -141,7 +141,7 @@ def test_service_lifecycle(lab, cli):
 def test_service_create_waits_until_converged(lab, cli):
     svc = f"conv-{_cli_id(cli)}"
     try:
-        r = docker(lab, "m1", "service", "create", "--name", svc, "busybox", "sleep", "86400",
+        r = docker(lab, "m1", "service", "create", "--stop-grace-period", "1s", "--name", svc, "busybox", "sleep", "86400",
                    cli=cli, timeout=120)
         out = r.stdout + r.stderr
         assert "converged" in out, out
@@ -150,10 +150,10 @@ def test_service_create_waits_until_converged(lab, cli):
 
 
 def test_duplicate_service_name_is_refused(lab):
-    docker(lab, "m1", "service", "create", "-d", "--name", "twice", "busybox", "sleep",
+    docker(lab, "m1", "service", "create", "-d", "--stop-grace-period", "1s", "--name", "twice", "busybox", "sleep",
            "86400")
     try:
-        r = docker(lab, "m1", "service", "create", "-d", "--name", "twice", "busybox",
+        r = docker(lab, "m1", "service", "create", "-d", "--stop-grace-period", "1s", "--name", "twice", "busybox",
                    "sleep", "86400", ok=False)
         assert r.returncode == 1 and re.search("already exists|name conflicts", r.stderr)
         assert lines(docker(lab, "m1", "service", "ls", "--filter", "name=twice", "--format",
@@ -181,7 +181,7 @@ def test_secret_create_ls_inspect_rm(lab, tmp_path):
     big.write_bytes(b"x" * (500 * 1024 + 1))
     r = docker(lab, "m1", "secret", "create", "lkd-big", str(big), ok=False)
     assert r.returncode == 1 and "less than 500KB" in r.stderr
-    docker(lab, "m1", "service", "create", "-d", "--name", "holder", "--secret", "lkd-sec1",
+    docker(lab, "m1", "service", "create", "-d", "--stop-grace-period", "1s", "--name", "holder", "--secret", "lkd-sec1",
            "busybox", "sleep", "86400")
     try:
         r = docker(lab, "m1", "secret", "rm", "lkd-sec1", ok=False)
@@ -198,6 +198,7 @@ version: "3.8"
 services:
   web:
     image: busybox:latest
+    stop_grace_period: 1s
     command: ["sh", "-c", "HTTPD"]
     ports:
       - "8090:80"
@@ -205,6 +206,7 @@ services:
       replicas: 2
   redis:
     image: busybox:latest
+    stop_grace_period: 1s
     command: sleep 86400
 """.replace("HTTPD", HTTPD_HOSTNAME)
 

@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.privileged, pytest.mark.slow,
 
 NAME = f"s{os.getpid() % 100000}"
 SLEEP = ["sleep", "86400"]
+GRACE = 1_000_000_000  # ns
 IP4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 
 
@@ -69,7 +70,10 @@ def _until(pred, timeout=45.0, what="condition"):
 def _spec(name, replicas=1, cmd=SLEEP, **task):
     mode = {"Global": {}} if replicas is None else {"Replicated": {"Replicas": replicas}}
     return {"Name": name, "Labels": {"lk.test": NAME},
-            "TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest", "Command": cmd},
+            # a 1 s grace: sleep and httpd run as pid 1, which SIGTERM does not end, so
+            # every stop would otherwise wait the 10 s default before SIGKILL
+            "TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest", "Command": cmd,
+                                               "StopGracePeriod": GRACE},
                              **task},
             "Mode": mode}
 
@@ -482,6 +486,7 @@ version: "3.8"
 services:
   front:
     image: busybox:latest
+    stop_grace_period: 1s
     command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
     ports:
       - "8082:80"
@@ -489,6 +494,7 @@ services:
       replicas: 2
   back:
     image: busybox:latest
+    stop_grace_period: 1s
     command: sleep 86400
     environment:
       ROLE: back
