@@ -231,9 +231,10 @@ def test_drain_moves_the_tasks_off_the_node(lab, m1):
 def test_rolling_update_with_parallelism_then_rollback(lab, m1):
     spec = _spec("rolled", 4)
     spec["TaskTemplate"]["ContainerSpec"]["Env"] = ["LKV=1"]
+    # Monitor 1 s: each batch is watched that long for failures (swarmkit's default is 5 s)
     spec["UpdateConfig"] = {"Parallelism": 2, "Delay": 0, "FailureAction": "pause",
-                            "Order": "stop-first"}
-    spec["RollbackConfig"] = {"Parallelism": 2, "Delay": 0}
+                            "Order": "stop-first", "Monitor": GRACE}
+    spec["RollbackConfig"] = {"Parallelism": 2, "Delay": 0, "Monitor": GRACE}
 
     running: list[int] = []  # running tasks seen at each poll during the updates
 
