@@ -5,7 +5,7 @@ ls / inspect / rm, stack deploy / ls / services / ps / rm, node inspect self --p
 
 Commands whose requests differ between CLI versions (service create and scale, stack deploy)
 run with every CLI installed: Docker 28 at /usr/local/bin/docker and Debian docker.io's
-20.10 at /usr/bin/docker.  The nodes are labkit daemons in network namespaces a SwarmLab
+20.10 at /usr/bin/docker (or named in LK_DOCKER_CLIS).  The nodes are labkit daemons in network namespaces a SwarmLab
 made (1 manager + 1 worker); published ports are asked from the lab's underlay namespace.
 """
 
@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -22,7 +23,11 @@ import pytest
 from labkit.measure.bench_services import HTTPD_HOSTNAME, http_get
 from labkit.measure.swarmlab import SwarmLab
 
-CLIS = [p for p in ("/usr/local/bin/docker", "/usr/bin/docker") if os.access(p, os.X_OK)]
+# LK_DOCKER_CLIS (colon-separated paths) names other CLIs, e.g. a docker.io CLI unpacked
+# from its .deb with `dpkg-deb -x` (nothing installed)
+CLIS = [p for p in ("/usr/local/bin/docker", "/usr/bin/docker",
+                    *filter(None, os.environ.get("LK_DOCKER_CLIS", "").split(":")))
+        if os.access(p, os.X_OK)]
 if not CLIS and shutil.which("docker"):
     CLIS = [str(shutil.which("docker"))]
 
@@ -32,7 +37,9 @@ pytestmark = [pytest.mark.privileged, pytest.mark.slow,
 
 
 def _cli_id(path):
-    return "docker20" if path == "/usr/bin/docker" else "docker"
+    """docker20 for a 20.10 CLI (whose requests differ: see docker-api.md section 8)."""
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    return "docker20" if " 20.10." in out.stdout else "docker"
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +111,8 @@ def test_service_lifecycle(lab, cli):
         _until(lambda: f"{svc} replicated 2/2" in lines(docker(
             lab, "m1", "service", "ls", "--format", "{{.Name}} {{.Mode}} {{.Replicas}}",
             cli=cli)), what="2/2 in service ls")
-        ps = lines(docker(lab, "m1", "service", "ps", svc, "--format",
+        ps = lines(docker(lab, "m1", "service", "ps", svc, "--filter", "desired-state=running",
+                          "--format",
                           "{{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}}", cli=cli))
         assert sorted(x.split()[0] for x in ps) == [f"{svc}.1", f"{svc}.2"]
         assert all(x.split()[1] in ("lk-m1", "lk-w1") and x.split()[2] == "Running"
@@ -213,7 +221,7 @@ services:
 
 @pytest.mark.parametrize("cli", CLIS, ids=[_cli_id(c) for c in CLIS])
 def test_stack_deploy_ls_services_ps_rm(lab, cli, tmp_path):
-    old = cli == "/usr/bin/docker"
+    old = _cli_id(cli) == "docker20"
     st, port = ("lkst20", 8091) if old else ("lkst", 8090)
     f = tmp_path / "stack.yml"
     f.write_text(STACK.replace("8090:80", f"{port}:80"))
