@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import grpc
+import grpc.aio
 import psutil
 
 from labkit import errors
@@ -35,7 +39,7 @@ from labkit.engine.swarm.worker import Worker
 if TYPE_CHECKING:
     from labkit.engine.swarm.control import Control
 
-__all__ = ["SwarmNode"]
+__all__ = ["Attachment", "SwarmNode"]
 
 log = logging.getLogger("labkit.swarm")
 Obj = dict[str, Any]
@@ -598,6 +602,78 @@ class SwarmNode:
                                                  stdout=stdout, stderr=stderr):
             yield item
     # --- end H3
+
+    # ------------------------------------------------------------------ issue 13 (H9): attach
+    async def attach_network(self, ref: str, container_id: str, aliases: list[str],
+                             address: str = "") -> Attachment:
+        """An address for a standalone container on attachable swarm network ``ref``
+        (`docker run --network` / `network connect` on any node): a manager makes an
+        attachment task for this node and its leader allocates the address; the network
+        is then materialized here (the agent's next set brings its peers).  Nothing is
+        left behind on failure.  Raises NetworkNotFoundError (no such swarm network),
+        ForbiddenError (not attachable: Docker's words), UnavailableError."""
+        from labkit.engine.networks.store import NetworkNotFoundError
+        agent = self.agent
+        if self.local_state() != "active" or agent is None or self.state is None:
+            raise NetworkNotFoundError(ref)
+        req = pb.AttachRequest(network=ref, container_id=container_id,
+                               aliases=aliases, address=address)
+        try:  # the dispatcher waits up to ATTACH_WAIT_S (10 s) for the leader's address
+            resp = await agent.call("AttachNetwork", req, timeout=15.0)
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise NetworkNotFoundError(ref) from None
+            # moby daemon/container_operations.go findAndAttachNetwork: "Could not attach
+            # to network %s: %v" around the manager's gRPC status (Go's code name)
+            what = "".join(w.capitalize() for w in code.name.split("_"))
+            msg = (f"Could not attach to network {ref}: rpc error: code = {what} "
+                   f"desc = {err.details()}")
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                raise errors.ForbiddenError(msg) from None
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise errors.InvalidArgumentError("network", msg) from None
+            raise errors.UnavailableError(msg) from None
+        except ConnectionError as err:
+            raise errors.UnavailableError(f"Could not attach to network {ref}: {err}") from None
+        att = Attachment(resp.attachment_id, json.loads(resp.network), resp.address)
+        try:
+            data_port = int((agent.executor.snap or {}).get("data_port") or 4789)
+            # pyroute2 refuses to run inside a running event loop: a worker thread
+            await asyncio.to_thread(self.engine.networks.ensure_swarm, att.network,
+                                    self.state.addr, data_port)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.detach_network(att.id)
+            raise
+        return att
+
+    async def detach_network(self, attachment_id: str) -> None:
+        """Give an attachment's address back (the container went or left the network).
+        A manager that no longer knows it (the node left and came back) is no error."""
+        agent = self.agent
+        if self.local_state() != "active" or agent is None:
+            log.info("swarm attachment %s not given back: not in a swarm", attachment_id)
+            return
+        try:
+            await agent.call("DetachNetwork", pb.DetachRequest(attachment_id=attachment_id))
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise errors.UnavailableError(
+                    f"network attachment {attachment_id}: {err.details()}") from None
+        executor = agent.executor
+        with contextlib.suppress(Exception):  # the network goes here once nothing uses it
+            await executor.refresh()
+    # --- end H9
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A standalone container's place on a swarm network (AttachNetwork's answer)."""
+
+    id: str                 # the attachment task's id (given back with detach_network)
+    network: Obj            # the network as in the assignment snapshot (NetInfo)
+    address: str            # "10.0.1.5/24"
 
 
 def _dig(obj: Obj, path: tuple[str, ...]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +13,9 @@ from labkit.engine.containers import listing, parse_create
 from labkit.engine.containers.lifecycle import State
 from labkit.engine.daemon import hijack, streams
 from labkit.engine.daemon.params import body, cid, engine, filters, flag, integer, reply
+from labkit.engine.swarm import attach as swarm_attach
+
+log = logging.getLogger("labkit.daemon")
 
 
 async def create(request: web.Request) -> web.Response:
@@ -19,7 +23,12 @@ async def create(request: web.Request) -> web.Response:
     eng = engine(request)
     spec = parse_create(await body(request), request.query.get("name", ""),
                         (eng.config.log_driver, eng.config.log_opts))  # daemon.json defaults
-    rec = eng.containers.create(spec)
+    taken = await swarm_attach.for_create(eng, spec)  # attachable swarm networks (H9)
+    try:
+        rec = eng.containers.create(spec)
+    except BaseException:
+        await swarm_attach.release(eng, taken)
+        raise
     trace.mark("daemon.create.sent", rec.id)
     return reply({"Id": rec.id, "Warnings": rec.warnings}, 201)
 
@@ -48,8 +57,10 @@ async def inspect(request: web.Request) -> web.Response:
 
 async def start(request: web.Request) -> web.Response:
     trace.mark("daemon.start.recv", request.match_info.get("id", ""))
-    await engine(request).containers.start(cid(request))
+    eng = engine(request)
+    await eng.containers.start(cid(request))
     trace.mark("daemon.start.sent", request.match_info.get("id", ""))
+    await _swarm_refresh(eng, cid(request))
     return web.Response(status=204)
 
 
@@ -79,9 +90,26 @@ async def unpause(request: web.Request) -> web.Response:
 
 
 async def remove(request: web.Request) -> web.Response:
-    await engine(request).control.remove(cid(request), force=flag(request, "force"),
-                                         volumes=flag(request, "v"))
+    eng = engine(request)
+    taken = swarm_attach.held(eng.store.get(cid(request)).networks)
+    await eng.control.remove(cid(request), force=flag(request, "force"),
+                             volumes=flag(request, "v"))
+    await swarm_attach.release(eng, taken)  # its swarm addresses back (H9)
     return web.Response(status=204)
+
+
+async def _swarm_refresh(eng: Any, ref: str) -> None:
+    """A container on a swarm network started: the agent programs its VIP rules now
+    rather than at the next assignment set (H9)."""
+    node = getattr(eng, "swarm", None)
+    agent = getattr(node, "agent", None)
+    if agent is None:
+        return
+    try:
+        if swarm_attach.held(eng.store.get(ref).networks):
+            await agent.executor.refresh()
+    except errors.LabkitError as err:
+        log.warning("swarm discovery for %s: %s", ref, err)
 
 
 async def rename(request: web.Request) -> web.Response:
@@ -95,7 +123,12 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
-    return reply(await engine(request).ops.prune(filters(request)))
+    eng = engine(request)
+    taken = {r.id: swarm_attach.held(r.networks) for r in eng.store.all()}
+    out = await eng.ops.prune(filters(request))
+    await swarm_attach.release(eng, [a for c in out.get("ContainersDeleted") or []
+                                     for a in taken.get(c, [])])
+    return reply(out)
 
 
 async def top(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from labkit import errors
 from labkit.engine.daemon.params import body, engine, filters, reply
+from labkit.engine.swarm import attach as swarm_attach
 
 
 def swarm_control(eng: Any) -> Any | None:
@@ -109,7 +110,16 @@ async def connect(request: web.Request) -> web.Response:
     ref = request.match_info["id"]
     cfg = check_endpoints({"EndpointsConfig": {ref: req.get("EndpointConfig") or {}}})[ref]
     async with eng.store.lock(rec):
-        n = await eng.net.connect(rec, ref, cfg)
+        # an attachable swarm network: an address from the managers first (H9)
+        got = await swarm_attach.claim(eng, ref, cfg, rec.id)
+        if got is not None:
+            ref, cfg = got
+        try:
+            n = await eng.net.connect(rec, ref, cfg)
+        except BaseException:
+            if got is not None:
+                await swarm_attach.release(eng, [cfg[swarm_attach.KEY]])
+            raise
     eng.bus.emit_network("connect", n.id, {"name": n.name, "type": n.driver,
                                            "container": rec.id})
     return web.Response(status=200)
@@ -122,8 +132,12 @@ async def disconnect(request: web.Request) -> web.Response:
         raise errors.InvalidArgumentError("request body", f"unknown field(s) {sorted(unknown)}")
     eng = engine(request)
     rec = eng.store.get(_container_ref(req))
+    before = dict(rec.networks)
     async with eng.store.lock(rec):
         n = await eng.net.disconnect(rec, request.match_info["id"], bool(req.get("Force")))
+    # its swarm address back (H9)
+    await swarm_attach.release(eng, swarm_attach.held(
+        {k: v for k, v in before.items() if k not in rec.networks}))
     eng.bus.emit_network("disconnect", n.id, {"name": n.name, "type": n.driver,
                                               "container": rec.id})
     return web.Response(status=200)

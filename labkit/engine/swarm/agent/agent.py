@@ -36,6 +36,7 @@ RETRY_S = (0.2, 0.5, 1.0, 2.0)
 # the dispatcher sends an (empty) set every 5 s on a quiet stream: silence for longer
 # means the manager or the path to it is gone, and the agent tries the next one
 STREAM_IDLE_S = 15.0
+ORPHAN_GRACE_S = 30.0
 
 
 def _br(ip: str) -> str:
@@ -59,6 +60,7 @@ class Agent:
         self._updates: asyncio.Queue[pb.TaskStatus] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._logs: dict[str, asyncio.Task[None]] = {}
+        self._orphans: dict[str, float] = {}  # attachment task id -> when first seen unheld
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -108,7 +110,36 @@ class Agent:
             for addr in list(self._sessions):
                 if addr not in want:
                     self._sessions.pop(addr).cancel()
+            try:
+                await self._collect_attachments()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - tried again in 2 s
+                log.info("swarm agent: attachments: %s", err)
             await asyncio.sleep(2.0)
+
+    async def _collect_attachments(self) -> None:
+        """Attachment tasks of this node that no container record holds (`run --rm`, a
+        daemon that died between AttachNetwork and the record) are given back once they
+        have stayed so for ORPHAN_GRACE_S (a create holds its own within milliseconds)."""
+        from labkit.engine.swarm.attach import held
+        snap = self._applied or {}
+        mine = {str(t["ID"]) for t in snap.get("tasks") or [] if t.get("_Attachment") is not None}
+        holding = {a for rec in self.engine.store.all() for a in held(rec.networks)}
+        now = asyncio.get_running_loop().time()
+        for tid in list(self._orphans):
+            if tid not in mine or tid in holding:
+                del self._orphans[tid]
+        for tid in sorted(mine - holding):
+            if now - self._orphans.setdefault(tid, now) < ORPHAN_GRACE_S:
+                continue
+            log.info("swarm agent: attachment %s has no container: given back", tid)
+            try:
+                await self._call("DetachNetwork", pb.DetachRequest(attachment_id=tid))
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+            self._orphans.pop(tid, None)
 
     async def _keep(self, addr: str) -> None:
         failures = 0
@@ -184,6 +215,11 @@ class Agent:
                 log.info("swarm agent: status update: %s", err)
                 delay = min(delay + 1, len(RETRY_S) - 1)
                 await asyncio.sleep(RETRY_S[delay])
+
+    async def call(self, fn: str, req: object, timeout: float = 5.0) -> Any:
+        """One unary Cluster rpc to the primary manager (or the first that answers):
+        the node's other calls (AttachNetwork / DetachNetwork) go the agent's way."""
+        return await self._call(fn, req, timeout)
 
     async def _call(self, fn: str, req: object, timeout: float = 5.0) -> object:
         ch = self._channels.get(self.connected)

@@ -387,6 +387,7 @@ class Executor:
             log.warning("task %s: removing container %s: %s", tid, cid[:12], err)
         with contextlib.suppress(Exception):
             secrets.remove(tid)
+        await self._drop_unused()
 
     async def close(self, remove: bool) -> None:
         """Stop following the tasks; with ``remove`` (leaving the swarm) their containers go
@@ -504,13 +505,43 @@ class Executor:
             except Exception as err:  # noqa: BLE001
                 for nid in enc:
                     errs[nid] = f"network encryption keys: {str(err).splitlines()[0]}"
-        for nid in list(self.materialized - set(nets)):
-            try:
-                await _maybe(api.drop_swarm, nid)
-                self.materialized.discard(nid)
-            except Exception as err:  # noqa: BLE001 - still in use: tried again next time
-                log.info("swarm network %s stays: %s", nid[:12], err)
+        await self._drop_unused(set(nets))
         self.net_errors = errs
+
+    async def _drop_unused(self, keep: set[str] | None = None) -> None:
+        """Remove the materialized swarm networks no task here needs any more; one still
+        holding a stopping container stays until that container is gone (called again
+        then, from _remove_container: no new snapshot may ever come for it)."""
+        if keep is None:
+            keep = set((self.snap or {}).get("networks") or {})
+        for nid in list(self.materialized - keep):
+            try:
+                await _maybe(self.engine.networks.drop_swarm, nid)
+                self.materialized.discard(nid)
+            except Exception as err:  # noqa: BLE001 - still in use: tried again later
+                log.info("swarm network %s stays: %s", nid[:12], err)
+
+    def _attached_netns(self, snap: Obj) -> dict[str, str]:
+        """Attachment tasks (standalone containers on attachable networks, H9) -> the
+        netns of the running container that holds each (its endpoint remembers the id)."""
+        from labkit.engine.swarm.attach import KEY
+        wanted = {t["ID"] for t in snap.get("tasks") or [] if t.get("_Attachment") is not None}
+        out: dict[str, str] = {}
+        if not wanted:
+            return out
+        for rec in self.engine.store.all():
+            if not (rec.running and rec.pid):
+                continue
+            for cfg in (rec.networks or {}).values():
+                if cfg.get(KEY) in wanted:
+                    out[cfg[KEY]] = f"/proc/{rec.pid}/ns/net"
+        return out
+
+    async def refresh(self) -> None:
+        """VIPs and DNS again outside a new set: a standalone container on a swarm
+        network started (its VIP rules) or went."""
+        if self.snap:
+            await self._discovery(self.snap)
 
     async def _discovery(self, snap: Obj) -> None:
         """VIPs, DNS and the routing mesh (swarm/discovery.py) after every snapshot."""
@@ -522,6 +553,7 @@ class Executor:
                 rec = self.engine.store.get(run.container_id)
                 if rec.running and rec.pid:
                     netns_of[tid] = f"/proc/{rec.pid}/ns/net"
+        netns_of.update(self._attached_netns(snap))
         try:  # nft work runs in a worker thread (discovery.apply_async)
             await discovery.apply_async(self.engine, snap, netns_of)
         except Exception as err:  # noqa: BLE001 - logged, the next snapshot tries again

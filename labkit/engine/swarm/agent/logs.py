@@ -29,8 +29,8 @@ async def task_lines(engine: Any, task_id: str, *, follow: bool, tail: int, sinc
                      until_ns: int, stdout: bool,
                      stderr: bool) -> AsyncIterator[tuple[int, int, bytes]]:
     """(stream 1|2, time ns, line) of the task's container; NotFoundError without one."""
-    from labkit.engine.daemon.streams import _records
     from labkit.engine.logs.drivers import ReadNotSupportedError, read_source
+    from labkit.engine.logs.records import records
 
     rec = container_of(engine, task_id)
     if rec is None:
@@ -44,7 +44,7 @@ async def task_lines(engine: Any, task_id: str, *, follow: bool, tail: int, sinc
 
     def chunk(e: Any) -> tuple[int, int, bytes]:
         return (2 if e.stream == "stderr" else 1), int(e.ns), bytes(e.log)
-    items: Any = _records(engine, rec, path, chunk, follow, tail, since_ns, until_ns,
+    items: Any = records(engine, rec, path, chunk, follow, tail, since_ns, until_ns,
                           stdout, stderr, fmt)
     async for item in items:
         yield item
