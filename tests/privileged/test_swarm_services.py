@@ -40,7 +40,8 @@ IP4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = SwarmLab(1, 2, name=NAME, subnet="10.221.0.0/24", heartbeat=0.5).up()
+    lab = SwarmLab(1, 2, name=NAME, subnet="10.221.0.0/24", heartbeat=0.5,
+                   registry=True).up()
     try:
         yield lab
     finally:
@@ -287,6 +288,25 @@ def test_global_mode_runs_one_task_per_node(lab, m1):
         tasks = lab.wait_running("everywhere", 3, via=m1)
         assert _on(lab, m1, tasks) == ["m1", "w1", "w2"]
         assert {t.get("Slot", 0) for t in tasks} == {0}
+
+
+def test_an_image_from_the_lab_registry_is_pulled_by_every_node(lab, m1, tmp_path):
+    marker = tmp_path / "marker"
+    marker.write_text(f"lk-{os.getpid()}\n")
+    ref = lab.add_image("lk-app:1", {"/etc/lk-app": str(marker)})  # pushed from m1 only
+    assert ref == f"{lab.registry}/lk-app:1"
+    for n in lab.nodes[1:]:
+        with pytest.raises(errors.NotFoundError):
+            n.client().images.inspect(ref)
+    spec = _spec("pulled", None, cmd=["sh", "-c", "cat /etc/lk-app; exec sleep 86400"])
+    spec["TaskTemplate"]["ContainerSpec"]["Image"] = ref
+    with service(lab, m1, spec):
+        tasks = lab.wait_running("pulled", 3, via=m1, timeout=90)
+        assert _on(lab, m1, tasks) == ["m1", "w1", "w2"]
+        for t in tasks:
+            node, _ = lab.task_container(t)
+            assert node.client().images.inspect(ref)["Id"]
+            assert _ok(lab, t, ["cat", "/etc/lk-app"]) == marker.read_text()
 
 
 # ------------------------------------------------------------------ overlay networks
