@@ -222,6 +222,9 @@ def test_logs_go_out_on_the_nodes_stream_and_come_back() -> None:
         assert list(req.task_ids) == ["t1"] and req.stdout
 
         async def chunks():  # what the node's PublishLogs sends
+            # a line for a task that is not this node's (nor asked for) is dropped
+            yield pb.LogChunk(request_id=req.id, task_id="t-other", stream=1,
+                              time_unix_nano=4, data=b"spoofed\n")
             yield pb.LogChunk(request_id=req.id, task_id="t1", stream=1, time_unix_nano=5,
                               data=b"hello\n")
             yield pb.LogChunk(request_id=req.id, eof=True)

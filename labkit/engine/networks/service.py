@@ -547,7 +547,13 @@ class Networks:
         import os
         drv = self.driver("overlay")
         me = [{"Name": os.uname().nodename, "IP": str(drv.local_addr)}]
-        return me + [{"Name": p.node, "IP": str(p.addr)} for p in drv.peers(rec.id)]
+        try:
+            peers = drv.peers(rec.id)
+        except errors.NotFoundError:
+            # dropped at this moment by the agent (drop_swarm, in a worker thread): a
+            # listing never fails because something went away while it was being made
+            return None
+        return me + [{"Name": p.node, "IP": str(p.addr)} for p in peers]
 
     def ensure_swarm(self, info: dict[str, Any], local_addr: str, data_port: int
                      ) -> NetworkRecord:

@@ -308,6 +308,9 @@ async def _attach(store: Store) -> dict[tuple[str, str], str]:
 class _LogSub:
     queue: asyncio.Queue[pb.LogChunk | None]
     nodes: set[str]
+    # which node may speak for which task: a node's chunks for another node's task are
+    # dropped (the caller is known from its certificate, the task's node from the store)
+    owner: dict[str, str] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -476,7 +479,8 @@ class Dispatcher:
             if got is not None and got[0].get("NodeID"):
                 nodes.setdefault(got[0]["NodeID"], []).append(tid)
         rid = ca.new_id()
-        sub = _LogSub(asyncio.Queue(), set())
+        sub = _LogSub(asyncio.Queue(), set(),
+                      {tid: node for node, tids in nodes.items() for tid in tids})
         for node, tids in nodes.items():
             q = self._streams.get(node)
             if q is None:
@@ -514,7 +518,7 @@ class Dispatcher:
             if c.eof:
                 sub.nodes.discard(node_id)
                 sub.queue.put_nowait(None)
-            else:
+            elif sub.owner.get(c.task_id) == node_id:
                 sub.queue.put_nowait(c)
 
     # ------------------------------------------------------------------ attachments

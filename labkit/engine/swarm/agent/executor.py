@@ -483,6 +483,9 @@ class Executor:
             self.net_errors = {nid: NO_OVERLAY for nid in nets}
             return
         errs: dict[str, str] = {}
+        # networks gone from the set go first: a new network may reuse what an old one
+        # held on this node (its VNI's device names)
+        await self._drop_unused(set(nets))
         data_port = int(snap.get("data_port") or 4789)
         peers: Obj = snap.get("peers") or {}
         for nid, info in nets.items():

@@ -177,13 +177,21 @@ async def _reserve_vni(store: Store, net_id: str, ingress: bool) -> int:
         await store.create(VNIS + str(INGRESS_VNI), {"Network": net_id})
         return INGRESS_VNI
     used = {int(k["_VNI"]) for k, _ in await store.list(NETWORKS) if "_VNI" in k}
-    for vni in range(FIRST_VNI, MAX_VNI + 1):
+    # VNIs are handed out going up from the last one given, wrapping at the top, so a
+    # network made right after another's removal never gets its VNI: nodes may still hold
+    # the old network's VXLAN device (lkvx<VNI>) while its last containers stop
+    got = await store.get(VNIS + "last")
+    last = int(got[0].get("VNI", FIRST_VNI - 1)) if got else FIRST_VNI - 1
+    span = MAX_VNI - FIRST_VNI + 1
+    for step in range(1, span + 1):
+        vni = FIRST_VNI + (last - FIRST_VNI + step) % span
         if vni in used:
             continue
         try:
             await store.create(VNIS + str(vni), {"Network": net_id})
         except errors.AlreadyExistsError:
             continue
+        await store.put(VNIS + "last", {"VNI": vni})
         return vni
     raise errors.ConflictError("no free VXLAN id left")
 
