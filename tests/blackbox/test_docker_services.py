@@ -77,8 +77,8 @@ def _until(pred, timeout=45.0, what="condition"):
 
 def _gone(lab, kind, name):
     """``name`` no longer listed (False when the listing itself failed: polled again).
-    A listing can fail while a node drops a swarm network (reported to the lead:
-    networks/service.py _peers_view races drop_swarm, 'No such overlay network')."""
+    A listing could fail while a node dropped a swarm network ('No such overlay network',
+    fixed in 33d4c73); polled, so such a race cannot make the test flaky."""
     r = docker(lab, "m1", kind, "ls", "--format", "{{.Name}}", ok=False)
     return r.returncode == 0 and name not in lines(r)
 

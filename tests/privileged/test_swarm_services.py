@@ -115,8 +115,8 @@ def _delete(m1, path):
 
 
 def _networks(m1, **params):
-    """GET /networks, asked again when it fails: a listing can fail while the node drops a
-    swarm network (reported: networks/service.py _peers_view races drop_swarm)."""
+    """GET /networks, asked again (bounded) should a listing fail while the node drops a
+    swarm network (a race fixed in 33d4c73; a retry costs nothing when all is well)."""
     return _retry(lambda: m1.api("GET", "/networks", **params))
 
 
@@ -374,11 +374,9 @@ def test_encrypted_overlay_pings_through_esp(lab, m1):
         assert "rfc4106(gcm(aes))" in states
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: control/networks.py hands out the lowest "
-                   "free VNI, so a network made right after another's removal gets its VNI "
-                   "while the nodes still hold the old one (its tasks still stopping): the "
-                   "new tasks are Rejected 'VXLAN id N is already used by network X' once")
 def test_a_network_made_after_one_removed_runs_its_tasks_first_time(lab, m1):
+    """The new network must not meet the old one's VXLAN device on a node whose old task
+    is still stopping (VNIs go up from the last one given)."""
     with network(m1, "lkt-old") as old, _worker_pair(lab, m1, "old", old):
         lab.wait_running("old", 2, via=m1)
         m1.api("DELETE", "/services/old")
