@@ -1,5 +1,6 @@
-"""labkit bench runtime | engine | images | net | startup: container start-to-exit latency,
-engine run, image ops, run on the default bridge, every way to start a container side by side."""
+"""labkit bench runtime | engine | images | net | startup | swarm | services: container
+start-to-exit latency, engine run, image ops, run on the default bridge, every way to start a
+container side by side, swarm failover, and services (reschedule, routing mesh, overlay)."""
 
 from __future__ import annotations
 
@@ -125,6 +126,7 @@ def parser(prog: str = "labkit bench") -> argparse.ArgumentParser:
     st.add_argument("--csv", metavar="FILE", help="also write the rows as CSV to FILE")
     st.add_argument("--png", metavar="FILE", help="also write a bar chart of the medians")
     _swarm_parser(sub)
+    _services_parser(sub)
     return p
 
 
@@ -286,8 +288,115 @@ def _swarm(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVICE_PARTS = ("reschedule", "mesh", "throughput")
+
+
+def _services_parser(sub: Any) -> None:
+    sv = sub.add_parser(
+        "services", help="swarm services: reschedule after a worker dies, routing mesh "
+                         "spread, plain vs encrypted overlay throughput",
+        description="Form a local swarm (1 manager + 2 workers, a registry on the underlay), "
+                    "then: kill a worker N times and time node down -> every replica running "
+                    "again (target < 5 s); send R requests to one node's published port and "
+                    "count the answers per task (target: within 10 % of even); run iperf3 "
+                    "between tasks on two nodes over a plain and an encrypted overlay "
+                    "(Gbit/s medians and the ratio).",
+        epilog="example: labkit bench services --trials 3 --requests 1000 --runs 3")
+    sv.add_argument("--trials", type=_count(1), default=3, help="worker kills (default 3)")
+    sv.add_argument("--replicas", type=_count(1), default=6,
+                    help="replicas of the rescheduled service (default 6)")
+    sv.add_argument("--requests", type=_count(3), default=1000,
+                    help="requests through the routing mesh (default 1000)")
+    sv.add_argument("--runs", type=_count(1), default=3,
+                    help="iperf3 runs per overlay (default 3)")
+    sv.add_argument("--seconds", type=_count(1), default=3,
+                    help="seconds per iperf3 run (default 3)")
+    sv.add_argument("--only", default=",".join(SERVICE_PARTS),
+                    help="comma-separated parts to run (default all): "
+                         + ", ".join(SERVICE_PARTS))
+    sv.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _services(args: argparse.Namespace) -> int:
+    import json
+    import statistics
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from labkit.measure import bench_services as bsv
+    from labkit.measure.swarmlab import SwarmLab
+
+    parts = peers(args.only)
+    bad = [x for x in parts if x not in SERVICE_PARTS]
+    if bad or not parts:
+        parser().error(f"--only {args.only}: choose from {', '.join(SERVICE_PARTS)}")
+    total = 1 + (args.trials if "reschedule" in parts else 0) + \
+        (args.requests // 100 if "mesh" in parts else 0) + \
+        (1 + 2 * args.runs if "throughput" in parts else 0)
+    lab = SwarmLab(1, 2, name="bsvc", subnet="10.220.0.0/24", registry=True, heartbeat=0.5)
+    trials: list[Any] = []
+    mesh = tput = None
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("labkit bench services: forming the swarm", total=total)
+
+            def say(msg: str) -> None:
+                bar.update(task, advance=1, description=msg)
+
+            lab.up(progress=lambda m: bar.update(task, description=m))
+            say("swarm formed")
+            if "reschedule" in parts:
+                trials = bsv.reschedule_trials(lab, args.trials, args.replicas, progress=say)
+            if "mesh" in parts:
+                mesh = bsv.mesh_spread(lab, args.requests, progress=say)
+            if "throughput" in parts:
+                tput = bsv.overlay_throughput(lab, args.runs, args.seconds, progress=say)
+    finally:
+        lab.down()
+    res = bsv.summary(trials, mesh, tput)
+    if args.json:
+        print(json.dumps({**res, "reschedule": [t.__dict__ for t in trials],
+                          "throughput": tput.__dict__ if tput else None}, indent=2))
+        return 0
+    t = Table("measure", "median", "min", "max", "target", "met",
+              title="services: 1 manager + 2 workers")
+    if trials:
+        for label, xs, target in (
+                ("kill -> node down", [x.to_down_s for x in trials], None),
+                ("node down -> all replicas running", [x.to_running_s for x in trials],
+                 bsv.RESCHEDULE_TARGET_S)):
+            med = statistics.median(xs)
+            t.add_row(label, f"{med:.2f} s", f"{min(xs):.2f} s", f"{max(xs):.2f} s",
+                      f"< {target:g} s" if target else "",
+                      "" if target is None else ("yes" if med < target else "NOT met"))
+    if mesh is not None:
+        counts = " / ".join(str(c) for c in sorted(mesh.counts.values()))
+        t.add_row(f"mesh: {mesh.requests} requests to {mesh.node} (per task)", counts,
+                  "", f"failed {mesh.failed}", f"<= {bsv.MESH_TARGET:.0%} off even",
+                  f"{'yes' if res['mesh_met'] else 'NOT met'} "
+                  f"({mesh.max_deviation:.1%})")
+    if tput is not None:
+        for label, xs in (("overlay iperf3, plain", tput.plain_gbps),
+                          ("overlay iperf3, encrypted", tput.encrypted_gbps)):
+            if not xs:
+                t.add_row(label, "not measured: no ESP with AES-GCM in this kernel", "",
+                          "", "reported", "")
+                continue
+            t.add_row(label, f"{statistics.median(xs):.2f} Gbit/s", f"{min(xs):.2f}",
+                      f"{max(xs):.2f}", "reported", "")
+        if "encrypted_ratio" in res:
+            t.add_row("encrypted / plain", f"{res['encrypted_ratio']:.2f}", "", "",
+                      "reported", "")
+    Console().print(t)
+    return 0
+
+
 def run(argv: list[str], prog: str = "labkit bench") -> int:
     args = parser(prog).parse_args(argv)
+    if args.bench == "services":
+        return _services(args)
     if args.bench == "swarm":
         return _swarm(args)
     if args.bench == "images":

@@ -8,6 +8,12 @@ the other managers join one at a time (an etcd membership change at a time), the
 workers.  What was made is recorded in $LABKIT_RUN/swarm-lab/<name>.json (0600), so `down`
 and `exec` work from another process, and `down` removes exactly that: each node's
 processes (by pid, checked against their start time), its namespace, the links, the dirs.
+
+The underlay bridge holds the subnet's first address (.1): the lab's "outside", from which
+a test or a benchmark reaches a node's published ports (`in_underlay`, `underlay_run`).
+With ``registry=True`` a docker-registry (measure.registry) listens there on port 5000 and
+every node's daemon.json lists it in insecure-registries, so services can run images
+pushed once (`add_image`) and pulled by whichever node runs their tasks.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -34,9 +42,15 @@ from labkit import errors
 from labkit.engine import paths
 from labkit.engine.client import Client
 from labkit.engine.client.launch import DAEMON_CMD, spawn_daemon, wait_ready
-from labkit.ns.netns import create_netns, remove_netns
+from labkit.engine.client.streams import demux_all
+from labkit.ns.netns import create_netns, netns, remove_netns
 
-__all__ = ["LabNode", "SwarmLab", "labs"]
+__all__ = ["TERMINAL", "LabNode", "SwarmLab", "binary_with_libs", "labs"]
+
+T = TypeVar("T")
+REGISTRY_PORT = 5000
+# task states after which a task never runs again (moby api/types/swarm/task.go)
+TERMINAL = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned", "remove"})
 
 _NAME = re.compile(r"[a-z][a-z0-9]{0,7}")
 BRIDGE = "lkswbr"
@@ -113,7 +127,7 @@ class SwarmLab:
 
     def __init__(self, managers: int = 3, workers: int = 2, *, name: str = "lab",
                  subnet: str = "10.211.0.0/24", autolock: bool = False,
-                 heartbeat: float = 1.0) -> None:
+                 heartbeat: float = 1.0, registry: bool = False) -> None:
         if not _NAME.fullmatch(name):
             raise errors.InvalidArgumentError("lab name", f"{name!r}: 1-8 of [a-z0-9], "
                                               "starting with a letter")
@@ -128,7 +142,10 @@ class SwarmLab:
         self.heartbeat = heartbeat
         self.prefix = net.prefixlen
         hosts = iter(net.hosts())
-        next(hosts)  # .1 is left free (the underlay's "gateway" if one is ever wanted)
+        self.gateway = str(next(hosts))  # .1: the underlay bridge's own address
+        # where the registry listens ("" without one); its process and dir, for down()
+        self.registry = f"{self.gateway}:{REGISTRY_PORT}" if registry else ""
+        self.registry_proc: dict[str, Any] = {}
         self.nodes = [LabNode(f"{r[0]}{i}", r, f"lk-sw-{name}-{r[0]}{i}", str(next(hosts)),
                               f"/tmp/lksw-{name}-{r[0]}{i}")
                       for r, n in (("manager", managers), ("worker", workers))
@@ -147,6 +164,7 @@ class SwarmLab:
         paths.make_dir(p.parent, paths.PRIVATE_DIR_MODE)
         data = {"name": self.name, "subnet": self.subnet, "autolock": self.autolock,
                 "heartbeat": self.heartbeat, "unlock_key": self.unlock_key,
+                "registry": self.registry, "registry_proc": self.registry_proc,
                 "nodes": [asdict(n) for n in self.nodes]}
         paths.write_secret(p, json.dumps(data, indent=1).encode())
 
@@ -162,6 +180,9 @@ class SwarmLab:
         lab.name, lab.subnet, lab.autolock = data["name"], data["subnet"], data["autolock"]
         lab.heartbeat, lab.unlock_key = data["heartbeat"], data.get("unlock_key", "")
         lab.prefix = ipaddress.ip_network(lab.subnet).prefixlen
+        lab.gateway = str(next(ipaddress.ip_network(lab.subnet).hosts()))
+        lab.registry = data.get("registry", "")
+        lab.registry_proc = data.get("registry_proc", {})
         lab.bridge_ns = f"lk-sw-{lab.name}"
         lab.formation_joins = []
         lab.nodes = [LabNode(**{**n, "pids": {int(k): v for k, v in n["pids"].items()}})
@@ -184,6 +205,9 @@ class SwarmLab:
             # where the caller's thread already runs one (a Jupyter kernel)
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 pool.submit(self._network).result()
+            if self.registry:
+                say(f"registry: docker-registry at {self.registry}")
+                self._start_registry()
             say("daemons: starting one per node")
             self._start_daemons()
             if not form:
@@ -217,6 +241,9 @@ class SwarmLab:
         with NetNS(self.bridge_ns) as br:
             br.link("add", ifname=BRIDGE, kind="bridge")
             br.link("set", index=br.link_lookup(ifname=BRIDGE)[0], state="up")
+            br.addr("add", index=br.link_lookup(ifname=BRIDGE)[0], address=self.gateway,
+                    prefixlen=self.prefix)
+            br.link("set", index=br.link_lookup(ifname="lo")[0], state="up")
             for n in self.nodes:
                 create_netns(n.netns)
                 br.link("add", ifname=f"lk{n.name}", kind="veth",
@@ -236,7 +263,10 @@ class SwarmLab:
                 Path(n.base, d).mkdir(parents=True, exist_ok=True, mode=0o711)
             cfg = Path(n.base, "daemon.json")
             if not cfg.exists():
-                cfg.write_text("{}\n")
+                # the lab's registry is plain HTTP on a non-loopback address: listed as
+                # insecure, as dockerd's daemon.json "insecure-registries" does
+                doc = {"insecure-registries": [self.registry]} if self.registry else {}
+                cfg.write_text(json.dumps(doc) + "\n")
             cmd = ["nsenter", f"--net=/run/netns/{n.netns}", *DAEMON_CMD]
             procs.append((n, spawn_daemon(n.env, log=Path(n.base, "run", "daemon.log"),
                                           cmd=cmd)))
@@ -244,6 +274,31 @@ class SwarmLab:
             n.pids[proc.pid] = psutil.Process(proc.pid).create_time()
             wait_ready(n.socket, 60.0, proc=proc, log=Path(n.base, "run", "daemon.log"))
         self.save()
+
+    def _start_registry(self) -> None:
+        """docker-registry in the bridge's netns on the underlay's .1 address; its pid and
+        start time go to the record so that `down` from another process ends it."""
+        from labkit.measure.registry import LocalRegistry
+
+        reg = LocalRegistry(netns=self.bridge_ns, port=REGISTRY_PORT)
+        reg.host = self.gateway
+        reg.start()
+        assert reg.proc is not None
+        self.registry_proc = {"pid": reg.proc.pid, "base": str(reg.base),
+                              "ctime": psutil.Process(reg.proc.pid).create_time()}
+        self.save()
+
+    def _stop_registry(self) -> None:
+        pid = int(self.registry_proc.get("pid", 0))
+        if pid:
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if psutil.Process(pid).create_time() == self.registry_proc.get("ctime"):
+                    os.kill(pid, signal.SIGKILL)
+                    _wait_gone([pid])
+        base = str(self.registry_proc.get("base", ""))
+        if base.startswith("/tmp/lk-reg-"):
+            shutil.rmtree(base, ignore_errors=True)
+        self.registry_proc = {}
 
     def join(self, node: LabNode, token: str) -> float:
         """``node`` joins through the first manager; returns the seconds it took."""
@@ -307,7 +362,8 @@ class SwarmLab:
                               **kw)
 
     def kill(self, node: LabNode) -> list[int]:
-        """Crash a node: SIGKILL its daemon and everything it started (its etcd member)."""
+        """Crash a node: SIGKILL its daemon and everything it started (its etcd member,
+        its shims) and its containers, as a host that dies takes its tasks with it."""
         pids = node.processes()
         # stop them all first: the daemon's death would otherwise send its etcd member
         # SIGTERM (pdeathsig), and a member that stops gracefully hands its leadership
@@ -317,6 +373,7 @@ class SwarmLab:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
         _wait_gone(pids)
+        _kill_containers(node)
         node.pids.clear()
         self.save()
         return pids
@@ -325,6 +382,143 @@ class SwarmLab:
         """Start a killed node's daemon again (its swarm state is on disk)."""
         node.socket.unlink(missing_ok=True)
         self._start_daemons([node])
+
+    # ------------------------------------------------------------------ the underlay
+    def in_underlay(self, fn: Callable[[], T], timeout: float = 120.0) -> T:
+        """Call ``fn`` in a thread inside the underlay bridge's netns (the lab's outside:
+        it reaches every node's address, and the gateway address is its own); sockets
+        ``fn`` opens stay there.  Its exception, if any, is raised here."""
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with netns(f"/run/netns/{self.bridge_ns}"):
+                    box["ok"] = fn()
+            except BaseException as err:  # noqa: BLE001 - handed to the caller below
+                box["err"] = err
+
+        t = threading.Thread(target=run, name=f"lk-underlay-{self.name}", daemon=True)
+        t.start()
+        t.join(timeout)
+        if t.is_alive():
+            raise errors.UnsupportedError("swarm lab", f"underlay call still running after "
+                                          f"{timeout:.0f} s")
+        if "err" in box:
+            raise box["err"]
+        return box["ok"]  # type: ignore[no-any-return]
+
+    def underlay_run(self, argv: Sequence[str], timeout: float = 60.0
+                     ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the underlay bridge's netns (e.g. wget to a node's address)."""
+        return subprocess.run(["ip", "netns", "exec", self.bridge_ns, *argv], text=True,
+                              capture_output=True, timeout=timeout, check=False)
+
+    def node_run(self, ref: int | str | LabNode, argv: Sequence[str], timeout: float = 60.0
+                 ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in a node's own netns (its host: `ip -s xfrm state`, `nft list`)."""
+        node = ref if isinstance(ref, LabNode) else self.node(ref)
+        return subprocess.run(["ip", "netns", "exec", node.netns, *argv], text=True,
+                              capture_output=True, timeout=timeout, check=False)
+
+    # ------------------------------------------------------------------ services and tasks
+    def node_by_id(self, node_id: str, via: LabNode | None = None) -> LabNode:
+        """The lab node that the swarm knows as ``node_id`` (by its hostname)."""
+        n = (via or self.any_manager()).api("GET", f"/nodes/{node_id}")
+        return self.node(n["Description"]["Hostname"])
+
+    def tasks(self, service: str, via: LabNode | None = None, **filters: str
+              ) -> list[dict[str, Any]]:
+        """GET /tasks for one service (by name or ID), with more filters as Docker's CLI
+        sends them (``{"desired-state": {"running": true}}``)."""
+        f: dict[str, dict[str, bool]] = {"service": {service: True}}
+        for k, v in filters.items():
+            f[k.replace("_", "-")] = {v: True}
+        return list((via or self.any_manager()).api("GET", "/tasks", filters=f))
+
+    def running_tasks(self, service: str, via: LabNode | None = None
+                      ) -> list[dict[str, Any]]:
+        """The service's tasks that should run and do (DesiredState and State running)."""
+        return [t for t in self.tasks(service, via) if t.get("DesiredState") == "running"
+                and t.get("Status", {}).get("State") == "running"]
+
+    def wait_running(self, service: str, count: int, timeout: float = 60.0,
+                     via: LabNode | None = None) -> list[dict[str, Any]]:
+        """Wait until exactly ``count`` tasks of ``service`` run and no other task is
+        meant to; return them.  UnsupportedError with the last states seen on timeout."""
+        deadline = time.monotonic() + timeout
+        seen: Any = None
+        while time.monotonic() < deadline:
+            try:
+                tasks = self.tasks(service, via)
+                seen = [(t.get("Slot"), t.get("DesiredState"), t["Status"].get("State"),
+                         t["Status"].get("Err") or t["Status"].get("Message"))
+                        for t in tasks]
+                run = [t for t in tasks if t.get("DesiredState") == "running"
+                       and t["Status"].get("State") == "running"]
+                others = [t for t in tasks if t.get("DesiredState") == "running"
+                          and t["Status"].get("State") != "running"]
+                if len(run) == count and not others:
+                    return run
+            except (errors.LabkitError, OSError, KeyError) as err:
+                seen = err
+            time.sleep(0.1)
+        raise errors.UnsupportedError("swarm lab", f"service {service}: not {count} running "
+                                      f"tasks after {timeout:.0f} s; last seen {seen}")
+
+    def task_container(self, task: dict[str, Any]) -> tuple[LabNode, str]:
+        """The node running ``task`` and its container's ID there."""
+        cid = (task.get("Status", {}).get("ContainerStatus") or {}).get("ContainerID")
+        if not task.get("NodeID") or not cid:
+            raise errors.NotFoundError("task container", str(task.get("ID")),
+                                       hint=f"state {task.get('Status', {}).get('State')}")
+        return self.node_by_id(task["NodeID"]), str(cid)
+
+    def task_exec(self, task: dict[str, Any], argv: Sequence[str], timeout: float = 60.0
+                  ) -> tuple[int, str]:
+        """`docker exec` in the task's container on whichever node runs it:
+        (exit status, stdout + stderr)."""
+        node, cid = self.task_container(task)
+        c = node.client(timeout=timeout)
+        eid = c.execs.create(cid, list(argv))
+        hj = c.execs.start(eid)
+        hj.sock.settimeout(timeout)
+        chunks = []
+        try:
+            while data := hj.recv():
+                chunks.append(data)
+        finally:
+            hj.close()
+        out, err = demux_all(b"".join(chunks))
+        code = c.execs.inspect(eid).get("ExitCode")
+        return (-1 if code is None else int(code)), (out + err).decode(errors="replace")
+
+    def add_image(self, ref: str, files: dict[str, str] | None = None) -> str:
+        """A busybox image (labkit's busybox-static rootfs) plus ``files`` (image path ->
+        host path), imported as ``ref``: with the lab's registry, on the first node and
+        pushed there (returns REGISTRY/ref, which every node pulls); else imported on
+        every node (returns ``ref``)."""
+        from labkit.engine.images.busybox import build_rootfs
+
+        work = Path(f"/tmp/lksw-{self.name}-img")
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            build_rootfs(work / "rootfs")
+            for inside, host in (files or {}).items():
+                dest = work / "rootfs" / inside.lstrip("/")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(host, dest)  # follows links: the file itself
+            tar = work / "rootfs.tar"
+            with tarfile.open(tar, "w") as tf:
+                tf.add(work / "rootfs", arcname=".")
+            full = f"{self.registry}/{ref}" if self.registry else ref
+            targets = self.nodes[:1] if self.registry else self.nodes
+            for n in targets:
+                n.client(timeout=300).images.import_file(tar, full)
+            if self.registry:
+                self.nodes[0].client(timeout=300).images.push(full)
+            return full
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     # ------------------------------------------------------------------ down
     def down(self) -> None:
@@ -336,6 +530,7 @@ class SwarmLab:
             shutil.rmtree(n.base, ignore_errors=True)
             with contextlib.suppress(errors.LabkitError, OSError):
                 remove_netns(n.netns)  # its eth0 goes with it, and the veth peer with that
+        self._stop_registry()
         with contextlib.suppress(errors.LabkitError, OSError):
             remove_netns(self.bridge_ns)
         self.record_path(self.name).unlink(missing_ok=True)
@@ -344,6 +539,47 @@ class SwarmLab:
 def labs() -> list[str]:
     d = paths.run() / "swarm-lab"
     return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+
+def _kill_containers(node: LabNode) -> None:
+    """SIGKILL every container the node's runtime recorded (its state.json files), by
+    cgroup (cgroup.kill takes the whole subtree: a container's init ignores SIGTERM), and
+    remove the cgroup.  A container's processes carry neither the node's environment nor a
+    path of its dirs as their root, so the runtime's record is what names them."""
+    from labkit.cgroups import open_cgroup
+
+    for f in Path(node.base, "run", "runtime").glob("*/state.json"):
+        try:
+            cg = json.loads(f.read_text()).get("cgroup")
+        except (OSError, ValueError):
+            continue
+        # only the cgroup this record's own container was given (lk/<id>, runtime config)
+        if not isinstance(cg, str) or cg.rsplit("/", 1)[-1] != f.parent.name:
+            continue
+        with contextlib.suppress(errors.LabkitError, OSError):
+            group = open_cgroup(cg)
+            if group.exists():
+                pids = group.procs()
+                group.kill()
+                group.remove()
+                _wait_gone(pids)  # reaps those that were re-parented to this process
+
+
+def binary_with_libs(exe: str) -> dict[str, str]:
+    """A dynamically linked host binary and the shared objects it loads (ldd(1)), as
+    image path -> host path, for add_image: the same paths inside as outside."""
+    path = shutil.which(exe)
+    if path is None:
+        raise errors.UnsupportedError("swarm lab image", f"{exe} is not installed",
+                                      hint=f"apt-get install {exe}")
+    out = subprocess.run(["ldd", path], capture_output=True, text=True, check=False).stdout
+    files = {path: path}
+    for line in out.splitlines():
+        # "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux... (0x..)"
+        m = re.search(r"(/\S+) \(0x", line)
+        if m:
+            files[m.group(1)] = m.group(1)
+    return files
 
 
 def _wait_gone(pids: list[int], timeout: float = 10.0) -> None:
