@@ -173,8 +173,11 @@ def snapshot(node_id: str, *, tasks: list[tuple[Obj, int]], services: list[Obj],
     by_id = {_net_id(n): n for n in networks}
     used: dict[str, Obj] = {}
     for t, _ in mine:
-        for nid, net, _addrs in _attachments(t):
-            used[nid] = by_id.get(nid, net)
+        for nid, _net, _addrs in _attachments(t):
+            # a network already removed from the store is not sent: its tasks are on their
+            # way out, and the attachment's copy (moby's task shape) is no NetInfo source
+            if nid in by_id:
+                used[nid] = by_id[nid]
     my_attach = {net: addr for (node, net), addr in attach.items() if node == node_id}
     ingress = next((n for n in networks if n.get("Ingress")), None)
     if ingress is not None and _net_id(ingress) in my_attach:
