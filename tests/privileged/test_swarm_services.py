@@ -414,7 +414,10 @@ def test_dns_names_the_vip_and_tasks_name_the_task_addresses(lab, m1):
             return sorted(set(IP4.findall(out.split("Name:", 1)[1])))
 
         assert answers("named") == [vip]
-        assert answers("tasks.named") == sorted(_addr(t, nid) for t in named)
+        # the asker's node learns each task from its next snapshot: bounded wait for both
+        want = sorted(_addr(t, nid) for t in named)
+        _until(lambda: answers("tasks.named") == want, timeout=30,
+               what=f"tasks.named -> {want}")
 
 
 def test_vip_spreads_connections_over_the_tasks(lab, m1):
@@ -431,17 +434,21 @@ def test_vip_spreads_connections_over_the_tasks(lab, m1):
         # the body (the last line) is the answering task's hostname; grep fails on none
         get = ["sh", "-c",
                f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {vip} 80 | tail -n1 | grep ."]
+        want = {_ok(lab, t, ["hostname"]).strip() for t in hosts}
         _ok(lab, client, get)  # the VIP is programmed
-        seen = set()
-        for _ in range(12):
-            code, out = lab.task_exec(client, get)
-            assert code == 0, out
-            seen.add(out.strip())
-        want = set()
-        for t in hosts:
-            code, out = lab.task_exec(t, ["hostname"])
-            want.add(out.strip())
-        assert seen == want
+
+        def spread():
+            # the client's node learns each backend from its next snapshot: until then
+            # the VIP balances over fewer; 6 connections in a row must reach all 3
+            seen = set()
+            for _ in range(6):
+                code, out = lab.task_exec(client, get)
+                if code != 0:
+                    return None
+                seen.add(out.strip())
+            return seen == want or None
+
+        _until(spread, timeout=30, what=f"6 connections through the VIP reach {want}")
 
 
 def test_routing_mesh_answers_on_every_node(lab, m1):
