@@ -135,6 +135,16 @@ def test_snapshot_services_vips_and_ingress() -> None:
     assert snap["ingress"][0]["PublishedPort"] == 8080 and snap["data_port"] == 4789
 
 
+def test_snapshot_leaves_out_a_network_gone_from_the_store() -> None:
+    world = _world()
+    app_key = next(k for k in world if k.startswith(NETWORKS) and "1" * 22 in k)
+    del world[app_key]   # removed while t1 (still attached to it) stops
+    snap = _snap(asyncio.run(_store(world)), N1)
+    assert [t["ID"] for t in snap["tasks"]] == ["t1", "t4"]
+    assert all(info["VNI"] and info["Name"] for info in snap["networks"].values())
+    assert [i["Name"] for i in snap["networks"].values()] == ["ingress"]
+
+
 def test_snapshot_without_tasks_has_no_keys_and_no_networks() -> None:
     store = asyncio.run(_store(_world()))
     snap = _snap(store, N2 + "x")
