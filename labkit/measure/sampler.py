@@ -195,6 +195,11 @@ class CgroupSampler(Sampler[CgroupSample]):
             s = self.cgroup.stats()
         except (errors.NotFoundError, FileNotFoundError):
             return None  # the cgroup was removed: the run is over
+        # The row is stamped when the reading is complete, not when it began: a counter
+        # (oom_kill, nr_throttled) may go up while the files are read, and "the first row
+        # whose count went up" must never be stamped before the event it saw (an eBPF
+        # probe's stamp of that event came 0.8 ms after a start-of-read stamp once)
+        t = max(t, time.monotonic() - self._t0)
         return CgroupSample(
             t=t, memory_current=s.memory_current, memory_max=s.memory_max,
             memory_limit_hits=s.memory_limit_hits, cpu_usage_usec=s.cpu_usage_usec,

@@ -45,7 +45,10 @@ def test_memory_limit_oom_kill_seen_by_counter_and_probe() -> None:
     assert m.t_oom_event is not None, m.event_note  # the cgroup's own notification came
     if m.probe_kills is not None:  # bcc and oom:mark_victim here
         assert m.probe_kills == m.cgroup_kills == 1
-        assert m.t_oom_probe is not None and m.t_oom_probe <= m.t_oom_cgroup
+        # mm/oom_kill.c __oom_kill_process raises the memcg OOM_KILL event (the counter)
+        # before it signals the victim and calls mark_oom_victim (the probe's
+        # tracepoint): a reading may finish in those microseconds, hence 1 ms of slack
+        assert m.t_oom_probe is not None and m.t_oom_probe <= m.t_oom_cgroup + 0.001
     else:
         assert m.probe_note.startswith("no probe")
     assert _gone(name)
