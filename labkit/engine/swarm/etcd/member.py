@@ -20,10 +20,10 @@ import asyncio
 import ipaddress
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -263,9 +263,9 @@ class EtcdMember:
                 self.pid_file.unlink(missing_ok=True)
                 return None
             signal.pidfd_send_signal(fd, signal.SIGTERM)
-            if not _wait_gone(pid, timeout):
+            if not _wait_exit(fd, timeout):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
-                _wait_gone(pid, timeout)
+                _wait_exit(fd, timeout)
         except ProcessLookupError:
             pass
         finally:
@@ -354,15 +354,11 @@ class EtcdMember:
             proc.wait(5)
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    """Poll /proc until ``pid`` is gone or a zombie (not ours to reap)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return True
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-            return True
-        time.sleep(0.05)
-    return False
+def _wait_exit(pidfd: int, timeout: float) -> bool:
+    """Until the process behind ``pidfd`` has exited, every thread of it: a pidfd becomes
+    readable then (pidfd_open(2)).  /proc's "Z" is not enough for a threaded etcd: its
+    first thread shows "Z" while the others still exit, and the process cannot be reaped
+    yet (a parent polling it in that moment still sees it running)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
