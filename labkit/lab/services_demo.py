@@ -258,10 +258,15 @@ class ServiceLab(SwarmDemo):
 
     def wait_running(self, service: str, count: int, timeout: float = 90.0
                      ) -> list[dict[str, Any]]:
-        """Wait until ``count`` tasks of ``service`` are running; those tasks."""
+        """Wait until ``count`` tasks of ``service`` are running, every one of them on the
+        service's current spec (the `_up-to-date` filter, as `docker service update` waits):
+        during a rolling update old tasks still run, and counting them would end the wait
+        before the update has replaced them.  Those tasks."""
         def ready() -> list[dict[str, Any]] | None:
             got = self.tasks(service, running=True)
-            ok = len(got) == count and all(
+            current = {t["ID"] for t in self.manager.api(
+                "GET", "/tasks", filters={"service": [service], "_up-to-date": ["true"]})}
+            ok = len(got) == count and {t["ID"] for t in got} <= current and all(
                 ((t.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
                 for t in got)
             return got if ok else None
