@@ -39,10 +39,12 @@ from typing import Any, TypeVar
 import psutil
 
 from labkit import errors
+from labkit.cgroups import Cgroup, open_cgroup
 from labkit.engine import paths
 from labkit.engine.client import Client
 from labkit.engine.client.launch import DAEMON_CMD, spawn_daemon, wait_ready
 from labkit.engine.client.streams import demux_all
+from labkit.engine.runtime.config import CGROUP_PARENT
 from labkit.ns.netns import create_netns, netns, remove_netns
 
 __all__ = ["TERMINAL", "LabNode", "SwarmLab", "binary_with_libs", "labs"]
@@ -153,6 +155,9 @@ class SwarmLab:
         self.unlock_key = ""
         self.bridge_ns = f"lk-sw-{name}"
         self.formation_joins: list[tuple[str, float]] = []  # (role, seconds) during up()
+        # The containers' shared parent cgroup (runtime.config.CGROUP_PARENT) outlives
+        # them, as Docker's /docker does; a lab whose nodes caused it removes it at down().
+        self.made_parent = False
 
     # ------------------------------------------------------------------ record
     @staticmethod
@@ -165,7 +170,7 @@ class SwarmLab:
         data = {"name": self.name, "subnet": self.subnet, "autolock": self.autolock,
                 "heartbeat": self.heartbeat, "unlock_key": self.unlock_key,
                 "registry": self.registry, "registry_proc": self.registry_proc,
-                "nodes": [asdict(n) for n in self.nodes]}
+                "made_parent": self.made_parent, "nodes": [asdict(n) for n in self.nodes]}
         paths.write_secret(p, json.dumps(data, indent=1).encode())
 
     @classmethod
@@ -185,6 +190,7 @@ class SwarmLab:
         lab.registry_proc = data.get("registry_proc", {})
         lab.bridge_ns = f"lk-sw-{lab.name}"
         lab.formation_joins = []
+        lab.made_parent = bool(data.get("made_parent", False))
         lab.nodes = [LabNode(**{**n, "pids": {int(k): v for k, v in n["pids"].items()}})
                      for n in data["nodes"]]
         return lab
@@ -198,6 +204,7 @@ class SwarmLab:
         if self.record_path(self.name).exists():
             raise errors.AlreadyExistsError("swarm lab", self.name,
                                             hint=f"`labkit swarm lab down --name {self.name}`")
+        self.made_parent = not _parent_cgroup_exists()
         self.save()
         try:
             say(f"network: {len(self.nodes)} namespaces on bridge {BRIDGE} ({self.subnet})")
@@ -533,6 +540,11 @@ class SwarmLab:
         self._stop_registry()
         with contextlib.suppress(errors.LabkitError, OSError):
             remove_netns(self.bridge_ns)
+        if self.made_parent:
+            # remove() refuses while a process is inside: another engine's container
+            # (made after this lab began) keeps it, and then it is theirs
+            with contextlib.suppress(errors.LabkitError, OSError):
+                _parent_cgroup().remove()
         self.record_path(self.name).unlink(missing_ok=True)
 
 
@@ -541,13 +553,24 @@ def labs() -> list[str]:
     return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
 
 
+def _parent_cgroup() -> Cgroup:
+    return open_cgroup(CGROUP_PARENT)
+
+
+def _parent_cgroup_exists() -> bool:
+    """Whether the shared parent exists; when that cannot be told (no cgroup filesystem),
+    True: down() never removes what the lab cannot know it made."""
+    try:
+        return _parent_cgroup().exists()
+    except (errors.LabkitError, OSError):
+        return True  # unknown: never claim it, so down() never removes it
+
+
 def _kill_containers(node: LabNode) -> None:
     """SIGKILL every container the node's runtime recorded (its state.json files), by
     cgroup (cgroup.kill takes the whole subtree: a container's init ignores SIGTERM), and
     remove the cgroup.  A container's processes carry neither the node's environment nor a
     path of its dirs as their root, so the runtime's record is what names them."""
-    from labkit.cgroups import open_cgroup
-
     for f in Path(node.base, "run", "runtime").glob("*/state.json"):
         try:
             cg = json.loads(f.read_text()).get("cgroup")
