@@ -128,6 +128,13 @@ def test_a_standalone_container_on_a_worker_joins_the_swarm_network(lab):
         _until(lambda: not [t for t in _tasks(lab) if t["NodeID"] == w1.node_id()], 20,
                "the disconnected attachment gone")
         docker(lab, "w1", "rm", "-f", "c2")
+        # run --rm: the engine's auto-remove gives the address back as rm does (the
+        # removed hook), not after the agent's 30 s grace for an unheld attachment
+        out = docker(lab, "w1", "run", "--rm", "--network", "atnet", "busybox", "ip", "-4",
+                     "-o", "addr", "show", "eth0").stdout
+        assert "10.31.7." in out
+        _until(lambda: not [t for t in _tasks(lab) if t["NodeID"] == w1.node_id()], 10,
+               "the --rm container's attachment gone")
         # nothing uses the network on the worker any more: it goes from there
         _until(lambda: "atnet" not in docker(lab, "w1", "network", "ls").stdout, 20,
                "the network gone from the worker")

@@ -193,3 +193,89 @@ def test_agent_tries_its_own_manager_first() -> None:
     assert a.managers() == ["192.168.77.1:2377", "192.168.77.2:2377"]
     st.role = "worker"
     assert a.managers() == ["192.168.77.2:2377", "192.168.77.1:2377"]
+
+
+def _sweeper(records: list[Any]) -> tuple[Agent, list[str]]:
+    """An agent whose engine holds ``records`` and whose DetachNetwork calls are recorded."""
+    st = LocalState(node_id=NODE, cluster_id="c" * 25, role="worker", addr="192.168.77.1",
+                    hostname="h", managers=["192.168.77.2:2377"])
+    eng = _engine()
+    eng.store = SimpleNamespace(all=lambda: list(records))
+    a = Agent(st, lambda: None, eng)  # type: ignore[arg-type, return-value]
+    given: list[str] = []
+
+    async def call(fn: str, req: Any, timeout: float | None = None) -> Any:
+        assert fn == "DetachNetwork"
+        given.append(req.attachment_id)
+    a._call = call  # type: ignore[method-assign]
+    a._applied = {"tasks": [{"ID": "att1", "_Attachment": {}},
+                            {"ID": "att2", "_Attachment": {}}]}
+    return a, given
+
+
+def _holder(att: str) -> Any:
+    return SimpleNamespace(networks={"atnet": {"_SwarmAttachment": att}})
+
+
+def test_an_attachment_whose_container_went_is_given_back_at_the_next_sweep() -> None:
+    """A record held it, then vanished without giving it back (the removed hook's call
+    failed): no 30 s grace for that one."""
+    records = [_holder("att1"), _holder("att2")]
+    a, given = _sweeper(records)
+
+    async def go() -> None:
+        await a._collect_attachments()
+        assert given == []
+        records.pop(0)  # att1's container removed, its give-back lost
+        await a._collect_attachments()
+        assert given == ["att1"]
+        await a._collect_attachments()
+        assert given == ["att1"]  # once
+    asyncio.run(go())
+
+
+def test_an_attachment_never_held_waits_out_the_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One a create has not recorded yet (or a daemon died before recording) is given back
+    only after ORPHAN_GRACE_S of being unheld."""
+    from labkit.engine.swarm.agent import agent as agent_mod
+
+    records = [_holder("att2")]
+    a, given = _sweeper(records)
+    clock = [1000.0]
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        monkeypatch.setattr(loop, "time", lambda: clock[0])
+        await a._collect_attachments()
+        clock[0] += agent_mod.ORPHAN_GRACE_S - 1
+        await a._collect_attachments()
+        assert given == []
+        clock[0] += 2
+        await a._collect_attachments()
+        assert given == ["att1"]
+    asyncio.run(go())
+
+
+def test_a_failed_give_back_is_tried_again_at_the_next_sweep() -> None:
+    import grpc
+
+    records = [_holder("att1")]
+    a, given = _sweeper(records)
+    fails = [1]
+
+    async def call(fn: str, req: Any, timeout: float | None = None) -> Any:
+        if fails[0]:
+            fails[0] -= 1
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                       grpc.aio.Metadata(), "manager gone")
+        given.append(req.attachment_id)
+    a._call = call  # type: ignore[method-assign]
+
+    async def go() -> None:
+        await a._collect_attachments()
+        records.clear()
+        with pytest.raises(grpc.aio.AioRpcError):
+            await a._collect_attachments()
+        await a._collect_attachments()
+        assert given == ["att1"]
+    asyncio.run(go())

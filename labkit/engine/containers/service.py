@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from labkit import errors
@@ -50,6 +52,8 @@ from labkit.engine.volumes import spec as volspec
 
 __all__ = ["Containers", "NotModifiedError"]
 
+log = logging.getLogger("labkit.daemon")
+
 
 class NotModifiedError(errors.LabkitError):
     """Nothing to do (start on a running container): Docker answers 304."""
@@ -70,6 +74,10 @@ class Containers:
         self.health = health
         self.volumes = volumes or VolumeStore(users=self.volume_users)
         self.volumes.on_event = bus.emit_volume
+        # Awaited with each container whose record is gone, by whichever path removed it
+        # (rm, prune, --rm, a removal finished after a restart): what lives above the
+        # engine gives back what the record held (a swarm's network attachments).
+        self.removed_hooks: list[Callable[[ContainerRecord], Awaitable[None]]] = []
 
     def volume_users(self, name: str) -> list[str]:
         """IDs of the containers (running or not) whose mounts name volume ``name``."""
@@ -364,3 +372,8 @@ class Containers:
             self.emit("destroy", rec)
             self.waiters.removed(rec.id, exit_of(rec))
         self.execs.forget_container(rec.id)
+        for hook in list(self.removed_hooks):
+            try:
+                await hook(rec)
+            except Exception as err:  # noqa: BLE001 - the removal itself is done
+                log.warning("after removing %s: %s", rec.id[:12], err)

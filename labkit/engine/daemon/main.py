@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -106,6 +107,10 @@ async def start_swarm(engine: Any) -> Any:
     swarm.bind_engine(engine)  # issue 13: every active node runs its tasks on this engine
     await swarm.start()
     engine.swarm = swarm
+    from labkit.engine.swarm import attach
+
+    # a removed container's swarm addresses go back at once (rm, prune and --rm alike)
+    engine.containers.removed_hooks.append(functools.partial(attach.container_removed, engine))
     return swarm
 
 

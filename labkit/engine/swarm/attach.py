@@ -6,9 +6,10 @@ findAndAttachNetwork), the node asks a manager for an attachment (AttachNetwork:
 attachment task for this node; the leader allocates the address), materializes the network
 (SwarmNode.attach_network), and the endpoint is then made like any other with that IPv4
 address.  The attachment task's id is kept in the endpoint's settings on the container
-record (key ``_SwarmAttachment``, on disk, so a daemon restart keeps it); rm, prune and
-disconnect give it back (DetachNetwork), and the agent gives back any attachment of this
-node that no container holds any more (``docker run --rm``, a crash between the two).
+record (key ``_SwarmAttachment``, on disk, so a daemon restart keeps it); the record's
+removal, by any path (rm, prune, ``run --rm``), and disconnect give it back (DetachNetwork),
+and the agent gives back any attachment of this node that no container holds any more (a
+give-back that failed, a crash between AttachNetwork and the record).
 A node outside a swarm keeps the local service's "network NAME not found".
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from labkit import errors
 
-__all__ = ["KEY", "claim", "for_create", "held", "release"]
+__all__ = ["KEY", "claim", "container_removed", "for_create", "held", "release"]
 
 log = logging.getLogger("labkit.swarm")
 KEY = "_SwarmAttachment"
@@ -84,6 +85,12 @@ async def release(eng: Any, ids: Iterable[str]) -> None:
             await node.detach_network(aid)
         except errors.LabkitError as err:
             log.warning("swarm attachment %s not given back: %s", aid, err)
+
+
+async def container_removed(eng: Any, rec: Any) -> None:
+    """The engine's removed hook (Containers.removed_hooks): a container record is gone,
+    so the attachments it held go back now, whichever path removed it."""
+    await release(eng, held(rec.networks))
 
 
 async def for_create(eng: Any, spec: Any) -> list[str]:

@@ -90,11 +90,9 @@ async def unpause(request: web.Request) -> web.Response:
 
 
 async def remove(request: web.Request) -> web.Response:
-    eng = engine(request)
-    taken = swarm_attach.held(eng.store.get(cid(request)).networks)
-    await eng.control.remove(cid(request), force=flag(request, "force"),
-                             volumes=flag(request, "v"))
-    await swarm_attach.release(eng, taken)  # its swarm addresses back (H9)
+    # its swarm addresses go back through the removed hook (swarm.attach)
+    await engine(request).control.remove(cid(request), force=flag(request, "force"),
+                                         volumes=flag(request, "v"))
     return web.Response(status=204)
 
 
@@ -123,12 +121,8 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
-    eng = engine(request)
-    taken = {r.id: swarm_attach.held(r.networks) for r in eng.store.all()}
-    out = await eng.ops.prune(filters(request))
-    await swarm_attach.release(eng, [a for c in out.get("ContainersDeleted") or []
-                                     for a in taken.get(c, [])])
-    return reply(out)
+    # the pruned containers' swarm addresses go back through the removed hook
+    return reply(await engine(request).ops.prune(filters(request)))
 
 
 async def top(request: web.Request) -> web.Response:

@@ -61,6 +61,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._logs: dict[str, asyncio.Task[None]] = {}
         self._orphans: dict[str, float] = {}  # attachment task id -> when first seen unheld
+        self._was_held: set[str] = set()  # attachment ids a container record held last sweep
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -119,19 +120,28 @@ class Agent:
             await asyncio.sleep(2.0)
 
     async def _collect_attachments(self) -> None:
-        """Attachment tasks of this node that no container record holds (`run --rm`, a
-        daemon that died between AttachNetwork and the record) are given back once they
-        have stayed so for ORPHAN_GRACE_S (a create holds its own within milliseconds)."""
+        """Attachment tasks of this node that no container record holds are given back.
+
+        One a record held at the last sweep whose removal did not give it back (no manager
+        answered the removed hook's DetachNetwork) goes at the next sweep (2 s).
+        One never seen held (a daemon that died between AttachNetwork and writing the
+        record, or a create still under way) goes once it has stayed so for
+        ORPHAN_GRACE_S: a create holds its own within milliseconds."""
         from labkit.engine.swarm.attach import held
         snap = self._applied or {}
         mine = {str(t["ID"]) for t in snap.get("tasks") or [] if t.get("_Attachment") is not None}
         holding = {a for rec in self.engine.store.all() for a in held(rec.networks)}
+        # ids held before stay marked until given back (a failed DetachNetwork is retried
+        # at the next sweep, not after the grace)
+        was_held = self._was_held
+        self._was_held = holding | (was_held & mine)
         now = asyncio.get_running_loop().time()
         for tid in list(self._orphans):
             if tid not in mine or tid in holding:
                 del self._orphans[tid]
         for tid in sorted(mine - holding):
-            if now - self._orphans.setdefault(tid, now) < ORPHAN_GRACE_S:
+            since = self._orphans.setdefault(tid, now)
+            if tid not in was_held and now - since < ORPHAN_GRACE_S:
                 continue
             log.info("swarm agent: attachment %s has no container: given back", tid)
             try:
@@ -140,6 +150,7 @@ class Agent:
                 if err.code() != grpc.StatusCode.NOT_FOUND:
                     raise
             self._orphans.pop(tid, None)
+            self._was_held.discard(tid)
 
     async def _keep(self, addr: str) -> None:
         failures = 0
