@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labkit import errors
+from labkit.measure import parentcg
 from labkit.measure._bytecode import ensure_compiled
 
 if TYPE_CHECKING:
@@ -319,6 +320,7 @@ def run(runs: int = 30, warmup: int = 3, peers: list[str] | None = None, *,
     current: tuple[Runner, str] | None = None  # the run in flight, if we are interrupted
     tmp = Path(tempfile.mkdtemp(prefix="lk-bench-"))
     warmer = _Warmer() if "warm" in hosts and active else None
+    made_parent = parentcg.missing()  # the bundles name no cgroupsPath: lk/<id>
     try:
         paths = {b: make_bundle(tmp / f"bundle-{b}", b) if active else tmp for b in bundles}
         if warmer is not None:
@@ -357,6 +359,8 @@ def run(runs: int = 30, warmup: int = 3, peers: list[str] | None = None, *,
             if (argv := r.delete_argv(cid)) is not None:
                 subprocess.run(argv, capture_output=True, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+        if made_parent:
+            parentcg.remove()
     rows = []
     for bundle, host in groups:
         runc = samples.get(("runc", bundle, host))

@@ -53,6 +53,7 @@ from typing import IO, Any
 
 from labkit import errors
 from labkit.measure import bench_runtime as br
+from labkit.measure import parentcg
 from labkit.measure.bench_startup_report import (
     FLOOR,
     PROBES_OFF,
@@ -347,6 +348,7 @@ def run(*, candidates: Sequence[str] | None = None, runs: int = 20, warmup: int 
     why = available()
     rows: list[StartupRow] = []
     with ExitStack() as stack:
+        stack.enter_context(parentcg.cleaned())  # left last: after every container went
         ctx = _Ctx(stack)
         timers: dict[str, Timer] = {}
         notes: dict[str, str] = {}

@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 
 from labkit.engine.supervisor.harness import Harness
+from labkit.measure import parentcg
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = tuple(int(x) for x in (argv[argv.index("--containers") + 1].split(",")
                                     if "--containers" in argv else ["0", "1", "10", "100"]))
     h = Harness(Path(tempfile.mkdtemp(prefix="lk-bench-")))
+    made_parent = parentcg.missing()  # its bundles name no cgroupsPath: lk/<id>
     try:
         h.start()
         rows = start_latency(h, runs)
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m.shims_pss_kb_total:>11}")
     finally:
         h.cleanup()
+        if made_parent:
+            parentcg.remove()
     return 0
 
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from labkit import errors
-from labkit.cgroups import open_cgroup
 from labkit.engine.client import Client
 from labkit.engine.client.launch import DAEMON_CMD, spawn_daemon, wait_ready
-from labkit.engine.runtime.config import CGROUP_PARENT
+from labkit.measure import parentcg
 
 __all__ = ["LabEngine", "ProcRow", "process_rows"]
 
@@ -82,9 +81,8 @@ class LabEngine:
         # pid still names the same process (pids are reused)
         self.known_pids: dict[int, float] = {}
         # The containers' shared parent cgroup outlives them; a lab engine that caused it
-        # removes it again at stop (remove() refuses while any process is inside).
-        self._parent_cgroup = open_cgroup(CGROUP_PARENT)
-        self._made_parent = not self._parent_cgroup.exists()
+        # removes it again at stop (measure.parentcg).
+        self._made_parent = parentcg.missing()
 
     def set_config(self, config: dict[str, Any]) -> None:
         """Write the daemon.json the next start() reads (a running daemon keeps its own).
@@ -247,10 +245,7 @@ class LabEngine:
         _unmount_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
         if self._made_parent:
-            try:
-                self._parent_cgroup.remove()
-            except (errors.LabkitError, OSError):
-                pass  # another engine's container is still inside: it is theirs now
+            parentcg.remove()  # another engine's container still inside: it stays theirs
 
     def __enter__(self) -> LabEngine:  # noqa: PYI034
         return self.start()

@@ -39,12 +39,12 @@ from typing import Any, TypeVar
 import psutil
 
 from labkit import errors
-from labkit.cgroups import Cgroup, open_cgroup
+from labkit.cgroups import open_cgroup
 from labkit.engine import paths
 from labkit.engine.client import Client
 from labkit.engine.client.launch import DAEMON_CMD, spawn_daemon, wait_ready
 from labkit.engine.client.streams import demux_all
-from labkit.engine.runtime.config import CGROUP_PARENT
+from labkit.measure import parentcg
 from labkit.ns.netns import create_netns, netns, remove_netns
 
 __all__ = ["TERMINAL", "LabNode", "SwarmLab", "binary_with_libs", "labs"]
@@ -155,8 +155,8 @@ class SwarmLab:
         self.unlock_key = ""
         self.bridge_ns = f"lk-sw-{name}"
         self.formation_joins: list[tuple[str, float]] = []  # (role, seconds) during up()
-        # The containers' shared parent cgroup (runtime.config.CGROUP_PARENT) outlives
-        # them, as Docker's /docker does; a lab whose nodes caused it removes it at down().
+        # The containers' shared parent cgroup outlives them (measure.parentcg); a lab
+        # whose nodes caused it removes it at down(), from the record in any process.
         self.made_parent = False
 
     # ------------------------------------------------------------------ record
@@ -204,7 +204,7 @@ class SwarmLab:
         if self.record_path(self.name).exists():
             raise errors.AlreadyExistsError("swarm lab", self.name,
                                             hint=f"`labkit swarm lab down --name {self.name}`")
-        self.made_parent = not _parent_cgroup_exists()
+        self.made_parent = parentcg.missing()
         self.save()
         try:
             say(f"network: {len(self.nodes)} namespaces on bridge {BRIDGE} ({self.subnet})")
@@ -541,29 +541,13 @@ class SwarmLab:
         with contextlib.suppress(errors.LabkitError, OSError):
             remove_netns(self.bridge_ns)
         if self.made_parent:
-            # remove() refuses while a process is inside: another engine's container
-            # (made after this lab began) keeps it, and then it is theirs
-            with contextlib.suppress(errors.LabkitError, OSError):
-                _parent_cgroup().remove()
+            parentcg.remove()  # in use by another engine's container: it stays
         self.record_path(self.name).unlink(missing_ok=True)
 
 
 def labs() -> list[str]:
     d = paths.run() / "swarm-lab"
     return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
-
-
-def _parent_cgroup() -> Cgroup:
-    return open_cgroup(CGROUP_PARENT)
-
-
-def _parent_cgroup_exists() -> bool:
-    """Whether the shared parent exists; when that cannot be told (no cgroup filesystem),
-    True: down() never removes what the lab cannot know it made."""
-    try:
-        return _parent_cgroup().exists()
-    except (errors.LabkitError, OSError):
-        return True  # unknown: never claim it, so down() never removes it
 
 
 def _kill_containers(node: LabNode) -> None:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit import errors
 from labkit._sys import trace
+from labkit.measure import parentcg
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
@@ -385,9 +386,12 @@ def trace_starts(n: int, via: str = "runtime", *, warmup: int = 1, ebpf: bool = 
         raise errors.UnsupportedError("trace_starts", "starting containers needs root",
                                       hint="run as root (sudo), or in the VM: labkit vm")
     say = progress or (lambda _msg: None)
-    if via == "runtime":
-        return _trace_runtime(n, warmup, ebpf, say)
-    return _trace_engine(n, warmup, ebpf, say)
+    # either way the containers' parent cgroup may come into being (labkit-runtime's
+    # bundle names no cgroupsPath): removed again if these starts caused it
+    with parentcg.cleaned():
+        if via == "runtime":
+            return _trace_runtime(n, warmup, ebpf, say)
+        return _trace_engine(n, warmup, ebpf, say)
 
 
 def _trace_runtime(n: int, warmup: int, ebpf: bool,

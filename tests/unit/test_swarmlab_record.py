@@ -1,7 +1,7 @@
 """SwarmLab's record and its shared-parent-cgroup rule, without making a lab.
 
-The containers' parent cgroup (runtime.config.CGROUP_PARENT) outlives them; a lab whose nodes
-caused it removes it at down(), and only then (notebooks 12-16 left it behind before).
+The containers' parent cgroup (measure.parentcg) outlives them; a lab whose nodes caused it
+removes it at down(), and only then (notebooks 12-16 left it behind before).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from labkit import errors
-from labkit.measure import swarmlab
+from labkit.measure import parentcg, swarmlab
 from labkit.measure.swarmlab import SwarmLab
 
 
@@ -63,7 +63,7 @@ def test_a_record_from_before_the_field_never_claims_the_parent(run_dir):
 @pytest.mark.parametrize(("made", "removed"), [(True, 1), (False, 0)])
 def test_down_removes_the_parent_only_when_the_lab_made_it(run_dir, monkeypatch, made, removed):
     parent = FakeParent()
-    monkeypatch.setattr(swarmlab, "_parent_cgroup", lambda: parent)
+    monkeypatch.setattr(parentcg, "_parent", lambda: parent)
     lab = _empty_lab("dn")
     lab.nodes = []
     lab.made_parent = made
@@ -77,7 +77,7 @@ def test_down_removes_the_parent_only_when_the_lab_made_it(run_dir, monkeypatch,
 
 def test_down_leaves_a_parent_another_engine_uses_and_still_finishes(run_dir, monkeypatch):
     parent = FakeParent(busy=True)
-    monkeypatch.setattr(swarmlab, "_parent_cgroup", lambda: parent)
+    monkeypatch.setattr(parentcg, "_parent", lambda: parent)
     lab = _empty_lab("busy")
     lab.nodes = []
     lab.made_parent = True
@@ -85,13 +85,3 @@ def test_down_leaves_a_parent_another_engine_uses_and_still_finishes(run_dir, mo
     lab.down()
     assert parent.present and parent.removed == 0
     assert not SwarmLab.record_path("busy").exists()
-
-
-def test_a_parent_that_cannot_be_looked_at_counts_as_existing(monkeypatch):
-    def broken():
-        raise errors.UnsupportedError("cgroups", "no cgroup filesystem")
-
-    monkeypatch.setattr(swarmlab, "_parent_cgroup", broken)
-    assert swarmlab._parent_cgroup_exists() is True
-    monkeypatch.setattr(swarmlab, "_parent_cgroup", lambda: FakeParent(exists=False))
-    assert swarmlab._parent_cgroup_exists() is False
